@@ -1,0 +1,151 @@
+use super::dot::dot;
+use super::scan::{scan, ShardView};
+use crate::shard::validate_search;
+use crate::{Compaction, Hit, KernelError, Metric, Row, RowMask, Shard};
+
+/// Vectors in host memory, row-major and contiguous, with each row's squared norm
+/// precomputed so cosine and euclidean reduce to a dot product per (query, row).
+#[derive(Debug, Clone)]
+pub struct CpuShard {
+    dims: usize,
+    metric: Metric,
+    data: Vec<f32>,
+    norms_sq: Vec<f32>,
+    live: RowMask,
+    live_count: usize,
+}
+
+impl CpuShard {
+    pub fn new(dims: usize, metric: Metric) -> Result<Self, KernelError> {
+        if dims == 0 {
+            return Err(KernelError::ZeroDimensions);
+        }
+        Ok(CpuShard {
+            dims,
+            metric,
+            data: Vec::new(),
+            norms_sq: Vec::new(),
+            live: RowMask::none(0),
+            live_count: 0,
+        })
+    }
+
+    fn check_dims(&self, vector: &[f32]) -> Result<(), KernelError> {
+        if vector.len() != self.dims {
+            return Err(KernelError::DimensionMismatch { expected: self.dims, got: vector.len() });
+        }
+        Ok(())
+    }
+
+    fn check_row(&self, row: Row) -> Result<usize, KernelError> {
+        let r = row as usize;
+        if r >= self.norms_sq.len() {
+            return Err(KernelError::NoSuchRow { row, rows: self.norms_sq.len() });
+        }
+        Ok(r)
+    }
+}
+
+impl Shard for CpuShard {
+    fn dims(&self) -> usize {
+        self.dims
+    }
+
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn rows(&self) -> usize {
+        self.norms_sq.len()
+    }
+
+    fn live(&self) -> usize {
+        self.live_count
+    }
+
+    fn is_live(&self, row: Row) -> bool {
+        self.live.contains(row as usize)
+    }
+
+    fn append(&mut self, vector: &[f32]) -> Result<Row, KernelError> {
+        self.check_dims(vector)?;
+        let row = self.norms_sq.len();
+        if row >= u32::MAX as usize {
+            return Err(KernelError::ShardFull { max: u32::MAX as usize });
+        }
+        self.data.extend_from_slice(vector);
+        self.norms_sq.push(dot(vector, vector));
+        self.live.resize(row + 1, true);
+        self.live_count += 1;
+        Ok(row as Row)
+    }
+
+    fn overwrite(&mut self, row: Row, vector: &[f32]) -> Result<(), KernelError> {
+        self.check_dims(vector)?;
+        let r = self.check_row(row)?;
+        self.data[r * self.dims..(r + 1) * self.dims].copy_from_slice(vector);
+        self.norms_sq[r] = dot(vector, vector);
+        if !self.live.contains(r) {
+            self.live.set(r);
+            self.live_count += 1;
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, row: Row) -> Result<bool, KernelError> {
+        let r = self.check_row(row)?;
+        if self.live.contains(r) {
+            self.live.clear(r);
+            self.live_count -= 1;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn compact(&mut self) -> Compaction {
+        let rows = self.norms_sq.len();
+        let mut remap = Vec::with_capacity(rows);
+        let mut next = 0usize;
+        for r in 0..rows {
+            if self.live.contains(r) {
+                if next != r {
+                    self.data.copy_within(r * self.dims..(r + 1) * self.dims, next * self.dims);
+                    self.norms_sq[next] = self.norms_sq[r];
+                }
+                remap.push(Some(next as Row));
+                next += 1;
+            } else {
+                remap.push(None);
+            }
+        }
+        self.data.truncate(next * self.dims);
+        self.data.shrink_to_fit();
+        self.norms_sq.truncate(next);
+        self.norms_sq.shrink_to_fit();
+        self.live = RowMask::all(next);
+        self.live_count = next;
+        Compaction { remap }
+    }
+
+    fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        mask: Option<&RowMask>,
+    ) -> Result<Vec<Vec<Hit>>, KernelError> {
+        let nq = validate_search(self.dims, self.rows(), queries, k, mask)?;
+        let mut allowed = self.live.clone();
+        if let Some(mask) = mask {
+            allowed.intersect(mask);
+        }
+        let view = ShardView {
+            dims: self.dims,
+            metric: self.metric,
+            data: &self.data,
+            norms_sq: &self.norms_sq,
+            allowed: &allowed,
+        };
+        Ok(scan(&view, queries, nq, k))
+    }
+}

@@ -1,0 +1,23 @@
+use thiserror::Error;
+
+/// Errors a backend reports to its caller. Every variant is the caller's mistake or a
+/// resource limit; none of them leaves a shard half-modified.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum KernelError {
+    #[error("vector has {got} dimensions, shard expects {expected}")]
+    DimensionMismatch { expected: usize, got: usize },
+    #[error("query buffer of {len} floats is not a whole number of {dims}-dimensional vectors")]
+    RaggedQueries { len: usize, dims: usize },
+    #[error("k must be between 1 and {max}, got {k}")]
+    InvalidK { k: usize, max: usize },
+    #[error("row {row} does not exist in this shard ({rows} rows)")]
+    NoSuchRow { row: u32, rows: usize },
+    #[error("dimensions must be at least 1")]
+    ZeroDimensions,
+    #[error("shard is full: at most {max} rows")]
+    ShardFull { max: usize },
+    #[error("mask covers {mask} rows but the shard has {rows}")]
+    MaskSize { mask: usize, rows: usize },
+    #[error("backend {0} is not available on this machine")]
+    BackendUnavailable(&'static str),
+}

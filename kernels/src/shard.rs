@@ -1,0 +1,67 @@
+use crate::{Hit, KernelError, Metric, RowMask};
+
+/// Index of a vector inside a shard. Stable until the next [`Shard::compact`].
+pub type Row = u32;
+
+/// What a compaction did: `remap[old_row]` is the row's new index, or `None` if the
+/// row was a tombstone and is gone. Callers that map ids to rows apply this once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    pub remap: Vec<Option<Row>>,
+}
+
+/// One collection's vectors on one backend.
+///
+/// Rows are appended, overwritten in place, or tombstoned by `delete`; tombstones are
+/// skipped by search and reclaimed by `compact`. Every method validates its input and
+/// leaves the shard unchanged on error.
+pub trait Shard: Send + Sync {
+    fn dims(&self) -> usize;
+    fn metric(&self) -> Metric;
+    /// Rows including tombstones: the size a [`RowMask`] for this shard must have.
+    fn rows(&self) -> usize;
+    /// Rows that are not tombstones.
+    fn live(&self) -> usize;
+    /// Whether `row` exists and is not a tombstone.
+    fn is_live(&self, row: Row) -> bool;
+    /// Adds a vector and returns its row.
+    fn append(&mut self, vector: &[f32]) -> Result<Row, KernelError>;
+    /// Replaces the vector at `row` (reviving it if it was deleted).
+    fn overwrite(&mut self, row: Row, vector: &[f32]) -> Result<(), KernelError>;
+    /// Tombstones `row`; returns whether it was live.
+    fn delete(&mut self, row: Row) -> Result<bool, KernelError>;
+    /// Drops tombstones and packs live rows densely, preserving their order.
+    fn compact(&mut self) -> Compaction;
+    /// The `k` closest live rows to each query, best first. `queries` holds
+    /// `queries.len() / dims` vectors back to back; `mask`, when given, must cover
+    /// [`Shard::rows`] rows and restricts results to its set rows. Fewer than `k` hits
+    /// come back only when fewer than `k` rows are live and allowed.
+    fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        mask: Option<&RowMask>,
+    ) -> Result<Vec<Vec<Hit>>, KernelError>;
+}
+
+/// Checks shared by every backend's `search_batch`, so they all reject the same input.
+pub(crate) fn validate_search(
+    dims: usize,
+    rows: usize,
+    queries: &[f32],
+    k: usize,
+    mask: Option<&RowMask>,
+) -> Result<usize, KernelError> {
+    if k == 0 || k > crate::MAX_K {
+        return Err(KernelError::InvalidK { k, max: crate::MAX_K });
+    }
+    if queries.len() % dims != 0 {
+        return Err(KernelError::RaggedQueries { len: queries.len(), dims });
+    }
+    if let Some(mask) = mask {
+        if mask.rows() != rows {
+            return Err(KernelError::MaskSize { mask: mask.rows(), rows });
+        }
+    }
+    Ok(queries.len() / dims)
+}

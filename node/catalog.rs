@@ -1,0 +1,231 @@
+//! The in-memory side of the database: each collection's search shard plus the maps
+//! between user ids and shard rows, and each row's metadata for filter evaluation.
+//! Rebuilt from RocksDB at start-up; changed only by `apply`.
+
+use crate::error::{Error, Result};
+use crate::model::{Metadata, VectorRecord};
+use crate::storage::{Store, StoredCollection};
+use needle_kernels::{Backend, Row, Shard};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Compact once tombstones are this many and at least a quarter of the rows: small
+/// enough to bound wasted scan work, large enough that compaction is rare.
+const COMPACT_MIN_TOMBSTONES: usize = 1024;
+
+pub(crate) struct CollectionState {
+    pub stored: StoredCollection,
+    pub index: RwLock<CollectionIndex>,
+    compacting: AtomicBool,
+}
+
+pub(crate) struct CollectionIndex {
+    pub shard: Box<dyn Shard>,
+    rows: HashMap<Arc<str>, Row>,
+    /// Indexed by row; `None` for tombstones.
+    pub row_ids: Vec<Option<Arc<str>>>,
+    /// Indexed by row; `None` for tombstones and vectors without metadata.
+    pub metadata: Vec<Option<Arc<Metadata>>>,
+}
+
+impl CollectionIndex {
+    fn new(shard: Box<dyn Shard>) -> Self {
+        CollectionIndex { shard, rows: HashMap::new(), row_ids: Vec::new(), metadata: Vec::new() }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.rows.contains_key(id)
+    }
+
+    pub fn live(&self) -> usize {
+        self.shard.live()
+    }
+
+    pub fn row_of(&self, id: &str) -> Option<Row> {
+        self.rows.get(id).copied()
+    }
+
+    pub fn upsert(&mut self, record: &VectorRecord) -> Result<()> {
+        let metadata = record.metadata.clone().map(Arc::new);
+        match self.rows.get(record.id.as_str()) {
+            Some(&row) => {
+                self.shard.overwrite(row, &record.vector)?;
+                self.metadata[row as usize] = metadata;
+            }
+            None => {
+                let row = self.shard.append(&record.vector)?;
+                let id: Arc<str> = Arc::from(record.id.as_str());
+                self.rows.insert(id.clone(), row);
+                self.row_ids.push(Some(id));
+                self.metadata.push(metadata);
+                debug_assert_eq!(self.row_ids.len(), row as usize + 1);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn delete(&mut self, id: &str) -> Result<bool> {
+        let Some(row) = self.rows.remove(id) else {
+            return Ok(false);
+        };
+        self.shard.delete(row)?;
+        self.row_ids[row as usize] = None;
+        self.metadata[row as usize] = None;
+        Ok(true)
+    }
+
+    fn tombstones(&self) -> usize {
+        self.shard.rows() - self.shard.live()
+    }
+
+    fn needs_compaction(&self) -> bool {
+        let dead = self.tombstones();
+        dead >= COMPACT_MIN_TOMBSTONES && dead * 4 >= self.shard.rows()
+    }
+
+    /// Drops tombstones from the shard and renumbers the row maps to match.
+    fn compact(&mut self) {
+        let compaction = self.shard.compact();
+        let live = self.shard.rows();
+        let mut row_ids = Vec::with_capacity(live);
+        let mut metadata = Vec::with_capacity(live);
+        for (old, new) in compaction.remap.iter().enumerate() {
+            if let Some(new) = new {
+                debug_assert_eq!(*new as usize, row_ids.len());
+                let id = self.row_ids[old].take();
+                if let Some(id) = &id {
+                    self.rows.insert(id.clone(), *new);
+                }
+                row_ids.push(id);
+                metadata.push(self.metadata[old].take());
+            }
+        }
+        self.row_ids = row_ids;
+        self.metadata = metadata;
+    }
+}
+
+impl CollectionState {
+    /// An empty collection with a fresh shard.
+    pub fn new(stored: StoredCollection, backend: &dyn Backend) -> Result<Arc<Self>> {
+        let shard = backend.new_shard(stored.config.dimensions, stored.config.distance.metric())?;
+        Ok(Arc::new(CollectionState {
+            stored,
+            index: RwLock::new(CollectionIndex::new(shard)),
+            compacting: AtomicBool::new(false),
+        }))
+    }
+
+    /// A collection with every vector and metadata object read back from the store.
+    pub fn load(stored: StoredCollection, backend: &dyn Backend, store: &Store) -> Result<Arc<Self>> {
+        let state = Self::new(stored, backend)?;
+        {
+            let mut index = state.index.write();
+            let id = state.stored.id;
+            store.for_each_vector(id, |vid, vector| {
+                index.upsert(&VectorRecord { id: vid, vector, metadata: None })
+            })?;
+            store.for_each_metadata(id, |vid, metadata| {
+                let row = index
+                    .row_of(vid)
+                    .ok_or_else(|| Error::Corrupt(format!("metadata for missing vector {vid:?}")))?;
+                index.metadata[row as usize] = Some(Arc::new(metadata));
+                Ok(())
+            })?;
+        }
+        Ok(state)
+    }
+
+    /// Compacts on a background thread when enough rows are tombstones. Searches wait
+    /// on the write lock only for the copy itself.
+    pub fn maybe_compact(self: &Arc<Self>) {
+        if !self.index.read().needs_compaction() || self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let state = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("needle-compact".into())
+            .spawn(move || {
+                {
+                    let mut index = state.index.write();
+                    if index.needs_compaction() {
+                        let before = index.shard.rows();
+                        index.compact();
+                        tracing::debug!(
+                            collection = %state.stored.config.name,
+                            before,
+                            after = index.shard.rows(),
+                            "compacted shard"
+                        );
+                    }
+                }
+                state.compacting.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start compaction thread");
+            self.compacting.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Every open collection by name.
+#[derive(Default)]
+pub(crate) struct Catalog {
+    collections: RwLock<HashMap<String, Arc<CollectionState>>>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<Arc<CollectionState>> {
+        self.collections.read().get(name).cloned()
+    }
+
+    pub fn insert(&self, state: Arc<CollectionState>) {
+        self.collections.write().insert(state.stored.config.name.clone(), state);
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Arc<CollectionState>> {
+        self.collections.write().remove(name)
+    }
+
+    /// All collections, sorted by name.
+    pub fn all(&self) -> Vec<Arc<CollectionState>> {
+        let mut all: Vec<_> = self.collections.read().values().cloned().collect();
+        all.sort_by(|a, b| a.stored.config.name.cmp(&b.stored.config.name));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CollectionConfig, Distance};
+    use needle_kernels::cpu::CpuBackend;
+
+    #[test]
+    fn compaction_keeps_ids_rows_and_metadata_aligned() {
+        let stored = StoredCollection { config: CollectionConfig::new("c", 2, Distance::Dot), id: 1 };
+        let state = CollectionState::new(stored, &CpuBackend).unwrap();
+        let mut index = state.index.write();
+        for i in 0..3000 {
+            let mut m = Metadata::new();
+            m.insert("i".into(), i.into());
+            index.upsert(&VectorRecord::new(format!("v{i}"), vec![i as f32, 1.0]).with_metadata(m)).unwrap();
+        }
+        for i in (0..3000).filter(|i| i % 2 == 0) {
+            assert!(index.delete(&format!("v{i}")).unwrap());
+        }
+        assert!(index.needs_compaction());
+        index.compact();
+        assert_eq!(index.shard.rows(), 1500);
+        for i in (0..3000).filter(|i| i % 2 == 1) {
+            let row = index.row_of(&format!("v{i}")).unwrap() as usize;
+            assert_eq!(index.row_ids[row].as_deref(), Some(format!("v{i}").as_str()));
+            assert_eq!(index.metadata[row].as_ref().unwrap()["i"], i);
+        }
+        // The largest dot product with (1, 0) is the largest surviving i.
+        let hits = index.shard.search_batch(&[1.0, 0.0], 1, None).unwrap();
+        assert_eq!(index.row_ids[hits[0][0].row as usize].as_deref(), Some("v2999"));
+    }
+}

@@ -1,0 +1,54 @@
+//! The `needle` command line.
+
+mod client;
+mod import;
+mod serve;
+
+use crate::config::LogFormat;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "needle", version, about = "A vector search node")]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, env = "NEEDLE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: open the data directory and serve the HTTP API.
+    Serve(serve::ServeArgs),
+    /// Load vectors from a .jsonl, .npy or .fvecs file into a collection.
+    Import(import::ImportArgs),
+    /// Search a collection on a running node.
+    Search(client::SearchArgs),
+    /// List the collections of a running node.
+    Collections(client::CollectionsArgs),
+}
+
+impl Cli {
+    /// The log format from the flag or environment, else from `serve --config`'s file.
+    pub fn log_format(&self) -> anyhow::Result<LogFormat> {
+        if let Some(f) = self.log_format {
+            return Ok(f);
+        }
+        if let Command::Serve(args) = &self.command {
+            if let Some(path) = &args.config {
+                return Ok(crate::config::FileConfig::load(path)?.log_format.unwrap_or_default());
+            }
+        }
+        Ok(LogFormat::default())
+    }
+
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve(args) => serve::run(args),
+            Command::Import(args) => import::run(args),
+            Command::Search(args) => client::search(args),
+            Command::Collections(args) => client::collections(args),
+        }
+    }
+}

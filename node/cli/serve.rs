@@ -1,0 +1,92 @@
+use crate::config::{BackendChoice, FileConfig, Overrides, ServeConfig};
+use crate::{Database, DatabaseOptions, SyncMode};
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags and NEEDLE_* variables override its values.
+    #[arg(long, env = "NEEDLE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (RocksDB) [default: ./needle-data]
+    #[arg(long, env = "NEEDLE_DATA")]
+    pub data: Option<PathBuf>,
+    /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long, env = "NEEDLE_HTTP")]
+    pub http: Option<String>,
+    /// Search backend [default: auto]
+    #[arg(long, value_enum, env = "NEEDLE_BACKEND")]
+    pub backend: Option<BackendChoice>,
+    /// WAL fsync policy [default: group]
+    #[arg(long, value_enum, env = "NEEDLE_SYNC")]
+    pub sync: Option<SyncMode>,
+    /// Largest accepted request body in bytes [default: 67108864]
+    #[arg(long, env = "NEEDLE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let config = ServeConfig::resolve(
+        &file,
+        Overrides {
+            data: args.data,
+            http: args.http,
+            backend: args.backend,
+            sync: args.sync,
+            max_body_bytes: args.max_body_bytes,
+        },
+    );
+    let options = DatabaseOptions { backend: config.backend.kind(), sync: config.sync };
+    let db = Database::open_with(&config.data, options)
+        .with_context(|| format!("opening data directory {}", config.data.display()))?;
+    tracing::info!(
+        data = %config.data.display(),
+        backend = db.backend_name(),
+        sync = ?config.sync,
+        collections = db.collections().len(),
+        applied_seq = db.applied_seq(),
+        "database open"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("needle-http")
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.http)
+            .await
+            .with_context(|| format!("binding {}", config.http))?;
+        // Tests and scripts read this line to learn the port when --http ends in :0.
+        tracing::info!("listening on http://{}", listener.local_addr()?);
+        crate::http::serve(db, listener, config.max_body_bytes, shutdown_signal()).await?;
+        tracing::info!("shut down cleanly");
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,95 @@
+//! [`Collection`]: the library's per-collection API.
+
+use crate::database::Database;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::model::{CollectionConfig, VectorRecord};
+use crate::op::{Op, Precondition};
+use crate::search::{self, SearchHit};
+
+/// A handle to a collection by name. Every call resolves the name afresh, like an HTTP
+/// client would: after a drop it reports `COLLECTION_NOT_FOUND`, and after a drop and
+/// re-create it addresses the new collection.
+#[derive(Clone)]
+pub struct Collection {
+    db: Database,
+    name: String,
+}
+
+impl Collection {
+    pub(crate) fn new(db: Database, name: String) -> Self {
+        Collection { db, name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> Result<CollectionConfig> {
+        Ok(self.db.state(&self.name)?.stored.config.clone())
+    }
+
+    /// Live vectors.
+    pub fn count(&self) -> Result<usize> {
+        Ok(self.db.state(&self.name)?.index.read().live())
+    }
+
+    /// Adds a vector; `VECTOR_EXISTS` if the id is taken.
+    pub fn insert(&self, record: VectorRecord) -> Result<()> {
+        let config = self.config()?;
+        record.validate(config.dimensions)?;
+        let op = Op::Upsert { collection: self.name.clone(), records: vec![record] };
+        self.db.submit(op, Precondition::IdsAbsent).map_err(unwrap_single)?;
+        Ok(())
+    }
+
+    /// Inserts or replaces every record, all or nothing. Returns how many were written.
+    pub fn upsert(&self, records: Vec<VectorRecord>) -> Result<usize> {
+        let op = Op::Upsert { collection: self.name.clone(), records };
+        Ok(self.db.submit(op, Precondition::None)?.affected)
+    }
+
+    /// Removes a vector; returns whether it existed.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        let op = Op::Delete { collection: self.name.clone(), ids: vec![id.to_string()] };
+        let applied = self.db.submit(op, Precondition::None)?;
+        Ok(applied.deleted.first().copied().unwrap_or(false))
+    }
+
+    /// A stored vector with its metadata.
+    pub fn get(&self, id: &str) -> Result<VectorRecord> {
+        crate::model::validate_id(id)?;
+        let state = self.db.state(&self.name)?;
+        self.db
+            .inner
+            .store
+            .get_vector(state.stored.id, id)?
+            .ok_or_else(|| Error::VectorNotFound(id.to_string()))
+    }
+
+    /// The `k` nearest vectors to `query` that pass `filter`, nearest first.
+    pub fn search(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<SearchHit>> {
+        let mut results = self.search_batch(&[query.to_vec()], k, filter, false)?;
+        Ok(results.pop().unwrap_or_default())
+    }
+
+    /// One engine call for every query: the unit of work the engine is fast at.
+    pub fn search_batch(
+        &self,
+        queries: &[Vec<f32>],
+        k: usize,
+        filter: Option<&Filter>,
+        include_vectors: bool,
+    ) -> Result<Vec<Vec<SearchHit>>> {
+        let state = self.db.state(&self.name)?;
+        search::search(&self.db.inner.store, &state, queries, k, filter, include_vectors)
+    }
+}
+
+/// A single-record write reports the record's own error, not "vectors[0]: ...".
+fn unwrap_single(e: Error) -> Error {
+    match e {
+        Error::InvalidBatchItem { source, .. } => *source,
+        other => other,
+    }
+}

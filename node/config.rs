@@ -1,0 +1,134 @@
+//! Node configuration: defaults, overridden by a TOML file, overridden by `NEEDLE_*`
+//! environment variables and command-line flags (clap reads those two, flags first).
+
+use crate::http::DEFAULT_MAX_BODY_BYTES;
+use crate::SyncMode;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_DATA_DIR: &str = "./needle-data";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Which search backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// The best backend this machine has.
+    #[default]
+    Auto,
+    /// Always the CPU backend.
+    Cpu,
+}
+
+impl BackendChoice {
+    pub fn kind(self) -> needle_kernels::BackendKind {
+        match self {
+            BackendChoice::Auto => needle_kernels::BackendKind::Auto,
+            BackendChoice::Cpu => needle_kernels::BackendKind::Cpu,
+        }
+    }
+}
+
+/// The TOML file's contents; every key optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data: Option<PathBuf>,
+    pub http: Option<String>,
+    pub backend: Option<BackendChoice>,
+    pub sync: Option<SyncMode>,
+    pub max_body_bytes: Option<usize>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+}
+
+/// The settings `needle serve` runs with, after every source is merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    pub data: PathBuf,
+    pub http: String,
+    pub backend: BackendChoice,
+    pub sync: SyncMode,
+    pub max_body_bytes: usize,
+}
+
+/// Values given on the command line or in the environment (already merged by clap).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data: Option<PathBuf>,
+    pub http: Option<String>,
+    pub backend: Option<BackendChoice>,
+    pub sync: Option<SyncMode>,
+    pub max_body_bytes: Option<usize>,
+}
+
+impl ServeConfig {
+    pub fn resolve(file: &FileConfig, over: Overrides) -> ServeConfig {
+        ServeConfig {
+            data: over
+                .data
+                .or_else(|| file.data.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            http: over
+                .http
+                .or_else(|| file.http.clone())
+                .unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_string()),
+            backend: over.backend.or(file.backend).unwrap_or_default(),
+            sync: over.sync.or(file.sync).unwrap_or_default(),
+            max_body_bytes: over
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let file: FileConfig = toml::from_str(
+            "data = \"/srv/needle\"\nhttp = \"0.0.0.0:9000\"\nsync = \"per-write\"\nbackend = \"cpu\"\n",
+        )
+        .unwrap();
+        let cfg = ServeConfig::resolve(
+            &file,
+            Overrides { http: Some("127.0.0.1:1".into()), ..Default::default() },
+        );
+        assert_eq!(cfg.http, "127.0.0.1:1");
+        assert_eq!(cfg.data, PathBuf::from("/srv/needle"));
+        assert_eq!(cfg.sync, SyncMode::PerWrite);
+        assert_eq!(cfg.backend, BackendChoice::Cpu);
+        let cfg = ServeConfig::resolve(&FileConfig::default(), Overrides::default());
+        assert_eq!(cfg.data, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(cfg.http, DEFAULT_HTTP_ADDR);
+        assert_eq!(cfg.sync, SyncMode::Group);
+        assert_eq!(cfg.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn unknown_keys_and_values_are_errors() {
+        assert!(toml::from_str::<FileConfig>("colour = 1").is_err());
+        assert!(toml::from_str::<FileConfig>("sync = \"sometimes\"").is_err());
+    }
+}

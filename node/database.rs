@@ -1,0 +1,178 @@
+//! [`Database`]: a RocksDB directory plus the in-memory search engine built from it.
+
+use crate::catalog::{Catalog, CollectionState};
+use crate::collection::Collection;
+use crate::error::{Error, Result};
+use crate::model::{validate_collection_name, CollectionConfig};
+use crate::op::{Applied, Op, Precondition};
+use crate::storage::Store;
+use crate::writer::{Pending, SyncMode, WriterHandle};
+use needle_kernels::{open_backend, Backend, BackendKind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// How to open a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseOptions {
+    pub backend: BackendKind,
+    pub sync: SyncMode,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        DatabaseOptions { backend: BackendKind::Auto, sync: SyncMode::Group }
+    }
+}
+
+/// A summary of one collection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CollectionInfo {
+    #[serde(flatten)]
+    pub config: CollectionConfig,
+    /// Live vectors.
+    pub count: usize,
+}
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub backend: Box<dyn Backend>,
+    pub catalog: Catalog,
+    pub applied_seq: AtomicU64,
+    pub path: PathBuf,
+}
+
+/// An open needle database. Cheap to clone; every clone shares the same store, engine
+/// and writer. The last clone to drop finishes queued writes and closes RocksDB.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) inner: Arc<Inner>,
+    writer: Arc<WriterHandle>,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path` with default options: the best
+    /// available backend and group commit.
+    pub fn open(path: impl AsRef<Path>) -> Result<Database> {
+        Self::open_with(path, DatabaseOptions::default())
+    }
+
+    /// Opens the database and loads every collection into the search engine.
+    pub fn open_with(path: impl AsRef<Path>, options: DatabaseOptions) -> Result<Database> {
+        let path = path.as_ref().to_path_buf();
+        let store = Store::open(&path)?;
+        let backend = open_backend(options.backend)?;
+        let applied = store.applied_seq()?;
+        let catalog = Catalog::default();
+        for stored in store.load_collections()? {
+            let name = stored.config.name.clone();
+            let state = CollectionState::load(stored, backend.as_ref(), &store)?;
+            tracing::info!(collection = %name, vectors = state.index.read().live(), "loaded collection");
+            catalog.insert(state);
+        }
+        let inner = Arc::new(Inner {
+            store,
+            backend,
+            catalog,
+            applied_seq: AtomicU64::new(applied),
+            path,
+        });
+        let writer = Arc::new(WriterHandle::start(Arc::clone(&inner), options.sync)?);
+        Ok(Database { inner, writer })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The search backend in use: `cpu`, `cuda` or `wgpu`.
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// Sequence number of the last op applied.
+    pub fn applied_seq(&self) -> u64 {
+        self.inner.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// Creates a collection; `COLLECTION_EXISTS` if the name is taken.
+    pub fn create_collection(&self, config: CollectionConfig) -> Result<Collection> {
+        let name = config.name.clone();
+        self.submit(Op::CreateCollection(config), Precondition::None)?;
+        Ok(Collection::new(self.clone(), name))
+    }
+
+    /// Drops a collection and all of its vectors.
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        self.submit(Op::DropCollection { name: name.to_string() }, Precondition::None)?;
+        Ok(())
+    }
+
+    /// A handle to an existing collection.
+    pub fn collection(&self, name: &str) -> Result<Collection> {
+        self.state(name)?;
+        Ok(Collection::new(self.clone(), name.to_string()))
+    }
+
+    pub fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
+        Ok(info(&self.state(name)?))
+    }
+
+    /// Every collection, sorted by name.
+    pub fn collections(&self) -> Vec<CollectionInfo> {
+        self.inner.catalog.all().iter().map(|s| info(s)).collect()
+    }
+
+    pub(crate) fn state(&self, name: &str) -> Result<Arc<CollectionState>> {
+        self.inner.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+    }
+
+    /// Orders, persists and applies one op, blocking until it is durable.
+    pub fn submit(&self, op: Op, precondition: Precondition) -> Result<Applied> {
+        let rx = self.enqueue(op, precondition)?;
+        futures::executor::block_on(rx).map_err(|_| Error::Closed)?
+    }
+
+    /// [`Database::submit`] for async callers: waits without blocking a runtime thread.
+    pub async fn submit_async(&self, op: Op, precondition: Precondition) -> Result<Applied> {
+        let rx = self.enqueue(op, precondition)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Static validation happens here, on the caller's thread, so the single writer
+    /// thread only does the checks that need the current state.
+    fn enqueue(&self, op: Op, precondition: Precondition) -> Result<oneshot::Receiver<Result<Applied>>> {
+        self.validate(&op)?;
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(Pending { op, precondition, reply })?;
+        Ok(rx)
+    }
+
+    fn validate(&self, op: &Op) -> Result<()> {
+        match op {
+            Op::CreateCollection(config) => config.validate(),
+            Op::DropCollection { name } => validate_collection_name(name),
+            Op::Upsert { collection, records } => {
+                let dims = self.state(collection)?.stored.config.dimensions;
+                records.iter().enumerate().try_for_each(|(index, r)| {
+                    r.validate(dims).map_err(|e| Error::InvalidBatchItem { index, source: Box::new(e) })
+                })
+            }
+            Op::Delete { collection, ids } => {
+                self.state(collection)?;
+                ids.iter().try_for_each(|id| crate::model::validate_id(id))
+            }
+        }
+    }
+
+    /// Operation-log entries with `seq >= from`, at most `limit`, oldest first.
+    pub fn read_log(&self, from: u64, limit: usize) -> Result<Vec<(u64, Op)>> {
+        self.inner.store.read_log(from, limit)
+    }
+}
+
+fn info(state: &CollectionState) -> CollectionInfo {
+    CollectionInfo { config: state.stored.config.clone(), count: state.index.read().live() }
+}

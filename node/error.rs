@@ -1,0 +1,106 @@
+use needle_kernels::KernelError;
+use thiserror::Error;
+
+/// Everything the node library can fail with. Each variant has a stable `code` that
+/// the HTTP edge returns to clients, so clients branch on codes, not messages.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("collection name must be 1 to 128 characters of [A-Za-z0-9_-], got {0:?}")]
+    InvalidCollectionName(String),
+    #[error("dimensions must be between 1 and 65536, got {0}")]
+    InvalidDimensions(u64),
+    #[error("unknown distance {0:?}: expected cosine, euclidean or dot")]
+    InvalidDistance(String),
+    #[error("collection {0:?} already exists")]
+    CollectionExists(String),
+    #[error("collection {0:?} not found")]
+    CollectionNotFound(String),
+    #[error("vector has {got} dimensions, collection expects {expected}")]
+    DimensionMismatch { expected: usize, got: usize },
+    #[error("vector component {index} is {value}: only finite numbers are allowed")]
+    NonFiniteVector { index: usize, value: f32 },
+    #[error("invalid id: {0}")]
+    InvalidId(String),
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
+    #[error("vector {0:?} already exists")]
+    VectorExists(String),
+    #[error("vector {0:?} not found")]
+    VectorNotFound(String),
+    #[error("k must be between 1 and {max}, got {k}")]
+    InvalidK { k: usize, max: usize },
+    #[error("invalid filter: {0}")]
+    InvalidFilter(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// One item of a batch failed validation; the whole batch was rejected.
+    #[error("vectors[{index}]: {source}")]
+    InvalidBatchItem {
+        index: usize,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("storage error: {0}")]
+    Storage(#[from] rocksdb::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("search engine error: {0}")]
+    Kernel(#[from] KernelError),
+    #[error("database is shutting down")]
+    Closed,
+}
+
+/// The broad class of an error, which the HTTP edge maps to a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    NotFound,
+    Conflict,
+    Unavailable,
+    Internal,
+}
+
+impl Error {
+    /// Stable machine-readable code, e.g. `DIMENSION_MISMATCH`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidCollectionName(_) => "INVALID_COLLECTION_NAME",
+            Error::InvalidDimensions(_) => "INVALID_DIMENSIONS",
+            Error::InvalidDistance(_) => "INVALID_DISTANCE",
+            Error::CollectionExists(_) => "COLLECTION_EXISTS",
+            Error::CollectionNotFound(_) => "COLLECTION_NOT_FOUND",
+            Error::DimensionMismatch { .. } => "DIMENSION_MISMATCH",
+            Error::NonFiniteVector { .. } => "INVALID_VECTOR",
+            Error::InvalidId(_) => "INVALID_ID",
+            Error::InvalidMetadata(_) => "INVALID_METADATA",
+            Error::VectorExists(_) => "VECTOR_EXISTS",
+            Error::VectorNotFound(_) => "VECTOR_NOT_FOUND",
+            Error::InvalidK { .. } => "INVALID_K",
+            Error::InvalidFilter(_) => "INVALID_FILTER",
+            Error::InvalidRequest(_) => "INVALID_REQUEST",
+            Error::InvalidBatchItem { source, .. } => source.code(),
+            Error::Storage(_) => "STORAGE_ERROR",
+            Error::Corrupt(_) => "STORAGE_CORRUPT",
+            Error::Kernel(KernelError::InvalidK { .. }) => "INVALID_K",
+            Error::Kernel(KernelError::DimensionMismatch { .. }) => "DIMENSION_MISMATCH",
+            Error::Kernel(_) => "ENGINE_ERROR",
+            Error::Closed => "SHUTTING_DOWN",
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::CollectionNotFound(_) | Error::VectorNotFound(_) => ErrorKind::NotFound,
+            Error::CollectionExists(_) | Error::VectorExists(_) => ErrorKind::Conflict,
+            Error::InvalidBatchItem { source, .. } => source.kind(),
+            Error::Storage(_) | Error::Corrupt(_) => ErrorKind::Internal,
+            Error::Kernel(KernelError::InvalidK { .. })
+            | Error::Kernel(KernelError::DimensionMismatch { .. }) => ErrorKind::BadRequest,
+            Error::Kernel(_) => ErrorKind::Internal,
+            Error::Closed => ErrorKind::Unavailable,
+            _ => ErrorKind::BadRequest,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

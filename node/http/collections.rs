@@ -1,0 +1,52 @@
+use super::extract::ApiJson;
+use super::{ApiError, AppState};
+use crate::{CollectionConfig, CollectionInfo, Error};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    name: String,
+    dimensions: u64,
+    /// A string, parsed by us, so an unknown distance gets its own error code.
+    distance: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<(StatusCode, Json<CollectionInfo>), ApiError> {
+    let dimensions = usize::try_from(body.dimensions)
+        .map_err(|_| Error::InvalidDimensions(body.dimensions))?;
+    let config = CollectionConfig::new(body.name, dimensions, body.distance.parse()?);
+    config.validate()?;
+    let name = config.name.clone();
+    state
+        .db
+        .submit_async(crate::Op::CreateCollection(config), crate::Precondition::None)
+        .await?;
+    Ok((StatusCode::CREATED, Json(state.db.collection_info(&name)?)))
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "collections": state.db.collections() }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<CollectionInfo>, ApiError> {
+    Ok(Json(state.db.collection_info(&name)?))
+}
+
+pub async fn drop(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    state
+        .db
+        .submit_async(crate::Op::DropCollection { name: name.clone() }, crate::Precondition::None)
+        .await?;
+    Ok(Json(json!({ "dropped": name })))
+}

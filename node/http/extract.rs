@@ -1,0 +1,48 @@
+//! A JSON body extractor whose failures are API errors with stable codes, instead of
+//! axum's plain-text rejections. It also accepts bodies without a JSON content type,
+//! as curl sends them by default.
+
+use super::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "request body is larger than the configured limit",
+                )
+            } else {
+                ApiError::bad_request("INVALID_REQUEST", rejection.body_text())
+            }
+        })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Syntax errors are `MALFORMED_JSON`; well-formed JSON of the wrong shape is
+/// `INVALID_REQUEST`, with serde's description of what is wrong.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("MALFORMED_JSON", format!("malformed JSON: {e}"))
+            }
+            Category::Data => ApiError::bad_request("INVALID_REQUEST", e.to_string()),
+        }
+    })
+}

@@ -1,0 +1,100 @@
+use super::extract::ApiJson;
+use super::{ApiError, AppState};
+use crate::{Error, Metadata, Op, Precondition, VectorRecord};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A vector as sent by clients. Metadata is taken as any JSON value and checked to be
+/// an object here, so a wrong type gets `INVALID_METADATA` rather than a parse error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordBody {
+    id: String,
+    vector: Vec<f32>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+impl RecordBody {
+    fn into_record(self) -> Result<VectorRecord, Error> {
+        let metadata: Option<Metadata> = match self.metadata {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err(Error::InvalidMetadata("metadata must be a JSON object".into())),
+        };
+        Ok(VectorRecord { id: self.id, vector: self.vector, metadata })
+    }
+}
+
+pub async fn insert(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<RecordBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let dims = state.db.collection_info(&name)?.config.dimensions;
+    let record = body.into_record()?;
+    record.validate(dims)?;
+    let id = record.id.clone();
+    let op = Op::Upsert { collection: name, records: vec![record] };
+    let applied = state.db.submit_async(op, Precondition::IdsAbsent).await.map_err(|e| match e {
+        Error::InvalidBatchItem { source, .. } => *source,
+        other => other,
+    })?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "seq": applied.seq }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    vectors: Vec<Value>,
+}
+
+/// All or nothing: every item is parsed and validated before anything is written, and
+/// the first bad item's index is in the error message.
+pub async fn upsert_batch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> Result<Json<Value>, ApiError> {
+    state.db.collection_info(&name)?;
+    let mut records = Vec::with_capacity(body.vectors.len());
+    for (index, item) in body.vectors.into_iter().enumerate() {
+        let record = serde_json::from_value::<RecordBody>(item)
+            .map_err(|e| ApiError::bad_request("INVALID_REQUEST", format!("vectors[{index}]: {e}")))?
+            .into_record()
+            .map_err(|e| ApiError::from(Error::InvalidBatchItem { index, source: Box::new(e) }))?;
+        records.push(record);
+    }
+    if records.is_empty() {
+        return Ok(Json(json!({ "upserted": 0 })));
+    }
+    let applied = state
+        .db
+        .submit_async(Op::Upsert { collection: name, records }, Precondition::None)
+        .await?;
+    Ok(Json(json!({ "upserted": applied.affected, "seq": applied.seq })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<VectorRecord>, ApiError> {
+    let collection = state.db.collection(&name)?;
+    let record = tokio::task::spawn_blocking(move || collection.get(&id))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
+    Ok(Json(record))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    crate::model::validate_id(&id)?;
+    let op = Op::Delete { collection: name, ids: vec![id] };
+    let applied = state.db.submit_async(op, Precondition::None).await?;
+    Ok(Json(json!({ "deleted": applied.deleted.first().copied().unwrap_or(false) })))
+}

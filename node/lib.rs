@@ -1,0 +1,46 @@
+//! needle: a vector search node.
+//!
+//! The library opens a RocksDB directory as a [`Database`], keeps every collection in
+//! a search engine from `needle-kernels`, and routes every change through one ordered,
+//! durable operation log. The `needle` binary serves it over HTTP.
+//!
+//! ```no_run
+//! use needle::{Database, CollectionConfig, Distance, VectorRecord};
+//! # fn main() -> needle::Result<()> {
+//! let db = Database::open("primary.needle")?;
+//! let docs = db.create_collection(CollectionConfig::new("docs", 3, Distance::Cosine))?;
+//! docs.insert(VectorRecord::new("a", vec![1.0, 0.0, 0.0]))?;
+//! let hits = docs.search(&[1.0, 0.1, 0.0], 10, None)?;
+//! assert_eq!(hits[0].id, "a");
+//! # Ok(()) }
+//! ```
+
+mod catalog;
+mod collection;
+mod database;
+mod error;
+pub mod filter;
+mod model;
+mod op;
+mod search;
+mod storage;
+mod writer;
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod import;
+pub mod metrics;
+
+pub use collection::Collection;
+pub use database::{CollectionInfo, Database, DatabaseOptions};
+pub use error::{Error, ErrorKind, Result};
+pub use filter::Filter;
+pub use model::{
+    CollectionConfig, Distance, Metadata, VectorRecord, MAX_DIMENSIONS, MAX_ID_BYTES,
+    MAX_METADATA_BYTES, MAX_NAME_LEN,
+};
+pub use needle_kernels::{BackendKind, MAX_K};
+pub use op::{Applied, Op, Precondition};
+pub use search::SearchHit;
+pub use writer::SyncMode;

@@ -1,0 +1,203 @@
+//! The data model users see — collections and vectors — and the validation rules
+//! that every entry point (library, HTTP, import) shares.
+
+use crate::error::{Error, Result};
+use needle_kernels::Metric;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+
+pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_DIMENSIONS: usize = 65_536;
+pub const MAX_ID_BYTES: usize = 1024;
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// JSON object attached to a vector.
+pub type Metadata = Map<String, Value>;
+
+/// How a collection measures closeness. Results always report a distance where
+/// smaller is closer: cosine = 1 − cos, euclidean = L2, dot = −(q·x).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    Cosine,
+    Euclidean,
+    Dot,
+}
+
+impl Distance {
+    pub fn metric(self) -> Metric {
+        match self {
+            Distance::Cosine => Metric::Cosine,
+            Distance::Euclidean => Metric::Euclidean,
+            Distance::Dot => Metric::Dot,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distance::Cosine => "cosine",
+            Distance::Euclidean => "euclidean",
+            Distance::Dot => "dot",
+        }
+    }
+}
+
+impl fmt::Display for Distance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Distance {
+    type Err = Error;
+    /// Exact lowercase names only: an unknown distance is an error, never a default.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cosine" => Ok(Distance::Cosine),
+            "euclidean" => Ok(Distance::Euclidean),
+            "dot" => Ok(Distance::Dot),
+            other => Err(Error::InvalidDistance(other.to_string())),
+        }
+    }
+}
+
+/// A collection's immutable settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionConfig {
+    pub name: String,
+    pub dimensions: usize,
+    pub distance: Distance,
+}
+
+impl CollectionConfig {
+    pub fn new(name: impl Into<String>, dimensions: usize, distance: Distance) -> Self {
+        CollectionConfig { name: name.into(), dimensions, distance }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        validate_collection_name(&self.name)?;
+        if self.dimensions == 0 || self.dimensions > MAX_DIMENSIONS {
+            return Err(Error::InvalidDimensions(self.dimensions as u64));
+        }
+        Ok(())
+    }
+}
+
+/// One vector with its id and optional metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorRecord {
+    pub id: String,
+    pub vector: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+impl VectorRecord {
+    pub fn new(id: impl Into<String>, vector: Vec<f32>) -> Self {
+        VectorRecord { id: id.into(), vector, metadata: None }
+    }
+
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Checks id, vector and metadata against a collection of `dimensions`.
+    pub fn validate(&self, dimensions: usize) -> Result<()> {
+        validate_id(&self.id)?;
+        validate_vector(&self.vector, dimensions)?;
+        if let Some(m) = &self.metadata {
+            validate_metadata(m)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidCollectionName(name.chars().take(200).collect()))
+    }
+}
+
+pub fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::InvalidId("id must not be empty".into()));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::InvalidId(format!(
+            "id is {} bytes, at most {MAX_ID_BYTES} are allowed",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_vector(vector: &[f32], dimensions: usize) -> Result<()> {
+    if vector.len() != dimensions {
+        return Err(Error::DimensionMismatch { expected: dimensions, got: vector.len() });
+    }
+    if let Some((index, value)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::NonFiniteVector { index, value: *value });
+    }
+    Ok(())
+}
+
+pub fn validate_metadata(metadata: &Metadata) -> Result<()> {
+    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::InvalidMetadata(format!(
+            "metadata is {size} bytes serialized, at most {MAX_METADATA_BYTES} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_names_follow_the_documented_alphabet_and_length() {
+        assert!(validate_collection_name("docs_v2-a").is_ok());
+        assert!(validate_collection_name(&"a".repeat(128)).is_ok());
+        for bad in ["", "has space", "slash/", "dot.", "ü", &"a".repeat(129)] {
+            assert!(validate_collection_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn distances_parse_exactly() {
+        assert_eq!("dot".parse::<Distance>().unwrap(), Distance::Dot);
+        let err = "Cosine".parse::<Distance>().unwrap_err();
+        assert_eq!(err.code(), "INVALID_DISTANCE");
+    }
+
+    #[test]
+    fn records_are_validated() {
+        let mut r = VectorRecord::new("a", vec![1.0, 2.0]);
+        assert!(r.validate(2).is_ok());
+        assert_eq!(r.validate(3).unwrap_err().code(), "DIMENSION_MISMATCH");
+        r.vector[1] = f32::NAN;
+        assert_eq!(r.validate(2).unwrap_err().code(), "INVALID_VECTOR");
+        r.vector[1] = f32::INFINITY;
+        assert_eq!(r.validate(2).unwrap_err().code(), "INVALID_VECTOR");
+        let r = VectorRecord::new("", vec![1.0]);
+        assert_eq!(r.validate(1).unwrap_err().code(), "INVALID_ID");
+        let r = VectorRecord::new("x".repeat(1025), vec![1.0]);
+        assert_eq!(r.validate(1).unwrap_err().code(), "INVALID_ID");
+        let mut big = Metadata::new();
+        big.insert("blob".into(), Value::String("x".repeat(70_000)));
+        let r = VectorRecord::new("a", vec![1.0]).with_metadata(big);
+        assert_eq!(r.validate(1).unwrap_err().code(), "INVALID_METADATA");
+        assert!(CollectionConfig::new("c", 0, Distance::Dot).validate().is_err());
+        assert!(CollectionConfig::new("c", 65_537, Distance::Dot).validate().is_err());
+        assert!(CollectionConfig::new("c", 65_536, Distance::Dot).validate().is_ok());
+    }
+}

@@ -1,0 +1,241 @@
+//! The RocksDB layout. Column families:
+//!
+//! | cf            | key                          | value                                   |
+//! |---------------|------------------------------|-----------------------------------------|
+//! | `meta`        | `applied_seq`                | u64 big-endian: last op applied          |
+//! | `collections` | name                         | JSON [`StoredCollection`]                |
+//! | `vectors`     | collection id (u64 BE) ‖ id  | f32 little-endian components             |
+//! | `metadata`    | collection id (u64 BE) ‖ id  | JSON object (absent when none)           |
+//! | `oplog`       | seq (u64 BE)                 | encoded [`Op`]                           |
+//!
+//! A collection's id is the sequence number of the op that created it, so a dropped
+//! and re-created collection of the same name never sees the old one's keys. Every op
+//! is written as one `WriteBatch` holding its log entry, its data and `applied_seq`,
+//! which is what makes a crash at any point leave either all of an op or none of it.
+
+use crate::error::{Error, Result};
+use crate::model::{CollectionConfig, Metadata, VectorRecord};
+use crate::op::Op;
+use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const CF_META: &str = "meta";
+const CF_COLLECTIONS: &str = "collections";
+const CF_VECTORS: &str = "vectors";
+const CF_METADATA: &str = "metadata";
+const CF_OPLOG: &str = "oplog";
+const KEY_APPLIED_SEQ: &[u8] = b"applied_seq";
+
+/// A collection as persisted: its config plus the id that prefixes its keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredCollection {
+    #[serde(flatten)]
+    pub config: CollectionConfig,
+    pub id: u64,
+}
+
+pub(crate) struct Store {
+    db: DB,
+}
+
+fn vector_key(collection_id: u64, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&collection_id.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub(crate) fn encode_vector(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub(crate) fn decode_vector(bytes: &[u8]) -> Result<Vec<f32>> {
+    if bytes.len() % 4 != 0 {
+        return Err(Error::Corrupt(format!("vector value of {} bytes", bytes.len())));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn decode_metadata(bytes: &[u8]) -> Result<Metadata> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("metadata: {e}")))
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = [CF_META, CF_COLLECTIONS, CF_VECTORS, CF_METADATA, CF_OPLOG];
+        let db = DB::open_cf(&opts, path, cfs)?;
+        Ok(Store { db })
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| Error::Corrupt(format!("missing column family {name}")))
+    }
+
+    pub fn applied_seq(&self) -> Result<u64> {
+        match self.db.get_cf(self.cf(CF_META)?, KEY_APPLIED_SEQ)? {
+            None => Ok(0),
+            Some(v) => {
+                let bytes: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("applied_seq is not 8 bytes".into()))?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+        }
+    }
+
+    pub fn load_collections(&self) -> Result<Vec<StoredCollection>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_COLLECTIONS)?, IteratorMode::Start) {
+            let (_, value) = item?;
+            out.push(
+                serde_json::from_slice(&value)
+                    .map_err(|e| Error::Corrupt(format!("collection record: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for every vector of a collection, in key order.
+    pub fn for_each_vector(
+        &self,
+        collection_id: u64,
+        mut f: impl FnMut(String, Vec<f32>) -> Result<()>,
+    ) -> Result<()> {
+        let prefix = collection_id.to_be_bytes();
+        let iter = self
+            .db
+            .iterator_cf(self.cf(CF_VECTORS)?, IteratorMode::From(&prefix, Direction::Forward));
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let id = String::from_utf8(key[8..].to_vec())
+                .map_err(|_| Error::Corrupt("vector id is not UTF-8".into()))?;
+            f(id, decode_vector(&value)?)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` for every metadata object of a collection, in key order.
+    pub fn for_each_metadata(
+        &self,
+        collection_id: u64,
+        mut f: impl FnMut(&str, Metadata) -> Result<()>,
+    ) -> Result<()> {
+        let prefix = collection_id.to_be_bytes();
+        let iter = self
+            .db
+            .iterator_cf(self.cf(CF_METADATA)?, IteratorMode::From(&prefix, Direction::Forward));
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let id = std::str::from_utf8(&key[8..])
+                .map_err(|_| Error::Corrupt("metadata id is not UTF-8".into()))?;
+            f(id, decode_metadata(&value)?)?;
+        }
+        Ok(())
+    }
+
+    /// One vector and its metadata, read from a single snapshot so the two agree.
+    pub fn get_vector(&self, collection_id: u64, id: &str) -> Result<Option<VectorRecord>> {
+        let key = vector_key(collection_id, id);
+        let snapshot = self.db.snapshot();
+        let Some(vector) = snapshot.get_cf(self.cf(CF_VECTORS)?, &key)? else {
+            return Ok(None);
+        };
+        let metadata = snapshot
+            .get_cf(self.cf(CF_METADATA)?, &key)?
+            .map(|m| decode_metadata(&m))
+            .transpose()?;
+        Ok(Some(VectorRecord { id: id.to_string(), vector: decode_vector(&vector)?, metadata }))
+    }
+
+    /// Log entries with `seq >= from`, at most `limit` of them, in order.
+    pub fn read_log(&self, from: u64, limit: usize) -> Result<Vec<(u64, Op)>> {
+        let start = from.to_be_bytes();
+        let iter = self
+            .db
+            .iterator_cf(self.cf(CF_OPLOG)?, IteratorMode::From(&start, Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (key, value) = item?;
+            let seq: [u8; 8] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Corrupt("log key is not 8 bytes".into()))?;
+            out.push((u64::from_be_bytes(seq), Op::decode(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// Adds one op to `batch`: its log entry, its effect on the data, and the new
+    /// applied sequence. `collection_id` is the id of the collection the op touches
+    /// (for `CreateCollection`, the id it gets: `seq`).
+    pub fn stage(&self, batch: &mut WriteBatch, seq: u64, op: &Op, collection_id: u64) -> Result<()> {
+        batch.put_cf(self.cf(CF_OPLOG)?, seq.to_be_bytes(), op.encode()?);
+        batch.put_cf(self.cf(CF_META)?, KEY_APPLIED_SEQ, seq.to_be_bytes());
+        match op {
+            Op::CreateCollection(config) => {
+                let stored = StoredCollection { config: config.clone(), id: collection_id };
+                let value = serde_json::to_vec(&stored)
+                    .map_err(|e| Error::Corrupt(format!("encoding collection: {e}")))?;
+                batch.put_cf(self.cf(CF_COLLECTIONS)?, config.name.as_bytes(), value);
+            }
+            Op::DropCollection { name } => {
+                batch.delete_cf(self.cf(CF_COLLECTIONS)?, name.as_bytes());
+                let from = collection_id.to_be_bytes();
+                let to = (collection_id + 1).to_be_bytes();
+                batch.delete_range_cf(self.cf(CF_VECTORS)?, from, to);
+                batch.delete_range_cf(self.cf(CF_METADATA)?, from, to);
+            }
+            Op::Upsert { records, .. } => {
+                let (vectors, metadata) = (self.cf(CF_VECTORS)?, self.cf(CF_METADATA)?);
+                for r in records {
+                    let key = vector_key(collection_id, &r.id);
+                    batch.put_cf(vectors, &key, encode_vector(&r.vector));
+                    match &r.metadata {
+                        Some(m) => batch.put_cf(
+                            metadata,
+                            &key,
+                            serde_json::to_vec(m).map_err(|e| Error::Corrupt(e.to_string()))?,
+                        ),
+                        None => batch.delete_cf(metadata, &key),
+                    }
+                }
+            }
+            Op::Delete { ids, .. } => {
+                let (vectors, metadata) = (self.cf(CF_VECTORS)?, self.cf(CF_METADATA)?);
+                for id in ids {
+                    let key = vector_key(collection_id, id);
+                    batch.delete_cf(vectors, &key);
+                    batch.delete_cf(metadata, &key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a batch with fsync of the WAL before returning: once this returns, the
+    /// ops in it survive a crash of the process or the machine.
+    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `needle` binary on a free port with a temporary data
+//! directory, driven over HTTP and the command line, killed with SIGKILL and restarted;
+//! plus the library API used directly, as the seed docs use it.
+
+mod api;
+mod cli;
+mod crash;
+mod library;
+mod support;

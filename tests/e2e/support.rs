@@ -1,0 +1,166 @@
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_needle");
+
+/// A running `needle serve` process. Killed (SIGKILL) when dropped.
+pub struct Node {
+    child: Child,
+    pub url: String,
+    pub data: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Node {
+    /// Starts a node on `data` with a free port and waits until it accepts requests.
+    pub fn start(data: &Path, extra: &[&str]) -> Node {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--http", "127.0.0.1:0", "--log-format", "text"])
+            .args(&extra)
+            .env("RUST_LOG", "info")
+            .env_remove("NEEDLE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn needle");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stderr for the node's whole life so it never blocks on a pipe.
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(pos) = line.find("listening on http://") {
+                        let addr = line[pos + "listening on ".len()..].trim().to_string();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("needle did not start (status {:?})", child.try_wait()));
+        Node { child, url, data: data.to_path_buf(), extra }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data.clone()
+    }
+
+    /// Kills the process and starts a new one on the same data directory.
+    pub fn restart(self) -> Node {
+        let extra = self.extra.clone();
+        let data = self.kill();
+        let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Node::start(&data, &args)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small blocking HTTP client returning (status, JSON body).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::blocking::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        Client { http, base: base.trim_end_matches('/').to_string() }
+    }
+
+    fn finish(resp: reqwest::Result<reqwest::blocking::Response>) -> reqwest::Result<(u16, Value)> {
+        let resp = resp?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub fn try_post(&self, path: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
+        Self::finish(self.http.post(format!("{}{path}", self.base)).json(body).send())
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.try_post(path, body).expect("POST")
+    }
+
+    pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
+        Self::finish(self.http.post(format!("{}{path}", self.base)).body(body).send()).expect("POST")
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::finish(self.http.get(format!("{}{path}", self.base)).send()).expect("GET")
+    }
+
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().expect("GET");
+        (resp.status().as_u16(), resp.text().expect("body"))
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        Self::finish(self.http.delete(format!("{}{path}", self.base)).send()).expect("DELETE")
+    }
+}
+
+/// Asserts an error response: the status and `{"error":{"code","message"}}` shape.
+#[track_caller]
+pub fn assert_error(resp: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(resp.0, status, "status for {code}: {}", resp.1);
+    assert_eq!(resp.1["error"]["code"], code, "{}", resp.1);
+    assert!(resp.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", resp.1);
+}
+
+/// Deterministic pseudo-random vectors.
+pub fn vectors(seed: u64, n: usize, dims: usize) -> Vec<Vec<f32>> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            (0..dims)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
