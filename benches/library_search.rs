@@ -8,7 +8,10 @@
 use needle::{CollectionConfig, Database, Op, Precondition};
 use std::time::Instant;
 
-fn load(path: &str) -> Result<(usize, Vec<Vec<f32>>), Box<dyn std::error::Error>> {
+type BoxError = Box<dyn std::error::Error>;
+
+/// (dimensions, rows) of a vector file.
+fn load(path: &str) -> Result<(usize, Vec<Vec<f32>>), BoxError> {
     let mut rows = Vec::new();
     let mut dims = 0;
     needle::import::read_batches::<needle::import::ImportError>(
@@ -27,8 +30,11 @@ fn load(path: &str) -> Result<(usize, Vec<Vec<f32>>), Box<dyn std::error::Error>
     Ok((dims, rows))
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let [base, queries, distance, k, repeats, out] = args.as_slice() else {
         eprintln!("usage: library_search BASE.npy QUERIES.npy DISTANCE K REPEATS OUT.json");
         std::process::exit(2);
@@ -45,7 +51,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .enumerate()
             .map(|(i, v)| needle::VectorRecord::new((chunk_no * 10_000 + i).to_string(), v.clone()))
             .collect();
-        db.submit(Op::Upsert { collection: "bench".into(), records }, Precondition::None)?;
+        db.submit(
+            Op::Upsert {
+                collection: "bench".into(),
+                records,
+            },
+            Precondition::None,
+        )?;
     }
     let mut best = f64::INFINITY;
     let mut ids: Vec<Vec<u64>> = Vec::new();
@@ -53,7 +65,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let start = Instant::now();
         let hits = c.search_batch(&queries, k, None, false)?;
         best = best.min(start.elapsed().as_secs_f64());
-        ids = hits.iter().map(|h| h.iter().map(|x| x.id.parse().unwrap_or(u64::MAX)).collect()).collect();
+        ids = hits
+            .iter()
+            .map(|h| h.iter().map(|x| x.id.parse().unwrap_or(u64::MAX)).collect())
+            .collect();
     }
     let mut single: Vec<f64> = Vec::new();
     for q in queries.iter().take(100) {

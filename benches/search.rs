@@ -28,15 +28,20 @@ fn shard(n: usize, d: usize, metric: Metric) -> CpuShard {
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("cpu_search");
-    group.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
     for (n, d) in [(10_000usize, 128usize), (100_000, 128), (100_000, 384)] {
         let s = shard(n, d, Metric::Dot);
         for q in [1usize, 64, 256] {
             let queries = floats(2, q * d);
             group.throughput(Throughput::Elements(q as u64));
-            group.bench_with_input(BenchmarkId::new(format!("n{n}_d{d}"), format!("q{q}")), &queries, |b, qs| {
-                b.iter(|| s.search_batch(qs, 10, None).expect("search"))
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("n{n}_d{d}"), format!("q{q}")),
+                &queries,
+                |b, qs| b.iter(|| s.search_batch(qs, 10, None).expect("search")),
+            );
         }
     }
     group.finish();

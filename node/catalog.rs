@@ -32,7 +32,12 @@ pub(crate) struct CollectionIndex {
 
 impl CollectionIndex {
     fn new(shard: Box<dyn Shard>) -> Self {
-        CollectionIndex { shard, rows: HashMap::new(), row_ids: Vec::new(), metadata: Vec::new() }
+        CollectionIndex {
+            shard,
+            rows: HashMap::new(),
+            row_ids: Vec::new(),
+            metadata: Vec::new(),
+        }
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -119,18 +124,26 @@ impl CollectionState {
     }
 
     /// A collection with every vector and metadata object read back from the store.
-    pub fn load(stored: StoredCollection, backend: &dyn Backend, store: &Store) -> Result<Arc<Self>> {
+    pub fn load(
+        stored: StoredCollection,
+        backend: &dyn Backend,
+        store: &Store,
+    ) -> Result<Arc<Self>> {
         let state = Self::new(stored, backend)?;
         {
             let mut index = state.index.write();
             let id = state.stored.id;
             store.for_each_vector(id, |vid, vector| {
-                index.upsert(&VectorRecord { id: vid, vector, metadata: None })
+                index.upsert(&VectorRecord {
+                    id: vid,
+                    vector,
+                    metadata: None,
+                })
             })?;
             store.for_each_metadata(id, |vid, metadata| {
-                let row = index
-                    .row_of(vid)
-                    .ok_or_else(|| Error::Corrupt(format!("metadata for missing vector {vid:?}")))?;
+                let row = index.row_of(vid).ok_or_else(|| {
+                    Error::Corrupt(format!("metadata for missing vector {vid:?}"))
+                })?;
                 index.metadata[row as usize] = Some(Arc::new(metadata));
                 Ok(())
             })?;
@@ -182,7 +195,9 @@ impl Catalog {
     }
 
     pub fn insert(&self, state: Arc<CollectionState>) {
-        self.collections.write().insert(state.stored.config.name.clone(), state);
+        self.collections
+            .write()
+            .insert(state.stored.config.name.clone(), state);
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<CollectionState>> {
@@ -205,13 +220,18 @@ mod tests {
 
     #[test]
     fn compaction_keeps_ids_rows_and_metadata_aligned() {
-        let stored = StoredCollection { config: CollectionConfig::new("c", 2, Distance::Dot), id: 1 };
+        let stored = StoredCollection {
+            config: CollectionConfig::new("c", 2, Distance::Dot),
+            id: 1,
+        };
         let state = CollectionState::new(stored, &CpuBackend).unwrap();
         let mut index = state.index.write();
         for i in 0..3000 {
             let mut m = Metadata::new();
             m.insert("i".into(), i.into());
-            index.upsert(&VectorRecord::new(format!("v{i}"), vec![i as f32, 1.0]).with_metadata(m)).unwrap();
+            index
+                .upsert(&VectorRecord::new(format!("v{i}"), vec![i as f32, 1.0]).with_metadata(m))
+                .unwrap();
         }
         for i in (0..3000).filter(|i| i % 2 == 0) {
             assert!(index.delete(&format!("v{i}")).unwrap());
@@ -221,11 +241,17 @@ mod tests {
         assert_eq!(index.shard.rows(), 1500);
         for i in (0..3000).filter(|i| i % 2 == 1) {
             let row = index.row_of(&format!("v{i}")).unwrap() as usize;
-            assert_eq!(index.row_ids[row].as_deref(), Some(format!("v{i}").as_str()));
+            assert_eq!(
+                index.row_ids[row].as_deref(),
+                Some(format!("v{i}").as_str())
+            );
             assert_eq!(index.metadata[row].as_ref().unwrap()["i"], i);
         }
         // The largest dot product with (1, 0) is the largest surviving i.
         let hits = index.shard.search_batch(&[1.0, 0.0], 1, None).unwrap();
-        assert_eq!(index.row_ids[hits[0][0].row as usize].as_deref(), Some("v2999"));
+        assert_eq!(
+            index.row_ids[hits[0][0].row as usize].as_deref(),
+            Some("v2999")
+        );
     }
 }

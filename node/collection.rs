@@ -38,20 +38,31 @@ impl Collection {
     pub fn insert(&self, record: VectorRecord) -> Result<()> {
         let config = self.config()?;
         record.validate(config.dimensions)?;
-        let op = Op::Upsert { collection: self.name.clone(), records: vec![record] };
-        self.db.submit(op, Precondition::IdsAbsent).map_err(unwrap_single)?;
+        let op = Op::Upsert {
+            collection: self.name.clone(),
+            records: vec![record],
+        };
+        self.db
+            .submit(op, Precondition::IdsAbsent)
+            .map_err(unwrap_single)?;
         Ok(())
     }
 
     /// Inserts or replaces every record, all or nothing. Returns how many were written.
     pub fn upsert(&self, records: Vec<VectorRecord>) -> Result<usize> {
-        let op = Op::Upsert { collection: self.name.clone(), records };
+        let op = Op::Upsert {
+            collection: self.name.clone(),
+            records,
+        };
         Ok(self.db.submit(op, Precondition::None)?.affected)
     }
 
     /// Removes a vector; returns whether it existed.
     pub fn delete(&self, id: &str) -> Result<bool> {
-        let op = Op::Delete { collection: self.name.clone(), ids: vec![id.to_string()] };
+        let op = Op::Delete {
+            collection: self.name.clone(),
+            ids: vec![id.to_string()],
+        };
         let applied = self.db.submit(op, Precondition::None)?;
         Ok(applied.deleted.first().copied().unwrap_or(false))
     }
@@ -68,7 +79,12 @@ impl Collection {
     }
 
     /// The `k` nearest vectors to `query` that pass `filter`, nearest first.
-    pub fn search(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<SearchHit>> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<SearchHit>> {
         let mut results = self.search_batch(&[query.to_vec()], k, filter, false)?;
         Ok(results.pop().unwrap_or_default())
     }
@@ -82,7 +98,14 @@ impl Collection {
         include_vectors: bool,
     ) -> Result<Vec<Vec<SearchHit>>> {
         let state = self.db.state(&self.name)?;
-        search::search(&self.db.inner.store, &state, queries, k, filter, include_vectors)
+        search::search(
+            &self.db.inner.store,
+            &state,
+            queries,
+            k,
+            filter,
+            include_vectors,
+        )
     }
 }
 

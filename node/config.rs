@@ -113,7 +113,10 @@ mod tests {
         .unwrap();
         let cfg = ServeConfig::resolve(
             &file,
-            Overrides { http: Some("127.0.0.1:1".into()), ..Default::default() },
+            Overrides {
+                http: Some("127.0.0.1:1".into()),
+                ..Default::default()
+            },
         );
         assert_eq!(cfg.http, "127.0.0.1:1");
         assert_eq!(cfg.data, PathBuf::from("/srv/needle"));

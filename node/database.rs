@@ -23,7 +23,10 @@ pub struct DatabaseOptions {
 
 impl Default for DatabaseOptions {
     fn default() -> Self {
-        DatabaseOptions { backend: BackendKind::Auto, sync: SyncMode::Group }
+        DatabaseOptions {
+            backend: BackendKind::Auto,
+            sync: SyncMode::Group,
+        }
     }
 }
 
@@ -106,7 +109,12 @@ impl Database {
 
     /// Drops a collection and all of its vectors.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
-        self.submit(Op::DropCollection { name: name.to_string() }, Precondition::None)?;
+        self.submit(
+            Op::DropCollection {
+                name: name.to_string(),
+            },
+            Precondition::None,
+        )?;
         Ok(())
     }
 
@@ -117,7 +125,8 @@ impl Database {
     }
 
     pub fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
-        Ok(info(&self.state(name)?))
+        let state = self.state(name)?;
+        Ok(info(&state))
     }
 
     /// Every collection, sorted by name.
@@ -126,7 +135,10 @@ impl Database {
     }
 
     pub(crate) fn state(&self, name: &str) -> Result<Arc<CollectionState>> {
-        self.inner.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+        self.inner
+            .catalog
+            .get(name)
+            .ok_or_else(|| Error::CollectionNotFound(name.to_string()))
     }
 
     /// Orders, persists and applies one op, blocking until it is durable.
@@ -143,10 +155,18 @@ impl Database {
 
     /// Static validation happens here, on the caller's thread, so the single writer
     /// thread only does the checks that need the current state.
-    fn enqueue(&self, op: Op, precondition: Precondition) -> Result<oneshot::Receiver<Result<Applied>>> {
+    fn enqueue(
+        &self,
+        op: Op,
+        precondition: Precondition,
+    ) -> Result<oneshot::Receiver<Result<Applied>>> {
         self.validate(&op)?;
         let (reply, rx) = oneshot::channel();
-        self.writer.send(Pending { op, precondition, reply })?;
+        self.writer.send(Pending {
+            op,
+            precondition,
+            reply,
+        })?;
         Ok(rx)
     }
 
@@ -154,10 +174,16 @@ impl Database {
         match op {
             Op::CreateCollection(config) => config.validate(),
             Op::DropCollection { name } => validate_collection_name(name),
-            Op::Upsert { collection, records } => {
+            Op::Upsert {
+                collection,
+                records,
+            } => {
                 let dims = self.state(collection)?.stored.config.dimensions;
                 records.iter().enumerate().try_for_each(|(index, r)| {
-                    r.validate(dims).map_err(|e| Error::InvalidBatchItem { index, source: Box::new(e) })
+                    r.validate(dims).map_err(|e| Error::InvalidBatchItem {
+                        index,
+                        source: Box::new(e),
+                    })
                 })
             }
             Op::Delete { collection, ids } => {
@@ -174,5 +200,8 @@ impl Database {
 }
 
 fn info(state: &CollectionState) -> CollectionInfo {
-    CollectionInfo { config: state.stored.config.clone(), count: state.index.read().live() }
+    CollectionInfo {
+        config: state.stored.config.clone(),
+        count: state.index.read().live(),
+    }
 }

@@ -74,8 +74,11 @@ pub fn read_batches<E: From<ImportError>>(
                 if line.trim().is_empty() {
                     continue;
                 }
-                let record: VectorRecord = serde_json::from_str(&line)
-                    .map_err(|e| ImportError::Jsonl { line: i + 1, message: e.to_string() })?;
+                let record: VectorRecord =
+                    serde_json::from_str(&line).map_err(|e| ImportError::Jsonl {
+                        line: i + 1,
+                        message: e.to_string(),
+                    })?;
                 push(record, &mut batch)?;
             }
         }
@@ -83,10 +86,14 @@ pub fn read_batches<E: From<ImportError>>(
             let npy = npyz::NpyFile::new(reader).map_err(|e| ImportError::Npy(e.to_string()))?;
             let shape = npy.shape().to_vec();
             if shape.len() != 2 {
-                return Err(ImportError::Npy(format!("expected a 2-D array, got shape {shape:?}")).into());
+                return Err(
+                    ImportError::Npy(format!("expected a 2-D array, got shape {shape:?}")).into(),
+                );
             }
             if npy.order() != npyz::Order::C {
-                return Err(ImportError::Npy("Fortran-ordered arrays are not supported".into()).into());
+                return Err(
+                    ImportError::Npy("Fortran-ordered arrays are not supported".into()).into(),
+                );
             }
             let (rows, dims) = (shape[0] as usize, shape[1] as usize);
             let mut data = npy
@@ -101,7 +108,10 @@ pub fn read_batches<E: From<ImportError>>(
                         .map_err(|e| ImportError::Npy(e.to_string()))?;
                     vector.push(v);
                 }
-                push(VectorRecord::new(format!("{id_prefix}{row}"), vector), &mut batch)?;
+                push(
+                    VectorRecord::new(format!("{id_prefix}{row}"), vector),
+                    &mut batch,
+                )?;
             }
         }
         Format::Fvecs => {
@@ -109,22 +119,32 @@ pub fn read_batches<E: From<ImportError>>(
             let mut index = 0usize;
             loop {
                 let mut dim = [0u8; 4];
-                match read_exact_or_eof(&mut reader, &mut dim).map_err(ImportError::from)? {
-                    false => break,
-                    true => {}
+                if !read_exact_or_eof(&mut reader, &mut dim).map_err(ImportError::from)? {
+                    break;
                 }
                 let d = i32::from_le_bytes(dim);
                 if d <= 0 || d as usize > crate::model::MAX_DIMENSIONS {
-                    return Err(ImportError::Fvecs { index, message: format!("bad dimension {d}") }.into());
+                    return Err(ImportError::Fvecs {
+                        index,
+                        message: format!("bad dimension {d}"),
+                    }
+                    .into());
                 }
                 let mut bytes = vec![0u8; d as usize * 4];
-                reader.read_exact(&mut bytes).map_err(|e| ImportError::Fvecs {
-                    index,
-                    message: format!("truncated: {e}"),
-                })?;
-                let vector =
-                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                push(VectorRecord::new(format!("{id_prefix}{index}"), vector), &mut batch)?;
+                reader
+                    .read_exact(&mut bytes)
+                    .map_err(|e| ImportError::Fvecs {
+                        index,
+                        message: format!("truncated: {e}"),
+                    })?;
+                let vector = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                push(
+                    VectorRecord::new(format!("{id_prefix}{index}"), vector),
+                    &mut batch,
+                )?;
                 index += 1;
             }
         }
@@ -141,7 +161,12 @@ fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     while filled < buf.len() {
         match r.read(&mut buf[filled..])? {
             0 if filled == 0 => return Ok(false),
-            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated record")),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "truncated record",
+                ))
+            }
             n => filled += n,
         }
     }
@@ -155,17 +180,25 @@ mod tests {
 
     fn collect(path: &Path, batch: usize) -> Result<(Vec<Vec<VectorRecord>>, usize), ImportError> {
         let mut batches = Vec::new();
-        let n = read_batches::<ImportError>(path, batch, "r", |f| Box::new(f), |b| {
-            batches.push(b);
-            Ok(())
-        })?;
+        let n = read_batches::<ImportError>(
+            path,
+            batch,
+            "r",
+            |f| Box::new(f),
+            |b| {
+                batches.push(b);
+                Ok(())
+            },
+        )?;
         Ok((batches, n))
     }
 
     #[test]
     fn fvecs_and_npy_and_jsonl_read_the_same_vectors() {
         let dir = tempfile::tempdir().unwrap();
-        let rows: Vec<Vec<f32>> = (0..5).map(|i| vec![i as f32, -0.5, 2.0 * i as f32]).collect();
+        let rows: Vec<Vec<f32>> = (0..5)
+            .map(|i| vec![i as f32, -0.5, 2.0 * i as f32])
+            .collect();
 
         let fvecs = dir.path().join("a.fvecs");
         let mut f = File::create(&fvecs).unwrap();
@@ -178,7 +211,8 @@ mod tests {
         drop(f);
 
         let npy = dir.path().join("a.npy");
-        let mut header = String::from("{'descr': '<f4', 'fortran_order': False, 'shape': (5, 3), }");
+        let mut header =
+            String::from("{'descr': '<f4', 'fortran_order': False, 'shape': (5, 3), }");
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -195,7 +229,12 @@ mod tests {
         let jsonl = dir.path().join("a.jsonl");
         let mut f = File::create(&jsonl).unwrap();
         for (i, r) in rows.iter().enumerate() {
-            writeln!(f, "{}", serde_json::json!({"id": format!("r{i}"), "vector": r})).unwrap();
+            writeln!(
+                f,
+                "{}",
+                serde_json::json!({"id": format!("r{i}"), "vector": r})
+            )
+            .unwrap();
             writeln!(f).unwrap();
         }
         drop(f);
@@ -203,7 +242,10 @@ mod tests {
         for path in [&fvecs, &npy, &jsonl] {
             let (batches, n) = collect(path, 2).unwrap();
             assert_eq!(n, 5, "{path:?}");
-            assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 1]);
+            assert_eq!(
+                batches.iter().map(Vec::len).collect::<Vec<_>>(),
+                vec![2, 2, 1]
+            );
             let all: Vec<VectorRecord> = batches.into_iter().flatten().collect();
             for (i, r) in all.iter().enumerate() {
                 assert_eq!(r.id, format!("r{i}"));

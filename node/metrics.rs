@@ -17,12 +17,18 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("needle_http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "needle_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )?;
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("needle_http_request_duration_seconds", "HTTP request latency by route")
-                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18)?),
+            HistogramOpts::new(
+                "needle_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18)?),
             &["route", "method"],
         )?;
         let collection_vectors = IntGaugeVec::new(
@@ -38,7 +44,13 @@ impl Metrics {
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(collection_vectors.clone()))?;
         registry.register(Box::new(search_batch_size.clone()))?;
-        Ok(Metrics { registry, http_requests, http_duration, collection_vectors, search_batch_size })
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            collection_vectors,
+            search_batch_size,
+        })
     }
 
     /// Prometheus text exposition of every metric, with per-collection gauges refreshed

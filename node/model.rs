@@ -73,7 +73,11 @@ pub struct CollectionConfig {
 
 impl CollectionConfig {
     pub fn new(name: impl Into<String>, dimensions: usize, distance: Distance) -> Self {
-        CollectionConfig { name: name.into(), dimensions, distance }
+        CollectionConfig {
+            name: name.into(),
+            dimensions,
+            distance,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -96,7 +100,11 @@ pub struct VectorRecord {
 
 impl VectorRecord {
     pub fn new(id: impl Into<String>, vector: Vec<f32>) -> Self {
-        VectorRecord { id: id.into(), vector, metadata: None }
+        VectorRecord {
+            id: id.into(),
+            vector,
+            metadata: None,
+        }
     }
 
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {
@@ -118,11 +126,15 @@ impl VectorRecord {
 pub fn validate_collection_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidCollectionName(name.chars().take(200).collect()))
+        Err(Error::InvalidCollectionName(
+            name.chars().take(200).collect(),
+        ))
     }
 }
 
@@ -141,16 +153,24 @@ pub fn validate_id(id: &str) -> Result<()> {
 
 pub fn validate_vector(vector: &[f32], dimensions: usize) -> Result<()> {
     if vector.len() != dimensions {
-        return Err(Error::DimensionMismatch { expected: dimensions, got: vector.len() });
+        return Err(Error::DimensionMismatch {
+            expected: dimensions,
+            got: vector.len(),
+        });
     }
     if let Some((index, value)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(Error::NonFiniteVector { index, value: *value });
+        return Err(Error::NonFiniteVector {
+            index,
+            value: *value,
+        });
     }
     Ok(())
 }
 
 pub fn validate_metadata(metadata: &Metadata) -> Result<()> {
-    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(metadata)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         return Err(Error::InvalidMetadata(format!(
             "metadata is {size} bytes serialized, at most {MAX_METADATA_BYTES} are allowed"
@@ -196,8 +216,14 @@ mod tests {
         big.insert("blob".into(), Value::String("x".repeat(70_000)));
         let r = VectorRecord::new("a", vec![1.0]).with_metadata(big);
         assert_eq!(r.validate(1).unwrap_err().code(), "INVALID_METADATA");
-        assert!(CollectionConfig::new("c", 0, Distance::Dot).validate().is_err());
-        assert!(CollectionConfig::new("c", 65_537, Distance::Dot).validate().is_err());
-        assert!(CollectionConfig::new("c", 65_536, Distance::Dot).validate().is_ok());
+        assert!(CollectionConfig::new("c", 0, Distance::Dot)
+            .validate()
+            .is_err());
+        assert!(CollectionConfig::new("c", 65_537, Distance::Dot)
+            .validate()
+            .is_err());
+        assert!(CollectionConfig::new("c", 65_536, Distance::Dot)
+            .validate()
+            .is_ok());
     }
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     CreateCollection(CollectionConfig),
-    DropCollection { name: String },
+    DropCollection {
+        name: String,
+    },
     /// Inserts or replaces every record; later records win over earlier ones with the
     /// same id.
     Upsert {
@@ -17,7 +19,10 @@ pub enum Op {
         #[serde(with = "records_codec")]
         records: Vec<VectorRecord>,
     },
-    Delete { collection: String, ids: Vec<String> },
+    Delete {
+        collection: String,
+        ids: Vec<String>,
+    },
 }
 
 impl Op {
@@ -40,8 +45,9 @@ impl Op {
 
     pub fn decode(bytes: &[u8]) -> Result<Op> {
         match bytes.split_first() {
-            Some((&LOG_FORMAT_V1, body)) => postcard::from_bytes(body)
-                .map_err(|e| Error::Corrupt(format!("decoding op: {e}"))),
+            Some((&LOG_FORMAT_V1, body)) => {
+                postcard::from_bytes(body).map_err(|e| Error::Corrupt(format!("decoding op: {e}")))
+            }
             Some((v, _)) => Err(Error::Corrupt(format!("unknown op format {v}"))),
             None => Err(Error::Corrupt("empty op".into())),
         }
@@ -89,7 +95,11 @@ mod records_codec {
             .iter()
             .map(|r| {
                 let metadata = r.metadata.as_ref().map(serde_json::to_string).transpose()?;
-                Ok::<_, serde_json::Error>(Wire { id: r.id.clone(), vector: r.vector.clone(), metadata })
+                Ok::<_, serde_json::Error>(Wire {
+                    id: r.id.clone(),
+                    vector: r.vector.clone(),
+                    metadata,
+                })
             })
             .collect();
         wire.map_err(serde::ser::Error::custom)?.serialize(s)
@@ -104,7 +114,11 @@ mod records_codec {
                     .map(|m| serde_json::from_str::<Metadata>(&m))
                     .transpose()
                     .map_err(serde::de::Error::custom)?;
-                Ok(VectorRecord { id: w.id, vector: w.vector, metadata })
+                Ok(VectorRecord {
+                    id: w.id,
+                    vector: w.vector,
+                    metadata,
+                })
             })
             .collect()
     }
@@ -128,7 +142,10 @@ mod tests {
                     VectorRecord::new("y", vec![0.0, 0.0, f32::MIN_POSITIVE]),
                 ],
             },
-            Op::Delete { collection: "c".into(), ids: vec!["x".into()] },
+            Op::Delete {
+                collection: "c".into(),
+                ids: vec!["x".into()],
+            },
             Op::DropCollection { name: "c".into() },
         ];
         for op in ops {

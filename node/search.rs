@@ -38,7 +38,10 @@ pub(crate) fn search(
             if queries.len() == 1 {
                 e
             } else {
-                Error::InvalidBatchItem { index, source: Box::new(e) }
+                Error::InvalidBatchItem {
+                    index,
+                    source: Box::new(e),
+                }
             }
         })?;
         flat.extend_from_slice(q);
@@ -75,7 +78,9 @@ pub(crate) fn search(
     };
     if include_vectors {
         for hit in results.iter_mut().flatten() {
-            hit.vector = store.get_vector(state.stored.id, &hit.id)?.map(|r| r.vector);
+            hit.vector = store
+                .get_vector(state.stored.id, &hit.id)?
+                .map(|r| r.vector);
         }
     }
     Ok(results)

@@ -51,8 +51,11 @@ pub(crate) fn encode_vector(vector: &[f32]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_vector(bytes: &[u8]) -> Result<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
-        return Err(Error::Corrupt(format!("vector value of {} bytes", bytes.len())));
+    if !bytes.len().is_multiple_of(4) {
+        return Err(Error::Corrupt(format!(
+            "vector value of {} bytes",
+            bytes.len()
+        )));
     }
     Ok(bytes
         .chunks_exact(4)
@@ -97,7 +100,10 @@ impl Store {
 
     pub fn load_collections(&self) -> Result<Vec<StoredCollection>> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_COLLECTIONS)?, IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_COLLECTIONS)?, IteratorMode::Start)
+        {
             let (_, value) = item?;
             out.push(
                 serde_json::from_slice(&value)
@@ -114,9 +120,10 @@ impl Store {
         mut f: impl FnMut(String, Vec<f32>) -> Result<()>,
     ) -> Result<()> {
         let prefix = collection_id.to_be_bytes();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(CF_VECTORS)?, IteratorMode::From(&prefix, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(CF_VECTORS)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
         for item in iter {
             let (key, value) = item?;
             if !key.starts_with(&prefix) {
@@ -136,9 +143,10 @@ impl Store {
         mut f: impl FnMut(&str, Metadata) -> Result<()>,
     ) -> Result<()> {
         let prefix = collection_id.to_be_bytes();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(CF_METADATA)?, IteratorMode::From(&prefix, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(CF_METADATA)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
         for item in iter {
             let (key, value) = item?;
             if !key.starts_with(&prefix) {
@@ -162,15 +170,20 @@ impl Store {
             .get_cf(self.cf(CF_METADATA)?, &key)?
             .map(|m| decode_metadata(&m))
             .transpose()?;
-        Ok(Some(VectorRecord { id: id.to_string(), vector: decode_vector(&vector)?, metadata }))
+        Ok(Some(VectorRecord {
+            id: id.to_string(),
+            vector: decode_vector(&vector)?,
+            metadata,
+        }))
     }
 
     /// Log entries with `seq >= from`, at most `limit` of them, in order.
     pub fn read_log(&self, from: u64, limit: usize) -> Result<Vec<(u64, Op)>> {
         let start = from.to_be_bytes();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(CF_OPLOG)?, IteratorMode::From(&start, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(CF_OPLOG)?,
+            IteratorMode::From(&start, Direction::Forward),
+        );
         let mut out = Vec::new();
         for item in iter.take(limit) {
             let (key, value) = item?;
@@ -186,12 +199,21 @@ impl Store {
     /// Adds one op to `batch`: its log entry, its effect on the data, and the new
     /// applied sequence. `collection_id` is the id of the collection the op touches
     /// (for `CreateCollection`, the id it gets: `seq`).
-    pub fn stage(&self, batch: &mut WriteBatch, seq: u64, op: &Op, collection_id: u64) -> Result<()> {
+    pub fn stage(
+        &self,
+        batch: &mut WriteBatch,
+        seq: u64,
+        op: &Op,
+        collection_id: u64,
+    ) -> Result<()> {
         batch.put_cf(self.cf(CF_OPLOG)?, seq.to_be_bytes(), op.encode()?);
         batch.put_cf(self.cf(CF_META)?, KEY_APPLIED_SEQ, seq.to_be_bytes());
         match op {
             Op::CreateCollection(config) => {
-                let stored = StoredCollection { config: config.clone(), id: collection_id };
+                let stored = StoredCollection {
+                    config: config.clone(),
+                    id: collection_id,
+                };
                 let value = serde_json::to_vec(&stored)
                     .map_err(|e| Error::Corrupt(format!("encoding collection: {e}")))?;
                 batch.put_cf(self.cf(CF_COLLECTIONS)?, config.name.as_bytes(), value);
@@ -232,10 +254,9 @@ impl Store {
 
     /// Writes a batch with fsync of the WAL before returning: once this returns, the
     /// ops in it survive a crash of the process or the machine.
-    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+    pub fn commit(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db.write_opt(batch, &opts)?;
-        Ok(())
+        self.db.write_opt(batch, &opts)
     }
 }

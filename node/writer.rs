@@ -7,11 +7,11 @@
 //! concurrent writers share one fsync without weakening the guarantee that every
 //! acknowledged write is on disk.
 
+use crate::catalog::CollectionState;
 use crate::database::Inner;
 use crate::error::{Error, Result};
 use crate::op::{Applied, Op, Precondition};
 use crate::storage::StoredCollection;
-use crate::catalog::CollectionState;
 use rocksdb::WriteBatch;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -22,7 +22,15 @@ use tokio::sync::oneshot;
 
 /// When the write-ahead log is fsynced.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum SyncMode {
@@ -58,11 +66,18 @@ impl WriterHandle {
             .name("needle-writer".into())
             .spawn(move || run(&inner, &rx, mode))
             .map_err(|e| Error::InvalidRequest(format!("cannot start writer thread: {e}")))?;
-        Ok(WriterHandle { tx: Some(tx), join: Some(join) })
+        Ok(WriterHandle {
+            tx: Some(tx),
+            join: Some(join),
+        })
     }
 
     pub fn send(&self, pending: Pending) -> Result<()> {
-        self.tx.as_ref().ok_or(Error::Closed)?.send(pending).map_err(|_| Error::Closed)
+        self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(pending)
+            .map_err(|_| Error::Closed)
     }
 }
 
@@ -127,18 +142,24 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
     let mut overlay = Overlay::new();
     let mut accepted = Vec::with_capacity(run.len());
     for pending in run {
-        let checked = check(inner, &pending, seq + 1, &mut overlay).and_then(|(target, deleted)| {
-            let id = match &target {
-                Target::Create(s) => s.id,
-                Target::Existing(s) => s.stored.id,
-            };
-            inner.store.stage(&mut batch, seq + 1, &pending.op, id)?;
-            Ok((target, deleted))
-        });
+        let checked =
+            check(inner, &pending, seq + 1, &mut overlay).and_then(|(target, deleted)| {
+                let id = match &target {
+                    Target::Create(s) => s.id,
+                    Target::Existing(s) => s.stored.id,
+                };
+                inner.store.stage(&mut batch, seq + 1, &pending.op, id)?;
+                Ok((target, deleted))
+            });
         match checked {
             Ok((target, deleted)) => {
                 seq += 1;
-                accepted.push(Accepted { pending, seq, target, deleted });
+                accepted.push(Accepted {
+                    pending,
+                    seq,
+                    target,
+                    deleted,
+                });
             }
             Err(e) => {
                 let _ = pending.reply.send(Err(e));
@@ -163,40 +184,71 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
         } else {
             affected
         };
-        let _ = a.pending.reply.send(Ok(Applied { seq: a.seq, affected, deleted: a.deleted }));
+        let _ = a.pending.reply.send(Ok(Applied {
+            seq: a.seq,
+            affected,
+            deleted: a.deleted,
+        }));
     }
 }
 
 /// State-dependent checks: the collection exists (or not, for create), vectors fit it,
 /// and preconditions hold given every earlier op. Static checks (ids, finiteness,
 /// metadata size) were done by the caller before queueing.
-fn check(inner: &Inner, p: &Pending, seq: u64, overlay: &mut Overlay) -> Result<(Target, Vec<bool>)> {
+fn check(
+    inner: &Inner,
+    p: &Pending,
+    seq: u64,
+    overlay: &mut Overlay,
+) -> Result<(Target, Vec<bool>)> {
     match &p.op {
         Op::CreateCollection(config) => {
             if inner.catalog.get(&config.name).is_some() {
                 return Err(Error::CollectionExists(config.name.clone()));
             }
-            Ok((Target::Create(StoredCollection { config: config.clone(), id: seq }), Vec::new()))
+            Ok((
+                Target::Create(StoredCollection {
+                    config: config.clone(),
+                    id: seq,
+                }),
+                Vec::new(),
+            ))
         }
         Op::DropCollection { name } => {
-            let state = inner.catalog.get(name).ok_or_else(|| Error::CollectionNotFound(name.clone()))?;
+            let state = inner
+                .catalog
+                .get(name)
+                .ok_or_else(|| Error::CollectionNotFound(name.clone()))?;
             Ok((Target::Existing(state), Vec::new()))
         }
-        Op::Upsert { collection, records } => {
+        Op::Upsert {
+            collection,
+            records,
+        } => {
             let state = inner
                 .catalog
                 .get(collection)
                 .ok_or_else(|| Error::CollectionNotFound(collection.clone()))?;
             let dims = state.stored.config.dimensions;
-            if let Some((index, r)) = records.iter().enumerate().find(|(_, r)| r.vector.len() != dims) {
-                let source = Box::new(Error::DimensionMismatch { expected: dims, got: r.vector.len() });
+            if let Some((index, r)) = records
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.vector.len() != dims)
+            {
+                let source = Box::new(Error::DimensionMismatch {
+                    expected: dims,
+                    got: r.vector.len(),
+                });
                 return Err(Error::InvalidBatchItem { index, source });
             }
             if p.precondition == Precondition::IdsAbsent {
                 let index = state.index.read();
                 for r in records {
                     let key = (collection.clone(), r.id.clone());
-                    let present = overlay.get(&key).copied().unwrap_or_else(|| index.contains(&r.id));
+                    let present = overlay
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| index.contains(&r.id));
                     if present {
                         return Err(Error::VectorExists(r.id.clone()));
                     }
@@ -217,7 +269,10 @@ fn check(inner: &Inner, p: &Pending, seq: u64, overlay: &mut Overlay) -> Result<
                 .iter()
                 .map(|id| {
                     let key = (collection.clone(), id.clone());
-                    let present = overlay.get(&key).copied().unwrap_or_else(|| index.contains(id));
+                    let present = overlay
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| index.contains(id));
                     overlay.insert(key, false);
                     present
                 })
@@ -245,12 +300,16 @@ fn apply_in_memory(inner: &Inner, op: &Op, target: Target) -> usize {
         }
         (Op::Upsert { records, .. }, Target::Existing(state)) => {
             let mut index = state.index.write();
-            records.iter().try_for_each(|r| index.upsert(r)).map(|_| records.len())
+            records
+                .iter()
+                .try_for_each(|r| index.upsert(r))
+                .map(|_| records.len())
         }
         (Op::Delete { ids, .. }, Target::Existing(state)) => {
             let result = {
                 let mut index = state.index.write();
-                ids.iter().try_fold(0, |n, id| index.delete(id).map(|d| n + usize::from(d)))
+                ids.iter()
+                    .try_fold(0, |n, id| index.delete(id).map(|d| n + usize::from(d)))
             };
             state.maybe_compact();
             result

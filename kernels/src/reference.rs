@@ -17,7 +17,10 @@ pub fn search(
         .chunks_exact(dims)
         .enumerate()
         .filter(|(row, _)| allowed.is_none_or(|m| m.contains(*row)))
-        .map(|(row, x)| Hit { row: row as u32, distance: naive_distance(metric, query, x) })
+        .map(|(row, x)| Hit {
+            row: row as u32,
+            distance: naive_distance(metric, query, x),
+        })
         .collect();
     hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.row.cmp(&b.row)));
     hits.truncate(k);
@@ -30,7 +33,11 @@ pub fn naive_distance(metric: Metric, q: &[f32], x: &[f32]) -> f32 {
     match metric {
         Metric::Dot => -dot as f32,
         Metric::Euclidean => {
-            let s: f64 = q.iter().zip(x).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+            let s: f64 = q
+                .iter()
+                .zip(x)
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum();
             s.sqrt() as f32
         }
         Metric::Cosine => {

@@ -53,14 +53,23 @@ pub(crate) fn validate_search(
     mask: Option<&RowMask>,
 ) -> Result<usize, KernelError> {
     if k == 0 || k > crate::MAX_K {
-        return Err(KernelError::InvalidK { k, max: crate::MAX_K });
+        return Err(KernelError::InvalidK {
+            k,
+            max: crate::MAX_K,
+        });
     }
-    if queries.len() % dims != 0 {
-        return Err(KernelError::RaggedQueries { len: queries.len(), dims });
+    if !queries.len().is_multiple_of(dims) {
+        return Err(KernelError::RaggedQueries {
+            len: queries.len(),
+            dims,
+        });
     }
     if let Some(mask) = mask {
         if mask.rows() != rows {
-            return Err(KernelError::MaskSize { mask: mask.rows(), rows });
+            return Err(KernelError::MaskSize {
+                mask: mask.rows(),
+                rows,
+            });
         }
     }
     Ok(queries.len() / dims)

@@ -137,7 +137,11 @@ mod tests {
         let mut b = TopK::new(10);
         for (i, s) in scores.iter().enumerate() {
             whole.push(*s, i as u32);
-            if i % 2 == 0 { a.push(*s, i as u32) } else { b.push(*s, i as u32) }
+            if i % 2 == 0 {
+                a.push(*s, i as u32)
+            } else {
+                b.push(*s, i as u32)
+            }
         }
         a.merge(b);
         assert_eq!(a.into_sorted(), whole.into_sorted());

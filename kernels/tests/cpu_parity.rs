@@ -29,10 +29,16 @@ fn assert_matches(got: &[Hit], want: &[Hit], data: &[f32], dims: usize, metric: 
     assert_eq!(got.len(), want.len(), "result count");
     for (g, w) in got.iter().zip(want) {
         let scale = 1.0 + w.distance.abs();
-        assert!((g.distance - w.distance).abs() <= 1e-3 * scale, "rank distance {g:?} vs {w:?}");
+        assert!(
+            (g.distance - w.distance).abs() <= 1e-3 * scale,
+            "rank distance {g:?} vs {w:?}"
+        );
         let row = g.row as usize;
         let own = reference::naive_distance(metric, q, &data[row * dims..(row + 1) * dims]);
-        assert!((g.distance - own).abs() <= 1e-3 * (1.0 + own.abs()), "row {row} distance");
+        assert!(
+            (g.distance - own).abs() <= 1e-3 * (1.0 + own.abs()),
+            "row {row} distance"
+        );
     }
     let mut rows: Vec<u32> = got.iter().map(|h| h.row).collect();
     rows.sort_unstable();
@@ -102,7 +108,10 @@ fn deletes_overwrites_and_compaction_keep_results_exact() {
             assert!(shard.delete(r as u32).unwrap());
             alive.clear(r);
         }
-        assert!(!shard.delete(0).unwrap(), "second delete reports nothing deleted");
+        assert!(
+            !shard.delete(0).unwrap(),
+            "second delete reports nothing deleted"
+        );
         let replacement = floats(10, 200 * dims);
         for (i, v) in replacement.chunks_exact(dims).enumerate() {
             let row = i * 5 + 1;
@@ -124,7 +133,10 @@ fn deletes_overwrites_and_compaction_keep_results_exact() {
             .filter(|r| alive.contains(*r))
             .flat_map(|r| expected[r * dims..(r + 1) * dims].to_vec())
             .collect();
-        assert_eq!(compaction.remap.iter().filter(|r| r.is_some()).count(), alive.count());
+        assert_eq!(
+            compaction.remap.iter().filter(|r| r.is_some()).count(),
+            alive.count()
+        );
         assert_eq!(shard.rows(), alive.count());
         let got = shard.search_batch(&queries, 20, None).unwrap();
         for (qi, hits) in got.iter().enumerate() {
@@ -145,7 +157,9 @@ fn invalid_input_is_rejected_without_changing_the_shard() {
     assert!(shard.search_batch(&[0.0; 4], 0, None).is_err());
     assert!(shard.search_batch(&[0.0; 4], 10_001, None).is_err());
     assert!(shard.search_batch(&[0.0; 5], 1, None).is_err());
-    assert!(shard.search_batch(&[0.0; 4], 1, Some(&RowMask::all(7))).is_err());
+    assert!(shard
+        .search_batch(&[0.0; 4], 1, Some(&RowMask::all(7)))
+        .is_err());
     assert_eq!(shard.rows(), 1);
     assert!(CpuShard::new(0, Metric::Dot).is_err());
 }

@@ -29,7 +29,9 @@ pub struct CollectionsArgs {
 }
 
 pub fn http_client() -> anyhow::Result<reqwest::blocking::Client> {
-    Ok(reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?)
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(300))
+        .build()?)
 }
 
 /// The JSON body of a successful response, or the server's error code and message.
@@ -45,13 +47,18 @@ pub fn check(resp: reqwest::blocking::Response) -> anyhow::Result<Value> {
 }
 
 pub fn search(args: SearchArgs) -> anyhow::Result<()> {
-    let vector: Value =
-        serde_json::from_str(&args.vector).map_err(|e| anyhow!("--vector is not a JSON array: {e}"))?;
+    let vector: Value = serde_json::from_str(&args.vector)
+        .map_err(|e| anyhow!("--vector is not a JSON array: {e}"))?;
     let mut body = serde_json::json!({ "vector": vector, "k": args.k });
     if let Some(f) = &args.filter {
-        body["filter"] = serde_json::from_str(f).map_err(|e| anyhow!("--filter is not JSON: {e}"))?;
+        body["filter"] =
+            serde_json::from_str(f).map_err(|e| anyhow!("--filter is not JSON: {e}"))?;
     }
-    let url = format!("{}/collections/{}/search", args.url.trim_end_matches('/'), args.collection);
+    let url = format!(
+        "{}/collections/{}/search",
+        args.url.trim_end_matches('/'),
+        args.collection
+    );
     let result = check(http_client()?.post(url).json(&body).send()?)?;
     println!("{}", serde_json::to_string_pretty(&result["results"])?);
     Ok(())
@@ -60,7 +67,10 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
 pub fn collections(args: CollectionsArgs) -> anyhow::Result<()> {
     let url = format!("{}/collections", args.url.trim_end_matches('/'));
     let result = check(http_client()?.get(url).send()?)?;
-    println!("{:<32} {:>10} {:>10} {:>12}", "NAME", "DIMENSIONS", "DISTANCE", "COUNT");
+    println!(
+        "{:<32} {:>10} {:>10} {:>12}",
+        "NAME", "DIMENSIONS", "DISTANCE", "COUNT"
+    );
     for c in result["collections"].as_array().into_iter().flatten() {
         println!(
             "{:<32} {:>10} {:>10} {:>12}",

@@ -34,19 +34,29 @@ pub struct ImportArgs {
 
 /// Where imported batches go.
 enum Sink {
-    Http { client: reqwest::blocking::Client, base: String },
+    Http {
+        client: reqwest::blocking::Client,
+        base: String,
+    },
     Local(Database),
 }
 
 impl Sink {
-    fn ensure_collection(&self, name: &str, create: Option<Distance>, dims: usize) -> anyhow::Result<()> {
+    fn ensure_collection(
+        &self,
+        name: &str,
+        create: Option<Distance>,
+        dims: usize,
+    ) -> anyhow::Result<()> {
         match self {
             Sink::Local(db) => {
                 if db.collection(name).is_ok() {
                     return Ok(());
                 }
                 let Some(distance) = create else {
-                    bail!("collection {name:?} does not exist (pass --create DISTANCE to create it)");
+                    bail!(
+                        "collection {name:?} does not exist (pass --create DISTANCE to create it)"
+                    );
                 };
                 db.create_collection(CollectionConfig::new(name, dims, distance))?;
             }
@@ -56,10 +66,18 @@ impl Sink {
                     return Ok(());
                 }
                 let Some(distance) = create else {
-                    bail!("collection {name:?} does not exist (pass --create DISTANCE to create it)");
+                    bail!(
+                        "collection {name:?} does not exist (pass --create DISTANCE to create it)"
+                    );
                 };
-                let body = serde_json::json!({"name": name, "dimensions": dims, "distance": distance});
-                check(client.post(format!("{base}/collections")).json(&body).send()?)?;
+                let body =
+                    serde_json::json!({"name": name, "dimensions": dims, "distance": distance});
+                check(
+                    client
+                        .post(format!("{base}/collections"))
+                        .json(&body)
+                        .send()?,
+                )?;
             }
         }
         Ok(())
@@ -68,11 +86,22 @@ impl Sink {
     fn write(&self, name: &str, records: Vec<VectorRecord>) -> anyhow::Result<()> {
         match self {
             Sink::Local(db) => {
-                db.submit(Op::Upsert { collection: name.to_string(), records }, Precondition::None)?;
+                db.submit(
+                    Op::Upsert {
+                        collection: name.to_string(),
+                        records,
+                    },
+                    Precondition::None,
+                )?;
             }
             Sink::Http { client, base } => {
                 let body = serde_json::json!({ "vectors": records });
-                check(client.post(format!("{base}/collections/{name}/vectors/batch")).json(&body).send()?)?;
+                check(
+                    client
+                        .post(format!("{base}/collections/{name}/vectors/batch"))
+                        .json(&body)
+                        .send()?,
+                )?;
             }
         }
         Ok(())
@@ -89,21 +118,34 @@ impl From<ImportError> for Failure {
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
-    let create = args.create.as_deref().map(str::parse::<Distance>).transpose()?;
+    let create = args
+        .create
+        .as_deref()
+        .map(str::parse::<Distance>)
+        .transpose()?;
     let sink = match (&args.url, &args.data) {
-        (Some(url), _) => Sink::Http { client: http_client()?, base: url.trim_end_matches('/').to_string() },
-        (None, Some(dir)) => Sink::Local(
-            Database::open(dir)
-                .with_context(|| format!("opening {} (is a node running on it? use --url)", dir.display()))?,
-        ),
-        (None, None) => bail!("pass --url to import through a running node or --data DIR for a stopped one"),
+        (Some(url), _) => Sink::Http {
+            client: http_client()?,
+            base: url.trim_end_matches('/').to_string(),
+        },
+        (None, Some(dir)) => Sink::Local(Database::open(dir).with_context(|| {
+            format!(
+                "opening {} (is a node running on it? use --url)",
+                dir.display()
+            )
+        })?),
+        (None, None) => {
+            bail!("pass --url to import through a running node or --data DIR for a stopped one")
+        }
     };
     let size = std::fs::metadata(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?
         .len();
     let bar = ProgressBar::new(size).with_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut ensured = false;
     let mut written = 0usize;
@@ -116,7 +158,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         |batch| {
             if !ensured {
                 let dims = batch.first().map_or(0, |r| r.vector.len());
-                sink.ensure_collection(&args.collection, create, dims).map_err(Failure)?;
+                sink.ensure_collection(&args.collection, create, dims)
+                    .map_err(Failure)?;
                 ensured = true;
             }
             written += batch.len();

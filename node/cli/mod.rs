@@ -37,7 +37,9 @@ impl Cli {
         }
         if let Command::Serve(args) = &self.command {
             if let Some(path) = &args.config {
-                return Ok(crate::config::FileConfig::load(path)?.log_format.unwrap_or_default());
+                return Ok(crate::config::FileConfig::load(path)?
+                    .log_format
+                    .unwrap_or_default());
             }
         }
         Ok(LogFormat::default())

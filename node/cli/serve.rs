@@ -41,7 +41,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
         },
     );
-    let options = DatabaseOptions { backend: config.backend.kind(), sync: config.sync };
+    let options = DatabaseOptions {
+        backend: config.backend.kind(),
+        sync: config.sync,
+    };
     let db = Database::open_with(&config.data, options)
         .with_context(|| format!("opening data directory {}", config.data.display()))?;
     tracing::info!(

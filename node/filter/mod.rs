@@ -17,7 +17,10 @@ pub enum Filter {
     Or(Vec<Filter>),
     Not(Box<Filter>),
     /// A condition on the value at a dotted path (`"a.b.c"` → `["a","b","c"]`).
-    Field { path: Vec<String>, cond: Cond },
+    Field {
+        path: Vec<String>,
+        cond: Cond,
+    },
 }
 
 /// A condition on one field's value.

@@ -3,7 +3,10 @@ use serde_json::{Map, Value};
 
 pub(super) fn filter(value: &Value) -> Result<Filter, String> {
     let Value::Object(doc) = value else {
-        return Err(format!("a filter must be a JSON object, got {}", kind(value)));
+        return Err(format!(
+            "a filter must be a JSON object, got {}",
+            kind(value)
+        ));
     };
     let mut clauses = Vec::with_capacity(doc.len());
     for (key, value) in doc {
@@ -20,7 +23,9 @@ fn clause(key: &str, value: &Value) -> Result<Filter, String> {
     match key {
         "$and" => Ok(Filter::And(filter_list(key, value)?)),
         "$or" => Ok(Filter::Or(filter_list(key, value)?)),
-        "$not" => Ok(Filter::Not(Box::new(filter(value).map_err(|e| format!("$not: {e}"))?))),
+        "$not" => Ok(Filter::Not(Box::new(
+            filter(value).map_err(|e| format!("$not: {e}"))?,
+        ))),
         op if op.starts_with('$') => Err(format!("unknown top-level operator {op:?}")),
         field => {
             let path = field_path(field)?;
@@ -38,7 +43,10 @@ fn filter_list(op: &str, value: &Value) -> Result<Vec<Filter>, String> {
             .map(|(i, v)| filter(v).map_err(|e| format!("{op}[{i}]: {e}")))
             .collect(),
         Value::Array(_) => Err(format!("{op} needs at least one filter")),
-        other => Err(format!("{op} takes an array of filters, got {}", kind(other))),
+        other => Err(format!(
+            "{op} takes an array of filters, got {}",
+            kind(other)
+        )),
     }
 }
 
@@ -73,28 +81,46 @@ fn operators(field: &str, ops: &Map<String, Value>) -> Result<Cond, String> {
             "$nin" => Cond::Nin(array(field, op, arg)?),
             "$exists" => match arg {
                 Value::Bool(b) => Cond::Exists(*b),
-                other => return Err(format!("{field}: $exists takes true or false, got {}", kind(other))),
+                other => {
+                    return Err(format!(
+                        "{field}: $exists takes true or false, got {}",
+                        kind(other)
+                    ))
+                }
             },
             "$not" => match arg {
-                Value::Object(inner) if inner.keys().all(|k| k.starts_with('$')) && !inner.is_empty() => {
+                Value::Object(inner)
+                    if inner.keys().all(|k| k.starts_with('$')) && !inner.is_empty() =>
+                {
                     match operators(field, inner)? {
                         Cond::All(cs) => Cond::Not(cs),
                         c => Cond::Not(vec![c]),
                     }
                 }
-                _ => return Err(format!("{field}: $not takes an object of operators, e.g. {{\"$gt\": 5}}")),
+                _ => {
+                    return Err(format!(
+                        "{field}: $not takes an object of operators, e.g. {{\"$gt\": 5}}"
+                    ))
+                }
             },
             other => return Err(format!("{field}: unknown operator {other:?}")),
         };
         conds.push(cond);
     }
-    Ok(if conds.len() == 1 { conds.remove(0) } else { Cond::All(conds) })
+    Ok(if conds.len() == 1 {
+        conds.remove(0)
+    } else {
+        Cond::All(conds)
+    })
 }
 
 fn comparable(field: &str, op: &str, arg: &Value) -> Result<Value, String> {
     match arg {
         Value::Number(_) | Value::String(_) => Ok(arg.clone()),
-        other => Err(format!("{field}: {op} compares numbers or strings, got {}", kind(other))),
+        other => Err(format!(
+            "{field}: {op} compares numbers or strings, got {}",
+            kind(other)
+        )),
     }
 }
 

@@ -9,7 +9,9 @@ fn doc(v: Value) -> crate::model::Metadata {
 }
 
 fn check(filter: Value, metadata: Value) -> bool {
-    Filter::parse(&filter).unwrap().matches(Some(&doc(metadata)))
+    Filter::parse(&filter)
+        .unwrap()
+        .matches(Some(&doc(metadata)))
 }
 
 #[test]
@@ -44,14 +46,23 @@ fn membership_existence_and_missing_fields() {
     let m = json!({"tag": "b", "tags": ["x", "y"], "none": null});
     assert!(check(json!({"tag": {"$in": ["a", "b"]}}), m.clone()));
     assert!(!check(json!({"tag": {"$nin": ["a", "b"]}}), m.clone()));
-    assert!(check(json!({"tags": "y"}), m.clone()), "array field matches any element");
+    assert!(
+        check(json!({"tags": "y"}), m.clone()),
+        "array field matches any element"
+    );
     assert!(check(json!({"tags": {"$in": ["z", "x"]}}), m.clone()));
-    assert!(check(json!({"tags": ["x", "y"]}), m.clone()), "whole-array equality");
+    assert!(
+        check(json!({"tags": ["x", "y"]}), m.clone()),
+        "whole-array equality"
+    );
     assert!(check(json!({"tags.1": "y"}), m.clone()), "index into array");
     assert!(check(json!({"none": {"$exists": true}}), m.clone()));
     assert!(check(json!({"missing": {"$exists": false}}), m.clone()));
     assert!(!check(json!({"missing": {"$gt": 0}}), m.clone()));
-    assert!(check(json!({"missing": {"$ne": 1}}), m.clone()), "$ne matches a missing field");
+    assert!(
+        check(json!({"missing": {"$ne": 1}}), m.clone()),
+        "$ne matches a missing field"
+    );
     assert!(check(json!({"missing": {"$nin": [1]}}), m));
 }
 
@@ -61,7 +72,10 @@ fn logical_operators() {
     assert!(check(json!({"$or": [{"a": 2}, {"b": 2}]}), m.clone()));
     assert!(!check(json!({"$and": [{"a": 1}, {"b": 3}]}), m.clone()));
     assert!(check(json!({"$not": {"a": 2}}), m.clone()));
-    assert!(!check(json!({"$not": {"$or": [{"a": 1}, {"b": 9}]}}), m.clone()));
+    assert!(!check(
+        json!({"$not": {"$or": [{"a": 1}, {"b": 9}]}}),
+        m.clone()
+    ));
     assert!(check(json!({"a": {"$not": {"$gt": 5}}}), m.clone()));
     assert!(!check(json!({"a": {"$not": {"$gte": 0, "$lte": 1}}}), m));
 }

@@ -20,14 +20,17 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<CollectionInfo>), ApiError> {
-    let dimensions = usize::try_from(body.dimensions)
-        .map_err(|_| Error::InvalidDimensions(body.dimensions))?;
+    let dimensions =
+        usize::try_from(body.dimensions).map_err(|_| Error::InvalidDimensions(body.dimensions))?;
     let config = CollectionConfig::new(body.name, dimensions, body.distance.parse()?);
     config.validate()?;
     let name = config.name.clone();
     state
         .db
-        .submit_async(crate::Op::CreateCollection(config), crate::Precondition::None)
+        .submit_async(
+            crate::Op::CreateCollection(config),
+            crate::Precondition::None,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(state.db.collection_info(&name)?)))
 }
@@ -43,10 +46,16 @@ pub async fn get(
     Ok(Json(state.db.collection_info(&name)?))
 }
 
-pub async fn drop(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn drop(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state
         .db
-        .submit_async(crate::Op::DropCollection { name: name.clone() }, crate::Precondition::None)
+        .submit_async(
+            crate::Op::DropCollection { name: name.clone() },
+            crate::Precondition::None,
+        )
         .await?;
     Ok(Json(json!({ "dropped": name })))
 }

@@ -35,17 +35,32 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(observability::health))
         .route("/metrics", get(observability::metrics))
-        .route("/collections", post(collections::create).get(collections::list))
-        .route("/collections/{name}", get(collections::get).delete(collections::drop))
+        .route(
+            "/collections",
+            post(collections::create).get(collections::list),
+        )
+        .route(
+            "/collections/{name}",
+            get(collections::get).delete(collections::drop),
+        )
         .route("/collections/{name}/vectors", post(vectors::insert))
-        .route("/collections/{name}/vectors/batch", post(vectors::upsert_batch))
-        .route("/collections/{name}/vectors/{id}", get(vectors::get).delete(vectors::delete))
+        .route(
+            "/collections/{name}/vectors/batch",
+            post(vectors::upsert_batch),
+        )
+        .route(
+            "/collections/{name}/vectors/{id}",
+            get(vectors::get).delete(vectors::delete),
+        )
         .route("/collections/{name}/search", post(search::single))
         .route("/collections/{name}/search/batch", post(search::batch))
         .fallback(observability::not_found)
         .method_not_allowed_fallback(observability::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(metered, observability::record))
+        .layer(middleware::from_fn_with_state(
+            metered,
+            observability::record,
+        ))
         .with_state(state)
 }
 
@@ -59,5 +74,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let metrics = Arc::new(Metrics::new().map_err(std::io::Error::other)?);
     let app = router(AppState { db, metrics }, max_body_bytes);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -58,7 +58,9 @@ pub async fn single(
         body.include_metadata,
     )
     .await?;
-    Ok(Json(json!({ "results": results.pop().unwrap_or_default() })))
+    Ok(Json(
+        json!({ "results": results.pop().unwrap_or_default() }),
+    ))
 }
 
 /// One engine call for the whole batch.
@@ -92,7 +94,9 @@ async fn run(
     let collection = state.db.collection(&name)?;
     let filter = match filter {
         None | Some(Value::Null) => None,
-        Some(f) => Some(Filter::parse(&f).map_err(|m| ApiError::from(crate::Error::InvalidFilter(m)))?),
+        Some(f) => {
+            Some(Filter::parse(&f).map_err(|m| ApiError::from(crate::Error::InvalidFilter(m)))?)
+        }
     };
     if queries.is_empty() {
         return Ok(Vec::new());
@@ -110,7 +114,12 @@ async fn run(
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
     Ok(hits
         .into_iter()
-        .map(|per_query| per_query.into_iter().map(|h| hit_json(h, include_metadata)).collect())
+        .map(|per_query| {
+            per_query
+                .into_iter()
+                .map(|h| hit_json(h, include_metadata))
+                .collect()
+        })
         .collect())
 }
 
@@ -119,7 +128,10 @@ fn hit_json(hit: SearchHit, include_metadata: bool) -> Value {
     out.insert("id".into(), Value::String(hit.id));
     out.insert("distance".into(), json!(hit.distance));
     if include_metadata {
-        let metadata = hit.metadata.map(|m| Value::Object((*m).clone())).unwrap_or(Value::Null);
+        let metadata = hit
+            .metadata
+            .map(|m| Value::Object((*m).clone()))
+            .unwrap_or(Value::Null);
         out.insert("metadata".into(), metadata);
     }
     if let Some(v) = hit.vector {

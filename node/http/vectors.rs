@@ -23,9 +23,17 @@ impl RecordBody {
         let metadata: Option<Metadata> = match self.metadata {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m),
-            Some(_) => return Err(Error::InvalidMetadata("metadata must be a JSON object".into())),
+            Some(_) => {
+                return Err(Error::InvalidMetadata(
+                    "metadata must be a JSON object".into(),
+                ))
+            }
         };
-        Ok(VectorRecord { id: self.id, vector: self.vector, metadata })
+        Ok(VectorRecord {
+            id: self.id,
+            vector: self.vector,
+            metadata,
+        })
     }
 }
 
@@ -38,12 +46,22 @@ pub async fn insert(
     let record = body.into_record()?;
     record.validate(dims)?;
     let id = record.id.clone();
-    let op = Op::Upsert { collection: name, records: vec![record] };
-    let applied = state.db.submit_async(op, Precondition::IdsAbsent).await.map_err(|e| match e {
-        Error::InvalidBatchItem { source, .. } => *source,
-        other => other,
-    })?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id, "seq": applied.seq }))))
+    let op = Op::Upsert {
+        collection: name,
+        records: vec![record],
+    };
+    let applied = state
+        .db
+        .submit_async(op, Precondition::IdsAbsent)
+        .await
+        .map_err(|e| match e {
+            Error::InvalidBatchItem { source, .. } => *source,
+            other => other,
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "seq": applied.seq })),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -63,9 +81,16 @@ pub async fn upsert_batch(
     let mut records = Vec::with_capacity(body.vectors.len());
     for (index, item) in body.vectors.into_iter().enumerate() {
         let record = serde_json::from_value::<RecordBody>(item)
-            .map_err(|e| ApiError::bad_request("INVALID_REQUEST", format!("vectors[{index}]: {e}")))?
+            .map_err(|e| {
+                ApiError::bad_request("INVALID_REQUEST", format!("vectors[{index}]: {e}"))
+            })?
             .into_record()
-            .map_err(|e| ApiError::from(Error::InvalidBatchItem { index, source: Box::new(e) }))?;
+            .map_err(|e| {
+                ApiError::from(Error::InvalidBatchItem {
+                    index,
+                    source: Box::new(e),
+                })
+            })?;
         records.push(record);
     }
     if records.is_empty() {
@@ -73,9 +98,17 @@ pub async fn upsert_batch(
     }
     let applied = state
         .db
-        .submit_async(Op::Upsert { collection: name, records }, Precondition::None)
+        .submit_async(
+            Op::Upsert {
+                collection: name,
+                records,
+            },
+            Precondition::None,
+        )
         .await?;
-    Ok(Json(json!({ "upserted": applied.affected, "seq": applied.seq })))
+    Ok(Json(
+        json!({ "upserted": applied.affected, "seq": applied.seq }),
+    ))
 }
 
 pub async fn get(
@@ -85,7 +118,9 @@ pub async fn get(
     let collection = state.db.collection(&name)?;
     let record = tokio::task::spawn_blocking(move || collection.get(&id))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+        })??;
     Ok(Json(record))
 }
 
@@ -94,7 +129,12 @@ pub async fn delete(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     crate::model::validate_id(&id)?;
-    let op = Op::Delete { collection: name, ids: vec![id] };
+    let op = Op::Delete {
+        collection: name,
+        ids: vec![id],
+    };
     let applied = state.db.submit_async(op, Precondition::None).await?;
-    Ok(Json(json!({ "deleted": applied.deleted.first().copied().unwrap_or(false) })))
+    Ok(Json(
+        json!({ "deleted": applied.deleted.first().copied().unwrap_or(false) }),
+    ))
 }

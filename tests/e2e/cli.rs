@@ -9,7 +9,10 @@ use std::process::Command;
 
 fn write_npy(path: &Path, rows: &[Vec<f32>]) {
     let dims = rows[0].len();
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {dims}), }}", rows.len());
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {dims}), }}",
+        rows.len()
+    );
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -34,8 +37,17 @@ fn write_fvecs(path: &Path, rows: &[Vec<f32>]) {
 }
 
 fn needle(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).env_remove("NEEDLE_DATA").env_remove("NEEDLE_URL").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("NEEDLE_DATA")
+        .env_remove("NEEDLE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -46,15 +58,36 @@ fn import_npy_into_a_stopped_data_directory_then_serve_it() {
     let file = dir.path().join("rows.npy");
     write_npy(&file, &rows);
     let data_s = data.to_str().unwrap();
-    let (ok, stdout, stderr) = needle(&["import", "--collection", "n", "--data", data_s, "--create", "euclidean", "--batch-size", "700", file.to_str().unwrap()]);
+    let (ok, stdout, stderr) = needle(&[
+        "import",
+        "--collection",
+        "n",
+        "--data",
+        data_s,
+        "--create",
+        "euclidean",
+        "--batch-size",
+        "700",
+        file.to_str().unwrap(),
+    ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("imported 2500 vectors"), "{stdout}");
     // Without --create an unknown collection is an error, not a guess.
-    let (ok, _, stderr) = needle(&["import", "--collection", "other", "--data", data_s, file.to_str().unwrap()]);
+    let (ok, _, stderr) = needle(&[
+        "import",
+        "--collection",
+        "other",
+        "--data",
+        data_s,
+        file.to_str().unwrap(),
+    ]);
     assert!(!ok && stderr.contains("does not exist"), "{stderr}");
     let node = Node::start(&data, &[]);
     let c = node.client();
-    assert_eq!(c.get("/collections/n").1, json!({"name": "n", "dimensions": 8, "distance": "euclidean", "count": 2500}));
+    assert_eq!(
+        c.get("/collections/n").1,
+        json!({"name": "n", "dimensions": 8, "distance": "euclidean", "count": 2500})
+    );
     let got = c.get("/collections/n/vectors/1234").1;
     let v: Vec<f32> = serde_json::from_value(got["vector"].clone()).unwrap();
     assert_eq!(v, rows[1234]);
@@ -68,32 +101,83 @@ fn import_jsonl_and_fvecs_through_a_running_node_and_query_from_the_shell() {
     let jsonl = dir.path().join("a.jsonl");
     let mut f = std::fs::File::create(&jsonl).unwrap();
     for (i, r) in rows.iter().enumerate() {
-        writeln!(f, "{}", json!({"id": format!("j{i}"), "vector": r, "metadata": {"parity": i % 2}})).unwrap();
+        writeln!(
+            f,
+            "{}",
+            json!({"id": format!("j{i}"), "vector": r, "metadata": {"parity": i % 2}})
+        )
+        .unwrap();
     }
     drop(f);
-    let (ok, _, stderr) = needle(&["import", "--collection", "mix", "--url", &node.url, "--create", "cosine", jsonl.to_str().unwrap()]);
+    let (ok, _, stderr) = needle(&[
+        "import",
+        "--collection",
+        "mix",
+        "--url",
+        &node.url,
+        "--create",
+        "cosine",
+        jsonl.to_str().unwrap(),
+    ]);
     assert!(ok, "{stderr}");
     let fvecs = dir.path().join("b.fvecs");
     write_fvecs(&fvecs, &rows[..100]);
-    let (ok, _, stderr) = needle(&["import", "--collection", "mix", "--url", &node.url, "--id-prefix", "f", fvecs.to_str().unwrap()]);
+    let (ok, _, stderr) = needle(&[
+        "import",
+        "--collection",
+        "mix",
+        "--url",
+        &node.url,
+        "--id-prefix",
+        "f",
+        fvecs.to_str().unwrap(),
+    ]);
     assert!(ok, "{stderr}");
     assert_eq!(node.client().get("/collections/mix").1["count"], 400);
     // A file with the wrong dimension fails with the server's error code.
     let bad = dir.path().join("bad.fvecs");
     write_fvecs(&bad, &vectors(9, 3, 5));
-    let (ok, _, stderr) = needle(&["import", "--collection", "mix", "--url", &node.url, bad.to_str().unwrap()]);
+    let (ok, _, stderr) = needle(&[
+        "import",
+        "--collection",
+        "mix",
+        "--url",
+        &node.url,
+        bad.to_str().unwrap(),
+    ]);
     assert!(!ok && stderr.contains("DIMENSION_MISMATCH"), "{stderr}");
 
     let (ok, stdout, stderr) = needle(&["collections", "--url", &node.url]);
     assert!(ok, "{stderr}");
-    assert!(stdout.lines().any(|l| l.starts_with("mix") && l.contains("cosine") && l.trim_end().ends_with("400")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("mix") && l.contains("cosine") && l.trim_end().ends_with("400")),
+        "{stdout}"
+    );
     let query = serde_json::to_string(&rows[17]).unwrap();
-    let (ok, stdout, stderr) = needle(&["search", "--url", &node.url, "--collection", "mix", "--vector", &query, "-k", "3", "--filter", "{\"parity\": 1}"]);
+    let (ok, stdout, stderr) = needle(&[
+        "search",
+        "--url",
+        &node.url,
+        "--collection",
+        "mix",
+        "--vector",
+        &query,
+        "-k",
+        "3",
+        "--filter",
+        "{\"parity\": 1}",
+    ]);
     assert!(ok, "{stderr}");
     let results: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(results[0]["id"], "j17");
     assert_eq!(results.as_array().unwrap().len(), 3);
-    assert!(results.as_array().unwrap().iter().all(|r| r["metadata"]["parity"] == 1));
+    assert!(results
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["metadata"]["parity"] == 1));
 }
 
 #[test]
@@ -101,7 +185,14 @@ fn serve_reads_a_toml_config_and_environment_overrides_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("needle.toml");
     let data_from_file = dir.path().join("from-file");
-    std::fs::write(&config, format!("data = {:?}\nhttp = \"127.0.0.1:0\"\nsync = \"per-write\"\nlog_format = \"json\"\n", data_from_file)).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "data = {:?}\nhttp = \"127.0.0.1:0\"\nsync = \"per-write\"\nlog_format = \"json\"\n",
+            data_from_file
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("NEEDLE_BACKEND", "cpu")
@@ -118,7 +209,8 @@ fn serve_reads_a_toml_config_and_environment_overrides_it() {
             break;
         }
         // JSON logs: one object per line.
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         if let Some(m) = v["fields"]["message"].as_str() {
             if let Some(addr) = m.strip_prefix("listening on ") {
                 url = Some(addr.to_string());
@@ -129,7 +221,10 @@ fn serve_reads_a_toml_config_and_environment_overrides_it() {
     let url = url.expect("node announced its address");
     let body = crate::support::Client::new(&url).get("/health").1;
     assert_eq!(body["backend"], "cpu");
-    assert!(data_from_file.join("CURRENT").exists(), "RocksDB opened in the configured directory");
+    assert!(
+        data_from_file.join("CURRENT").exists(),
+        "RocksDB opened in the configured directory"
+    );
     let _ = child.kill();
     let _ = child.wait();
     // A bad config is a clear error.

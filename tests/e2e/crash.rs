@@ -20,7 +20,10 @@ struct Attempt {
 fn sigkill_during_writes_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start(&dir.path().join("data"), &[]);
-    let (status, _) = node.client().post("/collections", &json!({"name": "c", "dimensions": DIMS, "distance": "euclidean"}));
+    let (status, _) = node.client().post(
+        "/collections",
+        &json!({"name": "c", "dimensions": DIMS, "distance": "euclidean"}),
+    );
     assert_eq!(status, 201);
     let mut all: Vec<Attempt> = Vec::new();
     for round in 0..3u64 {
@@ -34,15 +37,25 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
                 std::thread::spawn(move || {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let n = if i % 3 == 0 { 1 } else { 7 };
+                        let n = if i.is_multiple_of(3) { 1 } else { 7 };
                         let vs = vectors(round * 1_000_000 + w as u64 * 10_000 + i, n, DIMS);
-                        let items: Vec<(String, Vec<f32>)> =
-                            vs.into_iter().enumerate().map(|(j, v)| (format!("r{round}-w{w}-{i}-{j}"), v)).collect();
+                        let items: Vec<(String, Vec<f32>)> = vs
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, v)| (format!("r{round}-w{w}-{i}-{j}"), v))
+                            .collect();
                         let result = if n == 1 {
-                            client.try_post("/collections/c/vectors", &json!({"id": items[0].0, "vector": items[0].1}))
+                            client.try_post(
+                                "/collections/c/vectors",
+                                &json!({"id": items[0].0, "vector": items[0].1}),
+                            )
                         } else {
-                            let body: Vec<_> = items.iter().map(|(id, v)| json!({"id": id, "vector": v})).collect();
-                            client.try_post("/collections/c/vectors/batch", &json!({"vectors": body}))
+                            let body: Vec<_> = items
+                                .iter()
+                                .map(|(id, v)| json!({"id": id, "vector": v}))
+                                .collect();
+                            client
+                                .try_post("/collections/c/vectors/batch", &json!({"vectors": body}))
                         };
                         let acked = matches!(result, Ok((200 | 201, _)));
                         let failed = result.is_err();
@@ -65,7 +78,13 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
         for h in handles {
             h.join().unwrap();
         }
-        all.extend(Arc::try_unwrap(attempts).ok().unwrap().into_inner().unwrap());
+        all.extend(
+            Arc::try_unwrap(attempts)
+                .ok()
+                .unwrap()
+                .into_inner()
+                .unwrap(),
+        );
 
         let client = node.client();
         let mut acked_ids = 0;
@@ -87,16 +106,32 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
                 .collect();
             if attempt.acked {
                 acked_ids += present.len();
-                assert!(present.iter().all(|p| *p), "acknowledged write lost: {:?}", attempt.items[0].0);
+                assert!(
+                    present.iter().all(|p| *p),
+                    "acknowledged write lost: {:?}",
+                    attempt.items[0].0
+                );
             } else {
-                assert!(present.iter().all(|p| *p) || present.iter().all(|p| !*p), "torn batch {:?}", attempt.items[0].0);
+                assert!(
+                    present.iter().all(|p| *p) || present.iter().all(|p| !*p),
+                    "torn batch {:?}",
+                    attempt.items[0].0
+                );
             }
         }
         let count = client.get("/collections/c").1["count"].as_u64().unwrap() as usize;
-        assert!(count >= acked_ids, "count {count} < acknowledged {acked_ids}");
+        assert!(
+            count >= acked_ids,
+            "count {count} < acknowledged {acked_ids}"
+        );
         // The engine was rebuilt too: an acknowledged vector is its own nearest neighbour.
         let probe = all.iter().rev().find(|a| a.acked).unwrap();
-        let body = client.post("/collections/c/search", &json!({"vector": probe.items[0].1, "k": 1})).1;
+        let body = client
+            .post(
+                "/collections/c/search",
+                &json!({"vector": probe.items[0].1, "k": 1}),
+            )
+            .1;
         assert_eq!(body["results"][0]["id"], probe.items[0].0.as_str());
     }
 }

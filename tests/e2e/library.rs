@@ -19,28 +19,53 @@ fn data_survives_reopen_and_the_log_records_every_write() {
     let path = dir.path().join("primary.needle");
     {
         let db = Database::open(&path).unwrap();
-        let docs = db.create_collection(CollectionConfig::new("docs", 3, Distance::Cosine)).unwrap();
-        docs.insert(VectorRecord::new("a", vec![1.0, 0.0, 0.0]).with_metadata(meta(json!({"lang": "en"})))).unwrap();
-        assert_eq!(docs.insert(VectorRecord::new("a", vec![0.0, 1.0, 0.0])).unwrap_err().code(), "VECTOR_EXISTS");
-        docs.upsert(vec![VectorRecord::new("b", vec![0.0, 1.0, 0.0]), VectorRecord::new("c", vec![0.0, 0.0, 1.0])]).unwrap();
+        let docs = db
+            .create_collection(CollectionConfig::new("docs", 3, Distance::Cosine))
+            .unwrap();
+        docs.insert(
+            VectorRecord::new("a", vec![1.0, 0.0, 0.0]).with_metadata(meta(json!({"lang": "en"}))),
+        )
+        .unwrap();
+        assert_eq!(
+            docs.insert(VectorRecord::new("a", vec![0.0, 1.0, 0.0]))
+                .unwrap_err()
+                .code(),
+            "VECTOR_EXISTS"
+        );
+        docs.upsert(vec![
+            VectorRecord::new("b", vec![0.0, 1.0, 0.0]),
+            VectorRecord::new("c", vec![0.0, 0.0, 1.0]),
+        ])
+        .unwrap();
         assert!(docs.delete("c").unwrap());
         assert!(!docs.delete("c").unwrap());
-        db.create_collection(CollectionConfig::new("gone", 2, Distance::Dot)).unwrap();
+        db.create_collection(CollectionConfig::new("gone", 2, Distance::Dot))
+            .unwrap();
         db.drop_collection("gone").unwrap();
         assert_eq!(db.applied_seq(), 7);
     }
     let db = Database::open(&path).unwrap();
     assert_eq!(db.applied_seq(), 7);
-    let names: Vec<String> = db.collections().into_iter().map(|c| c.config.name).collect();
+    let names: Vec<String> = db
+        .collections()
+        .into_iter()
+        .map(|c| c.config.name)
+        .collect();
     assert_eq!(names, vec!["docs"]);
     let docs = db.collection("docs").unwrap();
     assert_eq!(docs.count().unwrap(), 2);
     assert_eq!(docs.get("a").unwrap().metadata.unwrap()["lang"], "en");
     assert_eq!(docs.get("c").unwrap_err().code(), "VECTOR_NOT_FOUND");
     let hits = docs.search(&[0.9, 0.1, 0.0], 10, None).unwrap();
-    assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+    assert_eq!(
+        hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
     let log = db.read_log(1, 100).unwrap();
-    assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+    assert_eq!(
+        log.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
     assert!(matches!(log[0].1, Op::CreateCollection(_)));
     assert!(matches!(&log[4].1, Op::Delete { ids, .. } if ids == &vec!["c".to_string()]));
     assert!(matches!(&log[6].1, Op::DropCollection { name } if name == "gone"));
@@ -51,7 +76,9 @@ fn data_survives_reopen_and_the_log_records_every_write() {
 fn concurrent_writers_all_land_with_consecutive_sequence_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path().join("db")).unwrap();
-    let c = db.create_collection(CollectionConfig::new("c", 4, Distance::Euclidean)).unwrap();
+    let c = db
+        .create_collection(CollectionConfig::new("c", 4, Distance::Euclidean))
+        .unwrap();
     std::thread::scope(|s| {
         for t in 0..8 {
             let c = c.clone();
@@ -64,7 +91,12 @@ fn concurrent_writers_all_land_with_consecutive_sequence_numbers() {
     });
     assert_eq!(c.count().unwrap(), 400);
     assert_eq!(db.applied_seq(), 401);
-    let seqs: Vec<u64> = db.read_log(0, 1000).unwrap().into_iter().map(|(s, _)| s).collect();
+    let seqs: Vec<u64> = db
+        .read_log(0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     assert_eq!(seqs, (1..=401).collect::<Vec<_>>());
 }
 
@@ -80,8 +112,14 @@ fn a_second_open_of_a_live_directory_is_refused() {
 fn filters_through_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    let c = db.create_collection(CollectionConfig::new("f", 1, Distance::Euclidean)).unwrap();
-    let records = (0..100).map(|i| VectorRecord::new(i.to_string(), vec![i as f32]).with_metadata(meta(json!({"i": i})))).collect();
+    let c = db
+        .create_collection(CollectionConfig::new("f", 1, Distance::Euclidean))
+        .unwrap();
+    let records = (0..100)
+        .map(|i| {
+            VectorRecord::new(i.to_string(), vec![i as f32]).with_metadata(meta(json!({"i": i})))
+        })
+        .collect();
     c.upsert(records).unwrap();
     let f = Filter::parse(&json!({"$or": [{"i": {"$lt": 3}}, {"i": {"$gt": 97}}]})).unwrap();
     let hits = c.search(&[50.0], 10, Some(&f)).unwrap();
@@ -165,7 +203,12 @@ fn check(
     expected.truncate(k);
     prop_assert_eq!(hits.len(), expected.len());
     for (hit, (want, _)) in hits.iter().zip(&expected) {
-        prop_assert!((hit.distance - want).abs() <= 1e-3 * (1.0 + want.abs()), "{} vs {}", hit.distance, want);
+        prop_assert!(
+            (hit.distance - want).abs() <= 1e-3 * (1.0 + want.abs()),
+            "{} vs {}",
+            hit.distance,
+            want
+        );
         let (v, _) = &model[&hit.id];
         let own = reference::naive_distance(metric, query, v);
         prop_assert!((hit.distance - own).abs() <= 1e-3 * (1.0 + own.abs()));

@@ -49,7 +49,12 @@ impl Node {
         let url = rx
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|_| panic!("needle did not start (status {:?})", child.try_wait()));
-        Node { child, url, data: data.to_path_buf(), extra }
+        Node {
+            child,
+            url,
+            data: data.to_path_buf(),
+            extra,
+        }
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -92,18 +97,29 @@ impl Client {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("client");
-        Client { http, base: base.trim_end_matches('/').to_string() }
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
     }
 
     fn finish(resp: reqwest::Result<reqwest::blocking::Response>) -> reqwest::Result<(u16, Value)> {
         let resp = resp?;
         let status = resp.status().as_u16();
         let text = resp.text()?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     pub fn try_post(&self, path: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
-        Self::finish(self.http.post(format!("{}{path}", self.base)).json(body).send())
+        Self::finish(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .json(body)
+                .send(),
+        )
     }
 
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -111,7 +127,13 @@ impl Client {
     }
 
     pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
-        Self::finish(self.http.post(format!("{}{path}", self.base)).body(body).send()).expect("POST")
+        Self::finish(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .body(body)
+                .send(),
+        )
+        .expect("POST")
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -119,7 +141,11 @@ impl Client {
     }
 
     pub fn get_text(&self, path: &str) -> (u16, String) {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().expect("GET");
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .expect("GET");
         (resp.status().as_u16(), resp.text().expect("body"))
     }
 
@@ -133,7 +159,13 @@ impl Client {
 pub fn assert_error(resp: &(u16, Value), status: u16, code: &str) {
     assert_eq!(resp.0, status, "status for {code}: {}", resp.1);
     assert_eq!(resp.1["error"]["code"], code, "{}", resp.1);
-    assert!(resp.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", resp.1);
+    assert!(
+        resp.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        resp.1
+    );
 }
 
 /// Deterministic pseudo-random vectors.

@@ -120,7 +120,10 @@ mod x86 {
         let mut i = 0;
         while i + 32 <= n {
             for (j, slot) in acc.iter_mut().enumerate() {
-                let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8 * j)), _mm256_loadu_ps(pb.add(i + 8 * j)));
+                let d = _mm256_sub_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * j)),
+                    _mm256_loadu_ps(pb.add(i + 8 * j)),
+                );
                 *slot = _mm256_fmadd_ps(d, d, *slot);
             }
             i += 32;
@@ -153,12 +156,24 @@ mod tests {
     fn dispatched_and_portable_agree_with_f64_reference_at_every_length() {
         for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 100, 384, 1000] {
             let a: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-            let b: Vec<f32> = (0..n).map(|i| ((i * 104729) % 11) as f32 * 0.5 - 2.0).collect();
+            let b: Vec<f32> = (0..n)
+                .map(|i| ((i * 104729) % 11) as f32 * 0.5 - 2.0)
+                .collect();
             let want = naive_dot(&a, &b);
             assert!((dot(&a, &b) as f64 - want).abs() < 1e-3, "dot n={n}");
-            assert!((dot_portable(&a, &b) as f64 - want).abs() < 1e-3, "portable n={n}");
-            let want_l2: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-            assert!((l2_squared(&a, &b) as f64 - want_l2).abs() < 1e-3, "l2 n={n}");
+            assert!(
+                (dot_portable(&a, &b) as f64 - want).abs() < 1e-3,
+                "portable n={n}"
+            );
+            let want_l2: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| ((x - y) as f64).powi(2))
+                .sum();
+            assert!(
+                (l2_squared(&a, &b) as f64 - want_l2).abs() < 1e-3,
+                "l2 n={n}"
+            );
             assert!((l2_squared_portable(&a, &b) as f64 - want_l2).abs() < 1e-3);
         }
     }

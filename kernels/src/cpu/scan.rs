@@ -120,7 +120,12 @@ fn scan_range_dots(
         }
         let x = &view.data[row * d..(row + 1) * d];
         for (q, top) in tops.iter_mut().enumerate() {
-            let s = score(view.metric, dot(&queries[q * d..(q + 1) * d], x), qnorms.norms_sq[q], view.norms_sq[row]);
+            let s = score(
+                view.metric,
+                dot(&queries[q * d..(q + 1) * d], x),
+                qnorms.norms_sq[q],
+                view.norms_sq[row],
+            );
             if s <= top.threshold() {
                 top.push(s, row as u32);
             }

@@ -32,7 +32,10 @@ impl CpuShard {
 
     fn check_dims(&self, vector: &[f32]) -> Result<(), KernelError> {
         if vector.len() != self.dims {
-            return Err(KernelError::DimensionMismatch { expected: self.dims, got: vector.len() });
+            return Err(KernelError::DimensionMismatch {
+                expected: self.dims,
+                got: vector.len(),
+            });
         }
         Ok(())
     }
@@ -40,7 +43,10 @@ impl CpuShard {
     fn check_row(&self, row: Row) -> Result<usize, KernelError> {
         let r = row as usize;
         if r >= self.norms_sq.len() {
-            return Err(KernelError::NoSuchRow { row, rows: self.norms_sq.len() });
+            return Err(KernelError::NoSuchRow {
+                row,
+                rows: self.norms_sq.len(),
+            });
         }
         Ok(r)
     }
@@ -71,7 +77,9 @@ impl Shard for CpuShard {
         self.check_dims(vector)?;
         let row = self.norms_sq.len();
         if row >= u32::MAX as usize {
-            return Err(KernelError::ShardFull { max: u32::MAX as usize });
+            return Err(KernelError::ShardFull {
+                max: u32::MAX as usize,
+            });
         }
         self.data.extend_from_slice(vector);
         self.norms_sq.push(dot(vector, vector));
@@ -110,7 +118,8 @@ impl Shard for CpuShard {
         for r in 0..rows {
             if self.live.contains(r) {
                 if next != r {
-                    self.data.copy_within(r * self.dims..(r + 1) * self.dims, next * self.dims);
+                    self.data
+                        .copy_within(r * self.dims..(r + 1) * self.dims, next * self.dims);
                     self.norms_sq[next] = self.norms_sq[r];
                 }
                 remap.push(Some(next as Row));
