@@ -7,15 +7,17 @@
 //! Q×N score matrix exists at any time. Worker results are merged at the end.
 
 use super::dot::{dot, l2_squared};
+use super::shard::inverse_norm;
 use crate::metric::cosine_distance;
 use crate::{Hit, Metric, RowMask, TopK};
 use rayon::prelude::*;
 
-/// Rows per block: a block of 384-d rows is 1.5 MiB, about what stays in L2 while
-/// every query tile is multiplied against it.
+/// Rows per block and queries per GEMM tile. Measured on the 2-core EPYC of
+/// benches/RESULTS.md (N=200k, d=384, Q=1000): 512×1024 ran at ~180 GFLOP/s, 256×1024
+/// at ~168 and 128×1024 at ~150 — larger tiles amortise gemm's packing of the rows.
+/// The score scratch is QUERY_TILE × BLOCK_ROWS floats (2 MiB) per worker.
 const BLOCK_ROWS: usize = 1024;
-/// Queries per GEMM tile; bounds the score scratch to QUERY_TILE × BLOCK_ROWS floats.
-const QUERY_TILE: usize = 256;
+const QUERY_TILE: usize = 512;
 /// Below this many queries a GEMM's packing costs more than it saves.
 const GEMM_MIN_QUERIES: usize = 4;
 /// Fewer rows than this per worker are not worth a thread.
@@ -26,6 +28,7 @@ pub(crate) struct ShardView<'a> {
     pub metric: Metric,
     pub data: &'a [f32],
     pub norms_sq: &'a [f32],
+    pub inv_norms: &'a [f32],
     /// Live rows that the request's filter allows.
     pub allowed: &'a RowMask,
 }
@@ -159,21 +162,47 @@ fn scan_range_gemm(
             let qs = &queries[q0 * d..(q0 + qt) * d];
             block_dots(qs, qt, xs, b, d, &mut scratch[..qt * b]);
             for (i, top) in tops[q0..q0 + qt].iter_mut().enumerate() {
-                let q_norm = qnorms.norms_sq[q0 + i];
                 let dots = &scratch[i * b..(i + 1) * b];
-                let mut threshold = top.threshold();
-                for (j, &dp) in dots.iter().enumerate() {
-                    let row = block + j;
-                    let s = score(view.metric, dp, q_norm, view.norms_sq[row]);
-                    if s <= threshold && view.allowed.contains(row) {
-                        top.push(s, row as u32);
-                        threshold = top.threshold();
+                let rows = block..block + b;
+                let allowed = view.allowed;
+                // One loop per metric, so the score formula is not re-dispatched per row.
+                match view.metric {
+                    Metric::Dot => offer(top, dots, &view.norms_sq[rows], block, allowed, |d, _| -d),
+                    Metric::Cosine => {
+                        let inv_q = inverse_norm(qnorms.norms_sq[q0 + i]);
+                        let inv_x = &view.inv_norms[rows];
+                        offer(top, dots, inv_x, block, allowed, |d, inv| 1.0 - d * inv_q * inv)
+                    }
+                    Metric::Euclidean => {
+                        offer(top, dots, &view.norms_sq[rows], block, allowed, |d, x| x - 2.0 * d)
                     }
                 }
             }
             q0 += qt;
         }
         block += b;
+    }
+}
+
+/// Offers one query's scores for a block of rows to its top-k. Most rows fail the
+/// threshold test, so the mask is consulted only for the few that pass.
+#[inline(always)]
+fn offer(
+    top: &mut TopK,
+    dots: &[f32],
+    norms: &[f32],
+    first_row: usize,
+    allowed: &RowMask,
+    score: impl Fn(f32, f32) -> f32,
+) {
+    let mut threshold = top.threshold();
+    for (j, (&dp, &x_norm)) in dots.iter().zip(norms).enumerate() {
+        let s = score(dp, x_norm);
+        let row = first_row + j;
+        if s <= threshold && allowed.contains(row) {
+            top.push(s, row as u32);
+            threshold = top.threshold();
+        }
     }
 }
 

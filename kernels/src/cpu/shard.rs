@@ -11,6 +11,8 @@ pub struct CpuShard {
     metric: Metric,
     data: Vec<f32>,
     norms_sq: Vec<f32>,
+    /// `1/‖x‖` (0 for a zero vector), so cosine scoring needs no square root per pair.
+    inv_norms: Vec<f32>,
     live: RowMask,
     live_count: usize,
 }
@@ -25,6 +27,7 @@ impl CpuShard {
             metric,
             data: Vec::new(),
             norms_sq: Vec::new(),
+            inv_norms: Vec::new(),
             live: RowMask::none(0),
             live_count: 0,
         })
@@ -82,7 +85,9 @@ impl Shard for CpuShard {
             });
         }
         self.data.extend_from_slice(vector);
-        self.norms_sq.push(dot(vector, vector));
+        let norm_sq = dot(vector, vector);
+        self.norms_sq.push(norm_sq);
+        self.inv_norms.push(inverse_norm(norm_sq));
         self.live.resize(row + 1, true);
         self.live_count += 1;
         Ok(row as Row)
@@ -93,6 +98,7 @@ impl Shard for CpuShard {
         let r = self.check_row(row)?;
         self.data[r * self.dims..(r + 1) * self.dims].copy_from_slice(vector);
         self.norms_sq[r] = dot(vector, vector);
+        self.inv_norms[r] = inverse_norm(self.norms_sq[r]);
         if !self.live.contains(r) {
             self.live.set(r);
             self.live_count += 1;
@@ -121,6 +127,7 @@ impl Shard for CpuShard {
                     self.data
                         .copy_within(r * self.dims..(r + 1) * self.dims, next * self.dims);
                     self.norms_sq[next] = self.norms_sq[r];
+                    self.inv_norms[next] = self.inv_norms[r];
                 }
                 remap.push(Some(next as Row));
                 next += 1;
@@ -132,6 +139,8 @@ impl Shard for CpuShard {
         self.data.shrink_to_fit();
         self.norms_sq.truncate(next);
         self.norms_sq.shrink_to_fit();
+        self.inv_norms.truncate(next);
+        self.inv_norms.shrink_to_fit();
         self.live = RowMask::all(next);
         self.live_count = next;
         Compaction { remap }
@@ -153,8 +162,18 @@ impl Shard for CpuShard {
             metric: self.metric,
             data: &self.data,
             norms_sq: &self.norms_sq,
+            inv_norms: &self.inv_norms,
             allowed: &allowed,
         };
         Ok(scan(&view, queries, nq, k))
+    }
+}
+
+/// `1/‖x‖` from `‖x‖²`; zero vectors get 0, which makes their cosine distance 1.
+pub(crate) fn inverse_norm(norm_sq: f32) -> f32 {
+    if norm_sq > 0.0 {
+        1.0 / norm_sq.sqrt()
+    } else {
+        0.0
     }
 }
