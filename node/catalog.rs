@@ -81,7 +81,7 @@ impl CollectionIndex {
         Ok(true)
     }
 
-    fn tombstones(&self) -> usize {
+    pub fn tombstones(&self) -> usize {
         self.shard.rows() - self.shard.live()
     }
 

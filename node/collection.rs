@@ -34,6 +34,12 @@ impl Collection {
         Ok(self.db.state(&self.name)?.index.read().live())
     }
 
+    /// Deleted rows still held by the engine, waiting for background compaction (which
+    /// starts once they are at least 1,024 and a quarter of all rows).
+    pub fn tombstones(&self) -> Result<usize> {
+        Ok(self.db.state(&self.name)?.index.read().tombstones())
+    }
+
     /// Adds a vector; `VECTOR_EXISTS` if the id is taken.
     pub fn insert(&self, record: VectorRecord) -> Result<()> {
         let config = self.config()?;

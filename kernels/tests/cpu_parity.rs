@@ -191,3 +191,24 @@ proptest! {
         check(rows, dims, nq, k, seed, masked);
     }
 }
+
+#[test]
+fn zero_vectors_have_cosine_distance_one() {
+    let mut shard = CpuShard::new(2, Metric::Cosine).unwrap();
+    shard.append(&[0.0, 0.0]).unwrap();
+    shard.append(&[1.0, 0.0]).unwrap();
+    // One query (SIMD path) and a batch of eight (GEMM path).
+    for nq in [1usize, 8] {
+        let queries: Vec<f32> = [1.0f32, 0.0].repeat(nq);
+        for hits in shard.search_batch(&queries, 2, None).unwrap() {
+            assert_eq!(hits[0].row, 1);
+            assert!(hits[0].distance.abs() < 1e-6);
+            assert_eq!((hits[1].row, hits[1].distance), (0, 1.0));
+        }
+    }
+    let hits = shard.search_batch(&[0.0, 0.0], 2, None).unwrap();
+    assert!(
+        hits[0].iter().all(|h| h.distance == 1.0),
+        "a zero query is orthogonal to everything"
+    );
+}

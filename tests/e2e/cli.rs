@@ -185,16 +185,18 @@ fn serve_reads_a_toml_config_and_environment_overrides_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("needle.toml");
     let data_from_file = dir.path().join("from-file");
+    // The file's address is unusable: the node only starts if the environment wins.
     std::fs::write(
         &config,
         format!(
-            "data = {:?}\nhttp = \"127.0.0.1:0\"\nsync = \"per-write\"\nlog_format = \"json\"\n",
+            "data = {:?}\nhttp = \"256.0.0.1:1\"\nsync = \"per-write\"\nlog_format = \"json\"\n",
             data_from_file
         ),
     )
     .unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
+        .env("NEEDLE_HTTP", "127.0.0.1:0")
         .env("NEEDLE_BACKEND", "cpu")
         .stderr(std::process::Stdio::piped())
         .spawn()

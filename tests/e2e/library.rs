@@ -215,3 +215,61 @@ fn check(
     }
     Ok(())
 }
+
+#[test]
+fn mass_deletes_are_compacted_in_the_background_and_results_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db
+        .create_collection(CollectionConfig::new("m", 1, Distance::Euclidean))
+        .unwrap();
+    let records = (0..6000)
+        .map(|i| {
+            VectorRecord::new(i.to_string(), vec![i as f32]).with_metadata(meta(json!({"i": i})))
+        })
+        .collect();
+    c.upsert(records).unwrap();
+    let doomed: Vec<String> = (0..6000)
+        .filter(|i| i % 3 != 0)
+        .map(|i: i32| i.to_string())
+        .collect();
+    db.submit(
+        Op::Delete {
+            collection: "m".into(),
+            ids: doomed,
+        },
+        needle::Precondition::None,
+    )
+    .unwrap();
+    assert_eq!(c.count().unwrap(), 2000);
+    // Searches during and after compaction see exactly the survivors.
+    let compacted = crate::support::wait_for(std::time::Duration::from_secs(30), || {
+        let hits = c.search(&[3001.0], 3, None).unwrap();
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, vec!["3000", "3003", "2997"]);
+        c.tombstones().unwrap() == 0
+    });
+    assert!(
+        compacted,
+        "4000 tombstones out of 6000 rows trigger compaction"
+    );
+    let f = Filter::parse(&json!({"i": {"$gte": 5990}})).unwrap();
+    let hits = c.search(&[0.0], 10, Some(&f)).unwrap();
+    assert_eq!(
+        hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        vec!["5991", "5994", "5997"]
+    );
+    // Writes after compaction address the right rows.
+    c.upsert(vec![VectorRecord::new("3", vec![3001.0])])
+        .unwrap();
+    assert_eq!(c.search(&[3001.0], 1, None).unwrap()[0].id, "3");
+    assert!(c.delete("3000").unwrap());
+    assert_eq!(
+        c.search(&[3000.5], 2, None)
+            .unwrap()
+            .iter()
+            .map(|h| h.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["3", "3003"]
+    );
+}

@@ -167,14 +167,20 @@ fn scan_range_gemm(
                 let allowed = view.allowed;
                 // One loop per metric, so the score formula is not re-dispatched per row.
                 match view.metric {
-                    Metric::Dot => offer(top, dots, &view.norms_sq[rows], block, allowed, |d, _| -d),
+                    Metric::Dot => {
+                        offer(top, dots, &view.norms_sq[rows], block, allowed, |d, _| -d)
+                    }
                     Metric::Cosine => {
                         let inv_q = inverse_norm(qnorms.norms_sq[q0 + i]);
                         let inv_x = &view.inv_norms[rows];
-                        offer(top, dots, inv_x, block, allowed, |d, inv| 1.0 - d * inv_q * inv)
+                        offer(top, dots, inv_x, block, allowed, |d, inv| {
+                            1.0 - d * inv_q * inv
+                        })
                     }
                     Metric::Euclidean => {
-                        offer(top, dots, &view.norms_sq[rows], block, allowed, |d, x| x - 2.0 * d)
+                        offer(top, dots, &view.norms_sq[rows], block, allowed, |d, x| {
+                            x - 2.0 * d
+                        })
                     }
                 }
             }
