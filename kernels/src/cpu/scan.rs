@@ -162,7 +162,7 @@ fn scan_range_gemm(
             let qs = &queries[q0 * d..(q0 + qt) * d];
             block_dots(qs, qt, xs, b, d, &mut scratch[..qt * b]);
             for (i, top) in tops[q0..q0 + qt].iter_mut().enumerate() {
-                let dots = &scratch[i * b..(i + 1) * b];
+                let dots = &mut scratch[i * b..(i + 1) * b];
                 let rows = block..block + b;
                 let allowed = view.allowed;
                 // One loop per metric, so the score formula is not re-dispatched per row.
@@ -190,24 +190,33 @@ fn scan_range_gemm(
     }
 }
 
-/// Offers one query's scores for a block of rows to its top-k. Most rows fail the
-/// threshold test, so the mask is consulted only for the few that pass.
+/// Offers one query's scores for a block of rows to its top-k, overwriting `dots`
+/// with the scores. Scoring is a plain map (vectorised); the threshold test then runs
+/// on chunks of 16, and only a chunk with a candidate is walked row by row — almost
+/// none are, once the heap is full.
 #[inline(always)]
 fn offer(
     top: &mut TopK,
-    dots: &[f32],
-    norms: &[f32],
+    dots: &mut [f32],
+    aux: &[f32],
     first_row: usize,
     allowed: &RowMask,
     score: impl Fn(f32, f32) -> f32,
 ) {
+    for (d, &a) in dots.iter_mut().zip(aux) {
+        *d = score(*d, a);
+    }
     let mut threshold = top.threshold();
-    for (j, (&dp, &x_norm)) in dots.iter().zip(norms).enumerate() {
-        let s = score(dp, x_norm);
-        let row = first_row + j;
-        if s <= threshold && allowed.contains(row) {
-            top.push(s, row as u32);
-            threshold = top.threshold();
+    for (c, chunk) in dots.chunks(16).enumerate() {
+        if !chunk.iter().fold(false, |any, &s| any | (s <= threshold)) {
+            continue;
+        }
+        for (j, &s) in chunk.iter().enumerate() {
+            let row = first_row + c * 16 + j;
+            if s <= threshold && allowed.contains(row) {
+                top.push(s, row as u32);
+                threshold = top.threshold();
+            }
         }
     }
 }
