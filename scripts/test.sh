@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, then every unit, property and end-to-end test of
-# the workspace. One profile (release) only, so CI compiles RocksDB once.
+# The whole test suite: formatting, then every unit, property, doc and end-to-end test
+# of the workspace. One profile (release) only, so CI compiles RocksDB once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
 cargo fmt --all -- --check
-cargo test --release --workspace --no-fail-fast "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 # Benches are not run here (timings belong in benchmarks), but they must compile.
 cargo bench --workspace --no-run
+# One total over every test binary, as the last line.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -5,6 +5,17 @@
 //! queries with the `k` closest rows per query, optionally restricted by a [`RowMask`].
 //! Rows are dense indices assigned by the shard; mapping them to user ids is the
 //! caller's business, so this crate never sees strings, JSON or storage.
+//!
+//! ```
+//! use needle_kernels::{open_backend, BackendKind, Metric};
+//! let backend = open_backend(BackendKind::Auto).unwrap();
+//! let mut shard = backend.new_shard(2, Metric::Euclidean).unwrap();
+//! shard.append(&[0.0, 0.0]).unwrap();
+//! shard.append(&[3.0, 4.0]).unwrap();
+//! let hits = shard.search_batch(&[3.0, 3.0], 1, None).unwrap();
+//! assert_eq!(hits[0][0].row, 1);
+//! assert_eq!(hits[0][0].distance, 1.0);
+//! ```
 
 mod backend;
 pub mod cpu;
