@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500));
     for (n, d) in [(10_000usize, 128usize), (100_000, 128), (100_000, 384)] {
         let s = shard(n, d, Metric::Dot);
-        for q in [1usize, 64, 256] {
+        for q in [1usize, 4, 8, 16, 32, 64, 256] {
             let queries = floats(2, q * d);
             group.throughput(Throughput::Elements(q as u64));
             group.bench_with_input(

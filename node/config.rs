@@ -50,6 +50,7 @@ pub struct FileConfig {
     pub sync: Option<SyncMode>,
     pub max_body_bytes: Option<usize>,
     pub log_format: Option<LogFormat>,
+    pub search_coalescing: Option<bool>,
 }
 
 impl FileConfig {
@@ -68,6 +69,8 @@ pub struct ServeConfig {
     pub backend: BackendChoice,
     pub sync: SyncMode,
     pub max_body_bytes: usize,
+    /// Whether concurrent single-query searches share engine calls.
+    pub search_coalescing: bool,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -78,6 +81,7 @@ pub struct Overrides {
     pub backend: Option<BackendChoice>,
     pub sync: Option<SyncMode>,
     pub max_body_bytes: Option<usize>,
+    pub search_coalescing: Option<bool>,
 }
 
 impl ServeConfig {
@@ -97,6 +101,10 @@ impl ServeConfig {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            search_coalescing: over
+                .search_coalescing
+                .or(file.search_coalescing)
+                .unwrap_or(true),
         }
     }
 }
@@ -127,6 +135,7 @@ mod tests {
         assert_eq!(cfg.http, DEFAULT_HTTP_ADDR);
         assert_eq!(cfg.sync, SyncMode::Group);
         assert_eq!(cfg.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(cfg.search_coalescing);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! ```
 
 mod catalog;
+pub mod coalesce;
 mod collection;
 mod database;
 mod error;

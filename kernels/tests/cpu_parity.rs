@@ -212,3 +212,23 @@ fn zero_vectors_have_cosine_distance_one() {
         "a zero query is orthogonal to everything"
     );
 }
+
+#[test]
+fn a_query_reports_identical_distances_alone_and_in_a_batch() {
+    let dims = 96;
+    let data = floats(21, 5000 * dims);
+    let queries = floats(22, 16 * dims);
+    for metric in METRICS {
+        let mut shard = CpuShard::new(dims, metric).unwrap();
+        for v in data.chunks_exact(dims) {
+            shard.append(v).unwrap();
+        }
+        let batched = shard.search_batch(&queries, 7, None).unwrap();
+        for (qi, batch_hits) in batched.iter().enumerate() {
+            let alone = shard
+                .search_batch(&queries[qi * dims..(qi + 1) * dims], 7, None)
+                .unwrap();
+            assert_eq!(&alone[0], batch_hits, "{metric:?} query {qi}");
+        }
+    }
+}

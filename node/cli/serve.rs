@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 67108864]
     #[arg(long, env = "NEEDLE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Let concurrent single-query searches share engine calls [default: true]
+    #[arg(long, env = "NEEDLE_SEARCH_COALESCING")]
+    pub search_coalescing: Option<bool>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             backend: args.backend,
             sync: args.sync,
             max_body_bytes: args.max_body_bytes,
+            search_coalescing: args.search_coalescing,
         },
     );
     let options = DatabaseOptions {
@@ -65,7 +69,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", config.http))?;
         // Tests and scripts read this line to learn the port when --http ends in :0.
         tracing::info!("listening on http://{}", listener.local_addr()?);
-        crate::http::serve(db, listener, config.max_body_bytes, shutdown_signal()).await?;
+        let options = crate::http::HttpOptions {
+            max_body_bytes: config.max_body_bytes,
+            search_coalescing: config.search_coalescing,
+        };
+        crate::http::serve(db, listener, options, shutdown_signal()).await?;
         tracing::info!("shut down cleanly");
         anyhow::Ok(())
     })

@@ -10,6 +10,7 @@ mod vectors;
 
 pub use error::ApiError;
 
+use crate::coalesce::SearchCoalescer;
 use crate::metrics::Metrics;
 use crate::Database;
 use axum::extract::DefaultBodyLimit;
@@ -27,6 +28,25 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub struct AppState {
     pub db: Database,
     pub metrics: Arc<Metrics>,
+    /// Single-query searches go through here so concurrent ones share engine calls;
+    /// `None` when coalescing is switched off.
+    pub coalescer: Option<Arc<SearchCoalescer>>,
+}
+
+/// Server settings beyond the database.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    pub max_body_bytes: usize,
+    pub search_coalescing: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            search_coalescing: true,
+        }
+    }
 }
 
 /// The full route table.
@@ -69,11 +89,27 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 pub async fn serve(
     db: Database,
     listener: TcpListener,
-    max_body_bytes: usize,
+    options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = Arc::new(Metrics::new().map_err(std::io::Error::other)?);
-    let app = router(AppState { db, metrics }, max_body_bytes);
+    let coalescer = if options.search_coalescing {
+        let batch_sizes = metrics.search_batch_size.clone();
+        let observe = move |collection: &str, size: usize| {
+            batch_sizes
+                .with_label_values(&[collection])
+                .observe(size as f64);
+        };
+        Some(Arc::new(SearchCoalescer::start(Box::new(observe))?))
+    } else {
+        None
+    };
+    let state = AppState {
+        db,
+        metrics,
+        coalescer,
+    };
+    let app = router(state, options.max_body_bytes);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,11 +1,13 @@
 use super::extract::ApiJson;
 use super::{ApiError, AppState};
+use crate::coalesce::SearchRequest;
 use crate::{Filter, SearchHit};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 fn default_k() -> usize {
     10
@@ -43,24 +45,45 @@ pub struct BatchBody {
     include_metadata: bool,
 }
 
+/// Goes through the coalescer (unless switched off): concurrent single searches share
+/// engine calls.
 pub async fn single(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<SingleBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut results = run(
-        &state,
-        name,
-        vec![body.vector],
-        body.k,
-        body.filter,
-        body.include_vectors,
-        body.include_metadata,
-    )
-    .await?;
-    Ok(Json(
-        json!({ "results": results.pop().unwrap_or_default() }),
-    ))
+    let collection = state.db.collection(&name)?;
+    let request = SearchRequest {
+        query: body.vector,
+        k: body.k,
+        filter: parse_filter(body.filter)?.map(Arc::new),
+        include_vectors: body.include_vectors,
+    };
+    let hits = match &state.coalescer {
+        Some(coalescer) => coalescer.search(collection, request).await?,
+        None => {
+            state
+                .metrics
+                .search_batch_size
+                .with_label_values(&[name.as_str()])
+                .observe(1.0);
+            let r = request;
+            tokio::task::spawn_blocking(move || {
+                collection.search_batch(&[r.query], r.k, r.filter.as_deref(), r.include_vectors)
+            })
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+            })??
+            .pop()
+            .unwrap_or_default()
+        }
+    };
+    let results: Vec<Value> = hits
+        .into_iter()
+        .map(|h| hit_json(h, body.include_metadata))
+        .collect();
+    Ok(Json(json!({ "results": results })))
 }
 
 /// One engine call for the whole batch.
@@ -69,58 +92,42 @@ pub async fn batch(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let results = run(
-        &state,
-        name,
-        body.vectors,
-        body.k,
-        body.filter,
-        body.include_vectors,
-        body.include_metadata,
-    )
-    .await?;
-    Ok(Json(json!({ "results": results })))
-}
-
-async fn run(
-    state: &AppState,
-    name: String,
-    queries: Vec<Vec<f32>>,
-    k: usize,
-    filter: Option<Value>,
-    include_vectors: bool,
-    include_metadata: bool,
-) -> Result<Vec<Vec<Value>>, ApiError> {
     let collection = state.db.collection(&name)?;
-    let filter = match filter {
-        None | Some(Value::Null) => None,
-        Some(f) => {
-            Some(Filter::parse(&f).map_err(|m| ApiError::from(crate::Error::InvalidFilter(m)))?)
-        }
-    };
-    if queries.is_empty() {
-        return Ok(Vec::new());
+    let filter = parse_filter(body.filter)?;
+    if body.vectors.is_empty() {
+        return Ok(Json(json!({ "results": [] })));
     }
     state
         .metrics
         .search_batch_size
         .with_label_values(&[name.as_str()])
-        .observe(queries.len() as f64);
+        .observe(body.vectors.len() as f64);
+    let (queries, k, include_vectors) = (body.vectors, body.k, body.include_vectors);
     // The scan is CPU-bound and parallel; keep it off the async workers.
     let hits = tokio::task::spawn_blocking(move || {
         collection.search_batch(&queries, k, filter.as_ref(), include_vectors)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
-    Ok(hits
+    let results: Vec<Vec<Value>> = hits
         .into_iter()
         .map(|per_query| {
             per_query
                 .into_iter()
-                .map(|h| hit_json(h, include_metadata))
+                .map(|h| hit_json(h, body.include_metadata))
                 .collect()
         })
-        .collect())
+        .collect();
+    Ok(Json(json!({ "results": results })))
+}
+
+fn parse_filter(filter: Option<Value>) -> Result<Option<Filter>, ApiError> {
+    match filter {
+        None | Some(Value::Null) => Ok(None),
+        Some(f) => Filter::parse(&f)
+            .map(Some)
+            .map_err(|m| ApiError::from(crate::Error::InvalidFilter(m))),
+    }
 }
 
 fn hit_json(hit: SearchHit, include_metadata: bool) -> Value {

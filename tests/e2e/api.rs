@@ -514,3 +514,108 @@ fn metrics_count_requests_vectors_and_batch_sizes() {
         "{text}"
     );
 }
+
+/// Concurrent single searches are answered exactly as sequential ones, with different
+/// k and filters mixed in, and share engine calls (fewer calls than requests).
+#[test]
+fn concurrent_single_searches_are_coalesced_and_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        // Large enough that one engine call takes a while, loaded through the library.
+        let db = needle::Database::open(&data).unwrap();
+        let c = db
+            .create_collection(needle::CollectionConfig::new(
+                "big",
+                128,
+                needle::Distance::Dot,
+            ))
+            .unwrap();
+        for (chunk, vs) in vectors(3, 60_000, 128).chunks(10_000).enumerate() {
+            let records = vs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let n = chunk * 10_000 + i;
+                    let meta = json!({"bucket": n % 4}).as_object().unwrap().clone();
+                    needle::VectorRecord::new(n.to_string(), v.clone()).with_metadata(meta)
+                })
+                .collect();
+            c.upsert(records).unwrap();
+        }
+    }
+    let node = Node::start(&data, &[]);
+    let queries = vectors(4, 24, 128);
+    let request = |i: usize| {
+        let mut body = json!({"vector": queries[i], "k": 3 + i % 5});
+        if i % 2 == 1 {
+            body["filter"] = json!({"bucket": {"$in": [i % 4, (i + 1) % 4]}});
+        }
+        body
+    };
+    let client = node.client();
+    let expected: Vec<Value> = (0..queries.len())
+        .map(|i| client.post("/collections/big/search", &request(i)).1)
+        .collect();
+    let engine_calls = |c: &crate::support::Client| -> u64 {
+        let text = c.get_text("/metrics").1;
+        text.lines()
+            .find(|l| l.starts_with("needle_search_batch_size_count{collection=\"big\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = engine_calls(&client);
+    let barrier = std::sync::Barrier::new(queries.len());
+    let rounds = 4;
+    std::thread::scope(|s| {
+        for i in 0..queries.len() {
+            let (client, barrier, expected, request) =
+                (node.client(), &barrier, &expected, &request);
+            s.spawn(move || {
+                barrier.wait();
+                for _ in 0..rounds {
+                    let (status, body) = client.post("/collections/big/search", &request(i));
+                    assert_eq!(status, 200);
+                    assert_eq!(body, expected[i], "query {i} differs under concurrency");
+                }
+            });
+        }
+    });
+    let calls = engine_calls(&client) - before;
+    let requests = (queries.len() * rounds) as u64;
+    assert!(
+        calls < requests,
+        "{calls} engine calls for {requests} concurrent requests: nothing was coalesced"
+    );
+}
+
+#[test]
+fn search_coalescing_can_be_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &["--search-coalescing", "false"]);
+    let c = node.client();
+    c.post(
+        "/collections",
+        &json!({"name": "o", "dimensions": 2, "distance": "dot"}),
+    );
+    c.post(
+        "/collections/o/vectors/batch",
+        &json!({"vectors": [{"id": "a", "vector": [1, 0]}, {"id": "b", "vector": [0, 1]}]}),
+    );
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let c = node.client();
+            s.spawn(move || {
+                let body = c
+                    .post("/collections/o/search", &json!({"vector": [0, 2], "k": 1}))
+                    .1;
+                assert_eq!(body["results"][0]["id"], "b");
+            });
+        }
+    });
+    let text = c.get_text("/metrics").1;
+    assert!(
+        text.contains("needle_search_batch_size_count{collection=\"o\"} 8"),
+        "one engine call per request: {text}"
+    );
+}

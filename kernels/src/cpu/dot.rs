@@ -32,6 +32,22 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     l2_squared_portable(a, b)
 }
 
+/// `[q0·x, q1·x, q2·x, q3·x]`: four queries against one row, loading the row once.
+/// The small-batch scan is bound by reading rows, so sharing each load between four
+/// queries is what makes 4–32 queries cost little more than one.
+#[inline]
+pub fn dot4(q: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { x86::dot4_avx2(q, x) };
+        }
+    }
+    q.map(|qi| dot_portable(qi, x))
+}
+
 /// Eight independent accumulators so the loop is not bound by add latency.
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -112,6 +128,38 @@ mod x86 {
         sum
     }
 
+    /// Two accumulators per query (eight in all) to cover FMA latency.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4_avx2(q: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
+        let n = q.iter().map(|s| s.len()).min().unwrap_or(0).min(x.len());
+        let px = x.as_ptr();
+        let pq = q.map(|s| s.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut b = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 16 <= n {
+            let x0 = _mm256_loadu_ps(px.add(i));
+            let x1 = _mm256_loadu_ps(px.add(i + 8));
+            for j in 0..4 {
+                a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(pq[j].add(i)), x0, a[j]);
+                b[j] = _mm256_fmadd_ps(_mm256_loadu_ps(pq[j].add(i + 8)), x1, b[j]);
+            }
+            i += 16;
+        }
+        let mut out = [0.0f32; 4];
+        for j in 0..4 {
+            out[j] = hsum(_mm256_add_ps(a[j], b[j]));
+        }
+        while i < n {
+            let xi = *px.add(i);
+            for j in 0..4 {
+                out[j] += *pq[j].add(i) * xi;
+            }
+            i += 1;
+        }
+        out
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn l2_squared_avx2(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -175,6 +223,11 @@ mod tests {
                 "l2 n={n}"
             );
             assert!((l2_squared_portable(&a, &b) as f64 - want_l2).abs() < 1e-3);
+            let four = dot4([&a, &b, &a, &b], &b);
+            let want_bb = naive_dot(&b, &b);
+            for (got, want) in four.iter().zip([want, want_bb, want, want_bb]) {
+                assert!((*got as f64 - want).abs() < 1e-3, "dot4 n={n}");
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ mod dot;
 mod scan;
 mod shard;
 
-pub use dot::{dot, l2_squared};
+pub use dot::{dot, dot4, l2_squared};
 pub use shard::CpuShard;
 
 use crate::{Backend, KernelError, Metric, Shard};

@@ -6,7 +6,7 @@
 //! scores and offers them to per-query [`TopK`]s. Only a block-sized slice of the
 //! Q×N score matrix exists at any time. Worker results are merged at the end.
 
-use super::dot::{dot, l2_squared};
+use super::dot::{dot, dot4, l2_squared};
 use super::shard::inverse_norm;
 use crate::metric::cosine_distance;
 use crate::{Hit, Metric, RowMask, TopK};
@@ -18,8 +18,13 @@ use rayon::prelude::*;
 /// The score scratch is QUERY_TILE × BLOCK_ROWS floats (2 MiB) per worker.
 const BLOCK_ROWS: usize = 1024;
 const QUERY_TILE: usize = 512;
-/// Below this many queries a GEMM's packing costs more than it saves.
-const GEMM_MIN_QUERIES: usize = 4;
+/// Below this many queries the scan reads each row once and dots it with every query
+/// (four at a time); from here on a GEMM's packing pays for itself. Measured in one
+/// session at N=100k, d=384 (benches/RESULTS.md, "small batches"): 8 queries 9.7 ms by
+/// dots vs 17.6 ms by GEMM, 16 queries 20.2 vs 20.1, 32 queries 26.9 vs 27.3.
+const GEMM_MIN_QUERIES: usize = 16;
+/// Rows per block of the small-batch scan: 64 rows of 384 floats are 96 KiB.
+const DOT_BLOCK_ROWS: usize = 64;
 /// Fewer rows than this per worker are not worth a thread.
 const MIN_ROWS_PER_WORKER: usize = 4096;
 
@@ -75,7 +80,10 @@ pub(crate) fn scan(view: &ShardView<'_>, queries: &[f32], nq: usize, k: usize) -
     merged
         .into_iter()
         .enumerate()
-        .map(|(q, top)| finish(view, &queries[q * view.dims..(q + 1) * view.dims], top))
+        .map(|(q, top)| {
+            let query = &queries[q * view.dims..(q + 1) * view.dims];
+            finish(view, query, qnorms.norms_sq[q], top)
+        })
         .collect()
 }
 
@@ -117,22 +125,47 @@ fn scan_range_dots(
     tops: &mut [TopK],
 ) {
     let d = view.dims;
-    for row in start..end {
-        if !view.allowed.contains(row) {
-            continue;
+    let nq = tops.len();
+    let quads = nq / 4;
+    let q = |i: usize| &queries[i * d..(i + 1) * d];
+    let mut offer = |qi: usize, dp: f32, row: usize, top: &mut TopK| {
+        let s = score(view.metric, dp, qnorms.norms_sq[qi], view.norms_sq[row]);
+        if s <= top.threshold() {
+            top.push(s, row as u32);
         }
-        let x = &view.data[row * d..(row + 1) * d];
-        for (q, top) in tops.iter_mut().enumerate() {
-            let s = score(
-                view.metric,
-                dot(&queries[q * d..(q + 1) * d], x),
-                qnorms.norms_sq[q],
-                view.norms_sq[row],
-            );
-            if s <= top.threshold() {
-                top.push(s, row as u32);
+    };
+    // Rows in small blocks, queries four at a time within a block: a block stays in
+    // L2 while each quad of queries passes over it, so rows are read from memory once
+    // and each quad's four queries stay in L1.
+    let mut block = start;
+    while block < end {
+        let block_end = (block + DOT_BLOCK_ROWS).min(end);
+        for g in 0..quads {
+            let base = g * 4;
+            let quad = [q(base), q(base + 1), q(base + 2), q(base + 3)];
+            for row in block..block_end {
+                if !view.allowed.contains(row) {
+                    continue;
+                }
+                let dots = dot4(quad, &view.data[row * d..(row + 1) * d]);
+                for (j, dp) in dots.into_iter().enumerate() {
+                    offer(base + j, dp, row, &mut tops[base + j]);
+                }
             }
         }
+        for qi in quads * 4..nq {
+            for row in block..block_end {
+                if view.allowed.contains(row) {
+                    offer(
+                        qi,
+                        dot(q(qi), &view.data[row * d..(row + 1) * d]),
+                        row,
+                        &mut tops[qi],
+                    );
+                }
+            }
+        }
+        block = block_end;
     }
 }
 
@@ -252,27 +285,28 @@ fn block_dots(qs: &[f32], qt: usize, xs: &[f32], b: usize, d: usize, out: &mut [
     }
 }
 
-/// Best-first hits with reported distances. Euclidean distances are recomputed
-/// directly, since ‖q‖² + ‖x‖² − 2q·x loses precision for nearby vectors, and the
-/// hits re-sorted by the exact value.
-fn finish(view: &ShardView<'_>, q: &[f32], top: TopK) -> Vec<Hit> {
+/// Best-first hits with reported distances, recomputed for the kept rows with one
+/// direct SIMD formula per metric. Two reasons: euclidean's ‖q‖² + ‖x‖² − 2q·x loses
+/// precision for nearby vectors; and the GEMM and the single-query path round
+/// differently, so without this the same query would report distances differing in
+/// the last bits depending on what it was batched with. Hits are re-sorted by the
+/// reported value (ties by row).
+fn finish(view: &ShardView<'_>, q: &[f32], q_norm_sq: f32, top: TopK) -> Vec<Hit> {
     let d = view.dims;
     let mut hits: Vec<Hit> = top
         .into_sorted()
         .into_iter()
-        .map(|(s, row)| {
+        .map(|(_, row)| {
+            let r = row as usize;
+            let x = &view.data[r * d..(r + 1) * d];
             let distance = match view.metric {
-                Metric::Dot | Metric::Cosine => s,
-                Metric::Euclidean => {
-                    let r = row as usize;
-                    l2_squared(q, &view.data[r * d..(r + 1) * d]).sqrt()
-                }
+                Metric::Dot => -dot(q, x),
+                Metric::Cosine => cosine_distance(dot(q, x), q_norm_sq, view.norms_sq[r]),
+                Metric::Euclidean => l2_squared(q, x).sqrt(),
             };
             Hit { row, distance }
         })
         .collect();
-    if view.metric == Metric::Euclidean {
-        hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.row.cmp(&b.row)));
-    }
+    hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.row.cmp(&b.row)));
     hits
 }

@@ -1,0 +1,180 @@
+//! Coalescing of concurrent single-query searches into engine batches.
+//!
+//! One query at a time reads every vector of the shard for one dot product each: the
+//! scan is bound by memory bandwidth. A batch reads the shard once for all its queries
+//! through a GEMM, so eight concurrent queries cost little more than one. The
+//! coalescer is a queue in front of the engine with no timer: while the engine is busy,
+//! arriving queries wait; when it frees, everything waiting that can share an engine
+//! call (same collection, filter and options) goes as one batch. An idle node therefore
+//! adds no latency, and a loaded one batches exactly as much as the load allows.
+
+use crate::collection::Collection;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::search::SearchHit;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// The most queries one engine call takes from the queue.
+const MAX_COALESCED: usize = 1024;
+
+/// One query with its options.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: Vec<f32>,
+    pub k: usize,
+    pub filter: Option<Arc<Filter>>,
+    pub include_vectors: bool,
+}
+
+struct Job {
+    collection: Collection,
+    request: SearchRequest,
+    reply: oneshot::Sender<Result<Vec<SearchHit>>>,
+}
+
+/// Called after every engine call with the collection name and the batch size.
+pub type BatchObserver = Box<dyn Fn(&str, usize) + Send>;
+
+/// Owns the dispatcher thread; dropping it lets queued searches finish, then stops.
+pub struct SearchCoalescer {
+    tx: Option<Sender<Job>>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl SearchCoalescer {
+    pub fn start(observe: BatchObserver) -> std::io::Result<SearchCoalescer> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let join = std::thread::Builder::new()
+            .name("needle-search".into())
+            .spawn(move || run(&rx, &observe))?;
+        Ok(SearchCoalescer {
+            tx: Some(tx),
+            join: Some(join),
+        })
+    }
+
+    /// Searches `collection`, sharing an engine call with whatever else is waiting.
+    pub async fn search(
+        &self,
+        collection: Collection,
+        request: SearchRequest,
+    ) -> Result<Vec<SearchHit>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            collection,
+            request,
+            reply,
+        };
+        self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(job)
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+impl Drop for SearchCoalescer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(join) = self.join.take() {
+            let _ = join.join();
+        }
+    }
+}
+
+fn run(rx: &Receiver<Job>, observe: &BatchObserver) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_COALESCED {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        for group in partition(jobs, |a, b| {
+            a.collection.name() == b.collection.name()
+                && a.request.include_vectors == b.request.include_vectors
+                && a.request.filter == b.request.filter
+        }) {
+            execute(group, observe);
+        }
+    }
+}
+
+/// Splits `items` into groups of mutually compatible items, keeping arrival order
+/// within each group.
+fn partition<T>(items: Vec<T>, same: impl Fn(&T, &T) -> bool) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        match groups.iter_mut().find(|g| same(&g[0], &item)) {
+            Some(group) => group.push(item),
+            None => groups.push(vec![item]),
+        }
+    }
+    groups
+}
+
+/// One engine call for the group at the largest `k` asked; each caller gets its own
+/// prefix. If the batch fails (one query of the wrong dimension, say), each query runs
+/// alone so only the faulty one sees an error.
+fn execute(group: Vec<Job>, observe: &BatchObserver) {
+    let Some(first) = group.first() else { return };
+    let collection = first.collection.clone();
+    let filter = first.request.filter.clone();
+    let include_vectors = first.request.include_vectors;
+    let k = group.iter().map(|j| j.request.k).max().unwrap_or(1);
+    let queries: Vec<Vec<f32>> = group.iter().map(|j| j.request.query.clone()).collect();
+    observe(collection.name(), queries.len());
+    match collection.search_batch(&queries, k, filter.as_deref(), include_vectors) {
+        Ok(results) => {
+            for (job, mut hits) in group.into_iter().zip(results) {
+                hits.truncate(job.request.k);
+                let _ = job.reply.send(Ok(hits));
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            if let Some(job) = group.into_iter().next() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+        Err(_) => {
+            for job in group {
+                let r = &job.request;
+                observe(collection.name(), 1);
+                let result = collection
+                    .search_batch(
+                        std::slice::from_ref(&r.query),
+                        r.k,
+                        filter.as_deref(),
+                        include_vectors,
+                    )
+                    .map(|mut per_query| per_query.pop().unwrap_or_default());
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_groups_compatible_items_in_arrival_order() {
+        let items = vec![("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5), ("a", 6)];
+        let groups = partition(items, |x, y| x.0 == y.0);
+        assert_eq!(
+            groups,
+            vec![
+                vec![("a", 1), ("a", 3), ("a", 6)],
+                vec![("b", 2), ("b", 5)],
+                vec![("c", 4)]
+            ]
+        );
+        assert!(partition(Vec::<u8>::new(), |_, _| true).is_empty());
+    }
+}
