@@ -128,7 +128,7 @@ fn scan_range_dots(
     let nq = tops.len();
     let quads = nq / 4;
     let q = |i: usize| &queries[i * d..(i + 1) * d];
-    let mut offer = |qi: usize, dp: f32, row: usize, top: &mut TopK| {
+    let offer = |qi: usize, dp: f32, row: usize, top: &mut TopK| {
         let s = score(view.metric, dp, qnorms.norms_sq[qi], view.norms_sq[row]);
         if s <= top.threshold() {
             top.push(s, row as u32);
@@ -153,15 +153,10 @@ fn scan_range_dots(
                 }
             }
         }
-        for qi in quads * 4..nq {
+        for (qi, top) in tops.iter_mut().enumerate().skip(quads * 4) {
             for row in block..block_end {
                 if view.allowed.contains(row) {
-                    offer(
-                        qi,
-                        dot(q(qi), &view.data[row * d..(row + 1) * d]),
-                        row,
-                        &mut tops[qi],
-                    );
+                    offer(qi, dot(q(qi), &view.data[row * d..(row + 1) * d]), row, top);
                 }
             }
         }
