@@ -118,9 +118,9 @@ def main():
     print(f"data: N={args.n} d={args.d} queries={args.queries} k={args.k} (best of {args.repeats})")
     print(f"faiss {faiss.__version__} threads={faiss.omp_get_max_threads()}, numpy {np.__version__}")
 
+    # The ceiling is measured before and after everything else, best of both, so one
+    # slow moment of a shared host does not make it look low.
     t_gemm, _ = best_of(lambda: xq @ xb.T, args.repeats)
-    gemm_gflops = flops / t_gemm / 1e9
-    print(f"numpy sgemm {args.queries}x{args.d} @ {args.d}x{args.n}: {t_gemm:.3f}s = {gemm_gflops:.1f} GFLOP/s (ceiling)")
 
     rows = []
     for distance, index_cls in (("dot", faiss.IndexFlatIP), ("euclidean", faiss.IndexFlatL2)):
@@ -164,6 +164,9 @@ def main():
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
 
+    t_gemm = min(t_gemm, best_of(lambda: xq @ xb.T, args.repeats)[0])
+    gemm_gflops = flops / t_gemm / 1e9
+    print(f"numpy sgemm {args.queries}x{args.d} @ {args.d}x{args.n}: {t_gemm:.3f}s = {gemm_gflops:.1f} GFLOP/s (ceiling)")
     print()
     print(f"{'path':<28}{'QPS':>10}{'vs faiss':>10}{'GFLOP/s':>10}{'% sgemm':>9}{'recall@k':>10}")
     for distance, t_faiss, t_lib, rec, _ in rows:
