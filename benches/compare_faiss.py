@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -76,15 +77,15 @@ def post(url, body):
         return json.loads(r.read())
 
 
-def start_node(data_dir):
+def start_node(data_dir, *extra):
+    """Starts `needle serve` on a free port; returns (process, base URL)."""
     proc = subprocess.Popen(
-        [os.path.join(TARGET, "release", "needle"), "serve", "--data", data_dir, "--http", "127.0.0.1:0"],
+        [os.path.join(TARGET, "release", "needle"), "serve", "--data", data_dir, "--http", "127.0.0.1:0", *extra],
         stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         m = re.search(r"listening on (http://\S+)", line)
         if m:
             # Keep draining stderr so the node never blocks on a full pipe.
-            import threading
             threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
             return proc, m.group(1)
     raise RuntimeError("needle did not start")

@@ -22,20 +22,11 @@ import urllib.request
 
 import numpy as np
 
-from compare_faiss import TARGET, cargo, machine
+from compare_faiss import TARGET, cargo, machine, start_node
 
 
 def start(data_dir, coalescing):
-    proc = subprocess.Popen(
-        [os.path.join(TARGET, "release", "needle"), "serve", "--data", data_dir, "--http", "127.0.0.1:0",
-         "--search-coalescing", "true" if coalescing else "false"],
-        stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        m = re.search(r"listening on (http://\S+)", line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, m.group(1)
-    raise RuntimeError("needle did not start")
+    return start_node(data_dir, "--search-coalescing", "true" if coalescing else "false")
 
 
 def load(url, clients, per_client, bodies):
