@@ -6,4 +6,5 @@ mod api;
 mod cli;
 mod crash;
 mod library;
+mod search;
 mod support;
