@@ -3,6 +3,7 @@
 //! Rebuilt from RocksDB at start-up; changed only by `apply`.
 
 use crate::error::{Error, Result};
+use crate::filter_masks::FilterMasks;
 use crate::model::{Metadata, VectorRecord};
 use crate::storage::{Store, StoredCollection};
 use needle_kernels::{Backend, Row, Shard};
@@ -28,6 +29,8 @@ pub(crate) struct CollectionIndex {
     pub row_ids: Vec<Option<Arc<str>>>,
     /// Indexed by row; `None` for tombstones and vectors without metadata.
     pub metadata: Vec<Option<Arc<Metadata>>>,
+    /// Allow-masks of recently used filters, updated by every write below.
+    pub masks: FilterMasks,
 }
 
 impl CollectionIndex {
@@ -37,6 +40,7 @@ impl CollectionIndex {
             rows: HashMap::new(),
             row_ids: Vec::new(),
             metadata: Vec::new(),
+            masks: FilterMasks::default(),
         }
     }
 
@@ -54,10 +58,11 @@ impl CollectionIndex {
 
     pub fn upsert(&mut self, record: &VectorRecord) -> Result<()> {
         let metadata = record.metadata.clone().map(Arc::new);
-        match self.rows.get(record.id.as_str()) {
+        let row = match self.rows.get(record.id.as_str()) {
             Some(&row) => {
                 self.shard.overwrite(row, &record.vector)?;
                 self.metadata[row as usize] = metadata;
+                row
             }
             None => {
                 let row = self.shard.append(&record.vector)?;
@@ -66,8 +71,11 @@ impl CollectionIndex {
                 self.row_ids.push(Some(id));
                 self.metadata.push(metadata);
                 debug_assert_eq!(self.row_ids.len(), row as usize + 1);
+                row
             }
-        }
+        };
+        self.masks
+            .set_row(row as usize, self.metadata[row as usize].as_deref());
         Ok(())
     }
 
@@ -78,6 +86,7 @@ impl CollectionIndex {
         self.shard.delete(row)?;
         self.row_ids[row as usize] = None;
         self.metadata[row as usize] = None;
+        self.masks.clear_row(row as usize);
         Ok(true)
     }
 
@@ -109,6 +118,7 @@ impl CollectionIndex {
         }
         self.row_ids = row_ids;
         self.metadata = metadata;
+        self.masks.clear();
     }
 }
 

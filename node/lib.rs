@@ -21,6 +21,7 @@ mod collection;
 mod database;
 mod error;
 pub mod filter;
+mod filter_masks;
 mod model;
 mod op;
 mod search;

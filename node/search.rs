@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::{validate_vector, Metadata};
 use crate::storage::Store;
-use needle_kernels::{RowMask, MAX_K};
+use needle_kernels::MAX_K;
 use std::sync::Arc;
 
 /// One search result.
@@ -48,16 +48,8 @@ pub(crate) fn search(
     }
     let mut results = {
         let index = state.index.read();
-        let mask = filter.map(|f| {
-            let mut mask = RowMask::none(index.shard.rows());
-            for (row, id) in index.row_ids.iter().enumerate() {
-                if id.is_some() && f.matches(index.metadata[row].as_deref()) {
-                    mask.set(row);
-                }
-            }
-            mask
-        });
-        let hits = index.shard.search_batch(&flat, k, mask.as_ref())?;
+        let mask = filter.map(|f| index.masks.mask(f, &index.row_ids, &index.metadata));
+        let hits = index.shard.search_batch(&flat, k, mask.as_deref())?;
         hits.into_iter()
             .map(|per_query| {
                 per_query

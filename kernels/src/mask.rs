@@ -36,6 +36,15 @@ impl RowMask {
         }
     }
 
+    /// A mask from raw words (row `r` at bit `r % 64` of word `r / 64`), sized to
+    /// `rows`: missing words are zero, extra words and bits past `rows` are dropped.
+    pub fn from_words(mut words: Vec<u64>, rows: usize) -> Self {
+        words.resize(rows.div_ceil(64), 0);
+        let mut mask = RowMask { words, rows };
+        mask.clear_tail();
+        mask
+    }
+
     /// Number of rows this mask covers.
     pub fn rows(&self) -> usize {
         self.rows
@@ -129,5 +138,8 @@ mod tests {
         a.intersect(&b);
         assert_eq!(a.count(), 2);
         assert!(a.contains(99));
+        let w = RowMask::from_words(vec![u64::MAX, u64::MAX, 7], 70);
+        assert_eq!(w.count(), 70);
+        assert_eq!(RowMask::from_words(vec![1], 130).count(), 1);
     }
 }

@@ -33,12 +33,10 @@ fn lookup<'a>(metadata: Option<&'a Metadata>, path: &[String]) -> Option<&'a Val
 fn holds(cond: &Cond, value: Option<&Value>) -> bool {
     match cond {
         Cond::Exists(want) => value.is_some() == *want,
-        Cond::Eq(target) => value.is_some_and(|v| any_element(v, |x| equal(x, target))),
-        Cond::Ne(target) => !holds(&Cond::Eq(target.clone()), value),
-        Cond::In(targets) => {
-            value.is_some_and(|v| any_element(v, |x| targets.iter().any(|t| equal(x, t))))
-        }
-        Cond::Nin(targets) => !holds(&Cond::In(targets.clone()), value),
+        Cond::Eq(target) => eq(target, value),
+        Cond::Ne(target) => !eq(target, value),
+        Cond::In(targets) => is_in(targets, value),
+        Cond::Nin(targets) => !is_in(targets, value),
         Cond::Gt(t) => compare_any(value, t, |o| o == Ordering::Greater),
         Cond::Gte(t) => compare_any(value, t, |o| o != Ordering::Less),
         Cond::Lt(t) => compare_any(value, t, |o| o == Ordering::Less),
@@ -46,6 +44,14 @@ fn holds(cond: &Cond, value: Option<&Value>) -> bool {
         Cond::Not(conds) => !conds.iter().all(|c| holds(c, value)),
         Cond::All(conds) => conds.iter().all(|c| holds(c, value)),
     }
+}
+
+fn eq(target: &Value, value: Option<&Value>) -> bool {
+    value.is_some_and(|v| any_element(v, |x| equal(x, target)))
+}
+
+fn is_in(targets: &[Value], value: Option<&Value>) -> bool {
+    value.is_some_and(|v| any_element(v, |x| targets.iter().any(|t| equal(x, t))))
 }
 
 fn any_element(v: &Value, pred: impl Fn(&Value) -> bool) -> bool {

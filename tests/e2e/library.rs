@@ -159,7 +159,11 @@ proptest! {
         {
             let db = Database::open(dir.path()).unwrap();
             let c = db.create_collection(CollectionConfig::new("p", 5, distance)).unwrap();
-            for a in &actions {
+            for (step, a) in actions.iter().enumerate() {
+                // Filtered searches between writes: the cached filter masks must follow.
+                if step % 5 == 0 {
+                    check(&db, &model, &query, k, tag, distance)?;
+                }
                 match a {
                     Action::Upsert(id, v, t) => {
                         c.upsert(vec![VectorRecord::new(id.to_string(), v.clone()).with_metadata(meta(json!({"tag": t})))]).unwrap();
@@ -229,6 +233,9 @@ fn mass_deletes_are_compacted_in_the_background_and_results_stay_exact() {
         })
         .collect();
     c.upsert(records).unwrap();
+    // Cache this filter's mask before the deletes; it must follow them and compaction.
+    let f = Filter::parse(&json!({"i": {"$gte": 5990}})).unwrap();
+    assert_eq!(c.search(&[0.0], 10, Some(&f)).unwrap().len(), 10);
     let doomed: Vec<String> = (0..6000)
         .filter(|i| i % 3 != 0)
         .map(|i: i32| i.to_string())
@@ -253,7 +260,6 @@ fn mass_deletes_are_compacted_in_the_background_and_results_stay_exact() {
         compacted,
         "4000 tombstones out of 6000 rows trigger compaction"
     );
-    let f = Filter::parse(&json!({"i": {"$gte": 5990}})).unwrap();
     let hits = c.search(&[0.0], 10, Some(&f)).unwrap();
     assert_eq!(
         hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
