@@ -51,6 +51,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub search_coalescing: Option<bool>,
+    pub log_retention: Option<u64>,
 }
 
 impl FileConfig {
@@ -71,6 +72,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Whether concurrent single-query searches share engine calls.
     pub search_coalescing: bool,
+    /// Operation-log entries kept.
+    pub log_retention: u64,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -82,6 +85,7 @@ pub struct Overrides {
     pub sync: Option<SyncMode>,
     pub max_body_bytes: Option<usize>,
     pub search_coalescing: Option<bool>,
+    pub log_retention: Option<u64>,
 }
 
 impl ServeConfig {
@@ -105,6 +109,11 @@ impl ServeConfig {
                 .search_coalescing
                 .or(file.search_coalescing)
                 .unwrap_or(true),
+            log_retention: over
+                .log_retention
+                .or(file.log_retention)
+                .unwrap_or(crate::DEFAULT_LOG_RETENTION)
+                .max(1),
         }
     }
 }

@@ -19,13 +19,21 @@ use tokio::sync::oneshot;
 pub struct DatabaseOptions {
     pub backend: BackendKind,
     pub sync: SyncMode,
+    /// How many of the newest operation-log entries to keep (at least 1). The log
+    /// holds whole vectors, so an unbounded one would double the disk used and never
+    /// give back space after deletes; replication catch-up needs only a recent window.
+    pub log_retention: u64,
 }
+
+/// Default operation-log retention: the newest 100,000 ops.
+pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
 
 impl Default for DatabaseOptions {
     fn default() -> Self {
         DatabaseOptions {
             backend: BackendKind::Auto,
             sync: SyncMode::Group,
+            log_retention: DEFAULT_LOG_RETENTION,
         }
     }
 }
@@ -44,6 +52,10 @@ pub(crate) struct Inner {
     pub backend: Box<dyn Backend>,
     pub catalog: Catalog,
     pub applied_seq: AtomicU64,
+    /// Sequence number of the oldest retained log entry (`applied_seq + 1` when the
+    /// log is empty).
+    pub log_start: AtomicU64,
+    pub log_retention: u64,
     pub path: PathBuf,
 }
 
@@ -68,6 +80,7 @@ impl Database {
         let store = Store::open(&path)?;
         let backend = open_backend(options.backend)?;
         let applied = store.applied_seq()?;
+        let log_start = store.first_log_seq()?.unwrap_or(applied + 1);
         let catalog = Catalog::default();
         for stored in store.load_collections()? {
             let name = stored.config.name.clone();
@@ -80,6 +93,8 @@ impl Database {
             backend,
             catalog,
             applied_seq: AtomicU64::new(applied),
+            log_start: AtomicU64::new(log_start),
+            log_retention: options.log_retention.max(1),
             path,
         });
         let writer = Arc::new(WriterHandle::start(Arc::clone(&inner), options.sync)?);
@@ -98,6 +113,11 @@ impl Database {
     /// Sequence number of the last op applied.
     pub fn applied_seq(&self) -> u64 {
         self.inner.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// Sequence number of the oldest operation-log entry still kept.
+    pub fn log_start(&self) -> u64 {
+        self.inner.log_start.load(Ordering::Acquire)
     }
 
     /// Creates a collection; `COLLECTION_EXISTS` if the name is taken.

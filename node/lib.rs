@@ -35,7 +35,7 @@ pub mod import;
 pub mod metrics;
 
 pub use collection::Collection;
-pub use database::{CollectionInfo, Database, DatabaseOptions};
+pub use database::{CollectionInfo, Database, DatabaseOptions, DEFAULT_LOG_RETENTION};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::Filter;
 pub use model::{

@@ -177,6 +177,18 @@ impl Store {
         }))
     }
 
+    /// The oldest retained log entry's sequence number, if the log has any.
+    pub fn first_log_seq(&self) -> Result<Option<u64>> {
+        Ok(self.read_log(0, 1)?.first().map(|(seq, _)| *seq))
+    }
+
+    /// Adds the removal of log entries `[from, below)` to `batch`: the log is trimmed
+    /// in the same atomic write as the op that pushes it past its retention.
+    pub fn stage_log_trim(&self, batch: &mut WriteBatch, from: u64, below: u64) -> Result<()> {
+        batch.delete_range_cf(self.cf(CF_OPLOG)?, from.to_be_bytes(), below.to_be_bytes());
+        Ok(())
+    }
+
     /// Log entries with `seq >= from`, at most `limit` of them, in order.
     pub fn read_log(&self, from: u64, limit: usize) -> Result<Vec<(u64, Op)>> {
         let start = from.to_be_bytes();

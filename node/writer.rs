@@ -169,12 +169,29 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
     if accepted.is_empty() {
         return;
     }
+    let trim_below = match retention_cut(inner, seq) {
+        Some(below) => match inner.store.stage_log_trim(
+            &mut batch,
+            inner.log_start.load(Ordering::Acquire),
+            below,
+        ) {
+            Ok(()) => Some(below),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not stage log trim");
+                None
+            }
+        },
+        None => None,
+    };
     if let Err(e) = inner.store.commit(batch) {
         tracing::error!(error = %e, ops = accepted.len(), "write batch failed; nothing applied");
         for a in accepted {
             let _ = a.pending.reply.send(Err(Error::Storage(e.clone())));
         }
         return;
+    }
+    if let Some(below) = trim_below {
+        inner.log_start.store(below, Ordering::Release);
     }
     for a in accepted {
         let affected = apply_in_memory(inner, &a.pending.op, a.target);
@@ -190,6 +207,16 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
             deleted: a.deleted,
         }));
     }
+}
+
+/// Where to cut the log once `last_seq` is written, if it is due. Trimming waits for
+/// an eighth of the retention to accumulate past it, so each trim is one range delete
+/// covering many entries rather than one per op.
+fn retention_cut(inner: &Inner, last_seq: u64) -> Option<u64> {
+    let start = inner.log_start.load(Ordering::Acquire);
+    let kept = (last_seq + 1).saturating_sub(start);
+    let retention = inner.log_retention;
+    (kept > retention + retention.div_ceil(8)).then(|| last_seq + 1 - retention)
 }
 
 /// State-dependent checks: the collection exists (or not, for create), vectors fit it,

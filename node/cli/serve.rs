@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Let concurrent single-query searches share engine calls [default: true]
     #[arg(long, env = "NEEDLE_SEARCH_COALESCING")]
     pub search_coalescing: Option<bool>,
+    /// Newest operation-log entries to keep [default: 100000]
+    #[arg(long, env = "NEEDLE_LOG_RETENTION", value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_retention: Option<u64>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -43,11 +46,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             sync: args.sync,
             max_body_bytes: args.max_body_bytes,
             search_coalescing: args.search_coalescing,
+            log_retention: args.log_retention,
         },
     );
     let options = DatabaseOptions {
         backend: config.backend.kind(),
         sync: config.sync,
+        log_retention: config.log_retention,
     };
     let db = Database::open_with(&config.data, options)
         .with_context(|| format!("opening data directory {}", config.data.display()))?;

@@ -135,3 +135,25 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
         assert_eq!(body["results"][0]["id"], probe.items[0].0.as_str());
     }
 }
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let c = node.client();
+    c.post(
+        "/collections",
+        &json!({"name": "t", "dimensions": 2, "distance": "dot"}),
+    );
+    c.post(
+        "/collections/t/vectors/batch",
+        &json!({"vectors": [{"id": "a", "vector": [1, 2]}]}),
+    );
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let node = Node::start(&dir.path().join("data"), &[]);
+    assert_eq!(
+        node.client().get("/collections/t/vectors/a").1["vector"],
+        json!([1.0, 2.0])
+    );
+}

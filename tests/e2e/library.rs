@@ -279,3 +279,42 @@ fn mass_deletes_are_compacted_in_the_background_and_results_stay_exact() {
         vec!["3", "3003"]
     );
 }
+
+#[test]
+fn the_operation_log_keeps_only_its_retention_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = needle::DatabaseOptions {
+        log_retention: 16,
+        ..Default::default()
+    };
+    {
+        let db = Database::open_with(dir.path(), options).unwrap();
+        let c = db
+            .create_collection(CollectionConfig::new("r", 2, Distance::Dot))
+            .unwrap();
+        for i in 0..100 {
+            c.insert(VectorRecord::new(i.to_string(), vec![i as f32, 1.0]))
+                .unwrap();
+        }
+        assert_eq!(db.applied_seq(), 101);
+        let log = db.read_log(0, 1000).unwrap();
+        // Trimmed in steps: between the retention and an eighth more entries remain.
+        assert!((16..=18).contains(&log.len()), "{} entries kept", log.len());
+        assert_eq!(log.first().unwrap().0, db.log_start());
+        assert_eq!(log.last().unwrap().0, 101);
+        let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (db.log_start()..=101).collect::<Vec<_>>(), "no gaps");
+    }
+    // The data does not depend on the log: everything is there after a restart, and
+    // the log window is where it was.
+    let db = Database::open_with(dir.path(), options).unwrap();
+    let c = db.collection("r").unwrap();
+    assert_eq!(c.count().unwrap(), 100);
+    assert_eq!(c.get("0").unwrap().vector, vec![0.0, 1.0]);
+    assert_eq!(db.read_log(0, 1).unwrap()[0].0, db.log_start());
+    c.insert(VectorRecord::new("x", vec![0.0, 0.0])).unwrap();
+    assert_eq!(
+        db.read_log(db.log_start(), 1000).unwrap().last().unwrap().0,
+        102
+    );
+}

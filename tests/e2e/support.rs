@@ -64,6 +64,17 @@ impl Node {
         self.data.clone()
     }
 
+    /// SIGTERM, then waits: the node should finish in-flight work and exit 0.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        self.child.wait().expect("wait")
+    }
+
     /// Kills the process and starts a new one on the same data directory.
     pub fn restart(self) -> Node {
         let extra = self.extra.clone();
