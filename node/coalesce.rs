@@ -11,7 +11,7 @@
 use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::search::SearchHit;
+use crate::search::{SearchHit, MAX_RESULTS_PER_SEARCH};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -100,6 +100,15 @@ fn run(rx: &Receiver<Job>, observe: &BatchObserver) {
                 && a.request.include_vectors == b.request.include_vectors
                 && a.request.filter == b.request.filter
         }) {
+            // Keep each engine call within the per-search result limit.
+            let k = group.iter().map(|j| j.request.k).max().unwrap_or(1);
+            let per_call = (MAX_RESULTS_PER_SEARCH / k.max(1)).max(1);
+            let mut group = group;
+            while group.len() > per_call {
+                let rest = group.split_off(per_call);
+                execute(group, observe);
+                group = rest;
+            }
             execute(group, observe);
         }
     }

@@ -29,6 +29,12 @@ pub enum Error {
     VectorNotFound(String),
     #[error("k must be between 1 and {max}, got {k}")]
     InvalidK { k: usize, max: usize },
+    #[error("{queries} queries × k = {k} would produce more than {max} results; split the batch")]
+    TooManyResults {
+        queries: usize,
+        k: usize,
+        max: usize,
+    },
     #[error("invalid filter: {0}")]
     InvalidFilter(String),
     #[error("invalid request: {0}")]
@@ -76,6 +82,7 @@ impl Error {
             Error::VectorExists(_) => "VECTOR_EXISTS",
             Error::VectorNotFound(_) => "VECTOR_NOT_FOUND",
             Error::InvalidK { .. } => "INVALID_K",
+            Error::TooManyResults { .. } => "TOO_MANY_RESULTS",
             Error::InvalidFilter(_) => "INVALID_FILTER",
             Error::InvalidRequest(_) => "INVALID_REQUEST",
             Error::InvalidBatchItem { source, .. } => source.code(),

@@ -20,6 +20,10 @@ pub struct SearchHit {
     pub vector: Option<Vec<f32>>,
 }
 
+/// The most hits one search may produce (queries × k): bounds a request's memory, so
+/// a large batch with a large k is refused instead of exhausting the node.
+pub const MAX_RESULTS_PER_SEARCH: usize = 1_000_000;
+
 pub(crate) fn search(
     store: &Store,
     state: &CollectionState,
@@ -30,6 +34,13 @@ pub(crate) fn search(
 ) -> Result<Vec<Vec<SearchHit>>> {
     if k == 0 || k > MAX_K {
         return Err(Error::InvalidK { k, max: MAX_K });
+    }
+    if queries.len().saturating_mul(k) > MAX_RESULTS_PER_SEARCH {
+        return Err(Error::TooManyResults {
+            queries: queries.len(),
+            k,
+            max: MAX_RESULTS_PER_SEARCH,
+        });
     }
     let dims = state.stored.config.dimensions;
     let mut flat = Vec::with_capacity(queries.len() * dims);

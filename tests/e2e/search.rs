@@ -128,6 +128,16 @@ fn search_ranks_filters_and_validates() {
         400,
         "MALFORMED_JSON",
     );
+    // queries × k past the per-search limit is refused, not attempted.
+    let many: Vec<[f32; 2]> = vec![[0.0, 0.0]; 101];
+    assert_error(
+        &c.post(
+            "/collections/s/search/batch",
+            &json!({"vectors": many, "k": 10000}),
+        ),
+        400,
+        "TOO_MANY_RESULTS",
+    );
 }
 
 #[test]
