@@ -35,6 +35,13 @@ pub struct StoredCollection {
     pub id: u64,
 }
 
+/// Values of one op encoded ahead of staging (see [`Store::stage`]).
+enum Encoded {
+    Collection(Vec<u8>),
+    Metadata(Vec<Option<Vec<u8>>>),
+    Nothing,
+}
+
 pub(crate) struct Store {
     db: DB,
 }
@@ -210,7 +217,9 @@ impl Store {
 
     /// Adds one op to `batch`: its log entry, its effect on the data, and the new
     /// applied sequence. `collection_id` is the id of the collection the op touches
-    /// (for `CreateCollection`, the id it gets: `seq`).
+    /// (for `CreateCollection`, the id it gets: `seq`). Everything that can fail is
+    /// done before the first byte goes into `batch`, so an op that fails here leaves
+    /// the batch — shared with the other ops of its group — untouched.
     pub fn stage(
         &self,
         batch: &mut WriteBatch,
@@ -218,48 +227,65 @@ impl Store {
         op: &Op,
         collection_id: u64,
     ) -> Result<()> {
-        batch.put_cf(self.cf(CF_OPLOG)?, seq.to_be_bytes(), op.encode()?);
-        batch.put_cf(self.cf(CF_META)?, KEY_APPLIED_SEQ, seq.to_be_bytes());
-        match op {
+        let (oplog, meta) = (self.cf(CF_OPLOG)?, self.cf(CF_META)?);
+        let (collections, vectors, metadata) = (
+            self.cf(CF_COLLECTIONS)?,
+            self.cf(CF_VECTORS)?,
+            self.cf(CF_METADATA)?,
+        );
+        let entry = op.encode()?;
+        let encoded = match op {
             Op::CreateCollection(config) => {
                 let stored = StoredCollection {
                     config: config.clone(),
                     id: collection_id,
                 };
-                let value = serde_json::to_vec(&stored)
-                    .map_err(|e| Error::Corrupt(format!("encoding collection: {e}")))?;
-                batch.put_cf(self.cf(CF_COLLECTIONS)?, config.name.as_bytes(), value);
+                Encoded::Collection(
+                    serde_json::to_vec(&stored)
+                        .map_err(|e| Error::Corrupt(format!("encoding collection: {e}")))?,
+                )
             }
-            Op::DropCollection { name } => {
-                batch.delete_cf(self.cf(CF_COLLECTIONS)?, name.as_bytes());
+            Op::Upsert { records, .. } => Encoded::Metadata(
+                records
+                    .iter()
+                    .map(|r| r.metadata.as_ref().map(serde_json::to_vec).transpose())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Error::Corrupt(format!("encoding metadata: {e}")))?,
+            ),
+            Op::DropCollection { .. } | Op::Delete { .. } => Encoded::Nothing,
+        };
+        batch.put_cf(oplog, seq.to_be_bytes(), entry);
+        batch.put_cf(meta, KEY_APPLIED_SEQ, seq.to_be_bytes());
+        match (op, encoded) {
+            (Op::CreateCollection(config), Encoded::Collection(value)) => {
+                batch.put_cf(collections, config.name.as_bytes(), value);
+            }
+            (Op::DropCollection { name }, _) => {
+                batch.delete_cf(collections, name.as_bytes());
                 let from = collection_id.to_be_bytes();
                 let to = (collection_id + 1).to_be_bytes();
-                batch.delete_range_cf(self.cf(CF_VECTORS)?, from, to);
-                batch.delete_range_cf(self.cf(CF_METADATA)?, from, to);
+                batch.delete_range_cf(vectors, from, to);
+                batch.delete_range_cf(metadata, from, to);
             }
-            Op::Upsert { records, .. } => {
-                let (vectors, metadata) = (self.cf(CF_VECTORS)?, self.cf(CF_METADATA)?);
-                for r in records {
+            (Op::Upsert { records, .. }, Encoded::Metadata(values)) => {
+                for (r, value) in records.iter().zip(values) {
                     let key = vector_key(collection_id, &r.id);
                     batch.put_cf(vectors, &key, encode_vector(&r.vector));
-                    match &r.metadata {
-                        Some(m) => batch.put_cf(
-                            metadata,
-                            &key,
-                            serde_json::to_vec(m).map_err(|e| Error::Corrupt(e.to_string()))?,
-                        ),
+                    match value {
+                        Some(v) => batch.put_cf(metadata, &key, v),
                         None => batch.delete_cf(metadata, &key),
                     }
                 }
             }
-            Op::Delete { ids, .. } => {
-                let (vectors, metadata) = (self.cf(CF_VECTORS)?, self.cf(CF_METADATA)?);
+            (Op::Delete { ids, .. }, _) => {
                 for id in ids {
                     let key = vector_key(collection_id, id);
                     batch.delete_cf(vectors, &key);
                     batch.delete_cf(metadata, &key);
                 }
             }
+            // Unreachable: `encoded` was built from the same `op` above.
+            (Op::CreateCollection(_), _) | (Op::Upsert { .. }, _) => {}
         }
         Ok(())
     }

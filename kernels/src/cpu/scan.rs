@@ -2,7 +2,8 @@
 //!
 //! Rows are split into one contiguous range per worker. Each worker walks its range in
 //! blocks; for a block it computes the dot products of every query with every row of
-//! the block (a GEMM for batches, SIMD dots for one or two queries), turns them into
+//! the block (a GEMM for 16 or more queries, SIMD dots four queries at a time below
+//! that), turns them into
 //! scores and offers them to per-query [`TopK`]s. Only a block-sized slice of the
 //! Q×N score matrix exists at any time. Worker results are merged at the end.
 
