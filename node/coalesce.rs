@@ -2,7 +2,8 @@
 //!
 //! One query at a time reads every vector of the shard for one dot product each: the
 //! scan is bound by memory bandwidth. A batch reads the shard once for all its queries
-//! through a GEMM, so eight concurrent queries cost little more than one. The
+//! (four queries per row read, or a GEMM), so a few concurrent queries cost little
+//! more than one. The
 //! coalescer is a queue in front of the engine with no timer: while the engine is busy,
 //! arriving queries wait; when it frees, everything waiting that can share an engine
 //! call (same collection, filter and options) goes as one batch. An idle node therefore

@@ -56,6 +56,10 @@ impl Collection {
 
     /// Inserts or replaces every record, all or nothing. Returns how many were written.
     pub fn upsert(&self, records: Vec<VectorRecord>) -> Result<usize> {
+        if records.is_empty() {
+            self.db.state(&self.name)?;
+            return Ok(0);
+        }
         let op = Op::Upsert {
             collection: self.name.clone(),
             records,
