@@ -79,6 +79,19 @@ impl CollectionIndex {
         Ok(())
     }
 
+    /// Adds a stored vector at start-up: no metadata yet, no cached masks to update.
+    fn load_row(&mut self, id: &str, vector: &[f32]) -> Result<()> {
+        if self.rows.contains_key(id) {
+            return Err(Error::Corrupt(format!("vector {id:?} stored twice")));
+        }
+        let row = self.shard.append(vector)?;
+        let id: Arc<str> = Arc::from(id);
+        self.rows.insert(id.clone(), row);
+        self.row_ids.push(Some(id));
+        self.metadata.push(None);
+        Ok(())
+    }
+
     pub fn delete(&mut self, id: &str) -> Result<bool> {
         let Some(row) = self.rows.remove(id) else {
             return Ok(false);
@@ -143,13 +156,7 @@ impl CollectionState {
         {
             let mut index = state.index.write();
             let id = state.stored.id;
-            store.for_each_vector(id, |vid, vector| {
-                index.upsert(&VectorRecord {
-                    id: vid,
-                    vector,
-                    metadata: None,
-                })
-            })?;
+            store.for_each_vector(id, |vid, vector| index.load_row(vid, vector))?;
             store.for_each_metadata(id, |vid, metadata| {
                 let row = index.row_of(vid).ok_or_else(|| {
                     Error::Corrupt(format!("metadata for missing vector {vid:?}"))

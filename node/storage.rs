@@ -16,7 +16,9 @@
 use crate::error::{Error, Result};
 use crate::model::{CollectionConfig, Metadata, VectorRecord};
 use crate::op::Op;
-use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -58,16 +60,26 @@ pub(crate) fn encode_vector(vector: &[f32]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_vector(bytes: &[u8]) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    decode_vector_into(bytes, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes into `out`, reusing its allocation.
+fn decode_vector_into(bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
     if !bytes.len().is_multiple_of(4) {
         return Err(Error::Corrupt(format!(
             "vector value of {} bytes",
             bytes.len()
         )));
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    out.clear();
+    out.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+    Ok(())
 }
 
 fn decode_metadata(bytes: &[u8]) -> Result<Metadata> {
@@ -120,27 +132,44 @@ impl Store {
         Ok(out)
     }
 
+    /// Calls `f` with every (key without prefix, value) pair of `cf` under `prefix`,
+    /// in key order. A raw iterator (no per-entry allocation), large readahead and no
+    /// block-cache fill: start-up reads each collection once, front to back.
+    fn scan_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut opts = ReadOptions::default();
+        opts.fill_cache(false);
+        opts.set_readahead_size(8 << 20);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
+        it.seek(prefix);
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            let Some(suffix) = key.strip_prefix(prefix) else {
+                break;
+            };
+            f(suffix, value)?;
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
     /// Calls `f` for every vector of a collection, in key order.
     pub fn for_each_vector(
         &self,
         collection_id: u64,
-        mut f: impl FnMut(String, Vec<f32>) -> Result<()>,
+        mut f: impl FnMut(&str, &[f32]) -> Result<()>,
     ) -> Result<()> {
-        let prefix = collection_id.to_be_bytes();
-        let iter = self.db.iterator_cf(
-            self.cf(CF_VECTORS)?,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let id = String::from_utf8(key[8..].to_vec())
+        let mut vector = Vec::new();
+        self.scan_prefix(CF_VECTORS, &collection_id.to_be_bytes(), |id, value| {
+            let id = std::str::from_utf8(id)
                 .map_err(|_| Error::Corrupt("vector id is not UTF-8".into()))?;
-            f(id, decode_vector(&value)?)?;
-        }
-        Ok(())
+            decode_vector_into(value, &mut vector)?;
+            f(id, &vector)
+        })
     }
 
     /// Calls `f` for every metadata object of a collection, in key order.
@@ -149,21 +178,11 @@ impl Store {
         collection_id: u64,
         mut f: impl FnMut(&str, Metadata) -> Result<()>,
     ) -> Result<()> {
-        let prefix = collection_id.to_be_bytes();
-        let iter = self.db.iterator_cf(
-            self.cf(CF_METADATA)?,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let id = std::str::from_utf8(&key[8..])
+        self.scan_prefix(CF_METADATA, &collection_id.to_be_bytes(), |id, value| {
+            let id = std::str::from_utf8(id)
                 .map_err(|_| Error::Corrupt("metadata id is not UTF-8".into()))?;
-            f(id, decode_metadata(&value)?)?;
-        }
-        Ok(())
+            f(id, decode_metadata(value)?)
+        })
     }
 
     /// One vector and its metadata, read from a single snapshot so the two agree.
