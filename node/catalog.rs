@@ -7,7 +7,7 @@ use crate::filter_masks::FilterMasks;
 use crate::model::{Metadata, VectorRecord};
 use crate::storage::{Store, StoredCollection};
 use needle_kernels::{Backend, Row, Shard};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -112,27 +112,46 @@ impl CollectionIndex {
         dead >= COMPACT_MIN_TOMBSTONES && dead * 4 >= self.shard.rows()
     }
 
-    /// Drops tombstones from the shard and renumbers the row maps to match.
-    fn compact(&mut self) {
-        let compaction = self.shard.compact();
-        let live = self.shard.rows();
-        let mut row_ids = Vec::with_capacity(live);
-        let mut metadata = Vec::with_capacity(live);
+    /// This index without tombstones, built from a shared borrow: searches go on
+    /// while the copy is made, and [`CollectionIndex::install`] swaps it in.
+    fn compacted(&self) -> Compacted {
+        let (shard, compaction) = self.shard.compacted();
+        let live = shard.rows();
+        let mut compacted = Compacted {
+            shard,
+            rows: HashMap::with_capacity(live),
+            row_ids: Vec::with_capacity(live),
+            metadata: Vec::with_capacity(live),
+        };
         for (old, new) in compaction.remap.iter().enumerate() {
             if let Some(new) = new {
-                debug_assert_eq!(*new as usize, row_ids.len());
-                let id = self.row_ids[old].take();
+                debug_assert_eq!(*new as usize, compacted.row_ids.len());
+                let id = self.row_ids[old].clone();
                 if let Some(id) = &id {
-                    self.rows.insert(id.clone(), *new);
+                    compacted.rows.insert(Arc::clone(id), *new);
                 }
-                row_ids.push(id);
-                metadata.push(self.metadata[old].take());
+                compacted.row_ids.push(id);
+                compacted.metadata.push(self.metadata[old].clone());
             }
         }
-        self.row_ids = row_ids;
-        self.metadata = metadata;
+        compacted
+    }
+
+    fn install(&mut self, compacted: Compacted) {
+        self.shard = compacted.shard;
+        self.rows = compacted.rows;
+        self.row_ids = compacted.row_ids;
+        self.metadata = compacted.metadata;
         self.masks.clear();
     }
+}
+
+/// A compacted replacement for a [`CollectionIndex`]'s rows.
+struct Compacted {
+    shard: Box<dyn Shard>,
+    rows: HashMap<Arc<str>, Row>,
+    row_ids: Vec<Option<Arc<str>>>,
+    metadata: Vec<Option<Arc<Metadata>>>,
 }
 
 impl CollectionState {
@@ -168,8 +187,9 @@ impl CollectionState {
         Ok(state)
     }
 
-    /// Compacts on a background thread when enough rows are tombstones. Searches wait
-    /// on the write lock only for the copy itself.
+    /// Compacts on a background thread when enough rows are tombstones. The copy is
+    /// made under an upgradable read lock — searches continue, writes wait — and only
+    /// the swap takes the write lock.
     pub fn maybe_compact(self: &Arc<Self>) {
         if !self.index.read().needs_compaction() || self.compacting.swap(true, Ordering::AcqRel) {
             return;
@@ -179,10 +199,12 @@ impl CollectionState {
             .name("needle-compact".into())
             .spawn(move || {
                 {
-                    let mut index = state.index.write();
+                    let index = state.index.upgradable_read();
                     if index.needs_compaction() {
                         let before = index.shard.rows();
-                        index.compact();
+                        let compacted = index.compacted();
+                        let mut index = RwLockUpgradableReadGuard::upgrade(index);
+                        index.install(compacted);
                         tracing::debug!(
                             collection = %state.stored.config.name,
                             before,
@@ -254,7 +276,8 @@ mod tests {
             assert!(index.delete(&format!("v{i}")).unwrap());
         }
         assert!(index.needs_compaction());
-        index.compact();
+        let compacted = index.compacted();
+        index.install(compacted);
         assert_eq!(index.shard.rows(), 1500);
         for i in (0..3000).filter(|i| i % 2 == 1) {
             let row = index.row_of(&format!("v{i}")).unwrap() as usize;

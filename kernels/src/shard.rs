@@ -30,8 +30,10 @@ pub trait Shard: Send + Sync {
     fn overwrite(&mut self, row: Row, vector: &[f32]) -> Result<(), KernelError>;
     /// Tombstones `row`; returns whether it was live.
     fn delete(&mut self, row: Row) -> Result<bool, KernelError>;
-    /// Drops tombstones and packs live rows densely, preserving their order.
-    fn compact(&mut self) -> Compaction;
+    /// A copy of this shard without tombstones, live rows packed densely in their
+    /// order, plus the row renumbering. Takes `&self` so that searches on this shard
+    /// can go on while the copy is made; the caller swaps the copy in afterwards.
+    fn compacted(&self) -> (Box<dyn Shard>, Compaction);
     /// The `k` closest live rows to each query, best first. `queries` holds
     /// `queries.len() / dims` vectors back to back; `mask`, when given, must cover
     /// [`Shard::rows`] rows and restricts results to its set rows. Fewer than `k` hits

@@ -128,7 +128,7 @@ fn deletes_overwrites_and_compaction_keep_results_exact() {
             assert_matches(hits, &want, &expected, dims, metric, q);
         }
         // Compaction preserves order, so the reference is the live rows packed.
-        let compaction = shard.compact();
+        let (shard, compaction) = shard.compacted();
         let packed: Vec<f32> = (0..3000)
             .filter(|r| alive.contains(*r))
             .flat_map(|r| expected[r * dims..(r + 1) * dims].to_vec())

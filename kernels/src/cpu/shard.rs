@@ -117,33 +117,33 @@ impl Shard for CpuShard {
         }
     }
 
-    fn compact(&mut self) -> Compaction {
+    fn compacted(&self) -> (Box<dyn Shard>, Compaction) {
         let rows = self.norms_sq.len();
+        let live = self.live_count;
+        let mut packed = CpuShard {
+            dims: self.dims,
+            metric: self.metric,
+            data: Vec::with_capacity(live * self.dims),
+            norms_sq: Vec::with_capacity(live),
+            inv_norms: Vec::with_capacity(live),
+            live: RowMask::all(live),
+            live_count: live,
+        };
         let mut remap = Vec::with_capacity(rows);
-        let mut next = 0usize;
         for r in 0..rows {
             if self.live.contains(r) {
-                if next != r {
-                    self.data
-                        .copy_within(r * self.dims..(r + 1) * self.dims, next * self.dims);
-                    self.norms_sq[next] = self.norms_sq[r];
-                    self.inv_norms[next] = self.inv_norms[r];
-                }
-                remap.push(Some(next as Row));
-                next += 1;
+                remap.push(Some(packed.norms_sq.len() as Row));
+                packed
+                    .data
+                    .extend_from_slice(&self.data[r * self.dims..(r + 1) * self.dims]);
+                packed.norms_sq.push(self.norms_sq[r]);
+                packed.inv_norms.push(self.inv_norms[r]);
             } else {
                 remap.push(None);
             }
         }
-        self.data.truncate(next * self.dims);
-        self.data.shrink_to_fit();
-        self.norms_sq.truncate(next);
-        self.norms_sq.shrink_to_fit();
-        self.inv_norms.truncate(next);
-        self.inv_norms.shrink_to_fit();
-        self.live = RowMask::all(next);
-        self.live_count = next;
-        Compaction { remap }
+        debug_assert_eq!(packed.norms_sq.len(), live);
+        (Box::new(packed), Compaction { remap })
     }
 
     fn search_batch(
