@@ -3,6 +3,8 @@
 //! searches back to back, reporting the slowest one during compaction against the
 //! median before it. `cargo bench --bench compaction_stall [-- N DIMS]`.
 
+mod machine;
+
 use needle::{CollectionConfig, Database, Distance, Op, Precondition, VectorRecord};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -71,14 +73,16 @@ fn main() -> Result<(), needle::Error> {
         let searched = searcher.join().unwrap_or((Duration::ZERO, 0));
         result.map(|_| searched)
     })?;
+    println!("machine: {}", machine::describe());
     println!("N={n} d={dims}: delete 40 % then background compaction");
     println!(
         "median search before: {:.2} ms",
         before[before.len() / 2].as_secs_f64() * 1e3
     );
     println!(
-        "slowest search during delete + compaction: {:.2} ms ({searches} searches)",
-        worst.as_secs_f64() * 1e3
+        "slowest search during delete + compaction: {:.2} ms ({searches} searches), {:.1}x the median before",
+        worst.as_secs_f64() * 1e3,
+        worst.as_secs_f64() / before[before.len() / 2].as_secs_f64()
     );
     drop(c);
     drop(db);

@@ -2,6 +2,8 @@
 //! scan multiplies per worker (512 queries × 1024 rows × d), single-threaded, as in
 //! the scan. `cargo bench --bench gemm_choice`; throughput is reported in FLOP/s.
 
+mod machine;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ fn data(len: usize, seed: u32) -> Vec<f32> {
 }
 
 fn bench(c: &mut Criterion) {
+    println!("machine: {}", machine::describe());
     let mut group = c.benchmark_group("block_gemm");
     group
         .sample_size(20)

@@ -1,6 +1,8 @@
 //! Criterion benches of the CPU engine: single queries and batches at several N and d.
 //! `cargo bench --bench search`. The faiss comparison lives in `compare_faiss.py`.
 
+mod machine;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use needle_kernels::cpu::CpuShard;
 use needle_kernels::{Metric, Shard};
@@ -27,6 +29,7 @@ fn shard(n: usize, d: usize, metric: Metric) -> CpuShard {
 }
 
 fn bench(c: &mut Criterion) {
+    println!("machine: {}", machine::describe());
     let mut group = c.benchmark_group("cpu_search");
     group
         .sample_size(10)

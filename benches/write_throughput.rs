@@ -2,6 +2,8 @@
 //! group commit (the default) and with one fsync per write, measured in one run.
 //! `cargo bench --bench write_throughput [-- WRITERS OPS_PER_WRITER DIMS]`.
 
+mod machine;
+
 use needle::{CollectionConfig, Database, DatabaseOptions, Distance, SyncMode, VectorRecord};
 use std::time::Instant;
 
@@ -57,6 +59,7 @@ fn main() -> Result<(), needle::Error> {
         [w, n, d, ..] => (*w, *n, *d),
         _ => (16, 200, 384),
     };
+    println!("machine: {}", machine::describe());
     println!("{writers} concurrent writers x {per_writer} single-vector inserts, d={dims}, fsync before every ack");
     let mut best = [0.0f64; 2];
     for _ in 0..2 {
