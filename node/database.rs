@@ -3,6 +3,7 @@
 use crate::catalog::{Catalog, CollectionState};
 use crate::collection::Collection;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::model::{validate_collection_name, CollectionConfig};
 use crate::op::{Applied, Op, Precondition};
 use crate::storage::Store;
@@ -45,6 +46,9 @@ pub struct CollectionInfo {
     pub config: CollectionConfig,
     /// Live vectors.
     pub count: usize,
+    /// Deleted rows awaiting compaction (exported as a metric, not in the API).
+    #[serde(skip)]
+    pub tombstones: usize,
 }
 
 pub(crate) struct Inner {
@@ -56,6 +60,7 @@ pub(crate) struct Inner {
     /// log is empty).
     pub log_start: AtomicU64,
     pub log_retention: u64,
+    pub metrics: Arc<Metrics>,
     pub path: PathBuf,
 }
 
@@ -88,6 +93,9 @@ impl Database {
             tracing::info!(collection = %name, vectors = state.index.read().live(), "loaded collection");
             catalog.insert(state);
         }
+        let metrics = Arc::new(Metrics::new().map_err(|e| Error::Metrics(e.to_string()))?);
+        metrics.applied_seq.set(applied as i64);
+        metrics.oplog_first_seq.set(log_start as i64);
         let inner = Arc::new(Inner {
             store,
             backend,
@@ -95,6 +103,7 @@ impl Database {
             applied_seq: AtomicU64::new(applied),
             log_start: AtomicU64::new(log_start),
             log_retention: options.log_retention.max(1),
+            metrics,
             path,
         });
         let writer = Arc::new(WriterHandle::start(Arc::clone(&inner), options.sync)?);
@@ -113,6 +122,11 @@ impl Database {
     /// Sequence number of the last op applied.
     pub fn applied_seq(&self) -> u64 {
         self.inner.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// The metrics registry of this database; the HTTP server exports it.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.inner.metrics)
     }
 
     /// Sequence number of the oldest operation-log entry still kept.
@@ -220,8 +234,10 @@ impl Database {
 }
 
 fn info(state: &CollectionState) -> CollectionInfo {
+    let index = state.index.read();
     CollectionInfo {
         config: state.stored.config.clone(),
-        count: state.index.read().live(),
+        count: index.live(),
+        tombstones: index.tombstones(),
     }
 }

@@ -54,6 +54,8 @@ pub enum Error {
     Kernel(#[from] KernelError),
     #[error("database is shutting down")]
     Closed,
+    #[error("metrics registry: {0}")]
+    Metrics(String),
 }
 
 /// The broad class of an error, which the HTTP edge maps to a status code.
@@ -92,6 +94,7 @@ impl Error {
             Error::Kernel(KernelError::DimensionMismatch { .. }) => "DIMENSION_MISMATCH",
             Error::Kernel(_) => "ENGINE_ERROR",
             Error::Closed => "SHUTTING_DOWN",
+            Error::Metrics(_) => "INTERNAL",
         }
     }
 
@@ -100,7 +103,7 @@ impl Error {
             Error::CollectionNotFound(_) | Error::VectorNotFound(_) => ErrorKind::NotFound,
             Error::CollectionExists(_) | Error::VectorExists(_) => ErrorKind::Conflict,
             Error::InvalidBatchItem { source, .. } => source.kind(),
-            Error::Storage(_) | Error::Corrupt(_) => ErrorKind::Internal,
+            Error::Storage(_) | Error::Corrupt(_) | Error::Metrics(_) => ErrorKind::Internal,
             Error::Kernel(KernelError::InvalidK { .. })
             | Error::Kernel(KernelError::DimensionMismatch { .. }) => ErrorKind::BadRequest,
             Error::Kernel(_) => ErrorKind::Internal,

@@ -1,16 +1,29 @@
 //! Every metric the node exports, registered in one place and rendered at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-/// The node's metrics. One instance per server, shared by all handlers.
+/// The node's metrics. One instance per database, shared by the writer and every
+/// HTTP handler.
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub collection_vectors: IntGaugeVec,
+    pub collection_tombstones: IntGaugeVec,
     pub search_batch_size: HistogramVec,
+    /// Committed ops by kind (`create_collection`, `drop_collection`, `upsert`, `delete`).
+    pub write_ops: IntCounterVec,
+    /// Ops per fsynced RocksDB batch: how much group commit is grouping.
+    pub write_group_ops: Histogram,
+    /// Time to write and fsync one batch.
+    pub write_commit_seconds: Histogram,
+    /// Sequence number of the last applied op.
+    pub applied_seq: IntGauge,
+    /// Sequence number of the oldest retained operation-log entry.
+    pub oplog_first_seq: IntGauge,
 }
 
 impl Metrics {
@@ -40,16 +53,58 @@ impl Metrics {
                 .buckets(prometheus::exponential_buckets(1.0, 2.0, 14)?),
             &["collection"],
         )?;
+        let collection_tombstones = IntGaugeVec::new(
+            Opts::new(
+                "needle_collection_tombstones",
+                "Deleted rows awaiting compaction per collection",
+            ),
+            &["collection"],
+        )?;
+        let write_ops = IntCounterVec::new(
+            Opts::new("needle_write_ops_total", "Committed operations by kind"),
+            &["op"],
+        )?;
+        let write_group_ops = Histogram::with_opts(
+            HistogramOpts::new("needle_write_group_ops", "Operations per fsynced batch")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 10)?),
+        )?;
+        let write_commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "needle_write_commit_seconds",
+                "Time to write and fsync one batch of operations",
+            )
+            .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16)?),
+        )?;
+        let applied_seq = IntGauge::new(
+            "needle_applied_seq",
+            "Sequence number of the last applied operation",
+        )?;
+        let oplog_first_seq = IntGauge::new(
+            "needle_oplog_first_seq",
+            "Sequence number of the oldest retained operation-log entry",
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(collection_vectors.clone()))?;
+        registry.register(Box::new(collection_tombstones.clone()))?;
         registry.register(Box::new(search_batch_size.clone()))?;
+        registry.register(Box::new(write_ops.clone()))?;
+        registry.register(Box::new(write_group_ops.clone()))?;
+        registry.register(Box::new(write_commit_seconds.clone()))?;
+        registry.register(Box::new(applied_seq.clone()))?;
+        registry.register(Box::new(oplog_first_seq.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
             http_duration,
             collection_vectors,
+            collection_tombstones,
             search_batch_size,
+            write_ops,
+            write_group_ops,
+            write_commit_seconds,
+            applied_seq,
+            oplog_first_seq,
         })
     }
 
@@ -57,10 +112,15 @@ impl Metrics {
     /// from `collections` first so dropped collections disappear.
     pub fn render(&self, collections: &[crate::CollectionInfo]) -> String {
         self.collection_vectors.reset();
+        self.collection_tombstones.reset();
         for c in collections {
+            let name = [c.config.name.as_str()];
             self.collection_vectors
-                .with_label_values(&[c.config.name.as_str()])
+                .with_label_values(&name)
                 .set(c.count as i64);
+            self.collection_tombstones
+                .with_label_values(&name)
+                .set(c.tombstones as i64);
         }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

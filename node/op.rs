@@ -35,6 +35,16 @@ impl Op {
         }
     }
 
+    /// The op's kind, as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateCollection(_) => "create_collection",
+            Op::DropCollection { .. } => "drop_collection",
+            Op::Upsert { .. } => "upsert",
+            Op::Delete { .. } => "delete",
+        }
+    }
+
     /// Log encoding: a format byte, then postcard. The byte lets a later format be
     /// read alongside this one.
     pub fn encode(&self) -> Result<Vec<u8>> {

@@ -183,7 +183,13 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
         },
         None => None,
     };
-    if let Err(e) = inner.store.commit(batch) {
+    let started = std::time::Instant::now();
+    let committed = inner.store.commit(batch);
+    inner
+        .metrics
+        .write_commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = committed {
         tracing::error!(error = %e, ops = accepted.len(), "write batch failed; nothing applied");
         for a in accepted {
             let _ = a.pending.reply.send(Err(Error::Storage(e.clone())));
@@ -192,8 +198,16 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
     }
     if let Some(below) = trim_below {
         inner.log_start.store(below, Ordering::Release);
+        inner.metrics.oplog_first_seq.set(below as i64);
     }
+    inner.metrics.write_group_ops.observe(accepted.len() as f64);
+    inner.metrics.applied_seq.set(seq as i64);
     for a in accepted {
+        inner
+            .metrics
+            .write_ops
+            .with_label_values(&[a.pending.op.kind()])
+            .inc();
         let affected = apply_in_memory(inner, &a.pending.op, a.target);
         inner.applied_seq.store(a.seq, Ordering::Release);
         let affected = if matches!(a.pending.op, Op::Delete { .. }) {

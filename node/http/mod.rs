@@ -92,7 +92,7 @@ pub async fn serve(
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let metrics = Arc::new(Metrics::new().map_err(std::io::Error::other)?);
+    let metrics = db.metrics();
     let coalescer = if options.search_coalescing {
         let batch_sizes = metrics.search_batch_size.clone();
         let observe = move |collection: &str, size: usize| {

@@ -344,4 +344,18 @@ fn metrics_count_requests_vectors_and_batch_sizes() {
         text.contains("needle_http_request_duration_seconds_bucket"),
         "{text}"
     );
+    // The write path: one create and one upsert, each fsynced.
+    assert!(text.contains("needle_applied_seq 2"), "{text}");
+    assert!(
+        text.contains("needle_write_ops_total{op=\"upsert\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("needle_write_commit_seconds_count 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("needle_collection_tombstones{collection=\"m\"} 0"),
+        "{text}"
+    );
 }
