@@ -1,7 +1,7 @@
 use super::extract::ApiJson;
 use super::{ApiError, AppState};
 use crate::coalesce::SearchRequest;
-use crate::{Filter, SearchHit};
+use crate::{Collection, Filter, SearchHit};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -62,19 +62,18 @@ pub async fn single(
     let hits = match &state.coalescer {
         Some(coalescer) => coalescer.search(collection, request).await?,
         None => {
-            state
-                .metrics
-                .search_batch_size
-                .with_label_values(&[name.as_str()])
-                .observe(1.0);
             let r = request;
-            tokio::task::spawn_blocking(move || {
-                collection.search_batch(&[r.query], r.k, r.filter.as_deref(), r.include_vectors)
-            })
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-            })??
+            let filter = r.filter.as_deref().cloned();
+            engine_call(
+                &state,
+                &name,
+                collection,
+                vec![r.query],
+                r.k,
+                filter,
+                r.include_vectors,
+            )
+            .await?
             .pop()
             .unwrap_or_default()
         }
@@ -97,18 +96,17 @@ pub async fn batch(
     if body.vectors.is_empty() {
         return Ok(Json(json!({ "results": [] })));
     }
-    state
-        .metrics
-        .search_batch_size
-        .with_label_values(&[name.as_str()])
-        .observe(body.vectors.len() as f64);
     let (queries, k, include_vectors) = (body.vectors, body.k, body.include_vectors);
-    // The scan is CPU-bound and parallel; keep it off the async workers.
-    let hits = tokio::task::spawn_blocking(move || {
-        collection.search_batch(&queries, k, filter.as_ref(), include_vectors)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
+    let hits = engine_call(
+        &state,
+        &name,
+        collection,
+        queries,
+        k,
+        filter,
+        include_vectors,
+    )
+    .await?;
     let results: Vec<Vec<Value>> = hits
         .into_iter()
         .map(|per_query| {
@@ -119,6 +117,30 @@ pub async fn batch(
         })
         .collect();
     Ok(Json(json!({ "results": results })))
+}
+
+/// One engine call on a blocking thread (the scan is CPU-bound and parallel; it must
+/// not occupy an async worker), counted in the batch-size metric.
+async fn engine_call(
+    state: &AppState,
+    name: &str,
+    collection: Collection,
+    queries: Vec<Vec<f32>>,
+    k: usize,
+    filter: Option<Filter>,
+    include_vectors: bool,
+) -> Result<Vec<Vec<SearchHit>>, ApiError> {
+    state
+        .metrics
+        .search_batch_size
+        .with_label_values(&[name])
+        .observe(queries.len() as f64);
+    tokio::task::spawn_blocking(move || {
+        collection.search_batch(&queries, k, filter.as_ref(), include_vectors)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?
+    .map_err(ApiError::from)
 }
 
 fn parse_filter(filter: Option<Value>) -> Result<Option<Filter>, ApiError> {
