@@ -1,13 +1,7 @@
 //! The HTTP contract, request by request.
 
-use crate::support::{assert_error, vectors, Node};
+use crate::support::{assert_error, node, vectors, Node};
 use serde_json::{json, Value};
-
-fn node() -> (tempfile::TempDir, Node) {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&dir.path().join("data"), &[]);
-    (dir, node)
-}
 
 #[test]
 fn health_reports_backend_and_version() {

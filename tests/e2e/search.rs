@@ -1,14 +1,8 @@
 //! Search over HTTP: ranking, filters, distances, validation, and coalescing of
 //! concurrent single queries.
 
-use crate::support::{assert_error, vectors, Node};
+use crate::support::{assert_error, node, vectors, Node};
 use serde_json::{json, Value};
-
-fn node() -> (tempfile::TempDir, Node) {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&dir.path().join("data"), &[]);
-    (dir, node)
-}
 
 #[test]
 fn search_ranks_filters_and_validates() {

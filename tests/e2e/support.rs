@@ -95,6 +95,13 @@ impl Drop for Node {
     }
 }
 
+/// A node on a fresh temporary data directory (dropped with the returned guard).
+pub fn node() -> (tempfile::TempDir, Node) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(&dir.path().join("data"), &[]);
+    (dir, node)
+}
+
 /// A small blocking HTTP client returning (status, JSON body).
 #[derive(Clone)]
 pub struct Client {
