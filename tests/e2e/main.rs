@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod crash;
+mod garbage;
 mod library;
 mod search;
 mod support;
