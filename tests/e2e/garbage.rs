@@ -66,6 +66,21 @@ fn garbage_bodies_get_client_errors_and_change_nothing() {
             Ok(())
         })
         .unwrap();
+    // Not even JSON: random bytes.
+    runner
+        .run(
+            &(0..routes.len(), prop::collection::vec(any::<u8>(), 0..200)),
+            |(route, bytes)| {
+                let (status, resp) = c.post_raw(routes[route], bytes);
+                prop_assert!(
+                    (400..500).contains(&status),
+                    "{} -> {status} {resp}",
+                    routes[route]
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
     // Still serving, and the stored vector is untouched unless a valid write said so.
     let (status, kept) = c.get("/collections/g/vectors/keep");
     assert_eq!(status, 200);
