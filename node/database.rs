@@ -199,9 +199,36 @@ impl Database {
         self.writer.send(Pending {
             op,
             precondition,
+            seq: None,
             reply,
         })?;
         Ok(rx)
+    }
+
+    /// Applies ops that were ordered elsewhere — a primary's log, a Raft log — at their
+    /// own sequence numbers, through the same writer, batches and checks as local
+    /// writes. Idempotent: entries at or below [`Database::applied_seq`] are skipped,
+    /// so a replayed or retried stream is harmless. An entry that is not the next
+    /// sequence number fails with `LOG_GAP` and nothing after it is applied. Returns
+    /// the applied sequence number afterwards.
+    pub fn apply_entries(&self, entries: Vec<(u64, Op)>) -> Result<u64> {
+        let mut waiting = Vec::with_capacity(entries.len());
+        for (seq, op) in entries {
+            validate_context_free(&op)?;
+            let (reply, rx) = oneshot::channel();
+            self.writer.send(Pending {
+                op,
+                precondition: Precondition::None,
+                seq: Some(seq),
+                reply,
+            })?;
+            waiting.push(rx);
+        }
+        // All entries are queued before the first wait, so the writer groups them.
+        for rx in waiting {
+            futures::executor::block_on(rx).map_err(|_| Error::Closed)??;
+        }
+        Ok(self.applied_seq())
     }
 
     fn validate(&self, op: &Op) -> Result<()> {
@@ -230,6 +257,24 @@ impl Database {
     /// Operation-log entries with `seq >= from`, at most `limit`, oldest first.
     pub fn read_log(&self, from: u64, limit: usize) -> Result<Vec<(u64, Op)>> {
         self.inner.store.read_log(from, limit)
+    }
+}
+
+/// The checks of an op that need no database state (ids, finite vectors, metadata
+/// size, names): for entries whose collection may be created earlier in the same
+/// stream. Dimensions are checked by the writer against the collection itself.
+fn validate_context_free(op: &Op) -> Result<()> {
+    match op {
+        Op::CreateCollection(config) => config.validate(),
+        Op::DropCollection { name } => validate_collection_name(name),
+        Op::Upsert { records, .. } => records.iter().enumerate().try_for_each(|(index, r)| {
+            let len = r.vector.len();
+            r.validate(len).map_err(|e| Error::InvalidBatchItem {
+                index,
+                source: Box::new(e),
+            })
+        }),
+        Op::Delete { ids, .. } => ids.iter().try_for_each(|id| crate::model::validate_id(id)),
     }
 }
 

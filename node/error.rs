@@ -52,6 +52,8 @@ pub enum Error {
     Corrupt(String),
     #[error("search engine error: {0}")]
     Kernel(#[from] KernelError),
+    #[error("operation-log gap: the next sequence number is {expected}, got {got}")]
+    LogGap { expected: u64, got: u64 },
     #[error("database is shutting down")]
     Closed,
     #[error("metrics registry: {0}")]
@@ -93,6 +95,7 @@ impl Error {
             Error::Kernel(KernelError::InvalidK { .. }) => "INVALID_K",
             Error::Kernel(KernelError::DimensionMismatch { .. }) => "DIMENSION_MISMATCH",
             Error::Kernel(_) => "ENGINE_ERROR",
+            Error::LogGap { .. } => "LOG_GAP",
             Error::Closed => "SHUTTING_DOWN",
             Error::Metrics(_) => "INTERNAL",
         }
@@ -101,7 +104,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::CollectionNotFound(_) | Error::VectorNotFound(_) => ErrorKind::NotFound,
-            Error::CollectionExists(_) | Error::VectorExists(_) => ErrorKind::Conflict,
+            Error::CollectionExists(_) | Error::VectorExists(_) | Error::LogGap { .. } => {
+                ErrorKind::Conflict
+            }
             Error::InvalidBatchItem { source, .. } => source.kind(),
             Error::Storage(_) | Error::Corrupt(_) | Error::Metrics(_) => ErrorKind::Internal,
             Error::Kernel(KernelError::InvalidK { .. })

@@ -49,6 +49,9 @@ const MAX_GROUP_OPS: usize = 512;
 pub(crate) struct Pending {
     pub op: Op,
     pub precondition: Precondition,
+    /// Set when the op was ordered elsewhere (a primary, a Raft log) and must land at
+    /// exactly this sequence number; `None` when this node orders it.
+    pub seq: Option<u64>,
     pub reply: oneshot::Sender<Result<Applied>>,
 }
 
@@ -142,6 +145,26 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
     let mut overlay = Overlay::new();
     let mut accepted = Vec::with_capacity(run.len());
     for pending in run {
+        // Ops ordered elsewhere: already applied is a no-op (so retries and replays are
+        // safe), and anything but the next sequence number is a gap.
+        if let Some(want) = pending.seq {
+            if want <= seq {
+                let skipped = Applied {
+                    seq: want,
+                    affected: 0,
+                    deleted: Vec::new(),
+                };
+                let _ = pending.reply.send(Ok(skipped));
+                continue;
+            }
+            if want != seq + 1 {
+                let _ = pending.reply.send(Err(Error::LogGap {
+                    expected: seq + 1,
+                    got: want,
+                }));
+                continue;
+            }
+        }
         let checked =
             check(inner, &pending, seq + 1, &mut overlay).and_then(|(target, deleted)| {
                 let id = match &target {
