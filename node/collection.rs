@@ -42,15 +42,13 @@ impl Collection {
 
     /// Adds a vector; `VECTOR_EXISTS` if the id is taken.
     pub fn insert(&self, record: VectorRecord) -> Result<()> {
-        let config = self.config()?;
-        record.validate(config.dimensions)?;
         let op = Op::Upsert {
             collection: self.name.clone(),
             records: vec![record],
         };
         self.db
             .submit(op, Precondition::IdsAbsent)
-            .map_err(unwrap_single)?;
+            .map_err(Error::single_item)?;
         Ok(())
     }
 
@@ -116,13 +114,5 @@ impl Collection {
             filter,
             include_vectors,
         )
-    }
-}
-
-/// A single-record write reports the record's own error, not "vectors[0]: ...".
-fn unwrap_single(e: Error) -> Error {
-    match e {
-        Error::InvalidBatchItem { source, .. } => *source,
-        other => other,
     }
 }

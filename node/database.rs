@@ -231,26 +231,22 @@ impl Database {
         Ok(self.applied_seq())
     }
 
+    /// Every check of [`validate_context_free`], plus those that need the collection:
+    /// that it exists, and its dimensions.
     fn validate(&self, op: &Op) -> Result<()> {
         match op {
-            Op::CreateCollection(config) => config.validate(),
-            Op::DropCollection { name } => validate_collection_name(name),
             Op::Upsert {
                 collection,
                 records,
             } => {
                 let dims = self.state(collection)?.stored.config.dimensions;
-                records.iter().enumerate().try_for_each(|(index, r)| {
-                    r.validate(dims).map_err(|e| Error::InvalidBatchItem {
-                        index,
-                        source: Box::new(e),
-                    })
-                })
+                validate_records(records, |r| r.validate(dims))
             }
-            Op::Delete { collection, ids } => {
+            Op::Delete { collection, .. } => {
                 self.state(collection)?;
-                ids.iter().try_for_each(|id| crate::model::validate_id(id))
+                validate_context_free(op)
             }
+            Op::CreateCollection(_) | Op::DropCollection { .. } => validate_context_free(op),
         }
     }
 
@@ -267,15 +263,22 @@ fn validate_context_free(op: &Op) -> Result<()> {
     match op {
         Op::CreateCollection(config) => config.validate(),
         Op::DropCollection { name } => validate_collection_name(name),
-        Op::Upsert { records, .. } => records.iter().enumerate().try_for_each(|(index, r)| {
-            let len = r.vector.len();
-            r.validate(len).map_err(|e| Error::InvalidBatchItem {
-                index,
-                source: Box::new(e),
-            })
-        }),
+        Op::Upsert { records, .. } => validate_records(records, |r| r.validate(r.vector.len())),
         Op::Delete { ids, .. } => ids.iter().try_for_each(|id| crate::model::validate_id(id)),
     }
+}
+
+/// Runs `check` on every record; a failure names the record's index.
+fn validate_records(
+    records: &[crate::model::VectorRecord],
+    check: impl Fn(&crate::model::VectorRecord) -> Result<()>,
+) -> Result<()> {
+    records.iter().enumerate().try_for_each(|(index, r)| {
+        check(r).map_err(|e| Error::InvalidBatchItem {
+            index,
+            source: Box::new(e),
+        })
+    })
 }
 
 fn info(state: &CollectionState) -> CollectionInfo {

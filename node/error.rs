@@ -101,6 +101,15 @@ impl Error {
         }
     }
 
+    /// For a write of one record: the record's own error rather than
+    /// "vectors[0]: ...".
+    pub fn single_item(self) -> Error {
+        match self {
+            Error::InvalidBatchItem { source, .. } => *source,
+            other => other,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::CollectionNotFound(_) | Error::VectorNotFound(_) => ErrorKind::NotFound,

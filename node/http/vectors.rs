@@ -42,9 +42,7 @@ pub async fn insert(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<RecordBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let dims = state.db.collection_info(&name)?.config.dimensions;
     let record = body.into_record()?;
-    record.validate(dims)?;
     let id = record.id.clone();
     let op = Op::Upsert {
         collection: name,
@@ -54,10 +52,7 @@ pub async fn insert(
         .db
         .submit_async(op, Precondition::IdsAbsent)
         .await
-        .map_err(|e| match e {
-            Error::InvalidBatchItem { source, .. } => *source,
-            other => other,
-        })?;
+        .map_err(Error::single_item)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "seq": applied.seq })),
