@@ -1,9 +1,20 @@
 //! Every metric the node exports, registered in one place and rendered at `/metrics`.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+/// Registers `collector` and hands it back, so each metric is created and
+/// registered in one expression.
+fn registered<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> Result<C, prometheus::Error> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
 
 /// The node's metrics. One instance per database, shared by the writer and every
 /// HTTP handler.
@@ -29,70 +40,90 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "needle_http_requests_total",
-                "HTTP requests by route, method and status",
-            ),
-            &["route", "method", "status"],
+        let http_requests = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "needle_http_requests_total",
+                    "HTTP requests by route, method and status",
+                ),
+                &["route", "method", "status"],
+            )?,
         )?;
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "needle_http_request_duration_seconds",
-                "HTTP request latency by route",
-            )
-            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18)?),
-            &["route", "method"],
+        let http_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "needle_http_request_duration_seconds",
+                    "HTTP request latency by route",
+                )
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18)?),
+                &["route", "method"],
+            )?,
         )?;
-        let collection_vectors = IntGaugeVec::new(
-            Opts::new("needle_collection_vectors", "Live vectors per collection"),
-            &["collection"],
+        let collection_vectors = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("needle_collection_vectors", "Live vectors per collection"),
+                &["collection"],
+            )?,
         )?;
-        let search_batch_size = HistogramVec::new(
-            HistogramOpts::new("needle_search_batch_size", "Queries per engine call")
-                .buckets(prometheus::exponential_buckets(1.0, 2.0, 14)?),
-            &["collection"],
+        let search_batch_size = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new("needle_search_batch_size", "Queries per engine call")
+                    .buckets(prometheus::exponential_buckets(1.0, 2.0, 14)?),
+                &["collection"],
+            )?,
         )?;
-        let collection_tombstones = IntGaugeVec::new(
-            Opts::new(
-                "needle_collection_tombstones",
-                "Deleted rows awaiting compaction per collection",
-            ),
-            &["collection"],
+        let collection_tombstones = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "needle_collection_tombstones",
+                    "Deleted rows awaiting compaction per collection",
+                ),
+                &["collection"],
+            )?,
         )?;
-        let write_ops = IntCounterVec::new(
-            Opts::new("needle_write_ops_total", "Committed operations by kind"),
-            &["op"],
+        let write_ops = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("needle_write_ops_total", "Committed operations by kind"),
+                &["op"],
+            )?,
         )?;
-        let write_group_ops = Histogram::with_opts(
-            HistogramOpts::new("needle_write_group_ops", "Operations per fsynced batch")
-                .buckets(prometheus::exponential_buckets(1.0, 2.0, 10)?),
+        let write_group_ops = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new("needle_write_group_ops", "Operations per fsynced batch")
+                    .buckets(prometheus::exponential_buckets(1.0, 2.0, 10)?),
+            )?,
         )?;
-        let write_commit_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "needle_write_commit_seconds",
-                "Time to write and fsync one batch of operations",
-            )
-            .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16)?),
+        let write_commit_seconds = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "needle_write_commit_seconds",
+                    "Time to write and fsync one batch of operations",
+                )
+                .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16)?),
+            )?,
         )?;
-        let applied_seq = IntGauge::new(
-            "needle_applied_seq",
-            "Sequence number of the last applied operation",
+        let applied_seq = registered(
+            &registry,
+            IntGauge::new(
+                "needle_applied_seq",
+                "Sequence number of the last applied operation",
+            )?,
         )?;
-        let oplog_first_seq = IntGauge::new(
-            "needle_oplog_first_seq",
-            "Sequence number of the oldest retained operation-log entry",
+        let oplog_first_seq = registered(
+            &registry,
+            IntGauge::new(
+                "needle_oplog_first_seq",
+                "Sequence number of the oldest retained operation-log entry",
+            )?,
         )?;
-        registry.register(Box::new(http_requests.clone()))?;
-        registry.register(Box::new(http_duration.clone()))?;
-        registry.register(Box::new(collection_vectors.clone()))?;
-        registry.register(Box::new(collection_tombstones.clone()))?;
-        registry.register(Box::new(search_batch_size.clone()))?;
-        registry.register(Box::new(write_ops.clone()))?;
-        registry.register(Box::new(write_group_ops.clone()))?;
-        registry.register(Box::new(write_commit_seconds.clone()))?;
-        registry.register(Box::new(applied_seq.clone()))?;
-        registry.register(Box::new(oplog_first_seq.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
