@@ -137,33 +137,36 @@ fn execute(group: Vec<Job>, observe: &BatchObserver) {
     let filter = first.request.filter.clone();
     let include_vectors = first.request.include_vectors;
     let k = group.iter().map(|j| j.request.k).max().unwrap_or(1);
-    let queries: Vec<Vec<f32>> = group.iter().map(|j| j.request.query.clone()).collect();
+    // The queries move into the batch; each caller keeps its k and reply channel.
+    let (queries, waiting): (Vec<Vec<f32>>, Vec<_>) = group
+        .into_iter()
+        .map(|j| (j.request.query, (j.request.k, j.reply)))
+        .unzip();
     observe(collection.name(), queries.len());
     match collection.search_batch(&queries, k, filter.as_deref(), include_vectors) {
         Ok(results) => {
-            for (job, mut hits) in group.into_iter().zip(results) {
-                hits.truncate(job.request.k);
-                let _ = job.reply.send(Ok(hits));
+            for ((k, reply), mut hits) in waiting.into_iter().zip(results) {
+                hits.truncate(k);
+                let _ = reply.send(Ok(hits));
             }
         }
-        Err(e) if group.len() == 1 => {
-            if let Some(job) = group.into_iter().next() {
-                let _ = job.reply.send(Err(e));
+        Err(e) if waiting.len() == 1 => {
+            if let Some((_, reply)) = waiting.into_iter().next() {
+                let _ = reply.send(Err(e));
             }
         }
         Err(_) => {
-            for job in group {
-                let r = &job.request;
+            for (query, (k, reply)) in queries.iter().zip(waiting) {
                 observe(collection.name(), 1);
                 let result = collection
                     .search_batch(
-                        std::slice::from_ref(&r.query),
-                        r.k,
+                        std::slice::from_ref(query),
+                        k,
                         filter.as_deref(),
                         include_vectors,
                     )
                     .map(|mut per_query| per_query.pop().unwrap_or_default());
-                let _ = job.reply.send(result);
+                let _ = reply.send(result);
             }
         }
     }
