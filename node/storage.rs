@@ -37,11 +37,11 @@ pub struct StoredCollection {
     pub id: u64,
 }
 
-/// Values of one op encoded ahead of staging (see [`Store::stage`]).
-enum Encoded {
-    Collection(Vec<u8>),
-    Metadata(Vec<Option<Vec<u8>>>),
-    Nothing,
+/// One key change of an op, prepared before anything touches the batch.
+enum Write<'a> {
+    Put(&'a ColumnFamily, Vec<u8>, Vec<u8>),
+    Delete(&'a ColumnFamily, Vec<u8>),
+    DeleteRange(&'a ColumnFamily, [u8; 8], [u8; 8]),
 }
 
 pub(crate) struct Store {
@@ -246,67 +246,78 @@ impl Store {
         op: &Op,
         collection_id: u64,
     ) -> Result<()> {
-        let (oplog, meta) = (self.cf(CF_OPLOG)?, self.cf(CF_META)?);
+        for write in self.writes(seq, op, collection_id)? {
+            match write {
+                Write::Put(cf, key, value) => batch.put_cf(cf, key, value),
+                Write::Delete(cf, key) => batch.delete_cf(cf, key),
+                Write::DeleteRange(cf, from, to) => batch.delete_range_cf(cf, from, to),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key change of one op, computed (and every encoding done) up front.
+    fn writes(&self, seq: u64, op: &Op, collection_id: u64) -> Result<Vec<Write<'_>>> {
         let (collections, vectors, metadata) = (
             self.cf(CF_COLLECTIONS)?,
             self.cf(CF_VECTORS)?,
             self.cf(CF_METADATA)?,
         );
-        let entry = op.encode()?;
-        let encoded = match op {
+        let mut writes = vec![
+            Write::Put(self.cf(CF_OPLOG)?, seq.to_be_bytes().to_vec(), op.encode()?),
+            Write::Put(
+                self.cf(CF_META)?,
+                KEY_APPLIED_SEQ.to_vec(),
+                seq.to_be_bytes().to_vec(),
+            ),
+        ];
+        match op {
             Op::CreateCollection(config) => {
                 let stored = StoredCollection {
                     config: config.clone(),
                     id: collection_id,
                 };
-                Encoded::Collection(
-                    serde_json::to_vec(&stored)
-                        .map_err(|e| Error::Corrupt(format!("encoding collection: {e}")))?,
-                )
+                let value = serde_json::to_vec(&stored)
+                    .map_err(|e| Error::Corrupt(format!("encoding collection: {e}")))?;
+                writes.push(Write::Put(
+                    collections,
+                    config.name.as_bytes().to_vec(),
+                    value,
+                ));
             }
-            Op::Upsert { records, .. } => Encoded::Metadata(
-                records
-                    .iter()
-                    .map(|r| r.metadata.as_ref().map(serde_json::to_vec).transpose())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Error::Corrupt(format!("encoding metadata: {e}")))?,
-            ),
-            Op::DropCollection { .. } | Op::Delete { .. } => Encoded::Nothing,
-        };
-        batch.put_cf(oplog, seq.to_be_bytes(), entry);
-        batch.put_cf(meta, KEY_APPLIED_SEQ, seq.to_be_bytes());
-        match (op, encoded) {
-            (Op::CreateCollection(config), Encoded::Collection(value)) => {
-                batch.put_cf(collections, config.name.as_bytes(), value);
+            Op::DropCollection { name } => {
+                let (from, to) = (
+                    collection_id.to_be_bytes(),
+                    (collection_id + 1).to_be_bytes(),
+                );
+                writes.push(Write::Delete(collections, name.as_bytes().to_vec()));
+                writes.push(Write::DeleteRange(vectors, from, to));
+                writes.push(Write::DeleteRange(metadata, from, to));
             }
-            (Op::DropCollection { name }, _) => {
-                batch.delete_cf(collections, name.as_bytes());
-                let from = collection_id.to_be_bytes();
-                let to = (collection_id + 1).to_be_bytes();
-                batch.delete_range_cf(vectors, from, to);
-                batch.delete_range_cf(metadata, from, to);
-            }
-            (Op::Upsert { records, .. }, Encoded::Metadata(values)) => {
-                for (r, value) in records.iter().zip(values) {
+            Op::Upsert { records, .. } => {
+                for r in records {
                     let key = vector_key(collection_id, &r.id);
-                    batch.put_cf(vectors, &key, encode_vector(&r.vector));
-                    match value {
-                        Some(v) => batch.put_cf(metadata, &key, v),
-                        None => batch.delete_cf(metadata, &key),
-                    }
+                    writes.push(Write::Put(vectors, key.clone(), encode_vector(&r.vector)));
+                    writes.push(match &r.metadata {
+                        Some(m) => Write::Put(
+                            metadata,
+                            key,
+                            serde_json::to_vec(m)
+                                .map_err(|e| Error::Corrupt(format!("encoding metadata: {e}")))?,
+                        ),
+                        None => Write::Delete(metadata, key),
+                    });
                 }
             }
-            (Op::Delete { ids, .. }, _) => {
+            Op::Delete { ids, .. } => {
                 for id in ids {
                     let key = vector_key(collection_id, id);
-                    batch.delete_cf(vectors, &key);
-                    batch.delete_cf(metadata, &key);
+                    writes.push(Write::Delete(vectors, key.clone()));
+                    writes.push(Write::Delete(metadata, key));
                 }
             }
-            // Unreachable: `encoded` was built from the same `op` above.
-            (Op::CreateCollection(_), _) | (Op::Upsert { .. }, _) => {}
         }
-        Ok(())
+        Ok(writes)
     }
 
     /// Writes a batch with fsync of the WAL before returning: once this returns, the
