@@ -9,15 +9,7 @@ use needle_kernels::{Metric, Shard};
 use std::time::Duration;
 
 fn floats(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    needle_kernels::reference::pseudo_random_floats(seed, n)
 }
 
 fn shard(n: usize, d: usize, metric: Metric) -> CpuShard {

@@ -52,3 +52,17 @@ pub fn naive_distance(metric: Metric, q: &[f32], x: &[f32]) -> f32 {
         }
     }
 }
+
+/// Deterministic pseudo-random floats in [-1, 1) (xorshift64): the same data for a
+/// seed on every machine, for tests and benchmarks, without a RNG dependency.
+pub fn pseudo_random_floats(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}

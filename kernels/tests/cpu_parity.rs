@@ -8,17 +8,8 @@ use proptest::prelude::*;
 
 const METRICS: [Metric; 3] = [Metric::Cosine, Metric::Euclidean, Metric::Dot];
 
-/// Deterministic pseudo-random floats in [-1, 1) without pulling in a RNG crate.
 fn floats(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    reference::pseudo_random_floats(seed, n)
 }
 
 /// Checks that `got` is a valid top-k answer: the same length as the reference, every

@@ -188,18 +188,9 @@ pub fn assert_error(resp: &(u16, Value), status: u16, code: &str) {
 
 /// Deterministic pseudo-random vectors.
 pub fn vectors(seed: u64, n: usize, dims: usize) -> Vec<Vec<f32>> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            (0..dims)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-                })
-                .collect()
-        })
+    needle_kernels::reference::pseudo_random_floats(seed, n * dims)
+        .chunks_exact(dims)
+        .map(<[f32]>::to_vec)
         .collect()
 }
 
