@@ -157,7 +157,12 @@ struct Compacted {
 impl CollectionState {
     /// An empty collection with a fresh shard.
     pub fn new(stored: StoredCollection, backend: &dyn Backend) -> Result<Arc<Self>> {
-        let shard = backend.new_shard(stored.config.dimensions, stored.config.distance.metric())?;
+        let config = &stored.config;
+        let shard = backend.new_shard_stored(
+            config.dimensions,
+            config.distance.metric(),
+            config.storage.kernel(),
+        )?;
         Ok(Arc::new(CollectionState {
             stored,
             index: RwLock::new(CollectionIndex::new(shard)),

@@ -27,6 +27,10 @@ pub enum BackendChoice {
     /// The best backend this machine has.
     #[default]
     Auto,
+    /// NVIDIA GPUs through CUDA; fails to start without one.
+    Cuda,
+    /// Any Vulkan, Metal or DX12 adapter (software ones included when forced).
+    Wgpu,
     /// Always the CPU backend.
     Cpu,
 }
@@ -35,7 +39,29 @@ impl BackendChoice {
     pub fn kind(self) -> needle_kernels::BackendKind {
         match self {
             BackendChoice::Auto => needle_kernels::BackendKind::Auto,
+            BackendChoice::Cuda => needle_kernels::BackendKind::Cuda,
+            BackendChoice::Wgpu => needle_kernels::BackendKind::Wgpu,
             BackendChoice::Cpu => needle_kernels::BackendKind::Cpu,
+        }
+    }
+}
+
+/// What a GPU backend does with a write that would not fit in device memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuFullChoice {
+    /// Refuse the write with DEVICE_MEMORY_FULL before it is committed.
+    #[default]
+    Refuse,
+    /// Accept it and serve that collection from the CPU (host copy).
+    Cpu,
+}
+
+impl GpuFullChoice {
+    pub fn policy(self) -> needle_kernels::OnDeviceFull {
+        match self {
+            GpuFullChoice::Refuse => needle_kernels::OnDeviceFull::Refuse,
+            GpuFullChoice::Cpu => needle_kernels::OnDeviceFull::ServeFromHost,
         }
     }
 }
@@ -47,6 +73,7 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     pub http: Option<String>,
     pub backend: Option<BackendChoice>,
+    pub gpu_full: Option<GpuFullChoice>,
     pub sync: Option<SyncMode>,
     pub max_body_bytes: Option<usize>,
     pub log_format: Option<LogFormat>,
@@ -68,6 +95,7 @@ pub struct ServeConfig {
     pub data: PathBuf,
     pub http: String,
     pub backend: BackendChoice,
+    pub gpu_full: GpuFullChoice,
     pub sync: SyncMode,
     pub max_body_bytes: usize,
     /// Whether concurrent single-query searches share engine calls.
@@ -82,6 +110,7 @@ pub struct Overrides {
     pub data: Option<PathBuf>,
     pub http: Option<String>,
     pub backend: Option<BackendChoice>,
+    pub gpu_full: Option<GpuFullChoice>,
     pub sync: Option<SyncMode>,
     pub max_body_bytes: Option<usize>,
     pub search_coalescing: Option<bool>,
@@ -100,6 +129,7 @@ impl ServeConfig {
                 .or_else(|| file.http.clone())
                 .unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_string()),
             backend: over.backend.or(file.backend).unwrap_or_default(),
+            gpu_full: over.gpu_full.or(file.gpu_full).unwrap_or_default(),
             sync: over.sync.or(file.sync).unwrap_or_default(),
             max_body_bytes: over
                 .max_body_bytes
@@ -125,7 +155,7 @@ mod tests {
     #[test]
     fn flags_beat_file_beat_defaults() {
         let file: FileConfig = toml::from_str(
-            "data = \"/srv/needle\"\nhttp = \"0.0.0.0:9000\"\nsync = \"per-write\"\nbackend = \"cpu\"\n",
+            "data = \"/srv/needle\"\nhttp = \"0.0.0.0:9000\"\nsync = \"per-write\"\nbackend = \"wgpu\"\ngpu_full = \"cpu\"\n",
         )
         .unwrap();
         let cfg = ServeConfig::resolve(
@@ -138,13 +168,16 @@ mod tests {
         assert_eq!(cfg.http, "127.0.0.1:1");
         assert_eq!(cfg.data, PathBuf::from("/srv/needle"));
         assert_eq!(cfg.sync, SyncMode::PerWrite);
-        assert_eq!(cfg.backend, BackendChoice::Cpu);
+        assert_eq!(cfg.backend, BackendChoice::Wgpu);
+        assert_eq!(cfg.gpu_full, GpuFullChoice::Cpu);
         let cfg = ServeConfig::resolve(&FileConfig::default(), Overrides::default());
         assert_eq!(cfg.data, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(cfg.http, DEFAULT_HTTP_ADDR);
         assert_eq!(cfg.sync, SyncMode::Group);
         assert_eq!(cfg.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert!(cfg.search_coalescing);
+        assert_eq!(cfg.backend, BackendChoice::Auto);
+        assert_eq!(cfg.gpu_full, GpuFullChoice::Refuse);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::model::{validate_collection_name, CollectionConfig};
 use crate::op::{Applied, Op, Precondition};
 use crate::storage::Store;
 use crate::writer::{Pending, SyncMode, WriterHandle};
-use needle_kernels::{open_backend, Backend, BackendKind};
+use needle_kernels::{select_backend, Backend, BackendKind, OnDeviceFull};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatabaseOptions {
     pub backend: BackendKind,
+    /// What a GPU backend does with a write that does not fit in device memory.
+    pub on_device_full: OnDeviceFull,
     pub sync: SyncMode,
     /// How many of the newest operation-log entries to keep (at least 1). The log
     /// holds whole vectors, so an unbounded one would double the disk used and never
@@ -33,6 +35,7 @@ impl Default for DatabaseOptions {
     fn default() -> Self {
         DatabaseOptions {
             backend: BackendKind::Auto,
+            on_device_full: OnDeviceFull::default(),
             sync: SyncMode::Group,
             log_retention: DEFAULT_LOG_RETENTION,
         }
@@ -51,9 +54,21 @@ pub struct CollectionInfo {
     pub tombstones: usize,
 }
 
+/// Which search backend a database runs on and why the better ones were not used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackendSelection {
+    /// `cuda`, `wgpu` or `cpu`.
+    pub backend: &'static str,
+    /// The hardware it runs on.
+    pub device: String,
+    /// `(backend, reason)` for each backend above the chosen one that could not run.
+    pub passed_over: Vec<(&'static str, String)>,
+}
+
 pub(crate) struct Inner {
     pub store: Store,
     pub backend: Box<dyn Backend>,
+    pub selection: BackendSelection,
     pub catalog: Catalog,
     pub applied_seq: AtomicU64,
     /// Sequence number of the oldest retained log entry (`applied_seq + 1` when the
@@ -83,7 +98,17 @@ impl Database {
     pub fn open_with(path: impl AsRef<Path>, options: DatabaseOptions) -> Result<Database> {
         let path = path.as_ref().to_path_buf();
         let store = Store::open(&path)?;
-        let backend = open_backend(options.backend)?;
+        let chosen = select_backend(options.backend, options.on_device_full)?;
+        let backend = chosen.backend;
+        let selection = BackendSelection {
+            backend: backend.name(),
+            device: backend.describe(),
+            passed_over: chosen
+                .passed_over
+                .into_iter()
+                .map(|(kind, reason)| (kind.name(), reason))
+                .collect(),
+        };
         let applied = store.applied_seq()?;
         let log_start = store.first_log_seq()?.unwrap_or(applied + 1);
         let catalog = Catalog::default();
@@ -95,10 +120,15 @@ impl Database {
         }
         let metrics = Arc::new(Metrics::new().map_err(|e| Error::Metrics(e.to_string()))?);
         metrics.applied_seq.set(applied as i64);
+        metrics
+            .backend_info
+            .with_label_values(&[selection.backend, selection.device.as_str()])
+            .set(1);
         metrics.oplog_first_seq.set(log_start as i64);
         let inner = Arc::new(Inner {
             store,
             backend,
+            selection,
             catalog,
             applied_seq: AtomicU64::new(applied),
             log_start: AtomicU64::new(log_start),
@@ -117,6 +147,26 @@ impl Database {
     /// The search backend in use: `cpu`, `cuda` or `wgpu`.
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()
+    }
+
+    /// The backend in use, the device it runs on, and why better ones were not used.
+    pub fn backend_selection(&self) -> &BackendSelection {
+        &self.inner.selection
+    }
+
+    /// Collections whose shards a GPU backend is serving from host memory because
+    /// the device had no room for them.
+    pub fn collections_on_host(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .catalog
+            .all()
+            .into_iter()
+            .filter(|state| state.index.read().shard.on_device() == Some(false))
+            .map(|state| state.stored.config.name.clone())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Sequence number of the last op applied.

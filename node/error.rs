@@ -11,6 +11,8 @@ pub enum Error {
     InvalidDimensions(u64),
     #[error("unknown distance {0:?}: expected cosine, euclidean or dot")]
     InvalidDistance(String),
+    #[error("unknown storage {0:?}: expected f32 or f16")]
+    InvalidStorage(String),
     #[error("collection {0:?} already exists")]
     CollectionExists(String),
     #[error("collection {0:?} not found")]
@@ -67,6 +69,8 @@ pub enum ErrorKind {
     NotFound,
     Conflict,
     Unavailable,
+    /// The write is valid but the GPU has no room for it (HTTP 507).
+    InsufficientStorage,
     Internal,
 }
 
@@ -77,6 +81,7 @@ impl Error {
             Error::InvalidCollectionName(_) => "INVALID_COLLECTION_NAME",
             Error::InvalidDimensions(_) => "INVALID_DIMENSIONS",
             Error::InvalidDistance(_) => "INVALID_DISTANCE",
+            Error::InvalidStorage(_) => "INVALID_STORAGE",
             Error::CollectionExists(_) => "COLLECTION_EXISTS",
             Error::CollectionNotFound(_) => "COLLECTION_NOT_FOUND",
             Error::DimensionMismatch { .. } => "DIMENSION_MISMATCH",
@@ -94,6 +99,7 @@ impl Error {
             Error::Corrupt(_) => "STORAGE_CORRUPT",
             Error::Kernel(KernelError::InvalidK { .. }) => "INVALID_K",
             Error::Kernel(KernelError::DimensionMismatch { .. }) => "DIMENSION_MISMATCH",
+            Error::Kernel(KernelError::DeviceMemory { .. }) => "DEVICE_MEMORY_FULL",
             Error::Kernel(_) => "ENGINE_ERROR",
             Error::LogGap { .. } => "LOG_GAP",
             Error::Closed => "SHUTTING_DOWN",
@@ -120,6 +126,7 @@ impl Error {
             Error::Storage(_) | Error::Corrupt(_) | Error::Metrics(_) => ErrorKind::Internal,
             Error::Kernel(KernelError::InvalidK { .. })
             | Error::Kernel(KernelError::DimensionMismatch { .. }) => ErrorKind::BadRequest,
+            Error::Kernel(KernelError::DeviceMemory { .. }) => ErrorKind::InsufficientStorage,
             Error::Kernel(_) => ErrorKind::Internal,
             Error::Closed => ErrorKind::Unavailable,
             _ => ErrorKind::BadRequest,

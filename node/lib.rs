@@ -22,6 +22,7 @@ mod database;
 mod error;
 pub mod filter;
 mod filter_masks;
+mod gpu_metrics;
 mod model;
 mod op;
 mod search;
@@ -35,12 +36,14 @@ pub mod import;
 pub mod metrics;
 
 pub use collection::Collection;
-pub use database::{CollectionInfo, Database, DatabaseOptions, DEFAULT_LOG_RETENTION};
+pub use database::{
+    BackendSelection, CollectionInfo, Database, DatabaseOptions, DEFAULT_LOG_RETENTION,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::Filter;
 pub use model::{
-    CollectionConfig, Distance, Metadata, VectorRecord, MAX_DIMENSIONS, MAX_ID_BYTES,
-    MAX_METADATA_BYTES, MAX_NAME_LEN,
+    CollectionConfig, Distance, Metadata, VectorRecord, VectorStorage, MAX_DIMENSIONS,
+    MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_NAME_LEN,
 };
 pub use needle_kernels::{BackendKind, MAX_K};
 pub use op::{Applied, Op, Precondition};

@@ -1,5 +1,6 @@
 //! Every metric the node exports, registered in one place and rendered at `/metrics`.
 
+use crate::gpu_metrics::GpuMetrics;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -35,6 +36,10 @@ pub struct Metrics {
     pub applied_seq: IntGauge,
     /// Sequence number of the oldest retained operation-log entry.
     pub oplog_first_seq: IntGauge,
+    /// Which search backend runs, as `needle_backend_info{backend,device} 1`.
+    pub backend_info: IntGaugeVec,
+    /// NVML gauges; `None` without an NVIDIA driver.
+    gpu: Option<GpuMetrics>,
 }
 
 impl Metrics {
@@ -124,7 +129,17 @@ impl Metrics {
                 "Sequence number of the oldest retained operation-log entry",
             )?,
         )?;
+        let backend_info = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("needle_backend_info", "The search backend in use (value 1)"),
+                &["backend", "device"],
+            )?,
+        )?;
+        let gpu = GpuMetrics::register(&registry)?;
         Ok(Metrics {
+            backend_info,
+            gpu,
             registry,
             http_requests,
             http_duration,
@@ -152,6 +167,9 @@ impl Metrics {
             self.collection_tombstones
                 .with_label_values(&name)
                 .set(c.tombstones as i64);
+        }
+        if let Some(gpu) = &self.gpu {
+            gpu.refresh();
         }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -2,7 +2,7 @@
 //! sequence number in the operation log; replication ships exactly these entries.
 
 use crate::error::{Error, Result};
-use crate::model::{CollectionConfig, VectorRecord};
+use crate::model::{CollectionConfig, Distance, VectorRecord, VectorStorage};
 use serde::{Deserialize, Serialize};
 
 /// A validated mutation, as stored in the operation log.
@@ -48,23 +48,43 @@ impl Op {
     /// Log encoding: a format byte, then postcard. The byte lets a later format be
     /// read alongside this one.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut out = vec![LOG_FORMAT_V1];
+        let mut out = vec![LOG_FORMAT_V2];
         postcard::to_io(self, &mut out).map_err(|e| Error::Corrupt(format!("encoding op: {e}")))?;
         Ok(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Op> {
+        let corrupt = |e: postcard::Error| Error::Corrupt(format!("decoding op: {e}"));
         match bytes.split_first() {
-            Some((&LOG_FORMAT_V1, body)) => {
-                postcard::from_bytes(body).map_err(|e| Error::Corrupt(format!("decoding op: {e}")))
+            Some((&LOG_FORMAT_V2, body)) => postcard::from_bytes(body).map_err(corrupt),
+            // v1 differs only in CreateCollection (variant 0), which had no storage.
+            Some((&LOG_FORMAT_V1, [0, config @ ..])) => {
+                let v1: CollectionConfigV1 = postcard::from_bytes(config).map_err(corrupt)?;
+                Ok(Op::CreateCollection(CollectionConfig {
+                    name: v1.name,
+                    dimensions: v1.dimensions,
+                    distance: v1.distance,
+                    storage: VectorStorage::F32,
+                }))
             }
+            Some((&LOG_FORMAT_V1, body)) => postcard::from_bytes(body).map_err(corrupt),
             Some((v, _)) => Err(Error::Corrupt(format!("unknown op format {v}"))),
             None => Err(Error::Corrupt("empty op".into())),
         }
     }
 }
 
+/// Format 1: before collections had a storage setting.
 const LOG_FORMAT_V1: u8 = 1;
+const LOG_FORMAT_V2: u8 = 2;
+
+/// A format-1 `CreateCollection` payload.
+#[derive(Serialize, Deserialize)]
+struct CollectionConfigV1 {
+    name: String,
+    dimensions: usize,
+    distance: Distance,
+}
 
 /// What a write must find before it may be applied. Checked when the op is ordered,
 /// against every earlier op, so it holds under concurrency.
@@ -137,7 +157,6 @@ mod records_codec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Distance;
 
     #[test]
     fn ops_round_trip_through_the_log_encoding() {
@@ -145,6 +164,9 @@ mod tests {
         meta.insert("tags".into(), serde_json::json!(["a", {"b": 1.5}]));
         let ops = vec![
             Op::CreateCollection(CollectionConfig::new("c", 3, Distance::Cosine)),
+            Op::CreateCollection(
+                CollectionConfig::new("h", 8, Distance::Dot).with_storage(VectorStorage::F16),
+            ),
             Op::Upsert {
                 collection: "c".into(),
                 records: vec![
@@ -161,6 +183,26 @@ mod tests {
         for op in ops {
             assert_eq!(Op::decode(&op.encode().unwrap()).unwrap(), op);
         }
+    }
+
+    #[test]
+    fn format_1_entries_still_decode() {
+        let v1 = CollectionConfigV1 {
+            name: "old".into(),
+            dimensions: 4,
+            distance: Distance::Euclidean,
+        };
+        let mut bytes = vec![LOG_FORMAT_V1, 0];
+        bytes.extend(postcard::to_allocvec(&v1).unwrap());
+        let expected = Op::CreateCollection(CollectionConfig::new("old", 4, Distance::Euclidean));
+        assert_eq!(Op::decode(&bytes).unwrap(), expected);
+        let delete = Op::Delete {
+            collection: "old".into(),
+            ids: vec!["a".into()],
+        };
+        let mut bytes = vec![LOG_FORMAT_V1];
+        bytes.extend(postcard::to_allocvec(&delete).unwrap());
+        assert_eq!(Op::decode(&bytes).unwrap(), delete);
     }
 
     #[test]

@@ -318,6 +318,10 @@ fn check(
                     }
                 }
             }
+            // A GPU shard refuses rows it has no device memory for now, before the
+            // commit, rather than failing after it. Counting every record (some may
+            // be overwrites) errs on the side of refusing.
+            state.index.read().shard.check_room(records.len())?;
             for r in records {
                 overlay.insert((collection.clone(), r.id.clone()), true);
             }

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
+# lavapipe is installed above, so the wgpu backend's tests must run, not skip.
+export NEEDLE_REQUIRE_WGPU=1
 cargo fmt --all -- --check
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -18,6 +18,26 @@ pub enum KernelError {
     ShardFull { max: usize },
     #[error("mask covers {mask} rows but the shard has {rows}")]
     MaskSize { mask: usize, rows: usize },
-    #[error("backend {0} is not available on this machine")]
-    BackendUnavailable(&'static str),
+    #[error("backend {backend} is not available on this machine: {reason}")]
+    BackendUnavailable {
+        backend: &'static str,
+        reason: String,
+    },
+    #[error("not enough device memory: {needed} bytes needed, {free} bytes free")]
+    DeviceMemory { needed: usize, free: usize },
+    #[error("device error in {context}: {message}")]
+    Device {
+        context: &'static str,
+        message: String,
+    },
+}
+
+impl KernelError {
+    /// A device error with the call that raised it; the message is the driver's.
+    pub(crate) fn device(context: &'static str, err: impl std::fmt::Debug) -> Self {
+        KernelError::Device {
+            context,
+            message: format!("{err:?}"),
+        }
+    }
 }

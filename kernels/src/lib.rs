@@ -19,18 +19,23 @@
 
 mod backend;
 pub mod cpu;
+pub mod cuda;
 mod error;
 mod mask;
 mod metric;
 pub mod reference;
+mod rerank;
 mod shard;
+mod storage;
 mod topk;
+pub mod wgsl;
 
-pub use backend::{available_backends, open_backend, Backend, BackendKind};
+pub use backend::{open_backend, select_backend, Backend, BackendKind, Selection};
 pub use error::KernelError;
 pub use mask::RowMask;
 pub use metric::Metric;
 pub use shard::{Compaction, Row, Shard};
+pub use storage::{F32Math, OnDeviceFull, Storage};
 pub use topk::{Hit, TopK};
 
 /// The largest `k` a search may ask for; bounds per-query memory.

@@ -44,6 +44,17 @@ pub trait Shard: Send + Sync {
         k: usize,
         mask: Option<&RowMask>,
     ) -> Result<Vec<Vec<Hit>>, KernelError>;
+    /// Whether `additional_rows` more rows would fit, checked before a write is
+    /// committed so that a full device refuses the write instead of losing it.
+    fn check_room(&self, additional_rows: usize) -> Result<(), KernelError> {
+        let _ = additional_rows;
+        Ok(())
+    }
+    /// `None` for host-memory backends; for device backends whether the shard is
+    /// searched on the device (`false`: the device was full and it runs on the host).
+    fn on_device(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Checks shared by every backend's `search_batch`, so they all reject the same input.

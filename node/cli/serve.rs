@@ -1,4 +1,4 @@
-use crate::config::{BackendChoice, FileConfig, Overrides, ServeConfig};
+use crate::config::{BackendChoice, FileConfig, GpuFullChoice, Overrides, ServeConfig};
 use crate::{Database, DatabaseOptions, SyncMode};
 use anyhow::Context;
 use clap::Args;
@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// Search backend [default: auto]
     #[arg(long, value_enum, env = "NEEDLE_BACKEND")]
     pub backend: Option<BackendChoice>,
+    /// When a GPU has no room for a write: refuse it, or serve that collection
+    /// from the CPU [default: refuse]
+    #[arg(long, value_enum, env = "NEEDLE_GPU_FULL")]
+    pub gpu_full: Option<GpuFullChoice>,
     /// WAL fsync policy [default: group]
     #[arg(long, value_enum, env = "NEEDLE_SYNC")]
     pub sync: Option<SyncMode>,
@@ -43,6 +47,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             data: args.data,
             http: args.http,
             backend: args.backend,
+            gpu_full: args.gpu_full,
             sync: args.sync,
             max_body_bytes: args.max_body_bytes,
             search_coalescing: args.search_coalescing,
@@ -51,11 +56,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let options = DatabaseOptions {
         backend: config.backend.kind(),
+        on_device_full: config.gpu_full.policy(),
         sync: config.sync,
         log_retention: config.log_retention,
     };
     let db = Database::open_with(&config.data, options)
         .with_context(|| format!("opening data directory {}", config.data.display()))?;
+    let selection = db.backend_selection();
+    for (passed_over, reason) in &selection.passed_over {
+        tracing::info!(backend = passed_over, %reason, "search backend not used");
+    }
+    tracing::info!(backend = db.backend_name(), device = %selection.device, "search backend");
     tracing::info!(
         data = %config.data.display(),
         backend = db.backend_name(),

@@ -14,6 +14,8 @@ pub struct CreateBody {
     dimensions: u64,
     /// A string, parsed by us, so an unknown distance gets its own error code.
     distance: String,
+    /// `f32` (default) or `f16`: how a GPU backend keeps the vectors.
+    storage: Option<String>,
 }
 
 pub async fn create(
@@ -22,7 +24,12 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CollectionInfo>), ApiError> {
     let dimensions =
         usize::try_from(body.dimensions).map_err(|_| Error::InvalidDimensions(body.dimensions))?;
-    let config = CollectionConfig::new(body.name, dimensions, body.distance.parse()?);
+    let storage = match body.storage {
+        Some(text) => text.parse()?,
+        None => crate::VectorStorage::default(),
+    };
+    let config =
+        CollectionConfig::new(body.name, dimensions, body.distance.parse()?).with_storage(storage);
     config.validate()?;
     let name = config.name.clone();
     state

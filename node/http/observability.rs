@@ -8,9 +8,18 @@ use serde_json::{json, Value};
 use std::time::Instant;
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
+    let selection = state.db.backend_selection();
+    let passed_over: Vec<Value> = selection
+        .passed_over
+        .iter()
+        .map(|(backend, reason)| json!({ "backend": backend, "reason": reason }))
+        .collect();
     Json(json!({
         "status": "ok",
-        "backend": state.db.backend_name(),
+        "backend": selection.backend,
+        "device": selection.device,
+        "passed_over": passed_over,
+        "collections_on_host": state.db.collections_on_host(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }

@@ -86,7 +86,7 @@ fn import_npy_into_a_stopped_data_directory_then_serve_it() {
     let c = node.client();
     assert_eq!(
         c.get("/collections/n").1,
-        json!({"name": "n", "dimensions": 8, "distance": "euclidean", "count": 2500})
+        json!({"name": "n", "dimensions": 8, "distance": "euclidean", "storage": "f32", "count": 2500})
     );
     let got = c.get("/collections/n/vectors/1234").1;
     let v: Vec<f32> = serde_json::from_value(got["vector"].clone()).unwrap();

@@ -3,6 +3,7 @@
 //! plus the library API used directly, as the seed docs use it.
 
 mod api;
+mod backends;
 mod cli;
 mod crash;
 mod garbage;

@@ -25,6 +25,11 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
+    fn describe(&self) -> String {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        format!("{threads} CPU threads")
+    }
+
     fn new_shard(&self, dims: usize, metric: Metric) -> Result<Box<dyn Shard>, KernelError> {
         Ok(Box::new(CpuShard::new(dims, metric)?))
     }

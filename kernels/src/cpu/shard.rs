@@ -33,6 +33,59 @@ impl CpuShard {
         })
     }
 
+    /// Row `r`'s vector. Other backends keep a `CpuShard` as their host copy and read
+    /// it for exact re-ranking and uploads.
+    pub(crate) fn vector(&self, r: usize) -> &[f32] {
+        &self.data[r * self.dims..(r + 1) * self.dims]
+    }
+
+    /// Rows `range` back to back.
+    pub(crate) fn vectors(&self, range: std::ops::Range<usize>) -> &[f32] {
+        &self.data[range.start * self.dims..range.end * self.dims]
+    }
+
+    pub(crate) fn norms_sq(&self) -> &[f32] {
+        &self.norms_sq
+    }
+
+    pub(crate) fn inv_norms(&self) -> &[f32] {
+        &self.inv_norms
+    }
+
+    pub(crate) fn live_mask(&self) -> &RowMask {
+        &self.live
+    }
+
+    /// [`Shard::compacted`] without boxing, for backends that wrap a host copy.
+    pub(crate) fn compacted_host(&self) -> (CpuShard, Compaction) {
+        let rows = self.norms_sq.len();
+        let live = self.live_count;
+        let mut packed = CpuShard {
+            dims: self.dims,
+            metric: self.metric,
+            data: Vec::with_capacity(live * self.dims),
+            norms_sq: Vec::with_capacity(live),
+            inv_norms: Vec::with_capacity(live),
+            live: RowMask::all(live),
+            live_count: live,
+        };
+        let mut remap = Vec::with_capacity(rows);
+        for r in 0..rows {
+            if self.live.contains(r) {
+                remap.push(Some(packed.norms_sq.len() as Row));
+                packed
+                    .data
+                    .extend_from_slice(&self.data[r * self.dims..(r + 1) * self.dims]);
+                packed.norms_sq.push(self.norms_sq[r]);
+                packed.inv_norms.push(self.inv_norms[r]);
+            } else {
+                remap.push(None);
+            }
+        }
+        debug_assert_eq!(packed.norms_sq.len(), live);
+        (packed, Compaction { remap })
+    }
+
     fn check_dims(&self, vector: &[f32]) -> Result<(), KernelError> {
         if vector.len() != self.dims {
             return Err(KernelError::DimensionMismatch {
@@ -118,32 +171,8 @@ impl Shard for CpuShard {
     }
 
     fn compacted(&self) -> (Box<dyn Shard>, Compaction) {
-        let rows = self.norms_sq.len();
-        let live = self.live_count;
-        let mut packed = CpuShard {
-            dims: self.dims,
-            metric: self.metric,
-            data: Vec::with_capacity(live * self.dims),
-            norms_sq: Vec::with_capacity(live),
-            inv_norms: Vec::with_capacity(live),
-            live: RowMask::all(live),
-            live_count: live,
-        };
-        let mut remap = Vec::with_capacity(rows);
-        for r in 0..rows {
-            if self.live.contains(r) {
-                remap.push(Some(packed.norms_sq.len() as Row));
-                packed
-                    .data
-                    .extend_from_slice(&self.data[r * self.dims..(r + 1) * self.dims]);
-                packed.norms_sq.push(self.norms_sq[r]);
-                packed.inv_norms.push(self.inv_norms[r]);
-            } else {
-                remap.push(None);
-            }
-        }
-        debug_assert_eq!(packed.norms_sq.len(), live);
-        (Box::new(packed), Compaction { remap })
+        let (packed, compaction) = self.compacted_host();
+        (Box::new(packed), compaction)
     }
 
     fn search_batch(

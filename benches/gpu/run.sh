@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs on the GPU host from the repository root, after benches/gpu/bundle.sh ran
+# here: CUDA parity tests, the wgpu tests on the GPU's own Vulkan driver, the
+# PyTorch baseline and needle's benchmark on the same data, in one call.
+# Logs go to $OUT (the device tool returns that folder), else /tmp/needle-gpu-out.
+set -uo pipefail
+b=.gpu-bundle
+out="${OUT:-/tmp/needle-gpu-out}"
+mkdir -p "$out"
+data=/tmp/needle-gpu-data
+export NEEDLE_KERNEL_CACHE=/tmp/needle-kernel-cache
+
+# cudarc loads libcuda, libnvrtc and libcublas at run time: put CUDA's and the
+# Python wheels' library folders on the path.
+libdirs=$(ls -d /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib 2>/dev/null | tr '\n' ':')
+pylibs=$(python3 -c 'import glob, site, os; print(":".join(sorted({os.path.dirname(p) for s in site.getsitepackages() for p in glob.glob(s + "/nvidia/**/lib/lib*.so*", recursive=True)})))' 2>/dev/null)
+export LD_LIBRARY_PATH="${libdirs}${pylibs}:${LD_LIBRARY_PATH:-}"
+echo "== libraries"; ldconfig -p | grep -E "libcuda.so|libvulkan" | head -3
+for l in libnvrtc.so libcublas.so; do echo "$l: $(ls ${LD_LIBRARY_PATH//:/\/$l* } 2>/dev/null | head -2 | tr '\n' ' ')"; done
+
+# Vulkan loader for wgpu; the NVIDIA ICD ships with the driver.
+for f in "$b"/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+ldconfig
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
+
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/device.txt"
+nvcc --version 2>/dev/null | tail -2 | tee -a "$out/device.txt"
+
+echo "== CUDA + wgpu parity (NEEDLE_REQUIRE_CUDA=1: absent CUDA fails)"
+NEEDLE_REQUIRE_CUDA=1 NEEDLE_REQUIRE_WGPU=1 timeout 300 "$b/bin/parity" --test-threads=1 2>&1 | tee "$out/parity.log" | grep -vE "^$"
+NEEDLE_REQUIRE_CUDA=1 timeout 120 "$b/bin/kernels_unit" 2>&1 | tail -3 | tee "$out/unit.log"
+
+echo "== baseline and benchmark (N=1,000,000 d=768 k=10)"
+PYTHONUNBUFFERED=1 timeout 300 python3 "$b/baseline.py" --dir "$data" 2>&1 | tee "$out/baseline.log" | grep -v "^ref "
+timeout 400 "$b/bin/gpu_compare" --data "$data" 2>&1 | tee "$out/compare.log"

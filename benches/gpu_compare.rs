@@ -1,0 +1,206 @@
+//! needle's CUDA backend against the PyTorch baseline, on the GPU host.
+//!
+//! `benches/gpu/run.sh` runs `baseline.py` first (it writes the data and the torch
+//! timings to DIR), then this with `--data DIR`. Prints one row per (precision, Q):
+//! needle's median time, torch's, the ratio (torch / needle: above 1 is faster),
+//! achieved TFLOP/s against the measured tensor-core rate, for Q = 1 the time of one
+//! pass over the shard at the measured copy bandwidth, and recall@k against exact
+//! float64 ids. Without a CUDA device it says so and exits successfully.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use needle_kernels::cuda::{CudaBackend, CudaShard};
+use needle_kernels::{F32Math, Metric, Shard, Storage};
+
+const K: usize = 10;
+
+struct Baseline {
+    device: String,
+    n: usize,
+    d: usize,
+    torch_ms: HashMap<(String, usize), f64>,
+    peak_tflops: HashMap<String, f64>,
+    bandwidth_gbs: f64,
+    reference: Vec<Vec<u32>>,
+}
+
+fn read_baseline(dir: &Path) -> Result<Baseline, String> {
+    let text = std::fs::read_to_string(dir.join("baseline.txt"))
+        .map_err(|e| format!("baseline.txt: {e}"))?;
+    let mut b = Baseline {
+        device: String::new(),
+        n: 0,
+        d: 0,
+        torch_ms: HashMap::new(),
+        peak_tflops: HashMap::new(),
+        bandwidth_gbs: 0.0,
+        reference: Vec::new(),
+    };
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        match f.first().copied() {
+            Some("device") => b.device = f.get(1).unwrap_or(&"").replace('_', " "),
+            Some("data") => (b.n, b.d) = (num(1) as usize, num(2) as usize),
+            Some("bandwidth_gbs") => b.bandwidth_gbs = num(1),
+            Some("peak_tflops") => {
+                b.peak_tflops.insert(f[1].to_string(), num(2));
+            }
+            Some("torch") => {
+                b.torch_ms
+                    .insert((f[1].to_string(), num(2) as usize), num(3));
+            }
+            Some("ref") => b
+                .reference
+                .push(f[2..].iter().filter_map(|v| v.parse().ok()).collect()),
+            _ => {}
+        }
+    }
+    if b.n == 0 || b.d == 0 {
+        return Err("baseline.txt has no `data` line".into());
+    }
+    Ok(b)
+}
+
+fn read_f32(path: &Path, len: usize) -> Result<Vec<f32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() != len * 4 {
+        return Err(format!(
+            "{}: {} bytes, expected {}",
+            path.display(),
+            bytes.len(),
+            len * 4
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn median_ms(shard: &CudaShard, queries: &[f32], reps: usize) -> f64 {
+    for _ in 0..3 {
+        let _ = shard.search_batch(queries, K, None);
+    }
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = shard.search_batch(queries, K, None);
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = match args
+        .iter()
+        .position(|a| a == "--data")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(d) => PathBuf::from(d),
+        None => {
+            eprintln!("gpu_compare: run by benches/gpu/run.sh with --data DIR (after baseline.py); skipping");
+            return;
+        }
+    };
+    let backend = match CudaBackend::open() {
+        Ok(b) => b,
+        Err(e) => {
+            println!("gpu_compare: no CUDA device, nothing to measure ({e})");
+            return;
+        }
+    };
+    let base = match read_baseline(&dir) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gpu_compare: {e}");
+            std::process::exit(1);
+        }
+    };
+    let (n, d) = (base.n, base.d);
+    let x = read_f32(&dir.join("x.f32"), n * d).unwrap_or_else(|e| panic!("{e}"));
+    let q = read_f32(&dir.join("q.f32"), 1024 * d).unwrap_or_else(|e| panic!("{e}"));
+    let device = backend.device();
+    println!(
+        "machine: {} (compute capability {:?}), host {} CPU threads",
+        device.name(),
+        device.compute_capability(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "peer: PyTorch {} (torch.topk over torch.mm), same data, same run; device per torch: {}",
+        "baseline.py", base.device
+    );
+    println!(
+        "measured ceilings: copy {:.0} GB/s, GEMM {:?} TFLOP/s",
+        base.bandwidth_gbs, base.peak_tflops
+    );
+    println!("N = {n}, d = {d}, k = {K}, metric = inner product");
+    let mut rows = Vec::new();
+    for (mode, storage, math) in [
+        ("f32", Storage::F32, F32Math::Strict),
+        ("tf32", Storage::F32, F32Math::Tf32),
+        ("f16", Storage::F16, F32Math::Tf32),
+    ] {
+        let mut shard = backend
+            .with_f32_math(math)
+            .shard(d, Metric::Dot, storage)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for v in x.chunks_exact(d) {
+            shard.append(v).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let start = Instant::now();
+        shard.make_resident().unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "{mode}: upload of {n} rows took {:.0} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+        let hits = shard
+            .search_batch(&q[..base.reference.len().max(1) * d], K, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut found, mut total) = (0usize, 0usize);
+        for (h, r) in hits.iter().zip(&base.reference) {
+            total += r.len();
+            found += r
+                .iter()
+                .filter(|id| h.iter().any(|hit| hit.row == **id))
+                .count();
+        }
+        let recall = if total > 0 {
+            found as f64 / total as f64
+        } else {
+            f64::NAN
+        };
+        for nq in [1usize, 64, 1024] {
+            let reps = if nq == 1 { 50 } else { 20 };
+            let ms = median_ms(&shard, &q[..nq * d], reps);
+            let torch = base
+                .torch_ms
+                .get(&(mode.to_string(), nq))
+                .copied()
+                .unwrap_or(f64::NAN);
+            let tflops = 2.0 * nq as f64 * n as f64 * d as f64 / ms / 1e9;
+            let peak = base.peak_tflops.get(mode).copied().unwrap_or(f64::NAN);
+            let element = if storage == Storage::F16 { 2.0 } else { 4.0 };
+            // The copy rate counts bytes read plus written, i.e. total traffic; one pass
+            // reads every byte of the shard once at that rate.
+            let one_pass_ms = n as f64 * d as f64 * element / base.bandwidth_gbs / 1e6;
+            rows.push(format!(
+                "| {mode} | {nq} | {ms:.3} | {torch:.3} | {:.2}x | {tflops:.1} | {:.0}% | {} | {recall:.3} |",
+                torch / ms,
+                100.0 * tflops / peak,
+                if nq == 1 { format!("{one_pass_ms:.3} ms ({:.2}x)", ms / one_pass_ms) } else { "-".into() },
+            ));
+        }
+    }
+    println!("| precision | Q | needle ms | torch ms | torch/needle | TFLOP/s | of GEMM peak | Q=1: one pass at copy bandwidth (needle/pass) | recall@{K} |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}

@@ -1,0 +1,243 @@
+// Top-k selection over tiles of GEMM dot products, exact f32 re-rank and query
+// preparation. Compiled at start-up with NVRTC for the device's compute capability
+// (see kernels/src/cuda/module.rs), so no CUDA toolkit is needed to build needle.
+//
+// A candidate is one 64-bit key: the distance's bits made order-preserving in the
+// high half, the row in the low half. Comparing keys orders by (distance, row), the
+// same tie-break as the CPU backend, and sorting needs no separate payload.
+
+typedef unsigned long long u64;
+typedef unsigned short u16;
+
+#define MAX_KEY 0xffffffffffffffffULL
+#define SELECT_THREADS 512
+#define SELECT_ROUND (2 * SELECT_THREADS)
+#define SELECT_BEST 1024
+
+#define METRIC_COSINE 0
+#define METRIC_EUCLIDEAN 1
+#define METRIC_DOT 2
+
+__device__ __forceinline__ unsigned ordered_bits(float d) {
+    unsigned b = __float_as_uint(d);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+__device__ __forceinline__ u64 make_key(float d, unsigned row) {
+    return ((u64)ordered_bits(d) << 32) | row;
+}
+
+// Ranking distance from a dot product: squared euclidean (monotone in the true one)
+// and cosine from inverse norms, where a zero vector's inverse norm is 0 (distance 1).
+__device__ __forceinline__ float distance_from_dot(int metric, float dot, float q_aux, float x_aux) {
+    if (metric == METRIC_COSINE) return 1.0f - dot * q_aux * x_aux;
+    if (metric == METRIC_EUCLIDEAN) return fmaxf(q_aux + x_aux - 2.0f * dot, 0.0f);
+    return -dot;
+}
+
+// Sorts s[0..n) ascending; n is a power of two. Every thread of the block calls it.
+__device__ void bitonic_sort(u64* s, int n) {
+    for (int size = 2; size <= n; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = threadIdx.x; i < (n >> 1); i += blockDim.x) {
+                int lo = 2 * i - (i & (stride - 1));
+                int hi = lo + stride;
+                bool up = (lo & size) == 0;
+                u64 a = s[lo], b = s[hi];
+                if ((a > b) == up) { s[lo] = b; s[hi] = a; }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Sorts a bitonic sequence s[0..n) ascending.
+__device__ void bitonic_merge(u64* s, int n) {
+    for (int stride = n >> 1; stride > 0; stride >>= 1) {
+        for (int i = threadIdx.x; i < (n >> 1); i += blockDim.x) {
+            int lo = 2 * i - (i & (stride - 1));
+            int hi = lo + stride;
+            u64 a = s[lo], b = s[hi];
+            if (a > b) { s[lo] = b; s[hi] = a; }
+        }
+        __syncthreads();
+    }
+}
+
+// Folds keys key_at(begin..end) into s_best[0..m), kept sorted ascending; m is kc
+// rounded up to a power of two. Keys no better than the current kc-th best are
+// dropped on sight, so once the list has filled, most rounds cost one compare per
+// key and no sort: selection stays close to a streaming read of the tile.
+template <typename KeyAt>
+__device__ void select_stream(u64* s_best, u64* s_cand, int* s_count, int kc, int m,
+                              int begin, int end, KeyAt key_at) {
+    for (int base = begin; base < end; base += SELECT_ROUND) {
+        u64 tau = s_best[kc - 1];
+        if (threadIdx.x == 0) *s_count = 0;
+        __syncthreads();
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            int j = base + threadIdx.x + e * SELECT_THREADS;
+            if (j < end) {
+                u64 key = key_at(j);
+                if (key < tau) {
+                    int pos = atomicAdd(s_count, 1);
+                    s_cand[pos] = key;
+                }
+            }
+        }
+        __syncthreads();
+        int count = *s_count;
+        if (count == 0) continue;
+        int p = 2;
+        while (p < count) p <<= 1;
+        for (int i = count + threadIdx.x; i < p; i += blockDim.x) s_cand[i] = MAX_KEY;
+        __syncthreads();
+        bitonic_sort(s_cand, p);
+        // best ascending + candidates reversed: the elementwise minimum holds the m
+        // smallest of both and is bitonic, so one merge network sorts it.
+        int take = p < m ? p : m;
+        for (int i = threadIdx.x; i < take; i += blockDim.x) {
+            u64 c = s_cand[i];
+            int t = m - 1 - i;
+            if (c < s_best[t]) s_best[t] = c;
+        }
+        __syncthreads();
+        bitonic_merge(s_best, m);
+    }
+}
+
+__device__ __forceinline__ int round_up_pow2(int kc) {
+    int m = 1;
+    while (m < kc) m <<= 1;
+    return m;
+}
+
+// One block per (split, query): folds the split's share of a tile's columns into
+// that split's running best list in `best` ([queries][splits][kc]).
+// dots[q * ld + j] is query q's dot product with row tile_start + j.
+extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
+select_tile(const float* __restrict__ dots, long long ld, int tile_rows, unsigned tile_start,
+            const float* __restrict__ q_aux, const float* __restrict__ x_aux,
+            const unsigned* __restrict__ live, const unsigned* __restrict__ mask,
+            int metric, int kc, u64* __restrict__ best, int splits, int fresh) {
+    __shared__ u64 s_best[SELECT_BEST];
+    __shared__ u64 s_cand[SELECT_ROUND];
+    __shared__ int s_count;
+    const int q = blockIdx.y;
+    const int split = blockIdx.x;
+    const int m = round_up_pow2(kc);
+    u64* slot = best + ((long long)q * splits + split) * kc;
+    for (int i = threadIdx.x; i < m; i += blockDim.x)
+        s_best[i] = (!fresh && i < kc) ? slot[i] : MAX_KEY;
+    __syncthreads();
+    const int per = (tile_rows + splits - 1) / splits;
+    const int begin = split * per;
+    const int end = min(tile_rows, begin + per);
+    const float* row_dots = dots + (long long)q * ld;
+    const float qa = q_aux[q];
+    select_stream(s_best, s_cand, &s_count, kc, m, begin, end, [&](int j) -> u64 {
+        unsigned row = tile_start + (unsigned)j;
+        unsigned word = live[row >> 5];
+        if (mask) word &= mask[row >> 5];
+        if (!((word >> (row & 31)) & 1u)) return MAX_KEY;
+        return make_key(distance_from_dot(metric, row_dots[j], qa, x_aux[row]), row);
+    });
+    for (int i = threadIdx.x; i < kc; i += blockDim.x) slot[i] = s_best[i];
+}
+
+// One block per query: merges its `splits` best lists into out[q][0..kc).
+extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
+merge_splits(const u64* __restrict__ best, int splits, int kc, u64* __restrict__ out) {
+    __shared__ u64 s_best[SELECT_BEST];
+    __shared__ u64 s_cand[SELECT_ROUND];
+    __shared__ int s_count;
+    const int q = blockIdx.x;
+    const int m = round_up_pow2(kc);
+    for (int i = threadIdx.x; i < m; i += blockDim.x) s_best[i] = MAX_KEY;
+    __syncthreads();
+    const u64* src = best + (long long)q * splits * kc;
+    select_stream(s_best, s_cand, &s_count, kc, m, 0, splits * kc, [&](int j) -> u64 { return src[j]; });
+    for (int i = threadIdx.x; i < kc; i += blockDim.x) out[(long long)q * kc + i] = s_best[i];
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// One warp per candidate: the exact f32 distance, computed directly (not through the
+// norm expansion) and in the same order for every row, so duplicates tie exactly.
+extern "C" __global__ void rerank_f32(const float* __restrict__ queries, const float* __restrict__ data,
+                                      int dims, const u64* __restrict__ cands, int kc, int total,
+                                      int metric, float* __restrict__ out) {
+    const int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+    const int lane = threadIdx.x & 31;
+    if (warp >= total) return;
+    const u64 key = cands[warp];
+    if (key == MAX_KEY) {
+        if (lane == 0) out[warp] = __int_as_float(0x7f800000);
+        return;
+    }
+    const unsigned row = (unsigned)(key & 0xffffffffu);
+    const float* qv = queries + (long long)(warp / kc) * dims;
+    const float* xv = data + (long long)row * dims;
+    float dot = 0.f, qq = 0.f, xx = 0.f, l2 = 0.f;
+    for (int i = lane; i < dims; i += 32) {
+        float a = qv[i], b = xv[i];
+        dot = fmaf(a, b, dot);
+        qq = fmaf(a, a, qq);
+        xx = fmaf(b, b, xx);
+        float t = a - b;
+        l2 = fmaf(t, t, l2);
+    }
+    dot = warp_sum(dot);
+    qq = warp_sum(qq);
+    xx = warp_sum(xx);
+    l2 = warp_sum(l2);
+    if (lane == 0) {
+        float d;
+        if (metric == METRIC_COSINE) {
+            float den = sqrtf(qq * xx);
+            d = den > 0.f ? 1.0f - dot / den : 1.0f;
+        } else if (metric == METRIC_EUCLIDEAN) {
+            d = sqrtf(l2);
+        } else {
+            d = -dot;
+        }
+        out[warp] = d;
+    }
+}
+
+// One block per query: its ranking aux (squared norm for euclidean, inverse norm for
+// cosine) and, for f16 shards, its f16 copy for the tensor-core GEMM.
+extern "C" __global__ void prepare_queries(const float* __restrict__ queries, int dims, int metric,
+                                           float* __restrict__ q_aux, u16* __restrict__ queries_f16) {
+    __shared__ float partial[32];
+    const int q = blockIdx.x;
+    const float* v = queries + (long long)q * dims;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < dims; i += blockDim.x) {
+        float x = v[i];
+        s = fmaf(x, x, s);
+        if (queries_f16) {
+            u16 h;
+            asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+            queries_f16[(long long)q * dims + i] = h;
+        }
+    }
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float t = threadIdx.x < (blockDim.x + 31) / 32 ? partial[threadIdx.x] : 0.f;
+        t = warp_sum(t);
+        if (threadIdx.x == 0) {
+            float a = 0.f;
+            if (metric == METRIC_EUCLIDEAN) a = t;
+            else if (metric == METRIC_COSINE) a = t > 0.f ? 1.0f / sqrtf(t) : 0.f;
+            q_aux[q] = a;
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The device search pipeline for one batch of queries.
+//!
+//! Per query chunk: `prepare_queries` (norms, f16 copy) → for each tile of rows a
+//! tensor-core GEMM of the tile against the queries into an L2-sized scratch buffer,
+//! then `select_tile`, which folds the tile into running per-(query, split) best
+//! lists → `merge_splits` → exact re-rank (`rerank_f32` on the device for f32
+//! shards, on the host copy for f16 shards). The full query × row distance matrix
+//! never exists: only one tile of it, sized to stay in L2.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+
+use super::device::{Compute, CudaDevice};
+use super::resident::{DeviceRows, DeviceVectors};
+use super::shard::CudaShard;
+use crate::rerank::{candidate_count, rerank_on_host, sort_and_truncate};
+use crate::{F32Math, Hit, KernelError, Metric, RowMask, Shard};
+
+/// The largest k the device path selects; larger k is answered from the host copy.
+/// Matches `SELECT_BEST` in `cuda/select.cu`.
+pub const MAX_DEVICE_K: usize = 1024;
+const SELECT_THREADS: u32 = 512;
+/// Columns one block folds per round (`SELECT_ROUND`).
+const SELECT_ROUND: usize = 1024;
+/// Queries per pass: bounds the grid's y dimension and the scratch buffers.
+const QUERY_CHUNK: usize = 2048;
+
+fn metric_code(metric: Metric) -> i32 {
+    match metric {
+        Metric::Cosine => 0,
+        Metric::Euclidean => 1,
+        Metric::Dot => 2,
+    }
+}
+
+/// Tile width and column splits for `queries` queries over `rows` rows.
+fn plan(device: &CudaDevice, queries: usize, rows: usize) -> (usize, usize) {
+    // Half of L2 for the tile of dot products, so it is read back from cache.
+    let budget = (device.l2_bytes.max(4 << 20) / 2) / 4;
+    let tile = (budget / queries.max(1)) / SELECT_ROUND * SELECT_ROUND;
+    let tile = tile
+        .max(SELECT_ROUND)
+        .min(rows.div_ceil(SELECT_ROUND) * SELECT_ROUND);
+    // Enough blocks to fill every multiprocessor twice, each with whole rounds.
+    let wanted = (2 * device.multiprocessors.max(1)).div_ceil(queries.max(1));
+    let splits = wanted.clamp(1, (tile / SELECT_ROUND).max(1));
+    (tile, splits)
+}
+
+pub(crate) fn search_on_device(
+    shard: &CudaShard,
+    queries: &[f32],
+    nq: usize,
+    k: usize,
+    mask: Option<&RowMask>,
+) -> Result<Vec<Vec<Hit>>, KernelError> {
+    let device = &*shard.device;
+    let err = |context: &'static str| move |e| KernelError::device(context, e);
+    // cuBLAS uses the calling thread's current context; searches come from any thread.
+    device
+        .ctx
+        .bind_to_thread()
+        .map_err(err("cuCtxSetCurrent"))?;
+    // Uploads on the copy stream, before taking the compute lock, overlap whatever
+    // batch is running now.
+    let copy = &device.copy;
+    let queries_dev = copy.clone_htod(queries).map_err(err("uploading queries"))?;
+    let mask_dev = match mask {
+        Some(mask) => {
+            let words: &[u32] = bytemuck::cast_slice(mask.words());
+            Some(
+                copy.clone_htod(words)
+                    .map_err(err("uploading the filter mask"))?,
+            )
+        }
+        None => None,
+    };
+    let uploaded = copy.record_event(None).map_err(err("cuEventRecord"))?;
+
+    let mut resident = shard.resident.lock();
+    let compute = device.compute.lock();
+    let stream = &compute.stream;
+    resident.sync(device, stream, &shard.host, shard.storage)?;
+    stream.wait(&uploaded).map_err(err("cuStreamWaitEvent"))?;
+    let Some(rows_dev) = resident.rows.as_ref() else {
+        return Ok(vec![Vec::new(); nq]);
+    };
+
+    let dims = shard.dims();
+    let kc = candidate_count(k, MAX_DEVICE_K);
+    let mut results = Vec::with_capacity(nq);
+    let mut start = 0;
+    while start < nq {
+        let count = QUERY_CHUNK.min(nq - start);
+        let chunk = Chunk {
+            device,
+            compute: &compute,
+            shard,
+            rows_dev,
+            queries: &queries_dev,
+            first: start,
+            count,
+            mask: mask_dev.as_ref(),
+            kc,
+        };
+        let candidates = chunk.select()?;
+        let hits = match &rows_dev.vectors {
+            DeviceVectors::F32(_) => chunk.rerank_on_device(&candidates, k)?,
+            DeviceVectors::F16(_) => {
+                let keys = stream
+                    .clone_dtoh(&candidates)
+                    .map_err(err("downloading candidates"))?;
+                stream.synchronize().map_err(err("cuStreamSynchronize"))?;
+                let rows: Vec<Vec<u32>> = keys
+                    .chunks(kc)
+                    .map(|c| {
+                        c.iter()
+                            .filter(|&&key| key != u64::MAX)
+                            .map(|&key| key as u32)
+                            .collect()
+                    })
+                    .collect();
+                let query_slice = &queries[start * dims..(start + count) * dims];
+                rerank_on_host(&shard.host, query_slice, &rows, k)
+            }
+        };
+        results.extend(hits);
+        start += count;
+    }
+    Ok(results)
+}
+
+/// One pass over the shard for up to [`QUERY_CHUNK`] queries.
+struct Chunk<'a> {
+    device: &'a CudaDevice,
+    compute: &'a Compute,
+    shard: &'a CudaShard,
+    rows_dev: &'a DeviceRows,
+    queries: &'a CudaSlice<f32>,
+    first: usize,
+    count: usize,
+    mask: Option<&'a CudaSlice<u32>>,
+    kc: usize,
+}
+
+impl Chunk<'_> {
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.compute.stream
+    }
+
+    fn queries_ptr(&self) -> u64 {
+        let dims = self.shard.dims() as u64;
+        self.queries.device_ptr(self.stream()).0 + self.first as u64 * dims * 4
+    }
+
+    /// The `kc` best candidate keys per query, `[count][kc]`, `u64::MAX` for none.
+    fn select(&self) -> Result<CudaSlice<u64>, KernelError> {
+        let err = |context: &'static str| move |e| KernelError::device(context, e);
+        let stream = self.stream();
+        let kernels = &self.device.kernels;
+        let dims = self.shard.dims();
+        let rows = self.shard.rows();
+        let metric = metric_code(self.shard.metric());
+        let f16 = matches!(self.rows_dev.vectors, DeviceVectors::F16(_));
+
+        let q_aux = stream
+            .alloc_zeros::<f32>(self.count)
+            .map_err(err("alloc"))?;
+        let queries_f16 = if f16 {
+            Some(
+                stream
+                    .alloc_zeros::<u16>(self.count * dims)
+                    .map_err(err("alloc"))?,
+            )
+        } else {
+            None
+        };
+        let queries_ptr = self.queries_ptr();
+        let q_aux_ptr = q_aux.device_ptr(stream).0;
+        let queries_f16_ptr = queries_f16.as_ref().map_or(0, |q| q.device_ptr(stream).0);
+        let (dims_i, metric_i) = (dims as i32, metric);
+        let mut launch = stream.launch_builder(&kernels.prepare_queries);
+        launch
+            .arg(&queries_ptr)
+            .arg(&dims_i)
+            .arg(&metric_i)
+            .arg(&q_aux_ptr)
+            .arg(&queries_f16_ptr);
+        // SAFETY: argument types match the kernel's signature; buffers outlive the stream work
+        // because the caller synchronises before dropping them.
+        unsafe { launch.launch(config(self.count as u32, 1, 256)) }
+            .map_err(err("prepare_queries"))?;
+
+        let (tile, splits) = plan(self.device, self.count, rows);
+        let kc = self.kc;
+        let best = stream
+            .alloc_zeros::<u64>(self.count * splits * kc)
+            .map_err(err("alloc"))?;
+        let dots = stream
+            .alloc_zeros::<f32>(self.count * tile)
+            .map_err(err("alloc"))?;
+        let best_ptr = best.device_ptr(stream).0;
+        let dots_ptr = dots.device_ptr(stream).0;
+        let vectors_ptr = self.rows_dev.vectors_ptr(stream);
+        let aux_ptr = self.rows_dev.aux.device_ptr(stream).0;
+        let live_ptr = self.rows_dev.live.device_ptr(stream).0;
+        let mask_ptr = self.mask.map_or(0, |m| m.device_ptr(stream).0);
+        let element = if f16 { 2u64 } else { 4u64 };
+        let b_ptr = if f16 { queries_f16_ptr } else { queries_ptr };
+
+        let mut tile_start = 0usize;
+        while tile_start < rows {
+            let tile_rows = tile.min(rows - tile_start);
+            let a_ptr = vectors_ptr + tile_start as u64 * dims as u64 * element;
+            self.gemm(a_ptr, b_ptr, dots_ptr, tile_rows, f16)?;
+            let ld = tile_rows as i64;
+            let (tile_rows_i, tile_start_u) = (tile_rows as i32, tile_start as u32);
+            let (kc_i, splits_i, fresh) = (kc as i32, splits as i32, i32::from(tile_start == 0));
+            let mut launch = stream.launch_builder(&kernels.select_tile);
+            launch
+                .arg(&dots_ptr)
+                .arg(&ld)
+                .arg(&tile_rows_i)
+                .arg(&tile_start_u)
+                .arg(&q_aux_ptr)
+                .arg(&aux_ptr)
+                .arg(&live_ptr)
+                .arg(&mask_ptr)
+                .arg(&metric_i)
+                .arg(&kc_i)
+                .arg(&best_ptr)
+                .arg(&splits_i)
+                .arg(&fresh);
+            // SAFETY: as above; `dots` is reused by the next tile only after this launch
+            // on the same stream.
+            unsafe { launch.launch(config(splits as u32, self.count as u32, SELECT_THREADS)) }
+                .map_err(err("select_tile"))?;
+            tile_start += tile_rows;
+        }
+        if splits == 1 {
+            return Ok(best);
+        }
+        let out = stream
+            .alloc_zeros::<u64>(self.count * kc)
+            .map_err(err("alloc"))?;
+        let out_ptr = out.device_ptr(stream).0;
+        let (splits_i, kc_i) = (splits as i32, kc as i32);
+        let mut launch = stream.launch_builder(&kernels.merge_splits);
+        launch
+            .arg(&best_ptr)
+            .arg(&splits_i)
+            .arg(&kc_i)
+            .arg(&out_ptr);
+        // SAFETY: as above.
+        unsafe { launch.launch(config(self.count as u32, 1, SELECT_THREADS)) }
+            .map_err(err("merge_splits"))?;
+        Ok(out)
+    }
+
+    /// `dots[q][j] = queries[q] · rows[tile + j]`, column-major as cuBLAS sees it:
+    /// C (tile_rows × count) = Aᵀ B with A the tile (dims × tile_rows) and B the
+    /// queries (dims × count).
+    fn gemm(&self, a: u64, b: u64, c: u64, tile_rows: usize, f16: bool) -> Result<(), KernelError> {
+        let dims = self.shard.dims() as i32;
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (input, compute) = match (f16, self.shard.math) {
+            (true, _) => (
+                cudaDataType::CUDA_R_16F,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            ),
+            (false, F32Math::Tf32) => (
+                cudaDataType::CUDA_R_32F,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+            ),
+            (false, F32Math::Strict) => (
+                cudaDataType::CUDA_R_32F,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F_PEDANTIC,
+            ),
+        };
+        // SAFETY: a, b and c point into live device buffers of at least
+        // tile_rows × dims, count × dims and count × tile_rows elements.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.compute.blas.handle(),
+                cublasOperation_t::CUBLAS_OP_T,
+                cublasOperation_t::CUBLAS_OP_N,
+                tile_rows as i32,
+                self.count as i32,
+                dims,
+                (&alpha as *const f32).cast::<c_void>(),
+                a as *const c_void,
+                input,
+                dims,
+                b as *const c_void,
+                input,
+                dims,
+                (&beta as *const f32).cast::<c_void>(),
+                c as *mut c_void,
+                cudaDataType::CUDA_R_32F,
+                tile_rows as i32,
+                compute,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| KernelError::device("cublasGemmEx", e))
+    }
+
+    /// Exact f32 distances of the candidates on the device, then the best `k`.
+    fn rerank_on_device(
+        &self,
+        candidates: &CudaSlice<u64>,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, KernelError> {
+        let err = |context: &'static str| move |e| KernelError::device(context, e);
+        let stream = self.stream();
+        let total = self.count * self.kc;
+        let exact = stream.alloc_zeros::<f32>(total).map_err(err("alloc"))?;
+        let queries_ptr = self.queries_ptr();
+        let vectors_ptr = self.rows_dev.vectors_ptr(stream);
+        let cand_ptr = candidates.device_ptr(stream).0;
+        let exact_ptr = exact.device_ptr(stream).0;
+        let (dims_i, kc_i, total_i) = (self.shard.dims() as i32, self.kc as i32, total as i32);
+        let metric = metric_code(self.shard.metric());
+        let mut launch = stream.launch_builder(&self.device.kernels.rerank_f32);
+        launch
+            .arg(&queries_ptr)
+            .arg(&vectors_ptr)
+            .arg(&dims_i)
+            .arg(&cand_ptr)
+            .arg(&kc_i)
+            .arg(&total_i)
+            .arg(&metric)
+            .arg(&exact_ptr);
+        let blocks = (total * 32).div_ceil(256) as u32;
+        // SAFETY: as in `select`.
+        unsafe { launch.launch(config(blocks, 1, 256)) }.map_err(err("rerank_f32"))?;
+        let keys = stream
+            .clone_dtoh(candidates)
+            .map_err(err("downloading candidates"))?;
+        let distances = stream
+            .clone_dtoh(&exact)
+            .map_err(err("downloading distances"))?;
+        stream.synchronize().map_err(err("cuStreamSynchronize"))?;
+        Ok(keys
+            .chunks(self.kc)
+            .zip(distances.chunks(self.kc))
+            .map(|(keys, distances)| {
+                let mut hits: Vec<Hit> = keys
+                    .iter()
+                    .zip(distances)
+                    .filter(|(&key, _)| key != u64::MAX)
+                    .map(|(&key, &distance)| Hit {
+                        row: key as u32,
+                        distance,
+                    })
+                    .collect();
+                sort_and_truncate(&mut hits, k);
+                hits
+            })
+            .collect())
+    }
+}
+
+fn config(grid_x: u32, grid_y: u32, threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid_x, grid_y, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}

@@ -1,0 +1,108 @@
+//! A shard's vectors in wgpu buffers: chunks of at most the adapter's binding size.
+//!
+//! Every chunk but the last is full, so row `r` lives in chunk `r / chunk_rows`.
+//! The last chunk grows by doubling (one buffer-to-buffer copy) until it reaches
+//! `chunk_rows`; then a new chunk starts. Like the CUDA backend, writes only mark
+//! what the GPU lacks and the next search uploads it in bulk.
+
+use std::collections::BTreeSet;
+
+use super::device::WgpuDevice;
+use crate::cpu::CpuShard;
+use crate::{KernelError, Shard};
+
+/// Workgroups per dispatch along x are limited to 65,535 and each covers 1,024 rows.
+const MAX_CHUNK_ROWS: usize = 65_535 * 1_024;
+
+pub(crate) struct Chunk {
+    pub buffer: wgpu::Buffer,
+    pub rows: usize,
+    pub capacity: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Resident {
+    pub chunks: Vec<Chunk>,
+    pub uploaded: usize,
+    pub dirty: BTreeSet<usize>,
+}
+
+/// Rows per full chunk for `dims`-dimensional vectors on `device`.
+pub(crate) fn chunk_rows(device: &WgpuDevice, dims: usize) -> usize {
+    let by_binding = (device.max_binding_bytes / (dims as u64 * 4)) as usize;
+    by_binding.clamp(1, MAX_CHUNK_ROWS)
+}
+
+impl Resident {
+    pub fn sync(&mut self, device: &WgpuDevice, host: &CpuShard) -> Result<(), KernelError> {
+        let dims = host.dims();
+        let full = chunk_rows(device, dims);
+        let rows = host.rows();
+        let row_bytes = (dims * 4) as u64;
+        while self.uploaded < rows {
+            let pending = rows - self.uploaded;
+            let needs_chunk = self
+                .chunks
+                .last()
+                .is_none_or(|c| c.capacity == full && c.rows == full);
+            if needs_chunk {
+                let capacity = pending.clamp(1, full).max(4096.min(full));
+                self.chunks.push(Chunk {
+                    buffer: vector_buffer(device, capacity as u64 * row_bytes),
+                    rows: 0,
+                    capacity,
+                });
+            }
+            let Some(last) = self.chunks.last_mut() else {
+                break;
+            };
+            if last.rows == last.capacity {
+                let capacity = (last.capacity * 2).max(last.rows + pending).min(full);
+                let buffer = vector_buffer(device, capacity as u64 * row_bytes);
+                let mut encoder = device.device.create_command_encoder(&Default::default());
+                encoder.copy_buffer_to_buffer(
+                    &last.buffer,
+                    0,
+                    &buffer,
+                    0,
+                    last.rows as u64 * row_bytes,
+                );
+                device.queue.submit([encoder.finish()]);
+                last.buffer = buffer;
+                last.capacity = capacity;
+            }
+            let n = (last.capacity - last.rows).min(pending);
+            let src = host.vectors(self.uploaded..self.uploaded + n);
+            device.queue.write_buffer(
+                &last.buffer,
+                last.rows as u64 * row_bytes,
+                bytemuck::cast_slice(src),
+            );
+            last.rows += n;
+            self.uploaded += n;
+        }
+        for &r in &self.dirty {
+            if let Some(chunk) = self.chunks.get(r / full) {
+                let offset = (r % full) as u64 * row_bytes;
+                device.queue.write_buffer(
+                    &chunk.buffer,
+                    offset,
+                    bytemuck::cast_slice(host.vector(r)),
+                );
+            }
+        }
+        self.dirty.clear();
+        Ok(())
+    }
+}
+
+fn vector_buffer(device: &WgpuDevice, bytes: u64) -> wgpu::Buffer {
+    device.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("shard vectors"),
+        size: bytes.max(4),
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    })
+}

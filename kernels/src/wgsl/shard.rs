@@ -1,0 +1,100 @@
+//! [`WgpuShard`]: a shard in wgpu buffers with an exact host copy.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::device::WgpuDevice;
+use super::resident::Resident;
+use super::search::{search_on_adapter, MAX_WGPU_K};
+use crate::cpu::CpuShard;
+use crate::shard::validate_search;
+use crate::{Compaction, Hit, KernelError, Metric, Row, RowMask, Shard};
+
+/// One collection's vectors on a wgpu adapter. The host copy re-ranks candidates
+/// in f32 and answers searches with k above [`MAX_WGPU_K`].
+pub struct WgpuShard {
+    pub(crate) device: Arc<WgpuDevice>,
+    pub(crate) host: CpuShard,
+    pub(crate) resident: Mutex<Resident>,
+}
+
+impl WgpuShard {
+    pub fn new(
+        device: Arc<WgpuDevice>,
+        dims: usize,
+        metric: Metric,
+    ) -> Result<WgpuShard, KernelError> {
+        Ok(WgpuShard {
+            device,
+            host: CpuShard::new(dims, metric)?,
+            resident: Mutex::new(Resident::default()),
+        })
+    }
+}
+
+impl Shard for WgpuShard {
+    fn dims(&self) -> usize {
+        self.host.dims()
+    }
+
+    fn metric(&self) -> Metric {
+        self.host.metric()
+    }
+
+    fn rows(&self) -> usize {
+        self.host.rows()
+    }
+
+    fn live(&self) -> usize {
+        self.host.live()
+    }
+
+    fn is_live(&self, row: Row) -> bool {
+        self.host.is_live(row)
+    }
+
+    fn append(&mut self, vector: &[f32]) -> Result<Row, KernelError> {
+        self.host.append(vector)
+    }
+
+    fn overwrite(&mut self, row: Row, vector: &[f32]) -> Result<(), KernelError> {
+        self.host.overwrite(row, vector)?;
+        let resident = self.resident.get_mut();
+        if (row as usize) < resident.uploaded {
+            resident.dirty.insert(row as usize);
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, row: Row) -> Result<bool, KernelError> {
+        // The live mask travels with each search, so nothing on the GPU changes.
+        self.host.delete(row)
+    }
+
+    fn compacted(&self) -> (Box<dyn Shard>, Compaction) {
+        let (host, compaction) = self.host.compacted_host();
+        let shard = WgpuShard {
+            device: self.device.clone(),
+            host,
+            resident: Mutex::new(Resident::default()),
+        };
+        (Box::new(shard), compaction)
+    }
+
+    fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        mask: Option<&RowMask>,
+    ) -> Result<Vec<Vec<Hit>>, KernelError> {
+        let nq = validate_search(self.dims(), self.rows(), queries, k, mask)?;
+        if nq == 0 || self.rows() == 0 {
+            return Ok(vec![Vec::new(); nq]);
+        }
+        if k > MAX_WGPU_K {
+            return self.host.search_batch(queries, k, mask);
+        }
+        search_on_adapter(self, queries, nq, k, mask)
+    }
+}

@@ -1,0 +1,295 @@
+//! Every backend present gives the CPU backend's ids on the same data and queries:
+//! random data, duplicates and ties, zero vectors, k above the row count, filters
+//! that match nothing or a few rows, writes after the shard went to the device,
+//! compaction, and k around the GPU paths' limit.
+//!
+//! CUDA runs where a device exists (`NEEDLE_REQUIRE_CUDA=1` turns its absence into a
+//! failure, for the GPU host); wgpu runs on any adapter, lavapipe included
+//! (`NEEDLE_REQUIRE_WGPU=1`, set by scripts/test.sh, which installs lavapipe).
+
+use std::sync::OnceLock;
+
+use needle_kernels::cpu::CpuShard;
+use needle_kernels::cuda::CudaBackend;
+use needle_kernels::reference::pseudo_random_floats;
+use needle_kernels::wgsl::WgpuBackend;
+use needle_kernels::{F32Math, Hit, Metric, RowMask, Shard, Storage};
+
+fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+fn cuda() -> Option<&'static CudaBackend> {
+    static CUDA: OnceLock<Option<CudaBackend>> = OnceLock::new();
+    CUDA.get_or_init(|| match CudaBackend::open() {
+        Ok(backend) => {
+            eprintln!("CUDA: {}", needle_kernels::Backend::describe(&backend));
+            Some(backend)
+        }
+        Err(e) if required("NEEDLE_REQUIRE_CUDA") => panic!("NEEDLE_REQUIRE_CUDA=1 but {e}"),
+        Err(e) => {
+            eprintln!("skipping CUDA parity: {e}");
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn wgpu() -> Option<&'static WgpuBackend> {
+    static WGPU: OnceLock<Option<WgpuBackend>> = OnceLock::new();
+    WGPU.get_or_init(|| match WgpuBackend::open_any() {
+        Ok(backend) => {
+            eprintln!("wgpu: {}", needle_kernels::Backend::describe(&backend));
+            Some(backend)
+        }
+        Err(e) if required("NEEDLE_REQUIRE_WGPU") => panic!("NEEDLE_REQUIRE_WGPU=1 but {e}"),
+        Err(e) => {
+            eprintln!("skipping wgpu parity: {e}");
+            None
+        }
+    })
+    .as_ref()
+}
+
+/// The non-CPU shards under test for `dims` and `metric`, with their names.
+fn gpu_shards(dims: usize, metric: Metric) -> Vec<(&'static str, Box<dyn Shard>)> {
+    let mut shards: Vec<(&'static str, Box<dyn Shard>)> = Vec::new();
+    if let Some(cuda) = cuda() {
+        let strict = cuda.with_f32_math(F32Math::Strict);
+        shards.push((
+            "cuda-tf32",
+            Box::new(cuda.shard(dims, metric, Storage::F32).unwrap()),
+        ));
+        shards.push((
+            "cuda-f32",
+            Box::new(strict.shard(dims, metric, Storage::F32).unwrap()),
+        ));
+        shards.push((
+            "cuda-f16",
+            Box::new(cuda.shard(dims, metric, Storage::F16).unwrap()),
+        ));
+    }
+    if let Some(wgpu) = wgpu() {
+        shards.push(("wgpu", Box::new(wgpu.shard(dims, metric).unwrap())));
+    }
+    shards
+}
+
+/// Ids must match; a different id at a position is accepted only as a near-tie
+/// (equal distance within `tol`), and distances must match everywhere.
+fn assert_same(label: &str, expected: &[Vec<Hit>], got: &[Vec<Hit>]) {
+    const TOL: f32 = 2e-5;
+    assert_eq!(expected.len(), got.len(), "{label}: query count");
+    for (q, (e, g)) in expected.iter().zip(got).enumerate() {
+        assert_eq!(
+            e.len(),
+            g.len(),
+            "{label}: query {q} hit count\nexpected {e:?}\ngot {g:?}"
+        );
+        for (i, (a, b)) in e.iter().zip(g).enumerate() {
+            let close = (a.distance - b.distance).abs() <= TOL * (1.0 + a.distance.abs());
+            assert!(
+                close,
+                "{label}: query {q} rank {i}: distance {} vs {}",
+                a.distance, b.distance
+            );
+            if a.row != b.row {
+                let tie = e
+                    .iter()
+                    .chain(g)
+                    .filter(|h| h.row == a.row || h.row == b.row)
+                    .all(|h| (h.distance - a.distance).abs() <= TOL * (1.0 + a.distance.abs()));
+                assert!(tie, "{label}: query {q} rank {i}: row {} vs {} (not a tie)\nexpected {e:?}\ngot {g:?}", a.row, b.row);
+            }
+        }
+    }
+}
+
+struct Case {
+    dims: usize,
+    metric: Metric,
+    vectors: Vec<f32>,
+}
+
+impl Case {
+    fn random(seed: u64, rows: usize, dims: usize, metric: Metric) -> Case {
+        Case {
+            dims,
+            metric,
+            vectors: pseudo_random_floats(seed, rows * dims),
+        }
+    }
+
+    fn load(&self, shard: &mut dyn Shard) {
+        for v in self.vectors.chunks(self.dims) {
+            shard.append(v).unwrap();
+        }
+    }
+
+    /// Loads the case into the CPU reference and every GPU shard, runs `act` on each
+    /// (writes between searches), and compares every search `act` returns.
+    fn check(&self, label: &str, act: impl Fn(&mut dyn Shard) -> Vec<Vec<Vec<Hit>>>) {
+        let mut cpu = CpuShard::new(self.dims, self.metric).unwrap();
+        self.load(&mut cpu);
+        let expected = act(&mut cpu);
+        for (name, mut shard) in gpu_shards(self.dims, self.metric) {
+            self.load(shard.as_mut());
+            let got = act(shard.as_mut());
+            for (step, (e, g)) in expected.iter().zip(&got).enumerate() {
+                assert_same(&format!("{label} on {name}, search {step}"), e, g);
+            }
+        }
+    }
+}
+
+const METRICS: [Metric; 3] = [Metric::Cosine, Metric::Euclidean, Metric::Dot];
+
+#[test]
+fn random_data_every_metric() {
+    for (i, metric) in METRICS.into_iter().enumerate() {
+        let case = Case::random(10 + i as u64, 3000, 24, metric);
+        let queries = pseudo_random_floats(99, 37 * 24);
+        case.check(&format!("random {metric:?}"), |s| {
+            vec![
+                s.search_batch(&queries, 10, None).unwrap(),
+                s.search_batch(&queries[..24], 1, None).unwrap(),
+            ]
+        });
+    }
+}
+
+#[test]
+fn many_tiles_and_query_counts() {
+    // Enough rows and queries that the CUDA path tiles the rows and splits columns.
+    let case = Case::random(7, 60_000, 64, Metric::Euclidean);
+    let queries = pseudo_random_floats(8, 700 * 64);
+    case.check("tiled", |s| {
+        vec![
+            s.search_batch(&queries, 10, None).unwrap(),
+            s.search_batch(&queries[..64], 100, None).unwrap(),
+            s.search_batch(&queries[..5 * 64], 3, None).unwrap(),
+        ]
+    });
+}
+
+#[test]
+fn duplicates_and_ties_resolve_to_the_lower_row() {
+    let base = pseudo_random_floats(3, 50 * 16);
+    let mut vectors = Vec::new();
+    for _ in 0..4 {
+        vectors.extend_from_slice(&base);
+    }
+    for metric in METRICS {
+        let case = Case {
+            dims: 16,
+            metric,
+            vectors: vectors.clone(),
+        };
+        // Queries equal to stored rows: exact ties at distance 0 (or -‖x‖² for dot).
+        let queries = base[..5 * 16].to_vec();
+        case.check(&format!("duplicates {metric:?}"), |s| {
+            vec![s.search_batch(&queries, 7, None).unwrap()]
+        });
+    }
+}
+
+#[test]
+fn zero_vectors_and_zero_queries() {
+    let mut vectors = pseudo_random_floats(4, 200 * 8);
+    for r in (0..200).step_by(7) {
+        vectors[r * 8..(r + 1) * 8].fill(0.0);
+    }
+    for metric in METRICS {
+        let case = Case {
+            dims: 8,
+            metric,
+            vectors: vectors.clone(),
+        };
+        let mut queries = vec![0.0; 8];
+        queries.extend(pseudo_random_floats(5, 8));
+        case.check(&format!("zeros {metric:?}"), |s| {
+            vec![s.search_batch(&queries, 12, None).unwrap()]
+        });
+    }
+}
+
+#[test]
+fn k_above_row_count_returns_every_live_row() {
+    let case = Case::random(6, 5, 4, Metric::Cosine);
+    let queries = pseudo_random_floats(7, 2 * 4);
+    case.check("k > n", |s| {
+        s.delete(2).unwrap();
+        let hits = s.search_batch(&queries, 20, None).unwrap();
+        assert_eq!(hits[0].len(), 4);
+        vec![hits]
+    });
+}
+
+#[test]
+fn filters_matching_nothing_and_few_rows() {
+    let case = Case::random(11, 2500, 12, Metric::Euclidean);
+    let queries = pseudo_random_floats(12, 9 * 12);
+    case.check("filters", |s| {
+        let nothing = RowMask::none(s.rows());
+        let mut few = RowMask::none(s.rows());
+        for r in (0..s.rows()).step_by(97) {
+            few.set(r);
+        }
+        let empty = s.search_batch(&queries, 5, Some(&nothing)).unwrap();
+        assert!(
+            empty.iter().all(Vec::is_empty),
+            "a filter matching nothing returns nothing"
+        );
+        vec![empty, s.search_batch(&queries, 40, Some(&few)).unwrap()]
+    });
+}
+
+#[test]
+fn writes_after_upload_are_seen() {
+    let case = Case::random(13, 3000, 20, Metric::Cosine);
+    let queries = pseudo_random_floats(14, 11 * 20);
+    let extra = pseudo_random_floats(15, 5000 * 20);
+    case.check("writes", |s| {
+        let before = s.search_batch(&queries, 10, None).unwrap();
+        for r in (0..3000).step_by(3) {
+            s.delete(r).unwrap();
+        }
+        for (i, r) in (1..3000u32).step_by(10).enumerate() {
+            s.overwrite(r, &extra[i * 20..(i + 1) * 20]).unwrap();
+        }
+        // Appends past the first device allocation force a grow-and-copy.
+        for v in extra.chunks(20) {
+            s.append(v).unwrap();
+        }
+        // A revived row: overwrite of a deleted one.
+        s.overwrite(0, &queries[..20]).unwrap();
+        vec![before, s.search_batch(&queries, 10, None).unwrap()]
+    });
+}
+
+#[test]
+fn compacted_shard_searches_like_the_reference() {
+    let case = Case::random(16, 4000, 10, Metric::Dot);
+    let queries = pseudo_random_floats(17, 6 * 10);
+    case.check("compaction", |s| {
+        for r in (0..4000).step_by(2) {
+            s.delete(r).unwrap();
+        }
+        let _ = s.search_batch(&queries, 5, None).unwrap();
+        let (packed, compaction) = s.compacted();
+        assert_eq!(compaction.remap.iter().flatten().count(), 2000);
+        vec![packed.search_batch(&queries, 15, None).unwrap()]
+    });
+}
+
+#[test]
+fn k_at_and_above_the_device_limit() {
+    let case = Case::random(18, 3000, 6, Metric::Euclidean);
+    let queries = pseudo_random_floats(19, 3 * 6);
+    case.check("large k", |s| {
+        vec![
+            s.search_batch(&queries, 1024, None).unwrap(),
+            s.search_batch(&queries, 1500, None).unwrap(),
+        ]
+    });
+}
