@@ -161,6 +161,19 @@ merge_splits(const u64* __restrict__ best, int splits, int kc, u64* __restrict__
     for (int i = threadIdx.x; i < kc; i += blockDim.x) out[(long long)q * kc + i] = s_best[i];
 }
 
+// f32 -> f16 (round to nearest even) without cuda_fp16.h, which NVRTC would need
+// the toolkit's include directory for. The CPU emulation used by the tests supplies
+// its own conversion.
+__device__ __forceinline__ u16 half_bits(float x) {
+#ifdef NEEDLE_CPU_EMULATION
+    return emulated_half_bits(x);
+#else
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -221,11 +234,7 @@ extern "C" __global__ void prepare_queries(const float* __restrict__ queries, in
     for (int i = threadIdx.x; i < dims; i += blockDim.x) {
         float x = v[i];
         s = fmaf(x, x, s);
-        if (queries_f16) {
-            u16 h;
-            asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
-            queries_f16[(long long)q * dims + i] = h;
-        }
+        if (queries_f16) queries_f16[(long long)q * dims + i] = half_bits(x);
     }
     s = warp_sum(s);
     if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;

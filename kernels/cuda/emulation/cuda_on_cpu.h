@@ -1,0 +1,106 @@
+// Just enough of CUDA's execution model to run needle's kernels on the CPU, so
+// their logic (sorting networks, merges, thresholds, indexing, barriers) is tested
+// where there is no GPU. One block runs at a time, each of its threads a real
+// std::thread: __shared__ becomes a static local (shared by the block's threads),
+// __syncthreads a std::barrier, warp shuffles an exchange through a block-wide buffer.
+// A thread that returns early drops out of the barrier, as an exited CUDA thread
+// stops counting towards __syncthreads.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#define NEEDLE_CPU_EMULATION 1
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+#define __launch_bounds__(...)
+#define __shared__ static
+
+using std::min;
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+inline std::barrier<>* block_barrier = nullptr;
+
+inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+
+inline int atomicAdd(int* address, int value) { return std::atomic_ref<int>(*address).fetch_add(value); }
+
+inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+
+inline float __int_as_float(int i) {
+    float f;
+    std::memcpy(&f, &i, 4);
+    return f;
+}
+
+// Lanes exchange through one slot per thread of the block; every live thread of
+// the block reaches each shuffle (needle's kernels only shuffle warp-uniformly).
+inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
+    static float slots[1024];
+    slots[threadIdx.x] = v;
+    __syncthreads();
+    float other = slots[threadIdx.x ^ lane_mask];
+    __syncthreads();
+    return other;
+}
+
+inline unsigned short emulated_half_bits(float x) {
+    // Round-to-nearest-even f32 -> f16 for normal and subnormal halves; enough
+    // for test data, which stays far from overflow.
+    unsigned u = __float_as_uint(x);
+    unsigned sign = (u >> 16) & 0x8000u;
+    float a = std::fabs(x);
+    if (a == 0.0f) return (unsigned short)sign;
+    int e;
+    std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+    int exp_half = e - 1 + 15;
+    if (exp_half <= 0) {
+        // Subnormal: units of 2^-24.
+        float units = std::nearbyint(a * 16777216.0f);
+        return (unsigned short)(sign | (unsigned)units);
+    }
+    float mant = std::nearbyint((a / std::ldexp(1.0f, e - 1) - 1.0f) * 1024.0f);
+    unsigned bits = ((unsigned)exp_half << 10) + (unsigned)mant;  // carry rolls into exponent
+    return (unsigned short)(sign | bits);
+}
+
+// Runs `kernel` over `grid` blocks of `block` threads, one block at a time.
+inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned by = 0; by < grid.y; ++by) {
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+            std::barrier<> barrier((std::ptrdiff_t)block.x);
+            block_barrier = &barrier;
+            std::vector<std::thread> threads;
+            threads.reserve(block.x);
+            for (unsigned t = 0; t < block.x; ++t) {
+                threads.emplace_back([&, t] {
+                    threadIdx = dim3{t, 0, 0};
+                    blockIdx = dim3{bx, by, 0};
+                    kernel();
+                    barrier.arrive_and_drop();
+                });
+            }
+            for (auto& th : threads) th.join();
+        }
+    }
+}
