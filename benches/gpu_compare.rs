@@ -142,6 +142,7 @@ fn main() {
     );
     println!("N = {n}, d = {d}, k = {K}, metric = inner product");
     let mut rows = Vec::new();
+    let mut sweeps = Vec::new();
     for (mode, storage, math) in [
         ("f32", Storage::F32, F32Math::Strict),
         ("tf32", Storage::F32, F32Math::Tf32),
@@ -197,10 +198,23 @@ fn main() {
                 if nq == 1 { format!("{one_pass_ms:.3} ms ({:.2}x)", ms / one_pass_ms) } else { "-".into() },
             ));
         }
+        // Q = 1024: the GEMM tile against L2 (default half of it), for tuning.
+        let l2 = device.l2_bytes();
+        for (label, bytes) in [("L2/8", l2 / 8), ("L2/4", l2 / 4), ("L2", l2), ("2xL2", 2 * l2)] {
+            shard.set_tile_bytes(Some(bytes));
+            let ms = median_ms(&shard, &q[..1024 * d], 10);
+            sweeps.push(format!("| {mode} | {label} ({:.1} MB) | {ms:.3} |", bytes as f64 / 1e6));
+        }
     }
     println!("| precision | Q | needle ms | torch ms | torch/needle | TFLOP/s | of GEMM peak | Q=1: one pass at copy bandwidth (needle/pass) | recall@{K} |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
+    }
+    println!("\nQ = 1024, GEMM output tile size (default: L2/2, in the table above)");
+    println!("| precision | tile | needle ms |");
+    println!("|---|---|---|");
+    for s in sweeps {
+        println!("{s}");
     }
 }

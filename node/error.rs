@@ -52,8 +52,10 @@ pub enum Error {
     Storage(#[from] rocksdb::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Not a `#[source]`: the message already carries the kernel's, and error
+    /// chains would print it twice.
     #[error("search engine error: {0}")]
-    Kernel(#[from] KernelError),
+    Kernel(KernelError),
     #[error("operation-log gap: the next sequence number is {expected}, got {got}")]
     LogGap { expected: u64, got: u64 },
     #[error("database is shutting down")]
@@ -131,6 +133,12 @@ impl Error {
             Error::Closed => ErrorKind::Unavailable,
             _ => ErrorKind::BadRequest,
         }
+    }
+}
+
+impl From<KernelError> for Error {
+    fn from(e: KernelError) -> Self {
+        Error::Kernel(e)
     }
 }
 

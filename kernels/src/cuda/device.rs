@@ -137,6 +137,11 @@ impl CudaDevice {
             .map_err(|e| KernelError::device("cuMemGetInfo", e))
     }
 
+    /// Bytes of L2 cache.
+    pub fn l2_bytes(&self) -> usize {
+        self.l2_bytes
+    }
+
     /// Whether the kernels' PTX came from the on-disk cache.
     pub fn kernels_from_cache(&self) -> bool {
         self.kernels.from_cache

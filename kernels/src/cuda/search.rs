@@ -37,9 +37,10 @@ fn metric_code(metric: Metric) -> i32 {
 }
 
 /// Tile width and column splits for `queries` queries over `rows` rows.
-fn plan(device: &CudaDevice, queries: usize, rows: usize) -> (usize, usize) {
-    // Half of L2 for the tile of dot products, so it is read back from cache.
-    let budget = (device.l2_bytes.max(4 << 20) / 2) / 4;
+fn plan(device: &CudaDevice, tile_bytes: Option<usize>, queries: usize, rows: usize) -> (usize, usize) {
+    // By default half of L2 for the tile of dot products, so that the selection
+    // reads it back from cache rather than device memory.
+    let budget = tile_bytes.unwrap_or(device.l2_bytes.max(4 << 20) / 2) / 4;
     let tile = (budget / queries.max(1)) / SELECT_ROUND * SELECT_ROUND;
     let tile = tile
         .max(SELECT_ROUND)
@@ -194,7 +195,7 @@ impl Chunk<'_> {
         unsafe { launch.launch(config(self.count as u32, 1, 256)) }
             .map_err(err("prepare_queries"))?;
 
-        let (tile, splits) = plan(self.device, self.count, rows);
+        let (tile, splits) = plan(self.device, self.shard.tile_bytes, self.count, rows);
         let kc = self.kc;
         let best = stream
             .alloc_zeros::<u64>(self.count * splits * kc)

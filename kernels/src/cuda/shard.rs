@@ -27,6 +27,8 @@ pub struct CudaShard {
     pub(crate) storage: Storage,
     pub(crate) math: F32Math,
     pub(crate) on_full: OnDeviceFull,
+    /// Bytes of the GEMM output tile; `None`: half of L2. For tuning on new cards.
+    pub(crate) tile_bytes: Option<usize>,
     pub(crate) host: CpuShard,
     pub(crate) resident: Mutex<Resident>,
     /// Set once an upload found the device full; searches then use the host copy.
@@ -47,6 +49,7 @@ impl CudaShard {
             storage,
             math,
             on_full,
+            tile_bytes: None,
             host: CpuShard::new(dims, metric)?,
             resident: Mutex::new(Resident::default()),
             on_host: AtomicBool::new(false),
@@ -60,6 +63,7 @@ impl CudaShard {
             storage: self.storage,
             math: self.math,
             on_full: self.on_full,
+            tile_bytes: self.tile_bytes,
             host,
             resident: Mutex::new(Resident::default()),
             on_host: AtomicBool::new(false),
@@ -68,6 +72,12 @@ impl CudaShard {
 
     pub fn storage(&self) -> Storage {
         self.storage
+    }
+
+    /// Sets the size of the GEMM output tile the selection kernel reads back
+    /// (default: half of the device's L2). Benchmarks sweep it on new cards.
+    pub fn set_tile_bytes(&mut self, bytes: Option<usize>) {
+        self.tile_bytes = bytes;
     }
 
     /// Uploads whatever the device lacks now rather than at the next search.
