@@ -56,7 +56,12 @@ fn bench(c: &mut Criterion) {
     println!("machine: {}", machine::describe());
     let shards: Vec<(String, Box<dyn Shard>)> = backends()
         .into_iter()
-        .map(|b| (format!("{} [{}]", b.name(), b.describe()), loaded(b.as_ref())))
+        .map(|b| {
+            (
+                format!("{} [{}]", b.name(), b.describe()),
+                loaded(b.as_ref()),
+            )
+        })
         .collect();
     let mut group = c.benchmark_group("backends");
     group
@@ -67,9 +72,11 @@ fn bench(c: &mut Criterion) {
         let queries = needle_kernels::reference::pseudo_random_floats(2, q * D);
         group.throughput(Throughput::Elements(q as u64));
         for (name, shard) in &shards {
-            group.bench_with_input(BenchmarkId::new(name.as_str(), format!("q{q}")), &queries, |b, qs| {
-                b.iter(|| shard.search_batch(qs, K, None).expect("search"))
-            });
+            group.bench_with_input(
+                BenchmarkId::new(name.as_str(), format!("q{q}")),
+                &queries,
+                |b, qs| b.iter(|| shard.search_batch(qs, K, None).expect("search")),
+            );
         }
     }
     group.finish();
@@ -79,7 +86,10 @@ fn bench(c: &mut Criterion) {
         let cpu = median_ms(shards[0].1.as_ref(), &queries);
         for (name, shard) in &shards {
             let ms = median_ms(shard.as_ref(), &queries);
-            println!("q{q:<3} {name}: {ms:.3} ms, {:.2}x the CPU backend's time", ms / cpu);
+            println!(
+                "q{q:<3} {name}: {ms:.3} ms, {:.2}x the CPU backend's time",
+                ms / cpu
+            );
         }
     }
 }

@@ -200,10 +200,18 @@ fn main() {
         }
         // Q = 1024: the GEMM tile against L2 (default half of it), for tuning.
         let l2 = device.l2_bytes();
-        for (label, bytes) in [("L2/8", l2 / 8), ("L2/4", l2 / 4), ("L2", l2), ("2xL2", 2 * l2)] {
+        for (label, bytes) in [
+            ("L2/8", l2 / 8),
+            ("L2/4", l2 / 4),
+            ("L2", l2),
+            ("2xL2", 2 * l2),
+        ] {
             shard.set_tile_bytes(Some(bytes));
             let ms = median_ms(&shard, &q[..1024 * d], 10);
-            sweeps.push(format!("| {mode} | {label} ({:.1} MB) | {ms:.3} |", bytes as f64 / 1e6));
+            sweeps.push(format!(
+                "| {mode} | {label} ({:.1} MB) | {ms:.3} |",
+                bytes as f64 / 1e6
+            ));
         }
     }
     println!("| precision | Q | needle ms | torch ms | torch/needle | TFLOP/s | of GEMM peak | Q=1: one pass at copy bandwidth (needle/pass) | recall@{K} |");

@@ -188,6 +188,14 @@ impl CollectionState {
                 index.metadata[row as usize] = Some(Arc::new(metadata));
                 Ok(())
             })?;
+            // GPU backends: upload now, so the first search is not also the upload.
+            if let Err(e) = index.shard.make_resident() {
+                tracing::warn!(
+                    collection = %state.stored.config.name,
+                    error = %e,
+                    "could not upload the collection to the GPU at start-up; the first search retries (a full CUDA device is searched on the host)"
+                );
+            }
         }
         Ok(state)
     }

@@ -50,6 +50,13 @@ pub trait Shard: Send + Sync {
         let _ = additional_rows;
         Ok(())
     }
+    /// Copies whatever the device lacks to it now instead of at the next search, so
+    /// a node that just loaded its collections answers the first query at full
+    /// speed. A no-op for host-memory backends. A device without room is reported
+    /// ([`KernelError::DeviceMemory`]) and the shard is then searched on the host.
+    fn make_resident(&self) -> Result<(), KernelError> {
+        Ok(())
+    }
     /// `None` for host-memory backends; for device backends whether the shard is
     /// searched on the device (`false`: the device was full and it runs on the host).
     fn on_device(&self) -> Option<bool> {

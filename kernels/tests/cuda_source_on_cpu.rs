@@ -25,13 +25,18 @@ fn build_and_run(name: &str, flags: &[&str], env: &[(&str, &str)]) -> String {
         .arg("-o")
         .arg(&exe)
         .output()
-        .unwrap_or_else(|e| panic!("running {compiler} (a C++20 compiler is needed, as for RocksDB): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("running {compiler} (a C++20 compiler is needed, as for RocksDB): {e}")
+        });
     assert!(
         built.status.success(),
         "compiling the CUDA source for the CPU failed:\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let ran = Command::new(&exe).envs(env.iter().copied()).output().unwrap();
+    let ran = Command::new(&exe)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
     assert!(
         ran.status.success(),

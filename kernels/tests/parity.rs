@@ -293,3 +293,56 @@ fn k_at_and_above_the_device_limit() {
         ]
     });
 }
+
+#[test]
+fn wgpu_shards_larger_than_one_buffer_are_split_into_chunks() {
+    let Some(wgpu) = wgpu() else { return };
+    let dims = 12;
+    let data = pseudo_random_floats(30, 5500 * dims);
+    let queries = pseudo_random_floats(31, 13 * dims);
+    let mut cpu = CpuShard::new(dims, Metric::Euclidean).unwrap();
+    let mut gpu = wgpu.shard(dims, Metric::Euclidean).unwrap();
+    gpu.limit_chunk_rows(1000);
+    for v in data[..3500 * dims].chunks(dims) {
+        cpu.append(v).unwrap();
+        gpu.append(v).unwrap();
+    }
+    let run = |s: &dyn Shard| s.search_batch(&queries, 25, None).unwrap();
+    assert_same("chunks", &run(&cpu), &run(&gpu));
+    // Growth past the last chunk, writes into earlier chunks, deletes.
+    for v in data[3500 * dims..].chunks(dims) {
+        cpu.append(v).unwrap();
+        gpu.append(v).unwrap();
+    }
+    for r in [5u32, 1500, 2999, 4321] {
+        cpu.overwrite(r, &queries[..dims]).unwrap();
+        gpu.overwrite(r, &queries[..dims]).unwrap();
+    }
+    for r in (0..5500u32).step_by(7) {
+        cpu.delete(r).unwrap();
+        gpu.delete(r).unwrap();
+    }
+    assert_same("chunks after writes", &run(&cpu), &run(&gpu));
+}
+
+#[test]
+fn cuda_refuses_rows_that_cannot_fit_unless_told_to_serve_from_host() {
+    let Some(cuda) = cuda() else { return };
+    let mut refuse = cuda.shard(64, Metric::Dot, Storage::F32).unwrap();
+    refuse.append(&[0.5; 64]).unwrap();
+    assert!(refuse.check_room(1000).is_ok());
+    let huge = 1usize << 40;
+    assert!(
+        matches!(
+            refuse.check_room(huge),
+            Err(needle_kernels::KernelError::DeviceMemory { .. })
+        ),
+        "a terabyte of rows must not fit"
+    );
+    let host = cuda
+        .with_on_device_full(needle_kernels::OnDeviceFull::ServeFromHost)
+        .shard(64, Metric::Dot, Storage::F32)
+        .unwrap();
+    assert!(host.check_room(huge).is_ok());
+    assert_eq!(refuse.on_device(), Some(true));
+}

@@ -159,3 +159,44 @@ fn wgpu_node_answers_exactly_like_the_cpu_node() {
     );
     assert_eq!(expected, got);
 }
+
+/// With no Vulkan driver at all, a forced wgpu backend is a prompt, clear startup
+/// error: never a hang, never an abort.
+#[test]
+fn wgpu_without_any_adapter_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-icd.json");
+    let start = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--backend",
+            "wgpu",
+            "--http",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("NEEDLE_CONFIG")
+        .env("VK_DRIVER_FILES", &missing)
+        .env("VK_ICD_FILENAMES", &missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an error exit, not a signal: {stderr}"
+    );
+    assert!(stderr.contains("backend wgpu is not available"), "{stderr}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn gpu_gauges_exist_only_where_nvml_does() {
+    let (_dir, node) = node();
+    let metrics = node.client().get_text("/metrics").1;
+    let has_gauges = metrics.contains("needle_gpu_memory_total_bytes{gpu=\"0\"}");
+    assert_eq!(has_gauges, nvml_wrapper::Nvml::init().is_ok(), "{metrics}");
+}

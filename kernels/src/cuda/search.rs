@@ -37,7 +37,12 @@ fn metric_code(metric: Metric) -> i32 {
 }
 
 /// Tile width and column splits for `queries` queries over `rows` rows.
-fn plan(device: &CudaDevice, tile_bytes: Option<usize>, queries: usize, rows: usize) -> (usize, usize) {
+fn plan(
+    device: &CudaDevice,
+    tile_bytes: Option<usize>,
+    queries: usize,
+    rows: usize,
+) -> (usize, usize) {
     // By default half of L2 for the tile of dot products, so that the selection
     // reads it back from cache rather than device memory.
     let budget = tile_bytes.unwrap_or(device.l2_bytes.max(4 << 20) / 2) / 4;

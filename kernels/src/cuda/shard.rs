@@ -79,16 +79,14 @@ impl CudaShard {
     pub fn set_tile_bytes(&mut self, bytes: Option<usize>) {
         self.tile_bytes = bytes;
     }
+}
 
-    /// Uploads whatever the device lacks now rather than at the next search.
-    pub fn make_resident(&self) -> Result<(), KernelError> {
-        let mut resident = self.resident.lock();
-        let compute = self.device.compute.lock();
-        resident.sync(&self.device, &compute.stream, &self.host, self.storage)?;
-        compute
-            .stream
-            .synchronize()
-            .map_err(|e| KernelError::device("cuStreamSynchronize", e))
+impl Drop for CudaShard {
+    /// The device buffers are freed as the fields drop, on whatever thread drops the
+    /// shard (compaction swaps shards from a background thread): bind the context
+    /// first, or the frees would fail silently and leak device memory.
+    fn drop(&mut self) {
+        let _ = self.device.ctx.bind_to_thread();
     }
 }
 
@@ -178,6 +176,27 @@ impl Shard for CudaShard {
             self.storage,
             grown_capacity(capacity, rows),
         )
+    }
+
+    fn make_resident(&self) -> Result<(), KernelError> {
+        if self.on_host.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let _ = self.device.ctx.bind_to_thread();
+        let mut resident = self.resident.lock();
+        let compute = self.device.compute.lock();
+        let synced = resident
+            .sync(&self.device, &compute.stream, &self.host, self.storage)
+            .and_then(|()| {
+                compute
+                    .stream
+                    .synchronize()
+                    .map_err(|e| KernelError::device("cuStreamSynchronize", e))
+            });
+        if let Err(KernelError::DeviceMemory { .. }) = &synced {
+            self.on_host.store(true, Ordering::Relaxed);
+        }
+        synced
     }
 
     fn on_device(&self) -> Option<bool> {

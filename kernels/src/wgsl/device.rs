@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use crate::KernelError;
 
 /// The WGSL source of the search shader.
@@ -14,6 +16,9 @@ pub struct WgpuDevice {
     pub(crate) info: wgpu::AdapterInfo,
     /// Largest buffer one binding may cover: shards are split into chunks below it.
     pub(crate) max_binding_bytes: u64,
+    /// An error wgpu raised outside any error scope. wgpu's default handler panics;
+    /// needle keeps the message and reports it from the next wait instead.
+    uncaptured: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for WgpuDevice {
@@ -67,6 +72,11 @@ impl WgpuDevice {
             ..Default::default()
         }))
         .map_err(|e| unavailable(format!("adapter {} refused a device: {e}", info.name)))?;
+        let uncaptured = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            *sink.lock() = Some(e.to_string());
+        }));
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("search.wgsl"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
@@ -88,6 +98,7 @@ impl WgpuDevice {
             pipeline,
             info,
             max_binding_bytes,
+            uncaptured,
         }))
     }
 
@@ -112,7 +123,34 @@ impl WgpuDevice {
                 submission_index: None,
                 timeout: Some(std::time::Duration::from_secs(60)),
             })
-            .map(|_| ())
-            .map_err(|e| KernelError::device("waiting for the GPU", e))
+            .map_err(|e| KernelError::device("waiting for the GPU", e))?;
+        match self.uncaptured.lock().take() {
+            Some(message) => Err(KernelError::Device {
+                context: "wgpu",
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `work` with wgpu's validation and out-of-memory errors captured and
+    /// returned, so a buffer the adapter cannot allocate is an error, not a panic.
+    pub(crate) fn checked<T>(
+        &self,
+        context: &'static str,
+        work: impl FnOnce() -> Result<T, KernelError>,
+    ) -> Result<T, KernelError> {
+        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let result = work();
+        let invalid = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(out_of_memory.pop());
+        match oom.or(invalid) {
+            Some(e) => Err(KernelError::Device {
+                context,
+                message: e.to_string(),
+            }),
+            None => result,
+        }
     }
 }

@@ -25,18 +25,21 @@ pub(crate) struct Resident {
     pub chunks: Vec<Chunk>,
     pub uploaded: usize,
     pub dirty: BTreeSet<usize>,
-}
-
-/// Rows per full chunk for `dims`-dimensional vectors on `device`.
-pub(crate) fn chunk_rows(device: &WgpuDevice, dims: usize) -> usize {
-    let by_binding = (device.max_binding_bytes / (dims as u64 * 4)) as usize;
-    by_binding.clamp(1, MAX_CHUNK_ROWS)
+    /// A lower chunk size than the adapter's limit, so tests can split small shards.
+    pub chunk_rows_limit: Option<usize>,
 }
 
 impl Resident {
+    /// Rows per full chunk for `dims`-dimensional vectors on `device`.
+    pub fn chunk_rows(&self, device: &WgpuDevice, dims: usize) -> usize {
+        let by_binding = (device.max_binding_bytes / (dims as u64 * 4)) as usize;
+        let limit = self.chunk_rows_limit.unwrap_or(MAX_CHUNK_ROWS);
+        by_binding.clamp(1, MAX_CHUNK_ROWS.min(limit.max(1)))
+    }
+
     pub fn sync(&mut self, device: &WgpuDevice, host: &CpuShard) -> Result<(), KernelError> {
         let dims = host.dims();
-        let full = chunk_rows(device, dims);
+        let full = self.chunk_rows(device, dims);
         let rows = host.rows();
         let row_bytes = (dims * 4) as u64;
         while self.uploaded < rows {

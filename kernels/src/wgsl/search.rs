@@ -4,7 +4,6 @@
 
 use wgpu::util::DeviceExt;
 
-use super::resident::chunk_rows;
 use super::shard::WgpuShard;
 use crate::rerank::{candidate_count, rerank_on_host};
 use crate::{Hit, KernelError, Metric, RowMask, Shard, TopK};
@@ -61,7 +60,7 @@ pub(crate) fn search_on_adapter(
         allowed.intersect(mask);
     }
     let mut resident = shard.resident.lock();
-    resident.sync(gpu, &shard.host)?;
+    gpu.checked("uploading the shard", || resident.sync(gpu, &shard.host))?;
     let allowed_words: Vec<u32> = bytemuck::cast_slice::<u64, u32>(allowed.words()).to_vec();
     let storage = |label, contents: &[u8]| {
         gpu.device
@@ -73,7 +72,7 @@ pub(crate) fn search_on_adapter(
     };
     let allowed_buf = storage("allowed rows", bytemuck::cast_slice(&allowed_words));
     let mut best: Vec<TopK> = (0..nq).map(|_| TopK::new(kc)).collect();
-    let full = chunk_rows(gpu, dims);
+    let full = resident.chunk_rows(gpu, dims);
     for (index, chunk) in resident.chunks.iter().enumerate() {
         if chunk.rows == 0 {
             continue;
@@ -83,60 +82,63 @@ pub(crate) fn search_on_adapter(
         let mut first = 0;
         while first < nq {
             let count = group.min(nq - first);
-            let query_buf = storage(
-                "queries",
-                bytemuck::cast_slice(&queries[first * dims..(first + count) * dims]),
-            );
-            let params = Params {
-                dims: dims as u32,
-                rows: chunk.rows as u32,
-                row_offset: (index * full) as u32,
-                queries: count as u32,
-                kc: kc as u32,
-                metric: metric_code(shard.metric()),
-                blocks: blocks as u32,
-                pad: 0,
-            };
-            let params_buf = gpu
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
+            let readback = gpu.checked("dispatching the search shader", || {
+                let query_buf = storage(
+                    "queries",
+                    bytemuck::cast_slice(&queries[first * dims..(first + count) * dims]),
+                );
+                let params = Params {
+                    dims: dims as u32,
+                    rows: chunk.rows as u32,
+                    row_offset: (index * full) as u32,
+                    queries: count as u32,
+                    kc: kc as u32,
+                    metric: metric_code(shard.metric()),
+                    blocks: blocks as u32,
+                    pad: 0,
+                };
+                let params_buf = gpu
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("params"),
+                        contents: bytemuck::bytes_of(&params),
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    });
+                let out_bytes = (count * blocks * kc * 8) as u64;
+                let out = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("block winners"),
+                    size: out_bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
                 });
-            let out_bytes = (count * blocks * kc * 8) as u64;
-            let out = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("block winners"),
-                size: out_bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: out_bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("search"),
-                layout: &gpu.pipeline.get_bind_group_layout(0),
-                entries: &[
-                    entry(0, &chunk.buffer),
-                    entry(1, &query_buf),
-                    entry(2, &allowed_buf),
-                    entry(3, &out),
-                    entry(4, &params_buf),
-                ],
-            });
-            let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&gpu.pipeline);
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(blocks as u32, count as u32, 1);
-            }
-            encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
-            gpu.queue.submit([encoder.finish()]);
+                let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size: out_bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("search"),
+                    layout: &gpu.pipeline.get_bind_group_layout(0),
+                    entries: &[
+                        entry(0, &chunk.buffer),
+                        entry(1, &query_buf),
+                        entry(2, &allowed_buf),
+                        entry(3, &out),
+                        entry(4, &params_buf),
+                    ],
+                });
+                let mut encoder = gpu.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&gpu.pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(blocks as u32, count as u32, 1);
+                }
+                encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
+                gpu.queue.submit([encoder.finish()]);
+                Ok(readback)
+            })?;
             let keys = read_back(gpu, &readback)?;
             for (q, per_query) in keys.chunks(blocks * kc * 2).enumerate() {
                 let top = &mut best[first + q];

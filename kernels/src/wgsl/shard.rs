@@ -31,6 +31,12 @@ impl WgpuShard {
             resident: Mutex::new(Resident::default()),
         })
     }
+
+    /// Caps the rows per GPU buffer below what the adapter allows, so that small
+    /// shards exercise the chunked path. Call it before the first search.
+    pub fn limit_chunk_rows(&mut self, rows: usize) {
+        self.resident.get_mut().chunk_rows_limit = Some(rows);
+    }
 }
 
 impl Shard for WgpuShard {
@@ -80,6 +86,18 @@ impl Shard for WgpuShard {
             resident: Mutex::new(Resident::default()),
         };
         (Box::new(shard), compaction)
+    }
+
+    fn make_resident(&self) -> Result<(), KernelError> {
+        let mut resident = self.resident.lock();
+        self.device.checked("uploading the shard", || {
+            resident.sync(&self.device, &self.host)
+        })?;
+        self.device.wait()
+    }
+
+    fn on_device(&self) -> Option<bool> {
+        Some(true)
     }
 
     fn search_batch(
