@@ -18,6 +18,7 @@ const K: usize = 10;
 
 struct Baseline {
     device: String,
+    torch_version: String,
     n: usize,
     d: usize,
     torch_ms: HashMap<(String, usize), f64>,
@@ -31,6 +32,7 @@ fn read_baseline(dir: &Path) -> Result<Baseline, String> {
         .map_err(|e| format!("baseline.txt: {e}"))?;
     let mut b = Baseline {
         device: String::new(),
+        torch_version: String::new(),
         n: 0,
         d: 0,
         torch_ms: HashMap::new(),
@@ -43,6 +45,9 @@ fn read_baseline(dir: &Path) -> Result<Baseline, String> {
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         match f.first().copied() {
             Some("device") => b.device = f.get(1).unwrap_or(&"").replace('_', " "),
+            Some("torch_version") => {
+                b.torch_version = f[1..].join(" ");
+            }
             Some("data") => (b.n, b.d) = (num(1) as usize, num(2) as usize),
             Some("bandwidth_gbs") => b.bandwidth_gbs = num(1),
             Some("peak_tflops") => {
@@ -80,6 +85,11 @@ fn read_f32(path: &Path, len: usize) -> Result<Vec<f32>, String> {
         .collect())
 }
 
+fn fail(message: &str) -> ! {
+    eprintln!("gpu_compare: {message}");
+    std::process::exit(1)
+}
+
 fn median_ms(shard: &CudaShard, queries: &[f32], reps: usize) -> f64 {
     for _ in 0..3 {
         let _ = shard.search_batch(queries, K, None);
@@ -108,6 +118,16 @@ fn main() {
             return;
         }
     };
+    // The inputs first, so a bad baseline run shows even where CUDA is absent.
+    let base = read_baseline(&dir).unwrap_or_else(|e| fail(&e));
+    let (n, d) = (base.n, base.d);
+    let x = read_f32(&dir.join("x.f32"), n * d).unwrap_or_else(|e| fail(&e));
+    let q = read_f32(&dir.join("q.f32"), 1024 * d).unwrap_or_else(|e| fail(&e));
+    println!(
+        "baseline: {} torch timings, {} reference queries, N = {n}, d = {d}",
+        base.torch_ms.len(),
+        base.reference.len()
+    );
     let backend = match CudaBackend::open() {
         Ok(b) => b,
         Err(e) => {
@@ -115,16 +135,6 @@ fn main() {
             return;
         }
     };
-    let base = match read_baseline(&dir) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("gpu_compare: {e}");
-            std::process::exit(1);
-        }
-    };
-    let (n, d) = (base.n, base.d);
-    let x = read_f32(&dir.join("x.f32"), n * d).unwrap_or_else(|e| panic!("{e}"));
-    let q = read_f32(&dir.join("q.f32"), 1024 * d).unwrap_or_else(|e| panic!("{e}"));
     let device = backend.device();
     println!(
         "machine: {} (compute capability {:?}), host {} CPU threads",
@@ -133,8 +143,8 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "peer: PyTorch {} (torch.topk over torch.mm), same data, same run; device per torch: {}",
-        "baseline.py", base.device
+        "peer: PyTorch {} via baseline.py (torch.topk over torch.mm), same data, same run; device per torch: {}",
+        base.torch_version, base.device
     );
     println!(
         "measured ceilings: copy {:.0} GB/s, GEMM {:?} TFLOP/s",

@@ -48,7 +48,7 @@ def main():
 
     dev = torch.device("cuda")
     emit("device", torch.cuda.get_device_name(0).replace(" ", "_"))
-    emit("torch", torch.__version__, "cuda", torch.version.cuda)
+    emit("torch_version", torch.__version__, "cuda", torch.version.cuda)
     g = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(n, d, device=dev, generator=g)
     q_all = torch.randn(1024, d, device=dev, generator=g)

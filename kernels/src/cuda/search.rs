@@ -95,9 +95,12 @@ pub(crate) fn search_on_device(
         return Ok(vec![Vec::new(); nq]);
     };
 
-    let dims = shard.dims();
     let kc = candidate_count(k, MAX_DEVICE_K);
+    let f16 = matches!(rows_dev.vectors, DeviceVectors::F16(_));
     let mut results = Vec::with_capacity(nq);
+    // f16 shards: candidate rows per query, re-ranked on the host once the device
+    // is free for the next batch.
+    let mut host_candidates: Vec<Vec<u32>> = Vec::new();
     let mut start = 0;
     while start < nq {
         let count = QUERY_CHUNK.min(nq - start);
@@ -113,28 +116,26 @@ pub(crate) fn search_on_device(
             kc,
         };
         let candidates = chunk.select()?;
-        let hits = match &rows_dev.vectors {
-            DeviceVectors::F32(_) => chunk.rerank_on_device(&candidates, k)?,
-            DeviceVectors::F16(_) => {
-                let keys = stream
-                    .clone_dtoh(&candidates)
-                    .map_err(err("downloading candidates"))?;
-                stream.synchronize().map_err(err("cuStreamSynchronize"))?;
-                let rows: Vec<Vec<u32>> = keys
-                    .chunks(kc)
-                    .map(|c| {
-                        c.iter()
-                            .filter(|&&key| key != u64::MAX)
-                            .map(|&key| key as u32)
-                            .collect()
-                    })
-                    .collect();
-                let query_slice = &queries[start * dims..(start + count) * dims];
-                rerank_on_host(&shard.host, query_slice, &rows, k)
-            }
-        };
-        results.extend(hits);
+        if f16 {
+            let keys = stream
+                .clone_dtoh(&candidates)
+                .map_err(err("downloading candidates"))?;
+            stream.synchronize().map_err(err("cuStreamSynchronize"))?;
+            host_candidates.extend(keys.chunks(kc).map(|c| {
+                c.iter()
+                    .filter(|&&key| key != u64::MAX)
+                    .map(|&key| key as u32)
+                    .collect::<Vec<u32>>()
+            }));
+        } else {
+            results.extend(chunk.rerank_on_device(&candidates, k)?);
+        }
         start += count;
+    }
+    drop(compute);
+    drop(resident);
+    if f16 {
+        return Ok(rerank_on_host(&shard.host, queries, &host_candidates, k));
     }
     Ok(results)
 }
