@@ -94,3 +94,30 @@ pub(crate) fn validate_search(
     }
     Ok(queries.len() / dims)
 }
+
+/// The read-only [`Shard`] methods of a GPU shard, answered by its `host: CpuShard`
+/// copy, which always holds exactly the shard's rows and tombstones.
+macro_rules! forward_reads_to_host {
+    () => {
+        fn dims(&self) -> usize {
+            self.host.dims()
+        }
+
+        fn metric(&self) -> $crate::Metric {
+            self.host.metric()
+        }
+
+        fn rows(&self) -> usize {
+            self.host.rows()
+        }
+
+        fn live(&self) -> usize {
+            self.host.live()
+        }
+
+        fn is_live(&self, row: $crate::Row) -> bool {
+            self.host.is_live(row)
+        }
+    };
+}
+pub(crate) use forward_reads_to_host;

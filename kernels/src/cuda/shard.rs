@@ -91,25 +91,7 @@ impl Drop for CudaShard {
 }
 
 impl Shard for CudaShard {
-    fn dims(&self) -> usize {
-        self.host.dims()
-    }
-
-    fn metric(&self) -> Metric {
-        self.host.metric()
-    }
-
-    fn rows(&self) -> usize {
-        self.host.rows()
-    }
-
-    fn live(&self) -> usize {
-        self.host.live()
-    }
-
-    fn is_live(&self, row: Row) -> bool {
-        self.host.is_live(row)
-    }
+    crate::shard::forward_reads_to_host!();
 
     fn append(&mut self, vector: &[f32]) -> Result<Row, KernelError> {
         // Uploaded in bulk by the next search: see `Resident::sync`.
