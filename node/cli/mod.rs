@@ -1,5 +1,6 @@
 //! The `needle` command line.
 
+mod certs;
 mod client;
 mod import;
 mod serve;
@@ -27,6 +28,8 @@ pub enum Command {
     Search(client::SearchArgs),
     /// List the collections of a running node.
     Collections(client::CollectionsArgs),
+    /// Development certificates for node-to-node mutual TLS.
+    Certs(certs::CertsArgs),
 }
 
 impl Cli {
@@ -51,6 +54,7 @@ impl Cli {
             Command::Import(args) => import::run(args),
             Command::Search(args) => client::search(args),
             Command::Collections(args) => client::collections(args),
+            Command::Certs(args) => certs::run(args),
         }
     }
 }

@@ -234,3 +234,49 @@ fn serve_reads_a_toml_config_and_environment_overrides_it() {
     let (ok, _, stderr) = needle(&["serve", "--config", config.to_str().unwrap()]);
     assert!(!ok && stderr.contains("colour"), "{stderr}");
 }
+
+#[test]
+fn certs_generate_writes_a_ca_and_node_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let (ok, stdout, stderr) = needle(&[
+        "certs",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--nodes",
+        "3",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("node-3.pem"), "{stdout}");
+    for name in [
+        "ca.pem",
+        "ca-key.pem",
+        "node-1.pem",
+        "node-1-key.pem",
+        "node-3.pem",
+        "node-3-key.pem",
+    ] {
+        let text = std::fs::read_to_string(out.join(name)).unwrap();
+        assert!(text.starts_with("-----BEGIN"), "{name}: {text}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("node-1-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "private keys are readable by their owner only"
+    );
+    let (ok, _, stderr) = needle(&[
+        "certs",
+        "generate",
+        "--out",
+        out.to_str().unwrap(),
+        "--nodes",
+        "0",
+    ]);
+    assert!(!ok && stderr.contains("0"), "{stderr}");
+}

@@ -30,6 +30,25 @@ pub enum TransportError {
     RegionTooLarge { requested: u64, max: u64 },
     #[error("region {key:#x} is incomplete: {missing} of {size} bytes not written")]
     RegionIncomplete { key: u64, missing: u64, size: u64 },
+    #[error("region {key:#x}: checksum {got:#018x} does not match the sender's {expected:#018x}")]
+    ChecksumMismatch { key: u64, expected: u64, got: u64 },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("certificate generation: {0}")]
+    Certificates(String),
+    #[error("connecting to {addr}: {detail}")]
+    Connect { addr: String, detail: String },
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("peer answered with an error: {0}")]
+    Remote(String),
+    #[error("unexpected {got} frame, expected {expected}")]
+    UnexpectedFrame {
+        expected: &'static str,
+        got: &'static str,
+    },
 }
 
 impl TransportError {

@@ -51,7 +51,7 @@ impl AlignedBuf {
 
     /// The region as f32 values, when its length is a whole number of them.
     pub fn as_f32(&self) -> Option<&[f32]> {
-        if self.len % 4 != 0 {
+        if !self.len.is_multiple_of(4) {
             return None;
         }
         Some(&bytemuck::cast_slice(&self.words)[..self.len / 4])

@@ -1,0 +1,156 @@
+//! The async shell: a QUIC endpoint (`quinn` on tokio) that carries the core's
+//! frames. Requests and responses use bidirectional streams, pushes and region
+//! writes unidirectional ones; each stream is independent, so a slow or broken one
+//! holds up nothing else, and a bad frame closes only its own stream.
+
+mod peer;
+mod serve;
+mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+pub use peer::Peer;
+
+use crate::frame::DEFAULT_MAX_BODY;
+use crate::region::{AlignedBuf, Completion, RegionKey, RegionTable};
+use crate::tls::{configs, Security};
+use crate::TransportError;
+
+/// A boxed future, for [`Handler`]'s methods.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Who sent a request or push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+}
+
+/// What the layer above does with incoming messages. Bodies are opaque bytes.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers a request: `Ok` becomes a response, `Err` an error response with that
+    /// message. The future is dropped if the requester cancels or times out.
+    fn request(&self, from: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>>;
+    /// Takes a one-way message; `compressed` is the frame's flag.
+    fn push(&self, from: PeerInfo, body: Vec<u8>, compressed: bool) -> BoxFuture<()>;
+}
+
+/// Settings of one transport endpoint.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub security: Security,
+    /// Largest frame body sent or accepted.
+    pub max_body: u32,
+    /// How long a request waits for its answer by default.
+    pub request_timeout: Duration,
+    /// Largest region a peer may have registered or read here.
+    pub max_region: u64,
+}
+
+impl TransportConfig {
+    pub fn new(security: Security) -> TransportConfig {
+        TransportConfig {
+            security,
+            max_body: DEFAULT_MAX_BODY,
+            request_timeout: Duration::from_secs(10),
+            max_region: 16 << 30,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub config: TransportConfig,
+    pub handler: Arc<dyn Handler>,
+    pub regions: Mutex<RegionTable>,
+    /// Woken on every committed region write, so a completion request can wait
+    /// for writes still in flight on other streams.
+    pub region_progress: Notify,
+}
+
+/// One node's endpoint: it accepts peers and connects to them.
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    client: quinn::ClientConfig,
+}
+
+impl Transport {
+    /// Listens on `addr` (port 0 picks one) and serves incoming streams with
+    /// `handler`. Must be called inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        config: TransportConfig,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Transport, TransportError> {
+        let (server, client) = configs(&config.security)?;
+        let endpoint =
+            quinn::Endpoint::server(server, addr).map_err(|e| TransportError::Connect {
+                addr: addr.to_string(),
+                detail: format!("binding: {e}"),
+            })?;
+        let shared = Arc::new(Shared {
+            regions: Mutex::new(RegionTable::new(config.max_region)),
+            config,
+            handler,
+            region_progress: Notify::new(),
+        });
+        tokio::spawn(serve::accept_loop(endpoint.clone(), shared.clone()));
+        Ok(Transport {
+            endpoint,
+            shared,
+            client,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.endpoint.local_addr().map_err(wire::stream_error)
+    }
+
+    /// A connection to the node at `addr`, authenticated as configured.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Peer, TransportError> {
+        let connect_error = |detail: String| TransportError::Connect {
+            addr: addr.to_string(),
+            detail,
+        };
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), addr, crate::certs::CLUSTER_SERVER_NAME)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let conn = tokio::time::timeout(self.shared.config.request_timeout, connecting)
+            .await
+            .map_err(|_| connect_error("handshake timed out".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        Ok(Peer::new(conn, &self.shared.config))
+    }
+
+    /// A zeroed region of `len` bytes for peers to write into.
+    pub fn register_region(&self, len: u64) -> Result<RegionKey, TransportError> {
+        self.shared.regions.lock().register(len)
+    }
+
+    /// A region with `buf` as contents, for peers to read.
+    pub fn register_filled_region(&self, buf: AlignedBuf) -> Result<RegionKey, TransportError> {
+        self.shared.regions.lock().register_filled(buf)
+    }
+
+    /// The completion of a fully written region, or what is missing.
+    pub fn region_completion(&self, key: RegionKey) -> Result<Completion, TransportError> {
+        self.shared.regions.lock().complete(key)
+    }
+
+    /// Removes a region and returns its buffer.
+    pub fn take_region(&self, key: RegionKey) -> Result<AlignedBuf, TransportError> {
+        self.shared.regions.lock().take(key)
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"closing");
+    }
+}

@@ -1,0 +1,222 @@
+//! The accepting side: connections, then each stream on its own task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{RecvStream, SendStream, VarInt};
+
+use super::wire::{read_body, read_header, stream_error, u64_at, write_frame};
+use super::{PeerInfo, Shared};
+use crate::frame::Header;
+use crate::region::RegionKey;
+use crate::{FrameKind, TransportError};
+
+/// Application error code on a stream closed for a protocol violation.
+const PROTOCOL_ERROR: u32 = 1;
+
+pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, shared).await,
+                // A peer without a certificate from the cluster CA ends here.
+                Err(e) => tracing::warn!(peer = %addr, error = %e, "refused connection"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
+    let from = PeerInfo {
+        addr: conn.remote_address(),
+    };
+    loop {
+        tokio::select! {
+            bi = conn.accept_bi() => match bi {
+                Ok((send, recv)) => {
+                    tokio::spawn(serve_bi(send, recv, from, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %from.addr, error = %e, "connection ended");
+                    return;
+                }
+            },
+            uni = conn.accept_uni() => match uni {
+                Ok(recv) => {
+                    tokio::spawn(serve_uni(recv, from, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %from.addr, error = %e, "connection ended");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+fn refuse(recv: &mut RecvStream, from: PeerInfo, e: &TransportError) {
+    tracing::warn!(peer = %from.addr, error = %e, "closing stream");
+    let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
+}
+
+async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
+    let max_body = shared.config.max_body;
+    let header = match read_header(&mut recv, max_body).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return,
+        Err(e) => return refuse(&mut recv, from, &e),
+    };
+    let body = match read_body(&mut recv, header.length).await {
+        Ok(b) => b,
+        Err(e) => return refuse(&mut recv, from, &e),
+    };
+    let answer = match header.kind {
+        FrameKind::Request => {
+            let work = shared.handler.request(from, body);
+            // A requester that gives up stops its receiving side: drop the work.
+            tokio::select! {
+                result = work => Ok(result),
+                _ = send.stopped() => {
+                    tracing::debug!(peer = %from.addr, request = header.request_id, "request cancelled");
+                    return;
+                }
+            }
+        }
+        FrameKind::RegionRead => Ok(read_region(&shared, &body).map_err(|e| e.to_string())),
+        FrameKind::RegionDone => Ok(finish_region(&shared, &body)
+            .await
+            .map_err(|e| e.to_string())),
+        other => Err(TransportError::UnexpectedFrame {
+            expected: "request, region_read or region_done",
+            got: other.name(),
+        }),
+    };
+    let result = match answer {
+        Ok(result) => result,
+        Err(e) => return refuse(&mut recv, from, &e),
+    };
+    let (kind, reply) = match result {
+        Ok(reply) => (
+            if header.kind == FrameKind::RegionRead {
+                FrameKind::RegionData
+            } else {
+                FrameKind::Response
+            },
+            reply,
+        ),
+        Err(message) => (FrameKind::ErrorResponse, message.into_bytes()),
+    };
+    let sent = write_frame(&mut send, kind, 0, header.request_id, &[&reply], max_body).await;
+    if let Err(e) = sent.and_then(|()| send.finish().map_err(stream_error)) {
+        tracing::debug!(peer = %from.addr, error = %e, "could not answer");
+    }
+}
+
+fn read_region(shared: &Shared, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+    let key = RegionKey(u64_at(body, 0)?);
+    let offset = u64_at(body, 8)?;
+    let len = u64_at(body, 16)?;
+    Ok(shared.regions.lock().read(key, offset, len)?.to_vec())
+}
+
+/// Waits for writes still in flight on other streams (up to half the request
+/// timeout, so the sender hears "incomplete" before it gives up), then checks the
+/// region's checksum against the sender's.
+async fn finish_region(shared: &Shared, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+    let key = RegionKey(u64_at(body, 0)?);
+    let expected = u64_at(body, 8)?;
+    let deadline = tokio::time::Instant::now() + shared.config.request_timeout / 2;
+    let done = loop {
+        let progress = shared.region_progress.notified();
+        match shared.regions.lock().complete(key) {
+            Ok(done) => break done,
+            Err(TransportError::RegionIncomplete { .. })
+                if tokio::time::Instant::now() < deadline => {}
+            Err(e) => return Err(e),
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), progress).await;
+    };
+    if done.checksum != expected {
+        return Err(TransportError::ChecksumMismatch {
+            key: key.0,
+            expected,
+            got: done.checksum,
+        });
+    }
+    let mut reply = done.len.to_be_bytes().to_vec();
+    reply.extend(done.checksum.to_be_bytes());
+    Ok(reply)
+}
+
+async fn serve_uni(mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
+    let max_body = shared.config.max_body;
+    loop {
+        let header = match read_header(&mut recv, max_body).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => return refuse(&mut recv, from, &e),
+        };
+        let handled = match header.kind {
+            FrameKind::Push => match read_body(&mut recv, header.length).await {
+                Ok(body) => {
+                    let compressed = header.flags & crate::frame::flags::COMPRESSED != 0;
+                    shared.handler.push(from, body, compressed).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            FrameKind::RegionWrite => receive_region_write(&mut recv, &header, &shared).await,
+            other => Err(TransportError::UnexpectedFrame {
+                expected: "push or region_write",
+                got: other.name(),
+            }),
+        };
+        if let Err(e) = handled {
+            return refuse(&mut recv, from, &e);
+        }
+    }
+}
+
+/// Streams a write's payload from QUIC's receive buffers straight into the
+/// region, chunk by chunk, then commits it.
+async fn receive_region_write(
+    recv: &mut RecvStream,
+    header: &Header,
+    shared: &Shared,
+) -> Result<(), TransportError> {
+    let mut prefix = [0u8; 16];
+    if header.length < 16 {
+        return Err(TransportError::malformed(
+            "region write",
+            "shorter than its key and offset",
+        ));
+    }
+    recv.read_exact(&mut prefix).await.map_err(stream_error)?;
+    let key = RegionKey(u64_at(&prefix, 0)?);
+    let offset = u64_at(&prefix, 8)?;
+    let len = u64::from(header.length - 16);
+    // Check the bounds before reading a byte of payload.
+    shared.regions.lock().slot(key, offset, len)?;
+    let mut at = 0u64;
+    while at < len {
+        let chunk = recv
+            .read_chunk((len - at) as usize, true)
+            .await
+            .map_err(stream_error)?
+            .ok_or_else(|| {
+                TransportError::malformed("region write", "stream ended inside the payload")
+            })?;
+        let n = chunk.bytes.len() as u64;
+        shared
+            .regions
+            .lock()
+            .slot(key, offset + at, n)?
+            .copy_from_slice(&chunk.bytes);
+        at += n;
+    }
+    shared.regions.lock().commit(key, offset, len)?;
+    shared.region_progress.notify_waiters();
+    Ok(())
+}
