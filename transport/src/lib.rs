@@ -13,6 +13,7 @@
 pub mod certs;
 pub mod delta;
 mod error;
+pub mod faults;
 pub mod frame;
 pub mod quic;
 pub mod region;

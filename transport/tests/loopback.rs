@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use needle_transport::certs::{generate_cluster, CertAuthority};
+use needle_transport::faults::{FaultConfig, FaultInjector, FaultRule};
 use needle_transport::frame::{Frame, FrameKind};
 use needle_transport::{
     BoxFuture, DeltaCodec, DeltaEntry, Handler, PeerInfo, Security, TlsFiles, Transport,
@@ -50,6 +51,10 @@ struct Node {
 }
 
 fn start(security: Security) -> Node {
+    start_with(security, None)
+}
+
+fn start_with(security: Security, faults: Option<Arc<FaultInjector>>) -> Node {
     let (tx, rx) = mpsc::unbounded_channel();
     let slow_finished = Arc::new(AtomicBool::new(false));
     let handler = Arc::new(Echo {
@@ -59,6 +64,7 @@ fn start(security: Security) -> Node {
     let mut config = TransportConfig::new(security);
     config.request_timeout = Duration::from_secs(5);
     config.max_body = 1 << 20;
+    config.faults = faults;
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     Node {
         transport: Transport::bind(addr, config, handler).unwrap(),
@@ -317,4 +323,119 @@ async fn insecure_dev_mode_talks_to_itself_only() {
         .await
         .unwrap();
     assert_eq!(peer.request(b"dev").await.unwrap(), b"echo:dev");
+}
+
+fn faulty_cluster() -> (tempfile::TempDir, Node, Node, Arc<FaultInjector>) {
+    let dir = tempfile::tempdir().unwrap();
+    generate_cluster(dir.path(), 2, &[]).unwrap();
+    let faults = Arc::new(FaultInjector::default());
+    let a = start_with(Security::Mutual(files(dir.path(), 1)), Some(faults.clone()));
+    let b = start(Security::Mutual(files(dir.path(), 2)));
+    (dir, a, b, faults)
+}
+
+fn rule() -> FaultRule {
+    FaultRule {
+        reorder_ms: 50,
+        ..FaultRule::default()
+    }
+}
+
+#[tokio::test]
+async fn injected_loss_and_delay_then_heal() {
+    let (_dir, a, b, faults) = faulty_cluster();
+    let peer = a
+        .transport
+        .connect(b.transport.local_addr().unwrap())
+        .await
+        .unwrap();
+    faults.set(FaultConfig {
+        rules: vec![FaultRule {
+            drop: 1.0,
+            ..rule()
+        }],
+        ..FaultConfig::default()
+    });
+    let lost = peer.request_within(b"x", Duration::from_millis(300)).await;
+    assert_eq!(
+        lost,
+        Err(TransportError::Timeout(Duration::from_millis(300)))
+    );
+    faults.set(FaultConfig {
+        rules: vec![FaultRule {
+            delay_ms: Some((300, 300)),
+            ..rule()
+        }],
+        ..FaultConfig::default()
+    });
+    let start = std::time::Instant::now();
+    assert_eq!(peer.request(b"slowly").await.unwrap(), b"echo:slowly");
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    faults.heal();
+    assert_eq!(peer.request(b"healed").await.unwrap(), b"echo:healed");
+}
+
+#[tokio::test]
+async fn injected_duplicates_and_reordering_of_pushes() {
+    let (_dir, a, mut b, faults) = faulty_cluster();
+    let peer = a
+        .transport
+        .connect(b.transport.local_addr().unwrap())
+        .await
+        .unwrap();
+    faults.set(FaultConfig {
+        rules: vec![FaultRule {
+            duplicate: 1.0,
+            ..rule()
+        }],
+        ..FaultConfig::default()
+    });
+    peer.push(b"twice", false).await.unwrap();
+    assert_eq!(b.pushes.recv().await.unwrap().0, b"twice");
+    assert_eq!(b.pushes.recv().await.unwrap().0, b"twice");
+    faults.set(FaultConfig {
+        rules: vec![FaultRule {
+            reorder: 0.5,
+            ..rule()
+        }],
+        seed: 3,
+        ..FaultConfig::default()
+    });
+    for i in 0..20u8 {
+        peer.push(&[i], false).await.unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.push(b.pushes.recv().await.unwrap().0[0]);
+    }
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..20).collect::<Vec<u8>>(), "every push arrives");
+    assert_ne!(got, sorted, "some pushes were overtaken");
+}
+
+#[tokio::test]
+async fn a_partition_configured_on_one_node_cuts_both_directions() {
+    let (_dir, a, b, faults) = faulty_cluster();
+    let (a_addr, b_addr) = (
+        a.transport.local_addr().unwrap(),
+        b.transport.local_addr().unwrap(),
+    );
+    let a_to_b = a.transport.connect(b_addr).await.unwrap();
+    let b_to_a = b.transport.connect(a_addr).await.unwrap();
+    faults.set(FaultConfig {
+        partitions: vec![vec![a_addr.to_string()], vec![b_addr.to_string()]],
+        ..FaultConfig::default()
+    });
+    assert!(a_to_b
+        .request_within(b"x", Duration::from_millis(300))
+        .await
+        .is_err());
+    assert!(b_to_a
+        .request_within(b"x", Duration::from_millis(300))
+        .await
+        .is_err());
+    faults.heal();
+    assert_eq!(a_to_b.request(b"x").await.unwrap(), b"echo:x");
+    assert_eq!(b_to_a.request(b"y").await.unwrap(), b"echo:y");
 }

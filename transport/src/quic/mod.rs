@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 pub use peer::Peer;
 
+use crate::faults::FaultInjector;
 use crate::frame::DEFAULT_MAX_BODY;
 use crate::region::{AlignedBuf, Completion, RegionKey, RegionTable};
 use crate::tls::{configs, Security};
@@ -51,6 +52,8 @@ pub struct TransportConfig {
     pub request_timeout: Duration,
     /// Largest region a peer may have registered or read here.
     pub max_region: u64,
+    /// Test-only fault injection (`--fault-injection`); `None` in production.
+    pub faults: Option<Arc<FaultInjector>>,
 }
 
 impl TransportConfig {
@@ -60,6 +63,7 @@ impl TransportConfig {
             max_body: DEFAULT_MAX_BODY,
             request_timeout: Duration::from_secs(10),
             max_region: 16 << 30,
+            faults: None,
         }
     }
 }
@@ -94,6 +98,10 @@ impl Transport {
                 addr: addr.to_string(),
                 detail: format!("binding: {e}"),
             })?;
+        if let Some(faults) = &config.faults {
+            faults.set_local(endpoint.local_addr().map_err(wire::stream_error)?);
+            tracing::warn!("fault injection is enabled on this transport");
+        }
         let shared = Arc::new(Shared {
             regions: Mutex::new(RegionTable::new(config.max_region)),
             config,
@@ -106,6 +114,11 @@ impl Transport {
             shared,
             client,
         })
+    }
+
+    /// The fault injector, when the transport was built with one.
+    pub fn faults(&self) -> Option<&Arc<FaultInjector>> {
+        self.shared.config.faults.as_ref()
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {

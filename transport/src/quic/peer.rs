@@ -1,6 +1,7 @@
 //! The connecting side: a connection to one peer and the operations on it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -8,6 +9,7 @@ use futures_util::future::try_join_all;
 use super::wire::{read_body, read_header, stream_error, u64_at, write_frame};
 use super::TransportConfig;
 use crate::delta::{DeltaCodec, DeltaEntry, EncodedDelta};
+use crate::faults::{FaultInjector, Verdict};
 use crate::frame::{flags, Frame};
 use crate::region::{checksum, plan_writes, Completion, RegionKey};
 use crate::{FrameKind, TransportError};
@@ -19,6 +21,7 @@ pub struct Peer {
     max_body: u32,
     timeout: Duration,
     next_id: AtomicU64,
+    faults: Option<Arc<FaultInjector>>,
 }
 
 impl Peer {
@@ -28,7 +31,15 @@ impl Peer {
             max_body: config.max_body,
             timeout: config.request_timeout,
             next_id: AtomicU64::new(1),
+            faults: config.faults.clone(),
         }
+    }
+
+    /// What fault injection does to the next message (always delivery without it).
+    fn verdict(&self) -> Verdict {
+        self.faults
+            .as_ref()
+            .map_or(Verdict::DELIVER, |f| f.decide(self.conn.remote_address()))
     }
 
     pub fn remote_addr(&self) -> std::net::SocketAddr {
@@ -53,7 +64,24 @@ impl Peer {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
-        let frame = tokio::time::timeout(timeout, self.exchange(FrameKind::Request, &[body]))
+        let verdict = self.verdict();
+        let attempt = async {
+            tokio::time::sleep(verdict.delay).await;
+            match verdict.copies {
+                // A lost request looks like one: no answer.
+                0 => std::future::pending().await,
+                1 => self.exchange(FrameKind::Request, &[body]).await,
+                _ => {
+                    let parts: [&[u8]; 1] = [body];
+                    let (first, _) = tokio::join!(
+                        self.exchange(FrameKind::Request, &parts),
+                        self.exchange(FrameKind::Request, &parts)
+                    );
+                    first
+                }
+            }
+        };
+        let frame = tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| TransportError::Timeout(timeout))??;
         match frame.header.kind {
@@ -85,10 +113,21 @@ impl Peer {
 
     /// A one-way message on its own stream.
     pub async fn push(&self, body: &[u8], compressed: bool) -> Result<(), TransportError> {
-        let mut send = self.conn.open_uni().await.map_err(stream_error)?;
         let flags = if compressed { flags::COMPRESSED } else { 0 };
-        write_frame(&mut send, FrameKind::Push, flags, 0, &[body], self.max_body).await?;
-        send.finish().map_err(stream_error)
+        let verdict = self.verdict();
+        if verdict == Verdict::DELIVER {
+            return push_on(&self.conn, flags, body, self.max_body).await;
+        }
+        // Injected faults: delayed copies go out from their own task, so that pushes
+        // sent after this one can overtake it.
+        for _ in 0..verdict.copies {
+            let (conn, body, max_body) = (self.conn.clone(), body.to_vec(), self.max_body);
+            tokio::spawn(async move {
+                tokio::time::sleep(verdict.delay).await;
+                let _ = push_on(&conn, flags, &body, max_body).await;
+            });
+        }
+        Ok(())
     }
 
     /// Encodes `entries` with `codec` and pushes them; returns what was sent.
@@ -109,6 +148,11 @@ impl Peer {
         offset: u64,
         bytes: &[u8],
     ) -> Result<(), TransportError> {
+        let verdict = self.verdict();
+        tokio::time::sleep(verdict.delay).await;
+        if verdict.copies == 0 {
+            return Ok(());
+        }
         let mut send = self.conn.open_uni().await.map_err(stream_error)?;
         self.write_region_frame(&mut send, key, offset, bytes)
             .await?;
@@ -227,4 +271,15 @@ impl Peer {
     ) -> Result<(quinn::SendStream, quinn::RecvStream), TransportError> {
         self.conn.open_bi().await.map_err(stream_error)
     }
+}
+
+async fn push_on(
+    conn: &quinn::Connection,
+    flags: u16,
+    body: &[u8],
+    max_body: u32,
+) -> Result<(), TransportError> {
+    let mut send = conn.open_uni().await.map_err(stream_error)?;
+    write_frame(&mut send, FrameKind::Push, flags, 0, &[body], max_body).await?;
+    send.finish().map_err(stream_error)
 }

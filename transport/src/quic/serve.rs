@@ -32,9 +32,20 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     let from = PeerInfo {
         addr: conn.remote_address(),
     };
+    // A partition configured on this node cuts incoming traffic too.
+    let cut = |shared: &Shared| {
+        shared
+            .config
+            .faults
+            .as_ref()
+            .is_some_and(|f| f.is_partitioned(from.addr))
+    };
     loop {
         tokio::select! {
             bi = conn.accept_bi() => match bi {
+                Ok((_, mut recv)) if cut(&shared) => {
+                    let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
+                }
                 Ok((send, recv)) => {
                     tokio::spawn(serve_bi(send, recv, from, shared.clone()));
                 }
@@ -44,6 +55,9 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
                 }
             },
             uni = conn.accept_uni() => match uni {
+                Ok(mut recv) if cut(&shared) => {
+                    let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
+                }
                 Ok(recv) => {
                     tokio::spawn(serve_uni(recv, from, shared.clone()));
                 }
