@@ -15,6 +15,7 @@ pub mod delta;
 mod error;
 pub mod faults;
 pub mod frame;
+pub mod metrics;
 pub mod quic;
 pub mod region;
 pub mod tls;

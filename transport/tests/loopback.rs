@@ -439,3 +439,67 @@ async fn a_partition_configured_on_one_node_cuts_both_directions() {
     assert_eq!(a_to_b.request(b"x").await.unwrap(), b"echo:x");
     assert_eq!(b_to_a.request(b"y").await.unwrap(), b"echo:y");
 }
+
+#[tokio::test]
+async fn traffic_is_counted_per_peer_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    generate_cluster(dir.path(), 2, &[]).unwrap();
+    let registry = prometheus::Registry::new();
+    let metrics =
+        Arc::new(needle_transport::metrics::TransportMetrics::register(&registry).unwrap());
+    let mut config = TransportConfig::new(Security::Mutual(files(dir.path(), 1)));
+    config.metrics = Some(metrics.clone());
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let handler = Arc::new(Echo {
+        pushes: tx,
+        slow_finished: Arc::new(AtomicBool::new(false)),
+    });
+    let a = Transport::bind("127.0.0.1:0".parse().unwrap(), config, handler).unwrap();
+    let b = start(Security::Mutual(files(dir.path(), 2)));
+    let b_addr = b.transport.local_addr().unwrap();
+    let peer = a.connect(b_addr).await.unwrap();
+    for _ in 0..3 {
+        peer.request(b"12345").await.unwrap();
+    }
+    let entries: Vec<DeltaEntry> = (0..50)
+        .map(|i| DeltaEntry {
+            seq: i,
+            meta: b"{\"op\":\"delete\",\"ids\":[\"same-old-id\"]}".to_vec(),
+            vectors: Vec::new(),
+        })
+        .collect();
+    peer.push_delta(&DeltaCodec::default(), &entries)
+        .await
+        .unwrap();
+    let peer_label = b_addr.to_string();
+    let request = [peer_label.as_str(), "request"];
+    assert_eq!(metrics.messages_sent.with_label_values(&request).get(), 3);
+    assert_eq!(
+        metrics.bytes_sent.with_label_values(&request).get(),
+        3 * (16 + 5)
+    );
+    assert_eq!(
+        metrics
+            .messages_received
+            .with_label_values(&[peer_label.as_str(), "response"])
+            .get(),
+        3
+    );
+    let raw = metrics.delta_bytes.with_label_values(&["raw"]).get();
+    let wire = metrics.delta_bytes.with_label_values(&["wire"]).get();
+    assert!(
+        wire * 4 < raw,
+        "compression ratio recorded: {wire} of {raw}"
+    );
+    assert!(
+        metrics
+            .rtt_seconds
+            .with_label_values(&[peer_label.as_str()])
+            .get()
+            > 0.0
+    );
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(text.contains("needle_transport_bytes_sent_total"), "{text}");
+}

@@ -43,7 +43,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Settings of one transport endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TransportConfig {
     pub security: Security,
     /// Largest frame body sent or accepted.
@@ -54,6 +54,8 @@ pub struct TransportConfig {
     pub max_region: u64,
     /// Test-only fault injection (`--fault-injection`); `None` in production.
     pub faults: Option<Arc<FaultInjector>>,
+    /// Where traffic is counted; `None` counts nothing.
+    pub metrics: Option<Arc<crate::metrics::TransportMetrics>>,
 }
 
 impl TransportConfig {
@@ -64,6 +66,7 @@ impl TransportConfig {
             request_timeout: Duration::from_secs(10),
             max_region: 16 << 30,
             faults: None,
+            metrics: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use super::TransportConfig;
 use crate::delta::{DeltaCodec, DeltaEntry, EncodedDelta};
 use crate::faults::{FaultInjector, Verdict};
 use crate::frame::{flags, Frame};
+use crate::metrics::Meter;
 use crate::region::{checksum, plan_writes, Completion, RegionKey};
 use crate::{FrameKind, TransportError};
 
@@ -22,16 +23,18 @@ pub struct Peer {
     timeout: Duration,
     next_id: AtomicU64,
     faults: Option<Arc<FaultInjector>>,
+    meter: Meter,
 }
 
 impl Peer {
     pub(crate) fn new(conn: quinn::Connection, config: &TransportConfig) -> Peer {
         Peer {
-            conn,
             max_body: config.max_body,
             timeout: config.request_timeout,
             next_id: AtomicU64::new(1),
             faults: config.faults.clone(),
+            meter: Meter::new(config.metrics.clone(), conn.remote_address()),
+            conn,
         }
     }
 
@@ -98,9 +101,26 @@ impl Peer {
 
     /// One frame out on a new bidirectional stream, one frame back.
     async fn exchange(&self, kind: FrameKind, parts: &[&[u8]]) -> Result<Frame, TransportError> {
+        let result = self.exchange_once(kind, parts).await;
+        match &result {
+            Ok(frame) => {
+                self.meter.received(frame.header.kind, frame.body.len());
+                self.meter.rtt(self.conn.rtt());
+            }
+            Err(e) => self.meter.stream_error(e),
+        }
+        result
+    }
+
+    async fn exchange_once(
+        &self,
+        kind: FrameKind,
+        parts: &[&[u8]],
+    ) -> Result<Frame, TransportError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(stream_error)?;
         write_frame(&mut send, kind, 0, id, parts, self.max_body).await?;
+        self.meter.sent(kind, parts.iter().map(|p| p.len()).sum());
         send.finish().map_err(stream_error)?;
         let header = read_header(&mut recv, self.max_body)
             .await?
@@ -116,15 +136,16 @@ impl Peer {
         let flags = if compressed { flags::COMPRESSED } else { 0 };
         let verdict = self.verdict();
         if verdict == Verdict::DELIVER {
-            return push_on(&self.conn, flags, body, self.max_body).await;
+            return push_on(&self.conn, &self.meter, flags, body, self.max_body).await;
         }
         // Injected faults: delayed copies go out from their own task, so that pushes
         // sent after this one can overtake it.
         for _ in 0..verdict.copies {
-            let (conn, body, max_body) = (self.conn.clone(), body.to_vec(), self.max_body);
+            let (conn, meter) = (self.conn.clone(), self.meter.clone());
+            let (body, max_body) = (body.to_vec(), self.max_body);
             tokio::spawn(async move {
                 tokio::time::sleep(verdict.delay).await;
-                let _ = push_on(&conn, flags, &body, max_body).await;
+                let _ = push_on(&conn, &meter, flags, &body, max_body).await;
             });
         }
         Ok(())
@@ -138,6 +159,8 @@ impl Peer {
     ) -> Result<EncodedDelta, TransportError> {
         let encoded = codec.encode(entries);
         self.push(&encoded.bytes, encoded.compressed).await?;
+        self.meter
+            .delta(encoded.raw_len, encoded.bytes.len(), encoded.compressed);
         Ok(encoded)
     }
 
@@ -175,7 +198,9 @@ impl Peer {
             &[&k, &o, bytes],
             self.max_body,
         )
-        .await
+        .await?;
+        self.meter.sent(FrameKind::RegionWrite, 16 + bytes.len());
+        Ok(())
     }
 
     /// Writes all of `data` into region `key` from offset 0, in chunks of at most
@@ -275,11 +300,13 @@ impl Peer {
 
 async fn push_on(
     conn: &quinn::Connection,
+    meter: &Meter,
     flags: u16,
     body: &[u8],
     max_body: u32,
 ) -> Result<(), TransportError> {
     let mut send = conn.open_uni().await.map_err(stream_error)?;
     write_frame(&mut send, FrameKind::Push, flags, 0, &[body], max_body).await?;
+    meter.sent(FrameKind::Push, body.len());
     send.finish().map_err(stream_error)
 }

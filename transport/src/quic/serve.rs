@@ -8,6 +8,7 @@ use quinn::{RecvStream, SendStream, VarInt};
 use super::wire::{read_body, read_header, stream_error, u64_at, write_frame};
 use super::{PeerInfo, Shared};
 use crate::frame::Header;
+use crate::metrics::Meter;
 use crate::region::RegionKey;
 use crate::{FrameKind, TransportError};
 
@@ -70,22 +71,25 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     }
 }
 
-fn refuse(recv: &mut RecvStream, from: PeerInfo, e: &TransportError) {
+fn refuse(recv: &mut RecvStream, from: PeerInfo, meter: &Meter, e: &TransportError) {
     tracing::warn!(peer = %from.addr, error = %e, "closing stream");
+    meter.stream_error(e);
     let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
 }
 
 async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
     let max_body = shared.config.max_body;
+    let meter = Meter::new(shared.config.metrics.clone(), from.addr);
     let header = match read_header(&mut recv, max_body).await {
         Ok(Some(h)) => h,
         Ok(None) => return,
-        Err(e) => return refuse(&mut recv, from, &e),
+        Err(e) => return refuse(&mut recv, from, &meter, &e),
     };
     let body = match read_body(&mut recv, header.length).await {
         Ok(b) => b,
-        Err(e) => return refuse(&mut recv, from, &e),
+        Err(e) => return refuse(&mut recv, from, &meter, &e),
     };
+    meter.received(header.kind, body.len());
     let answer = match header.kind {
         FrameKind::Request => {
             let work = shared.handler.request(from, body);
@@ -109,7 +113,7 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
     };
     let result = match answer {
         Ok(result) => result,
-        Err(e) => return refuse(&mut recv, from, &e),
+        Err(e) => return refuse(&mut recv, from, &meter, &e),
     };
     let (kind, reply) = match result {
         Ok(reply) => (
@@ -123,8 +127,12 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
         Err(message) => (FrameKind::ErrorResponse, message.into_bytes()),
     };
     let sent = write_frame(&mut send, kind, 0, header.request_id, &[&reply], max_body).await;
-    if let Err(e) = sent.and_then(|()| send.finish().map_err(stream_error)) {
-        tracing::debug!(peer = %from.addr, error = %e, "could not answer");
+    match sent.and_then(|()| send.finish().map_err(stream_error)) {
+        Ok(()) => meter.sent(kind, reply.len()),
+        Err(e) => {
+            meter.stream_error(&e);
+            tracing::debug!(peer = %from.addr, error = %e, "could not answer");
+        }
     }
 }
 
@@ -166,12 +174,14 @@ async fn finish_region(shared: &Shared, body: &[u8]) -> Result<Vec<u8>, Transpor
 
 async fn serve_uni(mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
     let max_body = shared.config.max_body;
+    let meter = Meter::new(shared.config.metrics.clone(), from.addr);
     loop {
         let header = match read_header(&mut recv, max_body).await {
             Ok(Some(h)) => h,
             Ok(None) => return,
-            Err(e) => return refuse(&mut recv, from, &e),
+            Err(e) => return refuse(&mut recv, from, &meter, &e),
         };
+        meter.received(header.kind, header.length as usize);
         let handled = match header.kind {
             FrameKind::Push => match read_body(&mut recv, header.length).await {
                 Ok(body) => {
@@ -188,7 +198,7 @@ async fn serve_uni(mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
             }),
         };
         if let Err(e) = handled {
-            return refuse(&mut recv, from, &e);
+            return refuse(&mut recv, from, &meter, &e);
         }
     }
 }
