@@ -79,6 +79,7 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub search_coalescing: Option<bool>,
     pub log_retention: Option<u64>,
+    pub fault_injection: Option<bool>,
 }
 
 impl FileConfig {
@@ -102,6 +103,8 @@ pub struct ServeConfig {
     pub search_coalescing: bool,
     /// Operation-log entries kept.
     pub log_retention: u64,
+    /// Test clusters only: transport faults driven over `/debug/faults`.
+    pub fault_injection: bool,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -115,6 +118,7 @@ pub struct Overrides {
     pub max_body_bytes: Option<usize>,
     pub search_coalescing: Option<bool>,
     pub log_retention: Option<u64>,
+    pub fault_injection: Option<bool>,
 }
 
 impl ServeConfig {
@@ -144,6 +148,10 @@ impl ServeConfig {
                 .or(file.log_retention)
                 .unwrap_or(crate::DEFAULT_LOG_RETENTION)
                 .max(1),
+            fault_injection: over
+                .fault_injection
+                .or(file.fault_injection)
+                .unwrap_or(false),
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Newest operation-log entries to keep [default: 100000]
     #[arg(long, env = "NEEDLE_LOG_RETENTION", value_parser = clap::value_parser!(u64).range(1..))]
     pub log_retention: Option<u64>,
+    /// Test clusters only: let `/debug/faults` drop, delay, duplicate, reorder and
+    /// partition this node's transport traffic [default: false]
+    #[arg(long, env = "NEEDLE_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true")]
+    pub fault_injection: Option<bool>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -52,6 +56,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             search_coalescing: args.search_coalescing,
             log_retention: args.log_retention,
+            fault_injection: args.fault_injection,
         },
     );
     let options = DatabaseOptions {
@@ -85,9 +90,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", config.http))?;
         // Tests and scripts read this line to learn the port when --http ends in :0.
         tracing::info!("listening on http://{}", listener.local_addr()?);
+        let faults = config.fault_injection.then(|| {
+            tracing::warn!("fault injection is ON: /debug/faults can degrade this node's traffic");
+            std::sync::Arc::new(needle_transport::faults::FaultInjector::default())
+        });
         let options = crate::http::HttpOptions {
             max_body_bytes: config.max_body_bytes,
             search_coalescing: config.search_coalescing,
+            faults,
         };
         crate::http::serve(db, listener, options, shutdown_signal()).await?;
         tracing::info!("shut down cleanly");

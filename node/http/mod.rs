@@ -2,6 +2,7 @@
 //! `{"error":{"code","message"}}` responses; they hold no logic of their own.
 
 mod collections;
+mod debug;
 mod error;
 mod extract;
 mod observability;
@@ -16,6 +17,7 @@ use crate::Database;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
+use needle_transport::faults::FaultInjector;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -31,13 +33,17 @@ pub struct AppState {
     /// Single-query searches go through here so concurrent ones share engine calls;
     /// `None` when coalescing is switched off.
     pub coalescer: Option<Arc<SearchCoalescer>>,
+    /// The transport fault injector, only when started with `--fault-injection`.
+    pub faults: Option<Arc<FaultInjector>>,
 }
 
 /// Server settings beyond the database.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub max_body_bytes: usize,
     pub search_coalescing: bool,
+    /// Exposes `/debug/faults` to drive this injector.
+    pub faults: Option<Arc<FaultInjector>>,
 }
 
 impl Default for HttpOptions {
@@ -45,6 +51,7 @@ impl Default for HttpOptions {
         HttpOptions {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             search_coalescing: true,
+            faults: None,
         }
     }
 }
@@ -74,6 +81,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/collections/{name}/search", post(search::single))
         .route("/collections/{name}/search/batch", post(search::batch))
+        .route(
+            "/debug/faults",
+            get(debug::get_faults)
+                .post(debug::set_faults)
+                .delete(debug::heal_faults),
+        )
         .fallback(observability::not_found)
         .method_not_allowed_fallback(observability::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -108,6 +121,7 @@ pub async fn serve(
         db,
         metrics,
         coalescer,
+        faults: options.faults,
     };
     let app = router(state, options.max_body_bytes);
     axum::serve(listener, app)
