@@ -361,7 +361,10 @@ fn debug_faults_exist_only_with_fault_injection() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data"), &["--fault-injection"]);
     let c = node.client();
-    assert_eq!(c.get("/debug/faults").1, json!({"faults": {"rules": [], "partitions": [], "seed": 0}}));
+    assert_eq!(
+        c.get("/debug/faults").1,
+        json!({"faults": {"rules": [], "partitions": [], "seed": 0}})
+    );
     let config = json!({
         "rules": [{"peers": ["127.0.0.1:5002"], "drop": 0.5, "delay_ms": [1, 5], "duplicate": 0.1, "reorder": 0.2, "reorder_ms": 30}],
         "partitions": [["127.0.0.1:5001"], ["127.0.0.1:5002", "127.0.0.1:5003"]],
@@ -371,6 +374,10 @@ fn debug_faults_exist_only_with_fault_injection() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["faults"], config);
     assert_eq!(c.get("/debug/faults").1["faults"], config);
-    assert_error(&c.post("/debug/faults", &json!({"drop": 1})), 400, "INVALID_REQUEST");
+    assert_error(
+        &c.post("/debug/faults", &json!({"drop": 1})),
+        400,
+        "INVALID_REQUEST",
+    );
     assert_eq!(c.delete("/debug/faults").1["faults"]["rules"], json!([]));
 }
