@@ -394,8 +394,11 @@ async fn injected_duplicates_and_reordering_of_pushes() {
     assert_eq!(b.pushes.recv().await.unwrap().0, b"twice");
     assert_eq!(b.pushes.recv().await.unwrap().0, b"twice");
     faults.set(FaultConfig {
+        // Held-back pushes wait 500 ms, far longer than sending all 20 takes even
+        // on a loaded machine, so the overtaking is certain, not a race.
         rules: vec![FaultRule {
             reorder: 0.5,
+            reorder_ms: 500,
             ..rule()
         }],
         seed: 3,
