@@ -34,6 +34,7 @@ pub mod config;
 pub mod http;
 pub mod import;
 pub mod metrics;
+pub mod replication;
 
 pub use collection::Collection;
 pub use database::{

@@ -1,0 +1,236 @@
+//! Write concerns and the tracker that decides when a write has met its own.
+//!
+//! The primary counts itself: a write is durable on the primary before anyone
+//! waits. `majority` means a majority of primary + connected replicas, `all` every
+//! connected replica. A replica that disconnects stops counting, so an `all` write
+//! waiting only on it is satisfied by the remaining ones; that is the documented
+//! meaning of `all` ("every connected replica"), and why it is not a quorum.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How many copies a write needs before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteConcern {
+    /// Durable on the primary.
+    Primary,
+    /// Durable on a majority of primary + connected replicas.
+    #[default]
+    Majority,
+    /// Durable on the primary and every connected replica.
+    All,
+}
+
+impl WriteConcern {
+    pub fn parse(text: &str) -> Result<WriteConcern> {
+        match text {
+            "primary" => Ok(WriteConcern::Primary),
+            "majority" => Ok(WriteConcern::Majority),
+            "all" => Ok(WriteConcern::All),
+            other => Err(Error::InvalidRequest(format!(
+                "unknown write_concern {other:?}: expected primary, majority or all"
+            ))),
+        }
+    }
+
+    /// Nodes (the primary included) that must hold a write, with `replicas`
+    /// replicas connected.
+    pub fn copies_needed(self, replicas: usize) -> usize {
+        match self {
+            WriteConcern::Primary => 1,
+            WriteConcern::Majority => replicas.div_ceil(2) + 1,
+            WriteConcern::All => replicas + 1,
+        }
+    }
+}
+
+/// Names a write waiting for its concern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// The answer to [`AckTracker::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Already met: acknowledge now.
+    Met,
+    /// Not yet: the ticket comes back from `ack` or `disconnect` when it is met, or
+    /// is dropped with `give_up` when the caller's timeout fires.
+    Pending(Ticket),
+}
+
+/// What every connected replica has durably applied, and the writes waiting on it.
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    /// Replica → highest sequence number it has applied and made durable.
+    acked: HashMap<String, u64>,
+    /// (seq, ticket) → concern, in sequence order.
+    waiting: BTreeMap<(u64, Ticket), WriteConcern>,
+    next_ticket: u64,
+}
+
+impl AckTracker {
+    pub fn new() -> AckTracker {
+        AckTracker::default()
+    }
+
+    /// Replicas currently counted.
+    pub fn replicas(&self) -> usize {
+        self.acked.len()
+    }
+
+    fn copies_of(&self, seq: u64) -> usize {
+        1 + self.acked.values().filter(|&&a| a >= seq).count()
+    }
+
+    fn met(&self, seq: u64, concern: WriteConcern) -> bool {
+        self.copies_of(seq) >= concern.copies_needed(self.acked.len())
+    }
+
+    /// A write at `seq`, durable on the primary, waiting for `concern`.
+    pub fn wait(&mut self, seq: u64, concern: WriteConcern) -> Wait {
+        if self.met(seq, concern) {
+            return Wait::Met;
+        }
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        self.waiting.insert((seq, ticket), concern);
+        Wait::Pending(ticket)
+    }
+
+    /// The caller stopped waiting (timeout): the write stays applied on the primary.
+    pub fn give_up(&mut self, ticket: Ticket) -> bool {
+        let key = self.waiting.keys().find(|(_, t)| *t == ticket).copied();
+        key.is_some_and(|k| self.waiting.remove(&k).is_some())
+    }
+
+    /// A replica (re)connected, having applied up to `applied`.
+    pub fn connect(&mut self, replica: &str, applied: u64) -> Vec<Ticket> {
+        self.acked.insert(replica.to_string(), applied);
+        self.release()
+    }
+
+    /// A replica reports that everything up to `seq` is durable there.
+    /// Acknowledgements never move backwards.
+    pub fn ack(&mut self, replica: &str, seq: u64) -> Vec<Ticket> {
+        if let Some(acked) = self.acked.get_mut(replica) {
+            *acked = (*acked).max(seq);
+        }
+        self.release()
+    }
+
+    /// A replica went away: it no longer counts, which can only lower what `all`
+    /// and `majority` need.
+    pub fn disconnect(&mut self, replica: &str) -> Vec<Ticket> {
+        self.acked.remove(replica);
+        self.release()
+    }
+
+    /// Removes and returns every waiting write whose concern is now met.
+    fn release(&mut self) -> Vec<Ticket> {
+        let ready: Vec<(u64, Ticket)> = self
+            .waiting
+            .iter()
+            .filter(|(&(seq, _), &concern)| self.met(seq, concern))
+            .map(|(&key, _)| key)
+            .collect();
+        for key in &ready {
+            self.waiting.remove(key);
+        }
+        ready.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Writes still waiting.
+    pub fn pending(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_needed_counts_the_primary() {
+        assert_eq!(WriteConcern::Primary.copies_needed(2), 1);
+        assert_eq!(WriteConcern::Majority.copies_needed(0), 1);
+        assert_eq!(WriteConcern::Majority.copies_needed(1), 2);
+        assert_eq!(WriteConcern::Majority.copies_needed(2), 2);
+        assert_eq!(WriteConcern::Majority.copies_needed(3), 3);
+        assert_eq!(WriteConcern::Majority.copies_needed(4), 3);
+        assert_eq!(WriteConcern::All.copies_needed(2), 3);
+    }
+
+    #[test]
+    fn concerns_parse_strictly() {
+        assert_eq!(WriteConcern::parse("all").unwrap(), WriteConcern::All);
+        assert_eq!(WriteConcern::default(), WriteConcern::Majority);
+        assert!(WriteConcern::parse("Majority").is_err());
+        assert!(WriteConcern::parse("").is_err());
+    }
+
+    #[test]
+    fn majority_and_all_wait_for_the_right_acks() {
+        let mut t = AckTracker::new();
+        t.connect("r1", 0);
+        t.connect("r2", 0);
+        assert_eq!(t.wait(1, WriteConcern::Primary), Wait::Met);
+        let Wait::Pending(majority) = t.wait(1, WriteConcern::Majority) else {
+            panic!()
+        };
+        let Wait::Pending(all) = t.wait(1, WriteConcern::All) else {
+            panic!()
+        };
+        // One replica makes 2 of 3 copies: majority, not all.
+        assert_eq!(t.ack("r1", 1), vec![majority]);
+        assert!(t.ack("r1", 1).is_empty());
+        assert_eq!(t.ack("r2", 5), vec![all]);
+        assert_eq!(t.pending(), 0);
+        // Later writes already covered by acks are met at once (r2 has 5), or wait
+        // for the replica that lacks them (r1 has only 1).
+        assert_eq!(t.wait(5, WriteConcern::Majority), Wait::Met);
+        assert!(matches!(t.wait(5, WriteConcern::All), Wait::Pending(_)));
+    }
+
+    #[test]
+    fn acks_never_move_backwards_and_unknown_replicas_do_not_count() {
+        let mut t = AckTracker::new();
+        t.connect("r1", 10);
+        t.ack("r1", 3);
+        assert_eq!(t.wait(10, WriteConcern::All), Wait::Met);
+        t.ack("stranger", 100);
+        assert_eq!(t.replicas(), 1);
+        assert!(matches!(t.wait(11, WriteConcern::All), Wait::Pending(_)));
+    }
+
+    #[test]
+    fn a_disconnected_replica_stops_counting() {
+        let mut t = AckTracker::new();
+        t.connect("r1", 0);
+        t.connect("r2", 0);
+        t.ack("r1", 7);
+        let Wait::Pending(all) = t.wait(7, WriteConcern::All) else {
+            panic!()
+        };
+        // r2 is gone: "every connected replica" is now r1, which has it.
+        assert_eq!(t.disconnect("r2"), vec![all]);
+    }
+
+    #[test]
+    fn timed_out_writes_are_forgotten() {
+        let mut t = AckTracker::new();
+        t.connect("r1", 0);
+        let Wait::Pending(ticket) = t.wait(1, WriteConcern::All) else {
+            panic!()
+        };
+        assert!(t.give_up(ticket));
+        assert!(!t.give_up(ticket));
+        assert!(
+            t.ack("r1", 1).is_empty(),
+            "a given-up write is not released later"
+        );
+    }
+}
