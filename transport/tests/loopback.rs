@@ -23,10 +23,12 @@ struct Echo {
 }
 
 impl Handler for Echo {
-    fn request(&self, _from: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
+    fn request(&self, from: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
         let finished = self.slow_finished.clone();
+        let name = from.node_name().unwrap_or("?").to_string();
         Box::pin(async move {
             match body.as_slice() {
+                b"who" => Ok(name.into_bytes()),
                 b"fail" => Err("asked to fail".to_string()),
                 b"slow" => {
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -98,6 +100,8 @@ async fn requests_get_answers_and_errors_over_mutual_tls() {
         .await
         .unwrap();
     assert_eq!(peer.request(b"hello").await.unwrap(), b"echo:hello");
+    // The responder knows which node asked, from its verified certificate.
+    assert_eq!(peer.request(b"who").await.unwrap(), b"node-1");
     assert_eq!(
         peer.request(b"fail").await,
         Err(TransportError::Remote("asked to fail".into()))
@@ -323,6 +327,11 @@ async fn insecure_dev_mode_talks_to_itself_only() {
         .await
         .unwrap();
     assert_eq!(peer.request(b"dev").await.unwrap(), b"echo:dev");
+    assert_eq!(
+        peer.request(b"who").await.unwrap(),
+        b"?",
+        "no certificate, no name"
+    );
 }
 
 fn faulty_cluster() -> (tempfile::TempDir, Node, Node, Arc<FaultInjector>) {

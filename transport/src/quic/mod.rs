@@ -28,9 +28,42 @@ use crate::TransportError;
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Who sent a request or push.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
     pub addr: SocketAddr,
+    /// DNS names in the peer's certificate (`needle`, `node-2`, `localhost`, …),
+    /// already verified against the cluster CA; empty under `--insecure-dev`.
+    pub names: Arc<[String]>,
+}
+
+impl PeerInfo {
+    /// The peer's node name: its first certificate name other than the shared
+    /// cluster name and `localhost` (`node-N` for `needle certs generate` files).
+    pub fn node_name(&self) -> Option<&str> {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .find(|n| *n != crate::certs::CLUSTER_SERVER_NAME && *n != "localhost")
+    }
+}
+
+/// The DNS names of a connection's verified peer certificate.
+fn certificate_names(conn: &quinn::Connection) -> Arc<[String]> {
+    let Some(identity) = conn.peer_identity() else {
+        return Arc::from(Vec::new());
+    };
+    let Ok(chain) = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>() else {
+        return Arc::from(Vec::new());
+    };
+    let names: Vec<String> = chain
+        .first()
+        .and_then(|leaf| {
+            webpki::EndEntityCert::try_from(leaf)
+                .ok()
+                .map(|cert| cert.valid_dns_names().map(str::to_string).collect())
+        })
+        .unwrap_or_default();
+    Arc::from(names)
 }
 
 /// What the layer above does with incoming messages. Bodies are opaque bytes.

@@ -32,6 +32,7 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) 
 async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     let from = PeerInfo {
         addr: conn.remote_address(),
+        names: super::certificate_names(&conn),
     };
     // A partition configured on this node cuts incoming traffic too.
     let cut = |shared: &Shared| {
@@ -48,7 +49,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
                     let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
                 }
                 Ok((send, recv)) => {
-                    tokio::spawn(serve_bi(send, recv, from, shared.clone()));
+                    tokio::spawn(serve_bi(send, recv, from.clone(), shared.clone()));
                 }
                 Err(e) => {
                     tracing::debug!(peer = %from.addr, error = %e, "connection ended");
@@ -60,7 +61,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
                     let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
                 }
                 Ok(recv) => {
-                    tokio::spawn(serve_uni(recv, from, shared.clone()));
+                    tokio::spawn(serve_uni(recv, from.clone(), shared.clone()));
                 }
                 Err(e) => {
                     tracing::debug!(peer = %from.addr, error = %e, "connection ended");
@@ -71,7 +72,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     }
 }
 
-fn refuse(recv: &mut RecvStream, from: PeerInfo, meter: &Meter, e: &TransportError) {
+fn refuse(recv: &mut RecvStream, from: &PeerInfo, meter: &Meter, e: &TransportError) {
     tracing::warn!(peer = %from.addr, error = %e, "closing stream");
     meter.stream_error(e);
     let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
@@ -83,16 +84,16 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
     let header = match read_header(&mut recv, max_body).await {
         Ok(Some(h)) => h,
         Ok(None) => return,
-        Err(e) => return refuse(&mut recv, from, &meter, &e),
+        Err(e) => return refuse(&mut recv, &from, &meter, &e),
     };
     let body = match read_body(&mut recv, header.length).await {
         Ok(b) => b,
-        Err(e) => return refuse(&mut recv, from, &meter, &e),
+        Err(e) => return refuse(&mut recv, &from, &meter, &e),
     };
     meter.received(header.kind, body.len());
     let answer = match header.kind {
         FrameKind::Request => {
-            let work = shared.handler.request(from, body);
+            let work = shared.handler.request(from.clone(), body);
             // A requester that gives up stops its receiving side: drop the work.
             tokio::select! {
                 result = work => Ok(result),
@@ -113,7 +114,7 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
     };
     let result = match answer {
         Ok(result) => result,
-        Err(e) => return refuse(&mut recv, from, &meter, &e),
+        Err(e) => return refuse(&mut recv, &from, &meter, &e),
     };
     let (kind, reply) = match result {
         Ok(reply) => (
@@ -179,14 +180,14 @@ async fn serve_uni(mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
         let header = match read_header(&mut recv, max_body).await {
             Ok(Some(h)) => h,
             Ok(None) => return,
-            Err(e) => return refuse(&mut recv, from, &meter, &e),
+            Err(e) => return refuse(&mut recv, &from, &meter, &e),
         };
         meter.received(header.kind, header.length as usize);
         let handled = match header.kind {
             FrameKind::Push => match read_body(&mut recv, header.length).await {
                 Ok(body) => {
                     let compressed = header.flags & crate::frame::flags::COMPRESSED != 0;
-                    shared.handler.push(from, body, compressed).await;
+                    shared.handler.push(from.clone(), body, compressed).await;
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -198,7 +199,7 @@ async fn serve_uni(mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
             }),
         };
         if let Err(e) = handled {
-            return refuse(&mut recv, from, &meter, &e);
+            return refuse(&mut recv, &from, &meter, &e);
         }
     }
 }
