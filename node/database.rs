@@ -77,6 +77,9 @@ pub(crate) struct Inner {
     pub log_retention: u64,
     pub metrics: Arc<Metrics>,
     pub path: PathBuf,
+    /// Follows `applied_seq`, so log readers (replication) wait for new entries
+    /// instead of polling.
+    pub applied_watch: tokio::sync::watch::Sender<u64>,
 }
 
 /// An open needle database. Cheap to clone; every clone shares the same store, engine
@@ -131,6 +134,7 @@ impl Database {
             selection,
             catalog,
             applied_seq: AtomicU64::new(applied),
+            applied_watch: tokio::sync::watch::Sender::new(applied),
             log_start: AtomicU64::new(log_start),
             log_retention: options.log_retention.max(1),
             metrics,
@@ -298,6 +302,12 @@ impl Database {
             }
             Op::CreateCollection(_) | Op::DropCollection { .. } => validate_context_free(op),
         }
+    }
+
+    /// A receiver that sees every new applied sequence number (the latest one; it
+    /// may skip values under load).
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.applied_watch.subscribe()
     }
 
     /// Operation-log entries with `seq >= from`, at most `limit`, oldest first.

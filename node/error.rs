@@ -60,6 +60,8 @@ pub enum Error {
     LogGap { expected: u64, got: u64 },
     #[error("database is shutting down")]
     Closed,
+    #[error("replication: {0}")]
+    Replication(String),
     #[error("metrics registry: {0}")]
     Metrics(String),
 }
@@ -105,6 +107,7 @@ impl Error {
             Error::Kernel(_) => "ENGINE_ERROR",
             Error::LogGap { .. } => "LOG_GAP",
             Error::Closed => "SHUTTING_DOWN",
+            Error::Replication(_) => "REPLICATION_ERROR",
             Error::Metrics(_) => "INTERNAL",
         }
     }
@@ -130,7 +133,7 @@ impl Error {
             | Error::Kernel(KernelError::DimensionMismatch { .. }) => ErrorKind::BadRequest,
             Error::Kernel(KernelError::DeviceMemory { .. }) => ErrorKind::InsufficientStorage,
             Error::Kernel(_) => ErrorKind::Internal,
-            Error::Closed => ErrorKind::Unavailable,
+            Error::Closed | Error::Replication(_) => ErrorKind::Unavailable,
             _ => ErrorKind::BadRequest,
         }
     }

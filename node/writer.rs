@@ -233,6 +233,7 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
             .inc();
         let affected = apply_in_memory(inner, &a.pending.op, a.target);
         inner.applied_seq.store(a.seq, Ordering::Release);
+        inner.applied_watch.send_replace(a.seq);
         let affected = if matches!(a.pending.op, Op::Delete { .. }) {
             a.deleted.iter().filter(|d| **d).count()
         } else {

@@ -1,15 +1,16 @@
-//! Replication's decision logic, kept free of sockets and timers (sans-IO, as the
-//! design asks): the write-concern tracker a primary consults before acknowledging
-//! a write ([`concern`]), and the replica's view of the stream it follows
-//! ([`follower`]). Each is a plain struct driven by method calls and returning what
-//! to do next, so every rule is tested without a network.
+//! Primary–replica replication, as far as it is built: the write-concern tracker a
+//! primary consults before acknowledging a write ([`concern`]) and the replica's
+//! view of the stream it follows ([`follower`]), both sans-IO (plain structs driven
+//! by method calls, tested without a network); and log shipping over
+//! `needle-transport` ([`ship`]): a primary's [`ship::LogServer`] answers pulls from
+//! its operation log, a replica's [`ship::pull_once`] applies each batch durably.
 //!
-//! What is not here yet: the async roles that move operation-log batches between
-//! processes over `needle-transport`, the CLI/HTTP surface and snapshots. Those are
-//! the rest of the primary–replica work.
+//! Not built yet: the roles in `needle serve`, write concerns on HTTP writes, lag
+//! and status routes, promotion/demotion with epochs, snapshots and `/reload`.
 
 pub mod concern;
 pub mod follower;
+pub mod ship;
 
 pub use concern::{AckTracker, Ticket, Wait, WriteConcern};
 pub use follower::{Follower, FollowerAction, Lag};

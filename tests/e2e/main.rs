@@ -8,5 +8,6 @@ mod cli;
 mod crash;
 mod garbage;
 mod library;
+mod replication;
 mod search;
 mod support;

@@ -1,0 +1,307 @@
+//! Shipping the operation log from a primary to a replica over `needle-transport`.
+//!
+//! The replica pulls: each request names the first sequence number it needs (so
+//! it also acknowledges everything before it), the primary answers with at most
+//! `max` entries as one delta batch, waiting up to `wait_ms` for new writes when it
+//! has none (a long poll, so an idle replica costs one request per wait). Vectors
+//! travel as raw f32 beside the op's other fields, never through the serializer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use needle_transport::{BoxFuture, DeltaCodec, DeltaEntry, Handler, Peer, PeerInfo};
+use parking_lot::Mutex;
+
+use super::concern::AckTracker;
+use super::follower::{BatchInfo, Follower, FollowerAction};
+use crate::error::{Error, Result};
+use crate::{Database, Op};
+
+/// One pull: `[from u64][max u32][wait_ms u32]`, big-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullRequest {
+    pub from: u64,
+    pub max: u32,
+    pub wait_ms: u32,
+}
+
+impl PullRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.from.to_be_bytes().to_vec();
+        out.extend(self.max.to_be_bytes());
+        out.extend(self.wait_ms.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<PullRequest> {
+        if bytes.len() != 16 {
+            return Err(Error::InvalidRequest(format!(
+                "pull request of {} bytes",
+                bytes.len()
+            )));
+        }
+        let mut from = [0u8; 8];
+        from.copy_from_slice(&bytes[..8]);
+        let u32_at =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        Ok(PullRequest {
+            from: u64::from_be_bytes(from),
+            max: u32_at(8),
+            wait_ms: u32_at(12),
+        })
+    }
+}
+
+/// The wire form of one log entry: the op with its vectors taken out (meta:
+/// vector count, each length, then the op's log encoding) and the vectors back to back.
+pub fn entry_to_wire(seq: u64, op: &Op) -> Result<DeltaEntry> {
+    let mut stripped = op.clone();
+    let mut vectors = Vec::new();
+    let mut lengths: Vec<u32> = Vec::new();
+    if let Op::Upsert { records, .. } = &mut stripped {
+        for record in records.iter_mut() {
+            lengths.push(record.vector.len() as u32);
+            vectors.append(&mut record.vector);
+        }
+    }
+    let mut meta = (lengths.len() as u32).to_be_bytes().to_vec();
+    for l in &lengths {
+        meta.extend(l.to_be_bytes());
+    }
+    meta.extend(stripped.encode()?);
+    Ok(DeltaEntry { seq, meta, vectors })
+}
+
+pub fn entry_from_wire(entry: DeltaEntry) -> Result<(u64, Op)> {
+    let corrupt = |what: &str| Error::Corrupt(format!("replicated entry {}: {what}", entry.seq));
+    let count_bytes = entry
+        .meta
+        .get(..4)
+        .ok_or_else(|| corrupt("no vector count"))?;
+    let count = u32::from_be_bytes([
+        count_bytes[0],
+        count_bytes[1],
+        count_bytes[2],
+        count_bytes[3],
+    ]) as usize;
+    let lengths_end = count
+        .checked_mul(4)
+        .and_then(|n| n.checked_add(4))
+        .filter(|&end| end <= entry.meta.len())
+        .ok_or_else(|| corrupt("vector lengths run past the entry"))?;
+    let lengths: Vec<usize> = entry.meta[4..lengths_end]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let mut op = Op::decode(&entry.meta[lengths_end..])?;
+    if lengths.iter().sum::<usize>() != entry.vectors.len() {
+        return Err(corrupt("vector lengths do not add up"));
+    }
+    if let Op::Upsert { records, .. } = &mut op {
+        if records.len() != lengths.len() {
+            return Err(corrupt("record and vector counts differ"));
+        }
+        let mut at = 0;
+        for (record, len) in records.iter_mut().zip(&lengths) {
+            record.vector = entry.vectors[at..at + len].to_vec();
+            at += len;
+        }
+    } else if !lengths.is_empty() {
+        return Err(corrupt("vectors on an op that has none"));
+    }
+    Ok((entry.seq, op))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The primary's side: answers pulls from its operation log and records each
+/// puller's acknowledgement in the write-concern tracker.
+pub struct LogServer {
+    db: Database,
+    codec: DeltaCodec,
+    acks: Arc<Mutex<AckTracker>>,
+    max_wait: Duration,
+}
+
+impl LogServer {
+    pub fn new(db: Database, codec: DeltaCodec, acks: Arc<Mutex<AckTracker>>) -> LogServer {
+        LogServer {
+            db,
+            codec,
+            acks,
+            max_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Response: `[primary_last u64][sent_ms u64][compressed u8]` then the delta batch.
+const RESPONSE_HEADER: usize = 17;
+
+impl Handler for LogServer {
+    fn request(
+        &self,
+        from: PeerInfo,
+        body: Vec<u8>,
+    ) -> BoxFuture<std::result::Result<Vec<u8>, String>> {
+        let db = self.db.clone();
+        let codec = self.codec;
+        let acks = self.acks.clone();
+        let max_wait = self.max_wait;
+        Box::pin(async move {
+            let pull = PullRequest::decode(&body).map_err(|e| e.to_string())?;
+            let replica = from
+                .node_name()
+                .map_or_else(|| from.addr.to_string(), str::to_string);
+            {
+                let mut acks = acks.lock();
+                acks.connect(&replica, pull.from.saturating_sub(1));
+            }
+            if pull.from < db.log_start() {
+                return Err(format!(
+                    "entries from {} are no longer in the primary's log (it starts at {}): this replica needs a snapshot",
+                    pull.from,
+                    db.log_start()
+                ));
+            }
+            let mut applied = db.watch_applied();
+            let wait = Duration::from_millis(u64::from(pull.wait_ms)).min(max_wait);
+            let _ = tokio::time::timeout(wait, applied.wait_for(|&seq| seq >= pull.from)).await;
+            let limit = pull.max.clamp(1, 100_000) as usize;
+            let entries = db.read_log(pull.from, limit).map_err(|e| e.to_string())?;
+            let wire: Vec<DeltaEntry> = entries
+                .iter()
+                .map(|(seq, op)| entry_to_wire(*seq, op))
+                .collect::<Result<_>>()
+                .map_err(|e| e.to_string())?;
+            let encoded = codec.encode(&wire);
+            let mut out = Vec::with_capacity(RESPONSE_HEADER + encoded.bytes.len());
+            out.extend(db.applied_seq().to_be_bytes());
+            out.extend(now_ms().to_be_bytes());
+            out.push(u8::from(encoded.compressed));
+            out.extend(encoded.bytes);
+            Ok(out)
+        })
+    }
+
+    fn push(&self, _from: PeerInfo, _body: Vec<u8>, _compressed: bool) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+/// The replica's side: one pull from `peer`, applied durably to `db`. Returns the
+/// sequence number applied afterwards.
+pub async fn pull_once(
+    db: &Database,
+    peer: &Peer,
+    follower: &mut Follower,
+    codec: &DeltaCodec,
+    max: u32,
+    wait: Duration,
+) -> Result<u64> {
+    let request = PullRequest {
+        from: follower.next_needed(),
+        max,
+        wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+    };
+    let reply = peer
+        .request_within(&request.encode(), wait + Duration::from_secs(10))
+        .await
+        .map_err(|e| Error::Replication(format!("pulling from the primary: {e}")))?;
+    if reply.len() < RESPONSE_HEADER {
+        return Err(Error::Corrupt("short pull response".into()));
+    }
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&reply[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    let (primary_last, sent_ms, compressed) = (u64_at(0), u64_at(8), reply[16] == 1);
+    let entries = codec
+        .decode(&reply[RESPONSE_HEADER..], compressed)
+        .map_err(|e| Error::Corrupt(format!("pull response: {e}")))?;
+    let batch = BatchInfo {
+        first: entries.first().map_or(request.from, |e| e.seq),
+        count: entries.len() as u64,
+        primary_last,
+        written_ms: sent_ms,
+    };
+    match follower.on_batch(batch) {
+        FollowerAction::Apply { skip } => {
+            let ops: Vec<(u64, Op)> = entries
+                .into_iter()
+                .skip(skip)
+                .map(entry_from_wire)
+                .collect::<Result<_>>()?;
+            let db = db.clone();
+            let applied = tokio::task::spawn_blocking(move || db.apply_entries(ops))
+                .await
+                .map_err(|_| Error::Closed)??;
+            Ok(follower.on_applied(applied))
+        }
+        FollowerAction::AlreadyApplied | FollowerAction::Resync { .. } => Ok(follower.applied()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CollectionConfig, Distance, VectorRecord};
+
+    fn ops() -> Vec<Op> {
+        let mut meta = crate::Metadata::new();
+        meta.insert("lang".into(), serde_json::json!("en"));
+        vec![
+            Op::CreateCollection(CollectionConfig::new("c", 2, Distance::Dot)),
+            Op::Upsert {
+                collection: "c".into(),
+                records: vec![
+                    VectorRecord::new("a", vec![1.0, f32::MIN_POSITIVE]).with_metadata(meta),
+                    VectorRecord::new("b", vec![-0.0, 3.5]),
+                ],
+            },
+            Op::Delete {
+                collection: "c".into(),
+                ids: vec!["a".into()],
+            },
+            Op::DropCollection { name: "c".into() },
+        ]
+    }
+
+    #[test]
+    fn entries_round_trip_with_vectors_outside_the_serializer() {
+        for (i, op) in ops().into_iter().enumerate() {
+            let wire = entry_to_wire(i as u64 + 1, &op).unwrap();
+            if let Op::Upsert { .. } = op {
+                assert_eq!(wire.vectors, vec![1.0, f32::MIN_POSITIVE, -0.0, 3.5]);
+            } else {
+                assert!(wire.vectors.is_empty());
+            }
+            assert_eq!(entry_from_wire(wire).unwrap(), (i as u64 + 1, op));
+        }
+    }
+
+    #[test]
+    fn damaged_entries_are_errors() {
+        let good = entry_to_wire(7, &ops()[1]).unwrap();
+        let mut short = good.clone();
+        short.vectors.pop();
+        assert!(entry_from_wire(short).is_err());
+        let mut lying = good.clone();
+        lying.meta[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(entry_from_wire(lying).is_err());
+        let mut truncated = good;
+        truncated.meta.truncate(3);
+        assert!(entry_from_wire(truncated).is_err());
+        assert!(PullRequest::decode(&[1, 2, 3]).is_err());
+        let pull = PullRequest {
+            from: 9,
+            max: 100,
+            wait_ms: 250,
+        };
+        assert_eq!(PullRequest::decode(&pull.encode()).unwrap(), pull);
+    }
+}
