@@ -66,6 +66,28 @@ impl GpuFullChoice {
     }
 }
 
+/// A node's part in replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleChoice {
+    /// No replication.
+    #[default]
+    Standalone,
+    /// Takes writes and serves its operation log to replicas.
+    Primary,
+    /// Follows a primary (`--primary`) and serves reads.
+    Replica,
+}
+
+/// `tls { cert_path, key_path, ca_path }` in the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub ca_path: PathBuf,
+}
+
 /// The TOML file's contents; every key optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +102,11 @@ pub struct FileConfig {
     pub search_coalescing: Option<bool>,
     pub log_retention: Option<u64>,
     pub fault_injection: Option<bool>,
+    pub role: Option<RoleChoice>,
+    pub cluster_addr: Option<String>,
+    pub primary: Option<String>,
+    pub tls: Option<TlsConfig>,
+    pub insecure_dev: Option<bool>,
 }
 
 impl FileConfig {
@@ -105,6 +132,14 @@ pub struct ServeConfig {
     pub log_retention: u64,
     /// Test clusters only: transport faults driven over `/debug/faults`.
     pub fault_injection: bool,
+    pub role: RoleChoice,
+    /// Where the node-to-node transport listens (primary and replica).
+    pub cluster_addr: Option<String>,
+    /// The primary's cluster address (replica).
+    pub primary: Option<String>,
+    pub tls: Option<TlsConfig>,
+    /// Unauthenticated transport, for development only.
+    pub insecure_dev: bool,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -119,6 +154,11 @@ pub struct Overrides {
     pub search_coalescing: Option<bool>,
     pub log_retention: Option<u64>,
     pub fault_injection: Option<bool>,
+    pub role: Option<RoleChoice>,
+    pub cluster_addr: Option<String>,
+    pub primary: Option<String>,
+    pub tls: Option<TlsConfig>,
+    pub insecure_dev: Option<bool>,
 }
 
 impl ServeConfig {
@@ -152,6 +192,11 @@ impl ServeConfig {
                 .fault_injection
                 .or(file.fault_injection)
                 .unwrap_or(false),
+            role: over.role.or(file.role).unwrap_or_default(),
+            cluster_addr: over.cluster_addr.or_else(|| file.cluster_addr.clone()),
+            primary: over.primary.or_else(|| file.primary.clone()),
+            tls: over.tls.or_else(|| file.tls.clone()),
+            insecure_dev: over.insecure_dev.or(file.insecure_dev).unwrap_or(false),
         }
     }
 }

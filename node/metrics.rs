@@ -154,6 +154,11 @@ impl Metrics {
         })
     }
 
+    /// The registry, for components (the transport) that register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition of every metric, with per-collection gauges refreshed
     /// from `collections` first so dropped collections disappear.
     pub fn render(&self, collections: &[crate::CollectionInfo]) -> String {

@@ -1,4 +1,6 @@
-use crate::config::{BackendChoice, FileConfig, GpuFullChoice, Overrides, ServeConfig};
+use crate::config::{
+    BackendChoice, FileConfig, GpuFullChoice, Overrides, RoleChoice, ServeConfig, TlsConfig,
+};
 use crate::{Database, DatabaseOptions, SyncMode};
 use anyhow::Context;
 use clap::Args;
@@ -38,6 +40,27 @@ pub struct ServeArgs {
     /// partition this node's transport traffic [default: false]
     #[arg(long, env = "NEEDLE_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true")]
     pub fault_injection: Option<bool>,
+    /// Replication role [default: standalone]
+    #[arg(long, value_enum, env = "NEEDLE_ROLE")]
+    pub role: Option<RoleChoice>,
+    /// Address of the node-to-node (QUIC) transport, e.g. 0.0.0.0:5000
+    #[arg(long, env = "NEEDLE_CLUSTER_ADDR")]
+    pub cluster_addr: Option<String>,
+    /// The primary's cluster address (replicas)
+    #[arg(long, env = "NEEDLE_PRIMARY")]
+    pub primary: Option<String>,
+    /// This node's certificate (PEM) for mutual TLS between nodes
+    #[arg(long, env = "NEEDLE_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM)
+    #[arg(long, env = "NEEDLE_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM) every peer's certificate must chain to
+    #[arg(long, env = "NEEDLE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Development only: node-to-node traffic without authentication [default: false]
+    #[arg(long, env = "NEEDLE_INSECURE_DEV", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_dev: Option<bool>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -57,6 +80,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             search_coalescing: args.search_coalescing,
             log_retention: args.log_retention,
             fault_injection: args.fault_injection,
+            role: args.role,
+            cluster_addr: args.cluster_addr,
+            primary: args.primary,
+            tls: match (args.tls_cert, args.tls_key, args.tls_ca) {
+                (Some(cert_path), Some(key_path), Some(ca_path)) => Some(TlsConfig {
+                    cert_path,
+                    key_path,
+                    ca_path,
+                }),
+                _ => None,
+            },
+            insecure_dev: args.insecure_dev,
         },
     );
     let options = DatabaseOptions {
@@ -94,15 +129,80 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("fault injection is ON: /debug/faults can degrade this node's traffic");
             std::sync::Arc::new(needle_transport::faults::FaultInjector::default())
         });
+        let replication = start_replication(&db, &config, faults.clone()).await?;
         let options = crate::http::HttpOptions {
             max_body_bytes: config.max_body_bytes,
             search_coalescing: config.search_coalescing,
             faults,
+            replication: replication.clone(),
         };
         crate::http::serve(db, listener, options, shutdown_signal()).await?;
         tracing::info!("shut down cleanly");
         anyhow::Ok(())
     })
+}
+
+/// Starts the node-to-node transport and the replication role, unless standalone.
+async fn start_replication(
+    db: &Database,
+    config: &ServeConfig,
+    faults: Option<std::sync::Arc<needle_transport::faults::FaultInjector>>,
+) -> anyhow::Result<Option<std::sync::Arc<crate::replication::Replication>>> {
+    use crate::replication::{ClusterConfig, Replication, Role};
+    use needle_transport::{Security, TlsFiles};
+    let resolve = |what: &str, addr: &Option<String>| {
+        let addr = addr
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--role {:?} needs {what}", config.role))?;
+        anyhow::Ok(addr)
+    };
+    let role = match config.role {
+        RoleChoice::Standalone => return Ok(None),
+        RoleChoice::Primary => Role::Primary,
+        RoleChoice::Replica => {
+            let primary = resolve("--primary HOST:PORT", &config.primary)?;
+            let primary = tokio::net::lookup_host(&primary)
+                .await
+                .with_context(|| format!("resolving --primary {primary}"))?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("--primary {primary} resolves to no address"))?;
+            Role::Replica { primary }
+        }
+    };
+    let cluster_addr = resolve("--cluster-addr ADDR", &config.cluster_addr)?;
+    let cluster_addr = cluster_addr
+        .parse()
+        .with_context(|| format!("--cluster-addr {cluster_addr}: expected IP:PORT"))?;
+    let security = match (&config.tls, config.insecure_dev) {
+        (Some(tls), false) => Security::Mutual(TlsFiles {
+            cert_path: tls.cert_path.clone(),
+            key_path: tls.key_path.clone(),
+            ca_path: tls.ca_path.clone(),
+        }),
+        (None, true) => {
+            tracing::warn!("--insecure-dev: node-to-node traffic is NOT authenticated");
+            Security::InsecureDev
+        }
+        (Some(_), true) => anyhow::bail!("give either TLS files or --insecure-dev, not both"),
+        (None, false) => anyhow::bail!(
+            "a {:?} needs --tls-cert, --tls-key and --tls-ca (see `needle certs generate`) or, for development, --insecure-dev",
+            config.role
+        ),
+    };
+    let replication = Replication::start(
+        db,
+        ClusterConfig {
+            role,
+            cluster_addr,
+            security,
+            faults,
+            batch_size: 1000,
+            sync_interval: std::time::Duration::from_millis(500),
+        },
+    )?;
+    // Tests read this line to learn the port when --cluster-addr ends in :0.
+    tracing::info!("cluster transport on {}", replication.cluster_addr);
+    Ok(Some(replication))
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.

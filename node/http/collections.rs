@@ -22,6 +22,7 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<CollectionInfo>), ApiError> {
+    state.ensure_primary()?;
     let dimensions =
         usize::try_from(body.dimensions).map_err(|_| Error::InvalidDimensions(body.dimensions))?;
     let storage = match body.storage {
@@ -57,6 +58,7 @@ pub async fn drop(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    state.ensure_primary()?;
     state
         .db
         .submit_async(

@@ -10,6 +10,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// One more field inside `"error"`, e.g. `"primary"` on NOT_PRIMARY.
+    pub extra: Option<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -18,6 +20,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            extra: None,
+        }
+    }
+
+    /// 421 for a write sent to a replica, naming the primary to send it to.
+    pub fn not_primary(primary: std::net::SocketAddr) -> Self {
+        ApiError {
+            extra: Some(("primary", primary.to_string())),
+            ..Self::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "NOT_PRIMARY",
+                format!("this node is a replica; send writes to the primary at {primary}"),
+            )
         }
     }
 
@@ -43,13 +58,18 @@ impl From<Error> for ApiError {
             status,
             code: e.code(),
             message: e.to_string(),
+            extra: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some((key, value)) = self.extra {
+            error[key] = json!(value);
+        }
+        let body = json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }

@@ -13,6 +13,7 @@ pub use error::ApiError;
 
 use crate::coalesce::SearchCoalescer;
 use crate::metrics::Metrics;
+use crate::replication::Replication;
 use crate::Database;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -35,6 +36,18 @@ pub struct AppState {
     pub coalescer: Option<Arc<SearchCoalescer>>,
     /// The transport fault injector, only when started with `--fault-injection`.
     pub faults: Option<Arc<FaultInjector>>,
+    /// The node's replication role; `None` when standalone.
+    pub replication: Option<Arc<Replication>>,
+}
+
+impl AppState {
+    /// Writes go to the primary: a replica answers 421 NOT_PRIMARY.
+    pub fn ensure_primary(&self) -> Result<(), ApiError> {
+        match self.replication.as_ref().and_then(|r| r.primary()) {
+            Some(primary) => Err(ApiError::not_primary(primary)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Server settings beyond the database.
@@ -44,6 +57,7 @@ pub struct HttpOptions {
     pub search_coalescing: bool,
     /// Exposes `/debug/faults` to drive this injector.
     pub faults: Option<Arc<FaultInjector>>,
+    pub replication: Option<Arc<Replication>>,
 }
 
 impl Default for HttpOptions {
@@ -52,6 +66,7 @@ impl Default for HttpOptions {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             search_coalescing: true,
             faults: None,
+            replication: None,
         }
     }
 }
@@ -81,6 +96,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/collections/{name}/search", post(search::single))
         .route("/collections/{name}/search/batch", post(search::batch))
+        .route(
+            "/replication/status",
+            get(observability::replication_status),
+        )
         .route(
             "/debug/faults",
             get(debug::get_faults)
@@ -122,6 +141,7 @@ pub async fn serve(
         metrics,
         coalescer,
         faults: options.faults,
+        replication: options.replication,
     };
     let app = router(state, options.max_body_bytes);
     axum::serve(listener, app)

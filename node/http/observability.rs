@@ -24,6 +24,40 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+/// The node's role and, per role, where replication stands.
+pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
+    let applied = state.db.applied_seq();
+    let Some(replication) = &state.replication else {
+        return Json(json!({ "role": "standalone", "applied_seq": applied }));
+    };
+    match replication.primary() {
+        Some(primary) => Json(json!({
+            "role": "replica",
+            "primary": primary.to_string(),
+            "cluster_addr": replication.cluster_addr.to_string(),
+            "applied_seq": applied,
+            "stream": *replication.replica.lock(),
+        })),
+        None => {
+            let replicas: Vec<Value> = replication
+                .acks
+                .lock()
+                .acknowledged()
+                .into_iter()
+                .map(|(name, acked)| {
+                    json!({ "replica": name, "applied_seq": acked, "lag_operations": applied.saturating_sub(acked) })
+                })
+                .collect();
+            Json(json!({
+                "role": "primary",
+                "cluster_addr": replication.cluster_addr.to_string(),
+                "applied_seq": applied,
+                "replicas": replicas,
+            }))
+        }
+    }
+}
+
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.metrics.render(&state.db.collections());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

@@ -42,6 +42,7 @@ pub async fn insert(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<RecordBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.ensure_primary()?;
     let record = body.into_record()?;
     let id = record.id.clone();
     let op = Op::Upsert {
@@ -72,6 +73,7 @@ pub async fn upsert_batch(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
+    state.ensure_primary()?;
     state.db.collection_info(&name)?;
     let mut records = Vec::with_capacity(body.vectors.len());
     for (index, item) in body.vectors.into_iter().enumerate() {
@@ -123,6 +125,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    state.ensure_primary()?;
     crate::model::validate_id(&id)?;
     let op = Op::Delete {
         collection: name,

@@ -143,6 +143,13 @@ impl AckTracker {
         ready.into_iter().map(|(_, t)| t).collect()
     }
 
+    /// Every counted replica and the sequence number it has acknowledged, by name.
+    pub fn acknowledged(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self.acked.iter().map(|(k, &v)| (k.clone(), v)).collect();
+        all.sort();
+        all
+    }
+
     /// Writes still waiting.
     pub fn pending(&self) -> usize {
         self.waiting.len()

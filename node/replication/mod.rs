@@ -10,7 +10,9 @@
 
 pub mod concern;
 pub mod follower;
+pub mod role;
 pub mod ship;
 
 pub use concern::{AckTracker, Ticket, Wait, WriteConcern};
 pub use follower::{Follower, FollowerAction, Lag};
+pub use role::{ClusterConfig, Replication, Role};

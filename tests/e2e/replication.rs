@@ -174,3 +174,217 @@ async fn a_replica_follows_the_primary_log_over_mutual_tls_and_resumes_after_res
     catch_up(&primary, &replica, &peer, &mut follower).await;
     same_contents(&primary, &replica);
 }
+
+mod processes {
+    //! A primary and a replica as separate `needle` processes over QUIC + mTLS.
+
+    use crate::support::{assert_error, vectors, wait_for, Node};
+    use serde_json::{json, Value};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn free_udp_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn tls_args(certs: &Path, node: usize) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            certs.join(format!("node-{node}.pem")).display().to_string(),
+            "--tls-key".into(),
+            certs
+                .join(format!("node-{node}-key.pem"))
+                .display()
+                .to_string(),
+            "--tls-ca".into(),
+            certs.join("ca.pem").display().to_string(),
+        ]
+    }
+
+    fn start(data: &Path, args: &[String]) -> Node {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::start(data, &args)
+    }
+
+    fn caught_up(primary: &Node, replica: &Node) -> bool {
+        let p = primary.client().get("/replication/status").1;
+        let r = replica.client().get("/replication/status").1;
+        r["applied_seq"].as_u64().is_some_and(|a| a > 0)
+            && r["applied_seq"] == p["applied_seq"]
+            && r["stream"]["lag"]["operations"] == json!(0)
+    }
+
+    fn search(node: &Node) -> Value {
+        node.client()
+            .post(
+                "/collections/docs/search",
+                &json!({"vector": [0.1, 0.2, 0.3, 0.4], "k": 15, "filter": {"even": true}}),
+            )
+            .1
+    }
+
+    #[test]
+    fn a_replica_process_follows_refuses_writes_and_catches_up_after_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        needle_transport::certs::generate_cluster(&certs, 2, &[]).unwrap();
+        let primary_addr = format!("127.0.0.1:{}", free_udp_port());
+        let mut primary_args = vec![
+            "--role".into(),
+            "primary".into(),
+            "--cluster-addr".into(),
+            primary_addr.clone(),
+        ];
+        primary_args.extend(tls_args(&certs, 1));
+        let primary = start(&dir.path().join("p"), &primary_args);
+        let mut replica_args = vec![
+            "--role".into(),
+            "replica".into(),
+            "--primary".into(),
+            primary_addr.clone(),
+            "--cluster-addr".into(),
+            format!("127.0.0.1:{}", free_udp_port()),
+        ];
+        replica_args.extend(tls_args(&certs, 2));
+        let replica = start(&dir.path().join("r"), &replica_args);
+
+        let c = primary.client();
+        assert_eq!(
+            c.post(
+                "/collections",
+                &json!({"name": "docs", "dimensions": 4, "distance": "cosine"})
+            )
+            .0,
+            201
+        );
+        let items: Vec<Value> = vectors(5, 600, 4)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| json!({"id": format!("v{i}"), "vector": v, "metadata": {"even": i % 2 == 0}}))
+            .collect();
+        for chunk in items.chunks(200) {
+            assert_eq!(
+                c.post(
+                    "/collections/docs/vectors/batch",
+                    &json!({"vectors": chunk})
+                )
+                .0,
+                200
+            );
+        }
+        for i in (0..600).step_by(9) {
+            c.delete(&format!("/collections/docs/vectors/v{i}"));
+        }
+        assert!(
+            wait_for(Duration::from_secs(30), || caught_up(&primary, &replica)),
+            "replica did not catch up"
+        );
+        assert_eq!(
+            replica.client().get("/collections/docs").1["count"],
+            primary.client().get("/collections/docs").1["count"]
+        );
+        assert_eq!(search(&replica), search(&primary));
+
+        // Writes to a replica are refused with the primary's address.
+        let refused = replica.client().post(
+            "/collections/docs/vectors",
+            &json!({"id": "x", "vector": [1, 0, 0, 0]}),
+        );
+        assert_error(&refused, 421, "NOT_PRIMARY");
+        assert_eq!(refused.1["error"]["primary"], primary_addr);
+
+        // The primary knows the replica by its certificate name, and counts traffic.
+        let status = c.get("/replication/status").1;
+        assert_eq!(status["role"], "primary");
+        assert_eq!(status["replicas"][0]["replica"], "node-2", "{status}");
+        assert!(c
+            .get_text("/metrics")
+            .1
+            .contains("needle_transport_bytes_received_total"));
+
+        // SIGKILL the replica, write more, restart it: it resumes where it stopped.
+        let replica = {
+            let data = replica.kill();
+            for chunk in items.chunks(200) {
+                let moved: Vec<Value> = chunk
+                    .iter()
+                    .map(|item| {
+                        let mut item = item.clone();
+                        item["metadata"]["even"] = json!(true);
+                        item
+                    })
+                    .collect();
+                assert_eq!(
+                    c.post(
+                        "/collections/docs/vectors/batch",
+                        &json!({"vectors": moved})
+                    )
+                    .0,
+                    200
+                );
+            }
+            start(&data, &replica_args)
+        };
+        assert!(
+            wait_for(Duration::from_secs(30), || caught_up(&primary, &replica)),
+            "replica did not resume"
+        );
+        assert_eq!(search(&replica), search(&primary));
+    }
+
+    #[test]
+    fn a_replica_with_a_certificate_from_another_ca_gets_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (certs, strangers) = (dir.path().join("certs"), dir.path().join("other"));
+        needle_transport::certs::generate_cluster(&certs, 1, &[]).unwrap();
+        needle_transport::certs::generate_cluster(&strangers, 2, &[]).unwrap();
+        let primary_addr = format!("127.0.0.1:{}", free_udp_port());
+        let mut primary_args = vec![
+            "--role".into(),
+            "primary".into(),
+            "--cluster-addr".into(),
+            primary_addr.clone(),
+        ];
+        primary_args.extend(tls_args(&certs, 1));
+        let primary = start(&dir.path().join("p"), &primary_args);
+        assert_eq!(
+            primary
+                .client()
+                .post(
+                    "/collections",
+                    &json!({"name": "docs", "dimensions": 4, "distance": "cosine"})
+                )
+                .0,
+            201
+        );
+        // Trusts the real CA (so only the primary's check can refuse it).
+        let mut args = vec![
+            "--role".into(),
+            "replica".into(),
+            "--primary".into(),
+            primary_addr,
+            "--cluster-addr".into(),
+            format!("127.0.0.1:{}", free_udp_port()),
+            "--tls-cert".into(),
+            strangers.join("node-2.pem").display().to_string(),
+            "--tls-key".into(),
+            strangers.join("node-2-key.pem").display().to_string(),
+            "--tls-ca".into(),
+            certs.join("ca.pem").display().to_string(),
+        ];
+        let stranger = start(&dir.path().join("s"), &args);
+        assert!(wait_for(Duration::from_secs(20), || {
+            let s = stranger.client().get("/replication/status").1;
+            s["stream"]["last_error"].is_string() && s["stream"]["connected"] == json!(false)
+        }));
+        assert_eq!(
+            stranger.client().get("/collections").1["collections"],
+            json!([])
+        );
+        args.clear();
+    }
+}
