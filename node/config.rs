@@ -107,6 +107,7 @@ pub struct FileConfig {
     pub primary: Option<String>,
     pub tls: Option<TlsConfig>,
     pub insecure_dev: Option<bool>,
+    pub write_timeout_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -140,6 +141,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsConfig>,
     /// Unauthenticated transport, for development only.
     pub insecure_dev: bool,
+    /// How long a write on a primary waits for its write concern.
+    pub write_timeout_ms: u64,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -159,6 +162,7 @@ pub struct Overrides {
     pub primary: Option<String>,
     pub tls: Option<TlsConfig>,
     pub insecure_dev: Option<bool>,
+    pub write_timeout_ms: Option<u64>,
 }
 
 impl ServeConfig {
@@ -197,6 +201,10 @@ impl ServeConfig {
             primary: over.primary.or_else(|| file.primary.clone()),
             tls: over.tls.or_else(|| file.tls.clone()),
             insecure_dev: over.insecure_dev.or(file.insecure_dev).unwrap_or(false),
+            write_timeout_ms: over
+                .write_timeout_ms
+                .or(file.write_timeout_ms)
+                .unwrap_or(5_000),
         }
     }
 }

@@ -62,6 +62,12 @@ pub enum Error {
     Closed,
     #[error("replication: {0}")]
     Replication(String),
+    #[error("write {seq} is applied on the primary but did not reach write concern {concern:?} within {waited_ms} ms; it may still replicate")]
+    WriteConcernTimeout {
+        seq: u64,
+        concern: crate::replication::WriteConcern,
+        waited_ms: u64,
+    },
     #[error("metrics registry: {0}")]
     Metrics(String),
 }
@@ -75,6 +81,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The write is valid but the GPU has no room for it (HTTP 507).
     InsufficientStorage,
+    /// Applied, but not confirmed as durable enough in time (HTTP 504).
+    Timeout,
     Internal,
 }
 
@@ -108,6 +116,7 @@ impl Error {
             Error::LogGap { .. } => "LOG_GAP",
             Error::Closed => "SHUTTING_DOWN",
             Error::Replication(_) => "REPLICATION_ERROR",
+            Error::WriteConcernTimeout { .. } => "WRITE_CONCERN_TIMEOUT",
             Error::Metrics(_) => "INTERNAL",
         }
     }
@@ -134,6 +143,7 @@ impl Error {
             Error::Kernel(KernelError::DeviceMemory { .. }) => ErrorKind::InsufficientStorage,
             Error::Kernel(_) => ErrorKind::Internal,
             Error::Closed | Error::Replication(_) => ErrorKind::Unavailable,
+            Error::WriteConcernTimeout { .. } => ErrorKind::Timeout,
             _ => ErrorKind::BadRequest,
         }
     }

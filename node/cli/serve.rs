@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Development only: node-to-node traffic without authentication [default: false]
     #[arg(long, env = "NEEDLE_INSECURE_DEV", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_dev: Option<bool>,
+    /// How long a write on a primary waits for its write concern [default: 5000]
+    #[arg(long, env = "NEEDLE_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_ms: Option<u64>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -92,6 +95,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ => None,
             },
             insecure_dev: args.insecure_dev,
+            write_timeout_ms: args.write_timeout_ms,
         },
     );
     let options = DatabaseOptions {
@@ -198,6 +202,7 @@ async fn start_replication(
             faults,
             batch_size: 1000,
             sync_interval: std::time::Duration::from_millis(500),
+            write_timeout: std::time::Duration::from_millis(config.write_timeout_ms),
         },
     )?;
     // Tests read this line to learn the port when --cluster-addr ends in :0.

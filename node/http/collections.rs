@@ -1,7 +1,7 @@
 use super::extract::ApiJson;
 use super::{ApiError, AppState};
 use crate::{CollectionConfig, CollectionInfo, Error};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -16,6 +16,7 @@ pub struct CreateBody {
     distance: String,
     /// `f32` (default) or `f16`: how a GPU backend keeps the vectors.
     storage: Option<String>,
+    write_concern: Option<String>,
 }
 
 pub async fn create(
@@ -23,6 +24,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<CollectionInfo>), ApiError> {
     state.ensure_primary()?;
+    let concern = state.concern(body.write_concern.as_deref())?;
     let dimensions =
         usize::try_from(body.dimensions).map_err(|_| Error::InvalidDimensions(body.dimensions))?;
     let storage = match body.storage {
@@ -33,13 +35,14 @@ pub async fn create(
         CollectionConfig::new(body.name, dimensions, body.distance.parse()?).with_storage(storage);
     config.validate()?;
     let name = config.name.clone();
-    state
+    let applied = state
         .db
         .submit_async(
             crate::Op::CreateCollection(config),
             crate::Precondition::None,
         )
         .await?;
+    state.await_concern(applied.seq, concern).await?;
     Ok((StatusCode::CREATED, Json(state.db.collection_info(&name)?)))
 }
 
@@ -57,14 +60,17 @@ pub async fn get(
 pub async fn drop(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<super::ConcernQuery>,
 ) -> Result<Json<Value>, ApiError> {
     state.ensure_primary()?;
-    state
+    let concern = state.concern(query.write_concern.as_deref())?;
+    let applied = state
         .db
         .submit_async(
             crate::Op::DropCollection { name: name.clone() },
             crate::Precondition::None,
         )
         .await?;
+    state.await_concern(applied.seq, concern).await?;
     Ok(Json(json!({ "dropped": name })))
 }

@@ -13,7 +13,7 @@ pub use error::ApiError;
 
 use crate::coalesce::SearchCoalescer;
 use crate::metrics::Metrics;
-use crate::replication::Replication;
+use crate::replication::{Replication, WriteConcern};
 use crate::Database;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -40,7 +40,31 @@ pub struct AppState {
     pub replication: Option<Arc<Replication>>,
 }
 
+/// `?write_concern=` on writes without a body (deletes, drops).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ConcernQuery {
+    pub write_concern: Option<String>,
+}
+
 impl AppState {
+    /// The write concern a request asked for (default: majority), checked before
+    /// anything is written.
+    pub fn concern(&self, requested: Option<&str>) -> Result<WriteConcern, ApiError> {
+        Ok(match requested {
+            Some(text) => WriteConcern::parse(text)?,
+            None => WriteConcern::default(),
+        })
+    }
+
+    /// Waits until the write at `seq` meets `concern` (only a primary with
+    /// replicas ever waits); WRITE_CONCERN_TIMEOUT when it does not in time.
+    pub async fn await_concern(&self, seq: u64, concern: WriteConcern) -> Result<(), ApiError> {
+        match &self.replication {
+            Some(replication) => Ok(replication.await_concern(seq, concern).await?),
+            None => Ok(()),
+        }
+    }
+
     /// Writes go to the primary: a replica answers 421 NOT_PRIMARY.
     pub fn ensure_primary(&self) -> Result<(), ApiError> {
         match self.replication.as_ref().and_then(|r| r.primary()) {

@@ -41,6 +41,7 @@ pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
         None => {
             let replicas: Vec<Value> = replication
                 .acks
+                .tracker
                 .lock()
                 .acknowledged()
                 .into_iter()

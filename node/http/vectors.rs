@@ -1,7 +1,7 @@
 use super::extract::ApiJson;
 use super::{ApiError, AppState};
 use crate::{Error, Metadata, Op, Precondition, VectorRecord};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -16,6 +16,9 @@ pub struct RecordBody {
     vector: Vec<f32>,
     #[serde(default)]
     metadata: Option<Value>,
+    /// Single inserts only; a batch carries one for the whole request.
+    #[serde(default)]
+    write_concern: Option<String>,
 }
 
 impl RecordBody {
@@ -43,6 +46,7 @@ pub async fn insert(
     ApiJson(body): ApiJson<RecordBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.ensure_primary()?;
+    let concern = state.concern(body.write_concern.as_deref())?;
     let record = body.into_record()?;
     let id = record.id.clone();
     let op = Op::Upsert {
@@ -54,6 +58,7 @@ pub async fn insert(
         .submit_async(op, Precondition::IdsAbsent)
         .await
         .map_err(Error::single_item)?;
+    state.await_concern(applied.seq, concern).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "seq": applied.seq })),
@@ -64,6 +69,8 @@ pub async fn insert(
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     vectors: Vec<Value>,
+    #[serde(default)]
+    write_concern: Option<String>,
 }
 
 /// All or nothing: every item is parsed and validated before anything is written, and
@@ -74,20 +81,25 @@ pub async fn upsert_batch(
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
     state.ensure_primary()?;
+    let concern = state.concern(body.write_concern.as_deref())?;
     state.db.collection_info(&name)?;
     let mut records = Vec::with_capacity(body.vectors.len());
     for (index, item) in body.vectors.into_iter().enumerate() {
-        let record = serde_json::from_value::<RecordBody>(item)
-            .map_err(|e| {
-                ApiError::bad_request("INVALID_REQUEST", format!("vectors[{index}]: {e}"))
-            })?
-            .into_record()
-            .map_err(|e| {
-                ApiError::from(Error::InvalidBatchItem {
-                    index,
-                    source: Box::new(e),
-                })
-            })?;
+        let item = serde_json::from_value::<RecordBody>(item).map_err(|e| {
+            ApiError::bad_request("INVALID_REQUEST", format!("vectors[{index}]: {e}"))
+        })?;
+        if item.write_concern.is_some() {
+            return Err(ApiError::bad_request(
+                "INVALID_REQUEST",
+                format!("vectors[{index}]: write_concern belongs to the request, not to an item"),
+            ));
+        }
+        let record = item.into_record().map_err(|e| {
+            ApiError::from(Error::InvalidBatchItem {
+                index,
+                source: Box::new(e),
+            })
+        })?;
         records.push(record);
     }
     if records.is_empty() {
@@ -103,6 +115,7 @@ pub async fn upsert_batch(
             Precondition::None,
         )
         .await?;
+    state.await_concern(applied.seq, concern).await?;
     Ok(Json(
         json!({ "upserted": applied.affected, "seq": applied.seq }),
     ))
@@ -124,14 +137,17 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
+    Query(query): Query<super::ConcernQuery>,
 ) -> Result<Json<Value>, ApiError> {
     state.ensure_primary()?;
+    let concern = state.concern(query.write_concern.as_deref())?;
     crate::model::validate_id(&id)?;
     let op = Op::Delete {
         collection: name,
         ids: vec![id],
     };
     let applied = state.db.submit_async(op, Precondition::None).await?;
+    state.await_concern(applied.seq, concern).await?;
     Ok(Json(
         json!({ "deleted": applied.deleted.first().copied().unwrap_or(false) }),
     ))

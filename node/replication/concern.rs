@@ -67,6 +67,8 @@ pub enum Wait {
 pub struct AckTracker {
     /// Replica → highest sequence number it has applied and made durable.
     acked: HashMap<String, u64>,
+    /// Replica → when it was last heard from (ms), for [`AckTracker::expire_silent`].
+    seen_ms: HashMap<String, u64>,
     /// (seq, ticket) → concern, in sequence order.
     waiting: BTreeMap<(u64, Ticket), WriteConcern>,
     next_ticket: u64,
@@ -120,6 +122,34 @@ impl AckTracker {
             *acked = (*acked).max(seq);
         }
         self.release()
+    }
+
+    /// A replica was heard from at `now_ms`, having applied up to `applied`.
+    pub fn seen(&mut self, replica: &str, applied: u64, now_ms: u64) -> Vec<Ticket> {
+        self.seen_ms.insert(replica.to_string(), now_ms);
+        let acked = self.acked.get(replica).copied().unwrap_or(0).max(applied);
+        self.connect(replica, acked)
+    }
+
+    /// Replicas not heard from for `max_silence_ms` are treated as disconnected.
+    pub fn expire_silent(&mut self, now_ms: u64, max_silence_ms: u64) -> Vec<Ticket> {
+        let silent: Vec<String> = self
+            .seen_ms
+            .iter()
+            .filter(|(_, &at)| now_ms.saturating_sub(at) > max_silence_ms)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut released = Vec::new();
+        for name in silent {
+            self.seen_ms.remove(&name);
+            released.extend(self.disconnect(&name));
+        }
+        released
+    }
+
+    /// Whether a write at `seq` has met `concern` now.
+    pub fn is_met(&self, seq: u64, concern: WriteConcern) -> bool {
+        self.met(seq, concern)
     }
 
     /// A replica went away: it no longer counts, which can only lower what `all`
@@ -224,6 +254,18 @@ mod tests {
         };
         // r2 is gone: "every connected replica" is now r1, which has it.
         assert_eq!(t.disconnect("r2"), vec![all]);
+    }
+
+    #[test]
+    fn silent_replicas_stop_counting() {
+        let mut t = AckTracker::new();
+        t.seen("r1", 0, 1_000);
+        t.seen("r2", 5, 1_000);
+        assert!(!t.is_met(5, WriteConcern::All));
+        t.seen("r2", 5, 9_000);
+        assert!(t.expire_silent(9_000, 5_000).is_empty());
+        assert_eq!(t.replicas(), 1, "r1 was silent for 8 s");
+        assert!(t.is_met(5, WriteConcern::All));
     }
 
     #[test]

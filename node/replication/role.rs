@@ -12,9 +12,9 @@ use needle_transport::{
 };
 use parking_lot::Mutex;
 
-use super::concern::AckTracker;
+use super::concern::WriteConcern;
 use super::follower::{Follower, Lag};
-use super::ship::{pull_once, LogServer};
+use super::ship::{pull_once, LogServer, SharedAcks};
 use crate::error::{Error, Result};
 use crate::Database;
 
@@ -42,6 +42,8 @@ pub struct ClusterConfig {
     pub batch_size: u32,
     /// How long a pull waits on the primary for new entries.
     pub sync_interval: Duration,
+    /// How long a write waits for its write concern before WRITE_CONCERN_TIMEOUT.
+    pub write_timeout: Duration,
 }
 
 /// A replica's view of its stream, for `/replication/status`.
@@ -59,7 +61,9 @@ pub struct Replication {
     pub cluster_addr: SocketAddr,
     transport: Transport,
     /// Primary: what each replica has acknowledged.
-    pub acks: Arc<Mutex<AckTracker>>,
+    pub acks: Arc<SharedAcks>,
+    /// How long a write waits for its write concern.
+    pub write_timeout: Duration,
     /// Replica: the state of the stream it follows.
     pub replica: Arc<Mutex<ReplicaStatus>>,
 }
@@ -93,7 +97,7 @@ impl Handler for ReplicaHandler {
 impl Replication {
     /// Starts the transport and, on a replica, the follow loop. Inside a tokio runtime.
     pub fn start(db: &Database, config: ClusterConfig) -> Result<Arc<Replication>> {
-        let acks = Arc::new(Mutex::new(AckTracker::new()));
+        let acks = Arc::new(SharedAcks::default());
         let handler: Arc<dyn Handler> = match config.role {
             Role::Standalone => {
                 return Err(Error::Replication(
@@ -122,6 +126,7 @@ impl Replication {
             cluster_addr,
             transport,
             acks,
+            write_timeout: config.write_timeout,
             replica: Arc::new(Mutex::new(ReplicaStatus::default())),
         });
         if let Role::Replica { primary } = config.role {
@@ -142,6 +147,15 @@ impl Replication {
             Role::Replica { primary } => Some(primary),
             _ => None,
         }
+    }
+
+    /// Waits until the write at `seq` meets `concern` (primary only; a standalone
+    /// node or a primary with no replicas meets every concern at once).
+    pub async fn await_concern(&self, seq: u64, concern: WriteConcern) -> Result<()> {
+        if self.role != Role::Primary || concern == WriteConcern::Primary {
+            return Ok(());
+        }
+        self.acks.wait(seq, concern, self.write_timeout).await
     }
 
     pub fn close(&self) {

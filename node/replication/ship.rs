@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use needle_transport::{BoxFuture, DeltaCodec, DeltaEntry, Handler, Peer, PeerInfo};
 use parking_lot::Mutex;
 
-use super::concern::AckTracker;
+use super::concern::{AckTracker, WriteConcern};
 use super::follower::{BatchInfo, Follower, FollowerAction};
 use crate::error::{Error, Result};
 use crate::{Database, Op};
@@ -118,17 +118,72 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A replica silent this long (it pulls at least every `sync_interval`) no longer
+/// counts for write concerns.
+const MAX_SILENCE_MS: u64 = 15_000;
+
+/// The primary's write-concern state, shared by the log server (which records
+/// acknowledgements) and the writes waiting on them.
+#[derive(Debug)]
+pub struct SharedAcks {
+    pub tracker: Mutex<AckTracker>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SharedAcks {
+    fn default() -> Self {
+        SharedAcks {
+            tracker: Mutex::new(AckTracker::new()),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl SharedAcks {
+    /// `replica` has applied everything up to `applied`.
+    pub fn record(&self, replica: &str, applied: u64) {
+        self.tracker.lock().seen(replica, applied, now_ms());
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Waits until the write at `seq` has met `concern`, at most `timeout`.
+    pub async fn wait(&self, seq: u64, concern: WriteConcern, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.changed.subscribe();
+        loop {
+            {
+                let mut tracker = self.tracker.lock();
+                tracker.expire_silent(now_ms(), MAX_SILENCE_MS);
+                if tracker.is_met(seq, concern) {
+                    return Ok(());
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::WriteConcernTimeout {
+                    seq,
+                    concern,
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            // Re-check at least every second, for replicas going silent.
+            let step = (deadline - now).min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(step, changed.changed()).await;
+        }
+    }
+}
+
 /// The primary's side: answers pulls from its operation log and records each
-/// puller's acknowledgement in the write-concern tracker.
+/// puller's acknowledgement for write concerns.
 pub struct LogServer {
     db: Database,
     codec: DeltaCodec,
-    acks: Arc<Mutex<AckTracker>>,
+    acks: Arc<SharedAcks>,
     max_wait: Duration,
 }
 
 impl LogServer {
-    pub fn new(db: Database, codec: DeltaCodec, acks: Arc<Mutex<AckTracker>>) -> LogServer {
+    pub fn new(db: Database, codec: DeltaCodec, acks: Arc<SharedAcks>) -> LogServer {
         LogServer {
             db,
             codec,
@@ -156,10 +211,7 @@ impl Handler for LogServer {
             let replica = from
                 .node_name()
                 .map_or_else(|| from.addr.to_string(), str::to_string);
-            {
-                let mut acks = acks.lock();
-                acks.connect(&replica, pull.from.saturating_sub(1));
-            }
+            acks.record(&replica, pull.from.saturating_sub(1));
             if pull.from < db.log_start() {
                 return Err(format!(
                     "entries from {} are no longer in the primary's log (it starts at {}): this replica needs a snapshot",

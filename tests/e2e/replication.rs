@@ -2,12 +2,11 @@
 //! one process: everything the primary commits reaches the replica, in order and
 //! exactly once, including across a replica restart.
 
-use needle::replication::ship::{pull_once, LogServer};
-use needle::replication::{AckTracker, Follower, Wait, WriteConcern};
+use needle::replication::ship::{pull_once, LogServer, SharedAcks};
+use needle::replication::{Follower, Wait, WriteConcern};
 use needle::{CollectionConfig, Database, Distance, VectorRecord};
 use needle_transport::certs::generate_cluster;
 use needle_transport::{DeltaCodec, Security, TlsFiles, Transport, TransportConfig};
-use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,7 +115,7 @@ async fn a_replica_follows_the_primary_log_over_mutual_tls_and_resumes_after_res
         .unwrap();
     write_some(&primary, 0, 300);
 
-    let acks = Arc::new(Mutex::new(AckTracker::new()));
+    let acks = Arc::new(SharedAcks::default());
     let server = LogServer::new(primary.clone(), DeltaCodec::default(), acks.clone());
     let addr = "127.0.0.1:0".parse().unwrap();
     let p_transport = Transport::bind(
@@ -153,7 +152,7 @@ async fn a_replica_follows_the_primary_log_over_mutual_tls_and_resumes_after_res
     )
     .await
     .unwrap();
-    assert_eq!(acks.lock().wait(last, WriteConcern::All), Wait::Met);
+    assert_eq!(acks.tracker.lock().wait(last, WriteConcern::All), Wait::Met);
 
     // Restart the replica mid-stream: it resumes from what it made durable.
     write_some(&primary, 300, 200);
@@ -309,6 +308,8 @@ mod processes {
         // SIGKILL the replica, write more, restart it: it resumes where it stopped.
         let replica = {
             let data = replica.kill();
+            // With the only replica down, the default (majority of 2) cannot be met:
+            // these writes ask for the primary alone.
             for chunk in items.chunks(200) {
                 let moved: Vec<Value> = chunk
                     .iter()
@@ -321,7 +322,7 @@ mod processes {
                 assert_eq!(
                     c.post(
                         "/collections/docs/vectors/batch",
-                        &json!({"vectors": moved})
+                        &json!({"vectors": moved, "write_concern": "primary"})
                     )
                     .0,
                     200
@@ -386,5 +387,102 @@ mod processes {
             json!([])
         );
         args.clear();
+    }
+
+    #[test]
+    fn write_concerns_wait_for_replicas_and_time_out_when_one_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        needle_transport::certs::generate_cluster(&certs, 3, &[]).unwrap();
+        let primary_addr = format!("127.0.0.1:{}", free_udp_port());
+        let mut primary_args: Vec<String> = vec![
+            "--role".into(),
+            "primary".into(),
+            "--cluster-addr".into(),
+            primary_addr.clone(),
+            "--write-timeout-ms".into(),
+            "1000".into(),
+        ];
+        primary_args.extend(tls_args(&certs, 1));
+        let primary = start(&dir.path().join("p"), &primary_args);
+        let replicas: Vec<Node> = (2..=3)
+            .map(|n| {
+                let mut args: Vec<String> = vec![
+                    "--role".into(),
+                    "replica".into(),
+                    "--primary".into(),
+                    primary_addr.clone(),
+                    "--cluster-addr".into(),
+                    format!("127.0.0.1:{}", free_udp_port()),
+                ];
+                args.extend(tls_args(&certs, n));
+                start(&dir.path().join(format!("r{n}")), &args)
+            })
+            .collect();
+        let c = primary.client();
+        let create =
+            json!({"name": "docs", "dimensions": 2, "distance": "dot", "write_concern": "all"});
+        // Until both replicas have connected, "all" may count fewer; wait for both.
+        assert!(wait_for(Duration::from_secs(20), || {
+            c.get("/replication/status").1["replicas"]
+                .as_array()
+                .is_some_and(|r| r.len() == 2)
+        }));
+        assert_eq!(c.post("/collections", &create).0, 201);
+        let insert = |id: &str, concern: &str| {
+            c.post(
+                "/collections/docs/vectors",
+                &json!({"id": id, "vector": [1, 2], "write_concern": concern}),
+            )
+        };
+        assert_eq!(insert("a", "all").0, 201);
+        for r in &replicas {
+            assert_eq!(
+                r.client().get("/collections/docs/vectors/a").0,
+                200,
+                "acknowledged with all"
+            );
+        }
+        assert_error(&insert("bad", "most"), 400, "INVALID_REQUEST");
+        assert_eq!(
+            c.get("/collections/docs/vectors/bad").0,
+            404,
+            "a bad concern writes nothing"
+        );
+
+        replicas[1].signal("STOP");
+        let started = std::time::Instant::now();
+        let timed_out = insert("b", "all");
+        assert_error(&timed_out, 504, "WRITE_CONCERN_TIMEOUT");
+        assert!(timed_out.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("applied on the primary"));
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(
+            c.get("/collections/docs/vectors/b").0,
+            200,
+            "applied on the primary"
+        );
+        assert_eq!(
+            insert("c", "majority").0,
+            201,
+            "primary + one replica is a majority of 3"
+        );
+        assert_eq!(insert("d", "primary").0, 201);
+        assert_eq!(
+            replicas[0].client().get("/collections/docs/vectors/c").0,
+            200
+        );
+
+        replicas[1].signal("CONT");
+        assert!(wait_for(Duration::from_secs(20), || caught_up(
+            &primary,
+            &replicas[1]
+        )));
+        assert_eq!(
+            replicas[1].client().get("/collections/docs/vectors/b").0,
+            200
+        );
     }
 }

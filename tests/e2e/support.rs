@@ -75,6 +75,16 @@ impl Node {
         self.child.wait().expect("wait")
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …) without waiting for anything.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{name}").as_str(), &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+    }
+
     /// Kills the process and starts a new one on the same data directory.
     pub fn restart(self) -> Node {
         let extra = self.extra.clone();
