@@ -36,6 +36,12 @@ pub struct Metrics {
     pub applied_seq: IntGauge,
     /// Sequence number of the oldest retained operation-log entry.
     pub oplog_first_seq: IntGauge,
+    /// Entries behind, per replica (on a primary: each replica; on a replica: itself).
+    pub replication_lag_operations: IntGaugeVec,
+    /// Age of the oldest entry a replica has received but not applied.
+    pub replication_lag_seconds: prometheus::GaugeVec,
+    /// Log entries shipped (`role="primary"`) or applied (`role="replica"`).
+    pub replication_operations: IntCounterVec,
     /// Which search backend runs, as `needle_backend_info{backend,device} 1`.
     pub backend_info: IntGaugeVec,
     /// NVML gauges; `None` without an NVIDIA driver.
@@ -137,7 +143,40 @@ impl Metrics {
             )?,
         )?;
         let gpu = GpuMetrics::register(&registry)?;
+        let replication_lag_operations = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "needle_replication_lag_operations",
+                    "Operation-log entries a replica is behind its primary",
+                ),
+                &["replica"],
+            )?,
+        )?;
+        let replication_lag_seconds = registered(
+            &registry,
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "needle_replication_lag_seconds",
+                    "Age of the oldest entry a replica has received but not applied",
+                ),
+                &["replica"],
+            )?,
+        )?;
+        let replication_operations = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "needle_replication_operations_total",
+                    "Log entries shipped by a primary or applied by a replica",
+                ),
+                &["role"],
+            )?,
+        )?;
         Ok(Metrics {
+            replication_lag_operations,
+            replication_lag_seconds,
+            replication_operations,
             backend_info,
             gpu,
             registry,

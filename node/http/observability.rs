@@ -60,6 +60,9 @@ pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(replication) = &state.replication {
+        replication.refresh_metrics(&state.metrics, state.db.applied_seq());
+    }
     let body = state.metrics.render(&state.db.collections());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -149,6 +149,33 @@ impl Replication {
         }
     }
 
+    /// Sets the lag gauges: a primary's per replica from their acknowledgements, a
+    /// replica's own from its stream.
+    pub fn refresh_metrics(&self, metrics: &crate::metrics::Metrics, applied: u64) {
+        metrics.replication_lag_operations.reset();
+        metrics.replication_lag_seconds.reset();
+        if self.primary().is_some() {
+            let status = self.replica.lock();
+            let me = [self.cluster_addr.to_string()];
+            let me = [me[0].as_str()];
+            metrics
+                .replication_lag_operations
+                .with_label_values(&me)
+                .set(status.lag.operations as i64);
+            metrics
+                .replication_lag_seconds
+                .with_label_values(&me)
+                .set(status.lag.time_ms as f64 / 1000.0);
+        } else {
+            for (replica, acked) in self.acks.tracker.lock().acknowledged() {
+                metrics
+                    .replication_lag_operations
+                    .with_label_values(&[replica.as_str()])
+                    .set(applied.saturating_sub(acked) as i64);
+            }
+        }
+    }
+
     /// Waits until the write at `seq` meets `concern` (primary only; a standalone
     /// node or a primary with no replicas meets every concern at once).
     pub async fn await_concern(&self, seq: u64, concern: WriteConcern) -> Result<()> {
@@ -173,13 +200,19 @@ async fn follow(
     wait: Duration,
 ) {
     let codec = DeltaCodec::default();
+    let applied_ops = db
+        .metrics()
+        .replication_operations
+        .with_label_values(&["replica"]);
     loop {
         match replication.transport.connect(primary).await {
             Ok(peer) => {
                 tracing::info!(%primary, "following the primary");
                 let mut follower = Follower::new(db.applied_seq());
                 loop {
+                    let before = follower.applied();
                     let pulled = pull_once(&db, &peer, &mut follower, &codec, batch, wait).await;
+                    applied_ops.inc_by(follower.applied().saturating_sub(before));
                     let mut status = replication.replica.lock();
                     status.applied_seq = follower.applied();
                     status.lag = follower.lag(now_ms());

@@ -224,6 +224,10 @@ impl Handler for LogServer {
             let _ = tokio::time::timeout(wait, applied.wait_for(|&seq| seq >= pull.from)).await;
             let limit = pull.max.clamp(1, 100_000) as usize;
             let entries = db.read_log(pull.from, limit).map_err(|e| e.to_string())?;
+            db.metrics()
+                .replication_operations
+                .with_label_values(&["primary"])
+                .inc_by(entries.len() as u64);
             let wire: Vec<DeltaEntry> = entries
                 .iter()
                 .map(|(seq, op)| entry_to_wire(*seq, op))

@@ -300,10 +300,29 @@ mod processes {
         let status = c.get("/replication/status").1;
         assert_eq!(status["role"], "primary");
         assert_eq!(status["replicas"][0]["replica"], "node-2", "{status}");
-        assert!(c
-            .get_text("/metrics")
-            .1
-            .contains("needle_transport_bytes_received_total"));
+        let metrics = c.get_text("/metrics").1;
+        assert!(
+            metrics.contains("needle_transport_bytes_received_total"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("needle_replication_lag_operations{replica=\"node-2\"} 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("needle_replication_operations_total{role=\"primary\"}"),
+            "{metrics}"
+        );
+        let replica_metrics = replica.client().get_text("/metrics").1;
+        let applied_line = replica_metrics
+            .lines()
+            .find(|l| l.starts_with("needle_replication_operations_total{role=\"replica\"}"))
+            .unwrap_or_else(|| panic!("{replica_metrics}"));
+        assert!(!applied_line.ends_with(" 0"), "{applied_line}");
+        assert!(
+            replica_metrics.contains("needle_replication_lag_seconds"),
+            "{replica_metrics}"
+        );
 
         // SIGKILL the replica, write more, restart it: it resumes where it stopped.
         let replica = {
