@@ -71,6 +71,12 @@ impl IntoResponse for ApiError {
             error[key] = json!(value);
         }
         let body = json!({ "error": error });
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the oversized body is never read, so this connection's
+            // framing is lost: tell the client not to send another request on it.
+            let close = [(axum::http::header::CONNECTION, "close")];
+            return (self.status, close, Json(body)).into_response();
+        }
         (self.status, Json(body)).into_response()
     }
 }

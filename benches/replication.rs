@@ -1,0 +1,146 @@
+//! Primary → replica replication on loopback, in one process (two databases, two
+//! QUIC endpoints with mutual TLS): `cargo bench --bench replication`.
+//! - bulk: vectors/s until the replica has applied everything, against the primary's
+//!   own write rate in the same run (the peer);
+//! - steady rate: the delay from a write's acknowledgement on the primary to its
+//!   application on the replica, p50/p99, at a fixed write rate.
+
+mod machine;
+
+use needle::replication::ship::{pull_once, LogServer, SharedAcks};
+use needle::replication::Follower;
+use needle::{CollectionConfig, Database, Distance, VectorRecord};
+use needle_transport::certs::generate_cluster;
+use needle_transport::{
+    BoxFuture, DeltaCodec, Handler, PeerInfo, Security, TlsFiles, Transport, TransportConfig,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DIMS: usize = 128;
+
+struct Nothing;
+
+impl Handler for Nothing {
+    fn request(&self, _: PeerInfo, _: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
+        Box::pin(async { Err("no requests".to_string()) })
+    }
+    fn push(&self, _: PeerInfo, _: Vec<u8>, _: bool) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+fn security(dir: &std::path::Path, n: usize) -> Security {
+    Security::Mutual(TlsFiles {
+        cert_path: dir.join(format!("node-{n}.pem")),
+        key_path: dir.join(format!("node-{n}-key.pem")),
+        ca_path: dir.join("ca.pem"),
+    })
+}
+
+fn batch(start: usize, n: usize) -> Vec<VectorRecord> {
+    let data = needle_kernels::reference::pseudo_random_floats(start as u64, n * DIMS);
+    data.chunks_exact(DIMS)
+        .enumerate()
+        .map(|(i, v)| VectorRecord::new(format!("v{}", start + i), v.to_vec()))
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        println!("machine: {}", machine::describe());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        generate_cluster(&certs, 2, &[]).expect("certs");
+        let primary = Database::open(dir.path().join("p")).expect("primary");
+        let replica = Database::open(dir.path().join("r")).expect("replica");
+        let docs = primary
+            .create_collection(CollectionConfig::new("docs", DIMS, Distance::Cosine))
+            .expect("collection");
+        let acks = Arc::new(SharedAcks::default());
+        let server = LogServer::new(primary.clone(), DeltaCodec::default(), acks);
+        let addr = "127.0.0.1:0".parse().expect("addr");
+        let p = Transport::bind(addr, TransportConfig::new(security(&certs, 1)), Arc::new(server)).expect("bind");
+        let r = Transport::bind(addr, TransportConfig::new(security(&certs, 2)), Arc::new(Nothing)).expect("bind");
+        let peer = r.connect(p.local_addr().expect("addr")).await.expect("connect");
+        let follower_db = replica.clone();
+        tokio::spawn(async move {
+            let mut follower = Follower::new(follower_db.applied_seq());
+            let codec = DeltaCodec::default();
+            loop {
+                if pull_once(&follower_db, &peer, &mut follower, &codec, 1000, Duration::from_millis(200))
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+
+        // Bulk: 20,000 vectors in batches of 500.
+        let total = 20_000;
+        let start = Instant::now();
+        for i in (0..total).step_by(500) {
+            let d = docs.clone();
+            tokio::task::spawn_blocking(move || d.upsert(batch(i, 500)))
+                .await
+                .expect("join")
+                .expect("upsert");
+        }
+        let primary_done = start.elapsed();
+        let target = primary.applied_seq();
+        while replica.applied_seq() < target {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let replica_done = start.elapsed();
+        let rate = |d: Duration| total as f64 / d.as_secs_f64();
+        println!("peer: the primary's own write rate, same run");
+        println!(
+            "bulk {total} × d={DIMS}: primary {:.0} vectors/s, replica caught up at {:.0} vectors/s ({:.2}x the primary), {:.0} ms after the last write",
+            rate(primary_done),
+            rate(replica_done),
+            rate(replica_done) / rate(primary_done),
+            (replica_done - primary_done).as_secs_f64() * 1e3
+        );
+
+        // Steady: 100 vectors every 20 ms (5,000 vectors/s) for 3 s.
+        let mut delays = Vec::new();
+        let mut next = total;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            let tick = Instant::now();
+            let d = docs.clone();
+            let i = next;
+            tokio::task::spawn_blocking(move || d.upsert(batch(i, 100)))
+                .await
+                .expect("join")
+                .expect("upsert");
+            next += 100;
+            let seq = primary.applied_seq();
+            let acked = Instant::now();
+            while replica.applied_seq() < seq {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            delays.push(acked.elapsed().as_secs_f64() * 1e3);
+            if let Some(rest) = Duration::from_millis(20).checked_sub(tick.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+        }
+        delays.sort_by(f64::total_cmp);
+        println!(
+            "steady 5,000 vectors/s for 3 s: replication delay after the primary's acknowledgement p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} writes)",
+            percentile(&delays, 0.5),
+            percentile(&delays, 0.99),
+            delays.last().copied().unwrap_or(0.0),
+            delays.len()
+        );
+    });
+}
