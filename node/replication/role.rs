@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use super::concern::WriteConcern;
 use super::follower::{Follower, Lag};
-use super::ship::{pull_once, LogServer, SharedAcks};
+use super::ship::{now_ms, pull_once, LogServer, SharedAcks};
 use crate::error::{Error, Result};
 use crate::Database;
 
@@ -239,10 +239,4 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

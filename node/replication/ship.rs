@@ -112,7 +112,8 @@ pub fn entry_from_wire(entry: DeltaEntry) -> Result<(u64, Op)> {
     Ok((entry.seq, op))
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -191,17 +191,47 @@ mod processes {
     }
 
     fn tls_args(certs: &Path, node: usize) -> Vec<String> {
+        tls_args_trusting(certs, node, &certs.join("ca.pem"))
+    }
+
+    /// Node `node`'s certificate from `certs`, trusting the CA at `ca`.
+    fn tls_args_trusting(certs: &Path, node: usize, ca: &Path) -> Vec<String> {
+        let file = |name: String| certs.join(name).display().to_string();
         vec![
             "--tls-cert".into(),
-            certs.join(format!("node-{node}.pem")).display().to_string(),
+            file(format!("node-{node}.pem")),
             "--tls-key".into(),
-            certs
-                .join(format!("node-{node}-key.pem"))
-                .display()
-                .to_string(),
+            file(format!("node-{node}-key.pem")),
             "--tls-ca".into(),
-            certs.join("ca.pem").display().to_string(),
+            ca.display().to_string(),
         ]
+    }
+
+    /// `--role primary` on a free cluster port; returns the arguments and that address.
+    fn primary_args(tls: Vec<String>) -> (Vec<String>, String) {
+        let addr = format!("127.0.0.1:{}", free_udp_port());
+        let mut args: Vec<String> = vec![
+            "--role".into(),
+            "primary".into(),
+            "--cluster-addr".into(),
+            addr.clone(),
+        ];
+        args.extend(tls);
+        (args, addr)
+    }
+
+    /// `--role replica` following `primary`, on a free cluster port.
+    fn replica_args(primary: &str, tls: Vec<String>) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--role".into(),
+            "replica".into(),
+            "--primary".into(),
+            primary.into(),
+            "--cluster-addr".into(),
+            format!("127.0.0.1:{}", free_udp_port()),
+        ];
+        args.extend(tls);
+        args
     }
 
     fn start(data: &Path, args: &[String]) -> Node {
@@ -231,24 +261,9 @@ mod processes {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         needle_transport::certs::generate_cluster(&certs, 2, &[]).unwrap();
-        let primary_addr = format!("127.0.0.1:{}", free_udp_port());
-        let mut primary_args = vec![
-            "--role".into(),
-            "primary".into(),
-            "--cluster-addr".into(),
-            primary_addr.clone(),
-        ];
-        primary_args.extend(tls_args(&certs, 1));
+        let (primary_args, primary_addr) = primary_args(tls_args(&certs, 1));
         let primary = start(&dir.path().join("p"), &primary_args);
-        let mut replica_args = vec![
-            "--role".into(),
-            "replica".into(),
-            "--primary".into(),
-            primary_addr.clone(),
-            "--cluster-addr".into(),
-            format!("127.0.0.1:{}", free_udp_port()),
-        ];
-        replica_args.extend(tls_args(&certs, 2));
+        let replica_args = replica_args(&primary_addr, tls_args(&certs, 2));
         let replica = start(&dir.path().join("r"), &replica_args);
 
         let c = primary.client();
@@ -362,14 +377,7 @@ mod processes {
         let (certs, strangers) = (dir.path().join("certs"), dir.path().join("other"));
         needle_transport::certs::generate_cluster(&certs, 1, &[]).unwrap();
         needle_transport::certs::generate_cluster(&strangers, 2, &[]).unwrap();
-        let primary_addr = format!("127.0.0.1:{}", free_udp_port());
-        let mut primary_args = vec![
-            "--role".into(),
-            "primary".into(),
-            "--cluster-addr".into(),
-            primary_addr.clone(),
-        ];
-        primary_args.extend(tls_args(&certs, 1));
+        let (primary_args, primary_addr) = primary_args(tls_args(&certs, 1));
         let primary = start(&dir.path().join("p"), &primary_args);
         assert_eq!(
             primary
@@ -382,20 +390,8 @@ mod processes {
             201
         );
         // Trusts the real CA (so only the primary's check can refuse it).
-        let mut args = vec![
-            "--role".into(),
-            "replica".into(),
-            "--primary".into(),
-            primary_addr,
-            "--cluster-addr".into(),
-            format!("127.0.0.1:{}", free_udp_port()),
-            "--tls-cert".into(),
-            strangers.join("node-2.pem").display().to_string(),
-            "--tls-key".into(),
-            strangers.join("node-2-key.pem").display().to_string(),
-            "--tls-ca".into(),
-            certs.join("ca.pem").display().to_string(),
-        ];
+        let tls = tls_args_trusting(&strangers, 2, &certs.join("ca.pem"));
+        let args = replica_args(&primary_addr, tls);
         let stranger = start(&dir.path().join("s"), &args);
         assert!(wait_for(Duration::from_secs(20), || {
             let s = stranger.client().get("/replication/status").1;
@@ -405,7 +401,6 @@ mod processes {
             stranger.client().get("/collections").1["collections"],
             json!([])
         );
-        args.clear();
     }
 
     #[test]
@@ -413,28 +408,12 @@ mod processes {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         needle_transport::certs::generate_cluster(&certs, 3, &[]).unwrap();
-        let primary_addr = format!("127.0.0.1:{}", free_udp_port());
-        let mut primary_args: Vec<String> = vec![
-            "--role".into(),
-            "primary".into(),
-            "--cluster-addr".into(),
-            primary_addr.clone(),
-            "--write-timeout-ms".into(),
-            "1000".into(),
-        ];
-        primary_args.extend(tls_args(&certs, 1));
+        let (mut primary_args, primary_addr) = primary_args(tls_args(&certs, 1));
+        primary_args.extend(["--write-timeout-ms".into(), "1000".into()]);
         let primary = start(&dir.path().join("p"), &primary_args);
         let replicas: Vec<Node> = (2..=3)
             .map(|n| {
-                let mut args: Vec<String> = vec![
-                    "--role".into(),
-                    "replica".into(),
-                    "--primary".into(),
-                    primary_addr.clone(),
-                    "--cluster-addr".into(),
-                    format!("127.0.0.1:{}", free_udp_port()),
-                ];
-                args.extend(tls_args(&certs, n));
+                let args = replica_args(&primary_addr, tls_args(&certs, n));
                 start(&dir.path().join(format!("r{n}")), &args)
             })
             .collect();

@@ -53,10 +53,11 @@ struct Node {
 }
 
 fn start(security: Security) -> Node {
-    start_with(security, None)
+    start_with(security, |_| {})
 }
 
-fn start_with(security: Security, faults: Option<Arc<FaultInjector>>) -> Node {
+/// A node whose transport settings `configure` may change (faults, metrics).
+fn start_with(security: Security, configure: impl FnOnce(&mut TransportConfig)) -> Node {
     let (tx, rx) = mpsc::unbounded_channel();
     let slow_finished = Arc::new(AtomicBool::new(false));
     let handler = Arc::new(Echo {
@@ -66,7 +67,7 @@ fn start_with(security: Security, faults: Option<Arc<FaultInjector>>) -> Node {
     let mut config = TransportConfig::new(security);
     config.request_timeout = Duration::from_secs(5);
     config.max_body = 1 << 20;
-    config.faults = faults;
+    configure(&mut config);
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     Node {
         transport: Transport::bind(addr, config, handler).unwrap(),
@@ -338,7 +339,9 @@ fn faulty_cluster() -> (tempfile::TempDir, Node, Node, Arc<FaultInjector>) {
     let dir = tempfile::tempdir().unwrap();
     generate_cluster(dir.path(), 2, &[]).unwrap();
     let faults = Arc::new(FaultInjector::default());
-    let a = start_with(Security::Mutual(files(dir.path(), 1)), Some(faults.clone()));
+    let a = start_with(Security::Mutual(files(dir.path(), 1)), |config| {
+        config.faults = Some(faults.clone())
+    });
     let b = start(Security::Mutual(files(dir.path(), 2)));
     (dir, a, b, faults)
 }
@@ -459,14 +462,10 @@ async fn traffic_is_counted_per_peer_and_kind() {
     let registry = prometheus::Registry::new();
     let metrics =
         Arc::new(needle_transport::metrics::TransportMetrics::register(&registry).unwrap());
-    let mut config = TransportConfig::new(Security::Mutual(files(dir.path(), 1)));
-    config.metrics = Some(metrics.clone());
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let handler = Arc::new(Echo {
-        pushes: tx,
-        slow_finished: Arc::new(AtomicBool::new(false)),
-    });
-    let a = Transport::bind("127.0.0.1:0".parse().unwrap(), config, handler).unwrap();
+    let a = start_with(Security::Mutual(files(dir.path(), 1)), |config| {
+        config.metrics = Some(metrics.clone())
+    })
+    .transport;
     let b = start(Security::Mutual(files(dir.path(), 2)));
     let b_addr = b.transport.local_addr().unwrap();
     let peer = a.connect(b_addr).await.unwrap();
