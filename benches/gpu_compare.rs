@@ -5,13 +5,17 @@
 //! needle's median time, torch's, the ratio (torch / needle: above 1 is faster),
 //! achieved TFLOP/s against the measured tensor-core rate, for Q = 1 the time of one
 //! pass over the shard at the measured copy bandwidth, and recall@k against exact
-//! float64 ids. Without a CUDA device it says so and exits successfully.
+//! float64 ids. The wgpu backend on the GPU's own Vulkan driver gets the same rows,
+//! against torch's strict f32. Without a CUDA device it says so and exits successfully.
+//! `--profile f32|tf32|f16` runs one Q = 1 and one Q = 1024 search in that precision,
+//! untimed, for Nsight Compute.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use needle_kernels::cuda::{CudaBackend, CudaShard};
+use needle_kernels::wgsl::WgpuBackend;
 use needle_kernels::{F32Math, Metric, Shard, Storage};
 
 const K: usize = 10;
@@ -90,19 +94,183 @@ fn fail(message: &str) -> ! {
     std::process::exit(1)
 }
 
-fn median_ms(shard: &CudaShard, queries: &[f32], reps: usize) -> f64 {
+/// Median milliseconds of `reps` searches of `queries` after three warm-ups; the first
+/// failing search ends the measurement with its error.
+fn median_ms(shard: &dyn Shard, queries: &[f32], reps: usize) -> Result<f64, String> {
     for _ in 0..3 {
-        let _ = shard.search_batch(queries, K, None);
+        shard
+            .search_batch(queries, K, None)
+            .map_err(|e| e.to_string())?;
     }
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            let _ = shard.search_batch(queries, K, None);
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        shard
+            .search_batch(queries, K, None)
+            .map_err(|e| e.to_string())?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    Ok(times[times.len() / 2])
+}
+
+/// recall@K of `shard` against the baseline's float64 reference ids.
+fn recall(shard: &dyn Shard, q: &[f32], base: &Baseline) -> Result<f64, String> {
+    let d = base.d;
+    let hits = shard
+        .search_batch(&q[..base.reference.len().max(1) * d], K, None)
+        .map_err(|e| e.to_string())?;
+    let (mut found, mut total) = (0usize, 0usize);
+    for (h, r) in hits.iter().zip(&base.reference) {
+        total += r.len();
+        found += r
+            .iter()
+            .filter(|id| h.iter().any(|hit| hit.row == **id))
+            .count();
+    }
+    Ok(if total > 0 {
+        found as f64 / total as f64
+    } else {
+        f64::NAN
+    })
+}
+
+/// Appends every row of `x` and times the upload to the device.
+fn load(shard: &mut dyn Shard, x: &[f32], d: usize, label: &str) -> Result<(), String> {
+    for v in x.chunks_exact(d) {
+        shard.append(v).map_err(|e| e.to_string())?;
+    }
+    let start = Instant::now();
+    shard.make_resident().map_err(|e| e.to_string())?;
+    println!(
+        "{label}: upload of {} rows took {:.0} ms",
+        x.len() / d,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// One table row per Q for `shard`, compared with torch's `mode` timings.
+fn time_rows(
+    shard: &dyn Shard,
+    label: &str,
+    mode: &str,
+    element_bytes: f64,
+    q: &[f32],
+    base: &Baseline,
+    rows: &mut Vec<String>,
+) -> Result<(), String> {
+    let (n, d) = (base.n, base.d);
+    let recall = recall(shard, q, base)?;
+    for nq in [1usize, 64, 1024] {
+        let reps = if nq == 1 { 50 } else { 20 };
+        let ms = median_ms(shard, &q[..nq * d], reps)?;
+        let torch = base
+            .torch_ms
+            .get(&(mode.to_string(), nq))
+            .copied()
+            .unwrap_or(f64::NAN);
+        let tflops = 2.0 * nq as f64 * n as f64 * d as f64 / ms / 1e9;
+        let peak = base.peak_tflops.get(mode).copied().unwrap_or(f64::NAN);
+        // The copy rate counts bytes read plus written, i.e. total traffic; one pass
+        // reads every byte of the shard once at that rate.
+        let one_pass_ms = n as f64 * d as f64 * element_bytes / base.bandwidth_gbs / 1e6;
+        rows.push(format!(
+            "| {label} | {nq} | {ms:.3} | {torch:.3} | {:.2}x | {tflops:.1} | {:.0}% | {} | {recall:.3} |",
+            torch / ms,
+            100.0 * tflops / peak,
+            if nq == 1 { format!("{one_pass_ms:.3} ms ({:.2}x)", ms / one_pass_ms) } else { "-".into() },
+        ));
+    }
+    Ok(())
+}
+
+/// The CUDA rows for one precision, then the Q = 1024 tile sweep.
+fn measure_cuda(
+    backend: &CudaBackend,
+    (mode, storage, math): (&str, Storage, F32Math),
+    x: &[f32],
+    q: &[f32],
+    base: &Baseline,
+    rows: &mut Vec<String>,
+    sweeps: &mut Vec<String>,
+) -> Result<(), String> {
+    let d = base.d;
+    let mut shard: CudaShard = backend
+        .with_f32_math(math)
+        .shard(d, Metric::Dot, storage)
+        .map_err(|e| e.to_string())?;
+    load(&mut shard, x, d, &format!("cuda {mode}"))?;
+    let element = if storage == Storage::F16 { 2.0 } else { 4.0 };
+    time_rows(
+        &shard,
+        &format!("cuda {mode}"),
+        mode,
+        element,
+        q,
+        base,
+        rows,
+    )?;
+    // Q = 1024: the GEMM tile against L2 (default half of it), for tuning.
+    let l2 = backend.device().l2_bytes();
+    for (label, bytes) in [
+        ("L2/8", l2 / 8),
+        ("L2/4", l2 / 4),
+        ("L2", l2),
+        ("2xL2", 2 * l2),
+    ] {
+        shard.set_tile_bytes(Some(bytes));
+        let ms = median_ms(&shard, &q[..1024 * d], 10)?;
+        sweeps.push(format!(
+            "| {mode} | {label} ({:.1} MB) | {ms:.3} |",
+            bytes as f64 / 1e6
+        ));
+    }
+    Ok(())
+}
+
+/// For Nsight Compute: one Q = 1 and one Q = 1024 search per precision, nothing timed,
+/// so `ncu --launch-count` sees each stage of both shapes.
+fn profile_cuda(
+    backend: &CudaBackend,
+    mode: &str,
+    x: &[f32],
+    q: &[f32],
+    d: usize,
+) -> Result<(), String> {
+    let (storage, math) = match mode {
+        "f32" => (Storage::F32, F32Math::Strict),
+        "tf32" => (Storage::F32, F32Math::Tf32),
+        "f16" => (Storage::F16, F32Math::Tf32),
+        other => return Err(format!("--profile takes f32, tf32 or f16, not {other}")),
+    };
+    let mut shard = backend
+        .with_f32_math(math)
+        .shard(d, Metric::Dot, storage)
+        .map_err(|e| e.to_string())?;
+    load(&mut shard, x, d, &format!("profile {mode}"))?;
+    for nq in [1usize, 1024] {
+        shard
+            .search_batch(&q[..nq * d], K, None)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// wgpu on the GPU's own Vulkan driver, exact f32 distances, against torch's strict f32.
+fn measure_wgpu(
+    x: &[f32],
+    q: &[f32],
+    base: &Baseline,
+    rows: &mut Vec<String>,
+) -> Result<(), String> {
+    let backend = WgpuBackend::open().map_err(|e| e.to_string())?;
+    println!("wgpu: {}", backend.device().describe());
+    let mut shard = backend
+        .shard(base.d, Metric::Dot)
+        .map_err(|e| e.to_string())?;
+    load(&mut shard, x, base.d, "wgpu f32")?;
+    time_rows(&shard, "wgpu f32", "f32", 4.0, q, base, rows)
 }
 
 fn main() {
@@ -118,6 +286,10 @@ fn main() {
             return;
         }
     };
+    let profile = args
+        .iter()
+        .position(|a| a == "--profile")
+        .map(|i| args.get(i + 1).cloned().unwrap_or_default());
     // The inputs first, so a bad baseline run shows even where CUDA is absent.
     let base = read_baseline(&dir).unwrap_or_else(|e| fail(&e));
     let (n, d) = (base.n, base.d);
@@ -135,6 +307,12 @@ fn main() {
             return;
         }
     };
+    if let Some(mode) = profile {
+        if let Err(e) = profile_cuda(&backend, &mode, &x, &q, d) {
+            fail(&format!("profile run: {e}"));
+        }
+        return;
+    }
     let device = backend.device();
     println!(
         "machine: {} (compute capability {:?}), host {} CPU threads",
@@ -153,78 +331,22 @@ fn main() {
     println!("N = {n}, d = {d}, k = {K}, metric = inner product");
     let mut rows = Vec::new();
     let mut sweeps = Vec::new();
-    for (mode, storage, math) in [
+    let mut failed = false;
+    // Each precision on its own: one that fails still leaves the others' figures.
+    for case in [
         ("f32", Storage::F32, F32Math::Strict),
         ("tf32", Storage::F32, F32Math::Tf32),
         ("f16", Storage::F16, F32Math::Tf32),
     ] {
-        let mut shard = backend
-            .with_f32_math(math)
-            .shard(d, Metric::Dot, storage)
-            .unwrap_or_else(|e| panic!("{e}"));
-        for v in x.chunks_exact(d) {
-            shard.append(v).unwrap_or_else(|e| panic!("{e}"));
-        }
-        let start = Instant::now();
-        shard.make_resident().unwrap_or_else(|e| panic!("{e}"));
-        println!(
-            "{mode}: upload of {n} rows took {:.0} ms",
-            start.elapsed().as_secs_f64() * 1e3
-        );
-        let hits = shard
-            .search_batch(&q[..base.reference.len().max(1) * d], K, None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (mut found, mut total) = (0usize, 0usize);
-        for (h, r) in hits.iter().zip(&base.reference) {
-            total += r.len();
-            found += r
-                .iter()
-                .filter(|id| h.iter().any(|hit| hit.row == **id))
-                .count();
-        }
-        let recall = if total > 0 {
-            found as f64 / total as f64
-        } else {
-            f64::NAN
-        };
-        for nq in [1usize, 64, 1024] {
-            let reps = if nq == 1 { 50 } else { 20 };
-            let ms = median_ms(&shard, &q[..nq * d], reps);
-            let torch = base
-                .torch_ms
-                .get(&(mode.to_string(), nq))
-                .copied()
-                .unwrap_or(f64::NAN);
-            let tflops = 2.0 * nq as f64 * n as f64 * d as f64 / ms / 1e9;
-            let peak = base.peak_tflops.get(mode).copied().unwrap_or(f64::NAN);
-            let element = if storage == Storage::F16 { 2.0 } else { 4.0 };
-            // The copy rate counts bytes read plus written, i.e. total traffic; one pass
-            // reads every byte of the shard once at that rate.
-            let one_pass_ms = n as f64 * d as f64 * element / base.bandwidth_gbs / 1e6;
-            rows.push(format!(
-                "| {mode} | {nq} | {ms:.3} | {torch:.3} | {:.2}x | {tflops:.1} | {:.0}% | {} | {recall:.3} |",
-                torch / ms,
-                100.0 * tflops / peak,
-                if nq == 1 { format!("{one_pass_ms:.3} ms ({:.2}x)", ms / one_pass_ms) } else { "-".into() },
-            ));
-        }
-        // Q = 1024: the GEMM tile against L2 (default half of it), for tuning.
-        let l2 = device.l2_bytes();
-        for (label, bytes) in [
-            ("L2/8", l2 / 8),
-            ("L2/4", l2 / 4),
-            ("L2", l2),
-            ("2xL2", 2 * l2),
-        ] {
-            shard.set_tile_bytes(Some(bytes));
-            let ms = median_ms(&shard, &q[..1024 * d], 10);
-            sweeps.push(format!(
-                "| {mode} | {label} ({:.1} MB) | {ms:.3} |",
-                bytes as f64 / 1e6
-            ));
+        if let Err(e) = measure_cuda(&backend, case, &x, &q, &base, &mut rows, &mut sweeps) {
+            println!("cuda {}: FAILED: {e}", case.0);
+            failed = true;
         }
     }
-    println!("| precision | Q | needle ms | torch ms | torch/needle | TFLOP/s | of GEMM peak | Q=1: one pass at copy bandwidth (needle/pass) | recall@{K} |");
+    if let Err(e) = measure_wgpu(&x, &q, &base, &mut rows) {
+        println!("wgpu f32: not measured: {e}");
+    }
+    println!("| backend, precision | Q | needle ms | torch ms | torch/needle | TFLOP/s | of GEMM peak | Q=1: one pass at copy bandwidth (needle/pass) | recall@{K} |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
@@ -234,5 +356,8 @@ fn main() {
     println!("|---|---|---|");
     for s in sweeps {
         println!("{s}");
+    }
+    if failed {
+        std::process::exit(1);
     }
 }

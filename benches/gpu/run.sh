@@ -44,7 +44,23 @@ env "${require[@]}" timeout 300 "$b/bin/parity" --test-threads=1 2>&1 | tee "$ou
 env "${require[@]}" timeout 120 "$b/bin/kernels_unit" 2>&1 | tail -3 | tee "$out/unit.log"
 
 if [ "$gpu" = 1 ]; then
+  echo "== kernel resources (nvcc -Xptxas -v, sm_90)"
+  nvcc -arch=sm_90 -Xptxas -v -c kernels/cuda/select.cu -o /tmp/select.o 2>&1 \
+    | grep -E "Compiling|registers|spill|smem" | tee "$out/resources.txt"
   echo "== baseline and benchmark (N=1,000,000 d=768 k=10)"
   PYTHONUNBUFFERED=1 timeout 300 python3 "$b/baseline.py" --dir "$data" 2>&1 | tee "$out/baseline.log" | grep -v "^ref "
   timeout 400 "$b/bin/gpu_compare" --data "$data" 2>&1 | tee "$out/compare.log"
+  # Last, so the figures above come back even if the profiler is slow or refused:
+  # each stage of a Q=1 then a Q=1024 search, one precision per pass.
+  if [ "${NEEDLE_GPU_PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
+    for mode in tf32 f16; do
+      echo "== ncu ($mode)"
+      timeout 100 ncu --clock-control none --launch-count 40 \
+        --section SpeedOfLight --section LaunchStats --section Occupancy \
+        "$b/bin/gpu_compare" --data "$data" --profile "$mode" >"$out/ncu-$mode.txt" 2>&1
+      echo "ncu exit $?"
+      grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy" \
+        "$out/ncu-$mode.txt" | head -120
+    done
+  fi
 fi
