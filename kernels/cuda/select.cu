@@ -11,7 +11,11 @@ typedef unsigned short u16;
 
 #define MAX_KEY 0xffffffffffffffffULL
 #define SELECT_THREADS 512
-#define SELECT_ROUND (2 * SELECT_THREADS)
+// Keys each thread loads per round: enough independent loads in flight to hide the
+// latency of reading the tile back (one load per thread per round left the select
+// latency-bound at a third of the GEMM's speed on an H200).
+#define SELECT_PER_THREAD 8
+#define SELECT_ROUND (SELECT_PER_THREAD * SELECT_THREADS)
 #define SELECT_BEST 1024
 
 #define METRIC_COSINE 0
@@ -65,30 +69,31 @@ __device__ void bitonic_merge(u64* s, int n) {
 }
 
 // Folds keys key_at(begin..end) into s_best[0..m), kept sorted ascending; m is kc
-// rounded up to a power of two. Keys no better than the current kc-th best are
-// dropped on sight, so once the list has filled, most rounds cost one compare per
-// key and no sort: selection stays close to a streaming read of the tile.
+// rounded up to a power of two. *s_count is 0 on entry. Keys no better than the
+// current kc-th best are dropped on sight, so once the list has filled, a round is
+// SELECT_PER_THREAD loads and compares per thread and one barrier: selection stays
+// close to a streaming read of the tile. Only a round with survivors sorts them and
+// merges them into the list.
 template <typename KeyAt>
 __device__ void select_stream(u64* s_best, u64* s_cand, int* s_count, int kc, int m,
                               int begin, int end, KeyAt key_at) {
     for (int base = begin; base < end; base += SELECT_ROUND) {
-        u64 tau = s_best[kc - 1];
-        if (threadIdx.x == 0) *s_count = 0;
-        __syncthreads();
+        const u64 tau = s_best[kc - 1];
+        u64 keys[SELECT_PER_THREAD];
+        int any = 0;
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
+        for (int e = 0; e < SELECT_PER_THREAD; ++e) {
             int j = base + threadIdx.x + e * SELECT_THREADS;
-            if (j < end) {
-                u64 key = key_at(j);
-                if (key < tau) {
-                    int pos = atomicAdd(s_count, 1);
-                    s_cand[pos] = key;
-                }
-            }
+            keys[e] = j < end ? key_at(j) : MAX_KEY;
+            any |= keys[e] < tau;
+        }
+        if (!__syncthreads_or(any)) continue;
+#pragma unroll
+        for (int e = 0; e < SELECT_PER_THREAD; ++e) {
+            if (keys[e] < tau) s_cand[atomicAdd(s_count, 1)] = keys[e];
         }
         __syncthreads();
         int count = *s_count;
-        if (count == 0) continue;
         int p = 2;
         while (p < count) p <<= 1;
         for (int i = count + threadIdx.x; i < p; i += blockDim.x) s_cand[i] = MAX_KEY;
@@ -104,6 +109,9 @@ __device__ void select_stream(u64* s_best, u64* s_cand, int* s_count, int kc, in
         }
         __syncthreads();
         bitonic_merge(s_best, m);
+        // Every thread read the count before the barriers above; the next round
+        // appends only after its own barrier.
+        if (threadIdx.x == 0) *s_count = 0;
     }
 }
 
@@ -130,6 +138,7 @@ select_tile(const float* __restrict__ dots, long long ld, int tile_rows, unsigne
     u64* slot = best + ((long long)q * splits + split) * kc;
     for (int i = threadIdx.x; i < m; i += blockDim.x)
         s_best[i] = (!fresh && i < kc) ? slot[i] : MAX_KEY;
+    if (threadIdx.x == 0) s_count = 0;
     __syncthreads();
     const int per = (tile_rows + splits - 1) / splits;
     const int begin = split * per;
@@ -137,11 +146,15 @@ select_tile(const float* __restrict__ dots, long long ld, int tile_rows, unsigne
     const float* row_dots = dots + (long long)q * ld;
     const float qa = q_aux[q];
     select_stream(s_best, s_cand, &s_count, kc, m, begin, end, [&](int j) -> u64 {
+        // Loads without branches, so the unrolled round issues all of them at once;
+        // inner product needs no row norm.
         unsigned row = tile_start + (unsigned)j;
+        float dot = row_dots[j];
         unsigned word = live[row >> 5];
         if (mask) word &= mask[row >> 5];
-        if (!((word >> (row & 31)) & 1u)) return MAX_KEY;
-        return make_key(distance_from_dot(metric, row_dots[j], qa, x_aux[row]), row);
+        float xa = metric == METRIC_DOT ? 0.0f : x_aux[row];
+        u64 key = make_key(distance_from_dot(metric, dot, qa, xa), row);
+        return ((word >> (row & 31)) & 1u) ? key : MAX_KEY;
     });
     for (int i = threadIdx.x; i < kc; i += blockDim.x) slot[i] = s_best[i];
 }
@@ -155,6 +168,7 @@ merge_splits(const u64* __restrict__ best, int splits, int kc, u64* __restrict__
     const int q = blockIdx.x;
     const int m = round_up_pow2(kc);
     for (int i = threadIdx.x; i < m; i += blockDim.x) s_best[i] = MAX_KEY;
+    if (threadIdx.x == 0) s_count = 0;
     __syncthreads();
     const u64* src = best + (long long)q * splits * kc;
     select_stream(s_best, s_cand, &s_count, kc, m, 0, splits * kc, [&](int j) -> u64 { return src[j]; });

@@ -27,24 +27,31 @@ pub(crate) fn rerank_on_host(
     let dims = host.dims();
     let metric = host.metric();
     let rows = host.rows();
-    candidates
-        .par_iter()
-        .enumerate()
-        .map(|(q, rows_of_q)| {
-            let query = &queries[q * dims..(q + 1) * dims];
-            let mut hits: Vec<Hit> = rows_of_q
-                .iter()
-                .filter(|&&r| (r as usize) < rows)
-                .map(|&r| Hit {
-                    row: r,
-                    distance: metric.distance(query, host.vector(r as usize)),
-                })
-                .collect();
-            sort_and_truncate(&mut hits, k);
-            hits
-        })
-        .collect()
+    let rerank = |(q, rows_of_q): (usize, &Vec<u32>)| {
+        let query = &queries[q * dims..(q + 1) * dims];
+        let mut hits: Vec<Hit> = rows_of_q
+            .iter()
+            .filter(|&&r| (r as usize) < rows)
+            .map(|&r| Hit {
+                row: r,
+                distance: metric.distance(query, host.vector(r as usize)),
+            })
+            .collect();
+        sort_and_truncate(&mut hits, k);
+        hits
+    };
+    // A few microseconds of work handed to the thread pool would add a cross-thread
+    // wake-up to a single query's latency.
+    let work: usize = candidates.iter().map(Vec::len).sum::<usize>() * dims;
+    if work < PARALLEL_RERANK_WORK {
+        candidates.iter().enumerate().map(rerank).collect()
+    } else {
+        candidates.par_iter().enumerate().map(rerank).collect()
+    }
 }
+
+/// Multiply-adds below which the host re-rank stays on the calling thread.
+const PARALLEL_RERANK_WORK: usize = 1 << 17;
 
 /// Orders hits by (distance, row), drops repeated rows and keeps the first `k`.
 pub(crate) fn sort_and_truncate(hits: &mut Vec<Hit>, k: usize) {

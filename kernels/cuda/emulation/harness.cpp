@@ -188,6 +188,8 @@ int main() {
     check_select("duplicates tie to the lower row", 12, 4000, 5, 3, METRIC_COSINE, 40, 4, 1500, 0, 2);
     check_select("filter matching nothing", 13, 2000, 4, 2, METRIC_EUCLIDEAN, 16, 2, 1024, 1, 0);
     check_select("filter allowing fewer rows than k", 14, 2000, 4, 2, METRIC_DOT, 64, 3, 700, 2, 0);
+    check_select("many rounds per block", 16, 20000, 4, 2, METRIC_EUCLIDEAN, 26, 2, 10000, 0, 1);
+    check_select("many rounds per block, filtered", 17, 20000, 4, 2, METRIC_DOT, 26, 1, 20000, 2, 0);
     check_select("splits without rows", 15, 1100, 4, 1, METRIC_COSINE, 12, 8, 4096, 0, 0);
     if (failures) {
         std::fprintf(stderr, "%d failures\n", failures);

@@ -45,6 +45,36 @@ fn unavailable(reason: impl Into<String>) -> KernelError {
     }
 }
 
+/// Freed device memory the stream-ordered allocator keeps for reuse (see
+/// [`keep_scratch_pooled`]). Counted as used by `Shard::check_room`, which is the
+/// conservative side.
+const POOL_KEEP_BYTES: u64 = 256 << 20;
+
+/// Each search takes its scratch (query copies, the tile of dot products, candidate
+/// lists) from the default memory pool of the stream-ordered allocator. That pool's
+/// default release threshold of 0 returns freed memory to the driver at every
+/// synchronisation, so every search would map its scratch anew; keeping up to
+/// [`POOL_KEEP_BYTES`] makes the next search reuse it. Best effort: a driver that
+/// refuses leaves the default, which is slower but correct.
+fn keep_scratch_pooled(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: the driver library is loaded (checked in `open`), the device handle comes
+    // from a live context, and the attribute takes a pointer to a u64 (cuuint64_t).
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) != sys::CUresult::CUDA_SUCCESS
+        {
+            return;
+        }
+        let mut threshold = POOL_KEEP_BYTES;
+        let _ = sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        );
+    }
+}
+
 impl CudaDevice {
     /// Opens device `ordinal`, or says why CUDA cannot run here. Checks that the
     /// driver, NVRTC and cuBLAS libraries load before touching any of them, because
@@ -86,6 +116,7 @@ impl CudaDevice {
         // stream), so cudarc's per-buffer event bookkeeping would only add overhead.
         // SAFETY: no buffer exists yet; every later cross-stream use waits on an event.
         unsafe { ctx.disable_event_tracking() };
+        keep_scratch_pooled(&ctx);
         let name = ctx
             .name()
             .map_err(|e| KernelError::device("cuDeviceGetName", e))?;

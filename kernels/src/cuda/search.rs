@@ -23,8 +23,10 @@ use crate::{F32Math, Hit, KernelError, Metric, RowMask, Shard};
 /// Matches `SELECT_BEST` in `cuda/select.cu`.
 pub const MAX_DEVICE_K: usize = 1024;
 const SELECT_THREADS: u32 = 512;
-/// Columns one block folds per round (`SELECT_ROUND`).
-const SELECT_ROUND: usize = 1024;
+/// Columns one block folds per round (`SELECT_ROUND`): a split gets at least this many.
+const SELECT_ROUND: usize = 4096;
+/// Tiles are whole multiples of this many rows.
+const TILE_GRANULE: usize = 1024;
 /// Queries per pass: bounds the grid's y dimension and the scratch buffers.
 const QUERY_CHUNK: usize = 2048;
 
@@ -46,10 +48,10 @@ fn plan(
     // By default half of L2 for the tile of dot products, so that the selection
     // reads it back from cache rather than device memory.
     let budget = tile_bytes.unwrap_or(device.l2_bytes.max(4 << 20) / 2) / 4;
-    let tile = (budget / queries.max(1)) / SELECT_ROUND * SELECT_ROUND;
+    let tile = (budget / queries.max(1)) / TILE_GRANULE * TILE_GRANULE;
     let tile = tile
-        .max(SELECT_ROUND)
-        .min(rows.div_ceil(SELECT_ROUND) * SELECT_ROUND);
+        .max(TILE_GRANULE)
+        .min(rows.div_ceil(TILE_GRANULE) * TILE_GRANULE);
     // Enough blocks to fill every multiprocessor twice, each with whole rounds.
     let wanted = (2 * device.multiprocessors.max(1)).div_ceil(queries.max(1));
     let splits = wanted.clamp(1, (tile / SELECT_ROUND).max(1));
