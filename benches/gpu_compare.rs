@@ -7,8 +7,8 @@
 //! pass over the shard at the measured copy bandwidth, and recall@k against exact
 //! float64 ids. The wgpu backend on the GPU's own Vulkan driver gets the same rows,
 //! against torch's strict f32. Without a CUDA device it says so and exits successfully.
-//! `--profile f32|tf32|f16` runs one Q = 1 and one Q = 1024 search in that precision,
-//! untimed, for Nsight Compute.
+//! `--profile f32|tf32|f16` runs three Q = 1 searches and one Q = 1024 search in that
+//! precision, untimed, for Nsight Compute and `NEEDLE_CUDA_TRACE=1`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -211,13 +211,13 @@ fn measure_cuda(
         base,
         rows,
     )?;
-    // Q = 1024: the GEMM tile against L2 (default half of it), for tuning.
+    // Q = 1024: the GEMM tile against L2 (default twice it), for tuning.
     let l2 = backend.device().l2_bytes();
     for (label, bytes) in [
-        ("L2/8", l2 / 8),
         ("L2/4", l2 / 4),
+        ("L2/2", l2 / 2),
         ("L2", l2),
-        ("2xL2", 2 * l2),
+        ("4xL2", 4 * l2),
     ] {
         shard.set_tile_bytes(Some(bytes));
         let ms = median_ms(&shard, &q[..1024 * d], 10)?;
@@ -249,7 +249,8 @@ fn profile_cuda(
         .shard(d, Metric::Dot, storage)
         .map_err(|e| e.to_string())?;
     load(&mut shard, x, d, &format!("profile {mode}"))?;
-    for nq in [1usize, 1024] {
+    // Q = 1 three times (the last one warm, for NEEDLE_CUDA_TRACE), then Q = 1024.
+    for nq in [1usize, 1, 1, 1024] {
         shard
             .search_batch(&q[..nq * d], K, None)
             .map_err(|e| e.to_string())?;
@@ -351,7 +352,7 @@ fn main() {
     for r in rows {
         println!("{r}");
     }
-    println!("\nQ = 1024, GEMM output tile size (default: L2/2, in the table above)");
+    println!("\nQ = 1024, GEMM output tile size (default: 2xL2, in the table above)");
     println!("| precision | tile | needle ms |");
     println!("|---|---|---|");
     for s in sweeps {

@@ -63,12 +63,21 @@ if [ "$gpu" = 1 ]; then
   echo "== baseline and benchmark (N=1,000,000 d=768 k=10)"
   PYTHONUNBUFFERED=1 timeout 300 python3 "$b/baseline.py" --dir "$data" 2>&1 | tee "$out/baseline.log" | grep -v "^ref "
   timeout 400 "$b/bin/gpu_compare" --data "$data" 2>&1 | tee "$out/compare.log"
+  # Stage times of warm searches, host gaps included (NEEDLE_CUDA_TRACE).
+  for mode in f16 tf32; do
+    echo "== trace ($mode): third Q=1 search, then the first stages of Q=1024" | tee -a "$out/trace.txt"
+    NEEDLE_CUDA_TRACE=1 timeout 60 "$b/bin/gpu_compare" --data "$data" --profile "$mode" 2>&1 \
+      | grep "cuda trace" >"/tmp/trace-$mode.txt"
+    n=$(grep -c "upload queries" "/tmp/trace-$mode.txt")
+    awk -v n="$n" '/upload queries/{i++} i>=3 && i<=4' "/tmp/trace-$mode.txt" | head -24 | tee -a "$out/trace.txt"
+    echo "(searches traced: $n)" | tee -a "$out/trace.txt"
+  done
   # Last, so the figures above come back even if the profiler is slow or refused:
   # each stage of a Q=1 then a Q=1024 search, one precision per pass.
   if [ "${NEEDLE_GPU_PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
     for mode in tf32 f16; do
       echo "== ncu ($mode)"
-      timeout 100 ncu --clock-control none --launch-count 40 \
+      timeout 100 ncu --clock-control none --launch-count 45 \
         --section SpeedOfLight --section LaunchStats --section Occupancy \
         "$b/bin/gpu_compare" --data "$data" --profile "$mode" >"$out/ncu-$mode.txt" 2>&1
       echo "ncu exit $?"

@@ -17,6 +17,9 @@ typedef unsigned short u16;
 #define SELECT_PER_THREAD 8
 #define SELECT_ROUND (SELECT_PER_THREAD * SELECT_THREADS)
 #define SELECT_BEST 1024
+// Survivors buffered between merges into the best list: a power of two, at least
+// one round.
+#define SELECT_CAND SELECT_ROUND
 
 #define METRIC_COSINE 0
 #define METRIC_EUCLIDEAN 1
@@ -68,51 +71,92 @@ __device__ void bitonic_merge(u64* s, int n) {
     }
 }
 
-// Folds keys key_at(begin..end) into s_best[0..m), kept sorted ascending; m is kc
-// rounded up to a power of two. *s_count is 0 on entry. Keys no better than the
-// current kc-th best are dropped on sight, so once the list has filled, a round is
-// SELECT_PER_THREAD loads and compares per thread and one barrier: selection stays
-// close to a streaming read of the tile. Only a round with survivors sorts them and
-// merges them into the list.
+// A block's shared state while it selects: the running best list, the survivors not
+// yet merged into it, and scratch for estimating a threshold.
+struct SelectShared {
+    u64 best[SELECT_BEST];
+    u64 cand[SELECT_CAND];
+    u64 est[SELECT_THREADS];
+    int count;
+};
+
+// Sorts the buffered survivors and merges them into best[0..m) (ascending, m a power
+// of two); empties the buffer. Every thread calls it, after a barrier that follows
+// the last append.
+__device__ void merge_survivors(SelectShared& s, int m) {
+    int count = s.count;
+    int p = 2;
+    while (p < count) p <<= 1;
+    for (int i = count + threadIdx.x; i < p; i += blockDim.x) s.cand[i] = MAX_KEY;
+    __syncthreads();
+    bitonic_sort(s.cand, p);
+    // best ascending + candidates reversed: the elementwise minimum holds the m
+    // smallest of both and is bitonic, so one merge network sorts it.
+    int take = p < m ? p : m;
+    for (int i = threadIdx.x; i < take; i += blockDim.x) {
+        u64 c = s.cand[i];
+        int t = m - 1 - i;
+        if (c < s.best[t]) s.best[t] = c;
+    }
+    __syncthreads();
+    bitonic_merge(s.best, m);
+    if (threadIdx.x == 0) s.count = 0;
+    __syncthreads();
+}
+
+// Folds keys key_at(begin..end) into s.best[0..m), kept sorted ascending; m is kc
+// rounded up to a power of two. s.count is 0 on entry, after a barrier.
+//
+// Keys are filtered against `bound`, an upper bound on the final kc-th best key, and
+// survivors are only buffered; they are sorted and merged when the buffer could
+// overflow and once at the end. So a round is SELECT_PER_THREAD loads and compares per
+// thread and one barrier, and the cost of sorting is paid a few times per block
+// rather than in every round that has a survivor.
+//
+// While the best list is still empty the bound would admit every key: then the kc-th
+// smallest of the threads' per-round minima, which are kc real keys, gives one, so a
+// fresh list sorts a few hundred survivors instead of whole rounds.
 template <typename KeyAt>
-__device__ void select_stream(u64* s_best, u64* s_cand, int* s_count, int kc, int m,
-                              int begin, int end, KeyAt key_at) {
+__device__ void select_stream(SelectShared& s, int kc, int m, int begin, int end, KeyAt key_at) {
+    u64 bound = s.best[kc - 1];
+    int pending = 0;  // at least the number of buffered survivors; the same in every thread
     for (int base = begin; base < end; base += SELECT_ROUND) {
-        const u64 tau = s_best[kc - 1];
         u64 keys[SELECT_PER_THREAD];
-        int any = 0;
+        u64 low = MAX_KEY;
 #pragma unroll
         for (int e = 0; e < SELECT_PER_THREAD; ++e) {
             int j = base + threadIdx.x + e * SELECT_THREADS;
             keys[e] = j < end ? key_at(j) : MAX_KEY;
-            any |= keys[e] < tau;
+            low = keys[e] < low ? keys[e] : low;
         }
-        if (!__syncthreads_or(any)) continue;
+        if (bound == MAX_KEY && kc <= SELECT_THREADS) {
+            s.est[threadIdx.x] = low;
+            __syncthreads();
+            bitonic_sort(s.est, SELECT_THREADS);
+            u64 est = s.est[kc - 1];
+            if (est != MAX_KEY) bound = est + 1;  // keys are distinct: admits est itself
+        }
+        int any = 0;
+#pragma unroll
+        for (int e = 0; e < SELECT_PER_THREAD; ++e) any |= keys[e] < bound;
+        // Also orders this round's appends after any earlier reads of the buffer.
+        int threads = __syncthreads_count(any);
+        if (threads == 0) continue;
+        int added = threads * SELECT_PER_THREAD;
+        if (pending + added > SELECT_CAND) {
+            merge_survivors(s, m);
+            pending = 0;
+            u64 kth = s.best[kc - 1];
+            bound = kth < bound ? kth : bound;
+        }
 #pragma unroll
         for (int e = 0; e < SELECT_PER_THREAD; ++e) {
-            if (keys[e] < tau) s_cand[atomicAdd(s_count, 1)] = keys[e];
+            if (keys[e] < bound) s.cand[atomicAdd(&s.count, 1)] = keys[e];
         }
-        __syncthreads();
-        int count = *s_count;
-        int p = 2;
-        while (p < count) p <<= 1;
-        for (int i = count + threadIdx.x; i < p; i += blockDim.x) s_cand[i] = MAX_KEY;
-        __syncthreads();
-        bitonic_sort(s_cand, p);
-        // best ascending + candidates reversed: the elementwise minimum holds the m
-        // smallest of both and is bitonic, so one merge network sorts it.
-        int take = p < m ? p : m;
-        for (int i = threadIdx.x; i < take; i += blockDim.x) {
-            u64 c = s_cand[i];
-            int t = m - 1 - i;
-            if (c < s_best[t]) s_best[t] = c;
-        }
-        __syncthreads();
-        bitonic_merge(s_best, m);
-        // Every thread read the count before the barriers above; the next round
-        // appends only after its own barrier.
-        if (threadIdx.x == 0) *s_count = 0;
+        pending += added;
     }
+    __syncthreads();
+    if (pending > 0) merge_survivors(s, m);
 }
 
 __device__ __forceinline__ int round_up_pow2(int kc) {
@@ -129,23 +173,21 @@ select_tile(const float* __restrict__ dots, long long ld, int tile_rows, unsigne
             const float* __restrict__ q_aux, const float* __restrict__ x_aux,
             const unsigned* __restrict__ live, const unsigned* __restrict__ mask,
             int metric, int kc, u64* __restrict__ best, int splits, int fresh) {
-    __shared__ u64 s_best[SELECT_BEST];
-    __shared__ u64 s_cand[SELECT_ROUND];
-    __shared__ int s_count;
+    __shared__ SelectShared s;
     const int q = blockIdx.y;
     const int split = blockIdx.x;
     const int m = round_up_pow2(kc);
     u64* slot = best + ((long long)q * splits + split) * kc;
     for (int i = threadIdx.x; i < m; i += blockDim.x)
-        s_best[i] = (!fresh && i < kc) ? slot[i] : MAX_KEY;
-    if (threadIdx.x == 0) s_count = 0;
+        s.best[i] = (!fresh && i < kc) ? slot[i] : MAX_KEY;
+    if (threadIdx.x == 0) s.count = 0;
     __syncthreads();
     const int per = (tile_rows + splits - 1) / splits;
     const int begin = split * per;
     const int end = min(tile_rows, begin + per);
     const float* row_dots = dots + (long long)q * ld;
     const float qa = q_aux[q];
-    select_stream(s_best, s_cand, &s_count, kc, m, begin, end, [&](int j) -> u64 {
+    select_stream(s, kc, m, begin, end, [&](int j) -> u64 {
         // Loads without branches, so the unrolled round issues all of them at once;
         // inner product needs no row norm.
         unsigned row = tile_start + (unsigned)j;
@@ -156,23 +198,21 @@ select_tile(const float* __restrict__ dots, long long ld, int tile_rows, unsigne
         u64 key = make_key(distance_from_dot(metric, dot, qa, xa), row);
         return ((word >> (row & 31)) & 1u) ? key : MAX_KEY;
     });
-    for (int i = threadIdx.x; i < kc; i += blockDim.x) slot[i] = s_best[i];
+    for (int i = threadIdx.x; i < kc; i += blockDim.x) slot[i] = s.best[i];
 }
 
 // One block per query: merges its `splits` best lists into out[q][0..kc).
 extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
 merge_splits(const u64* __restrict__ best, int splits, int kc, u64* __restrict__ out) {
-    __shared__ u64 s_best[SELECT_BEST];
-    __shared__ u64 s_cand[SELECT_ROUND];
-    __shared__ int s_count;
+    __shared__ SelectShared s;
     const int q = blockIdx.x;
     const int m = round_up_pow2(kc);
-    for (int i = threadIdx.x; i < m; i += blockDim.x) s_best[i] = MAX_KEY;
-    if (threadIdx.x == 0) s_count = 0;
+    for (int i = threadIdx.x; i < m; i += blockDim.x) s.best[i] = MAX_KEY;
+    if (threadIdx.x == 0) s.count = 0;
     __syncthreads();
     const u64* src = best + (long long)q * splits * kc;
-    select_stream(s_best, s_cand, &s_count, kc, m, 0, splits * kc, [&](int j) -> u64 { return src[j]; });
-    for (int i = threadIdx.x; i < kc; i += blockDim.x) out[(long long)q * kc + i] = s_best[i];
+    select_stream(s, kc, m, 0, splits * kc, [&](int j) -> u64 { return src[j]; });
+    for (int i = threadIdx.x; i < kc; i += blockDim.x) out[(long long)q * kc + i] = s.best[i];
 }
 
 // f32 -> f16 (round to nearest even) without cuda_fp16.h, which NVRTC would need

@@ -37,16 +37,17 @@ inline std::barrier<>* block_barrier = nullptr;
 
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 
-// One slot per thread; a thread that has exited reads as 0 (launch clears its slot).
-inline int syncthreads_or_slots[1024];
+// One slot per thread for block-wide votes; a thread that has exited reads as 0
+// (launch clears its slot).
+inline int vote_slots[1024];
 
-inline int __syncthreads_or(int predicate) {
-    syncthreads_or_slots[threadIdx.x] = predicate != 0;
+inline int __syncthreads_count(int predicate) {
+    vote_slots[threadIdx.x] = predicate != 0;
     __syncthreads();
-    int any = 0;
-    for (unsigned t = 0; t < blockDim.x; ++t) any |= syncthreads_or_slots[t];
+    int count = 0;
+    for (unsigned t = 0; t < blockDim.x; ++t) count += vote_slots[t];
     __syncthreads();
-    return any;
+    return count;
 }
 
 inline int atomicAdd(int* address, int value) { return std::atomic_ref<int>(*address).fetch_add(value); }
@@ -108,9 +109,9 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
                 threads.emplace_back([&, t] {
                     threadIdx = dim3{t, 0, 0};
                     blockIdx = dim3{bx, by, 0};
-                    syncthreads_or_slots[t] = 0;
+                    vote_slots[t] = 0;
                     kernel();
-                    syncthreads_or_slots[t] = 0;
+                    vote_slots[t] = 0;
                     barrier.arrive_and_drop();
                 });
             }

@@ -11,6 +11,7 @@ mod module;
 mod resident;
 mod search;
 mod shard;
+mod trace;
 
 use std::sync::{Arc, OnceLock};
 

@@ -5,7 +5,7 @@
 //! then `select_tile`, which folds the tile into running per-(query, split) best
 //! lists → `merge_splits` → exact re-rank (`rerank_f32` on the device for f32
 //! shards, on the host copy for f16 shards). The full query × row distance matrix
-//! never exists: only one tile of it, sized to stay in L2.
+//! never exists: only one tile of it, twice the size of L2 by default.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelA
 use super::device::{Compute, CudaDevice};
 use super::resident::{DeviceRows, DeviceVectors};
 use super::shard::CudaShard;
+use super::trace::StageTrace;
 use crate::rerank::{candidate_count, rerank_on_host, sort_and_truncate};
 use crate::{F32Math, Hit, KernelError, Metric, RowMask, Shard};
 
@@ -45,9 +46,11 @@ fn plan(
     queries: usize,
     rows: usize,
 ) -> (usize, usize) {
-    // By default half of L2 for the tile of dot products, so that the selection
-    // reads it back from cache rather than device memory.
-    let budget = tile_bytes.unwrap_or(device.l2_bytes.max(4 << 20) / 2) / 4;
+    // By default twice L2 for the tile of dot products. Keeping the tile in L2 (half
+    // of it, the first choice) was measured slower on an H200 (benches/RESULTS.md,
+    // issue 8): the selection reads its tile well under device bandwidth, so larger
+    // GEMMs and fewer launches win, 9.5 → 8.1 ms for TF32 at Q = 1024.
+    let budget = tile_bytes.unwrap_or(2 * device.l2_bytes.max(4 << 20)) / 4;
     let tile = (budget / queries.max(1)) / TILE_GRANULE * TILE_GRANULE;
     let tile = tile
         .max(TILE_GRANULE)
@@ -87,12 +90,15 @@ pub(crate) fn search_on_device(
         None => None,
     };
     let uploaded = copy.record_event(None).map_err(err("cuEventRecord"))?;
+    let trace = StageTrace::start();
+    trace.mark(copy, "upload queries");
 
     let mut resident = shard.resident.lock();
     let compute = device.compute.lock();
     let stream = &compute.stream;
     resident.sync(device, stream, &shard.host, shard.storage)?;
     stream.wait(&uploaded).map_err(err("cuStreamWaitEvent"))?;
+    trace.mark(stream, "lock, resident sync");
     let Some(rows_dev) = resident.rows.as_ref() else {
         return Ok(vec![Vec::new(); nq]);
     };
@@ -116,6 +122,7 @@ pub(crate) fn search_on_device(
             count,
             mask: mask_dev.as_ref(),
             kc,
+            trace: &trace,
         };
         let candidates = chunk.select()?;
         if f16 {
@@ -123,6 +130,7 @@ pub(crate) fn search_on_device(
                 .clone_dtoh(&candidates)
                 .map_err(err("downloading candidates"))?;
             stream.synchronize().map_err(err("cuStreamSynchronize"))?;
+            trace.mark_host("candidates to host");
             host_candidates.extend(keys.chunks(kc).map(|c| {
                 c.iter()
                     .filter(|&&key| key != u64::MAX)
@@ -131,13 +139,16 @@ pub(crate) fn search_on_device(
             }));
         } else {
             results.extend(chunk.rerank_on_device(&candidates, k)?);
+            trace.mark(stream, "rerank_f32");
         }
         start += count;
     }
     drop(compute);
     drop(resident);
     if f16 {
-        return Ok(rerank_on_host(&shard.host, queries, &host_candidates, k));
+        let hits = rerank_on_host(&shard.host, queries, &host_candidates, k);
+        trace.mark_host("host rerank");
+        return Ok(hits);
     }
     Ok(results)
 }
@@ -153,6 +164,7 @@ struct Chunk<'a> {
     count: usize,
     mask: Option<&'a CudaSlice<u32>>,
     kc: usize,
+    trace: &'a StageTrace,
 }
 
 impl Chunk<'_> {
@@ -202,6 +214,7 @@ impl Chunk<'_> {
         // because the caller synchronises before dropping them.
         unsafe { launch.launch(config(self.count as u32, 1, 256)) }
             .map_err(err("prepare_queries"))?;
+        self.trace.mark(stream, "prepare_queries");
 
         let (tile, splits) = plan(self.device, self.shard.tile_bytes, self.count, rows);
         let kc = self.kc;
@@ -225,6 +238,7 @@ impl Chunk<'_> {
             let tile_rows = tile.min(rows - tile_start);
             let a_ptr = vectors_ptr + tile_start as u64 * dims as u64 * element;
             self.gemm(a_ptr, b_ptr, dots_ptr, tile_rows, f16)?;
+            self.trace.mark(stream, "gemm");
             let ld = tile_rows as i64;
             let (tile_rows_i, tile_start_u) = (tile_rows as i32, tile_start as u32);
             let (kc_i, splits_i, fresh) = (kc as i32, splits as i32, i32::from(tile_start == 0));
@@ -247,6 +261,7 @@ impl Chunk<'_> {
             // on the same stream.
             unsafe { launch.launch(config(splits as u32, self.count as u32, SELECT_THREADS)) }
                 .map_err(err("select_tile"))?;
+            self.trace.mark(stream, "select_tile");
             tile_start += tile_rows;
         }
         if splits == 1 {
@@ -266,6 +281,7 @@ impl Chunk<'_> {
         // SAFETY: as above.
         unsafe { launch.launch(config(self.count as u32, 1, SELECT_THREADS)) }
             .map_err(err("merge_splits"))?;
+        self.trace.mark(stream, "merge_splits");
         Ok(out)
     }
 
