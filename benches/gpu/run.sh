@@ -64,7 +64,7 @@ if [ "$gpu" = 1 ]; then
   PYTHONUNBUFFERED=1 timeout 300 python3 "$b/baseline.py" --dir "$data" 2>&1 | tee "$out/baseline.log" | grep -v "^ref "
   timeout 400 "$b/bin/gpu_compare" --data "$data" 2>&1 | tee "$out/compare.log"
   # Stage times of warm searches, host gaps included (NEEDLE_CUDA_TRACE).
-  for mode in f16 tf32; do
+  for mode in ${NEEDLE_GPU_TRACE_MODES-f16 tf32}; do
     echo "== trace ($mode): third Q=1 search, then the first stages of Q=1024" | tee -a "$out/trace.txt"
     NEEDLE_CUDA_TRACE=1 timeout 60 "$b/bin/gpu_compare" --data "$data" --profile "$mode" 2>&1 \
       | grep "cuda trace" >"/tmp/trace-$mode.txt"
@@ -75,7 +75,7 @@ if [ "$gpu" = 1 ]; then
   # Last, so the figures above come back even if the profiler is slow or refused:
   # each stage of a Q=1 then a Q=1024 search, one precision per pass.
   if [ "${NEEDLE_GPU_PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
-    for mode in tf32 f16; do
+    for mode in ${NEEDLE_GPU_PROFILE_MODES-tf32 f16}; do
       echo "== ncu ($mode)"
       timeout 100 ncu --clock-control none --launch-count 45 \
         --section SpeedOfLight --section LaunchStats --section Occupancy \

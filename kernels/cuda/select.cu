@@ -11,6 +11,11 @@ typedef unsigned short u16;
 
 #define MAX_KEY 0xffffffffffffffffULL
 #define SELECT_THREADS 512
+// Blocks per multiprocessor the selection kernels are compiled for: NVRTC gave
+// select_tile 56 registers, which with its 45 KB of shared memory let only two
+// blocks (50% occupancy) run per H200 multiprocessor; latency-bound as it is, it
+// wants more warps in flight.
+#define SELECT_MIN_BLOCKS 3
 // Keys each thread loads per round: enough independent loads in flight to hide the
 // latency of reading the tile back (one load per thread per round left the select
 // latency-bound at a third of the GEMM's speed on an H200).
@@ -122,14 +127,15 @@ __device__ void select_stream(SelectShared& s, int kc, int m, int begin, int end
     int pending = 0;  // at least the number of buffered survivors; the same in every thread
     for (int base = begin; base < end; base += SELECT_ROUND) {
         u64 keys[SELECT_PER_THREAD];
-        u64 low = MAX_KEY;
 #pragma unroll
         for (int e = 0; e < SELECT_PER_THREAD; ++e) {
             int j = base + threadIdx.x + e * SELECT_THREADS;
             keys[e] = j < end ? key_at(j) : MAX_KEY;
-            low = keys[e] < low ? keys[e] : low;
         }
         if (bound == MAX_KEY && kc <= SELECT_THREADS) {
+            u64 low = keys[0];
+#pragma unroll
+            for (int e = 1; e < SELECT_PER_THREAD; ++e) low = keys[e] < low ? keys[e] : low;
             s.est[threadIdx.x] = low;
             __syncthreads();
             bitonic_sort(s.est, SELECT_THREADS);
@@ -168,7 +174,7 @@ __device__ __forceinline__ int round_up_pow2(int kc) {
 // One block per (split, query): folds the split's share of a tile's columns into
 // that split's running best list in `best` ([queries][splits][kc]).
 // dots[q * ld + j] is query q's dot product with row tile_start + j.
-extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
+extern "C" __global__ void __launch_bounds__(SELECT_THREADS, SELECT_MIN_BLOCKS)
 select_tile(const float* __restrict__ dots, long long ld, int tile_rows, unsigned tile_start,
             const float* __restrict__ q_aux, const float* __restrict__ x_aux,
             const unsigned* __restrict__ live, const unsigned* __restrict__ mask,
@@ -202,7 +208,7 @@ select_tile(const float* __restrict__ dots, long long ld, int tile_rows, unsigne
 }
 
 // One block per query: merges its `splits` best lists into out[q][0..kc).
-extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
+extern "C" __global__ void __launch_bounds__(SELECT_THREADS, SELECT_MIN_BLOCKS)
 merge_splits(const u64* __restrict__ best, int splits, int kc, u64* __restrict__ out) {
     __shared__ SelectShared s;
     const int q = blockIdx.x;
