@@ -1,7 +1,7 @@
 //! The device search pipeline for one batch of queries.
 //!
 //! Per query chunk: `prepare_queries` (norms, f16 copy) → for each tile of rows a
-//! tensor-core GEMM of the tile against the queries into an L2-sized scratch buffer,
+//! tensor-core GEMM of the tile against the queries into a scratch buffer,
 //! then `select_tile`, which folds the tile into running per-(query, split) best
 //! lists → `merge_splits` → exact re-rank (`rerank_f32` on the device for f32
 //! shards, on the host copy for f16 shards). The full query × row distance matrix

@@ -27,7 +27,7 @@ pub struct CudaShard {
     pub(crate) storage: Storage,
     pub(crate) math: F32Math,
     pub(crate) on_full: OnDeviceFull,
-    /// Bytes of the GEMM output tile; `None`: half of L2. For tuning on new cards.
+    /// Bytes of the GEMM output tile; `None`: twice L2. For tuning on new cards.
     pub(crate) tile_bytes: Option<usize>,
     pub(crate) host: CpuShard,
     pub(crate) resident: Mutex<Resident>,
