@@ -108,6 +108,7 @@ pub struct FileConfig {
     pub tls: Option<TlsConfig>,
     pub insecure_dev: Option<bool>,
     pub write_timeout_ms: Option<u64>,
+    pub admin_key: Option<String>,
 }
 
 impl FileConfig {
@@ -143,6 +144,8 @@ pub struct ServeConfig {
     pub insecure_dev: bool,
     /// How long a write on a primary waits for its write concern.
     pub write_timeout_ms: u64,
+    /// Guards the admin routes (`/admin/...`) when set.
+    pub admin_key: Option<String>,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -163,6 +166,7 @@ pub struct Overrides {
     pub tls: Option<TlsConfig>,
     pub insecure_dev: Option<bool>,
     pub write_timeout_ms: Option<u64>,
+    pub admin_key: Option<String>,
 }
 
 impl ServeConfig {
@@ -205,6 +209,7 @@ impl ServeConfig {
                 .write_timeout_ms
                 .or(file.write_timeout_ms)
                 .unwrap_or(5_000),
+            admin_key: over.admin_key.or_else(|| file.admin_key.clone()),
         }
     }
 }

@@ -304,6 +304,12 @@ impl Database {
         }
     }
 
+    /// Writes a consistent single-file snapshot of this live database to `out`
+    /// (see [`crate::snapshot`]); writes go on meanwhile.
+    pub fn write_snapshot(&self, out: &Path) -> Result<crate::snapshot::WrittenSnapshot> {
+        crate::snapshot::write(&self.inner.store, &self.inner.path, out)
+    }
+
     /// A receiver that sees every new applied sequence number (the latest one; it
     /// may skip values under load).
     pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -70,6 +70,8 @@ pub enum Error {
     },
     #[error("metrics registry: {0}")]
     Metrics(String),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// The broad class of an error, which the HTTP edge maps to a status code.
@@ -118,6 +120,7 @@ impl Error {
             Error::Replication(_) => "REPLICATION_ERROR",
             Error::WriteConcernTimeout { .. } => "WRITE_CONCERN_TIMEOUT",
             Error::Metrics(_) => "INTERNAL",
+            Error::Snapshot(_) => "SNAPSHOT_FAILED",
         }
     }
 
@@ -137,7 +140,9 @@ impl Error {
                 ErrorKind::Conflict
             }
             Error::InvalidBatchItem { source, .. } => source.kind(),
-            Error::Storage(_) | Error::Corrupt(_) | Error::Metrics(_) => ErrorKind::Internal,
+            Error::Storage(_) | Error::Corrupt(_) | Error::Metrics(_) | Error::Snapshot(_) => {
+                ErrorKind::Internal
+            }
             Error::Kernel(KernelError::InvalidK { .. })
             | Error::Kernel(KernelError::DimensionMismatch { .. }) => ErrorKind::BadRequest,
             Error::Kernel(KernelError::DeviceMemory { .. }) => ErrorKind::InsufficientStorage,

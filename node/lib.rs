@@ -26,6 +26,7 @@ mod gpu_metrics;
 mod model;
 mod op;
 mod search;
+pub mod snapshot;
 mod storage;
 mod writer;
 

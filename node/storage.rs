@@ -86,16 +86,36 @@ fn decode_metadata(bytes: &[u8]) -> Result<Metadata> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("metadata: {e}")))
 }
 
+const COLUMN_FAMILIES: [&str; 5] = [CF_META, CF_COLLECTIONS, CF_VECTORS, CF_METADATA, CF_OPLOG];
+
+fn options() -> Options {
+    let mut opts = Options::default();
+    opts.set_max_background_jobs(2);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
-        let mut opts = Options::default();
+        let mut opts = options();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        opts.set_max_background_jobs(2);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = [CF_META, CF_COLLECTIONS, CF_VECTORS, CF_METADATA, CF_OPLOG];
-        let db = DB::open_cf(&opts, path, cfs)?;
+        let db = DB::open_cf(&opts, path, COLUMN_FAMILIES)?;
         Ok(Store { db })
+    }
+
+    /// Opens an existing store without taking its lock or writing to it (a checkpoint
+    /// being verified); fails where there is no store.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let db = DB::open_cf_for_read_only(&options(), path, COLUMN_FAMILIES, false)?;
+        Ok(Store { db })
+    }
+
+    /// A consistent copy of the store in the new directory `dir`: hard links to its
+    /// SST files where the filesystem allows, after flushing the memtables.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&ColumnFamily> {

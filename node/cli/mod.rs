@@ -1,9 +1,11 @@
 //! The `needle` command line.
 
+mod address_file;
 mod certs;
 mod client;
 mod import;
 mod serve;
+mod snapshot;
 
 use crate::config::LogFormat;
 use clap::{Parser, Subcommand};
@@ -30,6 +32,10 @@ pub enum Command {
     Collections(client::CollectionsArgs),
     /// Development certificates for node-to-node mutual TLS.
     Certs(certs::CertsArgs),
+    /// Write a consistent single-file snapshot of a data directory (node running or not).
+    Snapshot(snapshot::SnapshotArgs),
+    /// Create a data directory from a snapshot file.
+    Restore(snapshot::RestoreArgs),
 }
 
 impl Cli {
@@ -55,6 +61,8 @@ impl Cli {
             Command::Search(args) => client::search(args),
             Command::Collections(args) => client::collections(args),
             Command::Certs(args) => certs::run(args),
+            Command::Snapshot(args) => snapshot::snapshot(args),
+            Command::Restore(args) => snapshot::restore_snapshot(args),
         }
     }
 }

@@ -1,3 +1,4 @@
+use super::address_file::NodeAddressFile;
 use crate::config::{
     BackendChoice, FileConfig, GpuFullChoice, Overrides, RoleChoice, ServeConfig, TlsConfig,
 };
@@ -64,6 +65,9 @@ pub struct ServeArgs {
     /// How long a write on a primary waits for its write concern [default: 5000]
     #[arg(long, env = "NEEDLE_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_ms: Option<u64>,
+    /// Key the admin routes (/admin/...) require as `Authorization: Bearer <key>`
+    #[arg(long, env = "NEEDLE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -96,6 +100,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             insecure_dev: args.insecure_dev,
             write_timeout_ms: args.write_timeout_ms,
+            admin_key: args.admin_key,
         },
     );
     let options = DatabaseOptions {
@@ -139,8 +144,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             search_coalescing: config.search_coalescing,
             faults,
             replication: replication.clone(),
+            admin_key: config.admin_key.clone(),
         };
+        let address_file = NodeAddressFile::write(&config.data, listener.local_addr()?);
         crate::http::serve(db, listener, options, shutdown_signal()).await?;
+        drop(address_file);
         tracing::info!("shut down cleanly");
         anyhow::Ok(())
     })

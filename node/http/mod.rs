@@ -1,6 +1,7 @@
 //! The HTTP API (axum). Handlers translate JSON to library calls and library errors to
 //! `{"error":{"code","message"}}` responses; they hold no logic of their own.
 
+mod admin;
 mod collections;
 mod debug;
 mod error;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub faults: Option<Arc<FaultInjector>>,
     /// The node's replication role; `None` when standalone.
     pub replication: Option<Arc<Replication>>,
+    /// Required by the admin routes when set.
+    pub admin_key: Option<Arc<str>>,
 }
 
 /// `?write_concern=` on writes without a body (deletes, drops).
@@ -82,6 +85,7 @@ pub struct HttpOptions {
     /// Exposes `/debug/faults` to drive this injector.
     pub faults: Option<Arc<FaultInjector>>,
     pub replication: Option<Arc<Replication>>,
+    pub admin_key: Option<String>,
 }
 
 impl Default for HttpOptions {
@@ -91,6 +95,7 @@ impl Default for HttpOptions {
             search_coalescing: true,
             faults: None,
             replication: None,
+            admin_key: None,
         }
     }
 }
@@ -124,6 +129,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/replication/status",
             get(observability::replication_status),
         )
+        .route("/admin/snapshot", post(admin::snapshot))
         .route(
             "/debug/faults",
             get(debug::get_faults)
@@ -166,6 +172,7 @@ pub async fn serve(
         coalescer,
         faults: options.faults,
         replication: options.replication,
+        admin_key: options.admin_key.map(Arc::from),
     };
     let app = router(state, options.max_body_bytes);
     axum::serve(listener, app)

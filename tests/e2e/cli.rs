@@ -1,7 +1,7 @@
 //! The command line: import in every format, directly and through a node; search and
 //! collections against a running node; config from a file and the environment.
 
-use crate::support::{vectors, Node, BIN};
+use crate::support::{needle, vectors, Node, BIN};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -34,20 +34,6 @@ fn write_fvecs(path: &Path, rows: &[Vec<f32>]) {
             f.write_all(&v.to_le_bytes()).unwrap();
         }
     }
-}
-
-fn needle(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("NEEDLE_DATA")
-        .env_remove("NEEDLE_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -10,4 +10,5 @@ mod garbage;
 mod library;
 mod replication;
 mod search;
+mod snapshot;
 mod support;

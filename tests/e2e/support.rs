@@ -154,6 +154,18 @@ impl Client {
         self.try_post(path, body).expect("POST")
     }
 
+    /// POST with `Authorization: Bearer <key>` (admin routes).
+    pub fn post_with_bearer(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        Self::finish(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(key)
+                .json(body)
+                .send(),
+        )
+        .expect("POST")
+    }
+
     pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
         Self::finish(
             self.http
@@ -194,6 +206,22 @@ pub fn assert_error(resp: &(u16, Value), status: u16, code: &str) {
         "{}",
         resp.1
     );
+}
+
+/// Runs the `needle` command line to completion: (success, stdout, stderr).
+pub fn needle(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("NEEDLE_DATA")
+        .env_remove("NEEDLE_URL")
+        .env_remove("NEEDLE_ADMIN_KEY")
+        .output()
+        .expect("run needle");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Deterministic pseudo-random vectors.

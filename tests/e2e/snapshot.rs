@@ -1,0 +1,214 @@
+//! `needle snapshot` / `needle restore` against real processes: a live node under
+//! writes, a stopped node, the admin key, and files that are not snapshots.
+
+use crate::support::{assert_error, needle, vectors, Client, Node};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+const DIMS: usize = 8;
+
+fn create_docs(c: &Client) {
+    let resp = c.post(
+        "/collections",
+        &json!({"name": "docs", "dimensions": DIMS, "distance": "cosine"}),
+    );
+    assert_eq!(resp.0, 201, "{}", resp.1);
+}
+
+fn insert(c: &Client, prefix: &str, seed: u64, n: usize) -> Vec<String> {
+    let rows = vectors(seed, n, DIMS);
+    let items: Vec<Value> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"id": format!("{prefix}{i}"), "vector": v, "metadata": {"i": i}}))
+        .collect();
+    let resp = c.post(
+        "/collections/docs/vectors/batch",
+        &json!({ "vectors": items }),
+    );
+    assert_eq!(resp.0, 200, "{}", resp.1);
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// id → (vector, metadata) for every id in `ids`, as the node returns them.
+fn records(c: &Client, ids: &[String]) -> BTreeMap<String, Value> {
+    ids.iter()
+        .map(|id| {
+            let (status, body) = c.get(&format!("/collections/docs/vectors/{id}"));
+            assert_eq!(status, 200, "{id}: {body}");
+            (id.clone(), json!([body["vector"], body["metadata"]]))
+        })
+        .collect()
+}
+
+fn count(c: &Client) -> u64 {
+    let (status, body) = c.get("/collections/docs");
+    assert_eq!(status, 200, "{body}");
+    body["count"].as_u64().expect("count")
+}
+
+fn snapshot(data: &Path, out: &Path, key: Option<&str>) -> (bool, Value, String) {
+    let mut args = vec![
+        "snapshot",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if let Some(key) = key {
+        args.extend(["--admin-key", key]);
+    }
+    let (ok, stdout, stderr) = needle(&args);
+    let written = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (ok, written, stderr)
+}
+
+fn restore(file: &Path, data: &Path) -> (bool, String) {
+    let (ok, _, stderr) = needle(&[
+        "restore",
+        "--snapshot",
+        file.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    (ok, stderr)
+}
+
+#[test]
+fn a_live_node_under_writes_snapshots_and_restores_what_it_had_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &["--admin-key", "k3y"]);
+    let c = node.client();
+    create_docs(&c);
+    let mut ids = insert(&c, "base", 1, 400);
+
+    // A writer keeps inserting while the snapshot is taken.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (c, acked, stop) = (c.clone(), Arc::clone(&acked), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let written = insert(&c, &format!("w{round}-"), 100 + round, 10);
+                acked.lock().unwrap().extend(written);
+                round += 1;
+            }
+        })
+    };
+    while acked.lock().unwrap().len() < 50 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    // Without the admin key the node refuses, and no file appears.
+    let file = dir.path().join("live.snap");
+    let (ok, _, stderr) = snapshot(&data, &file, None);
+    assert!(!ok && stderr.contains("UNAUTHORIZED"), "{stderr}");
+    assert!(!file.exists());
+    let resp = c.post("/admin/snapshot", &json!({"out": file}));
+    assert_error(&resp, 401, "UNAUTHORIZED");
+
+    let acked_before: Vec<String> = acked.lock().unwrap().clone();
+    let (ok, written, stderr) = snapshot(&data, &file, Some("k3y"));
+    assert!(ok, "{stderr}");
+    assert!(written["applied_seq"].as_u64().unwrap() > 0, "{written}");
+    assert!(written["bytes"].as_u64().unwrap() > 0, "{written}");
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    ids.extend(acked.lock().unwrap().iter().cloned());
+
+    // Every write acknowledged before the snapshot was asked for is in it, intact.
+    let restored_dir = dir.path().join("restored");
+    let (ok, stderr) = restore(&file, &restored_dir);
+    assert!(ok, "{stderr}");
+    let restored = Node::start(&restored_dir, &[]);
+    let r = restored.client();
+    let mut expected_ids: Vec<String> = ids[..400].to_vec();
+    expected_ids.extend(acked_before);
+    assert_eq!(
+        records(&r, &expected_ids),
+        records(&c, &expected_ids),
+        "restored records differ from the live node's"
+    );
+    assert!(count(&r) >= expected_ids.len() as u64);
+    drop(restored);
+
+    // Once writes stop, a second snapshot (over the first file) restores to exactly
+    // the live node's data.
+    let (ok, written, stderr) = snapshot(&data, &file, Some("k3y"));
+    assert!(ok, "{stderr}");
+    let quiet_dir = dir.path().join("quiet");
+    let (ok, stderr) = restore(&file, &quiet_dir);
+    assert!(ok, "{stderr}");
+    let quiet = Node::start(&quiet_dir, &[]);
+    let q = quiet.client();
+    assert_eq!(count(&q), count(&c));
+    assert_eq!(count(&q), ids.len() as u64);
+    assert_eq!(records(&q, &ids), records(&c, &ids));
+    let (_, health) = q.get("/replication/status");
+    assert_eq!(
+        health["applied_seq"], written["applied_seq"],
+        "health {health} vs snapshot {written}"
+    );
+
+    // The admin route wants an absolute path (the node's working directory is not
+    // the caller's).
+    let resp = c.post_with_bearer("/admin/snapshot", "k3y", &json!({"out": "relative.snap"}));
+    assert_error(&resp, 400, "INVALID_REQUEST");
+}
+
+#[test]
+fn a_stopped_node_snapshots_offline_and_restore_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &[]);
+    let c = node.client();
+    create_docs(&c);
+    let ids = insert(&c, "v", 7, 300);
+    let before = records(&c, &ids);
+    assert!(node.terminate().success());
+
+    let file = dir.path().join("offline.snap");
+    let (ok, written, stderr) = snapshot(&data, &file, None);
+    assert!(ok, "{stderr}");
+    assert!(written["applied_seq"].as_u64().unwrap() >= 2, "{written}");
+
+    // Restoring over a directory that holds anything is refused and changes nothing.
+    let occupied = dir.path().join("occupied");
+    std::fs::create_dir(&occupied).unwrap();
+    std::fs::write(occupied.join("notes.txt"), "keep me").unwrap();
+    let (ok, stderr) = restore(&file, &occupied);
+    assert!(!ok && stderr.contains("not an empty directory"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(occupied.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+
+    // A file that is not a snapshot is refused and leaves no data directory.
+    let garbage = dir.path().join("garbage.snap");
+    std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
+    let target = dir.path().join("from-garbage");
+    let (ok, stderr) = restore(&garbage, &target);
+    assert!(!ok && stderr.contains("snapshot: unpacking"), "{stderr}");
+    assert!(!target.exists());
+
+    // Not a data directory at all.
+    let (ok, _, stderr) = snapshot(&dir.path().join("nowhere"), &file, None);
+    assert!(
+        !ok && stderr.contains("not a needle data directory"),
+        "{stderr}"
+    );
+
+    let restored_dir = dir.path().join("restored");
+    let (ok, stderr) = restore(&file, &restored_dir);
+    assert!(ok, "{stderr}");
+    let restored = Node::start(&restored_dir, &[]);
+    assert_eq!(records(&restored.client(), &ids), before);
+    // The source directory still serves, untouched by the offline snapshot.
+    let again = Node::start(&data, &[]);
+    assert_eq!(records(&again.client(), &ids), before);
+}
