@@ -109,6 +109,7 @@ pub struct FileConfig {
     pub insecure_dev: Option<bool>,
     pub write_timeout_ms: Option<u64>,
     pub admin_key: Option<String>,
+    pub reload_from: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -144,8 +145,10 @@ pub struct ServeConfig {
     pub insecure_dev: bool,
     /// How long a write on a primary waits for its write concern.
     pub write_timeout_ms: u64,
-    /// Guards the admin routes (`/admin/...`) when set.
+    /// Guards the admin routes (`/admin/...`, `/reload`) when set.
     pub admin_key: Option<String>,
+    /// The snapshot file `POST /reload` uses when its body names none.
+    pub reload_from: Option<PathBuf>,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -167,6 +170,7 @@ pub struct Overrides {
     pub insecure_dev: Option<bool>,
     pub write_timeout_ms: Option<u64>,
     pub admin_key: Option<String>,
+    pub reload_from: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -210,6 +214,7 @@ impl ServeConfig {
                 .or(file.write_timeout_ms)
                 .unwrap_or(5_000),
             admin_key: over.admin_key.or_else(|| file.admin_key.clone()),
+            reload_from: over.reload_from.or_else(|| file.reload_from.clone()),
         }
     }
 }

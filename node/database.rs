@@ -3,6 +3,7 @@
 use crate::catalog::{Catalog, CollectionState};
 use crate::collection::Collection;
 use crate::error::{Error, Result};
+use crate::generations;
 use crate::metrics::Metrics;
 use crate::model::{validate_collection_name, CollectionConfig};
 use crate::op::{Applied, Op, Precondition};
@@ -76,7 +77,11 @@ pub(crate) struct Inner {
     pub log_start: AtomicU64,
     pub log_retention: u64,
     pub metrics: Arc<Metrics>,
+    /// The data directory.
     pub path: PathBuf,
+    /// The RocksDB store inside it (see [`crate::generations`]).
+    pub store_path: PathBuf,
+    pub options: DatabaseOptions,
     /// Follows `applied_seq`, so log readers (replication) wait for new entries
     /// instead of polling.
     pub applied_watch: tokio::sync::watch::Sender<u64>,
@@ -100,7 +105,21 @@ impl Database {
     /// Opens the database and loads every collection into the search engine.
     pub fn open_with(path: impl AsRef<Path>, options: DatabaseOptions) -> Result<Database> {
         let path = path.as_ref().to_path_buf();
-        let store = Store::open(&path)?;
+        let store_path = generations::active_store(&path)?;
+        let db = Self::open_store(path, store_path, options, None)?;
+        generations::remove_inactive(&db.inner.path);
+        Ok(db)
+    }
+
+    /// Opens the store at `store_path` as the database of data directory `path`;
+    /// `metrics` carries the registry over from the database this one replaces.
+    fn open_store(
+        path: PathBuf,
+        store_path: PathBuf,
+        options: DatabaseOptions,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Database> {
+        let store = Store::open(&store_path)?;
         let chosen = select_backend(options.backend, options.on_device_full)?;
         let backend = chosen.backend;
         let selection = BackendSelection {
@@ -121,7 +140,10 @@ impl Database {
             tracing::info!(collection = %name, vectors = state.index.read().live(), "loaded collection");
             catalog.insert(state);
         }
-        let metrics = Arc::new(Metrics::new().map_err(|e| Error::Metrics(e.to_string()))?);
+        let metrics = match metrics {
+            Some(metrics) => metrics,
+            None => Arc::new(Metrics::new().map_err(|e| Error::Metrics(e.to_string()))?),
+        };
         metrics.applied_seq.set(applied as i64);
         metrics
             .backend_info
@@ -139,6 +161,8 @@ impl Database {
             log_retention: options.log_retention.max(1),
             metrics,
             path,
+            store_path,
+            options,
         });
         let writer = Arc::new(WriterHandle::start(Arc::clone(&inner), options.sync)?);
         Ok(Database { inner, writer })
@@ -307,7 +331,44 @@ impl Database {
     /// Writes a consistent single-file snapshot of this live database to `out`
     /// (see [`crate::snapshot`]); writes go on meanwhile.
     pub fn write_snapshot(&self, out: &Path) -> Result<crate::snapshot::WrittenSnapshot> {
-        crate::snapshot::write(&self.inner.store, &self.inner.path, out)
+        crate::snapshot::write(&self.inner.store, &self.inner.store_path, out)
+    }
+
+    /// Opens the state of snapshot file `from` as this data directory's next
+    /// generation and makes it the one a restart opens. Returns the new database; the
+    /// caller swaps it in for this one, whose store is removed once the last handle
+    /// to it is gone (see [`crate::generations`]). Nothing changes if it fails.
+    pub fn reload_from(&self, from: &Path) -> Result<Database> {
+        let data = &self.inner.path;
+        let (name, dir) = generations::next_generation(data)?;
+        let opened = crate::snapshot::restore(from, &dir).and_then(|_| {
+            Self::open_store(
+                data.clone(),
+                dir.clone(),
+                self.inner.options,
+                Some(Arc::clone(&self.inner.metrics)),
+            )
+        });
+        let db = match opened.and_then(|db| generations::activate(data, &name).map(|()| db)) {
+            Ok(db) => db,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            from = %from.display(),
+            generation = %name,
+            applied_seq = db.applied_seq(),
+            "reloaded from a snapshot"
+        );
+        Ok(db)
+    }
+
+    /// Removes stores of this data directory that are no longer active and no longer
+    /// open (best effort).
+    pub fn remove_inactive_generations(&self) {
+        generations::remove_inactive(&self.inner.path);
     }
 
     /// A receiver that sees every new applied sequence number (the latest one; it

@@ -72,6 +72,9 @@ pub enum Error {
     Metrics(String),
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// The file given as a snapshot is not one this node can restore.
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
 }
 
 /// The broad class of an error, which the HTTP edge maps to a status code.
@@ -121,6 +124,7 @@ impl Error {
             Error::WriteConcernTimeout { .. } => "WRITE_CONCERN_TIMEOUT",
             Error::Metrics(_) => "INTERNAL",
             Error::Snapshot(_) => "SNAPSHOT_FAILED",
+            Error::InvalidSnapshot(_) => "INVALID_SNAPSHOT",
         }
     }
 

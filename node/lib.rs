@@ -22,6 +22,7 @@ mod database;
 mod error;
 pub mod filter;
 mod filter_masks;
+mod generations;
 mod gpu_metrics;
 mod model;
 mod op;

@@ -172,30 +172,35 @@ pub fn restore(snapshot: &Path, data: &Path) -> Result<SnapshotInfo> {
     }
     let scratch = scratch_beside(data, "restoring")?;
     let result = (|| {
+        let invalid = |context: String| {
+            move |e: std::io::Error| Error::InvalidSnapshot(format!("{context}: {e}"))
+        };
         let file =
-            File::open(snapshot).map_err(failed(format!("opening {}", snapshot.display())))?;
+            File::open(snapshot).map_err(invalid(format!("opening {}", snapshot.display())))?;
         let decoder = zstd::Decoder::new(file).map_err(failed("starting zstd"))?;
         tar::Archive::new(decoder)
             .unpack(&scratch)
-            .map_err(failed(format!("unpacking {}", snapshot.display())))?;
+            .map_err(invalid(format!("unpacking {}", snapshot.display())))?;
         let marker = fs::read(scratch.join(MARKER)).map_err(|_| {
-            Error::Snapshot(format!(
+            Error::InvalidSnapshot(format!(
                 "{} is not a needle snapshot (no {MARKER})",
                 snapshot.display()
             ))
         })?;
         let info: SnapshotInfo = serde_json::from_slice(&marker)
-            .map_err(|e| Error::Snapshot(format!("{MARKER}: {e}")))?;
+            .map_err(|e| Error::InvalidSnapshot(format!("{MARKER}: {e}")))?;
         if info.format != FORMAT {
-            return Err(Error::Snapshot(format!(
+            return Err(Error::InvalidSnapshot(format!(
                 "snapshot format {} is not supported (this needle reads format {FORMAT})",
                 info.format
             )));
         }
         fs::remove_file(scratch.join(MARKER)).map_err(failed("removing the marker"))?;
-        let applied = Store::open_read_only(&scratch)?.applied_seq()?;
+        let applied = Store::open_read_only(&scratch)
+            .and_then(|store| store.applied_seq())
+            .map_err(|e| Error::InvalidSnapshot(format!("its store does not open: {e}")))?;
         if applied != info.applied_seq {
-            return Err(Error::Snapshot(format!(
+            return Err(Error::InvalidSnapshot(format!(
                 "snapshot says it holds operations up to {}, its store holds {applied}",
                 info.applied_seq
             )));
@@ -281,7 +286,7 @@ mod tests {
         fs::write(&garbage, b"not a snapshot at all").unwrap();
         let target = tmp.path().join("from-garbage");
         let err = restore(&garbage, &target).unwrap_err();
-        assert_eq!(err.code(), "SNAPSHOT_FAILED");
+        assert_eq!(err.code(), "INVALID_SNAPSHOT");
         assert!(!target.exists());
 
         // A truncated snapshot fails the same way and leaves nothing behind.
@@ -289,7 +294,7 @@ mod tests {
         let truncated = tmp.path().join("truncated.needle");
         fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
         let err = restore(&truncated, &target).unwrap_err();
-        assert_eq!(err.code(), "SNAPSHOT_FAILED");
+        assert_eq!(err.code(), "INVALID_SNAPSHOT");
         assert!(!target.exists());
         let leftovers = fs::read_dir(tmp.path())
             .unwrap()

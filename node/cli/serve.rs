@@ -65,9 +65,12 @@ pub struct ServeArgs {
     /// How long a write on a primary waits for its write concern [default: 5000]
     #[arg(long, env = "NEEDLE_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_ms: Option<u64>,
-    /// Key the admin routes (/admin/...) require as `Authorization: Bearer <key>`
+    /// Key the admin routes (/admin/..., /reload) require as `Authorization: Bearer <key>`
     #[arg(long, env = "NEEDLE_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Snapshot file `POST /reload` loads when its body names none (absolute path)
+    #[arg(long, env = "NEEDLE_RELOAD_FROM")]
+    pub reload_from: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -101,6 +104,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             insecure_dev: args.insecure_dev,
             write_timeout_ms: args.write_timeout_ms,
             admin_key: args.admin_key,
+            reload_from: args.reload_from,
         },
     );
     let options = DatabaseOptions {
@@ -145,6 +149,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             faults,
             replication: replication.clone(),
             admin_key: config.admin_key.clone(),
+            reload_from: config.reload_from.clone(),
         };
         let address_file = NodeAddressFile::write(&config.data, listener.local_addr()?);
         crate::http::serve(db, listener, options, shutdown_signal()).await?;

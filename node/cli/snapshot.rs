@@ -37,13 +37,14 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
     let data = args
         .data
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR));
-    if !data.join("CURRENT").is_file() {
+    let store_path = crate::generations::active_store(&data)?;
+    if !store_path.join("CURRENT").is_file() {
         bail!("{} is not a needle data directory", data.display());
     }
     let out = std::path::absolute(&args.out)
         .with_context(|| format!("resolving {}", args.out.display()))?;
-    let written = match Store::open(&data) {
-        Ok(store) => serde_json::to_value(write(&store, &data, &out)?)?,
+    let written = match Store::open(&store_path) {
+        Ok(store) => serde_json::to_value(write(&store, &store_path, &out)?)?,
         Err(e) if is_locked(&e) => ask_running_node(&data, &out, args.admin_key.as_deref())?,
         Err(e) => return Err(e).with_context(|| format!("opening {}", data.display())),
     };

@@ -62,7 +62,7 @@ pub async fn snapshot(
         ))
         .into());
     }
-    let db = state.db.clone();
+    let db = state.db();
     let written = tokio::task::spawn_blocking(move || db.write_snapshot(&request.out))
         .await
         .map_err(|e| crate::Error::Snapshot(format!("snapshot task failed: {e}")))??;
@@ -73,6 +73,76 @@ pub async fn snapshot(
         "snapshot written"
     );
     Ok(Json(json!(written)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    /// The snapshot file; default: the node's `--reload-from`.
+    from: Option<PathBuf>,
+}
+
+/// `POST /reload`, optionally `{"from": "/abs/file"}`: replaces this node's whole
+/// state with a snapshot file's, without a restart. The current state keeps serving
+/// while the new one is unpacked and loaded; then requests move over, and the old
+/// state's store is removed once the requests still using it finish. Writes sent to
+/// the node while it reloads land in the old state and are discarded with it: reload
+/// is for nodes fed by snapshots (file-based replication), not for ones taking writes.
+pub async fn reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    if state.replication.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ROLE_CONFLICT",
+            "this node replicates over the cluster transport; /reload is for nodes fed by snapshot files",
+        ));
+    }
+    let request: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| crate::Error::InvalidRequest(format!("reload body: {e}")))?
+    };
+    let from = request
+        .from
+        .or_else(|| state.reload_from.as_deref().map(PathBuf::from))
+        .ok_or_else(|| {
+            crate::Error::InvalidRequest(
+                "no snapshot file: send {\"from\": \"/path/file\"} or start the node with --reload-from".into(),
+            )
+        })?;
+    if !from.is_absolute() {
+        return Err(crate::Error::InvalidRequest(format!(
+            "\"from\" must be an absolute path on the node's machine, got {}",
+            from.display()
+        ))
+        .into());
+    }
+    // One reload at a time: each builds on the generation the previous one made.
+    let _one_at_a_time = state.reload_lock.lock().await;
+    let current = state.db();
+    let source = from.clone();
+    let reloaded = tokio::task::spawn_blocking(move || current.reload_from(&source))
+        .await
+        .map_err(|e| crate::Error::Snapshot(format!("reload task failed: {e}")))??;
+    let old = state.replace_db(reloaded.clone());
+    let answer = json!({
+        "from": from,
+        "applied_seq": reloaded.applied_seq(),
+        "collections": reloaded.collections().len(),
+    });
+    tokio::spawn(async move {
+        drop(old);
+        // Requests that took the old state finish first; a store still open then is
+        // removed after the next reload or at the next start.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let _ = tokio::task::spawn_blocking(move || reloaded.remove_inactive_generations()).await;
+    });
+    Ok(Json(answer))
 }
 
 #[cfg(test)]

@@ -36,25 +36,28 @@ pub async fn create(
     config.validate()?;
     let name = config.name.clone();
     let applied = state
-        .db
+        .db()
         .submit_async(
             crate::Op::CreateCollection(config),
             crate::Precondition::None,
         )
         .await?;
     state.await_concern(applied.seq, concern).await?;
-    Ok((StatusCode::CREATED, Json(state.db.collection_info(&name)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.db().collection_info(&name)?),
+    ))
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "collections": state.db.collections() }))
+    Json(json!({ "collections": state.db().collections() }))
 }
 
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<CollectionInfo>, ApiError> {
-    Ok(Json(state.db.collection_info(&name)?))
+    Ok(Json(state.db().collection_info(&name)?))
 }
 
 pub async fn drop(
@@ -65,7 +68,7 @@ pub async fn drop(
     state.ensure_primary()?;
     let concern = state.concern(query.write_concern.as_deref())?;
     let applied = state
-        .db
+        .db()
         .submit_async(
             crate::Op::DropCollection { name: name.clone() },
             crate::Precondition::None,

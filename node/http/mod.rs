@@ -27,10 +27,30 @@ use tokio::net::TcpListener;
 /// Default request body limit: 64 MiB, room for a batch of ~40k 384-d vectors.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// The database a node serves. `POST /reload` replaces it while requests run: each
+/// request takes the current one once and sees that one state throughout.
+#[derive(Clone)]
+pub struct ServedDatabase(Arc<parking_lot::RwLock<Database>>);
+
+impl ServedDatabase {
+    pub fn new(db: Database) -> ServedDatabase {
+        ServedDatabase(Arc::new(parking_lot::RwLock::new(db)))
+    }
+
+    pub fn current(&self) -> Database {
+        self.0.read().clone()
+    }
+
+    /// Serves `db` from now on; returns the one it replaces.
+    pub fn replace(&self, db: Database) -> Database {
+        std::mem::replace(&mut *self.0.write(), db)
+    }
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: Database,
+    served: ServedDatabase,
     pub metrics: Arc<Metrics>,
     /// Single-query searches go through here so concurrent ones share engine calls;
     /// `None` when coalescing is switched off.
@@ -41,6 +61,10 @@ pub struct AppState {
     pub replication: Option<Arc<Replication>>,
     /// Required by the admin routes when set.
     pub admin_key: Option<Arc<str>>,
+    /// The snapshot file `POST /reload` uses when its body names none.
+    pub reload_from: Option<Arc<std::path::Path>>,
+    /// Serialises reloads.
+    pub reload_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// `?write_concern=` on writes without a body (deletes, drops).
@@ -50,6 +74,16 @@ pub struct ConcernQuery {
 }
 
 impl AppState {
+    /// The database to use for this request.
+    pub fn db(&self) -> Database {
+        self.served.current()
+    }
+
+    /// Serves `db` from now on (after a reload); returns the one it replaces.
+    pub fn replace_db(&self, db: Database) -> Database {
+        self.served.replace(db)
+    }
+
     /// The write concern a request asked for (default: majority), checked before
     /// anything is written.
     pub fn concern(&self, requested: Option<&str>) -> Result<WriteConcern, ApiError> {
@@ -86,6 +120,7 @@ pub struct HttpOptions {
     pub faults: Option<Arc<FaultInjector>>,
     pub replication: Option<Arc<Replication>>,
     pub admin_key: Option<String>,
+    pub reload_from: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpOptions {
@@ -96,6 +131,7 @@ impl Default for HttpOptions {
             faults: None,
             replication: None,
             admin_key: None,
+            reload_from: None,
         }
     }
 }
@@ -130,6 +166,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(observability::replication_status),
         )
         .route("/admin/snapshot", post(admin::snapshot))
+        .route("/reload", post(admin::reload))
         .route(
             "/debug/faults",
             get(debug::get_faults)
@@ -167,12 +204,14 @@ pub async fn serve(
         None
     };
     let state = AppState {
-        db,
+        served: ServedDatabase::new(db),
         metrics,
         coalescer,
         faults: options.faults,
         replication: options.replication,
         admin_key: options.admin_key.map(Arc::from),
+        reload_from: options.reload_from.map(Arc::from),
+        reload_lock: Arc::default(),
     };
     let app = router(state, options.max_body_bytes);
     axum::serve(listener, app)

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use std::time::Instant;
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    let selection = state.db.backend_selection();
+    let db = state.db();
+    let selection = db.backend_selection();
     let passed_over: Vec<Value> = selection
         .passed_over
         .iter()
@@ -19,14 +20,14 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "backend": selection.backend,
         "device": selection.device,
         "passed_over": passed_over,
-        "collections_on_host": state.db.collections_on_host(),
+        "collections_on_host": state.db().collections_on_host(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }
 
 /// The node's role and, per role, where replication stands.
 pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
-    let applied = state.db.applied_seq();
+    let applied = state.db().applied_seq();
     let Some(replication) = &state.replication else {
         return Json(json!({ "role": "standalone", "applied_seq": applied }));
     };
@@ -61,9 +62,9 @@ pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(replication) = &state.replication {
-        replication.refresh_metrics(&state.metrics, state.db.applied_seq());
+        replication.refresh_metrics(&state.metrics, state.db().applied_seq());
     }
-    let body = state.metrics.render(&state.db.collections());
+    let body = state.metrics.render(&state.db().collections());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

@@ -52,7 +52,7 @@ pub async fn single(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<SingleBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let collection = state.db.collection(&name)?;
+    let collection = state.db().collection(&name)?;
     let request = SearchRequest {
         query: body.vector,
         k: body.k,
@@ -91,7 +91,7 @@ pub async fn batch(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let collection = state.db.collection(&name)?;
+    let collection = state.db().collection(&name)?;
     let filter = parse_filter(body.filter)?;
     if body.vectors.is_empty() {
         return Ok(Json(json!({ "results": [] })));

@@ -54,7 +54,7 @@ pub async fn insert(
         records: vec![record],
     };
     let applied = state
-        .db
+        .db()
         .submit_async(op, Precondition::IdsAbsent)
         .await
         .map_err(Error::single_item)?;
@@ -82,7 +82,7 @@ pub async fn upsert_batch(
 ) -> Result<Json<Value>, ApiError> {
     state.ensure_primary()?;
     let concern = state.concern(body.write_concern.as_deref())?;
-    state.db.collection_info(&name)?;
+    state.db().collection_info(&name)?;
     let mut records = Vec::with_capacity(body.vectors.len());
     for (index, item) in body.vectors.into_iter().enumerate() {
         let item = serde_json::from_value::<RecordBody>(item).map_err(|e| {
@@ -106,7 +106,7 @@ pub async fn upsert_batch(
         return Ok(Json(json!({ "upserted": 0 })));
     }
     let applied = state
-        .db
+        .db()
         .submit_async(
             Op::Upsert {
                 collection: name,
@@ -125,7 +125,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<VectorRecord>, ApiError> {
-    let collection = state.db.collection(&name)?;
+    let collection = state.db().collection(&name)?;
     let record = tokio::task::spawn_blocking(move || collection.get(&id))
         .await
         .map_err(|e| {
@@ -146,7 +146,7 @@ pub async fn delete(
         collection: name,
         ids: vec![id],
     };
-    let applied = state.db.submit_async(op, Precondition::None).await?;
+    let applied = state.db().submit_async(op, Precondition::None).await?;
     state.await_concern(applied.seq, concern).await?;
     Ok(Json(
         json!({ "deleted": applied.deleted.first().copied().unwrap_or(false) }),

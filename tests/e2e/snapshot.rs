@@ -193,7 +193,10 @@ fn a_stopped_node_snapshots_offline_and_restore_refuses_bad_input() {
     std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
     let target = dir.path().join("from-garbage");
     let (ok, stderr) = restore(&garbage, &target);
-    assert!(!ok && stderr.contains("snapshot: unpacking"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("invalid snapshot: unpacking"),
+        "{stderr}"
+    );
     assert!(!target.exists());
 
     // Not a data directory at all.
@@ -211,4 +214,123 @@ fn a_stopped_node_snapshots_offline_and_restore_refuses_bad_input() {
     // The source directory still serves, untouched by the offline snapshot.
     let again = Node::start(&data, &[]);
     assert_eq!(records(&again.client(), &ids), before);
+}
+
+/// Every status the searcher saw, by kind.
+#[derive(Default, Debug)]
+struct Seen {
+    ok: usize,
+    not_found: usize,
+    other: Vec<String>,
+}
+
+#[test]
+fn reload_swaps_a_serving_node_to_a_snapshot_while_searches_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    // The source of the snapshots.
+    let source = Node::start(&dir.path().join("source"), &[]);
+    let s = source.client();
+    create_docs(&s);
+    let mut ids = insert(&s, "a", 3, 300);
+    let first = dir.path().join("first.snap");
+    let (ok, first_written, stderr) = snapshot(&source.data, &first, None);
+    assert!(ok, "{stderr}");
+    ids.extend(insert(&s, "b", 4, 200));
+    for id in &ids[..20] {
+        assert_eq!(s.delete(&format!("/collections/docs/vectors/{id}")).0, 200);
+    }
+    let live_ids: Vec<String> = ids[20..].to_vec();
+    let second = dir.path().join("second.snap");
+    let (ok, second_written, stderr) = snapshot(&source.data, &second, None);
+    assert!(ok, "{stderr}");
+
+    // The target serves other data and reloads from `first` by default.
+    let target_dir = dir.path().join("target");
+    let first_s = first.to_str().unwrap();
+    let target = Node::start(&target_dir, &["--admin-key", "k", "--reload-from", first_s]);
+    let t = target.client();
+    assert_eq!(
+        t.post(
+            "/collections",
+            &json!({"name": "other", "dimensions": 4, "distance": "dot"})
+        )
+        .0,
+        201
+    );
+
+    // Searches run throughout both reloads; none may fail other than "no such
+    // collection" before the first one.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let searcher = {
+        let (t, stop, seen) = (t.clone(), Arc::clone(&stop), Arc::clone(&seen));
+        let query = vectors(99, 1, DIMS).remove(0);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let resp = t.try_post(
+                    "/collections/docs/search",
+                    &json!({"vector": query, "k": 5}),
+                );
+                let mut seen = seen.lock().unwrap();
+                match resp {
+                    Ok((200, _)) => seen.ok += 1,
+                    Ok((404, body)) if body["error"]["code"] == "COLLECTION_NOT_FOUND" => {
+                        seen.not_found += 1
+                    }
+                    Ok((status, body)) => seen.other.push(format!("{status} {body}")),
+                    Err(e) => seen.other.push(e.to_string()),
+                }
+            }
+        })
+    };
+
+    assert_error(&t.post("/reload", &json!({})), 401, "UNAUTHORIZED");
+    let resp = t.post_with_bearer("/reload", "k", &json!({}));
+    assert_eq!(resp.0, 200, "{}", resp.1);
+    assert_eq!(resp.1["applied_seq"], first_written["applied_seq"]);
+    assert_eq!(count(&t), 300);
+    assert_error(&t.get("/collections/other"), 404, "COLLECTION_NOT_FOUND");
+    let not_found_before = seen.lock().unwrap().not_found;
+
+    let resp = t.post_with_bearer("/reload", "k", &json!({ "from": second }));
+    assert_eq!(resp.0, 200, "{}", resp.1);
+    assert_eq!(resp.1["applied_seq"], second_written["applied_seq"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    searcher.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(seen.other.is_empty(), "searches failed: {:?}", seen.other);
+    assert!(seen.ok > 0, "{seen:?}");
+    assert_eq!(
+        seen.not_found, not_found_before,
+        "docs vanished after the first reload"
+    );
+    assert_eq!(count(&t), live_ids.len() as u64);
+    assert_eq!(records(&t, &live_ids), records(&s, &live_ids));
+
+    // Bad input changes nothing.
+    let resp = t.post_with_bearer("/reload", "k", &json!({"from": "relative.snap"}));
+    assert_error(&resp, 400, "INVALID_REQUEST");
+    let garbage = dir.path().join("garbage.snap");
+    std::fs::write(&garbage, b"definitely not zstd").unwrap();
+    let resp = t.post_with_bearer("/reload", "k", &json!({ "from": garbage }));
+    assert_error(&resp, 400, "INVALID_SNAPSHOT");
+    let resp = t.post_with_bearer("/reload", "k", &json!({"form": "/typo"}));
+    assert_error(&resp, 400, "INVALID_REQUEST");
+    assert_eq!(count(&t), live_ids.len() as u64);
+
+    // A restart opens the reloaded state, and only that generation is left on disk.
+    let target = target.restart();
+    let t = target.client();
+    assert_eq!(records(&t, &live_ids), records(&s, &live_ids));
+    let mut entries: Vec<String> = std::fs::read_dir(&target_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "NEEDLE_NODE.json")
+        .collect();
+    entries.sort();
+    assert!(
+        entries.len() == 2 && entries[0] == "NEEDLE_GENERATION" && entries[1].starts_with("gen-"),
+        "{entries:?}"
+    );
 }
