@@ -172,6 +172,11 @@ impl Database {
         &self.inner.path
     }
 
+    /// The RocksDB store inside the data directory (see [`crate::generations`]).
+    pub(crate) fn store_path(&self) -> &Path {
+        &self.inner.store_path
+    }
+
     /// The search backend in use: `cpu`, `cuda` or `wgpu`.
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()

@@ -27,6 +27,7 @@ mod gpu_metrics;
 mod model;
 mod op;
 mod search;
+pub mod served;
 pub mod snapshot;
 mod storage;
 mod writer;

@@ -49,7 +49,7 @@ fn failed(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Err
 
 /// A fresh directory name beside `path` (same filesystem, so checkpoints can hard-link
 /// and restores can rename).
-fn scratch_beside(path: &Path, purpose: &str) -> Result<PathBuf> {
+pub(crate) fn scratch_beside(path: &Path, purpose: &str) -> Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidRequest(format!("{} has no file name", path.display())))?;

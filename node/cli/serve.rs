@@ -142,7 +142,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("fault injection is ON: /debug/faults can degrade this node's traffic");
             std::sync::Arc::new(needle_transport::faults::FaultInjector::default())
         });
-        let replication = start_replication(&db, &config, faults.clone()).await?;
+        let served = crate::served::ServedDatabase::new(db);
+        let replication = start_replication(&served, &config, faults.clone()).await?;
         let options = crate::http::HttpOptions {
             max_body_bytes: config.max_body_bytes,
             search_coalescing: config.search_coalescing,
@@ -152,7 +153,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             reload_from: config.reload_from.clone(),
         };
         let address_file = NodeAddressFile::write(&config.data, listener.local_addr()?);
-        crate::http::serve(db, listener, options, shutdown_signal()).await?;
+        crate::http::serve(served, listener, options, shutdown_signal()).await?;
         drop(address_file);
         tracing::info!("shut down cleanly");
         anyhow::Ok(())
@@ -161,7 +162,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Starts the node-to-node transport and the replication role, unless standalone.
 async fn start_replication(
-    db: &Database,
+    served: &crate::served::ServedDatabase,
     config: &ServeConfig,
     faults: Option<std::sync::Arc<needle_transport::faults::FaultInjector>>,
 ) -> anyhow::Result<Option<std::sync::Arc<crate::replication::Replication>>> {
@@ -207,7 +208,7 @@ async fn start_replication(
         ),
     };
     let replication = Replication::start(
-        db,
+        served,
         ClusterConfig {
             role,
             cluster_addr,

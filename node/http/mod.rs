@@ -15,6 +15,7 @@ pub use error::ApiError;
 use crate::coalesce::SearchCoalescer;
 use crate::metrics::Metrics;
 use crate::replication::{Replication, WriteConcern};
+use crate::served::ServedDatabase;
 use crate::Database;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -26,26 +27,6 @@ use tokio::net::TcpListener;
 
 /// Default request body limit: 64 MiB, room for a batch of ~40k 384-d vectors.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-
-/// The database a node serves. `POST /reload` replaces it while requests run: each
-/// request takes the current one once and sees that one state throughout.
-#[derive(Clone)]
-pub struct ServedDatabase(Arc<parking_lot::RwLock<Database>>);
-
-impl ServedDatabase {
-    pub fn new(db: Database) -> ServedDatabase {
-        ServedDatabase(Arc::new(parking_lot::RwLock::new(db)))
-    }
-
-    pub fn current(&self) -> Database {
-        self.0.read().clone()
-    }
-
-    /// Serves `db` from now on; returns the one it replaces.
-    pub fn replace(&self, db: Database) -> Database {
-        std::mem::replace(&mut *self.0.write(), db)
-    }
-}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -186,12 +167,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight
 /// requests.
 pub async fn serve(
-    db: Database,
+    served: ServedDatabase,
     listener: TcpListener,
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let metrics = db.metrics();
+    let metrics = served.current().metrics();
     let coalescer = if options.search_coalescing {
         let batch_sizes = metrics.search_batch_size.clone();
         let observe = move |collection: &str, size: usize| {
@@ -204,7 +185,7 @@ pub async fn serve(
         None
     };
     let state = AppState {
-        served: ServedDatabase::new(db),
+        served,
         metrics,
         coalescer,
         faults: options.faults,

@@ -10,6 +10,7 @@
 
 pub mod concern;
 pub mod follower;
+mod install;
 pub mod role;
 pub mod ship;
 

@@ -14,9 +14,10 @@ use parking_lot::Mutex;
 
 use super::concern::WriteConcern;
 use super::follower::{Follower, Lag};
-use super::ship::{now_ms, pull_once, LogServer, SharedAcks};
+use super::install::install_snapshot;
+use super::ship::{now_ms, pull_once, LogServer, Pulled, SharedAcks};
 use crate::error::{Error, Result};
-use crate::Database;
+use crate::served::ServedDatabase;
 
 /// How a node takes part in replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct ReplicaStatus {
     pub applied_seq: u64,
     pub lag: Lag,
     pub last_error: Option<String>,
+    /// Snapshots installed because the primary's log no longer held what was needed.
+    pub snapshots_installed: u64,
 }
 
 /// The running role: its transport and shared state.
@@ -96,8 +99,9 @@ impl Handler for ReplicaHandler {
 
 impl Replication {
     /// Starts the transport and, on a replica, the follow loop. Inside a tokio runtime.
-    pub fn start(db: &Database, config: ClusterConfig) -> Result<Arc<Replication>> {
+    pub fn start(served: &ServedDatabase, config: ClusterConfig) -> Result<Arc<Replication>> {
         let acks = Arc::new(SharedAcks::default());
+        let bound = Arc::new(std::sync::OnceLock::new());
         let handler: Arc<dyn Handler> = match config.role {
             Role::Standalone => {
                 return Err(Error::Replication(
@@ -105,13 +109,14 @@ impl Replication {
                 ))
             }
             Role::Primary => Arc::new(LogServer::new(
-                db.clone(),
+                served.clone(),
                 DeltaCodec::default(),
                 acks.clone(),
+                bound.clone(),
             )),
             Role::Replica { .. } => Arc::new(ReplicaHandler),
         };
-        let metrics = TransportMetrics::register(db.metrics().registry())
+        let metrics = TransportMetrics::register(served.current().metrics().registry())
             .map_err(|e| Error::Metrics(e.to_string()))?;
         let mut transport_config = TransportConfig::new(config.security.clone());
         transport_config.faults = config.faults.clone();
@@ -121,6 +126,7 @@ impl Replication {
         let cluster_addr = transport
             .local_addr()
             .map_err(|e| Error::Replication(e.to_string()))?;
+        let _ = bound.set(transport.clone());
         let replication = Arc::new(Replication {
             role: config.role.clone(),
             cluster_addr,
@@ -132,7 +138,7 @@ impl Replication {
         if let Role::Replica { primary } = config.role {
             tokio::spawn(follow(
                 replication.clone(),
-                db.clone(),
+                served.clone(),
                 primary,
                 config.batch_size,
                 config.sync_interval,
@@ -194,13 +200,14 @@ impl Replication {
 /// on any failure wait a second and start again from what is durable here.
 async fn follow(
     replication: Arc<Replication>,
-    db: Database,
+    served: ServedDatabase,
     primary: SocketAddr,
     batch: u32,
     wait: Duration,
 ) {
     let codec = DeltaCodec::default();
-    let applied_ops = db
+    let applied_ops = served
+        .current()
         .metrics()
         .replication_operations
         .with_label_values(&["replica"]);
@@ -208,10 +215,21 @@ async fn follow(
         match replication.transport.connect(primary).await {
             Ok(peer) => {
                 tracing::info!(%primary, "following the primary");
-                let mut follower = Follower::new(db.applied_seq());
+                let mut follower = Follower::new(served.current().applied_seq());
                 loop {
                     let before = follower.applied();
-                    let pulled = pull_once(&db, &peer, &mut follower, &codec, batch, wait).await;
+                    let db = served.current();
+                    let mut pulled =
+                        pull_once(&db, &peer, &mut follower, &codec, batch, wait).await;
+                    drop(db);
+                    if let Ok(Pulled::NeedsSnapshot { log_start }) = pulled {
+                        tracing::warn!(%primary, needed = follower.next_needed(), log_start, "behind the primary's retained log: installing a snapshot");
+                        pulled = install_snapshot(&served, &peer).await.map(|applied| {
+                            follower = Follower::new(applied);
+                            replication.replica.lock().snapshots_installed += 1;
+                            Pulled::Applied(applied)
+                        });
+                    }
                     applied_ops.inc_by(follower.applied().saturating_sub(before));
                     let mut status = replication.replica.lock();
                     status.applied_seq = follower.applied();

@@ -9,12 +9,19 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use needle_transport::{BoxFuture, DeltaCodec, DeltaEntry, Handler, Peer, PeerInfo};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use needle_transport::region::checksum as region_checksum;
+use needle_transport::{
+    AlignedBuf, BoxFuture, DeltaCodec, DeltaEntry, Handler, Peer, PeerInfo, RegionKey, Transport,
+};
 use parking_lot::Mutex;
 
 use super::concern::{AckTracker, WriteConcern};
 use super::follower::{BatchInfo, Follower, FollowerAction};
 use crate::error::{Error, Result};
+use crate::served::ServedDatabase;
 use crate::{Database, Op};
 
 /// One pull: `[from u64][max u32][wait_ms u32]`, big-endian.
@@ -112,6 +119,94 @@ pub fn entry_from_wire(entry: DeltaEntry) -> Result<(u64, Op)> {
     Ok((entry.seq, op))
 }
 
+/// What a replica asks its primary; the first byte tells which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The next batch of log entries.
+    Pull(PullRequest),
+    /// A snapshot of the primary's whole state, for a replica behind its retained log.
+    Snapshot,
+    /// The replica has read the snapshot region `key`: the primary frees it.
+    SnapshotDone { key: u64 },
+}
+
+const TAG_PULL: u8 = 0;
+const TAG_SNAPSHOT: u8 = 1;
+const TAG_SNAPSHOT_DONE: u8 = 2;
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Pull(pull) => {
+                let mut out = vec![TAG_PULL];
+                out.extend(pull.encode());
+                out
+            }
+            Request::Snapshot => vec![TAG_SNAPSHOT],
+            Request::SnapshotDone { key } => {
+                let mut out = vec![TAG_SNAPSHOT_DONE];
+                out.extend(key.to_be_bytes());
+                out
+            }
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Request> {
+        match bytes.split_first() {
+            Some((&TAG_PULL, rest)) => Ok(Request::Pull(PullRequest::decode(rest)?)),
+            Some((&TAG_SNAPSHOT, [])) => Ok(Request::Snapshot),
+            Some((&TAG_SNAPSHOT_DONE, rest)) if rest.len() == 8 => Ok(Request::SnapshotDone {
+                key: u64_at(rest, 0),
+            }),
+            _ => Err(Error::InvalidRequest(format!(
+                "replication request of {} bytes with tag {:?}",
+                bytes.len(),
+                bytes.first()
+            ))),
+        }
+    }
+}
+
+/// The primary's offer of a snapshot: the region holding the file and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotOffer {
+    pub key: u64,
+    pub len: u64,
+    pub checksum: u64,
+    pub applied_seq: u64,
+}
+
+impl SnapshotOffer {
+    pub fn encode(&self) -> Vec<u8> {
+        [self.key, self.len, self.checksum, self.applied_seq]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotOffer> {
+        if bytes.len() != 32 {
+            return Err(Error::Corrupt(format!(
+                "snapshot offer of {} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(SnapshotOffer {
+            key: u64_at(bytes, 0),
+            len: u64_at(bytes, 8),
+            checksum: u64_at(bytes, 16),
+            applied_seq: u64_at(bytes, 24),
+        })
+    }
+}
+
+/// Big-endian u64 at `at`; the caller has checked the length.
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(b)
+}
+
 /// Wall-clock milliseconds since the epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -174,28 +269,45 @@ impl SharedAcks {
     }
 }
 
-/// The primary's side: answers pulls from its operation log and records each
-/// puller's acknowledgement for write concerns.
+/// The primary's side: answers pulls from its operation log, records each puller's
+/// acknowledgement for write concerns, and hands a replica that is behind the
+/// retained log a snapshot through the transport's region transfer.
 pub struct LogServer {
-    db: Database,
+    served: ServedDatabase,
     codec: DeltaCodec,
     acks: Arc<SharedAcks>,
     max_wait: Duration,
+    /// Set once the transport is bound (it needs this handler first).
+    transport: Arc<OnceLock<Transport>>,
+    /// The snapshot region each replica was last offered, freed when it says it is
+    /// done or asks again.
+    offered: Arc<Mutex<HashMap<String, RegionKey>>>,
 }
 
 impl LogServer {
-    pub fn new(db: Database, codec: DeltaCodec, acks: Arc<SharedAcks>) -> LogServer {
+    pub fn new(
+        served: ServedDatabase,
+        codec: DeltaCodec,
+        acks: Arc<SharedAcks>,
+        transport: Arc<OnceLock<Transport>>,
+    ) -> LogServer {
         LogServer {
-            db,
+            served,
             codec,
             acks,
             max_wait: Duration::from_secs(5),
+            transport,
+            offered: Arc::default(),
         }
     }
 }
 
-/// Response: `[primary_last u64][sent_ms u64][compressed u8]` then the delta batch.
-const RESPONSE_HEADER: usize = 17;
+/// Pull response tags.
+const PULLED: u8 = 0;
+const NEEDS_SNAPSHOT: u8 = 1;
+/// Pull response after its tag: `[primary_last u64][sent_ms u64][compressed u8]`, then
+/// the delta batch; or after NEEDS_SNAPSHOT, `[log_start u64]`.
+const RESPONSE_HEADER: usize = 18;
 
 impl Handler for LogServer {
     fn request(
@@ -203,44 +315,40 @@ impl Handler for LogServer {
         from: PeerInfo,
         body: Vec<u8>,
     ) -> BoxFuture<std::result::Result<Vec<u8>, String>> {
-        let db = self.db.clone();
+        let db = self.served.current();
         let codec = self.codec;
         let acks = self.acks.clone();
         let max_wait = self.max_wait;
+        let transport = self.transport.clone();
+        let offered = self.offered.clone();
         Box::pin(async move {
-            let pull = PullRequest::decode(&body).map_err(|e| e.to_string())?;
             let replica = from
                 .node_name()
                 .map_or_else(|| from.addr.to_string(), str::to_string);
-            acks.record(&replica, pull.from.saturating_sub(1));
-            if pull.from < db.log_start() {
-                return Err(format!(
-                    "entries from {} are no longer in the primary's log (it starts at {}): this replica needs a snapshot",
-                    pull.from,
-                    db.log_start()
-                ));
+            match Request::decode(&body).map_err(|e| e.to_string())? {
+                Request::Pull(pull) => serve_pull(db, codec, &acks, &replica, pull, max_wait)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Request::Snapshot => {
+                    let transport = transport
+                        .get()
+                        .ok_or("the primary's transport is starting")?
+                        .clone();
+                    offer_snapshot(db, &transport, &offered, replica)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Request::SnapshotDone { key } => {
+                    if let Some(transport) = transport.get() {
+                        let mut offered = offered.lock();
+                        if offered.get(&replica) == Some(&RegionKey(key)) {
+                            offered.remove(&replica);
+                            let _ = transport.take_region(RegionKey(key));
+                        }
+                    }
+                    Ok(Vec::new())
+                }
             }
-            let mut applied = db.watch_applied();
-            let wait = Duration::from_millis(u64::from(pull.wait_ms)).min(max_wait);
-            let _ = tokio::time::timeout(wait, applied.wait_for(|&seq| seq >= pull.from)).await;
-            let limit = pull.max.clamp(1, 100_000) as usize;
-            let entries = db.read_log(pull.from, limit).map_err(|e| e.to_string())?;
-            db.metrics()
-                .replication_operations
-                .with_label_values(&["primary"])
-                .inc_by(entries.len() as u64);
-            let wire: Vec<DeltaEntry> = entries
-                .iter()
-                .map(|(seq, op)| entry_to_wire(*seq, op))
-                .collect::<Result<_>>()
-                .map_err(|e| e.to_string())?;
-            let encoded = codec.encode(&wire);
-            let mut out = Vec::with_capacity(RESPONSE_HEADER + encoded.bytes.len());
-            out.extend(db.applied_seq().to_be_bytes());
-            out.extend(now_ms().to_be_bytes());
-            out.push(u8::from(encoded.compressed));
-            out.extend(encoded.bytes);
-            Ok(out)
         })
     }
 
@@ -249,8 +357,94 @@ impl Handler for LogServer {
     }
 }
 
-/// The replica's side: one pull from `peer`, applied durably to `db`. Returns the
-/// sequence number applied afterwards.
+async fn serve_pull(
+    db: Database,
+    codec: DeltaCodec,
+    acks: &SharedAcks,
+    replica: &str,
+    pull: PullRequest,
+    max_wait: Duration,
+) -> Result<Vec<u8>> {
+    acks.record(replica, pull.from.saturating_sub(1));
+    if pull.from < db.log_start() {
+        let mut out = vec![NEEDS_SNAPSHOT];
+        out.extend(db.log_start().to_be_bytes());
+        return Ok(out);
+    }
+    let mut applied = db.watch_applied();
+    let wait = Duration::from_millis(u64::from(pull.wait_ms)).min(max_wait);
+    let _ = tokio::time::timeout(wait, applied.wait_for(|&seq| seq >= pull.from)).await;
+    let limit = pull.max.clamp(1, 100_000) as usize;
+    let entries = db.read_log(pull.from, limit)?;
+    db.metrics()
+        .replication_operations
+        .with_label_values(&["primary"])
+        .inc_by(entries.len() as u64);
+    let wire: Vec<DeltaEntry> = entries
+        .iter()
+        .map(|(seq, op)| entry_to_wire(*seq, op))
+        .collect::<Result<_>>()?;
+    let encoded = codec.encode(&wire);
+    let mut out = Vec::with_capacity(RESPONSE_HEADER + encoded.bytes.len());
+    out.push(PULLED);
+    out.extend(db.applied_seq().to_be_bytes());
+    out.extend(now_ms().to_be_bytes());
+    out.push(u8::from(encoded.compressed));
+    out.extend(encoded.bytes);
+    Ok(out)
+}
+
+/// Writes a snapshot of `db`, loads it into a transport region and answers with
+/// where it is; the replica reads the region at its own pace.
+async fn offer_snapshot(
+    db: Database,
+    transport: &Transport,
+    offered: &Mutex<HashMap<String, RegionKey>>,
+    replica: String,
+) -> Result<Vec<u8>> {
+    let (buf, applied_seq) = tokio::task::spawn_blocking(move || -> Result<(AlignedBuf, u64)> {
+        let file = crate::snapshot::scratch_beside(db.store_path(), "outgoing")?;
+        let written = db.write_snapshot(&file);
+        let loaded = written.and_then(|written| {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| Error::Snapshot(format!("reading {}: {e}", file.display())))?;
+            let mut buf = AlignedBuf::zeroed(bytes.len());
+            buf.as_bytes_mut().copy_from_slice(&bytes);
+            Ok((buf, written.info.applied_seq))
+        });
+        let _ = std::fs::remove_file(&file);
+        loaded
+    })
+    .await
+    .map_err(|_| Error::Closed)??;
+    let (len, checksum) = (buf.len() as u64, region_checksum(buf.as_bytes()));
+    let key = transport
+        .register_filled_region(buf)
+        .map_err(|e| Error::Replication(format!("offering a snapshot: {e}")))?;
+    if let Some(previous) = offered.lock().insert(replica.clone(), key) {
+        let _ = transport.take_region(previous);
+    }
+    tracing::info!(%replica, bytes = len, applied_seq, "offered a snapshot to a replica behind the log");
+    Ok(SnapshotOffer {
+        key: key.0,
+        len,
+        checksum,
+        applied_seq,
+    }
+    .encode())
+}
+
+/// What one pull did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulled {
+    /// Entries (possibly none) were applied; the applied sequence number afterwards.
+    Applied(u64),
+    /// The entries this replica needs are gone from the primary's log, which starts at
+    /// `log_start`: it needs a snapshot first.
+    NeedsSnapshot { log_start: u64 },
+}
+
+/// The replica's side: one pull from `peer`, applied durably to `db`.
 pub async fn pull_once(
     db: &Database,
     peer: &Peer,
@@ -258,25 +452,29 @@ pub async fn pull_once(
     codec: &DeltaCodec,
     max: u32,
     wait: Duration,
-) -> Result<u64> {
+) -> Result<Pulled> {
     let request = PullRequest {
         from: follower.next_needed(),
         max,
         wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
     };
     let reply = peer
-        .request_within(&request.encode(), wait + Duration::from_secs(10))
+        .request_within(
+            &Request::Pull(request).encode(),
+            wait + Duration::from_secs(10),
+        )
         .await
         .map_err(|e| Error::Replication(format!("pulling from the primary: {e}")))?;
-    if reply.len() < RESPONSE_HEADER {
-        return Err(Error::Corrupt("short pull response".into()));
+    if reply.len() == 9 && reply[0] == NEEDS_SNAPSHOT {
+        return Ok(Pulled::NeedsSnapshot {
+            log_start: u64_at(&reply, 1),
+        });
     }
-    let u64_at = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&reply[i..i + 8]);
-        u64::from_be_bytes(b)
-    };
-    let (primary_last, sent_ms, compressed) = (u64_at(0), u64_at(8), reply[16] == 1);
+    if reply.len() < RESPONSE_HEADER || reply[0] != PULLED {
+        return Err(Error::Corrupt("malformed pull response".into()));
+    }
+    let (primary_last, sent_ms, compressed) =
+        (u64_at(&reply, 1), u64_at(&reply, 9), reply[17] == 1);
     let entries = codec
         .decode(&reply[RESPONSE_HEADER..], compressed)
         .map_err(|e| Error::Corrupt(format!("pull response: {e}")))?;
@@ -297,9 +495,11 @@ pub async fn pull_once(
             let applied = tokio::task::spawn_blocking(move || db.apply_entries(ops))
                 .await
                 .map_err(|_| Error::Closed)??;
-            Ok(follower.on_applied(applied))
+            Ok(Pulled::Applied(follower.on_applied(applied)))
         }
-        FollowerAction::AlreadyApplied | FollowerAction::Resync { .. } => Ok(follower.applied()),
+        FollowerAction::AlreadyApplied | FollowerAction::Resync { .. } => {
+            Ok(Pulled::Applied(follower.applied()))
+        }
     }
 }
 
@@ -360,5 +560,23 @@ mod tests {
             wait_ms: 250,
         };
         assert_eq!(PullRequest::decode(&pull.encode()).unwrap(), pull);
+        for request in [
+            Request::Pull(pull),
+            Request::Snapshot,
+            Request::SnapshotDone { key: 77 },
+        ] {
+            assert_eq!(Request::decode(&request.encode()).unwrap(), request);
+        }
+        assert!(Request::decode(&[9]).is_err());
+        assert!(Request::decode(&[TAG_SNAPSHOT_DONE, 1]).is_err());
+        assert!(Request::decode(&[]).is_err());
+        let offer = SnapshotOffer {
+            key: 1,
+            len: 2,
+            checksum: 3,
+            applied_seq: 4,
+        };
+        assert_eq!(SnapshotOffer::decode(&offer.encode()).unwrap(), offer);
+        assert!(SnapshotOffer::decode(&[0; 31]).is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 use needle::replication::ship::{pull_once, LogServer, SharedAcks};
 use needle::replication::{Follower, Wait, WriteConcern};
+use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};
 use needle_transport::certs::generate_cluster;
 use needle_transport::{DeltaCodec, Security, TlsFiles, Transport, TransportConfig};
@@ -116,7 +117,12 @@ async fn a_replica_follows_the_primary_log_over_mutual_tls_and_resumes_after_res
     write_some(&primary, 0, 300);
 
     let acks = Arc::new(SharedAcks::default());
-    let server = LogServer::new(primary.clone(), DeltaCodec::default(), acks.clone());
+    let server = LogServer::new(
+        ServedDatabase::new(primary.clone()),
+        DeltaCodec::default(),
+        acks.clone(),
+        Arc::default(),
+    );
     let addr = "127.0.0.1:0".parse().unwrap();
     let p_transport = Transport::bind(
         addr,
@@ -482,5 +488,82 @@ mod processes {
             replicas[1].client().get("/collections/docs/vectors/b").0,
             200
         );
+    }
+
+    #[test]
+    fn a_replica_behind_the_retained_log_installs_a_snapshot_then_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        needle_transport::certs::generate_cluster(&certs, 2, &[]).unwrap();
+        let (mut args, primary_addr) = primary_args(tls_args(&certs, 1));
+        args.extend(["--log-retention".to_string(), "16".to_string()]);
+        let primary = start(&dir.path().join("p"), &args);
+        let c = primary.client();
+        assert_eq!(
+            c.post(
+                "/collections",
+                &json!({"name": "docs", "dimensions": 4, "distance": "cosine"})
+            )
+            .0,
+            201
+        );
+        let insert = |from: usize, to: usize| {
+            for chunk in (from..to).collect::<Vec<_>>().chunks(10) {
+                let items: Vec<Value> = chunk
+                    .iter()
+                    .map(|&i| {
+                        let v = vectors(i as u64, 1, 4).remove(0);
+                        json!({"id": format!("v{i}"), "vector": v, "metadata": {"even": i % 2 == 0}})
+                    })
+                    .collect();
+                let resp = c.post(
+                    "/collections/docs/vectors/batch",
+                    &json!({ "vectors": items }),
+                );
+                assert_eq!(resp.0, 200, "{}", resp.1);
+            }
+        };
+        // 40 writes: far past a 16-entry log, so entry 1 is long gone.
+        insert(0, 400);
+        let status = c.get("/replication/status").1;
+        assert!(status["applied_seq"].as_u64().unwrap() > 16, "{status}");
+
+        let replica = start(
+            &dir.path().join("r"),
+            &replica_args(&primary_addr, tls_args(&certs, 2)),
+        );
+        assert!(
+            wait_for(Duration::from_secs(60), || caught_up(&primary, &replica)),
+            "replica did not catch up: {}",
+            replica.client().get("/replication/status").1
+        );
+        let stream = &replica.client().get("/replication/status").1["stream"];
+        assert_eq!(stream["snapshots_installed"], 1, "{stream}");
+        assert_eq!(search(&replica), search(&primary));
+
+        // After the snapshot it streams: new writes arrive without another one.
+        insert(400, 450);
+        c.delete("/collections/docs/vectors/v3");
+        assert!(
+            wait_for(Duration::from_secs(30), || caught_up(&primary, &replica)),
+            "replica stopped following after the snapshot"
+        );
+        assert_eq!(search(&replica), search(&primary));
+        let r = replica.client();
+        assert_eq!(r.get("/collections/docs").1["count"], 449);
+        assert_eq!(r.get("/collections/docs/vectors/v3").0, 404);
+        let stream = &r.get("/replication/status").1["stream"];
+        assert_eq!(stream["snapshots_installed"], 1, "{stream}");
+
+        // A restarted replica opens the installed state and resumes from it.
+        let replica = replica.restart();
+        insert(450, 460);
+        assert!(
+            wait_for(Duration::from_secs(30), || caught_up(&primary, &replica)),
+            "restarted replica did not catch up"
+        );
+        let stream = &replica.client().get("/replication/status").1["stream"];
+        assert_eq!(stream["snapshots_installed"], 0, "{stream}");
+        assert_eq!(replica.client().get("/collections/docs").1["count"], 459);
     }
 }

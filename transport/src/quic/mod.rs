@@ -113,7 +113,9 @@ pub(crate) struct Shared {
     pub region_progress: Notify,
 }
 
-/// One node's endpoint: it accepts peers and connects to them.
+/// One node's endpoint: it accepts peers and connects to them. Clones share the
+/// endpoint, its regions and its handler.
+#[derive(Clone)]
 pub struct Transport {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
