@@ -7,8 +7,10 @@
 
 mod machine;
 
+use needle::replication::role::RoleCell;
 use needle::replication::ship::{pull_once, LogServer, SharedAcks};
-use needle::replication::Follower;
+use needle::replication::{Follower, Role};
+use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};
 use needle_transport::certs::generate_cluster;
 use needle_transport::{
@@ -66,7 +68,13 @@ fn main() {
             .create_collection(CollectionConfig::new("docs", DIMS, Distance::Cosine))
             .expect("collection");
         let acks = Arc::new(SharedAcks::default());
-        let server = LogServer::new(primary.clone(), DeltaCodec::default(), acks);
+        let server = LogServer::new(
+            ServedDatabase::new(primary.clone()),
+            DeltaCodec::default(),
+            acks,
+            Arc::default(),
+            Arc::new(RoleCell::new(Role::Primary)),
+        );
         let addr = "127.0.0.1:0".parse().expect("addr");
         let p = Transport::bind(addr, TransportConfig::new(security(&certs, 1)), Arc::new(server)).expect("bind");
         let r = Transport::bind(addr, TransportConfig::new(security(&certs, 2)), Arc::new(Nothing)).expect("bind");

@@ -16,6 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+const META_EPOCHS: &str = "epochs";
+const META_FENCED_BY: &str = "fenced_by";
+
 /// How to open a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatabaseOptions {
@@ -368,6 +371,28 @@ impl Database {
             "reloaded from a snapshot"
         );
         Ok(db)
+    }
+
+    /// The epochs this node's log went through (see [`crate::replication::epoch`]).
+    pub fn epoch_history(&self) -> Result<crate::replication::epoch::EpochHistory> {
+        Ok(self.inner.store.meta_json(META_EPOCHS)?.unwrap_or_default())
+    }
+
+    pub fn set_epoch_history(
+        &self,
+        history: &crate::replication::epoch::EpochHistory,
+    ) -> Result<()> {
+        self.inner.store.set_meta_json(META_EPOCHS, Some(history))
+    }
+
+    /// Set when this node, as a primary, learnt of a newer primary: it stays fenced
+    /// across restarts until it is demoted.
+    pub fn fenced_by(&self) -> Result<Option<crate::replication::epoch::Fence>> {
+        self.inner.store.meta_json(META_FENCED_BY)
+    }
+
+    pub fn set_fenced_by(&self, fence: Option<&crate::replication::epoch::Fence>) -> Result<()> {
+        self.inner.store.set_meta_json(META_FENCED_BY, fence)
     }
 
     /// Removes stores of this data directory that are no longer active and no longer

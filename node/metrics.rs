@@ -42,6 +42,10 @@ pub struct Metrics {
     pub replication_lag_seconds: prometheus::GaugeVec,
     /// Log entries shipped (`role="primary"`) or applied (`role="replica"`).
     pub replication_operations: IntCounterVec,
+    /// The replication epoch this node is in.
+    pub replication_epoch: IntGauge,
+    /// Operations a demoted node discarded because the new primary never had them.
+    pub replication_discarded_operations: prometheus::IntCounter,
     /// Which search backend runs, as `needle_backend_info{backend,device} 1`.
     pub backend_info: IntGaugeVec,
     /// NVML gauges; `None` without an NVIDIA driver.
@@ -173,7 +177,23 @@ impl Metrics {
                 &["role"],
             )?,
         )?;
+        let replication_epoch = registered(
+            &registry,
+            IntGauge::new(
+                "needle_replication_epoch",
+                "The replication epoch this node is in (promotions start new ones)",
+            )?,
+        )?;
+        let replication_discarded_operations = registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "needle_replication_discarded_operations_total",
+                "Operations a demoted primary discarded because the new primary never had them",
+            )?,
+        )?;
         Ok(Metrics {
+            replication_epoch,
+            replication_discarded_operations,
             replication_lag_operations,
             replication_lag_seconds,
             replication_operations,

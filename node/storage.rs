@@ -340,6 +340,31 @@ impl Store {
         Ok(writes)
     }
 
+    /// A JSON value kept in the `meta` column family (replication bookkeeping).
+    pub fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.db.get_cf(self.cf(CF_META)?, key.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("meta {key}: {e}"))),
+        }
+    }
+
+    /// Stores (or with `None` removes) a JSON value in `meta`, durably.
+    pub fn set_meta_json<T: Serialize>(&self, key: &str, value: Option<&T>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_META)?;
+        match value {
+            Some(value) => {
+                let bytes = serde_json::to_vec(value)
+                    .map_err(|e| Error::Corrupt(format!("meta {key}: {e}")))?;
+                batch.put_cf(cf, key.as_bytes(), bytes);
+            }
+            None => batch.delete_cf(cf, key.as_bytes()),
+        }
+        Ok(self.commit(batch)?)
+    }
+
     /// Writes a batch with fsync of the WAL before returning: once this returns, the
     /// ops in it survive a crash of the process or the machine.
     pub fn commit(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {

@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail};
 use clap::Args;
 use serde_json::Value;
 
-const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+pub(super) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {

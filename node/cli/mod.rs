@@ -3,6 +3,7 @@
 mod address_file;
 mod certs;
 mod client;
+mod failover;
 mod import;
 mod serve;
 mod snapshot;
@@ -36,6 +37,10 @@ pub enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Create a data directory from a snapshot file.
     Restore(snapshot::RestoreArgs),
+    /// Make a running replica the primary of a new epoch.
+    Promote(failover::PromoteArgs),
+    /// Make a running node a replica of a new primary, discarding what it never had.
+    Demote(failover::DemoteArgs),
 }
 
 impl Cli {
@@ -63,6 +68,8 @@ impl Cli {
             Command::Certs(args) => certs::run(args),
             Command::Snapshot(args) => snapshot::snapshot(args),
             Command::Restore(args) => snapshot::restore_snapshot(args),
+            Command::Promote(args) => failover::promote(args),
+            Command::Demote(args) => failover::demote(args),
         }
     }
 }

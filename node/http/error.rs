@@ -31,7 +31,7 @@ impl ApiError {
             ..Self::new(
                 StatusCode::MISDIRECTED_REQUEST,
                 "NOT_PRIMARY",
-                format!("this node is a replica; send writes to the primary at {primary}"),
+                format!("this node is not the primary; send writes to the primary at {primary}"),
             )
         }
     }

@@ -6,6 +6,7 @@ mod collections;
 mod debug;
 mod error;
 mod extract;
+mod failover;
 mod observability;
 mod search;
 mod vectors;
@@ -146,6 +147,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/replication/status",
             get(observability::replication_status),
         )
+        .route("/replication/promote", post(failover::promote))
+        .route("/replication/demote", post(failover::demote))
         .route("/admin/snapshot", post(admin::snapshot))
         .route("/reload", post(admin::reload))
         .route(

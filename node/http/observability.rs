@@ -1,4 +1,5 @@
 use super::{ApiError, AppState};
+use crate::replication::Role;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -27,19 +28,25 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 
 /// The node's role and, per role, where replication stands.
 pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
-    let applied = state.db().applied_seq();
+    let db = state.db();
+    let applied = db.applied_seq();
     let Some(replication) = &state.replication else {
         return Json(json!({ "role": "standalone", "applied_seq": applied }));
     };
-    match replication.primary() {
-        Some(primary) => Json(json!({
-            "role": "replica",
-            "primary": primary.to_string(),
-            "cluster_addr": replication.cluster_addr.to_string(),
-            "applied_seq": applied,
-            "stream": *replication.replica.lock(),
-        })),
-        None => {
+    let role = replication.role();
+    let mut status = json!({
+        "role": role.name(),
+        "epoch": db.epoch_history().map(|h| h.current()).ok(),
+        "cluster_addr": replication.cluster_addr.to_string(),
+        "applied_seq": applied,
+    });
+    match role {
+        Role::Replica { primary } => {
+            status["primary"] = json!(primary.to_string());
+            status["stream"] = json!(*replication.replica.lock());
+        }
+        Role::Fenced { primary } => status["primary"] = json!(primary.to_string()),
+        Role::Primary => {
             let replicas: Vec<Value> = replication
                 .acks
                 .tracker
@@ -50,14 +57,11 @@ pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
                     json!({ "replica": name, "applied_seq": acked, "lag_operations": applied.saturating_sub(acked) })
                 })
                 .collect();
-            Json(json!({
-                "role": "primary",
-                "cluster_addr": replication.cluster_addr.to_string(),
-                "applied_seq": applied,
-                "replicas": replicas,
-            }))
+            status["replicas"] = json!(replicas);
         }
+        Role::Standalone => {}
     }
+    Json(status)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

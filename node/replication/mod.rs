@@ -9,6 +9,7 @@
 //! and status routes, promotion/demotion with epochs, snapshots and `/reload`.
 
 pub mod concern;
+pub mod epoch;
 pub mod follower;
 mod install;
 pub mod role;

@@ -19,7 +19,9 @@ use needle_transport::{
 use parking_lot::Mutex;
 
 use super::concern::{AckTracker, WriteConcern};
+use super::epoch::{EpochHistory, Fence};
 use super::follower::{BatchInfo, Follower, FollowerAction};
+use super::role::{Role, RoleCell};
 use crate::error::{Error, Result};
 use crate::served::ServedDatabase;
 use crate::{Database, Op};
@@ -128,11 +130,18 @@ pub enum Request {
     Snapshot,
     /// The replica has read the snapshot region `key`: the primary frees it.
     SnapshotDone { key: u64 },
+    /// The node's epoch history (a demoted node compares it with its own).
+    Epochs,
+    /// A newer primary announces itself: a primary in an older epoch stops taking
+    /// writes.
+    Fence(Fence),
 }
 
 const TAG_PULL: u8 = 0;
 const TAG_SNAPSHOT: u8 = 1;
 const TAG_SNAPSHOT_DONE: u8 = 2;
+const TAG_EPOCHS: u8 = 3;
+const TAG_FENCE: u8 = 4;
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
@@ -148,6 +157,13 @@ impl Request {
                 out.extend(key.to_be_bytes());
                 out
             }
+            Request::Epochs => vec![TAG_EPOCHS],
+            Request::Fence(fence) => {
+                let mut out = vec![TAG_FENCE];
+                out.extend(fence.epoch.to_be_bytes());
+                out.extend(fence.primary.to_string().into_bytes());
+                out
+            }
         }
     }
 
@@ -158,6 +174,19 @@ impl Request {
             Some((&TAG_SNAPSHOT_DONE, rest)) if rest.len() == 8 => Ok(Request::SnapshotDone {
                 key: u64_at(rest, 0),
             }),
+            Some((&TAG_EPOCHS, [])) => Ok(Request::Epochs),
+            Some((&TAG_FENCE, rest)) if rest.len() > 8 => {
+                let primary = std::str::from_utf8(&rest[8..])
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| {
+                        Error::InvalidRequest("fence without a primary address".into())
+                    })?;
+                Ok(Request::Fence(Fence {
+                    epoch: u64_at(rest, 0),
+                    primary,
+                }))
+            }
             _ => Err(Error::InvalidRequest(format!(
                 "replication request of {} bytes with tag {:?}",
                 bytes.len(),
@@ -282,6 +311,8 @@ pub struct LogServer {
     /// The snapshot region each replica was last offered, freed when it says it is
     /// done or asks again.
     offered: Arc<Mutex<HashMap<String, RegionKey>>>,
+    /// Only a primary serves its log.
+    role: Arc<RoleCell>,
 }
 
 impl LogServer {
@@ -290,6 +321,7 @@ impl LogServer {
         codec: DeltaCodec,
         acks: Arc<SharedAcks>,
         transport: Arc<OnceLock<Transport>>,
+        role: Arc<RoleCell>,
     ) -> LogServer {
         LogServer {
             served,
@@ -298,16 +330,22 @@ impl LogServer {
             max_wait: Duration::from_secs(5),
             transport,
             offered: Arc::default(),
+            role,
         }
     }
+}
+
+/// Decodes a node's answer to [`Request::Epochs`].
+pub fn decode_epochs(bytes: &[u8]) -> Result<EpochHistory> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("epoch history: {e}")))
 }
 
 /// Pull response tags.
 const PULLED: u8 = 0;
 const NEEDS_SNAPSHOT: u8 = 1;
-/// Pull response after its tag: `[primary_last u64][sent_ms u64][compressed u8]`, then
-/// the delta batch; or after NEEDS_SNAPSHOT, `[log_start u64]`.
-const RESPONSE_HEADER: usize = 18;
+/// Pull response after its tag: `[primary_last u64][sent_ms u64][epoch u64]
+/// [compressed u8]`, then the delta batch; or after NEEDS_SNAPSHOT, `[log_start u64]`.
+const RESPONSE_HEADER: usize = 26;
 
 impl Handler for LogServer {
     fn request(
@@ -321,14 +359,31 @@ impl Handler for LogServer {
         let max_wait = self.max_wait;
         let transport = self.transport.clone();
         let offered = self.offered.clone();
+        let role = self.role.clone();
         Box::pin(async move {
             let replica = from
                 .node_name()
                 .map_or_else(|| from.addr.to_string(), str::to_string);
-            match Request::decode(&body).map_err(|e| e.to_string())? {
+            let request = Request::decode(&body).map_err(|e| e.to_string())?;
+            let current = role.get();
+            if matches!(request, Request::Pull(_) | Request::Snapshot) && current != Role::Primary {
+                return Err(format!(
+                    "this node is not the primary: {}",
+                    current.describe()
+                ));
+            }
+            match request {
                 Request::Pull(pull) => serve_pull(db, codec, &acks, &replica, pull, max_wait)
                     .await
                     .map_err(|e| e.to_string()),
+                Request::Epochs => {
+                    let history = db.epoch_history().map_err(|e| e.to_string())?;
+                    serde_json::to_vec(&history).map_err(|e| e.to_string())
+                }
+                Request::Fence(fence) => {
+                    let fenced = role.fence(&db, fence).map_err(|e| e.to_string())?;
+                    Ok(vec![u8::from(fenced)])
+                }
                 Request::Snapshot => {
                     let transport = transport
                         .get()
@@ -389,6 +444,7 @@ async fn serve_pull(
     out.push(PULLED);
     out.extend(db.applied_seq().to_be_bytes());
     out.extend(now_ms().to_be_bytes());
+    out.extend(db.epoch_history()?.current().to_be_bytes());
     out.push(u8::from(encoded.compressed));
     out.extend(encoded.bytes);
     Ok(out)
@@ -434,25 +490,38 @@ async fn offer_snapshot(
     .encode())
 }
 
-/// What one pull did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pulled {
-    /// Entries (possibly none) were applied; the applied sequence number afterwards.
-    Applied(u64),
+/// What one pull brought.
+#[derive(Debug)]
+pub enum Fetched {
+    /// A batch (possibly empty) from a primary in `epoch`.
+    Batch {
+        info: BatchInfo,
+        entries: Vec<DeltaEntry>,
+        epoch: u64,
+    },
     /// The entries this replica needs are gone from the primary's log, which starts at
     /// `log_start`: it needs a snapshot first.
     NeedsSnapshot { log_start: u64 },
 }
 
-/// The replica's side: one pull from `peer`, applied durably to `db`.
-pub async fn pull_once(
-    db: &Database,
+/// What one pull did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulled {
+    /// Entries (possibly none) were applied; the applied sequence number afterwards.
+    Applied(u64),
+    /// See [`Fetched::NeedsSnapshot`].
+    NeedsSnapshot { log_start: u64 },
+}
+
+/// The replica's side, first half: asks `peer` for the entries `follower` needs.
+/// Safe to cancel: nothing is written.
+pub async fn fetch(
     peer: &Peer,
-    follower: &mut Follower,
+    follower: &Follower,
     codec: &DeltaCodec,
     max: u32,
     wait: Duration,
-) -> Result<Pulled> {
+) -> Result<Fetched> {
     let request = PullRequest {
         from: follower.next_needed(),
         max,
@@ -466,25 +535,44 @@ pub async fn pull_once(
         .await
         .map_err(|e| Error::Replication(format!("pulling from the primary: {e}")))?;
     if reply.len() == 9 && reply[0] == NEEDS_SNAPSHOT {
-        return Ok(Pulled::NeedsSnapshot {
+        return Ok(Fetched::NeedsSnapshot {
             log_start: u64_at(&reply, 1),
         });
     }
     if reply.len() < RESPONSE_HEADER || reply[0] != PULLED {
         return Err(Error::Corrupt("malformed pull response".into()));
     }
-    let (primary_last, sent_ms, compressed) =
-        (u64_at(&reply, 1), u64_at(&reply, 9), reply[17] == 1);
+    let (primary_last, sent_ms, epoch, compressed) = (
+        u64_at(&reply, 1),
+        u64_at(&reply, 9),
+        u64_at(&reply, 17),
+        reply[25] == 1,
+    );
     let entries = codec
         .decode(&reply[RESPONSE_HEADER..], compressed)
         .map_err(|e| Error::Corrupt(format!("pull response: {e}")))?;
-    let batch = BatchInfo {
+    let info = BatchInfo {
         first: entries.first().map_or(request.from, |e| e.seq),
         count: entries.len() as u64,
         primary_last,
         written_ms: sent_ms,
     };
-    match follower.on_batch(batch) {
+    Ok(Fetched::Batch {
+        info,
+        entries,
+        epoch,
+    })
+}
+
+/// The replica's side, second half: applies a fetched batch durably to `db`. Not to
+/// be cancelled once started (the write runs to completion on a blocking thread).
+pub async fn apply(
+    db: &Database,
+    follower: &mut Follower,
+    info: BatchInfo,
+    entries: Vec<DeltaEntry>,
+) -> Result<u64> {
+    match follower.on_batch(info) {
         FollowerAction::Apply { skip } => {
             let ops: Vec<(u64, Op)> = entries
                 .into_iter()
@@ -495,10 +583,25 @@ pub async fn pull_once(
             let applied = tokio::task::spawn_blocking(move || db.apply_entries(ops))
                 .await
                 .map_err(|_| Error::Closed)??;
-            Ok(Pulled::Applied(follower.on_applied(applied)))
+            Ok(follower.on_applied(applied))
         }
-        FollowerAction::AlreadyApplied | FollowerAction::Resync { .. } => {
-            Ok(Pulled::Applied(follower.applied()))
+        FollowerAction::AlreadyApplied | FollowerAction::Resync { .. } => Ok(follower.applied()),
+    }
+}
+
+/// One pull from `peer`, applied durably to `db`: [`fetch`] then [`apply`].
+pub async fn pull_once(
+    db: &Database,
+    peer: &Peer,
+    follower: &mut Follower,
+    codec: &DeltaCodec,
+    max: u32,
+    wait: Duration,
+) -> Result<Pulled> {
+    match fetch(peer, follower, codec, max, wait).await? {
+        Fetched::NeedsSnapshot { log_start } => Ok(Pulled::NeedsSnapshot { log_start }),
+        Fetched::Batch { info, entries, .. } => {
+            Ok(Pulled::Applied(apply(db, follower, info, entries).await?))
         }
     }
 }
@@ -564,6 +667,11 @@ mod tests {
             Request::Pull(pull),
             Request::Snapshot,
             Request::SnapshotDone { key: 77 },
+            Request::Epochs,
+            Request::Fence(Fence {
+                epoch: 3,
+                primary: "127.0.0.1:5000".parse().unwrap(),
+            }),
         ] {
             assert_eq!(Request::decode(&request.encode()).unwrap(), request);
         }

@@ -5,7 +5,9 @@
 mod api;
 mod backends;
 mod cli;
+mod cluster;
 mod crash;
+mod failover;
 mod garbage;
 mod library;
 mod replication;

@@ -2,8 +2,9 @@
 //! one process: everything the primary commits reaches the replica, in order and
 //! exactly once, including across a replica restart.
 
+use needle::replication::role::RoleCell;
 use needle::replication::ship::{pull_once, LogServer, SharedAcks};
-use needle::replication::{Follower, Wait, WriteConcern};
+use needle::replication::{Follower, Role, Wait, WriteConcern};
 use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};
 use needle_transport::certs::generate_cluster;
@@ -122,6 +123,7 @@ async fn a_replica_follows_the_primary_log_over_mutual_tls_and_resumes_after_res
         DeltaCodec::default(),
         acks.clone(),
         Arc::default(),
+        Arc::new(RoleCell::new(Role::Primary)),
     );
     let addr = "127.0.0.1:0".parse().unwrap();
     let p_transport = Transport::bind(
@@ -183,75 +185,12 @@ async fn a_replica_follows_the_primary_log_over_mutual_tls_and_resumes_after_res
 mod processes {
     //! A primary and a replica as separate `needle` processes over QUIC + mTLS.
 
+    use crate::cluster::{
+        caught_up, primary_args, replica_args, start, tls_args, tls_args_trusting,
+    };
     use crate::support::{assert_error, vectors, wait_for, Node};
     use serde_json::{json, Value};
-    use std::path::Path;
     use std::time::Duration;
-
-    fn free_udp_port() -> u16 {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn tls_args(certs: &Path, node: usize) -> Vec<String> {
-        tls_args_trusting(certs, node, &certs.join("ca.pem"))
-    }
-
-    /// Node `node`'s certificate from `certs`, trusting the CA at `ca`.
-    fn tls_args_trusting(certs: &Path, node: usize, ca: &Path) -> Vec<String> {
-        let file = |name: String| certs.join(name).display().to_string();
-        vec![
-            "--tls-cert".into(),
-            file(format!("node-{node}.pem")),
-            "--tls-key".into(),
-            file(format!("node-{node}-key.pem")),
-            "--tls-ca".into(),
-            ca.display().to_string(),
-        ]
-    }
-
-    /// `--role primary` on a free cluster port; returns the arguments and that address.
-    fn primary_args(tls: Vec<String>) -> (Vec<String>, String) {
-        let addr = format!("127.0.0.1:{}", free_udp_port());
-        let mut args: Vec<String> = vec![
-            "--role".into(),
-            "primary".into(),
-            "--cluster-addr".into(),
-            addr.clone(),
-        ];
-        args.extend(tls);
-        (args, addr)
-    }
-
-    /// `--role replica` following `primary`, on a free cluster port.
-    fn replica_args(primary: &str, tls: Vec<String>) -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            "--role".into(),
-            "replica".into(),
-            "--primary".into(),
-            primary.into(),
-            "--cluster-addr".into(),
-            format!("127.0.0.1:{}", free_udp_port()),
-        ];
-        args.extend(tls);
-        args
-    }
-
-    fn start(data: &Path, args: &[String]) -> Node {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Node::start(data, &args)
-    }
-
-    fn caught_up(primary: &Node, replica: &Node) -> bool {
-        let p = primary.client().get("/replication/status").1;
-        let r = replica.client().get("/replication/status").1;
-        r["applied_seq"].as_u64().is_some_and(|a| a > 0)
-            && r["applied_seq"] == p["applied_seq"]
-            && r["stream"]["lag"]["operations"] == json!(0)
-    }
 
     fn search(node: &Node) -> Value {
         node.client()

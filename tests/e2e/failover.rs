@@ -1,0 +1,190 @@
+//! Manual failover with real processes: a primary cut off from its two replicas keeps
+//! taking writes that never replicate; a replica is promoted (a new epoch), the other
+//! re-pointed to it, the old primary is fenced once it can be reached and, demoted,
+//! discards exactly its unreplicated tail. Writes acknowledged with `majority` survive.
+
+use crate::cluster::{caught_up, primary_args, replica_args_at, start, tls_args};
+use crate::support::{assert_error, needle, vectors, wait_for, Client, Node};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn insert(c: &Client, id: &str, seed: u64, concern: &str) -> (u16, Value) {
+    c.post(
+        "/collections/docs/vectors",
+        &json!({"id": id, "vector": vectors(seed, 1, 4)[0], "write_concern": concern}),
+    )
+}
+
+fn failover(url: &str, args: &[&str]) -> Value {
+    let mut all = vec![args[0], "--url", url, "--admin-key", "k"];
+    all.extend(&args[1..]);
+    let (ok, stdout, stderr) = needle(&all);
+    assert!(ok, "needle {all:?}: {stderr}");
+    serde_json::from_str(&stdout).expect("JSON answer")
+}
+
+fn status(node: &Node) -> Value {
+    node.client().get("/replication/status").1
+}
+
+fn search(node: &Node) -> Value {
+    node.client()
+        .post(
+            "/collections/docs/search",
+            &json!({"vector": [0.3, -0.2, 0.5, 0.1], "k": 20}),
+        )
+        .1
+}
+
+#[test]
+fn promotion_fences_the_old_primary_and_demotion_discards_only_its_unreplicated_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    needle_transport::certs::generate_cluster(&certs, 3, &[]).unwrap();
+    let admin = ["--admin-key", "k", "--write-timeout-ms", "500"].map(String::from);
+
+    let (mut args, p_addr) = primary_args(tls_args(&certs, 1));
+    args.extend(admin.clone());
+    args.push("--fault-injection".into());
+    let p = start(&dir.path().join("p"), &args);
+    let (mut args, r1_addr) = replica_args_at(&p_addr, tls_args(&certs, 2));
+    args.extend(admin.clone());
+    let r1 = start(&dir.path().join("r1"), &args);
+    let (mut args, r2_addr) = replica_args_at(&p_addr, tls_args(&certs, 3));
+    args.extend(admin.clone());
+    let r2 = start(&dir.path().join("r2"), &args);
+
+    let c = p.client();
+    let created = c.post(
+        "/collections",
+        &json!({"name": "docs", "dimensions": 4, "distance": "cosine"}),
+    );
+    assert_eq!(created.0, 201, "{}", created.1);
+    let mut kept: Vec<String> = Vec::new();
+    for i in 0..60 {
+        let id = format!("v{i}");
+        assert_eq!(insert(&c, &id, i, "majority").0, 201);
+        kept.push(id);
+    }
+    assert!(wait_for(Duration::from_secs(30), || caught_up(&p, &r1)
+        && caught_up(&p, &r2)));
+    assert_eq!(status(&p)["epoch"], 1);
+
+    // Cut the primary off from both replicas; it goes on taking writes nobody gets.
+    let cut = c.post(
+        "/debug/faults",
+        &json!({"partitions": [[p_addr], [r1_addr, r2_addr]]}),
+    );
+    assert_eq!(cut.0, 200, "{}", cut.1);
+    // A long poll the replicas had in flight when the cut came may still return one
+    // batch; let those finish so the writes below reach no one.
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..5 {
+        assert_eq!(insert(&c, &format!("tail{i}"), 100 + i, "primary").0, 201);
+    }
+    // A majority write cannot be confirmed: applied on the primary, reported as such.
+    assert_error(
+        &insert(&c, "unconfirmed", 200, "majority"),
+        504,
+        "WRITE_CONCERN_TIMEOUT",
+    );
+
+    // Promote r1: epoch 2. It takes writes at once.
+    let promoted = failover(&r1.url, &["promote"]);
+    assert_eq!(promoted["epoch"], 2, "{promoted}");
+    assert_eq!(status(&r1)["role"], "primary");
+    let r1c = r1.client();
+    for i in 0..3 {
+        let id = format!("new{i}");
+        assert_eq!(insert(&r1c, &id, 300 + i, "primary").0, 201);
+        kept.push(id);
+    }
+    // Re-point r2: it never had anything r1 lacks, so nothing is discarded.
+    let repointed = failover(&r2.url, &["demote", "--primary", &r1_addr]);
+    assert_eq!(repointed["discarded"], 0, "{repointed}");
+    assert_eq!(repointed["epoch"], 2, "{repointed}");
+    let id = "after-repoint".to_string();
+    assert_eq!(
+        insert(&r1c, &id, 400, "all").0,
+        201,
+        "r2 acknowledges r1's writes"
+    );
+    kept.push(id);
+
+    // Until the partition heals the old primary cannot hear of epoch 2; then it is
+    // fenced within seconds and sends writers to r1.
+    assert_eq!(c.delete("/debug/faults").0, 200);
+    assert!(
+        wait_for(Duration::from_secs(15), || insert(
+            &c, "late", 500, "primary"
+        )
+        .0 == 421),
+        "the old primary was not fenced: {}",
+        status(&p)
+    );
+    let refused = insert(&c, "late2", 501, "primary");
+    assert_error(&refused, 421, "NOT_PRIMARY");
+    assert_eq!(refused.1["error"]["primary"], r1_addr.as_str());
+    assert_eq!(status(&p)["role"], "fenced");
+    let late_writes = if c.get("/collections/docs/vectors/late").0 == 200 {
+        1
+    } else {
+        0
+    };
+
+    // Demote the old primary: its 6 (or 7, with a "late" write before the fence)
+    // operations past epoch 1's end are discarded, counted and reported.
+    let p_applied = status(&p)["applied_seq"].as_u64().unwrap();
+    let demoted = failover(&p.url, &["demote", "--primary", &r1_addr]);
+    // Exactly what it applied past the point r1 was promoted at.
+    assert_eq!(
+        demoted["discarded"].as_u64().unwrap(),
+        p_applied - promoted["applied_seq"].as_u64().unwrap(),
+        "{demoted}"
+    );
+    assert_eq!(demoted["discarded"], 6 + late_writes, "{demoted}");
+    assert_eq!(demoted["epoch"], 2);
+    let metrics = c.get_text("/metrics").1;
+    assert!(
+        metrics.contains(&format!(
+            "needle_replication_discarded_operations_total {}",
+            6 + late_writes
+        )),
+        "{metrics}"
+    );
+
+    // All three converge on r1's history.
+    assert!(
+        wait_for(Duration::from_secs(30), || caught_up(&r1, &p)
+            && caught_up(&r1, &r2)),
+        "no convergence: {} {} {}",
+        status(&r1),
+        status(&p),
+        status(&r2)
+    );
+    for node in [&p, &r1, &r2] {
+        let nc = node.client();
+        for id in &kept {
+            assert_eq!(
+                nc.get(&format!("/collections/docs/vectors/{id}")).0,
+                200,
+                "{id} on {}",
+                node.url
+            );
+        }
+        for id in ["tail0", "tail4", "unconfirmed", "late", "late2"] {
+            assert_eq!(
+                nc.get(&format!("/collections/docs/vectors/{id}")).0,
+                404,
+                "{id} on {}",
+                node.url
+            );
+        }
+        assert_eq!(nc.get("/collections/docs").1["count"], kept.len());
+        assert_eq!(status(node)["epoch"], 2);
+    }
+    assert_eq!(search(&p), search(&r1));
+    assert_eq!(search(&r2), search(&r1));
+    // The old primary now follows: a write there is sent to r1.
+    assert_error(&insert(&c, "x", 1, "primary"), 421, "NOT_PRIMARY");
+}
