@@ -7,8 +7,9 @@
 
 mod machine;
 
+use needle::replication::pull::pull_once;
 use needle::replication::role::RoleCell;
-use needle::replication::ship::{pull_once, LogServer, SharedAcks};
+use needle::replication::ship::{LogServer, SharedAcks};
 use needle::replication::{Follower, Role};
 use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};

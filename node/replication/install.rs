@@ -12,7 +12,7 @@ use std::time::Duration;
 use needle_transport::region::checksum as region_checksum;
 use needle_transport::{Peer, RegionKey};
 
-use super::ship::{Request, SnapshotOffer};
+use super::wire::{Request, SnapshotOffer};
 use crate::error::{Error, Result};
 use crate::served::ServedDatabase;
 

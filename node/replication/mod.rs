@@ -1,19 +1,29 @@
-//! Primary–replica replication, as far as it is built: the write-concern tracker a
-//! primary consults before acknowledging a write ([`concern`]) and the replica's
-//! view of the stream it follows ([`follower`]), both sans-IO (plain structs driven
-//! by method calls, tested without a network); and log shipping over
-//! `needle-transport` ([`ship`]): a primary's [`ship::LogServer`] answers pulls from
-//! its operation log, a replica's [`ship::pull_once`] applies each batch durably.
+//! Primary–replica replication.
 //!
-//! Not built yet: the roles in `needle serve`, write concerns on HTTP writes, lag
-//! and status routes, promotion/demotion with epochs, snapshots and `/reload`.
+//! Sans-IO parts, plain structs tested without a network:
+//! - [`concern`]: the write-concern tracker a primary consults before acknowledging
+//!   a write;
+//! - [`follower`]: a replica's view of the stream it follows;
+//! - [`epoch`]: epoch histories, which tell a demoted node what to discard.
+//!
+//! Log shipping over `needle-transport`:
+//! - [`wire`]: the messages;
+//! - [`ship`]: the primary's [`ship::LogServer`], which answers pulls from its
+//!   operation log and offers snapshots;
+//! - [`pull`]: the replica's fetch-then-apply.
+//!
+//! [`role`] runs it all in a node: the transport, the follow loop, promotion,
+//! demotion and fencing. A replica behind the primary's retained log installs a
+//! snapshot (`install`).
 
 pub mod concern;
 pub mod epoch;
 pub mod follower;
 mod install;
+pub mod pull;
 pub mod role;
 pub mod ship;
+pub mod wire;
 
 pub use concern::{AckTracker, Ticket, Wait, WriteConcern};
 pub use follower::{Follower, FollowerAction, Lag};

@@ -2,8 +2,9 @@
 //! one process: everything the primary commits reaches the replica, in order and
 //! exactly once, including across a replica restart.
 
+use needle::replication::pull::pull_once;
 use needle::replication::role::RoleCell;
-use needle::replication::ship::{pull_once, LogServer, SharedAcks};
+use needle::replication::ship::{LogServer, SharedAcks};
 use needle::replication::{Follower, Role, Wait, WriteConcern};
 use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};
