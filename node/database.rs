@@ -82,7 +82,7 @@ pub(crate) struct Inner {
     pub metrics: Arc<Metrics>,
     /// The data directory.
     pub path: PathBuf,
-    /// The RocksDB store inside it (see [`crate::generations`]).
+    /// The RocksDB store inside it (see `generations.rs`).
     pub store_path: PathBuf,
     pub options: DatabaseOptions,
     /// Follows `applied_seq`, so log readers (replication) wait for new entries
@@ -175,7 +175,7 @@ impl Database {
         &self.inner.path
     }
 
-    /// The RocksDB store inside the data directory (see [`crate::generations`]).
+    /// The RocksDB store inside the data directory (see `generations.rs`).
     pub(crate) fn store_path(&self) -> &Path {
         &self.inner.store_path
     }
@@ -345,7 +345,7 @@ impl Database {
     /// Opens the state of snapshot file `from` as this data directory's next
     /// generation and makes it the one a restart opens. Returns the new database; the
     /// caller swaps it in for this one, whose store is removed once the last handle
-    /// to it is gone (see [`crate::generations`]). Nothing changes if it fails.
+    /// to it is gone (see `generations.rs`). Nothing changes if it fails.
     pub fn reload_from(&self, from: &Path) -> Result<Database> {
         let data = &self.inner.path;
         let (name, dir) = generations::next_generation(data)?;

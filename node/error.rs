@@ -129,7 +129,7 @@ impl Error {
     }
 
     /// For a write of one record: the record's own error rather than
-    /// "vectors[0]: ...".
+    /// `"vectors[0]: ..."`.
     pub fn single_item(self) -> Error {
         match self {
             Error::InvalidBatchItem { source, .. } => *source,
