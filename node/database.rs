@@ -336,6 +336,13 @@ impl Database {
         }
     }
 
+    /// A checksum of a collection's stored ids, vectors and metadata: equal on two
+    /// nodes exactly when they hold the same data (replica verification).
+    pub fn collection_checksum(&self, name: &str) -> Result<crate::storage::CollectionChecksum> {
+        let id = self.state(name)?.stored.id;
+        self.inner.store.collection_checksum(id)
+    }
+
     /// Writes a consistent single-file snapshot of this live database to `out`
     /// (see [`crate::snapshot`]); writes go on meanwhile.
     pub fn write_snapshot(&self, out: &Path) -> Result<crate::snapshot::WrittenSnapshot> {

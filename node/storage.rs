@@ -37,6 +37,15 @@ pub struct StoredCollection {
     pub id: u64,
 }
 
+/// What [`Store::collection_checksum`] reads from one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CollectionChecksum {
+    pub vectors: u64,
+    pub checksum: u64,
+    /// The last operation the checksummed state includes.
+    pub applied_seq: u64,
+}
+
 /// One key change of an op, prepared before anything touches the batch.
 enum Write<'a> {
     Put(&'a ColumnFamily, Vec<u8>, Vec<u8>),
@@ -175,6 +184,50 @@ impl Store {
         }
         it.status()?;
         Ok(())
+    }
+
+    /// A checksum of a collection's ids, vectors and metadata, read from one RocksDB
+    /// snapshot (so concurrent writes never split it), and its vector count. Nodes
+    /// holding the same data give the same value whatever order they applied it in.
+    pub fn collection_checksum(&self, collection_id: u64) -> Result<CollectionChecksum> {
+        let snapshot = self.db.snapshot();
+        let applied_seq = match snapshot.get_cf(self.cf(CF_META)?, KEY_APPLIED_SEQ)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("applied_seq is not 8 bytes".into()))?,
+            ),
+            None => 0,
+        };
+        let prefix = collection_id.to_be_bytes();
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut count = 0u64;
+        for (cf, counted) in [(CF_VECTORS, true), (CF_METADATA, false)] {
+            let mut opts = ReadOptions::default();
+            opts.fill_cache(false);
+            opts.set_snapshot(&snapshot);
+            let mut it = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
+            it.seek(prefix);
+            while let (Some(key), Some(value)) = (it.key(), it.value()) {
+                let Some(id) = key.strip_prefix(&prefix[..]) else {
+                    break;
+                };
+                // Lengths first, so (id, value) pairs can never run into each other.
+                hasher.update(&(id.len() as u32).to_be_bytes());
+                hasher.update(id);
+                hasher.update(&(value.len() as u32).to_be_bytes());
+                hasher.update(value);
+                count += u64::from(counted);
+                it.next();
+            }
+            it.status()?;
+            hasher.update(cf.as_bytes());
+        }
+        Ok(CollectionChecksum {
+            vectors: count,
+            checksum: hasher.digest(),
+            applied_seq,
+        })
     }
 
     /// Calls `f` for every vector of a collection, in key order.

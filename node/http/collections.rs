@@ -77,3 +77,22 @@ pub async fn drop(
     state.await_concern(applied.seq, concern).await?;
     Ok(Json(json!({ "dropped": name })))
 }
+
+/// `GET /collections/{name}/checksum`: compare replicas without reading every vector
+/// through the API.
+pub async fn checksum(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let db = state.db();
+    let collection = name.clone();
+    let sum = tokio::task::spawn_blocking(move || db.collection_checksum(&collection))
+        .await
+        .map_err(|_| Error::Closed)??;
+    Ok(Json(json!({
+        "collection": name,
+        "vectors": sum.vectors,
+        "checksum": format!("{:016x}", sum.checksum),
+        "applied_seq": sum.applied_seq,
+    })))
+}

@@ -132,6 +132,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/collections/{name}",
             get(collections::get).delete(collections::drop),
         )
+        .route("/collections/{name}/checksum", get(collections::checksum))
         .route("/collections/{name}/vectors", post(vectors::insert))
         .route(
             "/collections/{name}/vectors/batch",

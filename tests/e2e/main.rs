@@ -6,6 +6,7 @@ mod api;
 mod backends;
 mod cli;
 mod cluster;
+mod convergence;
 mod crash;
 mod failover;
 mod garbage;
