@@ -110,6 +110,9 @@ pub struct FileConfig {
     pub write_timeout_ms: Option<u64>,
     pub admin_key: Option<String>,
     pub reload_from: Option<PathBuf>,
+    pub replication_batch_size: Option<u32>,
+    pub replication_sync_interval_ms: Option<u64>,
+    pub replication_compression: Option<bool>,
 }
 
 impl FileConfig {
@@ -149,6 +152,12 @@ pub struct ServeConfig {
     pub admin_key: Option<String>,
     /// The snapshot file `POST /reload` uses when its body names none.
     pub reload_from: Option<PathBuf>,
+    /// Log entries per batch a replica pulls.
+    pub replication_batch_size: u32,
+    /// How long a replica's pull waits on the primary for new entries.
+    pub replication_sync_interval_ms: u64,
+    /// Whether a primary compresses log batches (zstd, where it pays).
+    pub replication_compression: bool,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -171,6 +180,9 @@ pub struct Overrides {
     pub write_timeout_ms: Option<u64>,
     pub admin_key: Option<String>,
     pub reload_from: Option<PathBuf>,
+    pub replication_batch_size: Option<u32>,
+    pub replication_sync_interval_ms: Option<u64>,
+    pub replication_compression: Option<bool>,
 }
 
 impl ServeConfig {
@@ -215,6 +227,18 @@ impl ServeConfig {
                 .unwrap_or(5_000),
             admin_key: over.admin_key.or_else(|| file.admin_key.clone()),
             reload_from: over.reload_from.or_else(|| file.reload_from.clone()),
+            replication_batch_size: over
+                .replication_batch_size
+                .or(file.replication_batch_size)
+                .unwrap_or(1000),
+            replication_sync_interval_ms: over
+                .replication_sync_interval_ms
+                .or(file.replication_sync_interval_ms)
+                .unwrap_or(500),
+            replication_compression: over
+                .replication_compression
+                .or(file.replication_compression)
+                .unwrap_or(true),
         }
     }
 }

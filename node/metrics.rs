@@ -46,6 +46,12 @@ pub struct Metrics {
     pub replication_epoch: IntGauge,
     /// Operations a demoted node discarded because the new primary never had them.
     pub replication_discarded_operations: prometheus::IntCounter,
+    /// Log batches a primary encoded for replicas: bytes before compression...
+    pub replication_bytes_raw: prometheus::IntCounter,
+    /// ...and bytes sent.
+    pub replication_bytes_shipped: prometheus::IntCounter,
+    /// Raw over shipped bytes so far (1 when nothing compressed).
+    pub replication_compression_ratio: prometheus::Gauge,
     /// Which search backend runs, as `needle_backend_info{backend,device} 1`.
     pub backend_info: IntGaugeVec,
     /// NVML gauges; `None` without an NVIDIA driver.
@@ -191,7 +197,31 @@ impl Metrics {
                 "Operations a demoted primary discarded because the new primary never had them",
             )?,
         )?;
+        let replication_bytes_raw = registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "needle_replication_bytes_raw_total",
+                "Bytes of log batches a primary encoded for replicas, before compression",
+            )?,
+        )?;
+        let replication_bytes_shipped = registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "needle_replication_bytes_shipped_total",
+                "Bytes of log batches a primary sent to replicas (compressed where it paid)",
+            )?,
+        )?;
+        let replication_compression_ratio = registered(
+            &registry,
+            prometheus::Gauge::new(
+                "needle_replication_compression_ratio",
+                "Bytes of log batches before compression over bytes sent, since start",
+            )?,
+        )?;
         Ok(Metrics {
+            replication_compression_ratio,
+            replication_bytes_raw,
+            replication_bytes_shipped,
             replication_epoch,
             replication_discarded_operations,
             replication_lag_operations,

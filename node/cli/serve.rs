@@ -71,6 +71,15 @@ pub struct ServeArgs {
     /// Snapshot file `POST /reload` loads when its body names none (absolute path)
     #[arg(long, env = "NEEDLE_RELOAD_FROM")]
     pub reload_from: Option<PathBuf>,
+    /// Log entries per batch a replica pulls [default: 1000]
+    #[arg(long, env = "NEEDLE_REPLICATION_BATCH_SIZE", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub replication_batch_size: Option<u32>,
+    /// How long a replica's pull waits for new entries, in ms [default: 500]
+    #[arg(long, env = "NEEDLE_REPLICATION_SYNC_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub replication_sync_interval_ms: Option<u64>,
+    /// zstd-compress log batches sent to replicas where it pays [default: true]
+    #[arg(long, env = "NEEDLE_REPLICATION_COMPRESSION", num_args = 0..=1, default_missing_value = "true")]
+    pub replication_compression: Option<bool>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -105,6 +114,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             write_timeout_ms: args.write_timeout_ms,
             admin_key: args.admin_key,
             reload_from: args.reload_from,
+            replication_batch_size: args.replication_batch_size,
+            replication_sync_interval_ms: args.replication_sync_interval_ms,
+            replication_compression: args.replication_compression,
         },
     );
     let options = DatabaseOptions {
@@ -214,9 +226,10 @@ async fn start_replication(
             cluster_addr,
             security,
             faults,
-            batch_size: 1000,
-            sync_interval: std::time::Duration::from_millis(500),
+            batch_size: config.replication_batch_size,
+            sync_interval: std::time::Duration::from_millis(config.replication_sync_interval_ms),
             write_timeout: std::time::Duration::from_millis(config.write_timeout_ms),
+            compression: config.replication_compression,
         },
     )?;
     // Tests read this line to learn the port when --cluster-addr ends in :0.

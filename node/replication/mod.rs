@@ -12,7 +12,7 @@
 //!   operation log and offers snapshots;
 //! - [`pull`]: the replica's fetch-then-apply.
 //!
-//! [`role`] runs it all in a node: the transport, the follow loop, promotion,
+//! [`PrimaryNode`] and [`ReplicaNode`] are the Rust API; [`role`] runs it all in a node: the transport, the follow loop, promotion,
 //! demotion and fencing. A replica behind the primary's retained log installs a
 //! snapshot (`install`).
 
@@ -20,6 +20,7 @@ pub mod concern;
 pub mod epoch;
 pub mod follower;
 mod install;
+mod nodes;
 pub mod pull;
 pub mod role;
 pub mod ship;
@@ -27,4 +28,5 @@ pub mod wire;
 
 pub use concern::{AckTracker, Ticket, Wait, WriteConcern};
 pub use follower::{Follower, FollowerAction, Lag};
-pub use role::{ClusterConfig, Replication, Role};
+pub use nodes::{PrimaryNode, ReplicaNode, ReplicationConfig, TlsConfig};
+pub use role::{ClusterConfig, Demoted, Promoted, Replication, Role};

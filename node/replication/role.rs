@@ -106,6 +106,8 @@ pub struct ClusterConfig {
     pub sync_interval: Duration,
     /// How long a write waits for its write concern before WRITE_CONCERN_TIMEOUT.
     pub write_timeout: Duration,
+    /// zstd-compress log batches where it pays (a primary's choice).
+    pub compression: bool,
 }
 
 /// A replica's view of its stream, for `/replication/status`.
@@ -198,9 +200,14 @@ impl Replication {
         let bound = Arc::new(std::sync::OnceLock::new());
         // Every node serves the same handler: what it answers depends on its role at
         // the time, which promotion and demotion change.
+        let codec = if config.compression {
+            DeltaCodec::default()
+        } else {
+            DeltaCodec::uncompressed()
+        };
         let handler: Arc<dyn Handler> = Arc::new(LogServer::new(
             served.clone(),
-            DeltaCodec::default(),
+            codec,
             acks.clone(),
             bound.clone(),
             role.clone(),
@@ -281,6 +288,12 @@ impl Replication {
                     .set(status.lag.time_ms as f64 / 1000.0);
             }
             Role::Primary => {
+                let shipped = metrics.replication_bytes_shipped.get();
+                if shipped > 0 {
+                    metrics
+                        .replication_compression_ratio
+                        .set(metrics.replication_bytes_raw.get() as f64 / shipped as f64);
+                }
                 for (replica, acked) in self.acks.tracker.lock().acknowledged() {
                     metrics
                         .replication_lag_operations

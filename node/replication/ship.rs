@@ -217,6 +217,11 @@ async fn serve_pull(
         .map(|(seq, op)| entry_to_wire(*seq, op))
         .collect::<Result<_>>()?;
     let encoded = codec.encode(&wire);
+    let metrics = db.metrics();
+    metrics.replication_bytes_raw.inc_by(encoded.raw_len as u64);
+    metrics
+        .replication_bytes_shipped
+        .inc_by(encoded.bytes.len() as u64);
     let mut out = Vec::with_capacity(RESPONSE_HEADER + encoded.bytes.len());
     out.push(PULLED);
     out.extend(db.applied_seq().to_be_bytes());

@@ -12,6 +12,7 @@ mod failover;
 mod garbage;
 mod library;
 mod replication;
+mod replication_api;
 mod search;
 mod snapshot;
 mod support;

@@ -67,6 +67,15 @@ pub struct EncodedDelta {
 }
 
 impl DeltaCodec {
+    /// A codec that never compresses: every batch goes raw (for links where CPU is
+    /// dearer than bandwidth, and to measure what compression saves).
+    pub fn uncompressed() -> DeltaCodec {
+        DeltaCodec {
+            min_bytes: usize::MAX,
+            ..DeltaCodec::default()
+        }
+    }
+
     pub fn encode(&self, entries: &[DeltaEntry]) -> EncodedDelta {
         let raw = encode_raw(entries);
         let raw_len = raw.len();

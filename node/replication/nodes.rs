@@ -1,0 +1,307 @@
+//! The Rust API of primary–replica replication: [`PrimaryNode`] and [`ReplicaNode`]
+//! wrap a [`Database`] with the same machinery `needle serve --role ...` runs.
+//!
+//! ```no_run
+//! # async fn demo() -> needle::Result<()> {
+//! use needle::replication::{PrimaryNode, ReplicaNode, ReplicationConfig, TlsConfig, WriteConcern};
+//! use needle::{Database, VectorRecord};
+//! let tls = TlsConfig {
+//!     cert_path: "node-1.pem".into(),
+//!     key_path: "node-1-key.pem".into(),
+//!     ca_path: Some("ca.pem".into()),
+//! };
+//! let primary = PrimaryNode::with_config(
+//!     Database::open("primary.needle")?,
+//!     "0.0.0.0:5000",
+//!     ReplicationConfig { sync_interval_ms: 100, batch_size: 1000, compression: true, tls: Some(tls), ..Default::default() },
+//! )?;
+//! primary.start().await?;
+//! primary
+//!     .insert_with_concern("docs", VectorRecord::new("doc1", vec![0.1, 0.2]), WriteConcern::Majority)
+//!     .await?;
+//!
+//! let mut replica = ReplicaNode::new("replica.needle")?;
+//! replica.connect("primary-host:5000").await?;
+//! replica.start_sync().await?;
+//! let lag = replica.replication_lag()?; // lag.operations, lag.time_ms
+//! replica.promote_to_primary().await?;
+//! primary.demote_to_replica("replica-host:5000").await?;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use needle_transport::{Security, TlsFiles};
+
+use super::concern::WriteConcern;
+use super::follower::Lag;
+use super::role::{ClusterConfig, Demoted, Promoted, Replication, Role};
+use crate::error::{Error, Result};
+use crate::op::{Op, Precondition};
+use crate::served::ServedDatabase;
+use crate::{Database, VectorRecord};
+
+/// Node-to-node TLS: this node's certificate and key, and the cluster CA every
+/// peer's certificate must chain to (mutual TLS needs it).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub ca_path: Option<PathBuf>,
+}
+
+/// How a node replicates; the same settings as `needle serve`'s flags.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// How long a replica's pull waits on the primary for new entries.
+    pub sync_interval_ms: u64,
+    /// Log entries per pulled batch.
+    pub batch_size: u32,
+    /// zstd-compress batches where it pays.
+    pub compression: bool,
+    /// `None`: unauthenticated transport, for development only.
+    pub tls: Option<TlsConfig>,
+    /// How long a write waits for its write concern.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            sync_interval_ms: 500,
+            batch_size: 1000,
+            compression: true,
+            tls: None,
+            write_timeout_ms: 5000,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    fn cluster(&self, role: Role, cluster_addr: SocketAddr) -> Result<ClusterConfig> {
+        let security = match &self.tls {
+            Some(tls) => Security::Mutual(TlsFiles {
+                cert_path: tls.cert_path.clone(),
+                key_path: tls.key_path.clone(),
+                ca_path: tls.ca_path.clone().ok_or_else(|| {
+                    Error::InvalidRequest(
+                        "TLS between nodes is mutual: ca_path must name the cluster CA".into(),
+                    )
+                })?,
+            }),
+            None => {
+                tracing::warn!(
+                    "replication without TLS: node-to-node traffic is NOT authenticated"
+                );
+                Security::InsecureDev
+            }
+        };
+        Ok(ClusterConfig {
+            role,
+            cluster_addr,
+            security,
+            faults: None,
+            batch_size: self.batch_size.clamp(1, 100_000),
+            sync_interval: Duration::from_millis(self.sync_interval_ms.max(1)),
+            write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),
+            compression: self.compression,
+        })
+    }
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| Error::InvalidRequest(format!("{addr:?} is not a reachable HOST:PORT")))
+}
+
+fn not_started() -> Error {
+    Error::Replication("replication is not started".into())
+}
+
+/// A database serving its operation log to replicas.
+pub struct PrimaryNode {
+    served: ServedDatabase,
+    listen: String,
+    config: ReplicationConfig,
+    running: OnceLock<Arc<Replication>>,
+}
+
+impl PrimaryNode {
+    /// A primary with default settings (no TLS: development only).
+    pub fn new(db: Database, listen: &str) -> Result<PrimaryNode> {
+        Self::with_config(db, listen, ReplicationConfig::default())
+    }
+
+    pub fn with_config(
+        db: Database,
+        listen: &str,
+        config: ReplicationConfig,
+    ) -> Result<PrimaryNode> {
+        Ok(PrimaryNode {
+            served: ServedDatabase::new(db),
+            listen: listen.to_string(),
+            config,
+            running: OnceLock::new(),
+        })
+    }
+
+    /// Binds the transport and starts serving the log. Inside a tokio runtime.
+    pub async fn start(&self) -> Result<()> {
+        if self.running.get().is_some() {
+            return Ok(());
+        }
+        let addr = resolve(&self.listen).await?;
+        let replication =
+            Replication::start(&self.served, self.config.cluster(Role::Primary, addr)?)?;
+        let _ = self.running.set(replication);
+        Ok(())
+    }
+
+    fn replication(&self) -> Result<&Arc<Replication>> {
+        self.running.get().ok_or_else(not_started)
+    }
+
+    /// Where the transport listens (its real port when started on port 0).
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.running.get().map(|r| r.cluster_addr)
+    }
+
+    /// The database as it is now (demotion may replace it with the new primary's).
+    pub fn database(&self) -> Database {
+        self.served.current()
+    }
+
+    /// Inserts `record` into `collection` and waits until `concern` is met; the
+    /// operation's sequence number. WRITE_CONCERN_TIMEOUT when it is not met in
+    /// time (the write is applied here and may still replicate).
+    pub async fn insert_with_concern(
+        &self,
+        collection: &str,
+        record: VectorRecord,
+        concern: WriteConcern,
+    ) -> Result<u64> {
+        let replication = self.replication()?;
+        if let Some(primary) = replication.primary() {
+            return Err(Error::Replication(format!(
+                "this node is not the primary; write to {primary}"
+            )));
+        }
+        let op = Op::Upsert {
+            collection: collection.to_string(),
+            records: vec![record],
+        };
+        let applied = self
+            .served
+            .current()
+            .submit_async(op, Precondition::IdsAbsent)
+            .await
+            .map_err(Error::single_item)?;
+        replication.await_concern(applied.seq, concern).await?;
+        Ok(applied.seq)
+    }
+
+    /// Makes this node a replica of `new_primary` (its cluster address), discarding
+    /// what that primary never received.
+    pub async fn demote_to_replica(&self, new_primary: &str) -> Result<Demoted> {
+        let primary = resolve(new_primary).await?;
+        self.replication()?.demote(primary).await
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.running.get().map(|r| r.role())
+    }
+}
+
+/// A database following a primary's log.
+pub struct ReplicaNode {
+    served: ServedDatabase,
+    listen: String,
+    config: ReplicationConfig,
+    primary: Option<SocketAddr>,
+    running: OnceLock<Arc<Replication>>,
+}
+
+impl ReplicaNode {
+    /// Opens (or creates) the database at `path`; default settings (no TLS:
+    /// development only); the transport it serves on once promoted listens on a free
+    /// loopback port.
+    pub fn new(path: impl Into<PathBuf>) -> Result<ReplicaNode> {
+        Self::with_config(
+            Database::open(path.into())?,
+            "127.0.0.1:0",
+            ReplicationConfig::default(),
+        )
+    }
+
+    pub fn with_config(
+        db: Database,
+        listen: &str,
+        config: ReplicationConfig,
+    ) -> Result<ReplicaNode> {
+        Ok(ReplicaNode {
+            served: ServedDatabase::new(db),
+            listen: listen.to_string(),
+            config,
+            primary: None,
+            running: OnceLock::new(),
+        })
+    }
+
+    /// Names the primary to follow (its cluster address).
+    pub async fn connect(&mut self, primary: &str) -> Result<()> {
+        self.primary = Some(resolve(primary).await?);
+        Ok(())
+    }
+
+    /// Starts following the primary named by [`ReplicaNode::connect`].
+    pub async fn start_sync(&self) -> Result<()> {
+        if self.running.get().is_some() {
+            return Ok(());
+        }
+        let primary = self.primary.ok_or_else(|| {
+            Error::InvalidRequest("connect to a primary before start_sync".into())
+        })?;
+        let addr = resolve(&self.listen).await?;
+        let replication = Replication::start(
+            &self.served,
+            self.config.cluster(Role::Replica { primary }, addr)?,
+        )?;
+        let _ = self.running.set(replication);
+        Ok(())
+    }
+
+    fn replication(&self) -> Result<&Arc<Replication>> {
+        self.running.get().ok_or_else(not_started)
+    }
+
+    /// How far behind the primary this replica is: operations, and the age in ms of
+    /// the oldest operation received but not applied.
+    pub fn replication_lag(&self) -> Result<Lag> {
+        Ok(self.replication()?.replica.lock().lag)
+    }
+
+    /// Makes this replica the primary of a new epoch.
+    pub async fn promote_to_primary(&self) -> Result<Promoted> {
+        self.replication()?.promote().await
+    }
+
+    /// Where the transport listens (its real port when started on port 0).
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.running.get().map(|r| r.cluster_addr)
+    }
+
+    /// The database as it is now (a snapshot install replaces it).
+    pub fn database(&self) -> Database {
+        self.served.current()
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.running.get().map(|r| r.role())
+    }
+}
