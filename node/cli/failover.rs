@@ -5,6 +5,10 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
+    /// Another replica's cluster address (repeat for each): promotion first takes
+    /// what it received and this replica did not
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
     /// The node to promote (a replica)
     #[arg(long, env = "NEEDLE_URL", default_value = super::client::DEFAULT_URL)]
     pub url: String,
@@ -48,7 +52,7 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<()> {
         &args.url,
         "/replication/promote",
         args.admin_key.as_deref(),
-        serde_json::json!({}),
+        serde_json::json!({ "peers": args.peers }),
     )
 }
 

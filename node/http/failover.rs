@@ -22,19 +22,50 @@ fn replication(state: &AppState) -> Result<&Arc<Replication>, ApiError> {
     })
 }
 
-/// Makes this replica the primary of a new epoch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The other replicas' cluster addresses: promotion first takes what they have.
+    #[serde(default)]
+    peers: Vec<String>,
+}
+
+/// Makes this replica the primary of a new epoch (body optional:
+/// `{"peers": ["HOST:PORT", ...]}`).
 pub async fn promote(
     State(state): State<AppState>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let promoted = replication(&state)?
-        .promote()
+    let replication = replication(&state)?;
+    let request: PromoteRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PromoteRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| crate::Error::InvalidRequest(format!("promote body: {e}")))?
+    };
+    let mut peers = Vec::with_capacity(request.peers.len());
+    for peer in &request.peers {
+        peers.push(resolve(peer).await?);
+    }
+    let promoted = replication.promote(&peers).await.map_err(role_conflict)?;
+    Ok(Json(json!({
+        "role": "primary",
+        "epoch": promoted.epoch,
+        "applied_seq": promoted.applied_seq,
+        "caught_up": promoted.caught_up,
+    })))
+}
+
+async fn resolve(addr: &str) -> Result<std::net::SocketAddr, ApiError> {
+    tokio::net::lookup_host(addr)
         .await
-        .map_err(role_conflict)?;
-    Ok(Json(
-        json!({ "role": "primary", "epoch": promoted.epoch, "applied_seq": promoted.applied_seq }),
-    ))
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            crate::Error::InvalidRequest(format!("{addr:?} is not a reachable HOST:PORT")).into()
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,16 +83,7 @@ pub async fn demote(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let replication = replication(&state)?;
-    let primary = tokio::net::lookup_host(&request.primary)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            crate::Error::InvalidRequest(format!(
-                "\"primary\": {:?} is not a reachable HOST:PORT",
-                request.primary
-            ))
-        })?;
+    let primary = resolve(&request.primary).await?;
     let demoted = replication.demote(primary).await.map_err(role_conflict)?;
     Ok(Json(json!({
         "role": "replica",

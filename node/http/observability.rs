@@ -47,16 +47,24 @@ pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
         }
         Role::Fenced { primary } => status["primary"] = json!(primary.to_string()),
         Role::Primary => {
-            let replicas: Vec<Value> = replication
-                .acks
-                .tracker
-                .lock()
+            let now = crate::replication::ship::now_ms();
+            let tracker = replication.acks.tracker.lock();
+            let replicas: Vec<Value> = tracker
                 .acknowledged()
                 .into_iter()
                 .map(|(name, acked)| {
-                    json!({ "replica": name, "applied_seq": acked, "lag_operations": applied.saturating_sub(acked) })
+                    let silent_ms = tracker.last_seen_ms(&name).map(|at| now.saturating_sub(at));
+                    json!({
+                        "replica": name,
+                        "applied_seq": acked,
+                        "lag_operations": applied.saturating_sub(acked),
+                        // As write concerns count it: heard from within the last 15 s.
+                        "connected": silent_ms.is_some_and(|ms| ms <= crate::replication::ship::MAX_SILENCE_MS),
+                        "last_seen_ms_ago": silent_ms,
+                    })
                 })
                 .collect();
+            drop(tracker);
             status["replicas"] = json!(replicas);
         }
         Role::Standalone => {}

@@ -174,6 +174,11 @@ impl AckTracker {
     }
 
     /// Every counted replica and the sequence number it has acknowledged, by name.
+    /// When `replica` was last heard from (ms since the epoch), if ever.
+    pub fn last_seen_ms(&self, replica: &str) -> Option<u64> {
+        self.seen_ms.get(replica).copied()
+    }
+
     pub fn acknowledged(&self) -> Vec<(String, u64)> {
         let mut all: Vec<(String, u64)> = self.acked.iter().map(|(k, &v)| (k.clone(), v)).collect();
         all.sort();

@@ -288,7 +288,17 @@ impl ReplicaNode {
 
     /// Makes this replica the primary of a new epoch.
     pub async fn promote_to_primary(&self) -> Result<Promoted> {
-        self.replication()?.promote().await
+        self.replication()?.promote(&[]).await
+    }
+
+    /// [`ReplicaNode::promote_to_primary`], after taking from `peers` (the other
+    /// replicas' cluster addresses) what they received and this one did not.
+    pub async fn promote_to_primary_with_peers(&self, peers: &[&str]) -> Result<Promoted> {
+        let mut resolved = Vec::with_capacity(peers.len());
+        for peer in peers {
+            resolved.push(resolve(peer).await?);
+        }
+        self.replication()?.promote(&resolved).await
     }
 
     /// Where the transport listens (its real port when started on port 0).

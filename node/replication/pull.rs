@@ -45,18 +45,37 @@ pub async fn fetch(
     max: u32,
     wait: Duration,
 ) -> Result<Fetched> {
+    fetch_as(peer, follower, codec, max, wait, Request::Pull).await
+}
+
+/// [`fetch`] from a peer that need not be the primary, without waiting for new
+/// entries or acknowledging anything (a replica being promoted catching up).
+pub async fn fetch_from_peer(
+    peer: &Peer,
+    follower: &Follower,
+    codec: &DeltaCodec,
+    max: u32,
+) -> Result<Fetched> {
+    fetch_as(peer, follower, codec, max, Duration::ZERO, Request::CatchUp).await
+}
+
+async fn fetch_as(
+    peer: &Peer,
+    follower: &Follower,
+    codec: &DeltaCodec,
+    max: u32,
+    wait: Duration,
+    kind: fn(PullRequest) -> Request,
+) -> Result<Fetched> {
     let request = PullRequest {
         from: follower.next_needed(),
         max,
         wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
     };
     let reply = peer
-        .request_within(
-            &Request::Pull(request).encode(),
-            wait + Duration::from_secs(10),
-        )
+        .request_within(&kind(request).encode(), wait + Duration::from_secs(10))
         .await
-        .map_err(|e| Error::Replication(format!("pulling from the primary: {e}")))?;
+        .map_err(|e| Error::Replication(format!("pulling from {}: {e}", peer.remote_addr())))?;
     if reply.len() == 9 && reply[0] == NEEDS_SNAPSHOT {
         return Ok(Fetched::NeedsSnapshot {
             log_start: u64_at(&reply, 1),

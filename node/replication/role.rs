@@ -16,7 +16,7 @@ use super::concern::WriteConcern;
 use super::epoch::Fence;
 use super::follower::{Follower, Lag};
 use super::install::install_snapshot;
-use super::pull::{apply, fetch, Fetched};
+use super::pull::{apply, fetch, fetch_from_peer, Fetched};
 use super::ship::{now_ms, LogServer, SharedAcks};
 use super::wire::{decode_epochs, Request};
 use crate::error::{Error, Result};
@@ -126,6 +126,8 @@ pub struct ReplicaStatus {
 pub struct Promoted {
     pub epoch: u64,
     pub applied_seq: u64,
+    /// Entries taken from peers before the new epoch began.
+    pub caught_up: u64,
 }
 
 /// The result of a demotion.
@@ -316,9 +318,12 @@ impl Replication {
 
     /// Makes this replica (or fenced former primary) the primary of a new epoch. It
     /// stops following first, so no entry from the old primary lands after its own
-    /// first write, then tells the old primary, until it hears it, to stop taking
-    /// writes.
-    pub async fn promote(self: &Arc<Self>) -> Result<Promoted> {
+    /// first write; takes from each of `peers` (other replicas of the same primary)
+    /// the entries they received and it did not, so a write a majority acknowledged
+    /// survives even when the promoted replica was not among that majority; then
+    /// tells the old primary, until it hears it, to stop taking writes. If a peer
+    /// cannot be caught up from, nothing changes and the node follows on.
+    pub async fn promote(self: &Arc<Self>, peers: &[SocketAddr]) -> Result<Promoted> {
         let _one = self.changing.lock().await;
         let old_primary = match self.role() {
             Role::Replica { primary } | Role::Fenced { primary } => primary,
@@ -334,6 +339,18 @@ impl Replication {
             }
         };
         self.stop_following().await;
+        let mut caught_up = 0;
+        for &peer in peers {
+            match self.catch_up_from(peer).await {
+                Ok(taken) => caught_up += taken,
+                Err(e) => {
+                    if matches!(self.role(), Role::Replica { .. }) {
+                        *self.following.lock().await = Some(self.spawn_follow(old_primary));
+                    }
+                    return Err(e);
+                }
+            }
+        }
         let db = self.served.current();
         let mut history = db.epoch_history()?;
         let seen = db.fenced_by()?.map_or(0, |f| f.epoch);
@@ -355,7 +372,47 @@ impl Replication {
         Ok(Promoted {
             epoch,
             applied_seq: applied,
+            caught_up,
         })
+    }
+
+    /// Applies the entries `addr` (a replica of the same primary, in the same epoch)
+    /// has past this node's; returns how many.
+    async fn catch_up_from(&self, addr: SocketAddr) -> Result<u64> {
+        let peer = self
+            .transport
+            .connect(addr)
+            .await
+            .map_err(|e| Error::Replication(format!("catching up from {addr}: {e}")))?;
+        let db = self.served.current();
+        let epoch = db.epoch_history()?.current();
+        let codec = DeltaCodec::default();
+        let mut follower = Follower::new(db.applied_seq());
+        let before = follower.applied();
+        loop {
+            match fetch_from_peer(&peer, &follower, &codec, self.batch_size).await? {
+                Fetched::NeedsSnapshot { log_start } => {
+                    return Err(Error::Replication(format!(
+                        "{addr} no longer has entry {} (its log starts at {log_start})",
+                        follower.next_needed()
+                    )))
+                }
+                Fetched::Batch { epoch: theirs, .. } if theirs != epoch => {
+                    return Err(Error::Replication(format!(
+                        "{addr} is in epoch {theirs}, this node in {epoch}: catch up only from replicas of the same primary"
+                    )))
+                }
+                Fetched::Batch { entries, .. } if entries.is_empty() => break,
+                Fetched::Batch { info, entries, .. } => {
+                    apply(&db, &mut follower, info, entries).await?;
+                }
+            }
+        }
+        let taken = follower.applied() - before;
+        if taken > 0 {
+            tracing::warn!(%addr, entries = taken, "took entries a peer had and this node lacked before promotion");
+        }
+        Ok(taken)
     }
 
     /// Makes this node a replica of `primary`, which must be in a newer or the same

@@ -34,7 +34,7 @@ pub(crate) fn now_ms() -> u64 {
 
 /// A replica silent this long (it pulls at least every `sync_interval`) no longer
 /// counts for write concerns.
-const MAX_SILENCE_MS: u64 = 15_000;
+pub(crate) const MAX_SILENCE_MS: u64 = 15_000;
 
 /// The primary's write-concern state, shared by the log server (which records
 /// acknowledgements) and the writes waiting on them.
@@ -150,7 +150,13 @@ impl Handler for LogServer {
                 ));
             }
             match request {
-                Request::Pull(pull) => serve_pull(db, codec, &acks, &replica, pull, max_wait)
+                Request::Pull(pull) => {
+                    serve_pull(db, codec, Some((&acks, &replica)), pull, max_wait)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                // A peer catching up does not acknowledge anything and never waits.
+                Request::CatchUp(pull) => serve_pull(db, codec, None, pull, Duration::ZERO)
                     .await
                     .map_err(|e| e.to_string()),
                 Request::Epochs => {
@@ -189,15 +195,18 @@ impl Handler for LogServer {
     }
 }
 
+/// Answers a pull from this node's log; `acks` (with the puller's name) records a
+/// replica's acknowledgement.
 async fn serve_pull(
     db: Database,
     codec: DeltaCodec,
-    acks: &SharedAcks,
-    replica: &str,
+    acks: Option<(&SharedAcks, &str)>,
     pull: PullRequest,
     max_wait: Duration,
 ) -> Result<Vec<u8>> {
-    acks.record(replica, pull.from.saturating_sub(1));
+    if let Some((acks, replica)) = acks {
+        acks.record(replica, pull.from.saturating_sub(1));
+    }
     if pull.from < db.log_start() {
         let mut out = vec![NEEDS_SNAPSHOT];
         out.extend(db.log_start().to_be_bytes());

@@ -117,6 +117,9 @@ pub enum Request {
     /// A newer primary announces itself: a primary in an older epoch stops taking
     /// writes.
     Fence(Fence),
+    /// Entries from any node's log, not only a primary's: a replica being promoted
+    /// first takes what its peers received and it did not.
+    CatchUp(PullRequest),
 }
 
 const TAG_PULL: u8 = 0;
@@ -124,6 +127,7 @@ const TAG_SNAPSHOT: u8 = 1;
 const TAG_SNAPSHOT_DONE: u8 = 2;
 const TAG_EPOCHS: u8 = 3;
 const TAG_FENCE: u8 = 4;
+const TAG_CATCH_UP: u8 = 5;
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
@@ -140,6 +144,11 @@ impl Request {
                 out
             }
             Request::Epochs => vec![TAG_EPOCHS],
+            Request::CatchUp(pull) => {
+                let mut out = vec![TAG_CATCH_UP];
+                out.extend(pull.encode());
+                out
+            }
             Request::Fence(fence) => {
                 let mut out = vec![TAG_FENCE];
                 out.extend(fence.epoch.to_be_bytes());
@@ -157,6 +166,7 @@ impl Request {
                 key: u64_at(rest, 0),
             }),
             Some((&TAG_EPOCHS, [])) => Ok(Request::Epochs),
+            Some((&TAG_CATCH_UP, rest)) => Ok(Request::CatchUp(PullRequest::decode(rest)?)),
             Some((&TAG_FENCE, rest)) if rest.len() > 8 => {
                 let primary = std::str::from_utf8(&rest[8..])
                     .ok()
@@ -292,6 +302,7 @@ mod tests {
             Request::Snapshot,
             Request::SnapshotDone { key: 77 },
             Request::Epochs,
+            Request::CatchUp(pull),
             Request::Fence(Fence {
                 epoch: 3,
                 primary: "127.0.0.1:5000".parse().unwrap(),

@@ -122,6 +122,13 @@ fn two_replicas_converge_to_identical_checksums_after_a_bulk_load_and_lag_return
         "the primary never reported a replica behind during the load"
     );
 
+    let replicas = c.get("/replication/status").1["replicas"].clone();
+    assert_eq!(replicas.as_array().map(Vec::len), Some(2), "{replicas}");
+    for r in replicas.as_array().into_iter().flatten() {
+        assert_eq!(r["connected"], true, "{r}");
+        assert_eq!(r["lag_operations"], 0, "{r}");
+    }
+
     let expected = checksum(&p);
     assert_eq!(expected["vectors"], 20_000 + 1_200 - 120);
     assert_eq!(checksum(&r1), expected);

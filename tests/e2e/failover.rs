@@ -188,3 +188,76 @@ fn promotion_fences_the_old_primary_and_demotion_discards_only_its_unreplicated_
     // The old primary now follows: a write there is sent to r1.
     assert_error(&insert(&c, "x", 1, "primary"), 421, "NOT_PRIMARY");
 }
+
+#[test]
+fn promoting_a_lagging_replica_with_its_peer_keeps_every_majority_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    needle_transport::certs::generate_cluster(&certs, 3, &[]).unwrap();
+    let admin = ["--admin-key", "k"].map(String::from);
+    let (mut args, p_addr) = primary_args(tls_args(&certs, 1));
+    args.extend(admin.clone());
+    let p = start(&dir.path().join("p"), &args);
+    let (mut args, r1_addr) = replica_args_at(&p_addr, tls_args(&certs, 2));
+    args.extend(admin.clone());
+    let r1 = start(&dir.path().join("r1"), &args);
+    let (mut args, r2_addr) = replica_args_at(&p_addr, tls_args(&certs, 3));
+    args.extend(admin.clone());
+    args.push("--fault-injection".into());
+    let r2 = start(&dir.path().join("r2"), &args);
+
+    let c = p.client();
+    assert_eq!(
+        c.post(
+            "/collections",
+            &json!({"name": "docs", "dimensions": 4, "distance": "cosine"})
+        )
+        .0,
+        201
+    );
+    for i in 0..20 {
+        assert_eq!(insert(&c, &format!("v{i}"), i, "majority").0, 201);
+    }
+    assert!(wait_for(Duration::from_secs(30), || caught_up(&p, &r1)
+        && caught_up(&p, &r2)));
+
+    // r2 loses the primary; three writes still reach a majority through r1.
+    let r2c = r2.client();
+    assert_eq!(
+        r2c.post(
+            "/debug/faults",
+            &json!({"partitions": [[r2_addr], [p_addr]]})
+        )
+        .0,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..3 {
+        assert_eq!(insert(&c, &format!("m{i}"), 50 + i, "majority").0, 201);
+    }
+    assert!(wait_for(Duration::from_secs(10), || caught_up(&p, &r1)));
+    assert_eq!(r2c.get("/collections/docs/vectors/m0").0, 404);
+
+    // The primary dies. Promoting r2, the replica that missed them, with r1 as its
+    // peer: it takes the three writes from r1 before its epoch begins.
+    drop(p);
+    assert_eq!(r2c.delete("/debug/faults").0, 200);
+    let promoted = failover(&r2.url, &["promote", "--peer", &r1_addr]);
+    assert_eq!(promoted["caught_up"], 3, "{promoted}");
+    assert_eq!(promoted["epoch"], 2, "{promoted}");
+    let demoted = failover(&r1.url, &["demote", "--primary", &r2_addr]);
+    assert_eq!(demoted["discarded"], 0, "{demoted}");
+    assert_eq!(insert(&r2c, "after", 99, "all").0, 201);
+    for node in [&r1, &r2] {
+        let nc = node.client();
+        for id in ["m0", "m1", "m2", "v19", "after"] {
+            assert_eq!(
+                nc.get(&format!("/collections/docs/vectors/{id}")).0,
+                200,
+                "{id} on {}",
+                node.url
+            );
+        }
+        assert_eq!(nc.get("/collections/docs").1["count"], 24);
+    }
+}
