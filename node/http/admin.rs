@@ -101,12 +101,7 @@ pub async fn reload(
             "this node replicates over the cluster transport; /reload is for nodes fed by snapshot files",
         ));
     }
-    let request: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReloadRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| crate::Error::InvalidRequest(format!("reload body: {e}")))?
-    };
+    let request: ReloadRequest = super::extract::optional_json(&body, "reload")?;
     let from = request
         .from
         .or_else(|| state.reload_from.as_deref().map(PathBuf::from))

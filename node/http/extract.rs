@@ -46,3 +46,16 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     })
 }
+
+/// A JSON body that may be left empty (then `T::default()`), for routes whose body
+/// only carries options.
+pub fn optional_json<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, crate::Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| crate::Error::InvalidRequest(format!("{what} body: {e}")))
+}

@@ -39,12 +39,7 @@ pub async fn promote(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let replication = replication(&state)?;
-    let request: PromoteRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        PromoteRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| crate::Error::InvalidRequest(format!("promote body: {e}")))?
-    };
+    let request: PromoteRequest = super::extract::optional_json(&body, "promote")?;
     let mut peers = Vec::with_capacity(request.peers.len());
     for peer in &request.peers {
         peers.push(resolve(peer).await?);

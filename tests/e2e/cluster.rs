@@ -1,7 +1,7 @@
 //! Helpers for tests that run a replicated cluster of `needle` processes over QUIC
 //! with mutual TLS: free ports, certificate arguments, role arguments.
 
-use crate::support::Node;
+use crate::support::{Client, Node};
 use serde_json::json;
 use std::path::Path;
 
@@ -75,4 +75,47 @@ pub fn caught_up(primary: &Node, replica: &Node) -> bool {
     r["applied_seq"].as_u64().is_some_and(|a| a > 0)
         && r["applied_seq"] == p["applied_seq"]
         && r["stream"]["lag"]["operations"] == json!(0)
+}
+
+/// Creates the collection `docs` every cluster test uses.
+pub fn create_docs(c: &Client, dims: usize, distance: &str) {
+    let created = c.post(
+        "/collections",
+        &json!({"name": "docs", "dimensions": dims, "distance": distance}),
+    );
+    assert_eq!(created.0, 201, "{}", created.1);
+}
+
+/// A primary and two replicas under `dir`, with mutual TLS; `extra(n)` is appended
+/// to node n's arguments (1: the primary).
+pub struct Trio {
+    pub p: Node,
+    pub r1: Node,
+    pub r2: Node,
+    /// Cluster addresses.
+    pub p_addr: String,
+    pub r1_addr: String,
+    pub r2_addr: String,
+}
+
+pub fn trio(dir: &Path, extra: impl Fn(usize) -> Vec<String>) -> Trio {
+    let certs = dir.join("certs");
+    needle_transport::certs::generate_cluster(&certs, 3, &[]).expect("certs");
+    let (mut args, p_addr) = primary_args(tls_args(&certs, 1));
+    args.extend(extra(1));
+    let p = start(&dir.join("p"), &args);
+    let (mut args, r1_addr) = replica_args_at(&p_addr, tls_args(&certs, 2));
+    args.extend(extra(2));
+    let r1 = start(&dir.join("r1"), &args);
+    let (mut args, r2_addr) = replica_args_at(&p_addr, tls_args(&certs, 3));
+    args.extend(extra(3));
+    let r2 = start(&dir.join("r2"), &args);
+    Trio {
+        p,
+        r1,
+        r2,
+        p_addr,
+        r1_addr,
+        r2_addr,
+    }
 }

@@ -3,7 +3,7 @@
 //! to zero, and all three end with identical collection checksums (ids, vectors,
 //! metadata).
 
-use crate::cluster::{caught_up, primary_args, replica_args, start, tls_args};
+use crate::cluster::{caught_up, create_docs, trio, Trio};
 use crate::support::{vectors, wait_for, Client, Node};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,24 +32,9 @@ fn primary_lag(c: &Client) -> u64 {
 #[test]
 fn two_replicas_converge_to_identical_checksums_after_a_bulk_load_and_lag_returns_to_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    needle_transport::certs::generate_cluster(&certs, 3, &[]).unwrap();
-    let (args, p_addr) = primary_args(tls_args(&certs, 1));
-    let p = start(&dir.path().join("p"), &args);
-    let r1 = start(
-        &dir.path().join("r1"),
-        &replica_args(&p_addr, tls_args(&certs, 2)),
-    );
-    let r2 = start(
-        &dir.path().join("r2"),
-        &replica_args(&p_addr, tls_args(&certs, 3)),
-    );
+    let Trio { p, r1, r2, .. } = trio(dir.path(), |_| Vec::new());
     let c = p.client();
-    let created = c.post(
-        "/collections",
-        &json!({"name": "docs", "dimensions": DIMS, "distance": "dot"}),
-    );
-    assert_eq!(created.0, 201, "{}", created.1);
+    create_docs(&c, DIMS, "dot");
 
     // Bulk load: 20,000 vectors in batches, acknowledged by the primary alone so the
     // load runs ahead of the replicas.

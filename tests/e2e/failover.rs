@@ -3,7 +3,7 @@
 //! re-pointed to it, the old primary is fenced once it can be reached and, demoted,
 //! discards exactly its unreplicated tail. Writes acknowledged with `majority` survive.
 
-use crate::cluster::{caught_up, primary_args, replica_args_at, start, tls_args};
+use crate::cluster::{caught_up, create_docs, trio, Trio};
 use crate::support::{assert_error, needle, vectors, wait_for, Client, Node};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -39,27 +39,24 @@ fn search(node: &Node) -> Value {
 #[test]
 fn promotion_fences_the_old_primary_and_demotion_discards_only_its_unreplicated_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    needle_transport::certs::generate_cluster(&certs, 3, &[]).unwrap();
-    let admin = ["--admin-key", "k", "--write-timeout-ms", "500"].map(String::from);
-
-    let (mut args, p_addr) = primary_args(tls_args(&certs, 1));
-    args.extend(admin.clone());
-    args.push("--fault-injection".into());
-    let p = start(&dir.path().join("p"), &args);
-    let (mut args, r1_addr) = replica_args_at(&p_addr, tls_args(&certs, 2));
-    args.extend(admin.clone());
-    let r1 = start(&dir.path().join("r1"), &args);
-    let (mut args, r2_addr) = replica_args_at(&p_addr, tls_args(&certs, 3));
-    args.extend(admin.clone());
-    let r2 = start(&dir.path().join("r2"), &args);
-
+    let Trio {
+        p,
+        r1,
+        r2,
+        p_addr,
+        r1_addr,
+        r2_addr,
+    } = trio(dir.path(), |n| {
+        let mut args = ["--admin-key", "k", "--write-timeout-ms", "500"]
+            .map(String::from)
+            .to_vec();
+        if n == 1 {
+            args.push("--fault-injection".into());
+        }
+        args
+    });
     let c = p.client();
-    let created = c.post(
-        "/collections",
-        &json!({"name": "docs", "dimensions": 4, "distance": "cosine"}),
-    );
-    assert_eq!(created.0, 201, "{}", created.1);
+    create_docs(&c, 4, "cosine");
     let mut kept: Vec<String> = Vec::new();
     for i in 0..60 {
         let id = format!("v{i}");
@@ -192,29 +189,22 @@ fn promotion_fences_the_old_primary_and_demotion_discards_only_its_unreplicated_
 #[test]
 fn promoting_a_lagging_replica_with_its_peer_keeps_every_majority_write() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    needle_transport::certs::generate_cluster(&certs, 3, &[]).unwrap();
-    let admin = ["--admin-key", "k"].map(String::from);
-    let (mut args, p_addr) = primary_args(tls_args(&certs, 1));
-    args.extend(admin.clone());
-    let p = start(&dir.path().join("p"), &args);
-    let (mut args, r1_addr) = replica_args_at(&p_addr, tls_args(&certs, 2));
-    args.extend(admin.clone());
-    let r1 = start(&dir.path().join("r1"), &args);
-    let (mut args, r2_addr) = replica_args_at(&p_addr, tls_args(&certs, 3));
-    args.extend(admin.clone());
-    args.push("--fault-injection".into());
-    let r2 = start(&dir.path().join("r2"), &args);
-
+    let Trio {
+        p,
+        r1,
+        r2,
+        p_addr,
+        r1_addr,
+        r2_addr,
+    } = trio(dir.path(), |n| {
+        let mut args = ["--admin-key", "k"].map(String::from).to_vec();
+        if n == 3 {
+            args.push("--fault-injection".into());
+        }
+        args
+    });
     let c = p.client();
-    assert_eq!(
-        c.post(
-            "/collections",
-            &json!({"name": "docs", "dimensions": 4, "distance": "cosine"})
-        )
-        .0,
-        201
-    );
+    create_docs(&c, 4, "cosine");
     for i in 0..20 {
         assert_eq!(insert(&c, &format!("v{i}"), i, "majority").0, 201);
     }

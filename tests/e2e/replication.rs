@@ -187,7 +187,7 @@ mod processes {
     //! A primary and a replica as separate `needle` processes over QUIC + mTLS.
 
     use crate::cluster::{
-        caught_up, primary_args, replica_args, start, tls_args, tls_args_trusting,
+        caught_up, create_docs, primary_args, replica_args, start, tls_args, tls_args_trusting,
     };
     use crate::support::{assert_error, vectors, wait_for, Node};
     use serde_json::{json, Value};
@@ -213,14 +213,7 @@ mod processes {
         let replica = start(&dir.path().join("r"), &replica_args);
 
         let c = primary.client();
-        assert_eq!(
-            c.post(
-                "/collections",
-                &json!({"name": "docs", "dimensions": 4, "distance": "cosine"})
-            )
-            .0,
-            201
-        );
+        create_docs(&c, 4, "cosine");
         let items: Vec<Value> = vectors(5, 600, 4)
             .into_iter()
             .enumerate()
@@ -439,14 +432,7 @@ mod processes {
         args.extend(["--log-retention".to_string(), "16".to_string()]);
         let primary = start(&dir.path().join("p"), &args);
         let c = primary.client();
-        assert_eq!(
-            c.post(
-                "/collections",
-                &json!({"name": "docs", "dimensions": 4, "distance": "cosine"})
-            )
-            .0,
-            201
-        );
+        create_docs(&c, 4, "cosine");
         let insert = |from: usize, to: usize| {
             for chunk in (from..to).collect::<Vec<_>>().chunks(10) {
                 let items: Vec<Value> = chunk

@@ -1,6 +1,7 @@
 //! `needle snapshot` / `needle restore` against real processes: a live node under
 //! writes, a stopped node, the admin key, and files that are not snapshots.
 
+use crate::cluster::create_docs;
 use crate::support::{assert_error, needle, vectors, Client, Node};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -9,14 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 const DIMS: usize = 8;
-
-fn create_docs(c: &Client) {
-    let resp = c.post(
-        "/collections",
-        &json!({"name": "docs", "dimensions": DIMS, "distance": "cosine"}),
-    );
-    assert_eq!(resp.0, 201, "{}", resp.1);
-}
 
 fn insert(c: &Client, prefix: &str, seed: u64, n: usize) -> Vec<String> {
     let rows = vectors(seed, n, DIMS);
@@ -83,7 +76,7 @@ fn a_live_node_under_writes_snapshots_and_restores_what_it_had_acknowledged() {
     let data = dir.path().join("data");
     let node = Node::start(&data, &["--admin-key", "k3y"]);
     let c = node.client();
-    create_docs(&c);
+    create_docs(&c, DIMS, "cosine");
     let mut ids = insert(&c, "base", 1, 400);
 
     // A writer keeps inserting while the snapshot is taken.
@@ -167,7 +160,7 @@ fn a_stopped_node_snapshots_offline_and_restore_refuses_bad_input() {
     let data = dir.path().join("data");
     let node = Node::start(&data, &[]);
     let c = node.client();
-    create_docs(&c);
+    create_docs(&c, DIMS, "cosine");
     let ids = insert(&c, "v", 7, 300);
     let before = records(&c, &ids);
     assert!(node.terminate().success());
@@ -230,7 +223,7 @@ fn reload_swaps_a_serving_node_to_a_snapshot_while_searches_continue() {
     // The source of the snapshots.
     let source = Node::start(&dir.path().join("source"), &[]);
     let s = source.client();
-    create_docs(&s);
+    create_docs(&s, DIMS, "cosine");
     let mut ids = insert(&s, "a", 3, 300);
     let first = dir.path().join("first.snap");
     let (ok, first_written, stderr) = snapshot(&source.data, &first, None);
