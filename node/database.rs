@@ -88,6 +88,8 @@ pub(crate) struct Inner {
     /// Follows `applied_seq`, so log readers (replication) wait for new entries
     /// instead of polling.
     pub applied_watch: tokio::sync::watch::Sender<u64>,
+    /// When recent operations were committed (for replication lag).
+    pub commit_times: crate::commit_times::CommitTimes,
 }
 
 /// An open needle database. Cheap to clone; every clone shares the same store, engine
@@ -160,6 +162,7 @@ impl Database {
             catalog,
             applied_seq: AtomicU64::new(applied),
             applied_watch: tokio::sync::watch::Sender::new(applied),
+            commit_times: Default::default(),
             log_start: AtomicU64::new(log_start),
             log_retention: options.log_retention.max(1),
             metrics,
@@ -406,6 +409,12 @@ impl Database {
     /// open (best effort).
     pub fn remove_inactive_generations(&self) {
         generations::remove_inactive(&self.inner.path);
+    }
+
+    /// When operation `seq` was committed here (ms since the epoch), if it is recent
+    /// enough to be remembered (see `commit_times.rs`).
+    pub fn committed_ms(&self, seq: u64) -> Option<u64> {
+        self.inner.commit_times.committed_ms(seq)
     }
 
     /// A receiver that sees every new applied sequence number (the latest one; it

@@ -18,6 +18,7 @@
 mod catalog;
 pub mod coalesce;
 mod collection;
+mod commit_times;
 mod database;
 mod error;
 pub mod filter;

@@ -225,6 +225,9 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
     }
     inner.metrics.write_group_ops.observe(accepted.len() as f64);
     inner.metrics.applied_seq.set(seq as i64);
+    inner
+        .commit_times
+        .record(seq, crate::replication::ship::now_ms());
     for a in accepted {
         inner
             .metrics

@@ -19,6 +19,9 @@ pub struct BatchInfo {
     pub primary_last: u64,
     /// When the batch's first entry was written on the primary (ms since the epoch).
     pub written_ms: u64,
+    /// When the first entry after the batch was written there; 0 when the batch
+    /// reaches the primary's newest entry.
+    pub next_written_ms: u64,
 }
 
 /// What to do with a batch.
@@ -37,7 +40,8 @@ pub enum FollowerAction {
 pub struct Lag {
     /// Entries the primary has that this replica has not applied.
     pub operations: u64,
-    /// Age of the oldest entry received but not yet applied (0 when caught up).
+    /// Age of the oldest entry the primary has and this replica has not applied
+    /// (0 when caught up).
     pub time_ms: u64,
 }
 
@@ -48,6 +52,9 @@ pub struct Follower {
     /// (one past the last seq, written ms) of batches received and not yet fully
     /// applied, oldest first.
     pending: VecDeque<(u64, u64)>,
+    /// When the first entry after the newest batch was written on the primary (0:
+    /// none), the oldest unapplied entry once the pending batches are applied.
+    beyond_ms: u64,
 }
 
 impl Follower {
@@ -57,6 +64,7 @@ impl Follower {
             applied,
             primary_last: applied,
             pending: VecDeque::new(),
+            beyond_ms: 0,
         }
     }
 
@@ -71,6 +79,7 @@ impl Follower {
 
     pub fn on_batch(&mut self, batch: BatchInfo) -> FollowerAction {
         self.primary_last = self.primary_last.max(batch.primary_last);
+        self.beyond_ms = batch.next_written_ms;
         if batch.count == 0 {
             return FollowerAction::AlreadyApplied;
         }
@@ -113,10 +122,13 @@ impl Follower {
     pub fn lag(&self, now_ms: u64) -> Lag {
         Lag {
             operations: self.primary_last.saturating_sub(self.applied),
-            time_ms: self
-                .pending
-                .front()
-                .map_or(0, |&(_, written)| now_ms.saturating_sub(written)),
+            time_ms: match self.pending.front() {
+                Some(&(_, written)) => now_ms.saturating_sub(written),
+                None if self.primary_last > self.applied && self.beyond_ms > 0 => {
+                    now_ms.saturating_sub(self.beyond_ms)
+                }
+                None => 0,
+            },
         }
     }
 }
@@ -131,7 +143,37 @@ mod tests {
             count,
             primary_last,
             written_ms,
+            next_written_ms: 0,
         }
+    }
+
+    #[test]
+    fn lag_time_counts_entries_not_yet_received() {
+        let mut f = Follower::new(0);
+        // Entries 1..=10 arrive; 11..=25 exist on the primary, the oldest written at 900.
+        let info = BatchInfo {
+            next_written_ms: 900,
+            ..batch(1, 10, 25, 800)
+        };
+        f.on_batch(info);
+        assert_eq!(
+            f.lag(1_000).time_ms,
+            200,
+            "the received batch is the oldest"
+        );
+        f.on_applied(10);
+        assert_eq!(
+            f.lag(1_000),
+            Lag {
+                operations: 15,
+                time_ms: 100
+            },
+            "applied, yet entry 11 (written at 900) is missing"
+        );
+        // The next batch reaches the primary's newest entry: caught up.
+        f.on_batch(batch(11, 15, 25, 900));
+        f.on_applied(25);
+        assert_eq!(f.lag(5_000), Lag::default());
     }
 
     #[test]

@@ -84,11 +84,12 @@ async fn fetch_as(
     if reply.len() < RESPONSE_HEADER || reply[0] != PULLED {
         return Err(Error::Corrupt("malformed pull response".into()));
     }
-    let (primary_last, sent_ms, epoch, compressed) = (
+    let (primary_last, first_ms, epoch, next_ms, compressed) = (
         u64_at(&reply, 1),
         u64_at(&reply, 9),
         u64_at(&reply, 17),
-        reply[25] == 1,
+        u64_at(&reply, 25),
+        reply[33] == 1,
     );
     let entries = codec
         .decode(&reply[RESPONSE_HEADER..], compressed)
@@ -97,7 +98,8 @@ async fn fetch_as(
         first: entries.first().map_or(request.from, |e| e.seq),
         count: entries.len() as u64,
         primary_last,
-        written_ms: sent_ms,
+        written_ms: first_ms,
+        next_written_ms: next_ms,
     };
     Ok(Fetched::Batch {
         info,

@@ -231,11 +231,23 @@ async fn serve_pull(
     metrics
         .replication_bytes_shipped
         .inc_by(encoded.bytes.len() as u64);
+    // When the batch's first entry and the first entry after it were committed, so
+    // the replica can tell the age of the oldest operation it lacks.
+    let primary_last = db.applied_seq();
+    let written = |seq: u64| db.committed_ms(seq).unwrap_or_else(now_ms);
+    let first_ms = entries.first().map_or(0, |(seq, _)| written(*seq));
+    let next = entries.last().map_or(pull.from, |(seq, _)| seq + 1);
+    let next_ms = if next <= primary_last {
+        written(next)
+    } else {
+        0
+    };
     let mut out = Vec::with_capacity(RESPONSE_HEADER + encoded.bytes.len());
     out.push(PULLED);
-    out.extend(db.applied_seq().to_be_bytes());
-    out.extend(now_ms().to_be_bytes());
+    out.extend(primary_last.to_be_bytes());
+    out.extend(first_ms.to_be_bytes());
     out.extend(db.epoch_history()?.current().to_be_bytes());
+    out.extend(next_ms.to_be_bytes());
     out.push(u8::from(encoded.compressed));
     out.extend(encoded.bytes);
     Ok(out)

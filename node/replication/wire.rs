@@ -236,9 +236,11 @@ pub fn decode_epochs(bytes: &[u8]) -> Result<EpochHistory> {
 /// Pull response tags.
 pub(crate) const PULLED: u8 = 0;
 pub(crate) const NEEDS_SNAPSHOT: u8 = 1;
-/// Pull response after its tag: `[primary_last u64][sent_ms u64][epoch u64]
-/// [compressed u8]`, then the delta batch; or after NEEDS_SNAPSHOT, `[log_start u64]`.
-pub(crate) const RESPONSE_HEADER: usize = 26;
+/// Pull response after its tag: `[primary_last u64][first_ms u64][epoch u64]
+/// [next_ms u64][compressed u8]`, then the delta batch; or after NEEDS_SNAPSHOT,
+/// `[log_start u64]`. `first_ms`: when the batch's first entry was committed on the
+/// primary; `next_ms`: when the first entry after the batch was (0: none yet).
+pub(crate) const RESPONSE_HEADER: usize = 34;
 
 #[cfg(test)]
 mod tests {

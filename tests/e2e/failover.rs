@@ -86,6 +86,17 @@ fn promotion_fences_the_old_primary_and_demotion_discards_only_its_unreplicated_
         "WRITE_CONCERN_TIMEOUT",
     );
 
+    // Failover routes need the admin key.
+    assert_error(
+        &r1.client().post("/replication/promote", &json!({})),
+        401,
+        "UNAUTHORIZED",
+    );
+    assert_error(
+        &c.post("/replication/demote", &json!({"primary": r1_addr})),
+        401,
+        "UNAUTHORIZED",
+    );
     // Promote r1: epoch 2. It takes writes at once.
     let promoted = failover(&r1.url, &["promote"]);
     assert_eq!(promoted["epoch"], 2, "{promoted}");
