@@ -9,6 +9,10 @@ pub struct PromoteArgs {
     /// what it received and this replica did not
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// Promote even if too few nodes are reachable to be sure no write a majority
+    /// acknowledged is lost
+    #[arg(long)]
+    pub force: bool,
     /// The node to promote (a replica)
     #[arg(long, env = "NEEDLE_URL", default_value = super::client::DEFAULT_URL)]
     pub url: String,
@@ -52,7 +56,7 @@ pub fn promote(args: PromoteArgs) -> anyhow::Result<()> {
         &args.url,
         "/replication/promote",
         args.admin_key.as_deref(),
-        serde_json::json!({ "peers": args.peers }),
+        serde_json::json!({ "peers": args.peers, "force": args.force }),
     )
 }
 

@@ -28,6 +28,10 @@ pub struct PromoteRequest {
     /// The other replicas' cluster addresses: promotion first takes what they have.
     #[serde(default)]
     peers: Vec<String>,
+    /// Promote even without hearing from enough of the cluster (may lose writes a
+    /// majority acknowledged).
+    #[serde(default)]
+    force: bool,
 }
 
 /// Makes this replica the primary of a new epoch (body optional:
@@ -44,7 +48,10 @@ pub async fn promote(
     for peer in &request.peers {
         peers.push(resolve(peer).await?);
     }
-    let promoted = replication.promote(&peers).await.map_err(role_conflict)?;
+    let promoted = replication
+        .promote(&peers, request.force)
+        .await
+        .map_err(role_conflict)?;
     Ok(Json(json!({
         "role": "primary",
         "epoch": promoted.epoch,

@@ -288,7 +288,7 @@ impl ReplicaNode {
 
     /// Makes this replica the primary of a new epoch.
     pub async fn promote_to_primary(&self) -> Result<Promoted> {
-        self.replication()?.promote(&[]).await
+        self.replication()?.promote(&[], false).await
     }
 
     /// [`ReplicaNode::promote_to_primary`], after taking from `peers` (the other
@@ -298,7 +298,7 @@ impl ReplicaNode {
         for peer in peers {
             resolved.push(resolve(peer).await?);
         }
-        self.replication()?.promote(&resolved).await
+        self.replication()?.promote(&resolved, false).await
     }
 
     /// Where the transport listens (its real port when started on port 0).

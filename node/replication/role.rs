@@ -139,6 +139,9 @@ pub struct Demoted {
     pub applied_seq: u64,
 }
 
+/// How often a replica asks its primary who the other replicas are.
+const MEMBERS_REFRESH: Duration = Duration::from_secs(2);
+
 /// The follow loop while this node is a replica.
 struct Following {
     stop: watch::Sender<bool>,
@@ -160,6 +163,9 @@ pub struct Replication {
     batch_size: u32,
     sync_interval: Duration,
     following: tokio::sync::Mutex<Option<Following>>,
+    /// Replica: the cluster addresses of the replicas its primary last said it hears
+    /// from (itself included), for promotion's quorum.
+    members: Mutex<Vec<SocketAddr>>,
     /// One promotion or demotion at a time.
     changing: tokio::sync::Mutex<()>,
 }
@@ -239,6 +245,7 @@ impl Replication {
             batch_size: config.batch_size,
             sync_interval: config.sync_interval,
             following: tokio::sync::Mutex::new(None),
+            members: Mutex::new(Vec::new()),
             changing: tokio::sync::Mutex::new(()),
         });
         if let Role::Replica { primary } = replication.role() {
@@ -323,7 +330,12 @@ impl Replication {
     /// survives even when the promoted replica was not among that majority; then
     /// tells the old primary, until it hears it, to stop taking writes. If a peer
     /// cannot be caught up from, nothing changes and the node follows on.
-    pub async fn promote(self: &Arc<Self>, peers: &[SocketAddr]) -> Result<Promoted> {
+    ///
+    /// With no `peers` named, the replicas the old primary last reported are used.
+    /// Unless `force`, the promotion needs to hear from enough nodes (itself and
+    /// peers it caught up from) that every majority of the last known cluster
+    /// includes one of them: then no write a majority acknowledged can be missing.
+    pub async fn promote(self: &Arc<Self>, peers: &[SocketAddr], force: bool) -> Result<Promoted> {
         let _one = self.changing.lock().await;
         let old_primary = match self.role() {
             Role::Replica { primary } | Role::Fenced { primary } => primary,
@@ -339,17 +351,52 @@ impl Replication {
             }
         };
         self.stop_following().await;
+        let known: Vec<SocketAddr> = self.members.lock().clone();
+        let named = !peers.is_empty();
+        let candidates: Vec<SocketAddr> = if named {
+            peers.to_vec()
+        } else {
+            known
+                .iter()
+                .copied()
+                .filter(|&a| a != self.cluster_addr)
+                .collect()
+        };
+        // The old primary, this node and every other replica known.
+        let cluster = 1
+            + known
+                .iter()
+                .filter(|&&a| a != self.cluster_addr)
+                .count()
+                .max(candidates.len())
+            + 1;
+        let needed = cluster - cluster / 2;
+        let mut reached = 1;
         let mut caught_up = 0;
-        for &peer in peers {
+        let mut failure = None;
+        for &peer in &candidates {
             match self.catch_up_from(peer).await {
-                Ok(taken) => caught_up += taken,
-                Err(e) => {
-                    if matches!(self.role(), Role::Replica { .. }) {
-                        *self.following.lock().await = Some(self.spawn_follow(old_primary));
-                    }
-                    return Err(e);
+                Ok(taken) => {
+                    caught_up += taken;
+                    reached += 1;
                 }
+                Err(e) if named => {
+                    failure = Some(e);
+                    break;
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "peer not reached for promotion"),
             }
+        }
+        if failure.is_none() && reached < needed && !force {
+            failure = Some(Error::Replication(format!(
+                "promotion must hear from {needed} of the {cluster} nodes (itself included) so that no write a majority acknowledged is lost; it reached {reached}. Bring a replica back, name reachable peers, or force it"
+            )));
+        }
+        if let Some(e) = failure {
+            if matches!(self.role(), Role::Replica { .. }) {
+                *self.following.lock().await = Some(self.spawn_follow(old_primary));
+            }
+            return Err(e);
         }
         let db = self.served.current();
         let mut history = db.epoch_history()?;
@@ -557,6 +604,7 @@ async fn follow(
             Ok(peer) => {
                 tracing::info!(%primary, "following the primary");
                 let mut follower = Follower::new(served.current().applied_seq());
+                let mut members_asked = std::time::Instant::now() - MEMBERS_REFRESH;
                 loop {
                     let before = follower.applied();
                     let result = tokio::select! {
@@ -571,6 +619,14 @@ async fn follow(
                         }
                         Err(e) => Err(e),
                     };
+                    if result.is_ok() && members_asked.elapsed() >= MEMBERS_REFRESH {
+                        members_asked = std::time::Instant::now();
+                        if let Ok(reply) = peer.request(&Request::Members.encode()).await {
+                            if let Ok(members) = serde_json::from_slice::<Vec<SocketAddr>>(&reply) {
+                                *replication.members.lock() = members;
+                            }
+                        }
+                    }
                     applied_ops.inc_by(follower.applied().saturating_sub(before));
                     let mut status = replication.replica.lock();
                     status.applied_seq = follower.applied();

@@ -42,6 +42,8 @@ pub(crate) const MAX_SILENCE_MS: u64 = 15_000;
 pub struct SharedAcks {
     pub tracker: Mutex<AckTracker>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Each replica's cluster address (where its transport listens and pulls from).
+    addresses: Mutex<HashMap<String, std::net::SocketAddr>>,
 }
 
 impl Default for SharedAcks {
@@ -49,12 +51,33 @@ impl Default for SharedAcks {
         SharedAcks {
             tracker: Mutex::new(AckTracker::new()),
             changed: tokio::sync::watch::Sender::new(0),
+            addresses: Mutex::default(),
         }
     }
 }
 
 impl SharedAcks {
     /// `replica` has applied everything up to `applied`.
+    /// The cluster addresses of the replicas heard from within the last 15 s (as
+    /// write concerns count them).
+    pub fn members(&self) -> Vec<std::net::SocketAddr> {
+        let now = now_ms();
+        let tracker = self.tracker.lock();
+        let mut members: Vec<_> = self
+            .addresses
+            .lock()
+            .iter()
+            .filter(|(name, _)| {
+                tracker
+                    .last_seen_ms(name)
+                    .is_some_and(|at| now.saturating_sub(at) <= MAX_SILENCE_MS)
+            })
+            .map(|(_, &addr)| addr)
+            .collect();
+        members.sort();
+        members
+    }
+
     pub fn record(&self, replica: &str, applied: u64) {
         self.tracker.lock().seen(replica, applied, now_ms());
         self.changed.send_modify(|v| *v += 1);
@@ -151,10 +174,12 @@ impl Handler for LogServer {
             }
             match request {
                 Request::Pull(pull) => {
+                    acks.addresses.lock().insert(replica.clone(), from.addr);
                     serve_pull(db, codec, Some((&acks, &replica)), pull, max_wait)
                         .await
                         .map_err(|e| e.to_string())
                 }
+                Request::Members => serde_json::to_vec(&acks.members()).map_err(|e| e.to_string()),
                 // A peer catching up does not acknowledge anything and never waits.
                 Request::CatchUp(pull) => serve_pull(db, codec, None, pull, Duration::ZERO)
                     .await

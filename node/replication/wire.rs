@@ -120,6 +120,9 @@ pub enum Request {
     /// Entries from any node's log, not only a primary's: a replica being promoted
     /// first takes what its peers received and it did not.
     CatchUp(PullRequest),
+    /// The cluster addresses of the replicas the primary hears from, so that a
+    /// replica knows its peers when it is promoted.
+    Members,
 }
 
 const TAG_PULL: u8 = 0;
@@ -128,6 +131,7 @@ const TAG_SNAPSHOT_DONE: u8 = 2;
 const TAG_EPOCHS: u8 = 3;
 const TAG_FENCE: u8 = 4;
 const TAG_CATCH_UP: u8 = 5;
+const TAG_MEMBERS: u8 = 6;
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
@@ -144,6 +148,7 @@ impl Request {
                 out
             }
             Request::Epochs => vec![TAG_EPOCHS],
+            Request::Members => vec![TAG_MEMBERS],
             Request::CatchUp(pull) => {
                 let mut out = vec![TAG_CATCH_UP];
                 out.extend(pull.encode());
@@ -166,6 +171,7 @@ impl Request {
                 key: u64_at(rest, 0),
             }),
             Some((&TAG_EPOCHS, [])) => Ok(Request::Epochs),
+            Some((&TAG_MEMBERS, [])) => Ok(Request::Members),
             Some((&TAG_CATCH_UP, rest)) => Ok(Request::CatchUp(PullRequest::decode(rest)?)),
             Some((&TAG_FENCE, rest)) if rest.len() > 8 => {
                 let primary = std::str::from_utf8(&rest[8..])
@@ -304,6 +310,7 @@ mod tests {
             Request::Snapshot,
             Request::SnapshotDone { key: 77 },
             Request::Epochs,
+            Request::Members,
             Request::CatchUp(pull),
             Request::Fence(Fence {
                 epoch: 3,

@@ -198,15 +198,15 @@ fn promotion_fences_the_old_primary_and_demotion_discards_only_its_unreplicated_
 }
 
 #[test]
-fn promoting_a_lagging_replica_with_its_peer_keeps_every_majority_write() {
+fn promoting_a_lagging_replica_takes_what_its_peer_has_and_needs_a_quorum() {
     let dir = tempfile::tempdir().unwrap();
     let Trio {
         p,
         r1,
         r2,
         p_addr,
-        r1_addr,
         r2_addr,
+        ..
     } = trio(dir.path(), |n| {
         let mut args = ["--admin-key", "k"].map(String::from).to_vec();
         if n == 3 {
@@ -239,11 +239,19 @@ fn promoting_a_lagging_replica_with_its_peer_keeps_every_majority_write() {
     assert!(wait_for(Duration::from_secs(10), || caught_up(&p, &r1)));
     assert_eq!(r2c.get("/collections/docs/vectors/m0").0, 404);
 
-    // The primary dies. Promoting r2, the replica that missed them, with r1 as its
-    // peer: it takes the three writes from r1 before its epoch begins.
+    // The primary dies. r2, the replica that missed them, cannot be promoted while
+    // r1 is unreachable: of the three nodes it would hear only from itself, and the
+    // three writes live on the other two.
     drop(p);
     assert_eq!(r2c.delete("/debug/faults").0, 200);
-    let promoted = failover(&r2.url, &["promote", "--peer", &r1_addr]);
+    r1.signal("STOP");
+    let (ok, _, stderr) = needle(&["promote", "--url", &r2.url, "--admin-key", "k"]);
+    r1.signal("CONT");
+    assert!(!ok && stderr.contains("ROLE_CONFLICT"), "{stderr}");
+    assert_eq!(status(&r2)["role"], "replica");
+    // With r1 back, promotion finds it among the replicas the primary last reported
+    // and takes the three writes from it before its epoch begins.
+    let promoted = failover(&r2.url, &["promote"]);
     assert_eq!(promoted["caught_up"], 3, "{promoted}");
     assert_eq!(promoted["epoch"], 2, "{promoted}");
     let demoted = failover(&r1.url, &["demote", "--primary", &r2_addr]);
