@@ -172,17 +172,25 @@ fn read_back(gpu: &super::WgpuDevice, readback: &wgpu::Buffer) -> Result<Vec<u32
     slice.map_async(wgpu::MapMode::Read, move |result| {
         let _ = sender.send(result);
     });
-    gpu.wait()?;
-    match receiver.try_recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(KernelError::device("mapping the result buffer", e)),
-        Err(_) => {
-            return Err(KernelError::device(
-                "mapping the result buffer",
-                "not mapped after the wait",
-            ))
+    // The callback runs inside whichever thread's poll completes the mapping: when
+    // searches share the device, another thread's poll may still be about to call it
+    // after ours returns. So wait for the callback itself, polling again meanwhile.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mapped = loop {
+        gpu.wait()?;
+        match receiver.recv_timeout(std::time::Duration::from_millis(20)) {
+            Ok(result) => break result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                if std::time::Instant::now() < deadline => {}
+            Err(_) => {
+                return Err(KernelError::device(
+                    "mapping the result buffer",
+                    "not mapped within 60 s",
+                ))
+            }
         }
-    }
+    };
+    mapped.map_err(|e| KernelError::device("mapping the result buffer", e))?;
     let keys = {
         let view = slice
             .get_mapped_range()
