@@ -37,7 +37,8 @@ pub struct StoredCollection {
     pub id: u64,
 }
 
-/// What [`Store::collection_checksum`] reads from one snapshot.
+/// A collection checksum and the applied sequence number it includes, read from one
+/// RocksDB snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CollectionChecksum {
     pub vectors: u64,

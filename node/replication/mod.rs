@@ -18,6 +18,8 @@
 
 pub mod concern;
 pub mod epoch;
+mod failover;
+mod follow;
 pub mod follower;
 mod install;
 mod nodes;
@@ -27,6 +29,7 @@ pub mod ship;
 pub mod wire;
 
 pub use concern::{AckTracker, Ticket, Wait, WriteConcern};
+pub use failover::{Demoted, Promoted};
 pub use follower::{Follower, FollowerAction, Lag};
 pub use nodes::{PrimaryNode, ReplicaNode, ReplicationConfig, TlsConfig};
-pub use role::{ClusterConfig, Demoted, Promoted, Replication, Role};
+pub use role::{ClusterConfig, Replication, Role};

@@ -37,8 +37,9 @@ use std::time::Duration;
 use needle_transport::{Security, TlsFiles};
 
 use super::concern::WriteConcern;
+use super::failover::{Demoted, Promoted};
 use super::follower::Lag;
-use super::role::{ClusterConfig, Demoted, Promoted, Replication, Role};
+use super::role::{ClusterConfig, Replication, Role};
 use crate::error::{Error, Result};
 use crate::op::{Op, Precondition};
 use crate::served::ServedDatabase;

@@ -1,0 +1,274 @@
+//! Manual failover: promotion (catch up from peers under a quorum, start a new epoch,
+//! fence the old primary) and demotion (discard what the new primary never had,
+//! resync, follow it).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use needle_transport::DeltaCodec;
+
+use super::epoch::Fence;
+use super::follower::Follower;
+use super::install::install_snapshot;
+use super::pull::{apply, fetch_from_peer, Fetched};
+use super::role::{Replication, Role};
+use super::wire::{decode_epochs, Request};
+use crate::error::{Error, Result};
+
+/// The result of a promotion.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Promoted {
+    pub epoch: u64,
+    pub applied_seq: u64,
+    /// Entries taken from peers before the new epoch began.
+    pub caught_up: u64,
+}
+
+/// The result of a demotion.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Demoted {
+    pub epoch: u64,
+    /// Operations this node had that the new primary never received, now gone.
+    pub discarded: u64,
+    pub applied_seq: u64,
+}
+
+impl Replication {
+    /// Makes this replica (or fenced former primary) the primary of a new epoch. It
+    /// stops following first, so no entry from the old primary lands after its own
+    /// first write; takes from each of `peers` (other replicas of the same primary)
+    /// the entries they received and it did not, so a write a majority acknowledged
+    /// survives even when the promoted replica was not among that majority; then
+    /// tells the old primary, until it hears it, to stop taking writes. If a peer
+    /// cannot be caught up from, nothing changes and the node follows on.
+    ///
+    /// With no `peers` named, the replicas the old primary last reported are used.
+    /// Unless `force`, the promotion needs to hear from enough nodes (itself and
+    /// peers it caught up from) that every majority of the last known cluster
+    /// includes one of them: then no write a majority acknowledged can be missing.
+    pub async fn promote(self: &Arc<Self>, peers: &[SocketAddr], force: bool) -> Result<Promoted> {
+        let _one = self.changing.lock().await;
+        let old_primary = match self.role() {
+            Role::Replica { primary } | Role::Fenced { primary } => primary,
+            Role::Primary => {
+                return Err(Error::Replication(
+                    "this node is already the primary".into(),
+                ))
+            }
+            Role::Standalone => {
+                return Err(Error::Replication(
+                    "a standalone node has no replication role".into(),
+                ))
+            }
+        };
+        self.stop_following().await;
+        let known: Vec<SocketAddr> = self.members.lock().clone();
+        let named = !peers.is_empty();
+        let candidates: Vec<SocketAddr> = if named {
+            peers.to_vec()
+        } else {
+            known
+                .iter()
+                .copied()
+                .filter(|&a| a != self.cluster_addr)
+                .collect()
+        };
+        // The old primary, this node and every other replica known.
+        let cluster = 1
+            + known
+                .iter()
+                .filter(|&&a| a != self.cluster_addr)
+                .count()
+                .max(candidates.len())
+            + 1;
+        let needed = cluster - cluster / 2;
+        let mut reached = 1;
+        let mut caught_up = 0;
+        let mut failure = None;
+        for &peer in &candidates {
+            match self.catch_up_from(peer).await {
+                Ok(taken) => {
+                    caught_up += taken;
+                    reached += 1;
+                }
+                Err(e) if named => {
+                    failure = Some(e);
+                    break;
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "peer not reached for promotion"),
+            }
+        }
+        if failure.is_none() && reached < needed && !force {
+            failure = Some(Error::Replication(format!(
+                "promotion must hear from {needed} of the {cluster} nodes (itself included) so that no write a majority acknowledged is lost; it reached {reached}. Bring a replica back, name reachable peers, or force it"
+            )));
+        }
+        if let Some(e) = failure {
+            if matches!(self.role(), Role::Replica { .. }) {
+                *self.following.lock().await = Some(self.spawn_follow(old_primary));
+            }
+            return Err(e);
+        }
+        let db = self.served.current();
+        let mut history = db.epoch_history()?;
+        let seen = db.fenced_by()?.map_or(0, |f| f.epoch);
+        let epoch = history.current().max(seen) + 1;
+        let applied = db.applied_seq();
+        history.begin(epoch, applied + 1);
+        db.set_epoch_history(&history)?;
+        db.set_fenced_by(None)?;
+        db.metrics().replication_epoch.set(epoch as i64);
+        self.role.set(Role::Primary);
+        tracing::warn!(epoch, applied_seq = applied, %old_primary, "promoted to primary");
+        self.spawn_fence_notice(
+            old_primary,
+            Fence {
+                epoch,
+                primary: self.cluster_addr,
+            },
+        );
+        Ok(Promoted {
+            epoch,
+            applied_seq: applied,
+            caught_up,
+        })
+    }
+
+    /// Applies the entries `addr` (a replica of the same primary, in the same epoch)
+    /// has past this node's; returns how many.
+    async fn catch_up_from(&self, addr: SocketAddr) -> Result<u64> {
+        let peer = self
+            .transport
+            .connect(addr)
+            .await
+            .map_err(|e| Error::Replication(format!("catching up from {addr}: {e}")))?;
+        let db = self.served.current();
+        let epoch = db.epoch_history()?.current();
+        let codec = DeltaCodec::default();
+        let mut follower = Follower::new(db.applied_seq());
+        let before = follower.applied();
+        loop {
+            match fetch_from_peer(&peer, &follower, &codec, self.batch_size).await? {
+                Fetched::NeedsSnapshot { log_start } => {
+                    return Err(Error::Replication(format!(
+                        "{addr} no longer has entry {} (its log starts at {log_start})",
+                        follower.next_needed()
+                    )))
+                }
+                Fetched::Batch { epoch: theirs, .. } if theirs != epoch => {
+                    return Err(Error::Replication(format!(
+                        "{addr} is in epoch {theirs}, this node in {epoch}: catch up only from replicas of the same primary"
+                    )))
+                }
+                Fetched::Batch { entries, .. } if entries.is_empty() => break,
+                Fetched::Batch { info, entries, .. } => {
+                    apply(&db, &mut follower, info, entries).await?;
+                }
+            }
+        }
+        let taken = follower.applied() - before;
+        if taken > 0 {
+            tracing::warn!(%addr, entries = taken, "took entries a peer had and this node lacked before promotion");
+        }
+        Ok(taken)
+    }
+
+    /// Makes this node a replica of `primary`, which must be in a newer or the same
+    /// epoch. Operations this node has that `primary` never received (a former
+    /// primary's unreplicated tail) are discarded, counted and logged, and the node
+    /// resyncs from a snapshot of `primary`; otherwise it just streams on.
+    pub async fn demote(self: &Arc<Self>, primary: SocketAddr) -> Result<Demoted> {
+        let _one = self.changing.lock().await;
+        if primary == self.cluster_addr {
+            return Err(Error::InvalidRequest("a node cannot follow itself".into()));
+        }
+        let before = self.role();
+        if before == Role::Standalone {
+            return Err(Error::Replication(
+                "a standalone node has no replication role".into(),
+            ));
+        }
+        self.stop_following().await;
+        // No more writes from here on, whatever happens next.
+        self.role.set(Role::Replica { primary });
+        let outcome = self.resync_from(primary).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(%primary, error = %e, "demotion failed; still refusing writes and following it");
+        }
+        *self.following.lock().await = Some(self.spawn_follow(primary));
+        outcome
+    }
+
+    async fn resync_from(&self, primary: SocketAddr) -> Result<Demoted> {
+        let peer = self
+            .transport
+            .connect(primary)
+            .await
+            .map_err(|e| Error::Replication(format!("connecting to {primary}: {e}")))?;
+        let theirs =
+            decode_epochs(&peer.request(&Request::Epochs.encode()).await.map_err(|e| {
+                Error::Replication(format!("asking {primary} for its epochs: {e}"))
+            })?)?;
+        let db = self.served.current();
+        let mine = db.epoch_history()?;
+        if theirs.current() < mine.current() {
+            return Err(Error::Replication(format!(
+                "{primary} is in epoch {}, older than this node's {}: it is not a newer primary",
+                theirs.current(),
+                mine.current()
+            )));
+        }
+        let applied = db.applied_seq();
+        let shared = mine.shared_prefix(&theirs, applied);
+        let discarded = applied - shared;
+        if discarded > 0 {
+            tracing::warn!(
+                first = shared + 1,
+                last = applied,
+                count = discarded,
+                new_primary = %primary,
+                "discarding operations the new primary never received"
+            );
+            db.metrics()
+                .replication_discarded_operations
+                .inc_by(discarded);
+            install_snapshot(&self.served, &peer).await?;
+            self.replica.lock().snapshots_installed += 1;
+        } else {
+            db.set_epoch_history(&theirs)?;
+        }
+        let db = self.served.current();
+        db.set_fenced_by(None)?;
+        db.metrics().replication_epoch.set(theirs.current() as i64);
+        Ok(Demoted {
+            epoch: theirs.current(),
+            discarded,
+            applied_seq: db.applied_seq(),
+        })
+    }
+
+    /// Tells `old_primary` about `fence` every second until it answers (it may be
+    /// down or cut off), or until this node is no longer the primary of that epoch.
+    fn spawn_fence_notice(self: &Arc<Self>, old_primary: SocketAddr, fence: Fence) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            while me.role() == Role::Primary && me.epoch().is_ok_and(|e| e == fence.epoch) {
+                let told = match me.transport.connect(old_primary).await {
+                    Ok(peer) => peer.request(&Request::Fence(fence).encode()).await,
+                    Err(e) => Err(e),
+                };
+                match told {
+                    Ok(_) => {
+                        tracing::info!(%old_primary, epoch = fence.epoch, "the old primary knows of the new epoch");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%old_primary, error = %e, "old primary not reached; retrying")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,170 @@
+//! The loop a replica runs while it follows its primary: connect, fetch, apply,
+//! install a snapshot when the primary's log no longer reaches back far enough, and
+//! learn who the other replicas are.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use needle_transport::{DeltaCodec, Peer};
+use tokio::sync::watch;
+
+use super::follower::Follower;
+use super::install::install_snapshot;
+use super::pull::{apply, fetch, Fetched};
+use super::role::Replication;
+use super::ship::now_ms;
+use super::wire::{decode_epochs, Request};
+use crate::error::{Error, Result};
+
+/// How often a replica asks its primary who the other replicas are.
+const MEMBERS_REFRESH: Duration = Duration::from_secs(2);
+
+/// The follow loop while this node is a replica.
+pub(super) struct Following {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Replication {
+    pub(super) fn spawn_follow(self: &Arc<Self>, primary: SocketAddr) -> Following {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(follow(Arc::clone(self), primary, stopped));
+        Following { stop, task }
+    }
+
+    /// Stops the follow loop and waits for it: an apply in progress finishes first.
+    pub(super) async fn stop_following(&self) {
+        if let Some(following) = self.following.lock().await.take() {
+            let _ = following.stop.send(true);
+            let _ = following.task.await;
+        }
+        self.replica.lock().connected = false;
+    }
+}
+
+/// Follows `primary` until told to stop: connect, pull and apply, installing a
+/// snapshot when the primary's log no longer reaches back far enough; on any
+/// failure wait a second and start again from what is durable here.
+async fn follow(
+    replication: Arc<Replication>,
+    primary: SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let codec = DeltaCodec::default();
+    let served = replication.served.clone();
+    let applied_ops = served
+        .current()
+        .metrics()
+        .replication_operations
+        .with_label_values(&["replica"]);
+    while !*stopped.borrow() {
+        let connected = tokio::select! {
+            _ = stopped.changed() => return,
+            connected = replication.transport.connect(primary) => connected,
+        };
+        match connected {
+            Ok(peer) => {
+                tracing::info!(%primary, "following the primary");
+                let mut follower = Follower::new(served.current().applied_seq());
+                let mut members_asked = std::time::Instant::now() - MEMBERS_REFRESH;
+                loop {
+                    let before = follower.applied();
+                    let result = tokio::select! {
+                        _ = stopped.changed() => return,
+                        fetched = fetch(&peer, &follower, &codec, replication.batch_size, replication.sync_interval) => fetched,
+                    };
+                    // From here to the next fetch nothing is cancelled: an apply that
+                    // has started always finishes, so a promotion never races it.
+                    let result = match result {
+                        Ok(fetched) => {
+                            step(&replication, &peer, primary, &mut follower, fetched).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if result.is_ok() && members_asked.elapsed() >= MEMBERS_REFRESH {
+                        members_asked = std::time::Instant::now();
+                        if let Ok(reply) = peer.request(&Request::Members.encode()).await {
+                            if let Ok(members) = serde_json::from_slice::<Vec<SocketAddr>>(&reply) {
+                                *replication.members.lock() = members;
+                            }
+                        }
+                    }
+                    applied_ops.inc_by(follower.applied().saturating_sub(before));
+                    let mut status = replication.replica.lock();
+                    status.applied_seq = follower.applied();
+                    status.lag = follower.lag(now_ms());
+                    match result {
+                        Ok(()) => {
+                            status.connected = true;
+                            status.last_error = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%primary, error = %e, "replication stream broke");
+                            status.connected = false;
+                            status.last_error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%primary, error = %e, "cannot reach the primary");
+                let mut status = replication.replica.lock();
+                status.connected = false;
+                status.last_error = Some(e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Applies what one fetch brought: a batch (after checking the primary's epoch) or a
+/// snapshot install.
+async fn step(
+    replication: &Replication,
+    peer: &Peer,
+    primary: SocketAddr,
+    follower: &mut Follower,
+    fetched: Fetched,
+) -> Result<()> {
+    match fetched {
+        Fetched::NeedsSnapshot { log_start } => {
+            tracing::warn!(%primary, needed = follower.next_needed(), log_start, "behind the primary's retained log: installing a snapshot");
+            let applied = install_snapshot(&replication.served, peer).await?;
+            *follower = Follower::new(applied);
+            replication.replica.lock().snapshots_installed += 1;
+            Ok(())
+        }
+        Fetched::Batch {
+            info,
+            entries,
+            epoch,
+        } => {
+            let db = replication.served.current();
+            let mine = db.epoch_history()?;
+            if epoch < mine.current() {
+                return Err(Error::Replication(format!(
+                    "{primary} is in epoch {epoch}, older than this node's {}: not following a deposed primary",
+                    mine.current()
+                )));
+            }
+            if epoch > mine.current() {
+                // The primary moved to a new epoch (it was promoted while this node
+                // followed it): take its history, so a later demotion compares right.
+                let theirs = decode_epochs(
+                    &peer
+                        .request(&Request::Epochs.encode())
+                        .await
+                        .map_err(|e| Error::Replication(format!("asking for epochs: {e}")))?,
+                )?;
+                db.set_epoch_history(&theirs)?;
+            }
+            apply(&db, follower, info, entries).await?;
+            Ok(())
+        }
+    }
+}
