@@ -15,9 +15,7 @@ use needle::replication::{Follower, Role};
 use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};
 use needle_transport::certs::generate_cluster;
-use needle_transport::{
-    BoxFuture, DeltaCodec, Handler, PeerInfo, Security, TlsFiles, Transport, TransportConfig,
-};
+use needle_transport::{BoxFuture, DeltaCodec, Handler, PeerInfo, Transport, TransportConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,14 +30,6 @@ impl Handler for Nothing {
     fn push(&self, _: PeerInfo, _: Vec<u8>, _: bool) -> BoxFuture<()> {
         Box::pin(async {})
     }
-}
-
-fn security(dir: &std::path::Path, n: usize) -> Security {
-    Security::Mutual(TlsFiles {
-        cert_path: dir.join(format!("node-{n}.pem")),
-        key_path: dir.join(format!("node-{n}-key.pem")),
-        ca_path: dir.join("ca.pem"),
-    })
 }
 
 fn batch(start: usize, n: usize) -> Vec<VectorRecord> {
@@ -63,7 +53,7 @@ fn main() {
         println!("machine: {}", machine::describe());
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = dir.path().join("certs");
-        generate_cluster(&certs, 2, &[]).expect("certs");
+        let files = generate_cluster(&certs, 2, &[]).expect("certs");
         let primary = Database::open(dir.path().join("p")).expect("primary");
         let replica = Database::open(dir.path().join("r")).expect("replica");
         let docs = primary
@@ -78,8 +68,8 @@ fn main() {
             Arc::new(RoleCell::new(Role::Primary)),
         );
         let addr = "127.0.0.1:0".parse().expect("addr");
-        let p = Transport::bind(addr, TransportConfig::new(security(&certs, 1)), Arc::new(server)).expect("bind");
-        let r = Transport::bind(addr, TransportConfig::new(security(&certs, 2)), Arc::new(Nothing)).expect("bind");
+        let p = Transport::bind(addr, TransportConfig::new(files.security(1).expect("node 1")), Arc::new(server)).expect("bind");
+        let r = Transport::bind(addr, TransportConfig::new(files.security(2).expect("node 2")), Arc::new(Nothing)).expect("bind");
         let peer = r.connect(p.local_addr().expect("addr")).await.expect("connect");
         let follower_db = replica.clone();
         tokio::spawn(async move {

@@ -9,17 +9,9 @@ use needle::replication::{Follower, Role, Wait, WriteConcern};
 use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};
 use needle_transport::certs::generate_cluster;
-use needle_transport::{DeltaCodec, Security, TlsFiles, Transport, TransportConfig};
+use needle_transport::{DeltaCodec, Transport, TransportConfig};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn security(dir: &std::path::Path, node: usize) -> Security {
-    Security::Mutual(TlsFiles {
-        cert_path: dir.join(format!("node-{node}.pem")),
-        key_path: dir.join(format!("node-{node}-key.pem")),
-        ca_path: dir.join("ca.pem"),
-    })
-}
 
 struct NoRequests;
 
@@ -108,8 +100,7 @@ fn same_contents(primary: &Database, replica: &Database) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_follows_the_primary_log_over_mutual_tls_and_resumes_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    generate_cluster(&dir.path().join("certs"), 2, &[]).unwrap();
-    let certs = dir.path().join("certs");
+    let files = generate_cluster(&dir.path().join("certs"), 2, &[]).unwrap();
     let primary = Database::open(dir.path().join("primary")).unwrap();
     let replica_path = dir.path().join("replica");
     let mut replica = Database::open(&replica_path).unwrap();
@@ -129,13 +120,13 @@ async fn a_replica_follows_the_primary_log_over_mutual_tls_and_resumes_after_res
     let addr = "127.0.0.1:0".parse().unwrap();
     let p_transport = Transport::bind(
         addr,
-        TransportConfig::new(security(&certs, 1)),
+        TransportConfig::new(files.security(1).unwrap()),
         Arc::new(server),
     )
     .unwrap();
     let r_transport = Transport::bind(
         addr,
-        TransportConfig::new(security(&certs, 2)),
+        TransportConfig::new(files.security(2).unwrap()),
         Arc::new(NoRequests),
     )
     .unwrap();

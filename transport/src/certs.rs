@@ -116,6 +116,18 @@ pub struct ClusterFiles {
     pub nodes: Vec<(PathBuf, PathBuf)>,
 }
 
+impl ClusterFiles {
+    /// Mutual TLS for node `node` (1-based) with these files; `None` past the last.
+    pub fn security(&self, node: usize) -> Option<crate::Security> {
+        let (cert_path, key_path) = self.nodes.get(node.checked_sub(1)?)?.clone();
+        Some(crate::Security::Mutual(crate::TlsFiles {
+            cert_path,
+            key_path,
+            ca_path: self.ca_cert.clone(),
+        }))
+    }
+}
+
 /// Writes `ca.pem`, `ca-key.pem` and `node-N.pem` / `node-N-key.pem` for N in
 /// 1..=nodes into `out` (created if missing). Keys are written readable by the owner
 /// only.
