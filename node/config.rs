@@ -113,6 +113,10 @@ pub struct FileConfig {
     pub replication_batch_size: Option<u32>,
     pub replication_sync_interval_ms: Option<u64>,
     pub replication_compression: Option<bool>,
+    pub raft: Option<bool>,
+    pub node_id: Option<u64>,
+    pub peers: Option<Vec<String>>,
+    pub raft_snapshot_every: Option<u64>,
 }
 
 impl FileConfig {
@@ -158,6 +162,14 @@ pub struct ServeConfig {
     pub replication_sync_interval_ms: u64,
     /// Whether a primary compresses log batches (zstd, where it pays).
     pub replication_compression: bool,
+    /// Run as a member of a Raft cluster.
+    pub raft: bool,
+    /// This member's Raft id.
+    pub node_id: Option<u64>,
+    /// The other members' cluster addresses, each `ID=HOST:PORT` or `HOST:PORT`.
+    pub peers: Vec<String>,
+    /// Raft log entries between snapshots (the log before a snapshot is purged).
+    pub raft_snapshot_every: u64,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -183,6 +195,10 @@ pub struct Overrides {
     pub replication_batch_size: Option<u32>,
     pub replication_sync_interval_ms: Option<u64>,
     pub replication_compression: Option<bool>,
+    pub raft: Option<bool>,
+    pub node_id: Option<u64>,
+    pub peers: Option<Vec<String>>,
+    pub raft_snapshot_every: Option<u64>,
 }
 
 impl ServeConfig {
@@ -239,6 +255,17 @@ impl ServeConfig {
                 .replication_compression
                 .or(file.replication_compression)
                 .unwrap_or(true),
+            raft: over.raft.or(file.raft).unwrap_or(false),
+            node_id: over.node_id.or(file.node_id),
+            peers: over
+                .peers
+                .or_else(|| file.peers.clone())
+                .unwrap_or_default(),
+            raft_snapshot_every: over
+                .raft_snapshot_every
+                .or(file.raft_snapshot_every)
+                .unwrap_or(10_000)
+                .max(1),
         }
     }
 }

@@ -289,6 +289,7 @@ impl Database {
             op,
             precondition,
             seq: None,
+            meta: None,
             reply,
         })?;
         Ok(rx)
@@ -309,6 +310,7 @@ impl Database {
                 op,
                 precondition: Precondition::None,
                 seq: Some(seq),
+                meta: None,
                 reply,
             })?;
             waiting.push(rx);
@@ -318,6 +320,44 @@ impl Database {
             futures::executor::block_on(rx).map_err(|_| Error::Closed)??;
         }
         Ok(self.applied_seq())
+    }
+
+    /// Queues an op ordered by Raft: the writer gives it the next local sequence
+    /// number and writes `meta` (the Raft applied id) in the same batch. Only the
+    /// context-free checks run here; the rest run in order on the writer, so every
+    /// node of the cluster accepts or rejects the same entries.
+    pub(crate) fn enqueue_ordered(
+        &self,
+        op: Op,
+        precondition: Precondition,
+        meta: (&'static str, Vec<u8>),
+    ) -> Result<oneshot::Receiver<Result<Applied>>> {
+        validate_context_free(&op)?;
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(Pending {
+            op,
+            precondition,
+            seq: None,
+            meta: Some(meta),
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// The checks a write must pass against the current state before it is worth
+    /// ordering (a Raft leader refuses a bad write before it reaches the log).
+    pub(crate) fn precheck(&self, op: &Op) -> Result<()> {
+        self.validate(op)
+    }
+
+    /// A raw `meta` value (Raft's applied id and membership).
+    pub(crate) fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.inner.store.meta_json(key)
+    }
+
+    /// Stores a JSON value in `meta`, durably.
+    pub(crate) fn set_meta_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.inner.store.set_meta_json(key, Some(value))
     }
 
     /// Every check of [`validate_context_free`], plus those that need the collection:

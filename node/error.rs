@@ -73,12 +73,24 @@ pub enum Error {
     #[error("snapshot: {0}")]
     Snapshot(String),
     /// The file given as a snapshot is not one this node can restore.
+    /// An error another node of the cluster answered with (a Raft leader applying a
+    /// forwarded write), kept with its original code and class.
+    #[error("{message}")]
+    Remote {
+        code: String,
+        message: String,
+        kind: ErrorKind,
+    },
+    /// Raft: this node cannot order the write and knows no leader to forward it to,
+    /// or the leader could not be reached.
+    #[error("no raft leader: {0}")]
+    NoLeader(String),
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
 }
 
 /// The broad class of an error, which the HTTP edge maps to a status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     BadRequest,
     NotFound,
@@ -93,7 +105,7 @@ pub enum ErrorKind {
 
 impl Error {
     /// Stable machine-readable code, e.g. `DIMENSION_MISMATCH`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             Error::InvalidCollectionName(_) => "INVALID_COLLECTION_NAME",
             Error::InvalidDimensions(_) => "INVALID_DIMENSIONS",
@@ -125,6 +137,8 @@ impl Error {
             Error::Metrics(_) => "INTERNAL",
             Error::Snapshot(_) => "SNAPSHOT_FAILED",
             Error::InvalidSnapshot(_) => "INVALID_SNAPSHOT",
+            Error::Remote { code, .. } => code,
+            Error::NoLeader(_) => "NO_LEADER",
         }
     }
 
@@ -151,7 +165,8 @@ impl Error {
             | Error::Kernel(KernelError::DimensionMismatch { .. }) => ErrorKind::BadRequest,
             Error::Kernel(KernelError::DeviceMemory { .. }) => ErrorKind::InsufficientStorage,
             Error::Kernel(_) => ErrorKind::Internal,
-            Error::Closed | Error::Replication(_) => ErrorKind::Unavailable,
+            Error::Closed | Error::Replication(_) | Error::NoLeader(_) => ErrorKind::Unavailable,
+            Error::Remote { kind, .. } => *kind,
             Error::WriteConcernTimeout { .. } => ErrorKind::Timeout,
             _ => ErrorKind::BadRequest,
         }

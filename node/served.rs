@@ -25,4 +25,15 @@ impl ServedDatabase {
     pub fn replace(&self, db: Database) -> Database {
         std::mem::replace(&mut *self.0.write(), db)
     }
+
+    /// Serves `db` from now on and removes the replaced state's files once the
+    /// requests still using it are done (a reload or a snapshot install).
+    pub fn swap_in(&self, db: Database) {
+        drop(self.replace(db.clone()));
+        tokio::spawn(async move {
+            // Requests on the old state finish first; see `Database::reload_from`.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let _ = tokio::task::spawn_blocking(move || db.remove_inactive_generations()).await;
+        });
+    }
 }

@@ -32,6 +32,9 @@ pub struct SnapshotInfo {
     /// The last operation the snapshot contains.
     pub applied_seq: u64,
     pub created_unix_ms: u64,
+    /// The Raft applied id and membership the snapshot's data includes (Raft nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_applied: Option<serde_json::Value>,
 }
 
 /// A snapshot just written.
@@ -90,10 +93,14 @@ pub(crate) fn write(store: &Store, data: &Path, out: &Path) -> Result<WrittenSna
     let scratch = scratch_beside(data, "checkpoint")?;
     let result = (|| {
         store.checkpoint(&scratch)?;
-        let applied_seq = Store::open_read_only(&scratch)?.applied_seq()?;
+        let checkpoint = Store::open_read_only(&scratch)?;
+        let applied_seq = checkpoint.applied_seq()?;
+        let raft_applied = checkpoint.meta_json(crate::storage::META_RAFT_APPLIED)?;
+        drop(checkpoint);
         let info = SnapshotInfo {
             format: FORMAT,
             applied_seq,
+            raft_applied,
             created_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),

@@ -22,6 +22,9 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// `meta` key of a Raft node's applied log id and membership, written in the same
+/// batch as the data each entry produced.
+pub(crate) const META_RAFT_APPLIED: &str = "raft_applied";
 const CF_META: &str = "meta";
 const CF_COLLECTIONS: &str = "collections";
 const CF_VECTORS: &str = "vectors";
@@ -402,6 +405,12 @@ impl Store {
                 .map(Some)
                 .map_err(|e| Error::Corrupt(format!("meta {key}: {e}"))),
         }
+    }
+
+    /// Adds a raw `meta` value to a batch, to be written with it.
+    pub fn stage_meta(&self, batch: &mut WriteBatch, key: &str, value: &[u8]) -> Result<()> {
+        batch.put_cf(self.cf(CF_META)?, key.as_bytes(), value);
+        Ok(())
     }
 
     /// Stores (or with `None` removes) a JSON value in `meta`, durably.

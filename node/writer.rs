@@ -52,6 +52,9 @@ pub(crate) struct Pending {
     /// Set when the op was ordered elsewhere (a primary, a Raft log) and must land at
     /// exactly this sequence number; `None` when this node orders it.
     pub seq: Option<u64>,
+    /// A `meta` value written in the same batch as the op, when the op is applied:
+    /// Raft's applied log id, so data and "applied up to" can never disagree.
+    pub meta: Option<(&'static str, Vec<u8>)>,
     pub reply: oneshot::Sender<Result<Applied>>,
 }
 
@@ -172,6 +175,9 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
                     Target::Existing(s) => s.stored.id,
                 };
                 inner.store.stage(&mut batch, seq + 1, &pending.op, id)?;
+                if let Some((key, value)) = &pending.meta {
+                    inner.store.stage_meta(&mut batch, key, value)?;
+                }
                 Ok((target, deleted))
             });
         match checked {

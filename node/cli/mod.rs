@@ -6,6 +6,7 @@ mod client;
 mod failover;
 mod import;
 mod serve;
+mod serve_raft;
 mod snapshot;
 
 use crate::config::LogFormat;

@@ -80,6 +80,18 @@ pub struct ServeArgs {
     /// zstd-compress log batches sent to replicas where it pays [default: true]
     #[arg(long, env = "NEEDLE_REPLICATION_COMPRESSION", num_args = 0..=1, default_missing_value = "true")]
     pub replication_compression: Option<bool>,
+    /// Run as a member of a Raft cluster (needs --node-id, --cluster-addr, --peers)
+    #[arg(long, env = "NEEDLE_RAFT", num_args = 0..=1, default_missing_value = "true")]
+    pub raft: Option<bool>,
+    /// This member's Raft id (unique in the cluster, > 0)
+    #[arg(long, env = "NEEDLE_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+    /// The other members, comma-separated `ID=HOST:PORT` (or `HOST:PORT`) cluster addresses
+    #[arg(long, env = "NEEDLE_PEERS", value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+    /// Raft log entries between snapshots; the log before a snapshot is purged [default: 10000]
+    #[arg(long, env = "NEEDLE_RAFT_SNAPSHOT_EVERY", value_parser = clap::value_parser!(u64).range(1..))]
+    pub raft_snapshot_every: Option<u64>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -117,6 +129,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             replication_batch_size: args.replication_batch_size,
             replication_sync_interval_ms: args.replication_sync_interval_ms,
             replication_compression: args.replication_compression,
+            raft: args.raft,
+            node_id: args.node_id,
+            peers: args.peers,
+            raft_snapshot_every: args.raft_snapshot_every,
         },
     );
     let options = DatabaseOptions {
@@ -156,6 +172,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
         let served = crate::served::ServedDatabase::new(db);
         let replication = start_replication(&served, &config, faults.clone()).await?;
+        let raft =
+            super::serve_raft::start(&served, &config, faults.clone(), listener.local_addr()?)
+                .await?;
         let options = crate::http::HttpOptions {
             max_body_bytes: config.max_body_bytes,
             search_coalescing: config.search_coalescing,
@@ -163,9 +182,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             replication: replication.clone(),
             admin_key: config.admin_key.clone(),
             reload_from: config.reload_from.clone(),
+            raft: raft.clone(),
         };
         let address_file = NodeAddressFile::write(&config.data, listener.local_addr()?);
         crate::http::serve(served, listener, options, shutdown_signal()).await?;
+        if let Some(raft) = raft {
+            raft.shutdown().await;
+        }
         drop(address_file);
         tracing::info!("shut down cleanly");
         anyhow::Ok(())
@@ -179,7 +202,6 @@ async fn start_replication(
     faults: Option<std::sync::Arc<needle_transport::faults::FaultInjector>>,
 ) -> anyhow::Result<Option<std::sync::Arc<crate::replication::Replication>>> {
     use crate::replication::{ClusterConfig, Replication, Role};
-    use needle_transport::{Security, TlsFiles};
     let resolve = |what: &str, addr: &Option<String>| {
         let addr = addr
             .clone()
@@ -188,6 +210,9 @@ async fn start_replication(
     };
     let role = match config.role {
         RoleChoice::Standalone => return Ok(None),
+        _ if config.raft => {
+            anyhow::bail!("--raft and --role are two kinds of replication: choose one")
+        }
         RoleChoice::Primary => Role::Primary,
         RoleChoice::Replica => {
             let primary = resolve("--primary HOST:PORT", &config.primary)?;
@@ -203,22 +228,7 @@ async fn start_replication(
     let cluster_addr = cluster_addr
         .parse()
         .with_context(|| format!("--cluster-addr {cluster_addr}: expected IP:PORT"))?;
-    let security = match (&config.tls, config.insecure_dev) {
-        (Some(tls), false) => Security::Mutual(TlsFiles {
-            cert_path: tls.cert_path.clone(),
-            key_path: tls.key_path.clone(),
-            ca_path: tls.ca_path.clone(),
-        }),
-        (None, true) => {
-            tracing::warn!("--insecure-dev: node-to-node traffic is NOT authenticated");
-            Security::InsecureDev
-        }
-        (Some(_), true) => anyhow::bail!("give either TLS files or --insecure-dev, not both"),
-        (None, false) => anyhow::bail!(
-            "a {:?} needs --tls-cert, --tls-key and --tls-ca (see `needle certs generate`) or, for development, --insecure-dev",
-            config.role
-        ),
-    };
+    let security = transport_security(config, &format!("{:?}", config.role))?;
     let replication = Replication::start(
         served,
         ClusterConfig {
@@ -235,6 +245,30 @@ async fn start_replication(
     // Tests read this line to learn the port when --cluster-addr ends in :0.
     tracing::info!("cluster transport on {}", replication.cluster_addr);
     Ok(Some(replication))
+}
+
+/// The node-to-node transport's security: mutual TLS from the TLS files, or, with
+/// `--insecure-dev` only, none. `what` names the mode in the error.
+pub(super) fn transport_security(
+    config: &ServeConfig,
+    what: &str,
+) -> anyhow::Result<needle_transport::Security> {
+    use needle_transport::{Security, TlsFiles};
+    Ok(match (&config.tls, config.insecure_dev) {
+        (Some(tls), false) => Security::Mutual(TlsFiles {
+            cert_path: tls.cert_path.clone(),
+            key_path: tls.key_path.clone(),
+            ca_path: tls.ca_path.clone(),
+        }),
+        (None, true) => {
+            tracing::warn!("--insecure-dev: node-to-node traffic is NOT authenticated");
+            Security::InsecureDev
+        }
+        (Some(_), true) => anyhow::bail!("give either TLS files or --insecure-dev, not both"),
+        (None, false) => anyhow::bail!(
+            "a {what} needs --tls-cert, --tls-key and --tls-ca (see `needle certs generate`) or, for development, --insecure-dev"
+        ),
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.

@@ -23,7 +23,6 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<CollectionInfo>), ApiError> {
-    state.ensure_primary()?;
     let concern = state.concern(body.write_concern.as_deref())?;
     let dimensions =
         usize::try_from(body.dimensions).map_err(|_| Error::InvalidDimensions(body.dimensions))?;
@@ -35,14 +34,13 @@ pub async fn create(
         CollectionConfig::new(body.name, dimensions, body.distance.parse()?).with_storage(storage);
     config.validate()?;
     let name = config.name.clone();
-    let applied = state
-        .db()
-        .submit_async(
+    state
+        .write(
             crate::Op::CreateCollection(config),
             crate::Precondition::None,
+            concern,
         )
         .await?;
-    state.await_concern(applied.seq, concern).await?;
     Ok((
         StatusCode::CREATED,
         Json(state.db().collection_info(&name)?),
@@ -65,16 +63,14 @@ pub async fn drop(
     Path(name): Path<String>,
     Query(query): Query<super::ConcernQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    state.ensure_primary()?;
     let concern = state.concern(query.write_concern.as_deref())?;
-    let applied = state
-        .db()
-        .submit_async(
+    state
+        .write(
             crate::Op::DropCollection { name: name.clone() },
             crate::Precondition::None,
+            concern,
         )
         .await?;
-    state.await_concern(applied.seq, concern).await?;
     Ok(Json(json!({ "dropped": name })))
 }
 

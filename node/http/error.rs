@@ -8,7 +8,7 @@ use serde_json::json;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     /// One more field inside `"error"`, e.g. `"primary"` on NOT_PRIMARY.
     pub extra: Option<(&'static str, String)>,
@@ -18,7 +18,7 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            code,
+            code: std::borrow::Cow::Borrowed(code),
             message: message.into(),
             extra: None,
         }
@@ -57,7 +57,7 @@ impl From<Error> for ApiError {
         }
         ApiError {
             status,
-            code: e.code(),
+            code: std::borrow::Cow::Owned(e.code().to_string()),
             message: e.to_string(),
             extra: None,
         }

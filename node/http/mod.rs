@@ -2,6 +2,7 @@
 //! `{"error":{"code","message"}}` responses; they hold no logic of their own.
 
 mod admin;
+mod cluster;
 mod collections;
 mod debug;
 mod error;
@@ -15,6 +16,7 @@ pub use error::ApiError;
 
 use crate::coalesce::SearchCoalescer;
 use crate::metrics::Metrics;
+use crate::replication::raft::{RaftNode, ReadConsistency};
 use crate::replication::{Replication, WriteConcern};
 use crate::served::ServedDatabase;
 use crate::Database;
@@ -47,12 +49,20 @@ pub struct AppState {
     pub reload_from: Option<Arc<std::path::Path>>,
     /// Serialises reloads.
     pub reload_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The node's Raft membership, when it runs with `--raft`.
+    pub raft: Option<RaftNode>,
 }
 
 /// `?write_concern=` on writes without a body (deletes, drops).
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct ConcernQuery {
     pub write_concern: Option<String>,
+}
+
+/// `?consistency=` on reads without a body.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ConsistencyQuery {
+    pub consistency: Option<String>,
 }
 
 impl AppState {
@@ -84,6 +94,59 @@ impl AppState {
         }
     }
 
+    /// The one way a handler writes: through Raft on a Raft member (forwarded to the
+    /// leader when this node is not it), else on this node, which must be the
+    /// primary (or standalone), then waiting for `concern`.
+    pub async fn write(
+        &self,
+        op: crate::Op,
+        precondition: crate::Precondition,
+        concern: WriteConcern,
+    ) -> Result<crate::Applied, ApiError> {
+        self.write_with(op, precondition, concern, |e| e).await
+    }
+
+    /// [`AppState::write`], with the database's errors passed through `map` first
+    /// (a single-record insert reports its record's error, not `vectors[0]: …`).
+    pub async fn write_with(
+        &self,
+        op: crate::Op,
+        precondition: crate::Precondition,
+        concern: WriteConcern,
+        map: fn(crate::Error) -> crate::Error,
+    ) -> Result<crate::Applied, ApiError> {
+        if let Some(raft) = &self.raft {
+            return Ok(raft
+                .write(op, precondition, concern, None)
+                .await
+                .map_err(map)?);
+        }
+        self.ensure_primary()?;
+        let applied = self
+            .db()
+            .submit_async(op, precondition)
+            .await
+            .map_err(map)?;
+        self.await_concern(applied.seq, concern).await?;
+        Ok(applied)
+    }
+
+    /// Waits until a read on this node has the consistency a request asked for
+    /// (default: eventual). A replica of a primary cannot promise linearizable reads.
+    pub async fn read_barrier(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        let consistency = match requested {
+            Some(text) => ReadConsistency::parse(text)?,
+            None => ReadConsistency::default(),
+        };
+        if let Some(raft) = &self.raft {
+            return Ok(raft.read_barrier(consistency).await?);
+        }
+        if consistency == ReadConsistency::Linearizable {
+            self.ensure_primary()?;
+        }
+        Ok(())
+    }
+
     /// Writes go to the primary: a replica answers 421 NOT_PRIMARY.
     pub fn ensure_primary(&self) -> Result<(), ApiError> {
         match self.replication.as_ref().and_then(|r| r.primary()) {
@@ -103,6 +166,7 @@ pub struct HttpOptions {
     pub replication: Option<Arc<Replication>>,
     pub admin_key: Option<String>,
     pub reload_from: Option<std::path::PathBuf>,
+    pub raft: Option<RaftNode>,
 }
 
 impl Default for HttpOptions {
@@ -114,6 +178,7 @@ impl Default for HttpOptions {
             replication: None,
             admin_key: None,
             reload_from: None,
+            raft: None,
         }
     }
 }
@@ -150,6 +215,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/replication/promote", post(failover::promote))
         .route("/replication/demote", post(failover::demote))
+        .route("/cluster/status", get(cluster::status))
+        .route("/cluster/step-down", post(cluster::step_down))
         .route("/admin/snapshot", post(admin::snapshot))
         .route("/reload", post(admin::reload))
         .route(
@@ -197,6 +264,7 @@ pub async fn serve(
         admin_key: options.admin_key.map(Arc::from),
         reload_from: options.reload_from.map(Arc::from),
         reload_lock: Arc::default(),
+        raft: options.raft,
     };
     let app = router(state, options.max_body_bytes);
     axum::serve(listener, app)

@@ -29,6 +29,9 @@ pub struct SingleBody {
     include_vectors: bool,
     #[serde(default = "default_true")]
     include_metadata: bool,
+    /// `linearizable` or `eventual` (default).
+    #[serde(default)]
+    consistency: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +46,9 @@ pub struct BatchBody {
     include_vectors: bool,
     #[serde(default = "default_true")]
     include_metadata: bool,
+    /// `linearizable` or `eventual` (default).
+    #[serde(default)]
+    consistency: Option<String>,
 }
 
 /// Goes through the coalescer (unless switched off): concurrent single searches share
@@ -52,6 +58,7 @@ pub async fn single(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<SingleBody>,
 ) -> Result<Json<Value>, ApiError> {
+    state.read_barrier(body.consistency.as_deref()).await?;
     let collection = state.db().collection(&name)?;
     let request = SearchRequest {
         query: body.vector,
@@ -91,6 +98,7 @@ pub async fn batch(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
+    state.read_barrier(body.consistency.as_deref()).await?;
     let collection = state.db().collection(&name)?;
     let filter = parse_filter(body.filter)?;
     if body.vectors.is_empty() {

@@ -45,7 +45,6 @@ pub async fn insert(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<RecordBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.ensure_primary()?;
     let concern = state.concern(body.write_concern.as_deref())?;
     let record = body.into_record()?;
     let id = record.id.clone();
@@ -54,11 +53,8 @@ pub async fn insert(
         records: vec![record],
     };
     let applied = state
-        .db()
-        .submit_async(op, Precondition::IdsAbsent)
-        .await
-        .map_err(Error::single_item)?;
-    state.await_concern(applied.seq, concern).await?;
+        .write_with(op, Precondition::IdsAbsent, concern, Error::single_item)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "seq": applied.seq })),
@@ -80,7 +76,6 @@ pub async fn upsert_batch(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
-    state.ensure_primary()?;
     let concern = state.concern(body.write_concern.as_deref())?;
     state.db().collection_info(&name)?;
     let mut records = Vec::with_capacity(body.vectors.len());
@@ -106,16 +101,15 @@ pub async fn upsert_batch(
         return Ok(Json(json!({ "upserted": 0 })));
     }
     let applied = state
-        .db()
-        .submit_async(
+        .write(
             Op::Upsert {
                 collection: name,
                 records,
             },
             Precondition::None,
+            concern,
         )
         .await?;
-    state.await_concern(applied.seq, concern).await?;
     Ok(Json(
         json!({ "upserted": applied.affected, "seq": applied.seq }),
     ))
@@ -124,7 +118,9 @@ pub async fn upsert_batch(
 pub async fn get(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
+    Query(query): Query<super::ConsistencyQuery>,
 ) -> Result<Json<VectorRecord>, ApiError> {
+    state.read_barrier(query.consistency.as_deref()).await?;
     let collection = state.db().collection(&name)?;
     let record = tokio::task::spawn_blocking(move || collection.get(&id))
         .await
@@ -139,15 +135,13 @@ pub async fn delete(
     Path((name, id)): Path<(String, String)>,
     Query(query): Query<super::ConcernQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    state.ensure_primary()?;
     let concern = state.concern(query.write_concern.as_deref())?;
     crate::model::validate_id(&id)?;
     let op = Op::Delete {
         collection: name,
         ids: vec![id],
     };
-    let applied = state.db().submit_async(op, Precondition::None).await?;
-    state.await_concern(applied.seq, concern).await?;
+    let applied = state.write(op, Precondition::None, concern).await?;
     Ok(Json(
         json!({ "deleted": applied.deleted.first().copied().unwrap_or(false) }),
     ))

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use needle_transport::region::checksum as region_checksum;
 use needle_transport::{Peer, RegionKey};
 
 use super::wire::{Request, SnapshotOffer};
@@ -37,31 +36,13 @@ pub(crate) async fn install_snapshot(served: &ServedDatabase, peer: &Peer) -> Re
         applied_seq = offer.applied_seq,
         "installing the primary's snapshot"
     );
-    let mut bytes = Vec::with_capacity(offer.len as usize);
-    let mut offset = 0;
-    while offset < offer.len {
-        let len = CHUNK.min(offer.len - offset);
-        let chunk = peer
-            .read_region(RegionKey(offer.key), offset, len)
-            .await
-            .map_err(remote("reading the snapshot"))?;
-        if chunk.len() as u64 != len {
-            return Err(Error::Replication(format!(
-                "snapshot read at {offset} returned {} of {len} bytes",
-                chunk.len()
-            )));
-        }
-        bytes.extend(chunk);
-        offset += len;
-    }
+    let bytes = peer
+        .read_whole_region(RegionKey(offer.key), offer.len, offer.checksum, CHUNK)
+        .await;
     let _ = peer
         .request(&Request::SnapshotDone { key: offer.key }.encode())
         .await;
-    if region_checksum(&bytes) != offer.checksum {
-        return Err(Error::Replication(
-            "the snapshot's checksum does not match the primary's".into(),
-        ));
-    }
+    let bytes = bytes.map_err(remote("reading the snapshot"))?;
     let current = served.current();
     let reloaded = tokio::task::spawn_blocking(move || {
         let file = crate::snapshot::scratch_beside(current.store_path(), "incoming")?;
@@ -74,11 +55,6 @@ pub(crate) async fn install_snapshot(served: &ServedDatabase, peer: &Peer) -> Re
     .await
     .map_err(|_| Error::Closed)??;
     let applied = reloaded.applied_seq();
-    drop(served.replace(reloaded.clone()));
-    tokio::spawn(async move {
-        // Requests on the old state finish first; see `Database::reload_from`.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let _ = tokio::task::spawn_blocking(move || reloaded.remove_inactive_generations()).await;
-    });
+    served.swap_in(reloaded);
     Ok(applied)
 }

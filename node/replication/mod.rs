@@ -24,6 +24,7 @@ pub mod follower;
 mod install;
 mod nodes;
 pub mod pull;
+pub mod raft;
 pub mod role;
 pub mod ship;
 pub mod wire;

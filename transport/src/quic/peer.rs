@@ -289,6 +289,41 @@ impl Peer {
         }
     }
 
+    /// Reads all `len` bytes of the peer's region `key` in `chunk`-sized reads and
+    /// checks them against the sender's xxh3 `checksum`: how snapshots are fetched.
+    pub async fn read_whole_region(
+        &self,
+        key: RegionKey,
+        len: u64,
+        checksum: u64,
+        chunk: u64,
+    ) -> Result<Vec<u8>, TransportError> {
+        let chunk = chunk.max(1);
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let mut offset = 0;
+        while offset < len {
+            let want = chunk.min(len - offset);
+            let part = self.read_region(key, offset, want).await?;
+            if part.len() as u64 != want {
+                return Err(TransportError::Malformed {
+                    what: "region data",
+                    detail: format!("read at {offset} returned {} of {want} bytes", part.len()),
+                });
+            }
+            bytes.extend(part);
+            offset += want;
+        }
+        let got = crate::region::checksum(&bytes);
+        if got != checksum {
+            return Err(TransportError::ChecksumMismatch {
+                key: key.0,
+                expected: checksum,
+                got,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Opens a raw bidirectional stream, for tests that must send malformed bytes.
     #[doc(hidden)]
     pub async fn raw_stream(

@@ -1,0 +1,241 @@
+//! The Raft log and vote in RocksDB, in a database of their own (`DIR/raft`) beside
+//! the node's data: the log is truncated and purged on Raft's schedule, the data on
+//! the node's, and neither should compact or stall the other.
+//!
+//! Durability: an append is readable when `append` returns and acknowledged to
+//! openraft only after the WAL is fsynced; a vote is fsynced before `save_vote`
+//! returns. Those two are what Raft's safety rests on.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ConsensusError;
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+const CF_LOG: &str = "log";
+const CF_META: &str = "meta";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"last_purged";
+
+/// The log store; clones share the database (openraft asks for a reader clone).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log database at `path`.
+    pub fn open(path: &Path) -> Result<LogStore, ConsensusError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = [CF_LOG, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, families)?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    /// Whether this store has ever voted or logged: a node that has is part of a
+    /// cluster already and must never be initialised again.
+    pub fn is_fresh(&self) -> Result<bool, ConsensusError> {
+        let voted = self.get_meta::<Vote>(KEY_VOTE)?.is_some();
+        let logged = self
+            .db
+            .iterator_cf(self.cf(CF_LOG)?, IteratorMode::Start)
+            .next()
+            .is_some();
+        let purged = self.get_meta::<LogId>(KEY_PURGED)?.is_some();
+        Ok(!(voted || logged || purged))
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, ConsensusError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| ConsensusError::Storage(format!("column family {name} is missing")))
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ConsensusError> {
+        match self.db.get_cf(self.cf(CF_META)?, key)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| {
+                ConsensusError::Storage(format!("decoding {}: {e}", String::from_utf8_lossy(key)))
+            }),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), ConsensusError> {
+        let bytes = postcard::to_stdvec(value)
+            .map_err(|e| ConsensusError::Storage(format!("encoding: {e}")))?;
+        self.db.put_cf(self.cf(CF_META)?, key, bytes)?;
+        Ok(())
+    }
+
+    fn fsync(&self) -> Result<(), ConsensusError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
+    fn decode_entry(bytes: &[u8]) -> Result<Entry, ConsensusError> {
+        postcard::from_bytes(bytes)
+            .map_err(|e| ConsensusError::Storage(format!("decoding a log entry: {e}")))
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry>, ConsensusError> {
+        match self
+            .db
+            .iterator_cf(self.cf(CF_LOG)?, IteratorMode::End)
+            .next()
+        {
+            None => Ok(None),
+            Some(item) => {
+                let (_, value) = item?;
+                Self::decode_entry(&value).map(Some)
+            }
+        }
+    }
+
+    fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, ConsensusError> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(&start.to_be_bytes(), Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_LOG)?, mode) {
+            let (key, value) = item?;
+            let index = index_of(&key)?;
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(Self::decode_entry(&value)?);
+        }
+        Ok(out)
+    }
+}
+
+fn index_of(key: &[u8]) -> Result<u64, ConsensusError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| ConsensusError::Storage(format!("log key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self.entries(range)?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.get_meta(KEY_VOTE)?)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        let last_log_id = match self.last_entry()? {
+            Some(entry) => Some(entry.log_id()),
+            None => last_purged_log_id.clone(),
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.put_meta(KEY_VOTE, vote)?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.fsync())
+            .await
+            .map_err(io::Error::other)??;
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not fsynced: losing it only means re-applying from the state machine's own
+        // applied id, which the state machine treats as a no-op.
+        match committed {
+            Some(id) => self.put_meta(KEY_COMMITTED, &id)?,
+            None => self
+                .db
+                .delete_cf(self.cf(CF_META)?, KEY_COMMITTED)
+                .map_err(ConsensusError::from)?,
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta(KEY_COMMITTED)?)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_LOG)?;
+        for entry in entries {
+            let bytes = postcard::to_stdvec(&entry)
+                .map_err(|e| ConsensusError::Storage(format!("encoding a log entry: {e}")))?;
+            batch.put_cf(cf, entry.index().to_be_bytes(), bytes);
+        }
+        // Written here so the entries are readable on return; acknowledged only once
+        // the WAL is on disk.
+        self.db.write(batch).map_err(ConsensusError::from)?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            callback.io_completed(store.fsync().map_err(io::Error::from));
+        });
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |id| id.index() + 1);
+        self.db
+            .delete_range_cf(self.cf(CF_LOG)?, from.to_be_bytes(), u64::MAX.to_be_bytes())
+            .map_err(ConsensusError::from)?;
+        // Entry u64::MAX is outside the range above; no real log reaches it.
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // The marker first: entries at or below it are ignored even if the delete
+        // below is lost in a crash.
+        self.put_meta(KEY_PURGED, &log_id)?;
+        self.fsync()?;
+        self.db
+            .delete_range_cf(
+                self.cf(CF_LOG)?,
+                0u64.to_be_bytes(),
+                (log_id.index() + 1).to_be_bytes(),
+            )
+            .map_err(ConsensusError::from)?;
+        Ok(())
+    }
+}

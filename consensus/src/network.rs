@@ -1,0 +1,245 @@
+//! Raft's outgoing RPCs over the QUIC transport: one [`PeerNetwork`] per target,
+//! connected lazily and reconnected after a failure. Mutual TLS, fault injection
+//! and metrics are the transport's.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use needle_transport::{AlignedBuf, Peer, Transport, TransportError};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkV2};
+
+use crate::rpc::{RaftRequest, RaftResponse};
+use crate::snapshot_file::SnapshotFile;
+use crate::types::{ClusterNode, NodeId, TypeConfig, Vote};
+
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+
+/// How long connecting to a peer may take before the peer counts as unreachable:
+/// short, because a leader retries on its heartbeat anyway.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A snapshot reply waits for the receiver to read and install the whole file.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Makes a [`PeerNetwork`] for each peer Raft talks to.
+#[derive(Clone)]
+pub struct Network {
+    transport: Transport,
+}
+
+impl Network {
+    pub fn new(transport: Transport) -> Network {
+        Network { transport }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
+        PeerNetwork {
+            transport: self.transport.clone(),
+            target,
+            addr: node.raft_addr.parse().ok(),
+            raw_addr: node.raft_addr.clone(),
+            peer: None,
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerNetwork {
+    transport: Transport,
+    target: NodeId,
+    addr: Option<SocketAddr>,
+    raw_addr: String,
+    peer: Option<Arc<Peer>>,
+}
+
+/// Why an exchange failed: the peer could not be reached, or it answered badly.
+enum Failure {
+    Unreachable(String),
+    Network(String),
+}
+
+impl Failure {
+    fn into_rpc(self) -> RPCError<TypeConfig> {
+        match self {
+            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            Failure::Network(m) => RPCError::Network(NetworkError::from_string(m)),
+        }
+    }
+
+    fn into_streaming(self) -> StreamingError<TypeConfig> {
+        match self {
+            Failure::Unreachable(m) => StreamingError::Unreachable(Unreachable::from_string(m)),
+            Failure::Network(m) => StreamingError::Network(NetworkError::from_string(m)),
+        }
+    }
+}
+
+impl PeerNetwork {
+    async fn peer(&mut self) -> Result<Arc<Peer>, Failure> {
+        if let Some(peer) = &self.peer {
+            return Ok(peer.clone());
+        }
+        let addr = self.addr.ok_or_else(|| {
+            Failure::Unreachable(format!(
+                "node {} has no valid address ({:?})",
+                self.target, self.raw_addr
+            ))
+        })?;
+        let peer = tokio::time::timeout(CONNECT_TIMEOUT, self.transport.connect(addr))
+            .await
+            .map_err(|_| {
+                Failure::Unreachable(format!("connecting to node {} timed out", self.target))
+            })?
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        let peer = Arc::new(peer);
+        self.peer = Some(peer.clone());
+        Ok(peer)
+    }
+
+    async fn call(
+        &mut self,
+        request: &RaftRequest,
+        timeout: Duration,
+    ) -> Result<RaftResponse, Failure> {
+        let body = request
+            .encode()
+            .map_err(|e| Failure::Network(e.to_string()))?;
+        let peer = self.peer().await?;
+        let reply = match peer.request_within(&body, timeout).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // A broken connection is replaced on the next call; a slow answer is not
+                // a reason to drop a healthy one.
+                if !matches!(e, TransportError::Timeout(_) | TransportError::Remote(_)) {
+                    self.peer = None;
+                }
+                return Err(match e {
+                    TransportError::Timeout(_) => Failure::Unreachable(e.to_string()),
+                    _ => Failure::Network(e.to_string()),
+                });
+            }
+        };
+        RaftResponse::decode(&reply)
+            .map_err(|e| Failure::Network(e.to_string()))?
+            .map_err(|remote| Failure::Network(format!("node {}: {remote}", self.target)))
+    }
+}
+
+fn unexpected(target: NodeId) -> Failure {
+    Failure::Network(format!("node {target} answered a different RPC"))
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(&RaftRequest::Append(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::Append(r)) => Ok(r),
+            Ok(_) => Err(unexpected(self.target).into_rpc()),
+            Err(f) => Err(f.into_rpc()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&RaftRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(RaftResponse::Vote(r)) => Ok(r),
+            Ok(_) => Err(unexpected(self.target).into_rpc()),
+            Err(f) => Err(f.into_rpc()),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(&RaftRequest::PreVote(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::Vote(r)) => Ok(r),
+            Ok(_) => Err(unexpected(self.target).into_rpc()),
+            Err(f) => Err(f.into_rpc()),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(&RaftRequest::TransferLeader(req), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::TransferLeader(r)) => Ok(r),
+            Ok(_) => Err(unexpected(self.target).into_rpc()),
+            Err(f) => Err(f.into_rpc()),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let bytes = tokio::fs::read(&snapshot.snapshot.path)
+            .await
+            .map_err(|e| {
+                Failure::Network(format!("reading {}: {e}", snapshot.snapshot.path.display()))
+                    .into_streaming()
+            })?;
+        let len = bytes.len() as u64;
+        let checksum = needle_transport::region::checksum(&bytes);
+        let mut buf = AlignedBuf::zeroed(bytes.len());
+        buf.as_bytes_mut().copy_from_slice(&bytes);
+        drop(bytes);
+        let region = self
+            .transport
+            .register_filled_region(buf)
+            .map_err(|e| Failure::Network(e.to_string()).into_streaming())?;
+        let request = RaftRequest::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            region: region.0,
+            len,
+            checksum,
+        };
+        tracing::info!(target = self.target, bytes = len, "sending a snapshot");
+        let result = tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = self.call(&request, SNAPSHOT_TIMEOUT) => match reply {
+                Ok(RaftResponse::Snapshot(r)) => Ok(r),
+                Ok(_) => Err(unexpected(self.target).into_streaming()),
+                Err(f) => Err(f.into_streaming()),
+            },
+        };
+        // The receiver has read it (or given up): free the region either way.
+        let _ = self.transport.take_region(region);
+        result
+    }
+}

@@ -1,0 +1,142 @@
+//! Raft's incoming RPCs: the transport handler of a Raft node. Raft traffic goes to
+//! the local `Raft`; everything else (the node's own requests: forwarded writes,
+//! read-index questions) goes to the node's handler, so one QUIC endpoint and one
+//! mutual-TLS identity carry both.
+
+use std::sync::{Arc, OnceLock};
+
+use needle_transport::{BoxFuture, Handler, PeerInfo, RegionKey, Transport};
+use openraft::storage::RaftStateMachine;
+use openraft::Raft;
+
+use crate::rpc::{RaftRequest, RaftResponse};
+use crate::snapshot_file::{SnapshotFile, SnapshotInbox};
+use crate::types::TypeConfig;
+
+/// Bytes per region read while fetching a snapshot.
+const SNAPSHOT_CHUNK: u64 = 4 << 20;
+
+/// The transport handler of a Raft node. Built before the transport and the Raft
+/// instance exist (both need it); [`RaftService::attach`] completes it.
+pub struct RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
+{
+    state: Arc<ServiceState<SM>>,
+}
+
+struct ServiceState<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
+{
+    attached: OnceLock<(Raft<TypeConfig, SM>, Transport)>,
+    app: Arc<dyn Handler>,
+    inbox: SnapshotInbox,
+}
+
+impl<SM> RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
+{
+    pub fn new(app: Arc<dyn Handler>, inbox: SnapshotInbox) -> Arc<RaftService<SM>> {
+        Arc::new(RaftService {
+            state: Arc::new(ServiceState {
+                attached: OnceLock::new(),
+                app,
+                inbox,
+            }),
+        })
+    }
+
+    /// Starts answering Raft RPCs; until then they fail and the sender retries.
+    pub fn attach(&self, raft: Raft<TypeConfig, SM>, transport: Transport) {
+        let _ = self.state.attached.set((raft, transport));
+    }
+}
+
+impl<SM> ServiceState<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
+{
+    async fn answer(
+        self: Arc<Self>,
+        from: PeerInfo,
+        request: RaftRequest,
+    ) -> Result<RaftResponse, String> {
+        let (raft, transport) = self
+            .attached
+            .get()
+            .ok_or_else(|| "raft is starting".to_string())?;
+        let fatal = |e: openraft::error::RaftError<TypeConfig>| e.to_string();
+        match request {
+            RaftRequest::Append(rpc) => raft
+                .append_entries(rpc)
+                .await
+                .map(RaftResponse::Append)
+                .map_err(fatal),
+            RaftRequest::Vote(rpc) => raft.vote(rpc).await.map(RaftResponse::Vote).map_err(fatal),
+            RaftRequest::PreVote(rpc) => raft
+                .pre_vote(rpc)
+                .await
+                .map(RaftResponse::Vote)
+                .map_err(fatal),
+            RaftRequest::TransferLeader(rpc) => raft
+                .handle_transfer_leader(rpc)
+                .await
+                .map(RaftResponse::TransferLeader)
+                .map_err(|e| e.to_string()),
+            RaftRequest::Snapshot {
+                vote,
+                meta,
+                region,
+                len,
+                checksum,
+            } => {
+                let peer = transport
+                    .connect(from.addr)
+                    .await
+                    .map_err(|e| format!("connecting back to the snapshot's sender: {e}"))?;
+                let bytes = peer
+                    .read_whole_region(RegionKey(region), len, checksum, SNAPSHOT_CHUNK)
+                    .await
+                    .map_err(|e| format!("reading the snapshot: {e}"))?;
+                let file = self.inbox.store(&bytes).await.map_err(|e| e.to_string())?;
+                drop(bytes);
+                tracing::info!(bytes = len, path = %file.path.display(), "installing a snapshot from the leader");
+                raft.install_full_snapshot(
+                    vote,
+                    openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
+                        meta,
+                        snapshot: file,
+                    },
+                )
+                .await
+                .map(RaftResponse::Snapshot)
+                .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+impl<SM> Handler for RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
+{
+    fn request(&self, from: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
+        match RaftRequest::decode(&body) {
+            None => self.state.app.request(from, body),
+            Some(Err(e)) => Box::pin(async move { Err(e.to_string()) }),
+            Some(Ok(request)) => {
+                let this = self.state.clone();
+                Box::pin(async move {
+                    let result = this.answer(from, request).await;
+                    RaftResponse::encode(&result).map_err(|e| e.to_string())
+                })
+            }
+        }
+    }
+
+    fn push(&self, from: PeerInfo, body: Vec<u8>, compressed: bool) -> BoxFuture<()> {
+        self.state.app.push(from, body, compressed)
+    }
+}

@@ -1,0 +1,76 @@
+//! The node's own requests between Raft members, on the same transport as Raft's
+//! RPCs: who are you (bootstrap), apply this write (a follower forwarding to the
+//! leader), what must I apply before a linearizable read (ReadIndex for a
+//! follower), and how far have you applied (`all` write concern).
+
+use needle_consensus::{Command, CommandOutcome, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// First byte of every request body of this protocol (Raft's own is 0xA0).
+pub(crate) const APP_TAG: u8 = 0xB0;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum AppRequest {
+    Hello,
+    Write(Command),
+    ReadIndex,
+    Applied,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum AppResponse {
+    Hello(Hello),
+    Write(WriteReply),
+    /// The log index a linearizable read must wait for, or why there is none.
+    ReadIndex(std::result::Result<u64, String>),
+    Applied(u64),
+}
+
+/// Who a member is, for bootstrapping from a list of addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub node_id: NodeId,
+    pub http_addr: String,
+    /// Whether it has never been part of a cluster (no vote, no log).
+    pub fresh: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum WriteReply {
+    /// Committed and applied at `index`; the outcome is the state machine's.
+    Applied { index: u64, outcome: CommandOutcome },
+    /// Not proposed: the receiver is not the leader. Safe to retry elsewhere.
+    NotLeader { leader: Option<NodeId> },
+    /// Proposed or not, unknown (the leader failed meanwhile).
+    Failed(String),
+}
+
+impl AppRequest {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = vec![APP_TAG];
+        postcard::to_io(self, &mut out)
+            .map_err(|e| Error::Replication(format!("encoding: {e}")))?;
+        Ok(out)
+    }
+
+    pub fn decode(body: &[u8]) -> Result<AppRequest> {
+        match body.split_first() {
+            Some((&APP_TAG, rest)) => postcard::from_bytes(rest)
+                .map_err(|e| Error::Replication(format!("malformed cluster request: {e}"))),
+            _ => Err(Error::Replication("not a cluster request".into())),
+        }
+    }
+}
+
+impl AppResponse {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        postcard::to_stdvec(self).map_err(|e| Error::Replication(format!("encoding: {e}")))
+    }
+
+    pub fn decode(body: &[u8]) -> Result<AppResponse> {
+        postcard::from_bytes(body)
+            .map_err(|e| Error::Replication(format!("malformed cluster response: {e}")))
+    }
+}

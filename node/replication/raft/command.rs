@@ -1,0 +1,136 @@
+//! How a write travels in a Raft log entry and how its result comes back: the
+//! operation log's own encoding of [`Op`], with the write's precondition, and an
+//! outcome that keeps the error's code, so a client of a follower gets the same
+//! answer as one of the leader.
+
+use needle_consensus::{Command, CommandOutcome, RequestId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::op::{Applied, Op, Precondition};
+
+const IF_ABSENT: u8 = 1;
+const UNCONDITIONAL: u8 = 0;
+
+/// A write as a Raft command: the precondition byte, then the op's log encoding.
+pub(crate) fn encode(
+    op: &Op,
+    precondition: Precondition,
+    request_id: Option<RequestId>,
+) -> Result<Command> {
+    let mut payload = vec![match precondition {
+        Precondition::IdsAbsent => IF_ABSENT,
+        Precondition::None => UNCONDITIONAL,
+    }];
+    payload.extend(op.encode()?);
+    Ok(Command {
+        request_id,
+        payload,
+    })
+}
+
+pub(crate) fn decode(command: &Command) -> Result<(Op, Precondition)> {
+    match command.payload.split_first() {
+        Some((&IF_ABSENT, op)) => Ok((Op::decode(op)?, Precondition::IdsAbsent)),
+        Some((&UNCONDITIONAL, op)) => Ok((Op::decode(op)?, Precondition::None)),
+        _ => Err(Error::Corrupt(
+            "raft command without a precondition byte".into(),
+        )),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct AppliedWire {
+    seq: u64,
+    affected: u64,
+    deleted: Vec<bool>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RejectedWire {
+    code: String,
+    message: String,
+    kind: ErrorKind,
+}
+
+/// What applying the entry did, for whoever waits on it.
+pub(crate) fn outcome(result: &Result<Applied>) -> CommandOutcome {
+    let wire: std::result::Result<AppliedWire, RejectedWire> = match result {
+        Ok(a) => Ok(AppliedWire {
+            seq: a.seq,
+            affected: a.affected as u64,
+            deleted: a.deleted.clone(),
+        }),
+        Err(e) => Err(RejectedWire {
+            code: e.code().to_string(),
+            message: e.to_string(),
+            kind: e.kind(),
+        }),
+    };
+    // Encoding plain structs into a Vec cannot fail; an empty outcome reads as an error.
+    CommandOutcome(postcard::to_stdvec(&wire).unwrap_or_default())
+}
+
+pub(crate) fn read_outcome(outcome: &CommandOutcome) -> Result<Applied> {
+    let wire: std::result::Result<AppliedWire, RejectedWire> = postcard::from_bytes(&outcome.0)
+        .map_err(|e| Error::Corrupt(format!("decoding a write outcome: {e}")))?;
+    match wire {
+        Ok(a) => Ok(Applied {
+            seq: a.seq,
+            affected: a.affected as usize,
+            deleted: a.deleted,
+        }),
+        Err(r) => Err(Error::Remote {
+            code: r.code,
+            message: r.message,
+            kind: r.kind,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VectorRecord;
+
+    #[test]
+    fn a_write_survives_the_log_encoding() {
+        let op = Op::Upsert {
+            collection: "docs".into(),
+            records: vec![VectorRecord {
+                id: "a".into(),
+                vector: vec![1.0, 2.0],
+                metadata: None,
+            }],
+        };
+        let id = RequestId {
+            client: 7,
+            serial: 3,
+        };
+        let command = encode(&op, Precondition::IdsAbsent, Some(id)).unwrap();
+        assert_eq!(command.request_id, Some(id));
+        assert_eq!(decode(&command).unwrap(), (op, Precondition::IdsAbsent));
+        let garbage = Command {
+            request_id: None,
+            payload: vec![9, 9],
+        };
+        assert!(decode(&garbage).is_err());
+    }
+
+    #[test]
+    fn a_rejection_keeps_its_code_and_class() {
+        let rejected = outcome(&Err(Error::VectorExists("a".into())));
+        let err = read_outcome(&rejected).unwrap_err();
+        assert_eq!(err.code(), "VECTOR_EXISTS");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        let applied = Applied {
+            seq: 4,
+            affected: 1,
+            deleted: vec![true],
+        };
+        assert_eq!(
+            read_outcome(&outcome(&Ok(applied.clone()))).unwrap(),
+            applied
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Raft replication (`needle serve --raft`): every write is ordered by the Raft
+//! leader and applied by every member's state machine — the needle database, through
+//! the same writer as a standalone write. Built on `needle-consensus` (openraft,
+//! the RocksDB log store, Raft RPC over the QUIC transport).
+//!
+//! - [`command`]: a write as a log entry, and its outcome;
+//! - [`state_machine`]: the database as openraft's state machine, snapshots included;
+//! - [`app_rpc`]: the node's own requests between members (bootstrap, forwarded
+//!   writes, read index);
+//! - [`node`]: [`RaftNode`], start-up and bootstrap;
+//! - [`write`]: the write path and linearizable reads;
+//! - [`status`]: cluster status, metrics and step-down.
+
+mod app_rpc;
+mod command;
+mod node;
+mod state_machine;
+mod status;
+mod write;
+
+pub use node::{RaftConfig, RaftNode};
+pub use status::{ClusterStatus, PeerStatus};
+pub use write::ReadConsistency;

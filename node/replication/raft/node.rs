@@ -1,0 +1,419 @@
+//! [`RaftNode`]: a needle node as a member of a Raft cluster. It owns the Raft
+//! instance, its log store and state machine, and the transport both Raft and the
+//! node's own cluster requests travel on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use needle_consensus::openraft::async_runtime::WatchReceiver;
+use needle_consensus::openraft::{self, Raft, SnapshotPolicy};
+use needle_consensus::{
+    ClusterNode, LogStore, Network, NodeId, RaftService, SnapshotInbox, TypeConfig,
+};
+use needle_transport::faults::FaultInjector;
+use needle_transport::metrics::TransportMetrics;
+use needle_transport::{BoxFuture, Handler, Peer, PeerInfo, Security, Transport, TransportConfig};
+use parking_lot::Mutex;
+
+use super::app_rpc::{AppRequest, AppResponse, Hello};
+use super::state_machine::StateMachine;
+use crate::error::{Error, Result};
+use crate::replication::TlsConfig;
+use crate::served::ServedDatabase;
+use crate::{Database, DatabaseOptions};
+
+pub(crate) type NeedleRaft = Raft<TypeConfig, StateMachine>;
+
+/// How a Raft node runs. `Default` gives a single loopback node with the guide's
+/// timings; set at least `node_id`, `cluster_addr` and `peers`.
+#[derive(Clone)]
+pub struct RaftConfig {
+    pub node_id: NodeId,
+    /// Where this node's transport (Raft RPCs) listens.
+    pub cluster_addr: SocketAddr,
+    /// The HTTP address clients use for this node, told to other members so they
+    /// can name the leader.
+    pub http_addr: String,
+    /// The other members' cluster addresses. A fresh cluster is initialised by the
+    /// member with the lowest id once every one of them answers; restarts never
+    /// initialise again.
+    pub peers: Vec<SocketAddr>,
+    /// Ids the peers must answer with (`--peers ID=ADDR`); a mismatch stops the
+    /// bootstrap rather than build a cluster of the wrong members.
+    pub expected_peer_ids: BTreeMap<SocketAddr, NodeId>,
+    pub election_timeout_ms: Range<u64>,
+    pub heartbeat_interval_ms: u64,
+    /// How long a write waits for its write concern (and for a leader).
+    pub write_timeout_ms: u64,
+    /// A snapshot is taken after this many log entries, and the log before it purged.
+    pub snapshot_every: u64,
+    /// `None`: unauthenticated transport, for development only.
+    pub tls: Option<TlsConfig>,
+    /// Test clusters only: the transport's fault injector.
+    pub faults: Option<Arc<FaultInjector>>,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            node_id: 1,
+            cluster_addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            http_addr: String::new(),
+            peers: Vec::new(),
+            expected_peer_ids: BTreeMap::new(),
+            election_timeout_ms: 150..300,
+            heartbeat_interval_ms: 50,
+            write_timeout_ms: 5000,
+            snapshot_every: 10_000,
+            tls: None,
+            faults: None,
+        }
+    }
+}
+
+/// A needle node in a Raft cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: RaftConfig,
+    pub served: ServedDatabase,
+    pub raft: OnceLock<NeedleRaft>,
+    pub transport: OnceLock<Transport>,
+    /// Connections for the node's own requests, by cluster address.
+    peers: Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
+    /// Whether the log store was empty at start (a member never part of a cluster).
+    fresh: OnceLock<bool>,
+}
+
+/// Answers the node's own cluster requests (see `app_rpc`).
+struct AppHandler {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl Handler for AppHandler {
+    fn request(
+        &self,
+        _from: PeerInfo,
+        body: Vec<u8>,
+    ) -> BoxFuture<std::result::Result<Vec<u8>, String>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let node = RaftNode {
+                inner: inner.upgrade().ok_or("node is shutting down")?,
+            };
+            let request = AppRequest::decode(&body).map_err(|e| e.to_string())?;
+            let response = node.answer(request).await;
+            response.encode().map_err(|e| e.to_string())
+        })
+    }
+
+    fn push(&self, _from: PeerInfo, _body: Vec<u8>, _compressed: bool) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("node_id", &self.inner.config.node_id)
+            .field("cluster_addr", &self.inner.config.cluster_addr)
+            .finish()
+    }
+}
+
+impl RaftNode {
+    /// A node over the database at `path` (opened here); nothing runs until
+    /// [`RaftNode::start`].
+    pub fn new(path: impl AsRef<Path>, config: RaftConfig) -> Result<RaftNode> {
+        let db = Database::open_with(path, DatabaseOptions::default())?;
+        Ok(RaftNode::with_database(ServedDatabase::new(db), config))
+    }
+
+    /// A node serving `served` (how `needle serve --raft` builds it).
+    pub fn with_database(served: ServedDatabase, config: RaftConfig) -> RaftNode {
+        RaftNode {
+            inner: Arc::new(Inner {
+                config,
+                served,
+                raft: OnceLock::new(),
+                transport: OnceLock::new(),
+                peers: Mutex::new(BTreeMap::new()),
+                fresh: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Opens the Raft log (`DIR/raft`), binds the transport, starts Raft and, on a
+    /// fresh cluster, the bootstrap. Must run inside a tokio runtime.
+    pub async fn start(&self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.raft.get().is_some() {
+            return Ok(());
+        }
+        let config = &inner.config;
+        let raft_dir = inner.served.current().path().join("raft");
+        let consensus = |e: needle_consensus::ConsensusError| Error::Replication(e.to_string());
+        let log_store = LogStore::open(&raft_dir.join("log")).map_err(consensus)?;
+        let fresh = log_store.is_fresh().map_err(consensus)?;
+        let _ = inner.fresh.set(fresh);
+        let state_machine = StateMachine::open(inner.served.clone(), &raft_dir.join("snapshots"))?;
+        let inbox = SnapshotInbox::open(&raft_dir.join("inbox")).map_err(consensus)?;
+        let app: Arc<dyn Handler> = Arc::new(AppHandler {
+            inner: Arc::downgrade(inner),
+        });
+        let service = RaftService::<StateMachine>::new(app, inbox);
+
+        let db = inner.served.current();
+        let mut transport_config = TransportConfig::new(security(config.tls.as_ref())?);
+        transport_config.faults = config.faults.clone();
+        transport_config.metrics = TransportMetrics::register(db.metrics().registry())
+            .ok()
+            .map(Arc::new);
+        let transport = Transport::bind(config.cluster_addr, transport_config, service.clone())
+            .map_err(|e| Error::Replication(e.to_string()))?;
+
+        let raft_config = openraft::Config {
+            cluster_name: "needle".into(),
+            election_timeout_min: config.election_timeout_ms.start,
+            election_timeout_max: config
+                .election_timeout_ms
+                .end
+                .max(config.election_timeout_ms.start + 1),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::InvalidRequest(format!("raft settings: {e}")))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Network::new(transport.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| Error::Replication(format!("starting raft: {e}")))?;
+        service.attach(raft.clone(), transport.clone());
+        let _ = inner.transport.set(transport);
+        let _ = inner.raft.set(raft);
+        super::status::spawn_metrics(self.clone());
+        if fresh {
+            tokio::spawn(self.clone().bootstrap());
+        }
+        tracing::info!(node_id = config.node_id, cluster_addr = %self.cluster_addr()?, fresh, "raft node started");
+        Ok(())
+    }
+
+    pub(crate) fn raft(&self) -> Result<&NeedleRaft> {
+        self.inner
+            .raft
+            .get()
+            .ok_or_else(|| Error::Replication("raft node is not started".into()))
+    }
+
+    /// The database this node serves.
+    pub fn database(&self) -> Database {
+        self.inner.served.current()
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.config.node_id
+    }
+
+    /// The address the transport listens on (the port, when 0 was asked for).
+    pub fn cluster_addr(&self) -> Result<SocketAddr> {
+        self.inner
+            .transport
+            .get()
+            .ok_or_else(|| Error::Replication("raft node is not started".into()))?
+            .local_addr()
+            .map_err(|e| Error::Replication(e.to_string()))
+    }
+
+    /// Whether this node is the leader, as far as it knows (a paused, deposed leader
+    /// may still think so: writes and linearizable reads check with a quorum).
+    pub fn is_leader(&self) -> bool {
+        self.raft().is_ok_and(|r| r.is_leader())
+    }
+
+    /// The leader this node currently follows, if any.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.raft().ok()?.metrics().borrow_watched().current_leader
+    }
+
+    /// A connection to the member at `addr` for the node's own requests.
+    pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Peer>> {
+        if let Some(peer) = self.inner.peers.lock().get(&addr) {
+            return Ok(peer.clone());
+        }
+        let transport = self
+            .inner
+            .transport
+            .get()
+            .ok_or_else(|| Error::Replication("raft node is not started".into()))?;
+        let peer = tokio::time::timeout(Duration::from_secs(1), transport.connect(addr))
+            .await
+            .map_err(|_| Error::Replication(format!("connecting to {addr} timed out")))?
+            .map_err(|e| Error::Replication(format!("connecting to {addr}: {e}")))?;
+        let peer = Arc::new(peer);
+        self.inner.peers.lock().insert(addr, peer.clone());
+        Ok(peer)
+    }
+
+    /// Sends one of the node's own requests to the member at `addr`.
+    pub(crate) async fn ask(
+        &self,
+        addr: SocketAddr,
+        request: &AppRequest,
+        timeout: Duration,
+    ) -> Result<AppResponse> {
+        let peer = self.peer(addr).await?;
+        match peer.request_within(&request.encode()?, timeout).await {
+            Ok(reply) => AppResponse::decode(&reply),
+            Err(e) => {
+                if !matches!(e, needle_transport::TransportError::Timeout(_)) {
+                    self.inner.peers.lock().remove(&addr);
+                }
+                Err(Error::Replication(format!("{addr}: {e}")))
+            }
+        }
+    }
+
+    async fn answer(&self, request: AppRequest) -> AppResponse {
+        match request {
+            AppRequest::Hello => AppResponse::Hello(Hello {
+                node_id: self.node_id(),
+                http_addr: self.inner.config.http_addr.clone(),
+                fresh: self.inner.fresh.get().copied().unwrap_or(false)
+                    && self.raft().map_or(true, |r| {
+                        r.metrics()
+                            .borrow_watched()
+                            .membership_config
+                            .membership()
+                            .voter_ids()
+                            .next()
+                            .is_none()
+                    }),
+            }),
+            AppRequest::Write(command) => AppResponse::Write(self.apply_forwarded(command).await),
+            AppRequest::ReadIndex => {
+                AppResponse::ReadIndex(self.leader_read_index().await.map_err(|e| e.to_string()))
+            }
+            AppRequest::Applied => AppResponse::Applied(self.applied_index()),
+        }
+    }
+
+    /// The last log index this node's state machine applied.
+    pub(crate) fn applied_index(&self) -> u64 {
+        self.raft()
+            .ok()
+            .and_then(|r| r.metrics().borrow_watched().last_applied.map(|l| l.index))
+            .unwrap_or(0)
+    }
+
+    /// A fresh cluster: wait until every peer answers, then the member with the
+    /// lowest id initialises it with all of them as voters. If any peer has been in
+    /// a cluster already, nobody initialises: this node waits to be added.
+    async fn bootstrap(self) {
+        let peers = self.inner.config.peers.clone();
+        loop {
+            let Ok(raft) = self.raft() else { return };
+            if raft.is_initialized().await.unwrap_or(true) {
+                return;
+            }
+            let mut members = BTreeMap::new();
+            members.insert(
+                self.node_id(),
+                ClusterNode {
+                    raft_addr: self
+                        .cluster_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    http_addr: self.inner.config.http_addr.clone(),
+                },
+            );
+            let mut all_fresh = true;
+            for &addr in &peers {
+                match self
+                    .ask(addr, &AppRequest::Hello, Duration::from_millis(500))
+                    .await
+                {
+                    Ok(AppResponse::Hello(hello)) => {
+                        if let Some(&expected) = self.inner.config.expected_peer_ids.get(&addr) {
+                            if expected != hello.node_id {
+                                tracing::error!(%addr, expected, answered = hello.node_id, "a peer has another id than --peers says: not bootstrapping");
+                                return;
+                            }
+                        }
+                        all_fresh &= hello.fresh;
+                        members.insert(
+                            hello.node_id,
+                            ClusterNode {
+                                raft_addr: addr.to_string(),
+                                http_addr: hello.http_addr,
+                            },
+                        );
+                    }
+                    _ => break,
+                }
+            }
+            if members.len() == peers.len() + 1 {
+                if !all_fresh {
+                    tracing::info!(
+                        "a peer is already in a cluster: waiting to be added, not initialising"
+                    );
+                    return;
+                }
+                if members.keys().next() != Some(&self.node_id()) {
+                    return; // the lowest id initialises
+                }
+                match raft.initialize(members.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialised the raft cluster")
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "raft cluster not initialised by this node")
+                    }
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops Raft; the transport closes when the node is dropped.
+    pub async fn shutdown(&self) {
+        if let Ok(raft) = self.raft() {
+            let _ = raft.shutdown().await;
+        }
+    }
+}
+
+/// The transport's security from the TLS settings; `None` is the development mode
+/// without authentication, logged loudly.
+pub(crate) fn security(tls: Option<&TlsConfig>) -> Result<Security> {
+    match tls {
+        Some(tls) => Ok(Security::Mutual(needle_transport::TlsFiles {
+            cert_path: tls.cert_path.clone(),
+            key_path: tls.key_path.clone(),
+            ca_path: tls.ca_path.clone().ok_or_else(|| {
+                Error::InvalidRequest(
+                    "TLS between nodes is mutual: ca_path must name the cluster CA".into(),
+                )
+            })?,
+        })),
+        None => {
+            tracing::warn!("raft without TLS: node-to-node traffic is NOT authenticated");
+            Ok(Security::InsecureDev)
+        }
+    }
+}

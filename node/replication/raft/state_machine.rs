@@ -1,0 +1,291 @@
+//! The Raft state machine is the needle database: a committed entry is applied by
+//! the same writer, checks and batches as a standalone write, and the Raft applied
+//! id is written in the same RocksDB batch as the data, so a restart never applies
+//! an entry twice nor skips one. Snapshots are the database's own snapshot files
+//! (a RocksDB checkpoint as tar + zstd).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use futures::{FutureExt, Stream, StreamExt};
+use needle_consensus::openraft::entry::RaftEntry;
+use needle_consensus::openraft::storage::{EntryResponder, RaftStateMachine};
+use needle_consensus::openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use needle_consensus::types::{LogId, SnapshotMeta, StoredMembership};
+use needle_consensus::{CommandOutcome, SnapshotFile, TypeConfig};
+use serde::{Deserialize, Serialize};
+
+use super::command;
+use crate::error::{Error, Result};
+use crate::op::Applied;
+use crate::served::ServedDatabase;
+use crate::storage::META_RAFT_APPLIED;
+
+type Snapshot = needle_consensus::openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+type Responder = Option<needle_consensus::openraft::storage::ApplyResponder<TypeConfig>>;
+
+/// Entries taken from the stream into one writer batch at most.
+const MAX_BATCH: usize = 1024;
+
+/// What the state machine has applied: written with the data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct AppliedMarker {
+    pub log_id: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+pub struct StateMachine {
+    served: ServedDatabase,
+    applied: AppliedMarker,
+    snapshots: PathBuf,
+}
+
+fn io_error(e: Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl StateMachine {
+    /// The state machine over `served`; `snapshots` holds the current snapshot file.
+    pub(crate) fn open(served: ServedDatabase, snapshots: &Path) -> Result<StateMachine> {
+        std::fs::create_dir_all(snapshots)
+            .map_err(|e| Error::Snapshot(format!("{}: {e}", snapshots.display())))?;
+        let applied = served
+            .current()
+            .meta_json::<AppliedMarker>(META_RAFT_APPLIED)?
+            .unwrap_or_default();
+        Ok(StateMachine {
+            served,
+            applied,
+            snapshots: snapshots.to_path_buf(),
+        })
+    }
+
+    fn marker_json(&self) -> io::Result<Vec<u8>> {
+        serde_json::to_vec(&self.applied).map_err(io::Error::other)
+    }
+
+    /// Applies entries in log order: runs of writes go to the writer together (one
+    /// fsynced batch), membership and blank entries are recorded between them.
+    async fn apply_batch(&mut self, batch: Vec<EntryResponder<TypeConfig>>) -> io::Result<()> {
+        let db = self.served.current();
+        let mut waiting: Vec<(WriteWait, Responder)> = Vec::new();
+        for (entry, responder) in batch {
+            let log_id = entry.log_id();
+            match entry.payload {
+                EntryPayload::Normal(cmd) => {
+                    self.applied.log_id = Some(log_id);
+                    let marker = self.marker_json()?;
+                    let queued = command::decode(&cmd).and_then(|(op, precondition)| {
+                        db.enqueue_ordered(op, precondition, (META_RAFT_APPLIED, marker))
+                    });
+                    waiting.push((
+                        match queued {
+                            Ok(rx) => WriteWait::Queued(rx),
+                            Err(e) => WriteWait::Done(Err(e)),
+                        },
+                        responder,
+                    ));
+                }
+                payload => {
+                    finish(std::mem::take(&mut waiting)).await?;
+                    if let EntryPayload::Membership(m) = payload {
+                        self.applied.membership = StoredMembership::new(Some(log_id.clone()), m);
+                    }
+                    self.applied.log_id = Some(log_id);
+                    let (db, marker) = (db.clone(), self.applied.clone());
+                    tokio::task::spawn_blocking(move || {
+                        db.set_meta_json(META_RAFT_APPLIED, &marker)
+                    })
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(io_error)?;
+                    if let Some(responder) = responder {
+                        responder.send(CommandOutcome(Vec::new()));
+                    }
+                }
+            }
+        }
+        finish(waiting).await
+    }
+}
+
+enum WriteWait {
+    Queued(tokio::sync::oneshot::Receiver<Result<Applied>>),
+    Done(Result<Applied>),
+}
+
+/// Waits for queued writes and answers their clients, in order.
+///
+/// A rejection by the database's checks is an answer like any other: every node
+/// rejects the same entry. A failure to write (storage, shutdown) is not: this node
+/// did not apply what the others did, so it stops applying rather than diverge, and
+/// openraft stops the node.
+async fn finish(waiting: Vec<(WriteWait, Responder)>) -> io::Result<()> {
+    for (wait, responder) in waiting {
+        let result = match wait {
+            WriteWait::Queued(rx) => {
+                let result = rx.await.unwrap_or(Err(Error::Closed));
+                if let Err(e) = &result {
+                    if matches!(e, Error::Storage(_) | Error::Closed) {
+                        return Err(io::Error::other(format!("applying a committed entry: {e}")));
+                    }
+                }
+                result
+            }
+            WriteWait::Done(result) => result,
+        };
+        if let Some(responder) = responder {
+            responder.send(command::outcome(&result));
+        }
+    }
+    Ok(())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        Ok((self.applied.log_id.clone(), self.applied.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        while let Some(first) = entries.next().await {
+            let mut batch = vec![first?];
+            // Whatever else is ready joins the same writer batch.
+            while batch.len() < MAX_BATCH {
+                match entries.next().now_or_never() {
+                    Some(Some(item)) => batch.push(item?),
+                    _ => break,
+                }
+            }
+            self.apply_batch(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            served: self.served.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> io::Result<()> {
+        let db = self.served.current();
+        let (dir, kept_meta) = (self.snapshots.clone(), meta.clone());
+        let reloaded = tokio::task::spawn_blocking(move || -> io::Result<crate::Database> {
+            let reloaded = db.reload_from(&snapshot.path).map_err(io_error)?;
+            keep_current(&dir, &snapshot.path, &kept_meta)?;
+            Ok(reloaded)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.applied = AppliedMarker {
+            log_id: meta.last_log_id.clone(),
+            membership: meta.last_membership.clone(),
+        };
+        tracing::info!(applied = ?self.applied.log_id, "installed a raft snapshot");
+        self.served.swap_in(reloaded);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        let record = match tokio::fs::read(self.snapshots.join(CURRENT)).await {
+            Ok(bytes) => {
+                serde_json::from_slice::<CurrentSnapshot>(&bytes).map_err(io::Error::other)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(Snapshot {
+            meta: record.meta,
+            snapshot: SnapshotFile {
+                path: self.snapshots.join(record.file),
+            },
+        }))
+    }
+}
+
+/// The record of the snapshot a node keeps (`current.json`): which file, and the
+/// Raft meta of what it contains. Replaced by an atomic rename, so it always names a
+/// complete file whose contents match the meta.
+#[derive(Serialize, Deserialize)]
+struct CurrentSnapshot {
+    file: String,
+    meta: SnapshotMeta,
+}
+
+const CURRENT: &str = "current.json";
+
+/// Moves `source` into `dir` as the kept snapshot, records it, and removes the
+/// snapshot files it replaces.
+fn keep_current(dir: &Path, source: &Path, meta: &SnapshotMeta) -> io::Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
+    let file = format!("snap-{index}-{nanos}.snapshot");
+    let target = dir.join(&file);
+    std::fs::rename(source, &target)?;
+    let record = serde_json::to_vec(&CurrentSnapshot {
+        file: file.clone(),
+        meta: meta.clone(),
+    })
+    .map_err(io::Error::other)?;
+    let tmp = dir.join("current.json.tmp");
+    std::fs::write(&tmp, record)?;
+    std::fs::rename(&tmp, dir.join(CURRENT))?;
+    for stale in std::fs::read_dir(dir)?.flatten() {
+        let name = stale.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap-") && name != file.as_str() {
+            let _ = std::fs::remove_file(stale.path());
+        }
+    }
+    Ok(target)
+}
+
+/// Builds a snapshot of the database as it is when the build runs; its Raft
+/// applied id is read from the checkpoint itself, so id and data always agree even
+/// while entries keep being applied.
+pub struct SnapshotBuilder {
+    served: ServedDatabase,
+    snapshots: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let db = self.served.current();
+        let dir = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<Snapshot> {
+            let building = dir.join("building.snapshot");
+            let written = db.write_snapshot(&building).map_err(io_error)?;
+            let applied: AppliedMarker = match written.info.raft_applied {
+                Some(value) => serde_json::from_value(value).map_err(io::Error::other)?,
+                None => AppliedMarker::default(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.log_id,
+                last_membership: applied.membership,
+            };
+            let current = keep_current(&dir, &building, &meta)?;
+            tracing::info!(applied = ?meta.last_log_id, bytes = written.bytes, "built a raft snapshot");
+            Ok(Snapshot {
+                meta,
+                snapshot: SnapshotFile { path: current },
+            })
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}

@@ -1,0 +1,237 @@
+//! What a Raft node tells about its cluster: `cluster_status` (`GET
+//! /cluster/status`), the Prometheus gauges, and leadership hand-over
+//! (`step_down`).
+
+use std::time::{Duration, Instant};
+
+use needle_consensus::openraft::async_runtime::WatchReceiver;
+use needle_consensus::openraft::ServerState;
+use needle_consensus::NodeId;
+use prometheus::{IntGauge, IntGaugeVec, Opts};
+use serde::Serialize;
+
+use super::node::RaftNode;
+use crate::error::{Error, Result};
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub state: String,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One member. `lag` (entries the member's log is behind the leader's) is known
+/// only on the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub state: String,
+    pub raft_addr: String,
+    pub http_addr: String,
+    pub lag: Option<u64>,
+}
+
+fn state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl RaftNode {
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        let metrics = self.raft()?.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let last_index = metrics.last_log_index.unwrap_or(0);
+        let peers = membership
+            .nodes()
+            .map(|(id, node)| {
+                let state = if *id == metrics.id {
+                    state_name(metrics.state)
+                } else if Some(*id) == metrics.current_leader {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let lag =
+                    metrics
+                        .replication
+                        .as_ref()
+                        .map(|replication| match replication.get(id) {
+                            Some(Some(matched)) => last_index.saturating_sub(matched.index),
+                            _ => last_index,
+                        });
+                PeerStatus {
+                    id: *id,
+                    state: state.to_string(),
+                    raft_addr: node.raft_addr.clone(),
+                    http_addr: node.http_addr.clone(),
+                    lag: if *id == metrics.id && metrics.state == ServerState::Leader {
+                        Some(0)
+                    } else {
+                        lag
+                    },
+                }
+            })
+            .collect();
+        Ok(ClusterStatus {
+            node_id: metrics.id,
+            state: state_name(metrics.state).to_string(),
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            commit_index: metrics.local_committed.map_or(0, |l| l.index),
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            peers,
+        })
+    }
+
+    /// Hands leadership to the most up-to-date voter and returns the new leader's id
+    /// once this node sees it lead.
+    pub async fn step_down(&self) -> Result<NodeId> {
+        let raft = self.raft()?;
+        let metrics = raft.metrics().borrow_watched().clone();
+        if metrics.state != ServerState::Leader {
+            return Err(Error::NoLeader(format!(
+                "node {} is not the leader (leader: {:?})",
+                metrics.id, metrics.current_leader
+            )));
+        }
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let target = voters
+            .iter()
+            .filter(|id| **id != metrics.id)
+            .max_by_key(|id| {
+                (
+                    replication.get(id).cloned().flatten().map(|l| l.index),
+                    std::cmp::Reverse(**id),
+                )
+            })
+            .copied()
+            .ok_or_else(|| Error::InvalidRequest("no other voter to hand leadership to".into()))?;
+        raft.trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| Error::Replication(format!("leader transfer: {e}")))?;
+        let deadline =
+            Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms.max(1000));
+        loop {
+            let now = raft.metrics().borrow_watched().clone();
+            if let Some(leader) = now.current_leader.filter(|l| *l != metrics.id) {
+                tracing::info!(from = metrics.id, to = leader, "stepped down");
+                return Ok(leader);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader(format!(
+                    "no new leader within {} ms of handing over to node {target}",
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_millis()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// needle_raft_* gauges, kept from the Raft metrics as they change.
+struct RaftGauges {
+    term: IntGauge,
+    leader: IntGaugeVec,
+    commit_index: IntGauge,
+    applied_index: IntGauge,
+}
+
+impl RaftGauges {
+    fn register(registry: &prometheus::Registry) -> Option<RaftGauges> {
+        let gauges = RaftGauges {
+            term: IntGauge::new("needle_raft_term", "The Raft term this node is in").ok()?,
+            leader: IntGaugeVec::new(
+                Opts::new(
+                    "needle_raft_leader",
+                    "1 on the node that is the Raft leader, 0 elsewhere",
+                ),
+                &["node_id"],
+            )
+            .ok()?,
+            commit_index: IntGauge::new(
+                "needle_raft_commit_index",
+                "The highest Raft log index known committed",
+            )
+            .ok()?,
+            applied_index: IntGauge::new(
+                "needle_raft_applied_index",
+                "The highest Raft log index this node's state machine applied",
+            )
+            .ok()?,
+        };
+        registry.register(Box::new(gauges.term.clone())).ok()?;
+        registry.register(Box::new(gauges.leader.clone())).ok()?;
+        registry
+            .register(Box::new(gauges.commit_index.clone()))
+            .ok()?;
+        registry
+            .register(Box::new(gauges.applied_index.clone()))
+            .ok()?;
+        Some(gauges)
+    }
+}
+
+/// Follows the Raft metrics into Prometheus, and the replicas' lag on the leader.
+pub(crate) fn spawn_metrics(node: RaftNode) {
+    let db = node.database();
+    let node_metrics = db.metrics();
+    let Some(gauges) = RaftGauges::register(node_metrics.registry()) else {
+        tracing::warn!("raft metrics could not be registered");
+        return;
+    };
+    let Ok(raft) = node.raft().cloned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut watch = raft.metrics();
+        let mut last_applied = 0u64;
+        loop {
+            let m = watch.borrow_watched().clone();
+            gauges.term.set(m.current_term as i64);
+            gauges
+                .leader
+                .with_label_values(&[&m.id.to_string()])
+                .set(i64::from(m.state == ServerState::Leader));
+            gauges
+                .commit_index
+                .set(m.local_committed.map_or(0, |l| l.index) as i64);
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            gauges.applied_index.set(applied as i64);
+            node_metrics
+                .replication_operations
+                .with_label_values(&["raft_applied"])
+                .inc_by(applied.saturating_sub(last_applied));
+            last_applied = applied;
+            if let Some(replication) = &m.replication {
+                let last = m.last_log_index.unwrap_or(0);
+                for (peer, matched) in replication {
+                    let behind = last.saturating_sub(matched.as_ref().map_or(0, |l| l.index));
+                    node_metrics
+                        .replication_lag_operations
+                        .with_label_values(&[&peer.to_string()])
+                        .set(behind as i64);
+                }
+            }
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}

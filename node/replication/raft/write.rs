@@ -1,0 +1,302 @@
+//! Writes and linearizable reads on a Raft node.
+//!
+//! A write is ordered by the leader: on the leader it is proposed directly; on a
+//! follower it is forwarded over the transport to the leader it knows, and retried
+//! (until the write timeout) only while the answer proves it was never proposed.
+//! The write concern is then checked where the client waits.
+//!
+//! A linearizable read asks the leader for a read index (ReadIndex: the leader
+//! confirms its leadership with a quorum first, so a deposed leader cannot give
+//! one) and waits until this node has applied up to it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use needle_consensus::openraft::async_runtime::WatchReceiver;
+use needle_consensus::openraft::error::{ClientWriteError, RaftError};
+use needle_consensus::openraft::ReadPolicy;
+use needle_consensus::{Command, NodeId, RequestId};
+
+use super::app_rpc::{AppRequest, AppResponse, WriteReply};
+use super::command;
+use super::node::RaftNode;
+use crate::error::{Error, Result};
+use crate::op::{Applied, Op, Precondition};
+use crate::replication::WriteConcern;
+
+/// Between tries while no leader is known or the known one just changed.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How a search must see the cluster's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadConsistency {
+    /// Sees every write acknowledged before the search began, wherever it runs.
+    Linearizable,
+    /// This node's state as it is: fastest, possibly behind the leader.
+    #[default]
+    Eventual,
+}
+
+impl ReadConsistency {
+    pub fn parse(text: &str) -> Result<ReadConsistency> {
+        match text {
+            "linearizable" => Ok(ReadConsistency::Linearizable),
+            "eventual" => Ok(ReadConsistency::Eventual),
+            other => Err(Error::InvalidRequest(format!(
+                "unknown consistency {other:?}: expected linearizable or eventual"
+            ))),
+        }
+    }
+}
+
+impl RaftNode {
+    fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.config.write_timeout_ms.max(1))
+    }
+
+    /// Orders `op` through the cluster's leader and returns once it is committed and
+    /// applied on the leader, and `concern` is met.
+    pub async fn write(
+        &self,
+        op: Op,
+        precondition: Precondition,
+        concern: WriteConcern,
+        request_id: Option<RequestId>,
+    ) -> Result<Applied> {
+        if concern == WriteConcern::Primary {
+            return Err(Error::InvalidRequest(
+                "write_concern primary is not available on a raft cluster yet; use majority or all"
+                    .into(),
+            ));
+        }
+        // Bad writes are refused before they take a log slot.
+        self.database().precheck(&op)?;
+        let command = command::encode(&op, precondition, request_id)?;
+        let deadline = Instant::now() + self.write_timeout();
+        let (index, applied) = self.order(command, deadline).await?;
+        if concern == WriteConcern::All {
+            self.await_all_applied(index, applied.seq, deadline).await?;
+        }
+        // Read-your-writes on the node that answered: a follower that forwarded the
+        // write answers once it has applied it too. The write is committed either
+        // way, so running out of time here is not an error.
+        let _ = self.await_applied(index, deadline).await;
+        Ok(applied)
+    }
+
+    /// Proposes `command` here or at the leader, until it is applied or `deadline`.
+    async fn order(&self, command: Command, deadline: Instant) -> Result<(u64, Applied)> {
+        loop {
+            let leader = match self.propose(command.clone()).await? {
+                Ok(done) => return Ok(done),
+                Err(leader) => leader,
+            };
+            if let Some((id, addr)) = leader.and_then(|id| self.member_addr(id).map(|a| (id, a))) {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let request = AppRequest::Write(command.clone());
+                let forwarded = tokio::select! {
+                    reply = self.ask(addr, &request, remaining) => reply,
+                    () = self.leader_moves_from(id) => Err(Error::NoLeader(format!(
+                        "node {id} stopped being the leader while the write was forwarded to it"
+                    ))),
+                };
+                match forwarded {
+                    Ok(AppResponse::Write(WriteReply::Applied { index, outcome })) => {
+                        return Ok((index, command::read_outcome(&outcome)?));
+                    }
+                    Ok(AppResponse::Write(WriteReply::NotLeader { .. })) => {}
+                    Ok(AppResponse::Write(WriteReply::Failed(message))) => {
+                        return Err(Error::Replication(format!(
+                            "the leader (node {id}) failed the write; it may or may not be applied: {message}"
+                        )))
+                    }
+                    Ok(_) => return Err(Error::Replication(format!("node {id} answered a different request"))),
+                    // Sent and unanswered: it may have been proposed, so no blind retry.
+                    Err(e) => {
+                        return Err(Error::NoLeader(format!(
+                            "forwarding to the leader (node {id}) failed; the write may or may not be applied: {e}"
+                        )))
+                    }
+                }
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(Error::NoLeader(format!(
+                    "no leader accepted the write within {} ms",
+                    self.inner.config.write_timeout_ms
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Proposes on this node. `Ok(Err(leader))` when this node is not the leader:
+    /// nothing was proposed.
+    async fn propose(
+        &self,
+        command: Command,
+    ) -> Result<std::result::Result<(u64, Applied), Option<NodeId>>> {
+        match self.raft()?.client_write(command).await {
+            Ok(response) => Ok(Ok((
+                response.log_id.index,
+                command::read_outcome(&response.data)?,
+            ))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Ok(Err(f.leader_id)),
+            Err(e) => Err(Error::NoLeader(format!(
+                "the write may or may not be applied: {e}"
+            ))),
+        }
+    }
+
+    /// The leader's side of a forwarded write.
+    pub(crate) async fn apply_forwarded(&self, command: Command) -> WriteReply {
+        let raft = match self.raft() {
+            Ok(raft) => raft,
+            Err(e) => return WriteReply::Failed(e.to_string()),
+        };
+        match raft.client_write(command).await {
+            Ok(response) => WriteReply::Applied {
+                index: response.log_id.index,
+                outcome: response.data,
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                WriteReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => WriteReply::Failed(e.to_string()),
+        }
+    }
+
+    /// The cluster address of member `id`, from the membership this node knows.
+    pub(crate) fn member_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        let raft = self.raft().ok()?;
+        let metrics = raft.metrics().borrow_watched().clone();
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .clone();
+        node.raft_addr.parse().ok()
+    }
+
+    /// `all`: every voter has applied log index `index`.
+    async fn await_all_applied(&self, index: u64, seq: u64, deadline: Instant) -> Result<()> {
+        let voters: Vec<NodeId> = {
+            let metrics = self.raft()?.metrics().borrow_watched().clone();
+            metrics.membership_config.membership().voter_ids().collect()
+        };
+        for voter in voters {
+            loop {
+                let applied = if voter == self.node_id() {
+                    self.applied_index()
+                } else {
+                    match self.member_addr(voter) {
+                        Some(addr) => {
+                            let remaining = deadline.saturating_duration_since(Instant::now());
+                            match self.ask(addr, &AppRequest::Applied, remaining).await {
+                                Ok(AppResponse::Applied(i)) => i,
+                                _ => 0,
+                            }
+                        }
+                        None => 0,
+                    }
+                };
+                if applied >= index {
+                    break;
+                }
+                if Instant::now() + RETRY_PAUSE >= deadline {
+                    return Err(Error::WriteConcernTimeout {
+                        seq,
+                        concern: WriteConcern::All,
+                        waited_ms: self.inner.config.write_timeout_ms,
+                    });
+                }
+                tokio::time::sleep(RETRY_PAUSE / 2).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The leader's read index: the log index a linearizable read must see. Fails
+    /// unless a quorum confirms this node is still the leader.
+    pub(crate) async fn leader_read_index(&self) -> Result<u64> {
+        let raft = self.raft()?;
+        let (read, _) = raft
+            .get_read_log_id(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| Error::NoLeader(format!("not a confirmed leader: {e}")))?;
+        Ok(read.index())
+    }
+
+    /// Waits until a read here would be `consistency`-consistent.
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
+        if consistency == ReadConsistency::Eventual {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.write_timeout();
+        let index = loop {
+            let attempt = if self.is_leader() {
+                self.leader_read_index().await.map(Some)
+            } else {
+                match self.current_leader().and_then(|id| self.member_addr(id)) {
+                    Some(addr) => {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        let leader = self.current_leader().unwrap_or_default();
+                        let asked = tokio::select! {
+                            reply = self.ask(addr, &AppRequest::ReadIndex, remaining) => reply,
+                            () = self.leader_moves_from(leader) => Err(Error::NoLeader("the leader changed".into())),
+                        };
+                        match asked {
+                            Ok(AppResponse::ReadIndex(Ok(index))) => Ok(Some(index)),
+                            Ok(AppResponse::ReadIndex(Err(message))) => {
+                                Err(Error::NoLeader(message))
+                            }
+                            Ok(_) => Err(Error::Replication(
+                                "the leader answered a different request".into(),
+                            )),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => Ok(None),
+                }
+            };
+            match attempt {
+                Ok(Some(index)) => break index,
+                Ok(None) | Err(_) if Instant::now() + RETRY_PAUSE < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(None) => {
+                    return Err(Error::NoLeader(
+                        "no leader to confirm a linearizable read".into(),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.await_applied(index, deadline).await
+    }
+
+    /// Resolves once this node no longer sees `leader` as the leader (a dead leader is
+    /// noticed after an election timeout, long before a request to it times out).
+    async fn leader_moves_from(&self, leader: NodeId) {
+        let Ok(raft) = self.raft() else { return };
+        let mut metrics = raft.metrics();
+        let _ = metrics
+            .wait_until(|m| m.current_leader != Some(leader))
+            .await;
+    }
+
+    /// Waits until this node's state machine has applied log index `index`.
+    async fn await_applied(&self, index: u64, deadline: Instant) -> Result<()> {
+        let mut applied = self.raft()?.metrics();
+        let wait =
+            applied.wait_until(|m| m.last_applied.as_ref().is_some_and(|l| l.index >= index));
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::NoLeader(format!(
+                "this node did not apply up to log index {index} in time"
+            ))),
+        }
+    }
+}
