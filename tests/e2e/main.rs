@@ -11,6 +11,8 @@ mod crash;
 mod failover;
 mod garbage;
 mod library;
+mod raft;
+mod raft_cluster;
 mod replication;
 mod replication_api;
 mod search;

@@ -121,8 +121,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
+        Client::with_timeout(base, Duration::from_secs(60))
+    }
+
+    /// A client whose requests give up after `timeout` (for nodes that may hang).
+    pub fn with_timeout(base: &str, timeout: Duration) -> Client {
         let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
+            .timeout(timeout)
             .build()
             .expect("client");
         Client {
@@ -177,7 +182,11 @@ impl Client {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        Self::finish(self.http.get(format!("{}{path}", self.base)).send()).expect("GET")
+        self.try_get(path).expect("GET")
+    }
+
+    pub fn try_get(&self, path: &str) -> reqwest::Result<(u16, Value)> {
+        Self::finish(self.http.get(format!("{}{path}", self.base)).send())
     }
 
     pub fn get_text(&self, path: &str) -> (u16, String) {

@@ -49,7 +49,8 @@ pub struct RaftConfig {
     pub heartbeat_interval_ms: u64,
     /// How long a write waits for its write concern (and for a leader).
     pub write_timeout_ms: u64,
-    /// A snapshot is taken after this many log entries, and the log before it purged.
+    /// A snapshot is taken after this many log entries, and the log before it purged
+    /// (keeping up to 1000 entries behind it).
     pub snapshot_every: u64,
     /// `None`: unauthenticated transport, for development only.
     pub tls: Option<TlsConfig>,
@@ -188,7 +189,9 @@ impl RaftNode {
                 .max(config.election_timeout_ms.start + 1),
             heartbeat_interval: config.heartbeat_interval_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept behind a snapshot, so a briefly lagging member still
+            // catches up from the log rather than a whole snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
             ..Default::default()
         }
         .validate()

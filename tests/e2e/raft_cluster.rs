@@ -1,0 +1,184 @@
+//! A Raft cluster of real `needle serve --raft` processes with mutual TLS, for the
+//! Raft tests: start, find the leader, kill, pause and partition members.
+
+use crate::cluster::{free_udp_port, tls_args};
+use crate::support::{wait_for, Client, Node};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct RaftCluster {
+    /// `None` while a member is down.
+    pub nodes: Vec<Option<Node>>,
+    /// Cluster (QUIC) addresses, by member index; node ids are index + 1.
+    pub addrs: Vec<String>,
+    args: Vec<Vec<String>>,
+    dirs: Vec<PathBuf>,
+}
+
+impl RaftCluster {
+    /// `n` members under `dir`; `extra` is appended to every member's arguments.
+    pub fn start(dir: &Path, n: usize, extra: &[&str]) -> RaftCluster {
+        let certs = dir.join("certs");
+        needle_transport::certs::generate_cluster(&certs, n, &[]).expect("certs");
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_udp_port()))
+            .collect();
+        let mut args = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..n {
+            let peers: Vec<String> = (0..n)
+                .filter(|j| *j != i)
+                .map(|j| format!("{}={}", j + 1, addrs[j]))
+                .collect();
+            let mut a: Vec<String> = vec![
+                "--raft".into(),
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--cluster-addr".into(),
+                addrs[i].clone(),
+                "--peers".into(),
+                peers.join(","),
+                "--backend".into(),
+                "cpu".into(),
+            ];
+            a.extend(tls_args(&certs, i + 1));
+            a.extend(extra.iter().map(|s| s.to_string()));
+            args.push(a);
+            dirs.push(dir.join(format!("n{}", i + 1)));
+        }
+        let nodes = (0..n)
+            .map(|i| Some(crate::cluster::start(&dirs[i], &args[i])))
+            .collect();
+        RaftCluster {
+            nodes,
+            addrs,
+            args,
+            dirs,
+        }
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        self.nodes[i].as_ref().expect("member is up").client()
+    }
+
+    /// A client that gives up quickly, for members that may be paused or cut off.
+    pub fn impatient(&self, i: usize) -> Client {
+        let url = &self.nodes[i].as_ref().expect("member is up").url;
+        Client::with_timeout(url, Duration::from_secs(8))
+    }
+
+    pub fn status(&self, i: usize) -> Option<Value> {
+        let c = self.nodes[i].as_ref()?;
+        let c = Client::with_timeout(&c.url, Duration::from_secs(2));
+        match c.try_get("/cluster/status") {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// The member index every live member (of `among`) agrees leads, once they do.
+    pub fn leader_among(&self, among: &[usize]) -> usize {
+        let mut leader = None;
+        let agreed = wait_for(Duration::from_secs(30), || {
+            let seen: Vec<Option<u64>> = among
+                .iter()
+                .map(|&i| self.status(i).and_then(|s| s["leader_id"].as_u64()))
+                .collect();
+            match seen.first().copied().flatten() {
+                Some(id)
+                    if seen.iter().all(|s| *s == Some(id))
+                        && among.contains(&(id as usize - 1)) =>
+                {
+                    leader = Some(id as usize - 1);
+                    true
+                }
+                _ => false,
+            }
+        });
+        assert!(
+            agreed,
+            "members {among:?} never agreed on a leader among them"
+        );
+        leader.expect("leader")
+    }
+
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
+    }
+
+    pub fn leader(&self) -> usize {
+        self.leader_among(&self.live())
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.kill();
+        }
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.nodes[i] = Some(crate::cluster::start(&self.dirs[i], &self.args[i]));
+    }
+
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.dirs[i]
+    }
+
+    /// Cuts the cluster into `sides` (member indexes); every member is told, so each
+    /// side drops the other's traffic in both directions.
+    pub fn partition(&self, sides: &[&[usize]]) {
+        let partitions: Vec<Vec<String>> = sides
+            .iter()
+            .map(|side| side.iter().map(|&i| self.addrs[i].clone()).collect())
+            .collect();
+        for i in self.live() {
+            let r = self.client(i).post(
+                "/debug/faults",
+                &json!({"partitions": partitions, "seed": 7}),
+            );
+            assert_eq!(r.0, 200, "{}", r.1);
+        }
+    }
+
+    pub fn heal(&self) {
+        for i in self.live() {
+            let r = self.client(i).delete("/debug/faults");
+            assert_eq!(r.0, 200, "{}", r.1);
+        }
+    }
+
+    /// Waits until every live member holds the same `docs` collection.
+    pub fn converged(&self) -> bool {
+        wait_for(Duration::from_secs(30), || {
+            let sums: Vec<Value> = self
+                .live()
+                .iter()
+                .map(|&i| self.client(i).get("/collections/docs/checksum").1["checksum"].clone())
+                .collect();
+            sums.iter().all(|s| s.is_string() && *s == sums[0])
+        })
+    }
+}
+
+/// Upserts `ids` into `docs` through `c` (3-d vectors), one request each; returns the
+/// statuses.
+pub fn write_ids(c: &Client, ids: &[String]) -> Vec<u16> {
+    ids.iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let v = [n as f32 + 1.0, 1.0, 0.5];
+            match c.try_post(
+                "/collections/docs/vectors/batch",
+                &json!({"vectors": [{"id": id, "vector": v}]}),
+            ) {
+                Ok((status, _)) => status,
+                Err(_) => 0,
+            }
+        })
+        .collect()
+}
