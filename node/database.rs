@@ -289,7 +289,7 @@ impl Database {
             op,
             precondition,
             seq: None,
-            meta: None,
+            meta: Vec::new(),
             reply,
         })?;
         Ok(rx)
@@ -310,7 +310,7 @@ impl Database {
                 op,
                 precondition: Precondition::None,
                 seq: Some(seq),
-                meta: None,
+                meta: Vec::new(),
                 reply,
             })?;
             waiting.push(rx);
@@ -323,14 +323,15 @@ impl Database {
     }
 
     /// Queues an op ordered by Raft: the writer gives it the next local sequence
-    /// number and writes `meta` (the Raft applied id) in the same batch. Only the
+    /// number and writes `meta` (the Raft applied id, request records) in the same
+    /// batch. Only the
     /// context-free checks run here; the rest run in order on the writer, so every
     /// node of the cluster accepts or rejects the same entries.
     pub(crate) fn enqueue_ordered(
         &self,
         op: Op,
         precondition: Precondition,
-        meta: (&'static str, Vec<u8>),
+        meta: Vec<crate::writer::MetaWrite>,
     ) -> Result<oneshot::Receiver<Result<Applied>>> {
         validate_context_free(&op)?;
         let (reply, rx) = oneshot::channel();
@@ -338,7 +339,7 @@ impl Database {
             op,
             precondition,
             seq: None,
-            meta: Some(meta),
+            meta,
             reply,
         })?;
         Ok(rx)
@@ -353,6 +354,14 @@ impl Database {
     /// A raw `meta` value (Raft's applied id and membership).
     pub(crate) fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.inner.store.meta_json(key)
+    }
+
+    /// Every `meta` JSON value under a key prefix (Raft request records).
+    pub(crate) fn meta_json_with_prefix<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>> {
+        self.inner.store.meta_json_with_prefix(prefix)
     }
 
     /// Stores a JSON value in `meta`, durably.

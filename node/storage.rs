@@ -413,6 +413,31 @@ impl Store {
         Ok(())
     }
 
+    pub fn stage_meta_delete(&self, batch: &mut WriteBatch, key: &str) -> Result<()> {
+        batch.delete_cf(self.cf(CF_META)?, key.as_bytes());
+        Ok(())
+    }
+
+    /// Every `meta` entry whose key starts with `prefix`, as JSON values.
+    pub fn meta_json_with_prefix<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>> {
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(prefix.as_bytes(), Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_META)?, mode) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let value = serde_json::from_slice(&value)
+                .map_err(|e| Error::Corrupt(format!("meta {key}: {e}")))?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
     /// Stores (or with `None` removes) a JSON value in `meta`, durably.
     pub fn set_meta_json<T: Serialize>(&self, key: &str, value: Option<&T>) -> Result<()> {
         let mut batch = WriteBatch::default();

@@ -52,10 +52,64 @@ pub(crate) struct Pending {
     /// Set when the op was ordered elsewhere (a primary, a Raft log) and must land at
     /// exactly this sequence number; `None` when this node orders it.
     pub seq: Option<u64>,
-    /// A `meta` value written in the same batch as the op, when the op is applied:
-    /// Raft's applied log id, so data and "applied up to" can never disagree.
-    pub meta: Option<(&'static str, Vec<u8>)>,
+    /// `meta` changes written in the same batch as the op, when it is accepted:
+    /// Raft's applied log id and request records, so data and bookkeeping can never
+    /// disagree.
+    pub meta: Vec<MetaWrite>,
     pub reply: oneshot::Sender<Result<Applied>>,
+}
+
+/// A `meta` change that rides with an op (see [`Pending::meta`]).
+#[derive(Debug, Clone)]
+pub(crate) enum MetaWrite {
+    Put(String, Vec<u8>),
+    Delete(String),
+    /// What the op did, under `key` (a Raft request id), so a retry of the same
+    /// request is answered from here instead of applied again.
+    Outcome {
+        key: String,
+        index: u64,
+    },
+}
+
+/// The outcome of an accepted op, as [`MetaWrite::Outcome`] stores it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredOutcome {
+    pub index: u64,
+    pub seq: u64,
+    pub affected: usize,
+    pub deleted: Vec<bool>,
+}
+
+fn stage_meta_write(
+    inner: &Inner,
+    batch: &mut WriteBatch,
+    write: &MetaWrite,
+    seq: u64,
+    op: &Op,
+    deleted: &[bool],
+) -> Result<()> {
+    match write {
+        MetaWrite::Put(key, value) => inner.store.stage_meta(batch, key, value),
+        MetaWrite::Delete(key) => inner.store.stage_meta_delete(batch, key),
+        MetaWrite::Outcome { key, index } => {
+            // The same counts `apply_in_memory` reports for an accepted op.
+            let affected = match op {
+                Op::Upsert { records, .. } => records.len(),
+                Op::Delete { .. } => deleted.iter().filter(|d| **d).count(),
+                Op::CreateCollection(_) | Op::DropCollection { .. } => 1,
+            };
+            let outcome = StoredOutcome {
+                index: *index,
+                seq,
+                affected,
+                deleted: deleted.to_vec(),
+            };
+            let bytes = serde_json::to_vec(&outcome)
+                .map_err(|e| Error::Corrupt(format!("request record: {e}")))?;
+            inner.store.stage_meta(batch, key, &bytes)
+        }
+    }
 }
 
 /// Owns the writer thread. Dropping it closes the queue and waits for the thread to
@@ -175,8 +229,8 @@ fn commit(inner: &Inner, run: Vec<Pending>) {
                     Target::Existing(s) => s.stored.id,
                 };
                 inner.store.stage(&mut batch, seq + 1, &pending.op, id)?;
-                if let Some((key, value)) = &pending.meta {
-                    inner.store.stage_meta(&mut batch, key, value)?;
+                for write in &pending.meta {
+                    stage_meta_write(inner, &mut batch, write, seq + 1, &pending.op, &deleted)?;
                 }
                 Ok((target, deleted))
             });

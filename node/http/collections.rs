@@ -21,6 +21,7 @@ pub struct CreateBody {
 
 pub async fn create(
     State(state): State<AppState>,
+    super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<CollectionInfo>), ApiError> {
     let concern = state.concern(body.write_concern.as_deref())?;
@@ -39,6 +40,7 @@ pub async fn create(
             crate::Op::CreateCollection(config),
             crate::Precondition::None,
             concern,
+            request_id,
         )
         .await?;
     Ok((
@@ -60,6 +62,7 @@ pub async fn get(
 
 pub async fn drop(
     State(state): State<AppState>,
+    super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
     Path(name): Path<String>,
     Query(query): Query<super::ConcernQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -69,6 +72,7 @@ pub async fn drop(
             crate::Op::DropCollection { name: name.clone() },
             crate::Precondition::None,
             concern,
+            request_id,
         )
         .await?;
     Ok(Json(json!({ "dropped": name })))

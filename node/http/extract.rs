@@ -59,3 +59,34 @@ pub fn optional_json<T: Default + serde::de::DeserializeOwned>(
     serde_json::from_slice(body)
         .map_err(|e| crate::Error::InvalidRequest(format!("{what} body: {e}")))
 }
+
+/// `Idempotency-Key: CLIENT:SERIAL` (two unsigned integers) on a write to a Raft
+/// member: a retry with the same key is applied at most once.
+pub struct IdempotencyKey(pub Option<needle_consensus::RequestId>);
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(IdempotencyKey(None));
+        };
+        let bad = || {
+            ApiError::bad_request(
+                "INVALID_REQUEST",
+                "Idempotency-Key must be CLIENT:SERIAL, two unsigned integers",
+            )
+        };
+        let text = value.to_str().map_err(|_| bad())?;
+        let (client, serial) = text.trim().split_once(':').ok_or_else(bad)?;
+        Ok(IdempotencyKey(Some(needle_consensus::RequestId {
+            client: client.parse().map_err(|_| bad())?,
+            serial: serial.parse().map_err(|_| bad())?,
+        })))
+    }
+}

@@ -102,8 +102,10 @@ impl AppState {
         op: crate::Op,
         precondition: crate::Precondition,
         concern: WriteConcern,
+        request_id: Option<needle_consensus::RequestId>,
     ) -> Result<crate::Applied, ApiError> {
-        self.write_with(op, precondition, concern, |e| e).await
+        self.write_with(op, precondition, concern, request_id, |e| e)
+            .await
     }
 
     /// [`AppState::write`], with the database's errors passed through `map` first
@@ -113,13 +115,18 @@ impl AppState {
         op: crate::Op,
         precondition: crate::Precondition,
         concern: WriteConcern,
+        request_id: Option<needle_consensus::RequestId>,
         map: fn(crate::Error) -> crate::Error,
     ) -> Result<crate::Applied, ApiError> {
         if let Some(raft) = &self.raft {
-            return Ok(raft
-                .write(op, precondition, concern, None)
-                .await
-                .map_err(map)?);
+            let written = raft.write(op, precondition, concern, request_id).await;
+            return Ok(written.map_err(map)?);
+        }
+        if request_id.is_some() {
+            return Err(ApiError::bad_request(
+                "INVALID_REQUEST",
+                "Idempotency-Key is honoured by Raft members only (serve --raft)",
+            ));
         }
         self.ensure_primary()?;
         let applied = self

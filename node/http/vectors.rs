@@ -42,6 +42,7 @@ impl RecordBody {
 
 pub async fn insert(
     State(state): State<AppState>,
+    super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<RecordBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -53,7 +54,13 @@ pub async fn insert(
         records: vec![record],
     };
     let applied = state
-        .write_with(op, Precondition::IdsAbsent, concern, Error::single_item)
+        .write_with(
+            op,
+            Precondition::IdsAbsent,
+            concern,
+            request_id,
+            Error::single_item,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -73,6 +80,7 @@ pub struct BatchBody {
 /// the first bad item's index is in the error message.
 pub async fn upsert_batch(
     State(state): State<AppState>,
+    super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -108,6 +116,7 @@ pub async fn upsert_batch(
             },
             Precondition::None,
             concern,
+            request_id,
         )
         .await?;
     Ok(Json(
@@ -132,6 +141,7 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
+    super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
     Path((name, id)): Path<(String, String)>,
     Query(query): Query<super::ConcernQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -141,7 +151,9 @@ pub async fn delete(
         collection: name,
         ids: vec![id],
     };
-    let applied = state.write(op, Precondition::None, concern).await?;
+    let applied = state
+        .write(op, Precondition::None, concern, request_id)
+        .await?;
     Ok(Json(
         json!({ "deleted": applied.deleted.first().copied().unwrap_or(false) }),
     ))

@@ -246,3 +246,69 @@ fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
         .get("/collections/docs/vectors/while-down-199?consistency=linearizable");
     assert_eq!(got.0, 200, "{}", got.1);
 }
+
+#[test]
+fn a_write_retried_with_its_idempotency_key_is_applied_once_even_across_a_leader_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = RaftCluster::start(dir.path(), 3, &[]);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    create_docs(&cluster.client(leader), 3, "cosine");
+    let c = cluster.client(follower);
+    let record = json!({"id": "once", "vector": [1.0, 2.0, 3.0]});
+    let key = ("Idempotency-Key", "42:1");
+    let first = c.post_with_header("/collections/docs/vectors", key, &record);
+    assert_eq!(first.0, 201, "{}", first.1);
+    // The retry gets the first answer, not VECTOR_EXISTS.
+    let retry = c.post_with_header("/collections/docs/vectors", key, &record);
+    assert_eq!(retry, first);
+    // A new write (no key, or another key) is a new write.
+    assert_error(
+        &c.post("/collections/docs/vectors", &record),
+        409,
+        "VECTOR_EXISTS",
+    );
+    let other = c.post_with_header(
+        "/collections/docs/vectors",
+        ("Idempotency-Key", "42:2"),
+        &record,
+    );
+    assert_error(&other, 409, "VECTOR_EXISTS");
+    // A delete retried with its key answers as the first one did.
+    let gone = ("Idempotency-Key", "42:3");
+    let deleted = c.delete_with_header("/collections/docs/vectors/once", gone);
+    assert_eq!(deleted.1["deleted"], json!(true), "{}", deleted.1);
+    let again = c.delete_with_header("/collections/docs/vectors/once", gone);
+    assert_eq!(again.1["deleted"], json!(true), "{}", again.1);
+    assert_eq!(
+        c.delete("/collections/docs/vectors/once").1["deleted"],
+        json!(false)
+    );
+    // The records are replicated: after the leader dies, a retry of the first insert
+    // through another member is still recognised and not applied again.
+    cluster.kill(leader);
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    cluster.leader_among(&survivors);
+    let late =
+        cluster
+            .client(survivors[1])
+            .post_with_header("/collections/docs/vectors", key, &record);
+    assert_eq!(
+        late, first,
+        "a retry after the leader change was applied again"
+    );
+    let absent = cluster
+        .client(survivors[0])
+        .get("/collections/docs/vectors/once?consistency=linearizable");
+    assert_eq!(
+        absent.0, 404,
+        "the retried insert came back to life: {}",
+        absent.1
+    );
+    let bad = c.post_with_header(
+        "/collections/docs/vectors",
+        ("Idempotency-Key", "x"),
+        &record,
+    );
+    assert_error(&bad, 400, "INVALID_REQUEST");
+}

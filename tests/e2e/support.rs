@@ -171,6 +171,29 @@ impl Client {
         .expect("POST")
     }
 
+    /// POST with one extra header.
+    pub fn post_with_header(&self, path: &str, header: (&str, &str), body: &Value) -> (u16, Value) {
+        Self::finish(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header(header.0, header.1)
+                .json(body)
+                .send(),
+        )
+        .expect("POST")
+    }
+
+    /// DELETE with one extra header.
+    pub fn delete_with_header(&self, path: &str, header: (&str, &str)) -> (u16, Value) {
+        Self::finish(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .header(header.0, header.1)
+                .send(),
+        )
+        .expect("DELETE")
+    }
+
     pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
         Self::finish(
             self.http

@@ -14,6 +14,7 @@
 mod app_rpc;
 mod command;
 mod node;
+mod requests;
 mod state_machine;
 mod status;
 mod write;

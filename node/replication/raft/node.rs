@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     peers: Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
     /// Whether the log store was empty at start (a member never part of a cluster).
     fresh: OnceLock<bool>,
+    /// This process's client id for the request ids of the writes it orders.
+    pub client_id: u64,
+    pub next_serial: std::sync::atomic::AtomicU64,
 }
 
 /// Answers the node's own cluster requests (see `app_rpc`).
@@ -147,6 +150,8 @@ impl RaftNode {
                 transport: OnceLock::new(),
                 peers: Mutex::new(BTreeMap::new()),
                 fresh: OnceLock::new(),
+                client_id: random_client_id(),
+                next_serial: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -399,6 +404,19 @@ impl RaftNode {
             let _ = raft.shutdown().await;
         }
     }
+}
+
+/// A client id unlikely to be any other process's: time, process id and a
+/// per-process hash seed, mixed.
+pub(crate) fn random_client_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// The transport's security from the TLS settings; `None` is the development mode

@@ -16,10 +16,13 @@ use needle_consensus::{CommandOutcome, SnapshotFile, TypeConfig};
 use serde::{Deserialize, Serialize};
 
 use super::command;
+use super::requests::{self, RequestTable};
 use crate::error::{Error, Result};
 use crate::op::Applied;
 use crate::served::ServedDatabase;
 use crate::storage::META_RAFT_APPLIED;
+use crate::writer::{MetaWrite, StoredOutcome};
+use needle_consensus::RequestId;
 
 type Snapshot = needle_consensus::openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 type Responder = Option<needle_consensus::openraft::storage::ApplyResponder<TypeConfig>>;
@@ -37,6 +40,7 @@ pub(crate) struct AppliedMarker {
 pub struct StateMachine {
     served: ServedDatabase,
     applied: AppliedMarker,
+    requests: RequestTable,
     snapshots: PathBuf,
 }
 
@@ -49,13 +53,15 @@ impl StateMachine {
     pub(crate) fn open(served: ServedDatabase, snapshots: &Path) -> Result<StateMachine> {
         std::fs::create_dir_all(snapshots)
             .map_err(|e| Error::Snapshot(format!("{}: {e}", snapshots.display())))?;
-        let applied = served
-            .current()
+        let db = served.current();
+        let applied = db
             .meta_json::<AppliedMarker>(META_RAFT_APPLIED)?
             .unwrap_or_default();
+        let requests = RequestTable::load(&db)?;
         Ok(StateMachine {
             served,
             applied,
+            requests,
             snapshots: snapshots.to_path_buf(),
         })
     }
@@ -65,29 +71,59 @@ impl StateMachine {
     }
 
     /// Applies entries in log order: runs of writes go to the writer together (one
-    /// fsynced batch), membership and blank entries are recorded between them.
+    /// fsynced batch), membership and blank entries are recorded between them. A
+    /// write whose request id was already accepted is answered from its record.
     async fn apply_batch(&mut self, batch: Vec<EntryResponder<TypeConfig>>) -> io::Result<()> {
         let db = self.served.current();
-        let mut waiting: Vec<(WriteWait, Responder)> = Vec::new();
+        let mut waiting: Vec<Waiting> = Vec::new();
         for (entry, responder) in batch {
             let log_id = entry.log_id();
+            let index = log_id.index;
             match entry.payload {
                 EntryPayload::Normal(cmd) => {
                     self.applied.log_id = Some(log_id);
-                    let marker = self.marker_json()?;
-                    let queued = command::decode(&cmd).and_then(|(op, precondition)| {
-                        db.enqueue_ordered(op, precondition, (META_RAFT_APPLIED, marker))
-                    });
-                    waiting.push((
-                        match queued {
-                            Ok(rx) => WriteWait::Queued(rx),
-                            Err(e) => WriteWait::Done(Err(e)),
-                        },
-                        responder,
-                    ));
+                    let request = cmd.request_id;
+                    if let Some(id) = request {
+                        if let Some(done) = self.requests.lookup(id, index) {
+                            waiting.push(Waiting::new(WriteWait::Done(Ok(done)), responder));
+                            continue;
+                        }
+                        if let Some(first) = waiting
+                            .iter()
+                            .position(|w| w.request.map(|r| r.0) == Some(id))
+                        {
+                            waiting.push(Waiting::new(WriteWait::SameAs(first), responder));
+                            continue;
+                        }
+                    }
+                    let mut meta = vec![MetaWrite::Put(
+                        META_RAFT_APPLIED.into(),
+                        self.marker_json()?,
+                    )];
+                    if let Some(id) = request {
+                        meta.push(MetaWrite::Outcome {
+                            key: requests::key(id),
+                            index,
+                        });
+                        meta.extend(
+                            self.requests
+                                .expire(index)
+                                .into_iter()
+                                .map(MetaWrite::Delete),
+                        );
+                    }
+                    let queued = command::decode(&cmd)
+                        .and_then(|(op, precondition)| db.enqueue_ordered(op, precondition, meta));
+                    let wait = match queued {
+                        Ok(rx) => WriteWait::Queued(rx),
+                        Err(e) => WriteWait::Done(Err(e)),
+                    };
+                    let mut w = Waiting::new(wait, responder);
+                    w.request = request.map(|id| (id, index));
+                    waiting.push(w);
                 }
                 payload => {
-                    finish(std::mem::take(&mut waiting)).await?;
+                    self.finish(std::mem::take(&mut waiting)).await?;
                     if let EntryPayload::Membership(m) = payload {
                         self.applied.membership = StoredMembership::new(Some(log_id.clone()), m);
                     }
@@ -105,40 +141,84 @@ impl StateMachine {
                 }
             }
         }
-        finish(waiting).await
+        self.finish(waiting).await
+    }
+
+    /// Waits for queued writes and answers their clients, in order, recording the
+    /// outcome of every accepted write that carried a request id.
+    ///
+    /// A rejection by the database's checks is an answer like any other: every member
+    /// rejects the same entry. A failure to write (storage, shutdown) is not: this
+    /// member did not apply what the others did, so it stops applying rather than
+    /// diverge, and openraft stops the node.
+    async fn finish(&mut self, waiting: Vec<Waiting>) -> io::Result<()> {
+        let mut outcomes: Vec<CommandOutcome> = Vec::with_capacity(waiting.len());
+        for w in waiting {
+            let outcome = match w.wait {
+                WriteWait::Queued(rx) => {
+                    let result = rx.await.unwrap_or(Err(Error::Closed));
+                    match &result {
+                        Err(e @ (Error::Storage(_) | Error::Closed)) => {
+                            return Err(io::Error::other(format!(
+                                "applying a committed entry: {e}"
+                            )));
+                        }
+                        Ok(applied) => {
+                            if let Some((id, index)) = w.request {
+                                self.requests.record(
+                                    id,
+                                    StoredOutcome {
+                                        index,
+                                        seq: applied.seq,
+                                        affected: applied.affected,
+                                        deleted: applied.deleted.clone(),
+                                    },
+                                );
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                    command::outcome(&result)
+                }
+                WriteWait::Done(result) => command::outcome(&result),
+                WriteWait::SameAs(first) => outcomes.get(first).cloned().unwrap_or_else(|| {
+                    command::outcome(&Err(Error::Corrupt(
+                        "lost a duplicate's first answer".into(),
+                    )))
+                }),
+            };
+            if let Some(responder) = w.responder {
+                responder.send(outcome.clone());
+            }
+            outcomes.push(outcome);
+        }
+        Ok(())
+    }
+}
+
+/// One write of a batch, waiting to be answered.
+struct Waiting {
+    wait: WriteWait,
+    responder: Responder,
+    /// Its request id and log index, when it carries one and was queued.
+    request: Option<(RequestId, u64)>,
+}
+
+impl Waiting {
+    fn new(wait: WriteWait, responder: Responder) -> Waiting {
+        Waiting {
+            wait,
+            responder,
+            request: None,
+        }
     }
 }
 
 enum WriteWait {
     Queued(tokio::sync::oneshot::Receiver<Result<Applied>>),
     Done(Result<Applied>),
-}
-
-/// Waits for queued writes and answers their clients, in order.
-///
-/// A rejection by the database's checks is an answer like any other: every node
-/// rejects the same entry. A failure to write (storage, shutdown) is not: this node
-/// did not apply what the others did, so it stops applying rather than diverge, and
-/// openraft stops the node.
-async fn finish(waiting: Vec<(WriteWait, Responder)>) -> io::Result<()> {
-    for (wait, responder) in waiting {
-        let result = match wait {
-            WriteWait::Queued(rx) => {
-                let result = rx.await.unwrap_or(Err(Error::Closed));
-                if let Err(e) = &result {
-                    if matches!(e, Error::Storage(_) | Error::Closed) {
-                        return Err(io::Error::other(format!("applying a committed entry: {e}")));
-                    }
-                }
-                result
-            }
-            WriteWait::Done(result) => result,
-        };
-        if let Some(responder) = responder {
-            responder.send(command::outcome(&result));
-        }
-    }
-    Ok(())
+    /// A retry of an earlier write of the same batch: the same answer.
+    SameAs(usize),
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -192,6 +272,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             log_id: meta.last_log_id.clone(),
             membership: meta.last_membership.clone(),
         };
+        self.requests = RequestTable::load(&reloaded).map_err(io_error)?;
         tracing::info!(applied = ?self.applied.log_id, "installed a raft snapshot");
         self.served.swap_in(reloaded);
         Ok(())

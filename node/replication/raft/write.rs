@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::openraft::error::{ClientWriteError, RaftError};
 use needle_consensus::openraft::ReadPolicy;
-use needle_consensus::{Command, NodeId, RequestId};
+use needle_consensus::{Command, CommandOutcome, NodeId, RequestId};
 
 use super::app_rpc::{AppRequest, AppResponse, WriteReply};
 use super::command;
@@ -70,9 +70,14 @@ impl RaftNode {
                     .into(),
             ));
         }
-        // Bad writes are refused before they take a log slot.
-        self.database().precheck(&op)?;
-        let command = command::encode(&op, precondition, request_id)?;
+        // Bad writes are refused before they take a log slot. A collection this
+        // member has not seen yet may exist on the leader: the log decides that one.
+        match self.database().precheck(&op) {
+            Err(Error::CollectionNotFound(_)) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
+        let request_id = request_id.unwrap_or_else(|| self.next_request_id());
+        let command = command::encode(&op, precondition, Some(request_id))?;
         let deadline = Instant::now() + self.write_timeout();
         let (index, applied) = self.order(command, deadline).await?;
         if concern == WriteConcern::All {
@@ -86,47 +91,66 @@ impl RaftNode {
     }
 
     /// Proposes `command` here or at the leader, until it is applied or `deadline`.
+    /// Every command carries a request id, so a try whose fate is unknown (the
+    /// leader died or changed while it was in flight) is simply tried again: if the
+    /// first try did commit, the state machine answers the retry from its record.
     async fn order(&self, command: Command, deadline: Instant) -> Result<(u64, Applied)> {
+        let mut last_failure: String;
         loop {
-            let leader = match self.propose(command.clone()).await? {
-                Ok(done) => return Ok(done),
-                Err(leader) => leader,
-            };
-            if let Some((id, addr)) = leader.and_then(|id| self.member_addr(id).map(|a| (id, a))) {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let request = AppRequest::Write(command.clone());
-                let forwarded = tokio::select! {
-                    reply = self.ask(addr, &request, remaining) => reply,
-                    () = self.leader_moves_from(id) => Err(Error::NoLeader(format!(
-                        "node {id} stopped being the leader while the write was forwarded to it"
-                    ))),
-                };
-                match forwarded {
-                    Ok(AppResponse::Write(WriteReply::Applied { index, outcome })) => {
-                        return Ok((index, command::read_outcome(&outcome)?));
+            // An outcome, rejection included, is the state machine's final answer.
+            match self.propose(command.clone()).await {
+                Ok(Ok((index, outcome))) => return Ok((index, command::read_outcome(&outcome)?)),
+                Ok(Err(Some(id))) => match self.forward(id, &command, deadline).await {
+                    Ok(Some((index, outcome))) => {
+                        return Ok((index, command::read_outcome(&outcome)?))
                     }
-                    Ok(AppResponse::Write(WriteReply::NotLeader { .. })) => {}
-                    Ok(AppResponse::Write(WriteReply::Failed(message))) => {
-                        return Err(Error::Replication(format!(
-                            "the leader (node {id}) failed the write; it may or may not be applied: {message}"
-                        )))
-                    }
-                    Ok(_) => return Err(Error::Replication(format!("node {id} answered a different request"))),
-                    // Sent and unanswered: it may have been proposed, so no blind retry.
-                    Err(e) => {
-                        return Err(Error::NoLeader(format!(
-                            "forwarding to the leader (node {id}) failed; the write may or may not be applied: {e}"
-                        )))
-                    }
-                }
+                    Ok(None) => last_failure = format!("node {id} was not the leader"),
+                    Err(e) => last_failure = e.to_string(),
+                },
+                Ok(Err(None)) => last_failure = "no leader was known".into(),
+                Err(e) => last_failure = e.to_string(),
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
                 return Err(Error::NoLeader(format!(
-                    "no leader accepted the write within {} ms",
+                    "the write was not acknowledged within {} ms and may or may not be applied; \
+                     retry it with the same request id to apply it at most once ({last_failure})",
                     self.inner.config.write_timeout_ms
                 )));
             }
             tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Sends `command` to the leader `id`. `Ok(None)`: it was not the leader (nothing
+    /// proposed); `Err`: unknown whether it was proposed.
+    async fn forward(
+        &self,
+        id: NodeId,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<Option<(u64, CommandOutcome)>> {
+        let addr = self.member_addr(id).ok_or_else(|| {
+            Error::NoLeader(format!("no address known for the leader, node {id}"))
+        })?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let request = AppRequest::Write(command.clone());
+        let forwarded = tokio::select! {
+            reply = self.ask(addr, &request, remaining) => reply,
+            () = self.leader_moves_from(id) => Err(Error::NoLeader(format!(
+                "node {id} stopped being the leader while the write was forwarded to it"
+            ))),
+        };
+        match forwarded? {
+            AppResponse::Write(WriteReply::Applied { index, outcome }) => {
+                Ok(Some((index, outcome)))
+            }
+            AppResponse::Write(WriteReply::NotLeader { .. }) => Ok(None),
+            AppResponse::Write(WriteReply::Failed(message)) => Err(Error::Replication(format!(
+                "the leader (node {id}) failed the write: {message}"
+            ))),
+            _ => Err(Error::Replication(format!(
+                "node {id} answered a different request"
+            ))),
         }
     }
 
@@ -135,16 +159,25 @@ impl RaftNode {
     async fn propose(
         &self,
         command: Command,
-    ) -> Result<std::result::Result<(u64, Applied), Option<NodeId>>> {
+    ) -> Result<std::result::Result<(u64, CommandOutcome), Option<NodeId>>> {
         match self.raft()?.client_write(command).await {
-            Ok(response) => Ok(Ok((
-                response.log_id.index,
-                command::read_outcome(&response.data)?,
-            ))),
+            Ok(response) => Ok(Ok((response.log_id.index, response.data))),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Ok(Err(f.leader_id)),
             Err(e) => Err(Error::NoLeader(format!(
                 "the write may or may not be applied: {e}"
             ))),
+        }
+    }
+
+    /// A request id for a write that came without one (HTTP): unique to this
+    /// process, so this node's own retries of it apply it at most once.
+    fn next_request_id(&self) -> RequestId {
+        RequestId {
+            client: self.inner.client_id,
+            serial: self
+                .inner
+                .next_serial
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
