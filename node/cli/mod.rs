@@ -3,6 +3,7 @@
 mod address_file;
 mod certs;
 mod client;
+mod cluster;
 mod failover;
 mod import;
 mod serve;
@@ -42,6 +43,8 @@ pub enum Command {
     Promote(failover::PromoteArgs),
     /// Make a running node a replica of a new primary, discarding what it never had.
     Demote(failover::DemoteArgs),
+    /// A Raft cluster: status, membership changes, leadership hand-over.
+    Cluster(cluster::ClusterArgs),
 }
 
 impl Cli {
@@ -71,6 +74,7 @@ impl Cli {
             Command::Restore(args) => snapshot::restore_snapshot(args),
             Command::Promote(args) => failover::promote(args),
             Command::Demote(args) => failover::demote(args),
+            Command::Cluster(args) => cluster::run(args),
         }
     }
 }

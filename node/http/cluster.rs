@@ -36,3 +36,38 @@ pub async fn step_down(
         json!({ "previous_leader": previous, "leader_id": leader }),
     ))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberBody {
+    cluster_addr: String,
+}
+
+/// `POST /cluster/members` (admin key): adds the member at `cluster_addr`, first as
+/// a learner, then, once caught up, as a voter.
+pub async fn add_member(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    super::extract::ApiJson(body): super::extract::ApiJson<AddMemberBody>,
+) -> Result<Json<Value>, ApiError> {
+    admin::authorize(&state, &headers)?;
+    let addr = body.cluster_addr.parse().map_err(|e| {
+        ApiError::bad_request(
+            "INVALID_REQUEST",
+            format!("cluster_addr {:?} is not IP:PORT: {e}", body.cluster_addr),
+        )
+    })?;
+    let id = raft(&state)?.add_member(addr).await?;
+    Ok(Json(json!({ "node_id": id })))
+}
+
+/// `DELETE /cluster/members/{id}` (admin key).
+pub async fn remove_member(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    admin::authorize(&state, &headers)?;
+    raft(&state)?.remove_member(id).await?;
+    Ok(Json(json!({ "removed": id })))
+}

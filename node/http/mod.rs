@@ -224,6 +224,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/replication/demote", post(failover::demote))
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/step-down", post(cluster::step_down))
+        .route("/cluster/members", post(cluster::add_member))
+        .route(
+            "/cluster/members/{id}",
+            axum::routing::delete(cluster::remove_member),
+        )
         .route("/admin/snapshot", post(admin::snapshot))
         .route("/reload", post(admin::reload))
         .route(

@@ -14,13 +14,16 @@ pub struct RaftCluster {
     pub addrs: Vec<String>,
     args: Vec<Vec<String>>,
     dirs: Vec<PathBuf>,
+    root: PathBuf,
+    extra: Vec<String>,
 }
 
 impl RaftCluster {
     /// `n` members under `dir`; `extra` is appended to every member's arguments.
     pub fn start(dir: &Path, n: usize, extra: &[&str]) -> RaftCluster {
         let certs = dir.join("certs");
-        needle_transport::certs::generate_cluster(&certs, n, &[]).expect("certs");
+        // Two spare identities for members added later.
+        needle_transport::certs::generate_cluster(&certs, n + 2, &[]).expect("certs");
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_udp_port()))
             .collect();
@@ -55,7 +58,42 @@ impl RaftCluster {
             addrs,
             args,
             dirs,
+            root: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    /// Starts one more member, fresh, naming the current ones as its peers: it waits
+    /// to be added (`needle cluster add-node`). Returns its index.
+    pub fn start_joiner(&mut self) -> usize {
+        let i = self.nodes.len();
+        let addr = format!("127.0.0.1:{}", free_udp_port());
+        let peers: Vec<String> = (0..i)
+            .map(|j| format!("{}={}", j + 1, self.addrs[j]))
+            .collect();
+        let mut a: Vec<String> = vec![
+            "--raft".into(),
+            "--node-id".into(),
+            (i + 1).to_string(),
+            "--cluster-addr".into(),
+            addr.clone(),
+            "--peers".into(),
+            peers.join(","),
+            "--backend".into(),
+            "cpu".into(),
+        ];
+        a.extend(tls_args(&self.root.join("certs"), i + 1));
+        a.extend(self.extra.iter().cloned());
+        let dir = self.root.join(format!("n{}", i + 1));
+        self.nodes.push(Some(crate::cluster::start(&dir, &a)));
+        self.addrs.push(addr);
+        self.args.push(a);
+        self.dirs.push(dir);
+        // Its HTTP API answers only once its transport is up.
+        assert!(wait_for(Duration::from_secs(30), || self
+            .status(i)
+            .is_some()));
+        i
     }
 
     pub fn client(&self, i: usize) -> Client {

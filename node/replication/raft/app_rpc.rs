@@ -17,6 +17,9 @@ pub(crate) enum AppRequest {
     Write(Command),
     ReadIndex,
     Applied,
+    /// Membership changes, sent to the leader by whichever member was asked.
+    AddMember(String),
+    RemoveMember(NodeId),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,6 +29,7 @@ pub(crate) enum AppResponse {
     /// The log index a linearizable read must wait for, or why there is none.
     ReadIndex(std::result::Result<u64, String>),
     Applied(u64),
+    Member(std::result::Result<NodeId, String>),
 }
 
 /// Who a member is, for bootstrapping from a list of addresses.

@@ -13,6 +13,7 @@
 
 mod app_rpc;
 mod command;
+mod membership;
 mod node;
 mod requests;
 mod state_machine;

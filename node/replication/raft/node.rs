@@ -317,6 +317,16 @@ impl RaftNode {
                 AppResponse::ReadIndex(self.leader_read_index().await.map_err(|e| e.to_string()))
             }
             AppRequest::Applied => AppResponse::Applied(self.applied_index()),
+            AppRequest::AddMember(addr) => AppResponse::Member(match addr.parse() {
+                Ok(addr) => self.add_member(addr).await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("{addr:?} is not a cluster address: {e}")),
+            }),
+            AppRequest::RemoveMember(id) => AppResponse::Member(
+                self.remove_member(id)
+                    .await
+                    .map(|()| id)
+                    .map_err(|e| e.to_string()),
+            ),
         }
     }
 

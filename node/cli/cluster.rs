@@ -1,0 +1,73 @@
+//! `needle cluster ...`: look at and change a running Raft cluster through any of
+//! its members.
+
+use super::client::{check, http_client};
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Any member of the cluster
+    #[arg(long, global = true, env = "NEEDLE_URL", default_value = super::client::DEFAULT_URL)]
+    pub url: String,
+    /// The members' admin key, if they have one
+    #[arg(long, global = true, env = "NEEDLE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Leader, term, commit index and every member with its lag.
+    Status,
+    /// Add a running member (started with --raft and this cluster in its --peers):
+    /// it catches up as a learner, then becomes a voter.
+    AddNode {
+        /// The new member's cluster (QUIC) address
+        #[arg(long)]
+        cluster_addr: String,
+    },
+    /// Remove a member.
+    RemoveNode {
+        #[arg(long)]
+        node_id: u64,
+    },
+    /// Make the leader hand leadership to its most up-to-date follower.
+    StepDown,
+}
+
+pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/');
+    let http = http_client()?;
+    let with_key = |request: reqwest::blocking::RequestBuilder| match &args.admin_key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    };
+    let request = match &args.command {
+        ClusterCommand::Status => http.get(format!("{base}/cluster/status")),
+        ClusterCommand::AddNode { cluster_addr } => with_key(
+            http.post(format!("{base}/cluster/members"))
+                .json(&serde_json::json!({ "cluster_addr": cluster_addr })),
+        ),
+        ClusterCommand::RemoveNode { node_id } => {
+            with_key(http.delete(format!("{base}/cluster/members/{node_id}")))
+        }
+        ClusterCommand::StepDown => {
+            // Only the leader can hand leadership over: find it first.
+            let status = check(http.get(format!("{base}/cluster/status")).send()?)?;
+            let leader = status["leader_id"]
+                .as_u64()
+                .ok_or_else(|| anyhow::anyhow!("the cluster has no leader right now"))?;
+            let http_addr = status["peers"]
+                .as_array()
+                .and_then(|peers| peers.iter().find(|p| p["id"].as_u64() == Some(leader)))
+                .and_then(|p| p["http_addr"].as_str())
+                .ok_or_else(|| anyhow::anyhow!("no HTTP address known for leader {leader}"))?
+                .to_string();
+            with_key(http.post(format!("http://{http_addr}/cluster/step-down")))
+        }
+    };
+    let answer = check(request.send()?)?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}

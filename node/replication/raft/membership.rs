@@ -1,0 +1,100 @@
+//! Membership changes without downtime: a new member first joins as a learner and
+//! receives the log (or a snapshot) while the cluster keeps serving; only once it
+//! has caught up does it become a voter. Removal is one joint-consensus change.
+//! Either request may reach any member: it is carried to the leader.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use needle_consensus::openraft::async_runtime::WatchReceiver;
+use needle_consensus::openraft::ChangeMembers;
+use needle_consensus::{ClusterNode, NodeId};
+
+use super::app_rpc::{AppRequest, AppResponse};
+use super::node::RaftNode;
+use crate::error::{Error, Result};
+
+/// A learner may need a whole snapshot before it is caught up.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl RaftNode {
+    /// Adds the member listening on `addr` (started with `--raft` and this cluster
+    /// among its `--peers`) as a voter; returns its id.
+    pub async fn add_member(&self, addr: SocketAddr) -> Result<NodeId> {
+        if !self.is_leader() {
+            return self
+                .at_leader(AppRequest::AddMember(addr.to_string()))
+                .await;
+        }
+        let hello = match self
+            .ask(addr, &AppRequest::Hello, Duration::from_secs(5))
+            .await?
+        {
+            AppResponse::Hello(hello) => hello,
+            _ => {
+                return Err(Error::Replication(format!(
+                    "{addr} answered a different request"
+                )))
+            }
+        };
+        let id = hello.node_id;
+        let raft = self.raft()?;
+        let node = ClusterNode {
+            raft_addr: addr.to_string(),
+            http_addr: hello.http_addr,
+        };
+        tracing::info!(id, %addr, "adding a member: learner first");
+        raft.add_learner(id, node, true)
+            .await
+            .map_err(|e| Error::Replication(format!("adding node {id} as a learner: {e}")))?;
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| Error::Replication(format!("making node {id} a voter: {e}")))?;
+        tracing::info!(id, "member added as a voter");
+        Ok(id)
+    }
+
+    /// Removes member `id` from the cluster (a leader removing itself steps down once
+    /// the change commits).
+    pub async fn remove_member(&self, id: NodeId) -> Result<()> {
+        if !self.is_leader() {
+            return self
+                .at_leader(AppRequest::RemoveMember(id))
+                .await
+                .map(|_| ());
+        }
+        let raft = self.raft()?;
+        let metrics = raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(Error::InvalidRequest(format!("node {id} is not a member")));
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        raft.change_membership(change, false)
+            .await
+            .map_err(|e| Error::Replication(format!("removing node {id}: {e}")))?;
+        tracing::info!(id, "member removed");
+        Ok(())
+    }
+
+    /// Sends a membership request to the leader.
+    async fn at_leader(&self, request: AppRequest) -> Result<NodeId> {
+        let leader = self
+            .current_leader()
+            .and_then(|id| self.member_addr(id))
+            .ok_or_else(|| Error::NoLeader("no leader to change the membership".into()))?;
+        match self.ask(leader, &request, CHANGE_TIMEOUT).await? {
+            AppResponse::Member(Ok(id)) => Ok(id),
+            AppResponse::Member(Err(message)) => Err(Error::Replication(message)),
+            _ => Err(Error::Replication(
+                "the leader answered a different request".into(),
+            )),
+        }
+    }
+}
