@@ -12,6 +12,7 @@ mod failover;
 mod garbage;
 mod library;
 mod raft;
+mod raft_api;
 mod raft_cluster;
 mod replication;
 mod replication_api;

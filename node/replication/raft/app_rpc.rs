@@ -6,7 +6,11 @@
 use needle_consensus::{Command, CommandOutcome, NodeId};
 use serde::{Deserialize, Serialize};
 
+use super::command::RejectedWire;
+use super::status::ClusterStatus;
+use super::write::ReadConsistency;
 use crate::error::{Error, Result};
+use crate::replication::WriteConcern;
 
 /// First byte of every request body of this protocol (Raft's own is 0xA0).
 pub(crate) const APP_TAG: u8 = 0xB0;
@@ -20,6 +24,32 @@ pub(crate) enum AppRequest {
     /// Membership changes, sent to the leader by whichever member was asked.
     AddMember(String),
     RemoveMember(NodeId),
+    /// From a [`super::RaftClient`]: a write this member orders (or forwards).
+    ClientWrite {
+        command: Command,
+        concern: WriteConcern,
+    },
+    /// From a [`super::RaftClient`]: a search on this member.
+    ClientSearch(SearchRequest),
+    Status,
+}
+
+/// A search as a client sends it; the filter is JSON text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SearchRequest {
+    pub collection: String,
+    pub query: Vec<f32>,
+    pub k: usize,
+    pub filter: Option<String>,
+    pub consistency: ReadConsistency,
+}
+
+/// One search result; metadata is JSON text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HitWire {
+    pub id: String,
+    pub distance: f32,
+    pub metadata: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,6 +60,9 @@ pub(crate) enum AppResponse {
     ReadIndex(std::result::Result<u64, String>),
     Applied(u64),
     Member(std::result::Result<NodeId, String>),
+    ClientWrite(CommandOutcome),
+    ClientSearch(std::result::Result<Vec<HitWire>, RejectedWire>),
+    Status(std::result::Result<ClusterStatus, String>),
 }
 
 /// Who a member is, for bootstrapping from a list of addresses.

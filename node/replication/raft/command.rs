@@ -46,11 +46,30 @@ struct AppliedWire {
     deleted: Vec<bool>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct RejectedWire {
+/// An error as it crosses between members and clients: code, message and class.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RejectedWire {
     code: String,
     message: String,
     kind: ErrorKind,
+}
+
+impl RejectedWire {
+    pub fn from_error(e: &Error) -> RejectedWire {
+        RejectedWire {
+            code: e.code().to_string(),
+            message: e.to_string(),
+            kind: e.kind(),
+        }
+    }
+
+    pub fn into_error(self) -> Error {
+        Error::Remote {
+            code: self.code,
+            message: self.message,
+            kind: self.kind,
+        }
+    }
 }
 
 /// What applying the entry did, for whoever waits on it.
@@ -61,11 +80,7 @@ pub(crate) fn outcome(result: &Result<Applied>) -> CommandOutcome {
             affected: a.affected as u64,
             deleted: a.deleted.clone(),
         }),
-        Err(e) => Err(RejectedWire {
-            code: e.code().to_string(),
-            message: e.to_string(),
-            kind: e.kind(),
-        }),
+        Err(e) => Err(RejectedWire::from_error(e)),
     };
     // Encoding plain structs into a Vec cannot fail; an empty outcome reads as an error.
     CommandOutcome(postcard::to_stdvec(&wire).unwrap_or_default())
@@ -80,11 +95,7 @@ pub(crate) fn read_outcome(outcome: &CommandOutcome) -> Result<Applied> {
             affected: a.affected as usize,
             deleted: a.deleted,
         }),
-        Err(r) => Err(Error::Remote {
-            code: r.code,
-            message: r.message,
-            kind: r.kind,
-        }),
+        Err(r) => Err(r.into_error()),
     }
 }
 

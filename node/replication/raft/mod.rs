@@ -9,9 +9,11 @@
 //!   writes, read index);
 //! - [`node`]: [`RaftNode`], start-up and bootstrap;
 //! - [`write`]: the write path and linearizable reads;
-//! - [`status`]: cluster status, metrics and step-down.
+//! - [`status`]: cluster status, metrics and step-down;
+//! - [`client`]: [`RaftClient`], the native client, with read preferences.
 
 mod app_rpc;
+mod client;
 mod command;
 mod membership;
 mod node;
@@ -20,6 +22,7 @@ mod state_machine;
 mod status;
 mod write;
 
+pub use client::{RaftClient, ReadPreference, SearchResult};
 pub use node::{RaftConfig, RaftNode};
 pub use status::{ClusterStatus, PeerStatus};
 pub use write::ReadConsistency;

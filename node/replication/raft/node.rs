@@ -321,6 +321,24 @@ impl RaftNode {
                 Ok(addr) => self.add_member(addr).await.map_err(|e| e.to_string()),
                 Err(e) => Err(format!("{addr:?} is not a cluster address: {e}")),
             }),
+            AppRequest::ClientWrite { command, concern } => {
+                let result = match super::command::decode(&command) {
+                    Ok((op, precondition)) => {
+                        self.write(op, precondition, concern, command.request_id)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                AppResponse::ClientWrite(super::command::outcome(&result))
+            }
+            AppRequest::ClientSearch(request) => AppResponse::ClientSearch(
+                self.client_search(request)
+                    .await
+                    .map_err(|e| super::command::RejectedWire::from_error(&e)),
+            ),
+            AppRequest::Status => {
+                AppResponse::Status(self.cluster_status().await.map_err(|e| e.to_string()))
+            }
             AppRequest::RemoveMember(id) => AppResponse::Member(
                 self.remove_member(id)
                     .await
@@ -328,6 +346,36 @@ impl RaftNode {
                     .map_err(|e| e.to_string()),
             ),
         }
+    }
+
+    /// A client's search, at the consistency it asked for.
+    async fn client_search(
+        &self,
+        request: super::app_rpc::SearchRequest,
+    ) -> Result<Vec<super::app_rpc::HitWire>> {
+        self.read_barrier(request.consistency).await?;
+        let filter = match &request.filter {
+            Some(text) => {
+                let value: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| Error::InvalidFilter(format!("filter is not JSON: {e}")))?;
+                Some(crate::Filter::parse(&value).map_err(Error::InvalidFilter)?)
+            }
+            None => None,
+        };
+        let collection = self.database().collection(&request.collection)?;
+        let hits = tokio::task::spawn_blocking(move || {
+            collection.search(&request.query, request.k, filter.as_ref())
+        })
+        .await
+        .map_err(|_| Error::Closed)??;
+        Ok(hits
+            .into_iter()
+            .map(|h| super::app_rpc::HitWire {
+                id: h.id,
+                distance: h.distance,
+                metadata: h.metadata.and_then(|m| serde_json::to_string(&*m).ok()),
+            })
+            .collect())
     }
 
     /// The last log index this node's state machine applied.

@@ -8,13 +8,13 @@ use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::openraft::ServerState;
 use needle_consensus::NodeId;
 use prometheus::{IntGauge, IntGaugeVec, Opts};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::node::RaftNode;
 use crate::error::{Error, Result};
 
 /// The cluster as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub node_id: NodeId,
     pub state: String,
@@ -27,7 +27,7 @@ pub struct ClusterStatus {
 
 /// One member. `lag` (entries the member's log is behind the leader's) is known
 /// only on the leader.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub id: NodeId,
     pub state: String,
