@@ -28,6 +28,44 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A snapshot reply waits for the receiver to read and install the whole file.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Payload bytes one AppendEntries request carries at most (always at least one
+/// entry): openraft batches by entry count, and a few large batched writes would
+/// otherwise exceed the transport's frame limit and never replicate.
+pub const MAX_APPEND_BYTES: usize = 8 << 20;
+
+/// Cuts `rpc` to the entries that fit in `max_bytes` of command payload. Returns the
+/// request to send and, when entries were left out, the id of the last one sent.
+pub fn bounded_append(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    max_bytes: usize,
+) -> (
+    AppendEntriesRequest<TypeConfig>,
+    Option<crate::types::LogId>,
+) {
+    let mut bytes = 0;
+    let mut keep = 0;
+    for entry in &rpc.entries {
+        let size = match &entry.payload {
+            openraft::EntryPayload::Normal(command) => command.payload.len() + 32,
+            _ => 256,
+        };
+        if keep > 0 && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        keep += 1;
+    }
+    if keep == rpc.entries.len() {
+        return (rpc, None);
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(openraft::entry::RaftEntry::log_id);
+    (rpc, last)
+}
+
+/// How long an AppendEntries with entries may take.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Makes a [`PeerNetwork`] for each peer Raft talks to.
 #[derive(Clone)]
 pub struct Network {
@@ -50,6 +88,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.parse().ok(),
             raw_addr: node.raft_addr.clone(),
             peer: None,
+            timeouts: 0,
         }
     }
 }
@@ -61,6 +100,8 @@ pub struct PeerNetwork {
     addr: Option<SocketAddr>,
     raw_addr: String,
     peer: Option<Arc<Peer>>,
+    /// Timeouts in a row on the current connection.
+    timeouts: u32,
 }
 
 /// Why an exchange failed: the peer could not be reached, or it answered badly.
@@ -117,12 +158,20 @@ impl PeerNetwork {
             .map_err(|e| Failure::Network(e.to_string()))?;
         let peer = self.peer().await?;
         let reply = match peer.request_within(&body, timeout).await {
-            Ok(reply) => reply,
+            Ok(reply) => {
+                self.timeouts = 0;
+                reply
+            }
             Err(e) => {
-                // A broken connection is replaced on the next call; a slow answer is not
-                // a reason to drop a healthy one.
-                if !matches!(e, TransportError::Timeout(_) | TransportError::Remote(_)) {
+                // A broken connection is replaced on the next call. One slow answer is
+                // not a reason to drop a healthy one, but a connection to a process that
+                // died and came back on the same address only ever times out (until
+                // QUIC's idle timeout), so a second timeout in a row replaces it too.
+                let timed_out = matches!(e, TransportError::Timeout(_));
+                self.timeouts = if timed_out { self.timeouts + 1 } else { 0 };
+                if !matches!(e, TransportError::Remote(_)) && (!timed_out || self.timeouts >= 2) {
                     self.peer = None;
+                    self.timeouts = 0;
                 }
                 return Err(match e {
                     TransportError::Timeout(_) => Failure::Unreachable(e.to_string()),
@@ -148,10 +197,20 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(&RaftRequest::Append(rpc), option.hard_ttl())
-            .await
-        {
+        let (rpc, last_sent) = bounded_append(rpc, MAX_APPEND_BYTES);
+        // openraft's TTL is the heartbeat interval (50 ms): right for a heartbeat, far
+        // too short for megabytes the follower must also fsync, which would then time
+        // out and be resent forever.
+        let timeout = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(APPEND_TIMEOUT)
+        };
+        match self.call(&RaftRequest::Append(rpc), timeout).await {
+            // Only a prefix went: say how far, and openraft sends the rest next.
+            Ok(RaftResponse::Append(AppendEntriesResponse::Success)) if last_sent.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(last_sent))
+            }
             Ok(RaftResponse::Append(r)) => Ok(r),
             Ok(_) => Err(unexpected(self.target).into_rpc()),
             Err(f) => Err(f.into_rpc()),
@@ -241,5 +300,53 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         // The receiver has read it (or given up): free the region either way.
         let _ = self.transport.take_region(region);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Entry;
+    use crate::Command;
+    use openraft::entry::RaftEntry;
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::vote::RaftLeaderId;
+    use openraft::LogId;
+
+    fn request(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        let entries = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                Entry::new_normal(
+                    LogId::new(LeaderId::new(1, 1).to_committed(), i as u64 + 1),
+                    Command {
+                        request_id: None,
+                        payload: vec![0; n],
+                    },
+                )
+            })
+            .collect();
+        AppendEntriesRequest {
+            vote: crate::types::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries,
+            leader_commit: None,
+        }
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_to_a_prefix_that_fits() {
+        let (rpc, last) = bounded_append(request(&[400, 400, 400]), 1000);
+        assert_eq!(rpc.entries.len(), 2);
+        assert_eq!(last.map(|l| l.index), Some(2));
+        let (rpc, last) = bounded_append(request(&[10, 10]), 1000);
+        assert_eq!((rpc.entries.len(), last), (2, None));
+        // One entry larger than the bound still goes, alone.
+        let (rpc, last) = bounded_append(request(&[5000, 10]), 1000);
+        assert_eq!(rpc.entries.len(), 1);
+        assert_eq!(last.map(|l| l.index), Some(1));
+        let (rpc, last) = bounded_append(request(&[]), 1000);
+        assert_eq!((rpc.entries.len(), last), (0, None));
     }
 }

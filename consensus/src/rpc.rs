@@ -81,6 +81,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ConsensusE
 mod tests {
     use super::*;
     use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::vote::RaftLeaderId;
     use openraft::LogId;
 
     #[test]

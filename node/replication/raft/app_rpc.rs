@@ -20,7 +20,8 @@ pub(crate) enum AppRequest {
     Hello,
     Write(Command),
     ReadIndex,
-    Applied,
+    /// Answers once the member has applied this log index (or after a second).
+    AppliedAtLeast(u64),
     /// Membership changes, sent to the leader by whichever member was asked.
     AddMember(String),
     RemoveMember(NodeId),

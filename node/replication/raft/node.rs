@@ -288,9 +288,9 @@ impl RaftNode {
         match peer.request_within(&request.encode()?, timeout).await {
             Ok(reply) => AppResponse::decode(&reply),
             Err(e) => {
-                if !matches!(e, needle_transport::TransportError::Timeout(_)) {
-                    self.inner.peers.lock().remove(&addr);
-                }
+                // Any failure replaces the connection: one to a process that died and
+                // came back on the same address would otherwise only ever time out.
+                self.inner.peers.lock().remove(&addr);
                 Err(Error::Replication(format!("{addr}: {e}")))
             }
         }
@@ -316,7 +316,12 @@ impl RaftNode {
             AppRequest::ReadIndex => {
                 AppResponse::ReadIndex(self.leader_read_index().await.map_err(|e| e.to_string()))
             }
-            AppRequest::Applied => AppResponse::Applied(self.applied_index()),
+            AppRequest::AppliedAtLeast(index) => {
+                let _ = self
+                    .await_applied(index, std::time::Instant::now() + Duration::from_secs(1))
+                    .await;
+                AppResponse::Applied(self.applied_index())
+            }
             AppRequest::AddMember(addr) => AppResponse::Member(match addr.parse() {
                 Ok(addr) => self.add_member(addr).await.map_err(|e| e.to_string()),
                 Err(e) => Err(format!("{addr:?} is not a cluster address: {e}")),

@@ -24,6 +24,9 @@ use crate::error::{Error, Result};
 use crate::op::{Applied, Op, Precondition};
 use crate::replication::WriteConcern;
 
+/// How long one try at the leader may take (plus 1 ms per 10 kB of write).
+const ATTEMPT: Duration = Duration::from_secs(1);
+
 /// Between tries while no leader is known or the known one just changed.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -132,7 +135,12 @@ impl RaftNode {
         let addr = self.member_addr(id).ok_or_else(|| {
             Error::NoLeader(format!("no address known for the leader, node {id}"))
         })?;
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Bounded per try: a connection to a leader that died unnoticed answers
+        // nothing, and the retry (same request id) is safe. Larger writes get longer.
+        let per_try = ATTEMPT + Duration::from_millis(command.payload.len() as u64 / 10_000);
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .min(per_try);
         let request = AppRequest::Write(command.clone());
         let forwarded = tokio::select! {
             reply = self.ask(addr, &request, remaining) => reply,
@@ -226,8 +234,10 @@ impl RaftNode {
                 } else {
                     match self.member_addr(voter) {
                         Some(addr) => {
+                            // The member answers as soon as it has applied it.
                             let remaining = deadline.saturating_duration_since(Instant::now());
-                            match self.ask(addr, &AppRequest::Applied, remaining).await {
+                            let request = AppRequest::AppliedAtLeast(index);
+                            match self.ask(addr, &request, remaining.min(ATTEMPT * 2)).await {
                                 Ok(AppResponse::Applied(i)) => i,
                                 _ => 0,
                             }
@@ -274,7 +284,9 @@ impl RaftNode {
             } else {
                 match self.current_leader().and_then(|id| self.member_addr(id)) {
                     Some(addr) => {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        let remaining = deadline
+                            .saturating_duration_since(Instant::now())
+                            .min(ATTEMPT);
                         let leader = self.current_leader().unwrap_or_default();
                         let asked = tokio::select! {
                             reply = self.ask(addr, &AppRequest::ReadIndex, remaining) => reply,
@@ -321,7 +333,7 @@ impl RaftNode {
     }
 
     /// Waits until this node's state machine has applied log index `index`.
-    async fn await_applied(&self, index: u64, deadline: Instant) -> Result<()> {
+    pub(crate) async fn await_applied(&self, index: u64, deadline: Instant) -> Result<()> {
         let mut applied = self.raft()?.metrics();
         let wait =
             applied.wait_until(|m| m.last_applied.as_ref().is_some_and(|l| l.index >= index));

@@ -1,0 +1,79 @@
+//! The RocksDB log store as openraft uses it: what it returns after appends,
+//! truncation, purges and a reopen (a restart of the node).
+
+use needle_consensus::openraft::entry::RaftEntry;
+use needle_consensus::openraft::impls::leader_id_adv::LeaderId;
+use needle_consensus::openraft::storage::{IOFlushed, RaftLogStorage};
+use needle_consensus::openraft::type_config::TypeConfigExt;
+use needle_consensus::openraft::vote::RaftLeaderId;
+use needle_consensus::openraft::{LogId, RaftLogReader};
+use needle_consensus::types::{Entry, Vote};
+use needle_consensus::{Command, LogStore, TypeConfig};
+
+fn log_id(term: u64, index: u64) -> needle_consensus::types::LogId {
+    LogId::new(LeaderId::new(term, 1).to_committed(), index)
+}
+
+fn entry(term: u64, index: u64) -> Entry {
+    Entry::new_normal(
+        log_id(term, index),
+        Command {
+            request_id: None,
+            payload: index.to_be_bytes().to_vec(),
+        },
+    )
+}
+
+async fn append(store: &mut LogStore, entries: Vec<Entry>) {
+    let (tx, rx) = TypeConfig::oneshot();
+    store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+    rx.await.unwrap().unwrap();
+}
+
+fn indexes(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.index()).collect()
+}
+
+#[tokio::test]
+async fn entries_votes_and_purges_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    {
+        let mut store = LogStore::open(&path).unwrap();
+        assert!(store.is_fresh().unwrap());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_log_id, state.last_purged_log_id), (None, None));
+        append(&mut store, (1..=10).map(|i| entry(1, i)).collect()).await;
+        store.save_vote(&Vote::new(2, 1)).await.unwrap();
+        assert!(!store.is_fresh().unwrap());
+        // A new leader's log replaces the tail after 7.
+        store.truncate_after(Some(log_id(1, 7))).await.unwrap();
+        append(&mut store, vec![entry(2, 8), entry(2, 9)]).await;
+        store.purge(log_id(1, 3)).await.unwrap();
+    }
+    let mut store = LogStore::open(&path).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(2, 9)));
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
+    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+    let entries = store.try_get_log_entries(0..100).await.unwrap();
+    assert_eq!(indexes(&entries), vec![4, 5, 6, 7, 8, 9]);
+    assert_eq!(entries[4].log_id(), log_id(2, 8));
+    let some = store.try_get_log_entries(5..=6).await.unwrap();
+    assert_eq!(indexes(&some), vec![5, 6]);
+    assert_eq!(some[0].payload, entry(1, 5).payload);
+}
+
+#[tokio::test]
+async fn a_log_purged_to_its_end_still_reports_its_last_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LogStore::open(&dir.path().join("log")).unwrap();
+    append(&mut store, (1..=4).map(|i| entry(1, i)).collect()).await;
+    store.purge(log_id(1, 4)).await.unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(1, 4)));
+    assert!(store.try_get_log_entries(0..10).await.unwrap().is_empty());
+    assert!(!store.is_fresh().unwrap());
+    store.save_committed(Some(log_id(1, 4))).await.unwrap();
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 4)));
+}
