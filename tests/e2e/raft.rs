@@ -51,6 +51,20 @@ fn three_members_elect_one_leader_and_take_writes_through_every_member() {
         })
         .collect();
     assert_eq!(leaders, vec![leader]);
+    let metrics = cluster.client(leader).get_text("/metrics").1;
+    for name in [
+        "needle_raft_term",
+        "needle_raft_commit_index",
+        "needle_raft_applied_index",
+        "needle_replication_lag_seconds{replica=",
+        "needle_replication_lag_operations{replica=",
+        "needle_replication_operations_total{role=\"raft_applied\"}",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from the leader's metrics"
+        );
+    }
     let status = cluster.status(leader).unwrap();
     assert_eq!(status["leader_id"], json!(leader as u64 + 1));
     assert!(status["term"].as_u64().unwrap() >= 1);
@@ -414,10 +428,17 @@ fn members_are_added_and_removed_under_load_without_losing_a_write() {
 #[test]
 fn five_members_survive_two_losses_and_a_minority_cannot_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = RaftCluster::start(dir.path(), 5, &["--fault-injection", "--write-timeout-ms", "2000"]);
+    let mut cluster = RaftCluster::start(
+        dir.path(),
+        5,
+        &["--fault-injection", "--write-timeout-ms", "2000"],
+    );
     let leader = cluster.leader();
     create_docs(&cluster.client(leader), 3, "cosine");
-    assert_eq!(write_ids(&cluster.client(leader), &ids("five", 3)), vec![200; 3]);
+    assert_eq!(
+        write_ids(&cluster.client(leader), &ids("five", 3)),
+        vec![200; 3]
+    );
     // The leader and one more member die: three of five still elect and write.
     let other = (leader + 1) % 5;
     cluster.kill(leader);
@@ -441,7 +462,10 @@ fn five_members_survive_two_losses_and_a_minority_cannot_write() {
         write_ids(&cluster.client(majority[0]), &ids("majority-of-five", 1)) == vec![200]
     }));
     for &m in &minority {
-        assert_ne!(write_ids(&cluster.impatient(m), &ids(&format!("minority-{m}"), 1)), vec![200]);
+        assert_ne!(
+            write_ids(&cluster.impatient(m), &ids(&format!("minority-{m}"), 1)),
+            vec![200]
+        );
     }
     cluster.heal();
     assert!(cluster.converged());
@@ -467,7 +491,9 @@ fn soak_random_faults_lose_no_acknowledged_write() {
     let mut cluster = RaftCluster::start(dir.path(), 3, &["--fault-injection", "--admin-key", "k"]);
     let leader = cluster.leader();
     create_docs(&cluster.client(leader), 3, "cosine");
-    let urls: Vec<String> = (0..3).map(|i| cluster.nodes[i].as_ref().unwrap().url.clone()).collect();
+    let urls: Vec<String> = (0..3)
+        .map(|i| cluster.nodes[i].as_ref().unwrap().url.clone())
+        .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -517,7 +543,10 @@ fn soak_random_faults_lose_no_acknowledged_write() {
             }
             _ => {
                 let leader = cluster.leader();
-                let _ = cluster.client(leader).post_with_bearer("/cluster/step-down", "k", &json!({}));
+                let _ =
+                    cluster
+                        .client(leader)
+                        .post_with_bearer("/cluster/step-down", "k", &json!({}));
             }
         }
         faults += 1;
@@ -530,11 +559,20 @@ fn soak_random_faults_lose_no_acknowledged_write() {
     let leader = cluster.leader();
     let mut missing = Vec::new();
     for id in &acked {
-        let got = cluster.client(leader).get(&format!("/collections/docs/vectors/{id}"));
+        let got = cluster
+            .client(leader)
+            .get(&format!("/collections/docs/vectors/{id}"));
         if got.0 != 200 {
             missing.push(id.clone());
         }
     }
-    println!("soak: {faults} faults, {} acknowledged writes, {} missing", acked.len(), missing.len());
-    assert!(missing.is_empty(), "acknowledged writes lost (seed {seed}): {missing:?}");
+    println!(
+        "soak: {faults} faults, {} acknowledged writes, {} missing",
+        acked.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost (seed {seed}): {missing:?}"
+    );
 }

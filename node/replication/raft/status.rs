@@ -202,6 +202,8 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
     tokio::spawn(async move {
         let mut watch = raft.metrics();
         let mut last_applied = 0u64;
+        let mut caught_up: std::collections::HashMap<NodeId, std::time::Instant> =
+            Default::default();
         loop {
             let m = watch.borrow_watched().clone();
             gauges.term.set(m.current_term as i64);
@@ -221,16 +223,31 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
             last_applied = applied;
             if let Some(replication) = &m.replication {
                 let last = m.last_log_index.unwrap_or(0);
+                let now = std::time::Instant::now();
                 for (peer, matched) in replication {
                     let behind = last.saturating_sub(matched.as_ref().map_or(0, |l| l.index));
+                    let label = peer.to_string();
                     node_metrics
                         .replication_lag_operations
-                        .with_label_values(&[&peer.to_string()])
+                        .with_label_values(&[&label])
                         .set(behind as i64);
+                    // Seconds since the member last had everything the leader had.
+                    let since = if behind == 0 {
+                        *caught_up.entry(*peer).or_insert(now) = now;
+                        now
+                    } else {
+                        *caught_up.entry(*peer).or_insert(now)
+                    };
+                    node_metrics
+                        .replication_lag_seconds
+                        .with_label_values(&[&label])
+                        .set(now.duration_since(since).as_secs_f64());
                 }
             }
-            if watch.changed().await.is_err() {
-                return;
+            // Woken by every change, and each second so a stalled member's lag grows.
+            tokio::select! {
+                changed = watch.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     });
