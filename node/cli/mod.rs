@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node: open the data directory and serve the HTTP API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Load vectors from a .jsonl, .npy or .fvecs file into a collection.
     Import(import::ImportArgs),
     /// Search a collection on a running node.
@@ -65,7 +65,7 @@ impl Cli {
 
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Serve(args) => serve::run(args),
+            Command::Serve(args) => serve::run(*args),
             Command::Import(args) => import::run(args),
             Command::Search(args) => client::search(args),
             Command::Collections(args) => client::collections(args),

@@ -125,7 +125,7 @@ impl StateMachine {
                 payload => {
                     self.finish(std::mem::take(&mut waiting)).await?;
                     if let EntryPayload::Membership(m) = payload {
-                        self.applied.membership = StoredMembership::new(Some(log_id.clone()), m);
+                        self.applied.membership = StoredMembership::new(Some(log_id), m);
                     }
                     self.applied.log_id = Some(log_id);
                     let (db, marker) = (db.clone(), self.applied.clone());
@@ -226,7 +226,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
-        Ok((self.applied.log_id.clone(), self.applied.membership.clone()))
+        Ok((self.applied.log_id, self.applied.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
@@ -269,7 +269,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(io::Error::other)??;
         self.applied = AppliedMarker {
-            log_id: meta.last_log_id.clone(),
+            log_id: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
         self.requests = RequestTable::load(&reloaded).map_err(io_error)?;
