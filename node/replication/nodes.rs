@@ -54,6 +54,28 @@ pub struct TlsConfig {
     pub ca_path: Option<PathBuf>,
 }
 
+impl TlsConfig {
+    /// The transport's security from optional TLS settings; `None` is the development
+    /// mode without authentication, logged loudly.
+    pub(crate) fn security(tls: Option<&TlsConfig>) -> Result<Security> {
+        match tls {
+            Some(tls) => Ok(Security::Mutual(TlsFiles {
+                cert_path: tls.cert_path.clone(),
+                key_path: tls.key_path.clone(),
+                ca_path: tls.ca_path.clone().ok_or_else(|| {
+                    Error::InvalidRequest(
+                        "TLS between nodes is mutual: ca_path must name the cluster CA".into(),
+                    )
+                })?,
+            })),
+            None => {
+                tracing::warn!("no TLS: node-to-node traffic is NOT authenticated");
+                Ok(Security::InsecureDev)
+            }
+        }
+    }
+}
+
 /// How a node replicates; the same settings as `needle serve`'s flags.
 #[derive(Debug, Clone)]
 pub struct ReplicationConfig {
@@ -83,23 +105,7 @@ impl Default for ReplicationConfig {
 
 impl ReplicationConfig {
     fn cluster(&self, role: Role, cluster_addr: SocketAddr) -> Result<ClusterConfig> {
-        let security = match &self.tls {
-            Some(tls) => Security::Mutual(TlsFiles {
-                cert_path: tls.cert_path.clone(),
-                key_path: tls.key_path.clone(),
-                ca_path: tls.ca_path.clone().ok_or_else(|| {
-                    Error::InvalidRequest(
-                        "TLS between nodes is mutual: ca_path must name the cluster CA".into(),
-                    )
-                })?,
-            }),
-            None => {
-                tracing::warn!(
-                    "replication without TLS: node-to-node traffic is NOT authenticated"
-                );
-                Security::InsecureDev
-            }
-        };
+        let security = TlsConfig::security(self.tls.as_ref())?;
         Ok(ClusterConfig {
             role,
             cluster_addr,

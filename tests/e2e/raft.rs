@@ -250,6 +250,17 @@ fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
     // misses are purged long before it returns.
     let written = write_ids(&cluster.client(leader), &ids("while-down", 200));
     assert!(written.iter().all(|s| *s == 200));
+    let purged = wait_for(Duration::from_secs(30), || {
+        cluster
+            .status(leader)
+            .and_then(|s| s["purged_index"].as_u64())
+            .is_some_and(|p| p > 50)
+    });
+    assert!(
+        purged,
+        "the leader never purged its log: {:?}",
+        cluster.status(leader)
+    );
     cluster.restart(behind);
     assert!(cluster.converged());
     // It installed the leader's snapshot: its data directory moved to a new

@@ -34,20 +34,8 @@ impl RaftCluster {
                 .filter(|j| *j != i)
                 .map(|j| format!("{}={}", j + 1, addrs[j]))
                 .collect();
-            let mut a: Vec<String> = vec![
-                "--raft".into(),
-                "--node-id".into(),
-                (i + 1).to_string(),
-                "--cluster-addr".into(),
-                addrs[i].clone(),
-                "--peers".into(),
-                peers.join(","),
-                "--backend".into(),
-                "cpu".into(),
-            ];
-            a.extend(tls_args(&certs, i + 1));
-            a.extend(extra.iter().map(|s| s.to_string()));
-            args.push(a);
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            args.push(member_args(i + 1, &addrs[i], &peers, &certs, &extra));
             dirs.push(dir.join(format!("n{}", i + 1)));
         }
         let nodes = (0..n)
@@ -71,19 +59,7 @@ impl RaftCluster {
         let peers: Vec<String> = (0..i)
             .map(|j| format!("{}={}", j + 1, self.addrs[j]))
             .collect();
-        let mut a: Vec<String> = vec![
-            "--raft".into(),
-            "--node-id".into(),
-            (i + 1).to_string(),
-            "--cluster-addr".into(),
-            addr.clone(),
-            "--peers".into(),
-            peers.join(","),
-            "--backend".into(),
-            "cpu".into(),
-        ];
-        a.extend(tls_args(&self.root.join("certs"), i + 1));
-        a.extend(self.extra.iter().cloned());
+        let a = member_args(i + 1, &addr, &peers, &self.root.join("certs"), &self.extra);
         let dir = self.root.join(format!("n{}", i + 1));
         self.nodes.push(Some(crate::cluster::start(&dir, &a)));
         self.addrs.push(addr);
@@ -201,6 +177,30 @@ impl RaftCluster {
             sums.iter().all(|s| s.is_string() && *s == sums[0])
         })
     }
+}
+
+/// `needle serve` arguments of member `id` (CPU backend, mutual TLS).
+fn member_args(
+    id: usize,
+    addr: &str,
+    peers: &[String],
+    certs: &Path,
+    extra: &[String],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--raft".into(),
+        "--node-id".into(),
+        id.to_string(),
+        "--cluster-addr".into(),
+        addr.to_string(),
+        "--peers".into(),
+        peers.join(","),
+        "--backend".into(),
+        "cpu".into(),
+    ];
+    args.extend(tls_args(certs, id));
+    args.extend(extra.iter().cloned());
+    args
 }
 
 /// Upserts `ids` into `docs` through `c` (3-d vectors), one request each; returns the

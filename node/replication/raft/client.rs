@@ -6,18 +6,18 @@
 //! and the write is still applied at most once. Searches go where the read
 //! preference says, at the consistency asked for.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use needle_consensus::{NodeId, RequestId};
-use needle_transport::{BoxFuture, Handler, Peer, PeerInfo, Transport, TransportConfig};
+use needle_transport::{BoxFuture, Handler, PeerInfo, Transport, TransportConfig};
 use parking_lot::Mutex;
 
 use super::app_rpc::{AppRequest, AppResponse, HitWire, SearchRequest};
 use super::command;
+use super::connections::Connections;
 use super::status::ClusterStatus;
 use super::write::ReadConsistency;
 use crate::error::{Error, Result};
@@ -49,8 +49,7 @@ pub struct SearchResult {
 /// A client of a Raft cluster. Create it inside a tokio runtime.
 pub struct RaftClient {
     members: Vec<SocketAddr>,
-    transport: Transport,
-    peers: Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
+    connections: Connections,
     leader: Mutex<Option<SocketAddr>>,
     client_id: u64,
     serial: AtomicU64,
@@ -109,7 +108,7 @@ impl RaftClient {
                 "a client needs at least one member address".into(),
             ));
         }
-        let security = super::node::security(tls.as_ref())?;
+        let security = TlsConfig::security(tls.as_ref())?;
         let local: SocketAddr = if members[0].is_ipv6() {
             "[::]:0"
         } else {
@@ -122,8 +121,7 @@ impl RaftClient {
                 .map_err(|e| Error::Replication(e.to_string()))?;
         Ok(RaftClient {
             members,
-            transport,
-            peers: Mutex::new(BTreeMap::new()),
+            connections: Connections::new(transport, Duration::from_secs(2)),
             leader: Mutex::new(None),
             client_id: super::node::random_client_id(),
             serial: AtomicU64::new(0),
@@ -133,33 +131,13 @@ impl RaftClient {
         })
     }
 
-    async fn peer(&self, addr: SocketAddr) -> Result<Arc<Peer>> {
-        if let Some(peer) = self.peers.lock().get(&addr) {
-            return Ok(peer.clone());
-        }
-        let peer = tokio::time::timeout(Duration::from_secs(2), self.transport.connect(addr))
-            .await
-            .map_err(|_| Error::Replication(format!("connecting to {addr} timed out")))?
-            .map_err(|e| Error::Replication(format!("connecting to {addr}: {e}")))?;
-        let peer = Arc::new(peer);
-        self.peers.lock().insert(addr, peer.clone());
-        Ok(peer)
-    }
-
     async fn ask(
         &self,
         addr: SocketAddr,
         request: &AppRequest,
         timeout: Duration,
     ) -> Result<AppResponse> {
-        let peer = self.peer(addr).await?;
-        match peer.request_within(&request.encode()?, timeout).await {
-            Ok(reply) => AppResponse::decode(&reply),
-            Err(e) => {
-                self.peers.lock().remove(&addr);
-                Err(Error::Replication(format!("{addr}: {e}")))
-            }
-        }
+        self.connections.ask(addr, request, timeout).await
     }
 
     /// Members to try, the known leader first.
@@ -444,7 +422,7 @@ impl RaftClient {
             ReadPreference::Nearest => {
                 let mut measured = Vec::new();
                 for addr in &self.members {
-                    if let Ok(peer) = self.peer(*addr).await {
+                    if let Ok(peer) = self.connections.peer(*addr).await {
                         measured.push((peer.rtt(), *addr));
                     }
                 }

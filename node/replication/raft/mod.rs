@@ -15,6 +15,7 @@
 mod app_rpc;
 mod client;
 mod command;
+mod connections;
 mod membership;
 mod node;
 mod requests;

@@ -16,10 +16,10 @@ use needle_consensus::{
 };
 use needle_transport::faults::FaultInjector;
 use needle_transport::metrics::TransportMetrics;
-use needle_transport::{BoxFuture, Handler, Peer, PeerInfo, Security, Transport, TransportConfig};
-use parking_lot::Mutex;
+use needle_transport::{BoxFuture, Handler, PeerInfo, Transport, TransportConfig};
 
 use super::app_rpc::{AppRequest, AppResponse, Hello};
+use super::connections::Connections;
 use super::state_machine::StateMachine;
 use crate::error::{Error, Result};
 use crate::replication::TlsConfig;
@@ -87,8 +87,8 @@ pub(crate) struct Inner {
     pub served: ServedDatabase,
     pub raft: OnceLock<NeedleRaft>,
     pub transport: OnceLock<Transport>,
-    /// Connections for the node's own requests, by cluster address.
-    peers: Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
+    /// Connections for the node's own requests.
+    connections: OnceLock<Connections>,
     /// Whether the log store was empty at start (a member never part of a cluster).
     fresh: OnceLock<bool>,
     /// This process's client id for the request ids of the writes it orders.
@@ -148,7 +148,7 @@ impl RaftNode {
                 served,
                 raft: OnceLock::new(),
                 transport: OnceLock::new(),
-                peers: Mutex::new(BTreeMap::new()),
+                connections: OnceLock::new(),
                 fresh: OnceLock::new(),
                 client_id: random_client_id(),
                 next_serial: std::sync::atomic::AtomicU64::new(0),
@@ -177,7 +177,7 @@ impl RaftNode {
         let service = RaftService::<StateMachine>::new(app, inbox);
 
         let db = inner.served.current();
-        let mut transport_config = TransportConfig::new(security(config.tls.as_ref())?);
+        let mut transport_config = TransportConfig::new(TlsConfig::security(config.tls.as_ref())?);
         transport_config.faults = config.faults.clone();
         transport_config.metrics = TransportMetrics::register(db.metrics().registry())
             .ok()
@@ -211,6 +211,9 @@ impl RaftNode {
         .await
         .map_err(|e| Error::Replication(format!("starting raft: {e}")))?;
         service.attach(raft.clone(), transport.clone());
+        let _ = inner
+            .connections
+            .set(Connections::new(transport.clone(), Duration::from_secs(1)));
         let _ = inner.transport.set(transport);
         let _ = inner.raft.set(raft);
         super::status::spawn_metrics(self.clone());
@@ -258,25 +261,6 @@ impl RaftNode {
         self.raft().ok()?.metrics().borrow_watched().current_leader
     }
 
-    /// A connection to the member at `addr` for the node's own requests.
-    pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Peer>> {
-        if let Some(peer) = self.inner.peers.lock().get(&addr) {
-            return Ok(peer.clone());
-        }
-        let transport = self
-            .inner
-            .transport
-            .get()
-            .ok_or_else(|| Error::Replication("raft node is not started".into()))?;
-        let peer = tokio::time::timeout(Duration::from_secs(1), transport.connect(addr))
-            .await
-            .map_err(|_| Error::Replication(format!("connecting to {addr} timed out")))?
-            .map_err(|e| Error::Replication(format!("connecting to {addr}: {e}")))?;
-        let peer = Arc::new(peer);
-        self.inner.peers.lock().insert(addr, peer.clone());
-        Ok(peer)
-    }
-
     /// Sends one of the node's own requests to the member at `addr`.
     pub(crate) async fn ask(
         &self,
@@ -284,16 +268,12 @@ impl RaftNode {
         request: &AppRequest,
         timeout: Duration,
     ) -> Result<AppResponse> {
-        let peer = self.peer(addr).await?;
-        match peer.request_within(&request.encode()?, timeout).await {
-            Ok(reply) => AppResponse::decode(&reply),
-            Err(e) => {
-                // Any failure replaces the connection: one to a process that died and
-                // came back on the same address would otherwise only ever time out.
-                self.inner.peers.lock().remove(&addr);
-                Err(Error::Replication(format!("{addr}: {e}")))
-            }
-        }
+        self.inner
+            .connections
+            .get()
+            .ok_or_else(|| Error::Replication("raft node is not started".into()))?
+            .ask(addr, request, timeout)
+            .await
     }
 
     async fn answer(&self, request: AppRequest) -> AppResponse {
@@ -480,24 +460,4 @@ pub(crate) fn random_client_id() -> u64 {
     hasher.write_u128(nanos);
     hasher.write_u32(std::process::id());
     hasher.finish()
-}
-
-/// The transport's security from the TLS settings; `None` is the development mode
-/// without authentication, logged loudly.
-pub(crate) fn security(tls: Option<&TlsConfig>) -> Result<Security> {
-    match tls {
-        Some(tls) => Ok(Security::Mutual(needle_transport::TlsFiles {
-            cert_path: tls.cert_path.clone(),
-            key_path: tls.key_path.clone(),
-            ca_path: tls.ca_path.clone().ok_or_else(|| {
-                Error::InvalidRequest(
-                    "TLS between nodes is mutual: ca_path must name the cluster CA".into(),
-                )
-            })?,
-        })),
-        None => {
-            tracing::warn!("raft without TLS: node-to-node traffic is NOT authenticated");
-            Ok(Security::InsecureDev)
-        }
-    }
 }

@@ -22,6 +22,10 @@ pub struct ClusterStatus {
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
+    /// The last log index in this node's latest snapshot, and the last index purged
+    /// from its log (a member needing entries at or below it gets a snapshot).
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
     pub peers: Vec<PeerStatus>,
 }
 
@@ -92,6 +96,8 @@ impl RaftNode {
             term: metrics.current_term,
             commit_index: metrics.local_committed.map_or(0, |l| l.index),
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            snapshot_index: metrics.snapshot.map(|l| l.index),
+            purged_index: metrics.purged.map(|l| l.index),
             peers,
         })
     }
