@@ -19,7 +19,13 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBat
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
 use crate::error::ConsensusError;
+use crate::types::RequestId;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const CF_LOG: &str = "log";
@@ -32,6 +38,9 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    /// Who waits for a request's entry to be on disk here (the `primary` write
+    /// concern), by request id.
+    flush_waiters: Arc<Mutex<HashMap<RequestId, oneshot::Sender<u64>>>>,
 }
 
 impl LogStore {
@@ -44,7 +53,23 @@ impl LogStore {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, families)?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore {
+            db: Arc::new(db),
+            flush_waiters: Arc::default(),
+        })
+    }
+
+    /// Resolves with the log index once an entry carrying request `id` is appended
+    /// to this log and fsynced. Register before proposing; [`LogStore::forget`]
+    /// when no longer interested.
+    pub fn notify_when_flushed(&self, id: RequestId) -> oneshot::Receiver<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.flush_waiters.lock().insert(id, tx);
+        rx
+    }
+
+    pub fn forget(&self, id: RequestId) {
+        self.flush_waiters.lock().remove(&id);
     }
 
     /// Whether this store has ever voted or logged: a node that has is part of a
@@ -200,17 +225,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let cf = self.cf(CF_LOG)?;
+        let mut awaited = Vec::new();
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry)
                 .map_err(|e| ConsensusError::Storage(format!("encoding a log entry: {e}")))?;
             batch.put_cf(cf, entry.index().to_be_bytes(), bytes);
+            if let openraft::EntryPayload::Normal(command) = &entry.payload {
+                if let Some(id) = command.request_id {
+                    awaited.push((id, entry.index()));
+                }
+            }
         }
         // Written here so the entries are readable on return; acknowledged only once
         // the WAL is on disk.
         self.db.write(batch).map_err(ConsensusError::from)?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            callback.io_completed(store.fsync().map_err(io::Error::from));
+            let flushed = store.fsync();
+            if flushed.is_ok() && !awaited.is_empty() {
+                let mut waiters = store.flush_waiters.lock();
+                for (id, index) in awaited {
+                    if let Some(tx) = waiters.remove(&id) {
+                        let _ = tx.send(index);
+                    }
+                }
+            }
+            callback.io_completed(flushed.map_err(io::Error::from));
         });
         Ok(())
     }

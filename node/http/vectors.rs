@@ -85,7 +85,11 @@ pub async fn upsert_batch(
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
     let concern = state.concern(body.write_concern.as_deref())?;
-    state.db().collection_info(&name)?;
+    // A Raft member may not have applied a just-created collection yet: there the
+    // log decides.
+    if state.raft.is_none() {
+        state.db().collection_info(&name)?;
+    }
     let mut records = Vec::with_capacity(body.vectors.len());
     for (index, item) in body.vectors.into_iter().enumerate() {
         let item = serde_json::from_value::<RecordBody>(item).map_err(|e| {

@@ -587,3 +587,72 @@ fn soak_random_faults_lose_no_acknowledged_write() {
         "acknowledged writes lost (seed {seed}): {missing:?}"
     );
 }
+
+#[test]
+fn a_primary_write_is_acknowledged_before_commit_and_is_lost_with_a_cut_off_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RaftCluster::start(
+        dir.path(),
+        3,
+        &["--fault-injection", "--write-timeout-ms", "2000"],
+    );
+    let old = cluster.leader();
+    let follower = (old + 1) % 3;
+    create_docs(&cluster.client(old), 3, "cosine");
+    // In a healthy cluster a primary write through a follower is acknowledged and
+    // then applied everywhere.
+    let body = |id: &str| json!({"vectors": [{"id": id, "vector": [1.0, 0.0, 0.0]}], "write_concern": "primary"});
+    let acked = cluster
+        .client(follower)
+        .post("/collections/docs/vectors/batch", &body("p-healthy"));
+    assert_eq!(acked.0, 200, "{}", acked.1);
+    assert_eq!(
+        acked.1["seq"],
+        json!(0),
+        "nothing is applied when a primary write is acknowledged"
+    );
+    // Not committed when acknowledged, so even a linearizable read may miss it for a
+    // moment; it is committed and applied shortly after.
+    assert!(wait_for(Duration::from_secs(10), || {
+        cluster
+            .client(follower)
+            .get("/collections/docs/vectors/p-healthy")
+            .0
+            == 200
+    }));
+    // Cut the leader off: it still takes primary writes into its own log...
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    cluster.partition(&[&[old], &majority]);
+    let cut_off = cluster
+        .impatient(old)
+        .try_post("/collections/docs/vectors/batch", &body("p-lost"));
+    // ...but never a majority write.
+    let refused = cluster.impatient(old).try_post(
+        "/collections/docs/vectors/batch",
+        &json!({"vectors": [{"id": "m-refused", "vector": [0.0, 1.0, 0.0]}]}),
+    );
+    assert!(
+        !matches!(refused, Ok((200, _))),
+        "a cut-off leader acknowledged a majority write"
+    );
+    let new = cluster.leader_among(&majority);
+    assert!(wait_for(Duration::from_secs(10), || {
+        write_ids(&cluster.client(new), &ids("after-cut", 1)) == vec![200]
+    }));
+    cluster.heal();
+    assert!(cluster.converged());
+    // The acknowledged primary write never reached a majority: the new leader's log
+    // replaced it, on every member.
+    if let Ok((200, _)) = cut_off {
+        for i in 0..3 {
+            let lost = cluster
+                .client(i)
+                .get("/collections/docs/vectors/p-lost?consistency=linearizable");
+            assert_eq!(lost.0, 404, "member {i}: {}", lost.1);
+        }
+    }
+    let kept = cluster
+        .client(old)
+        .get("/collections/docs/vectors/after-cut-0?consistency=linearizable");
+    assert_eq!(kept.0, 200, "{}", kept.1);
+}

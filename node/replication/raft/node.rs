@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub transport: OnceLock<Transport>,
     /// Connections for the node's own requests.
     connections: OnceLock<Connections>,
+    /// The Raft log, for the `primary` write concern (durable in the leader's log).
+    pub log_store: OnceLock<LogStore>,
     /// Whether the log store was empty at start (a member never part of a cluster).
     fresh: OnceLock<bool>,
     /// This process's client id for the request ids of the writes it orders.
@@ -149,6 +151,7 @@ impl RaftNode {
                 raft: OnceLock::new(),
                 transport: OnceLock::new(),
                 connections: OnceLock::new(),
+                log_store: OnceLock::new(),
                 fresh: OnceLock::new(),
                 client_id: random_client_id(),
                 next_serial: std::sync::atomic::AtomicU64::new(0),
@@ -168,6 +171,7 @@ impl RaftNode {
         let consensus = |e: needle_consensus::ConsensusError| Error::Replication(e.to_string());
         let log_store = LogStore::open(&raft_dir.join("log")).map_err(consensus)?;
         let fresh = log_store.is_fresh().map_err(consensus)?;
+        let _ = inner.log_store.set(log_store.clone());
         let _ = inner.fresh.set(fresh);
         let state_machine = StateMachine::open(inner.served.clone(), &raft_dir.join("snapshots"))?;
         let inbox = SnapshotInbox::open(&raft_dir.join("inbox")).map_err(consensus)?;

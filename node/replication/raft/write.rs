@@ -67,12 +67,6 @@ impl RaftNode {
         concern: WriteConcern,
         request_id: Option<RequestId>,
     ) -> Result<Applied> {
-        if concern == WriteConcern::Primary {
-            return Err(Error::InvalidRequest(
-                "write_concern primary is not available on a raft cluster yet; use majority or all"
-                    .into(),
-            ));
-        }
         // Bad writes are refused before they take a log slot. A collection this
         // member has not seen yet may exist on the leader: the log decides that one.
         match self.database().precheck(&op) {
@@ -82,6 +76,14 @@ impl RaftNode {
         let request_id = request_id.unwrap_or_else(|| self.next_request_id());
         let command = command::encode(&op, precondition, Some(request_id))?;
         let deadline = Instant::now() + self.write_timeout();
+        if concern == WriteConcern::Primary {
+            let affected = match &op {
+                Op::Upsert { records, .. } => records.len(),
+                Op::Delete { .. } => 0,
+                Op::CreateCollection(_) | Op::DropCollection { .. } => 1,
+            };
+            return self.write_primary(command, affected, deadline).await;
+        }
         let (index, applied) = self.order(command, deadline).await?;
         if concern == WriteConcern::All {
             self.await_all_applied(index, applied.seq, deadline).await?;
@@ -91,6 +93,85 @@ impl RaftNode {
         // way, so running out of time here is not an error.
         let _ = self.await_applied(index, deadline).await;
         Ok(applied)
+    }
+
+    /// `primary`: acknowledged once the entry is fsynced in the leader's own log,
+    /// before a majority has it. Nothing is applied yet, so the answer cannot say what
+    /// the write did: `seq` is 0, `affected` counts the records sent, and a write the
+    /// database will reject (an insert of an existing id) is acknowledged too. What
+    /// can be lost: a write the leader had not replicated to a majority when it died
+    /// or was cut off is discarded by the next leader.
+    async fn write_primary(
+        &self,
+        command: Command,
+        affected: usize,
+        deadline: Instant,
+    ) -> Result<Applied> {
+        let acknowledged = Applied {
+            seq: 0,
+            affected,
+            deleted: Vec::new(),
+        };
+        let id = command
+            .request_id
+            .ok_or_else(|| Error::InvalidRequest("a primary write needs a request id".into()))?;
+        let mut last_failure: String;
+        loop {
+            if self.is_leader() {
+                let log = self
+                    .inner
+                    .log_store
+                    .get()
+                    .ok_or_else(|| Error::Replication("raft node is not started".into()))?;
+                let flushed = log.notify_when_flushed(id);
+                let raft = self.raft()?.clone();
+                let proposal = {
+                    let command = command.clone();
+                    // Goes on to commit after the acknowledgement.
+                    tokio::spawn(async move { raft.client_write(command).await })
+                };
+                let outcome = tokio::select! {
+                    Ok(_) = flushed => return Ok(acknowledged),
+                    joined = proposal => joined,
+                };
+                log.forget(id);
+                match outcome {
+                    Ok(Ok(response)) => return command::read_outcome(&response.data),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                        last_failure = "leadership moved".into();
+                    }
+                    Ok(Err(e)) => last_failure = e.to_string(),
+                    Err(e) => last_failure = e.to_string(),
+                }
+            } else if let Some(addr) = self.current_leader().and_then(|l| self.member_addr(l)) {
+                let request = AppRequest::ClientWrite {
+                    command: command.clone(),
+                    concern: WriteConcern::Primary,
+                };
+                let remaining = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(ATTEMPT);
+                match self.ask(addr, &request, remaining).await {
+                    Ok(AppResponse::ClientWrite(outcome)) => {
+                        match command::read_outcome(&outcome) {
+                            Err(e) if e.code() == "NO_LEADER" => last_failure = e.to_string(),
+                            result => return result,
+                        }
+                    }
+                    Ok(_) => last_failure = "the leader answered a different request".into(),
+                    Err(e) => last_failure = e.to_string(),
+                }
+            } else {
+                last_failure = "no leader was known".into();
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(Error::NoLeader(format!(
+                    "the write was not acknowledged within {} ms and may or may not be applied ({last_failure})",
+                    self.inner.config.write_timeout_ms
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 
     /// Proposes `command` here or at the leader, until it is applied or `deadline`.
