@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use needle_consensus::{NodeId, RequestId};
 use needle_transport::{BoxFuture, Handler, PeerInfo, Transport, TransportConfig};
 use parking_lot::Mutex;
@@ -56,8 +57,9 @@ pub struct RaftClient {
     next_secondary: AtomicUsize,
     /// How long one operation may take, retries included.
     pub timeout: Duration,
-    /// How long one try at one member may take before the next member is tried (a
-    /// dead member's connection does not fail fast).
+    /// How long a write waits on one member before the next member is tried
+    /// alongside (a dead member's connection does not fail fast); for searches, how
+    /// long one try may take.
     pub attempt_timeout: Duration,
 }
 
@@ -127,7 +129,7 @@ impl RaftClient {
             serial: AtomicU64::new(0),
             next_secondary: AtomicUsize::new(0),
             timeout: Duration::from_secs(10),
-            attempt_timeout: Duration::from_millis(1500),
+            attempt_timeout: Duration::from_millis(700),
         })
     }
 
@@ -196,23 +198,40 @@ impl RaftClient {
         let deadline = Instant::now() + self.timeout;
         let mut last = Error::NoLeader("no member answered".into());
         while Instant::now() < deadline {
-            for addr in self.candidates() {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match self
-                    .ask(addr, &request, remaining.min(self.attempt_timeout))
-                    .await
-                {
-                    Ok(AppResponse::ClientWrite(outcome)) => {
-                        match command::read_outcome(&outcome) {
+            // Hedged tries: a try that has not answered within `attempt_timeout` is not
+            // abandoned (a big write may just be slow) but joined by one at the next
+            // member (the first may be stuck on a dead member's connection). The same
+            // request id makes every extra try harmless; the first answer wins.
+            let candidates = self.candidates();
+            let attempt = |addr: SocketAddr| {
+                let request = &request;
+                async move { (addr, self.ask(addr, request, self.timeout).await) }
+            };
+            let mut tries = FuturesUnordered::new();
+            let mut next = 0;
+            loop {
+                if tries.is_empty() {
+                    let Some(&addr) = candidates.get(next) else {
+                        break;
+                    };
+                    tries.push(attempt(addr));
+                    next += 1;
+                }
+                tokio::select! {
+                    Some((addr, answer)) = tries.next() => match answer {
+                        Ok(AppResponse::ClientWrite(outcome)) => match command::read_outcome(&outcome) {
                             // No leader, or its loss mid-write: the same id again is safe.
                             Err(e) if e.code() == "NO_LEADER" => last = e,
                             result => return result,
-                        }
+                        },
+                        Ok(_) => last = Error::Replication(format!("{addr} answered a different request")),
+                        Err(e) => last = e,
+                    },
+                    () = tokio::time::sleep(self.attempt_timeout), if next < candidates.len() => {
+                        tries.push(attempt(candidates[next]));
+                        next += 1;
                     }
-                    Ok(_) => {
-                        last = Error::Replication(format!("{addr} answered a different request"))
-                    }
-                    Err(e) => last = e,
+                    () = tokio::time::sleep_until(deadline.into()) => return Err(last),
                 }
             }
             *self.leader.lock() = None;

@@ -24,8 +24,11 @@ use crate::error::{Error, Result};
 use crate::op::{Applied, Op, Precondition};
 use crate::replication::WriteConcern;
 
-/// How long one try at the leader may take (plus 1 ms per 10 kB of write).
-const ATTEMPT: Duration = Duration::from_secs(1);
+/// How long one try at the leader may take (plus 1 ms per 10 kB of write). A healthy
+/// leader answers a small write in milliseconds; a connection to a leader that died
+/// and came back on the same address answers nothing (QUIC only notices at its idle
+/// timeout), and the retry on a fresh connection is safe (same request id).
+const ATTEMPT: Duration = Duration::from_millis(400);
 
 /// Between tries while no leader is known or the known one just changed.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
