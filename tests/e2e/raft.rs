@@ -502,17 +502,19 @@ fn soak_random_faults_lose_no_acknowledged_write() {
     let mut cluster = RaftCluster::start(dir.path(), 3, &["--fault-injection", "--admin-key", "k"]);
     let leader = cluster.leader();
     create_docs(&cluster.client(leader), 3, "cosine");
-    let urls: Vec<String> = (0..3)
-        .map(|i| cluster.nodes[i].as_ref().unwrap().url.clone())
-        .collect();
+    // A restarted member listens on a new HTTP port: the writer reads them afresh.
+    let urls = std::sync::Arc::new(parking_lot::Mutex::new(cluster.urls()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
+        let urls = urls.clone();
+        let urls = urls.clone();
         std::thread::spawn(move || {
             let mut acked = Vec::new();
             let mut n = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let c = crate::support::Client::with_timeout(&urls[n % 3], Duration::from_secs(5));
+                let url = urls.lock()[n % 3].clone();
+                let c = crate::support::Client::with_timeout(&url, Duration::from_secs(5));
                 let id = format!("soak-{n}");
                 if write_ids(&c, std::slice::from_ref(&id)) == vec![200] {
                     acked.push(id);
@@ -539,6 +541,7 @@ fn soak_random_faults_lose_no_acknowledged_write() {
                 cluster.kill(leader);
                 std::thread::sleep(Duration::from_millis(200 + next(800)));
                 cluster.restart(leader);
+                *urls.lock() = cluster.urls();
             }
             1 => {
                 let node = cluster.nodes[victim].as_ref().unwrap();

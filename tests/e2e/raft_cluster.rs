@@ -117,6 +117,14 @@ impl RaftCluster {
         leader.expect("leader")
     }
 
+    /// Every member's HTTP address (`""` for one that is down).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| n.as_ref().map_or_else(String::new, |n| n.url.clone()))
+            .collect()
+    }
+
     pub fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| self.nodes[*i].is_some())
