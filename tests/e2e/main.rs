@@ -14,6 +14,8 @@ mod library;
 mod raft;
 mod raft_api;
 mod raft_cluster;
+mod raft_membership;
+mod raft_soak;
 mod replication;
 mod replication_api;
 mod search;

@@ -211,6 +211,11 @@ fn member_args(
     args
 }
 
+/// `n` ids `prefix-0`, `prefix-1`, …
+pub fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
 /// Upserts `ids` into `docs` through `c` (3-d vectors), one request each; returns the
 /// statuses.
 pub fn write_ids(c: &Client, ids: &[String]) -> Vec<u16> {
