@@ -185,6 +185,29 @@ impl PeerNetwork {
     }
 }
 
+fn vote_response(response: RaftResponse) -> Option<VoteResponse<TypeConfig>> {
+    match response {
+        RaftResponse::Vote(r) => Some(r),
+        _ => None,
+    }
+}
+
+impl PeerNetwork {
+    /// One request, one answer of the kind `pick` accepts; anything else is a
+    /// network error.
+    async fn rpc<T>(
+        &mut self,
+        request: RaftRequest,
+        option: RPCOption,
+        pick: impl FnOnce(RaftResponse) -> Option<T>,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        match self.call(&request, option.hard_ttl()).await {
+            Ok(response) => pick(response).ok_or_else(|| unexpected(self.target).into_rpc()),
+            Err(f) => Err(f.into_rpc()),
+        }
+    }
+}
+
 fn unexpected(target: NodeId) -> Failure {
     Failure::Network(format!("node {target} answered a different RPC"))
 }
@@ -222,11 +245,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&RaftRequest::Vote(rpc), option.hard_ttl()).await {
-            Ok(RaftResponse::Vote(r)) => Ok(r),
-            Ok(_) => Err(unexpected(self.target).into_rpc()),
-            Err(f) => Err(f.into_rpc()),
-        }
+        self.rpc(RaftRequest::Vote(rpc), option, vote_response)
+            .await
     }
 
     async fn pre_vote(
@@ -234,14 +254,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(&RaftRequest::PreVote(rpc), option.hard_ttl())
+        self.rpc(RaftRequest::PreVote(rpc), option, vote_response)
             .await
-        {
-            Ok(RaftResponse::Vote(r)) => Ok(r),
-            Ok(_) => Err(unexpected(self.target).into_rpc()),
-            Err(f) => Err(f.into_rpc()),
-        }
     }
 
     async fn transfer_leader(
@@ -249,14 +263,12 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(&RaftRequest::TransferLeader(req), option.hard_ttl())
+        let pick = |r| match r {
+            RaftResponse::TransferLeader(r) => Some(r),
+            _ => None,
+        };
+        self.rpc(RaftRequest::TransferLeader(req), option, pick)
             .await
-        {
-            Ok(RaftResponse::TransferLeader(r)) => Ok(r),
-            Ok(_) => Err(unexpected(self.target).into_rpc()),
-            Err(f) => Err(f.into_rpc()),
-        }
     }
 
     async fn full_snapshot(
