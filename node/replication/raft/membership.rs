@@ -40,6 +40,23 @@ impl RaftNode {
         };
         let id = hello.node_id;
         let raft = self.raft()?;
+        // A node with Raft state of its own that is not a member (one removed earlier,
+        // or from another cluster) would hold a vote and a log this cluster never
+        // gave it: it rejects the leader's higher-term-less appends and campaigns on
+        // its own, and the add never finishes. Such a node must start afresh.
+        let known = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some();
+        if !hello.fresh && !known {
+            return Err(Error::InvalidRequest(format!(
+                "node {id} at {addr} has Raft state from an earlier membership: stop it, \
+                 delete its data directory's raft/ folder and start it again before adding it"
+            )));
+        }
         let node = ClusterNode {
             raft_addr: addr.to_string(),
             http_addr: hello.http_addr,
