@@ -72,6 +72,10 @@ pub struct AckTracker {
     /// (seq, ticket) → concern, in sequence order.
     waiting: BTreeMap<(u64, Ticket), WriteConcern>,
     next_ticket: u64,
+    /// Replicas the cluster is known to have, heard from lately or not. `majority`
+    /// counts them all: a promotion elsewhere would count a silent replica too, so a
+    /// write the primary alone holds must never pass for a majority write.
+    known_replicas: usize,
 }
 
 impl AckTracker {
@@ -89,7 +93,20 @@ impl AckTracker {
     }
 
     fn met(&self, seq: u64, concern: WriteConcern) -> bool {
-        self.copies_of(seq) >= concern.copies_needed(self.acked.len())
+        let replicas = match concern {
+            WriteConcern::Majority => self.acked.len().max(self.known_replicas),
+            WriteConcern::Primary | WriteConcern::All => self.acked.len(),
+        };
+        self.copies_of(seq) >= concern.copies_needed(replicas)
+    }
+
+    /// The cluster has at least `replicas` replicas (see `known_replicas`).
+    pub fn know_replicas(&mut self, replicas: usize) {
+        self.known_replicas = self.known_replicas.max(replicas);
+    }
+
+    pub fn known_replicas(&self) -> usize {
+        self.known_replicas
     }
 
     /// A write at `seq`, durable on the primary, waiting for `concern`.
@@ -112,6 +129,7 @@ impl AckTracker {
     /// A replica (re)connected, having applied up to `applied`.
     pub fn connect(&mut self, replica: &str, applied: u64) -> Vec<Ticket> {
         self.acked.insert(replica.to_string(), applied);
+        self.known_replicas = self.known_replicas.max(self.acked.len());
         self.release()
     }
 
@@ -194,6 +212,27 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_replica_still_counts_for_majority_but_not_for_all() {
+        let mut tracker = AckTracker::new();
+        tracker.connect("r1", 0);
+        tracker.connect("r2", 0);
+        tracker.disconnect("r2");
+        // r2 is gone: `all` asks only r1, but a majority is still 2 of 3.
+        tracker.ack("r1", 5);
+        assert!(tracker.is_met(5, WriteConcern::All));
+        assert!(tracker.is_met(5, WriteConcern::Majority));
+        tracker.disconnect("r1");
+        assert!(!tracker.is_met(6, WriteConcern::Majority));
+        assert!(tracker.is_met(6, WriteConcern::Primary));
+        // A new primary told of a 3-node cluster: no majority before a replica acks.
+        let mut fresh = AckTracker::new();
+        fresh.know_replicas(2);
+        assert!(!fresh.is_met(1, WriteConcern::Majority));
+        fresh.connect("r1", 1);
+        assert!(fresh.is_met(1, WriteConcern::Majority));
+    }
 
     #[test]
     fn copies_needed_counts_the_primary() {

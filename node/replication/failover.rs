@@ -63,7 +63,14 @@ impl Replication {
             }
         };
         self.stop_following().await;
-        let known: Vec<SocketAddr> = self.members.lock().clone();
+        // Every replica this node has known of (the old primary was one once, perhaps).
+        let known: Vec<SocketAddr> = self
+            .members
+            .lock()
+            .iter()
+            .copied()
+            .filter(|&a| a != old_primary)
+            .collect();
         let named = !peers.is_empty();
         let candidates: Vec<SocketAddr> = if named {
             peers.to_vec()
@@ -83,14 +90,25 @@ impl Replication {
                 .max(candidates.len())
             + 1;
         let needed = cluster - cluster / 2;
+        // The epoch this promotion will begin, promised by every peer it catches up
+        // from before they answer (see RoleCell::promise).
+        let db = self.served.current();
+        let seen = db.fenced_by()?.map_or(0, |f| f.epoch);
+        let epoch = db.epoch_history()?.current().max(seen) + 1;
+        let fence = Fence {
+            epoch,
+            primary: self.cluster_addr,
+        };
         let mut reached = 1;
         let mut caught_up = 0;
         let mut failure = None;
+        let mut promised = Vec::new();
         for &peer in &candidates {
-            match self.catch_up_from(peer).await {
+            match self.catch_up_from(peer, fence).await {
                 Ok(taken) => {
                     caught_up += taken;
                     reached += 1;
+                    promised.push(peer);
                 }
                 Err(e) if named => {
                     failure = Some(e);
@@ -105,20 +123,22 @@ impl Replication {
             )));
         }
         if let Some(e) = failure {
+            self.release_promises(&promised, fence).await;
             if matches!(self.role(), Role::Replica { .. }) {
                 *self.following.lock().await = Some(self.spawn_follow(old_primary));
             }
             return Err(e);
         }
-        let db = self.served.current();
         let mut history = db.epoch_history()?;
-        let seen = db.fenced_by()?.map_or(0, |f| f.epoch);
-        let epoch = history.current().max(seen) + 1;
         let applied = db.applied_seq();
         history.begin(epoch, applied + 1);
         db.set_epoch_history(&history)?;
         db.set_fenced_by(None)?;
         db.metrics().replication_epoch.set(epoch as i64);
+        // Replicas acknowledge this epoch's entries afresh (see SharedAcks::reset),
+        // and a majority is one of the whole cluster this promotion counted.
+        self.acks.reset();
+        self.acks.know_replicas(cluster - 1);
         self.role.set(Role::Primary);
         tracing::warn!(epoch, applied_seq = applied, %old_primary, "promoted to primary");
         self.spawn_fence_notice(
@@ -135,9 +155,27 @@ impl Replication {
         })
     }
 
+    /// Tells the peers a failed promotion caught up from that their promise is void,
+    /// so they follow the old primary again. Best effort: a peer that does not hear
+    /// stays out of the old primary's quorum until it is re-pointed.
+    async fn release_promises(&self, peers: &[SocketAddr], fence: Fence) {
+        for &addr in peers {
+            let released = match self.transport.connect(addr).await {
+                Ok(peer) => peer
+                    .request(&Request::Release(fence).encode())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = released {
+                tracing::warn!(%addr, error = %e, "could not release a failed promotion's promise");
+            }
+        }
+    }
+
     /// Applies the entries `addr` (a replica of the same primary, in the same epoch)
-    /// has past this node's; returns how many.
-    async fn catch_up_from(&self, addr: SocketAddr) -> Result<u64> {
+    /// has past this node's, once it has promised `fence`; returns how many.
+    async fn catch_up_from(&self, addr: SocketAddr, fence: Fence) -> Result<u64> {
         let peer = self
             .transport
             .connect(addr)
@@ -149,7 +187,7 @@ impl Replication {
         let mut follower = Follower::new(db.applied_seq());
         let before = follower.applied();
         loop {
-            match fetch_from_peer(&peer, &follower, &codec, self.batch_size).await? {
+            match fetch_from_peer(&peer, &follower, &codec, self.batch_size, fence).await? {
                 Fetched::NeedsSnapshot { log_start } => {
                     return Err(Error::Replication(format!(
                         "{addr} no longer has entry {} (its log starts at {log_start})",
@@ -192,6 +230,7 @@ impl Replication {
         self.stop_following().await;
         // No more writes from here on, whatever happens next.
         self.role.set(Role::Replica { primary });
+        self.acks.reset();
         let outcome = self.resync_from(primary).await;
         if let Err(e) = &outcome {
             tracing::warn!(%primary, error = %e, "demotion failed; still refusing writes and following it");

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::follower::Follower;
 use super::install::install_snapshot;
 use super::pull::{apply, fetch, Fetched};
-use super::role::Replication;
+use super::role::{Replication, MEMBERS_META};
 use super::ship::now_ms;
 use super::wire::{decode_epochs, Request};
 use crate::error::{Error, Result};
@@ -66,6 +66,9 @@ async fn follow(
         match connected {
             Ok(peer) => {
                 tracing::info!(%primary, "following the primary");
+                // The primary is a node of the cluster too, for a later promotion's
+                // count (once demoted it will be a replica nobody reported yet).
+                remember_members(&replication, vec![primary]);
                 let mut follower = Follower::new(served.current().applied_seq());
                 let mut members_asked = std::time::Instant::now() - MEMBERS_REFRESH;
                 loop {
@@ -86,7 +89,10 @@ async fn follow(
                         members_asked = std::time::Instant::now();
                         if let Ok(reply) = peer.request(&Request::Members.encode()).await {
                             if let Ok(members) = serde_json::from_slice::<Vec<SocketAddr>>(&reply) {
-                                *replication.members.lock() = members;
+                                // A union, never replaced: a primary that just took over
+                                // has heard from only some replicas yet, and a promotion
+                                // that counted the cluster smaller would need too few.
+                                remember_members(&replication, members);
                             }
                         }
                     }
@@ -131,8 +137,23 @@ async fn step(
     follower: &mut Follower,
     fetched: Fetched,
 ) -> Result<()> {
+    // Nothing is applied while a promise to a promotion is being made (and nothing
+    // from an older primary after one).
+    let _applying = replication.role.applying().await;
+    let db = replication.served.current();
+    let promised = db.fenced_by()?;
+    let refuse = |epoch: u64| {
+        match promised {
+        Some(p) if p.epoch > epoch => Err(Error::Replication(format!(
+            "promised to the promotion of {} to epoch {}: nothing more from {primary} (epoch {epoch}) until this node is re-pointed",
+            p.primary, p.epoch
+        ))),
+        _ => Ok(()),
+    }
+    };
     match fetched {
         Fetched::NeedsSnapshot { log_start } => {
+            refuse(db.epoch_history()?.current())?;
             tracing::warn!(%primary, needed = follower.next_needed(), log_start, "behind the primary's retained log: installing a snapshot");
             let applied = install_snapshot(&replication.served, peer).await?;
             *follower = Follower::new(applied);
@@ -144,7 +165,7 @@ async fn step(
             entries,
             epoch,
         } => {
-            let db = replication.served.current();
+            refuse(epoch)?;
             let mine = db.epoch_history()?;
             if epoch < mine.current() {
                 return Err(Error::Replication(format!(
@@ -165,6 +186,26 @@ async fn step(
             }
             apply(&db, follower, info, entries).await?;
             Ok(())
+        }
+    }
+}
+
+/// Adds `members` to those this replica knows of, in memory and in its store.
+fn remember_members(replication: &Replication, members: Vec<SocketAddr>) {
+    let mut known = replication.members.lock();
+    let before = known.len();
+    for member in members {
+        if !known.contains(&member) {
+            known.push(member);
+        }
+    }
+    if known.len() != before {
+        if let Err(e) = replication
+            .served
+            .current()
+            .set_meta_json(MEMBERS_META, &*known)
+        {
+            tracing::warn!(error = %e, "could not store the replicas this node knows of");
         }
     }
 }

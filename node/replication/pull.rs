@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use needle_transport::{DeltaCodec, DeltaEntry, Peer};
 
+use super::epoch::Fence;
 use super::follower::{BatchInfo, Follower, FollowerAction};
 use super::wire::{
     entry_from_wire, u64_at, PullRequest, Request, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
@@ -45,35 +46,48 @@ pub async fn fetch(
     max: u32,
     wait: Duration,
 ) -> Result<Fetched> {
-    fetch_as(peer, follower, codec, max, wait, Request::Pull).await
+    let request = pull_request(follower, max, wait);
+    fetch_as(peer, codec, wait, Request::Pull(request), request.from).await
+}
+
+fn pull_request(follower: &Follower, max: u32, wait: Duration) -> PullRequest {
+    PullRequest {
+        from: follower.next_needed(),
+        max,
+        wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+    }
 }
 
 /// [`fetch`] from a peer that need not be the primary, without waiting for new
-/// entries or acknowledging anything (a replica being promoted catching up).
+/// entries or acknowledging anything (a replica being promoted, to the epoch `fence`
+/// names, catching up). The peer promises that promotion first.
 pub async fn fetch_from_peer(
     peer: &Peer,
     follower: &Follower,
     codec: &DeltaCodec,
     max: u32,
+    fence: Fence,
 ) -> Result<Fetched> {
-    fetch_as(peer, follower, codec, max, Duration::ZERO, Request::CatchUp).await
+    let request = pull_request(follower, max, Duration::ZERO);
+    fetch_as(
+        peer,
+        codec,
+        Duration::ZERO,
+        Request::CatchUp(request, fence),
+        request.from,
+    )
+    .await
 }
 
 async fn fetch_as(
     peer: &Peer,
-    follower: &Follower,
     codec: &DeltaCodec,
-    max: u32,
     wait: Duration,
-    kind: fn(PullRequest) -> Request,
+    request: Request,
+    from: u64,
 ) -> Result<Fetched> {
-    let request = PullRequest {
-        from: follower.next_needed(),
-        max,
-        wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
-    };
     let reply = peer
-        .request_within(&kind(request).encode(), wait + Duration::from_secs(10))
+        .request_within(&request.encode(), wait + Duration::from_secs(10))
         .await
         .map_err(|e| Error::Replication(format!("pulling from {}: {e}", peer.remote_addr())))?;
     if reply.len() == 9 && reply[0] == NEEDS_SNAPSHOT {
@@ -95,7 +109,7 @@ async fn fetch_as(
         .decode(&reply[RESPONSE_HEADER..], compressed)
         .map_err(|e| Error::Corrupt(format!("pull response: {e}")))?;
     let info = BatchInfo {
-        first: entries.first().map_or(request.from, |e| e.seq),
+        first: entries.first().map_or(from, |e| e.seq),
         count: entries.len() as u64,
         primary_last,
         written_ms: first_ms,

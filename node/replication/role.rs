@@ -57,25 +57,86 @@ impl Role {
 
 /// The role, shared by the transport's handler and the rest of the node.
 #[derive(Debug)]
-pub struct RoleCell(Mutex<Role>);
+pub struct RoleCell {
+    role: Mutex<Role>,
+    /// Held by a replica while it applies what its primary sent, and while it makes
+    /// a promise to a promotion: a promise never lands in the middle of an apply.
+    applying: tokio::sync::Mutex<()>,
+}
 
 impl RoleCell {
     pub fn new(role: Role) -> RoleCell {
-        RoleCell(Mutex::new(role))
+        RoleCell {
+            role: Mutex::new(role),
+            applying: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn get(&self) -> Role {
-        *self.0.lock()
+        *self.role.lock()
     }
 
     pub(super) fn set(&self, role: Role) {
-        *self.0.lock() = role;
+        *self.role.lock() = role;
+    }
+
+    /// Held while a replica applies a batch from its primary (see
+    /// [`RoleCell::promise`]).
+    pub(super) async fn applying(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.applying.lock().await
+    }
+
+    /// A replica promises the promotion `fence` names, before that promotion reads
+    /// its log: from now on (durably) it applies nothing from a primary of an older
+    /// epoch. So every entry it acknowledged to the old primary is in what the
+    /// promotion reads, and a write a majority acknowledged cannot be lost to it. One
+    /// promise per epoch: a second promotion to the same epoch is refused.
+    pub(super) async fn promise(&self, db: &Database, fence: Fence) -> Result<()> {
+        let _applying = self.applying.lock().await;
+        if !matches!(self.get(), Role::Replica { .. }) {
+            return Err(Error::Replication(format!(
+                "only a replica can be caught up from; this node is {}",
+                self.get().describe()
+            )));
+        }
+        let current = db.epoch_history()?.current();
+        if fence.epoch <= current {
+            return Err(Error::Replication(format!(
+                "a promotion to epoch {} is stale: this node is in epoch {current}",
+                fence.epoch
+            )));
+        }
+        if let Some(promised) = db.fenced_by()? {
+            if promised != fence && promised.epoch >= fence.epoch {
+                return Err(Error::Replication(format!(
+                    "this node already promised epoch {} to {}",
+                    promised.epoch, promised.primary
+                )));
+            }
+        }
+        if db.fenced_by()? != Some(fence) {
+            db.set_fenced_by(Some(&fence))?;
+            tracing::warn!(epoch = fence.epoch, primary = %fence.primary, "a promotion is catching up from this replica: nothing more from an older primary");
+        }
+        Ok(())
+    }
+
+    /// Releases the promise made to `fence` (its promotion failed). Returns whether
+    /// there was one.
+    pub(super) async fn release(&self, db: &Database, fence: Fence) -> Result<bool> {
+        let _applying = self.applying.lock().await;
+        if db.fenced_by()? == Some(fence) && matches!(self.get(), Role::Replica { .. }) {
+            db.set_fenced_by(None)?;
+            tracing::info!(epoch = fence.epoch, "promotion failed: promise released");
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// A newer primary announced itself. A primary in an older epoch stops taking
     /// writes, durably (it stays fenced after a restart). Returns whether it fenced.
     pub fn fence(&self, db: &Database, fence: Fence) -> Result<bool> {
-        let mut role = self.0.lock();
+        let mut role = self.role.lock();
         if *role != Role::Primary || fence.epoch <= db.epoch_history()?.current() {
             return Ok(false);
         }
@@ -118,6 +179,9 @@ pub struct ReplicaStatus {
     pub snapshots_installed: u64,
 }
 
+/// Where a replica keeps the members it has known of (see `Replication::members`).
+pub(super) const MEMBERS_META: &str = "replication_members";
+
 /// The running role: its transport and shared state.
 pub struct Replication {
     pub(super) role: Arc<RoleCell>,
@@ -133,8 +197,10 @@ pub struct Replication {
     pub(super) batch_size: u32,
     pub(super) sync_interval: Duration,
     pub(super) following: tokio::sync::Mutex<Option<Following>>,
-    /// Replica: the cluster addresses of the replicas its primary last said it hears
-    /// from (itself included), for promotion's quorum.
+    /// Replica: the cluster addresses of every node it has known in the cluster: the
+    /// primaries it followed and the replicas they said they hear from (itself
+    /// included), for promotion's quorum. Only grows; kept in the store
+    /// (`MEMBERS_META`) so a restart does not forget part of the cluster.
     pub(super) members: Mutex<Vec<SocketAddr>>,
     /// One promotion or demotion at a time.
     pub(super) changing: tokio::sync::Mutex<()>,
@@ -175,6 +241,13 @@ impl Replication {
         }
         let role = Arc::new(RoleCell::new(role));
         let acks = Arc::new(SharedAcks::default());
+        let members: Vec<SocketAddr> = db.meta_json(MEMBERS_META)?.unwrap_or_default();
+        acks.know_replicas(
+            members
+                .iter()
+                .filter(|&&a| a != config.cluster_addr)
+                .count(),
+        );
         let bound = Arc::new(std::sync::OnceLock::new());
         // Every node serves the same handler: what it answers depends on its role at
         // the time, which promotion and demotion change.
@@ -215,7 +288,7 @@ impl Replication {
             batch_size: config.batch_size,
             sync_interval: config.sync_interval,
             following: tokio::sync::Mutex::new(None),
-            members: Mutex::new(Vec::new()),
+            members: Mutex::new(members),
             changing: tokio::sync::Mutex::new(()),
         });
         if let Role::Replica { primary } = replication.role() {
@@ -290,7 +363,17 @@ impl Replication {
         if self.role() != Role::Primary || concern == WriteConcern::Primary {
             return Ok(());
         }
-        self.acks.wait(seq, concern, self.write_timeout).await
+        let epoch = self.epoch()?;
+        self.acks.wait(seq, concern, self.write_timeout).await?;
+        // Acknowledgements count sequence numbers. If this node was demoted meanwhile
+        // (its entry at `seq` discarded) and promoted again, replicas acknowledging
+        // the new epoch's entry at `seq` say nothing about this write.
+        if self.role() != Role::Primary || self.epoch()? != epoch {
+            return Err(Error::Replication(format!(
+                "write {seq} was applied while this node was the primary of epoch {epoch}, which it stopped being before write concern {concern:?} was met: the write may have been discarded"
+            )));
+        }
+        Ok(())
     }
 
     pub fn close(&self) {

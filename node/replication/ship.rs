@@ -17,7 +17,7 @@ use needle_transport::{
 use parking_lot::Mutex;
 
 use super::concern::{AckTracker, WriteConcern};
-use super::role::{Role, RoleCell};
+use super::role::{Role, RoleCell, MEMBERS_META};
 use super::wire::{
     entry_to_wire, PullRequest, Request, SnapshotOffer, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
 };
@@ -76,6 +76,24 @@ impl SharedAcks {
             .collect();
         members.sort();
         members
+    }
+
+    /// Forgets every replica's acknowledgement, for a new epoch. Sequence numbers are
+    /// reused after a demotion discards entries, so an acknowledgement from an
+    /// earlier term as primary could otherwise count for a different entry.
+    pub fn reset(&self) {
+        let mut tracker = self.tracker.lock();
+        let known = tracker.known_replicas();
+        *tracker = AckTracker::new();
+        tracker.know_replicas(known);
+        drop(tracker);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The cluster has at least `replicas` replicas, heard from lately or not.
+    pub fn know_replicas(&self, replicas: usize) {
+        self.tracker.lock().know_replicas(replicas);
+        self.changed.send_modify(|v| *v += 1);
     }
 
     pub fn record(&self, replica: &str, applied: u64) {
@@ -174,16 +192,32 @@ impl Handler for LogServer {
             }
             match request {
                 Request::Pull(pull) => {
-                    acks.addresses.lock().insert(replica.clone(), from.addr);
+                    let new = acks
+                        .addresses
+                        .lock()
+                        .insert(replica.clone(), from.addr)
+                        .is_none();
+                    if new {
+                        remember_replica(&db, from.addr);
+                    }
                     serve_pull(db, codec, Some((&acks, &replica)), pull, max_wait)
                         .await
                         .map_err(|e| e.to_string())
                 }
                 Request::Members => serde_json::to_vec(&acks.members()).map_err(|e| e.to_string()),
                 // A peer catching up does not acknowledge anything and never waits.
-                Request::CatchUp(pull) => serve_pull(db, codec, None, pull, Duration::ZERO)
-                    .await
-                    .map_err(|e| e.to_string()),
+                // This node first promises its promotion to take nothing more from
+                // an older primary, so the answer holds all it ever acknowledged.
+                Request::CatchUp(pull, fence) => {
+                    role.promise(&db, fence).await.map_err(|e| e.to_string())?;
+                    serve_pull(db, codec, None, pull, Duration::ZERO)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Request::Release(fence) => {
+                    let released = role.release(&db, fence).await.map_err(|e| e.to_string())?;
+                    Ok(vec![u8::from(released)])
+                }
                 Request::Epochs => {
                     let history = db.epoch_history().map_err(|e| e.to_string())?;
                     serde_json::to_vec(&history).map_err(|e| e.to_string())
@@ -316,4 +350,23 @@ async fn offer_snapshot(
         applied_seq,
     }
     .encode())
+}
+
+/// Adds a replica's address to those this node knows of, in its store: after a
+/// restart a primary still counts it for `majority` before it reconnects.
+fn remember_replica(db: &crate::Database, addr: std::net::SocketAddr) {
+    let stored: Vec<std::net::SocketAddr> = match db.meta_json(MEMBERS_META) {
+        Ok(known) => known.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the replicas this node knows of");
+            return;
+        }
+    };
+    if !stored.contains(&addr) {
+        let mut known = stored;
+        known.push(addr);
+        if let Err(e) = db.set_meta_json(MEMBERS_META, &known) {
+            tracing::warn!(error = %e, "could not store the replicas this node knows of");
+        }
+    }
 }

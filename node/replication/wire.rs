@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use crate::Op;
 
 /// One pull: `[from u64][max u32][wait_ms u32]`, big-endian.
+const PULL_REQUEST_BYTES: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PullRequest {
     pub from: u64,
@@ -25,7 +27,7 @@ impl PullRequest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<PullRequest> {
-        if bytes.len() != 16 {
+        if bytes.len() != PULL_REQUEST_BYTES {
             return Err(Error::InvalidRequest(format!(
                 "pull request of {} bytes",
                 bytes.len()
@@ -118,8 +120,12 @@ pub enum Request {
     /// writes.
     Fence(Fence),
     /// Entries from any node's log, not only a primary's: a replica being promoted
-    /// first takes what its peers received and it did not.
-    CatchUp(PullRequest),
+    /// (to the epoch in the fence) first takes what its peers received and it did not.
+    /// The peer first promises that promotion to take nothing more from an older
+    /// primary, so what it answers holds everything it ever acknowledged.
+    CatchUp(PullRequest, Fence),
+    /// A promotion that caught up from this node failed: its promise is released.
+    Release(Fence),
     /// The cluster addresses of the replicas the primary hears from, so that a
     /// replica knows its peers when it is promoted.
     Members,
@@ -132,6 +138,28 @@ const TAG_EPOCHS: u8 = 3;
 const TAG_FENCE: u8 = 4;
 const TAG_CATCH_UP: u8 = 5;
 const TAG_MEMBERS: u8 = 6;
+const TAG_RELEASE: u8 = 7;
+
+fn encode_fence(out: &mut Vec<u8>, fence: &Fence) {
+    out.extend(fence.epoch.to_be_bytes());
+    out.extend(fence.primary.to_string().into_bytes());
+}
+
+fn decode_fence(bytes: &[u8]) -> Result<Fence> {
+    if bytes.len() <= 8 {
+        return Err(Error::InvalidRequest(
+            "fence without a primary address".into(),
+        ));
+    }
+    let primary = std::str::from_utf8(&bytes[8..])
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| Error::InvalidRequest("fence without a primary address".into()))?;
+    Ok(Fence {
+        epoch: u64_at(bytes, 0),
+        primary,
+    })
+}
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
@@ -149,15 +177,20 @@ impl Request {
             }
             Request::Epochs => vec![TAG_EPOCHS],
             Request::Members => vec![TAG_MEMBERS],
-            Request::CatchUp(pull) => {
+            Request::CatchUp(pull, fence) => {
                 let mut out = vec![TAG_CATCH_UP];
                 out.extend(pull.encode());
+                encode_fence(&mut out, fence);
                 out
             }
             Request::Fence(fence) => {
                 let mut out = vec![TAG_FENCE];
-                out.extend(fence.epoch.to_be_bytes());
-                out.extend(fence.primary.to_string().into_bytes());
+                encode_fence(&mut out, fence);
+                out
+            }
+            Request::Release(fence) => {
+                let mut out = vec![TAG_RELEASE];
+                encode_fence(&mut out, fence);
                 out
             }
         }
@@ -172,19 +205,15 @@ impl Request {
             }),
             Some((&TAG_EPOCHS, [])) => Ok(Request::Epochs),
             Some((&TAG_MEMBERS, [])) => Ok(Request::Members),
-            Some((&TAG_CATCH_UP, rest)) => Ok(Request::CatchUp(PullRequest::decode(rest)?)),
-            Some((&TAG_FENCE, rest)) if rest.len() > 8 => {
-                let primary = std::str::from_utf8(&rest[8..])
-                    .ok()
-                    .and_then(|text| text.parse().ok())
-                    .ok_or_else(|| {
-                        Error::InvalidRequest("fence without a primary address".into())
-                    })?;
-                Ok(Request::Fence(Fence {
-                    epoch: u64_at(rest, 0),
-                    primary,
-                }))
+            Some((&TAG_CATCH_UP, rest)) if rest.len() > PULL_REQUEST_BYTES => {
+                let (pull, fence) = rest.split_at(PULL_REQUEST_BYTES);
+                Ok(Request::CatchUp(
+                    PullRequest::decode(pull)?,
+                    decode_fence(fence)?,
+                ))
             }
+            Some((&TAG_FENCE, rest)) => Ok(Request::Fence(decode_fence(rest)?)),
+            Some((&TAG_RELEASE, rest)) => Ok(Request::Release(decode_fence(rest)?)),
             _ => Err(Error::InvalidRequest(format!(
                 "replication request of {} bytes with tag {:?}",
                 bytes.len(),
@@ -305,21 +334,27 @@ mod tests {
             wait_ms: 250,
         };
         assert_eq!(PullRequest::decode(&pull.encode()).unwrap(), pull);
+        let fence = Fence {
+            epoch: 3,
+            primary: "127.0.0.1:5000".parse().unwrap(),
+        };
         for request in [
             Request::Pull(pull),
             Request::Snapshot,
             Request::SnapshotDone { key: 77 },
             Request::Epochs,
             Request::Members,
-            Request::CatchUp(pull),
-            Request::Fence(Fence {
-                epoch: 3,
-                primary: "127.0.0.1:5000".parse().unwrap(),
-            }),
+            Request::CatchUp(pull, fence),
+            Request::Fence(fence),
+            Request::Release(fence),
         ] {
             assert_eq!(Request::decode(&request.encode()).unwrap(), request);
         }
         assert!(Request::decode(&[9]).is_err());
+        // A catch-up must say which promotion it is for.
+        let mut bare = vec![TAG_CATCH_UP];
+        bare.extend(pull.encode());
+        assert!(Request::decode(&bare).is_err());
         assert!(Request::decode(&[TAG_SNAPSHOT_DONE, 1]).is_err());
         assert!(Request::decode(&[]).is_err());
         let offer = SnapshotOffer {

@@ -270,3 +270,136 @@ fn promoting_a_lagging_replica_takes_what_its_peer_has_and_needs_a_quorum() {
         assert_eq!(nc.get("/collections/docs").1["count"], 24);
     }
 }
+
+/// The race the consistency suite found: a promotion catches up from r2 while the old
+/// primary, which has not heard of the promotion yet, keeps taking writes. r2 has
+/// promised the new epoch, so it acknowledges none of them: a `majority` write on the
+/// old primary times out instead of being acknowledged and then discarded.
+#[test]
+fn a_replica_a_promotion_caught_up_from_acknowledges_nothing_more_to_the_old_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let Trio {
+        p,
+        r1,
+        r2,
+        p_addr,
+        r1_addr,
+        r2_addr,
+    } = trio(dir.path(), |_| {
+        [
+            "--admin-key",
+            "k",
+            "--write-timeout-ms",
+            "1000",
+            "--fault-injection",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let c = p.client();
+    create_docs(&c, 4, "cosine");
+    assert_eq!(insert(&c, "before", 1, "majority").0, 201);
+    assert!(wait_for(Duration::from_secs(10), || caught_up(&p, &r1)
+        && caught_up(&p, &r2)));
+    // r1 cannot reach the old primary, so its fence notice does not arrive yet.
+    let cut = json!({"partitions": [[r1_addr], [p_addr]]});
+    assert_eq!(r1.client().post("/debug/faults", &cut).0, 200);
+    let promoted = failover(&r1.url, &["promote", "--peer", &r2_addr]);
+    assert_eq!(promoted["epoch"], 2, "{promoted}");
+    assert_eq!(status(&p)["role"], "primary");
+    // r2 still follows the old primary but has promised epoch 2: no acknowledgement.
+    assert_error(
+        &insert(&c, "during", 2, "majority"),
+        504,
+        "WRITE_CONCERN_TIMEOUT",
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || status(&r2)["stream"]
+            ["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("promised"))),
+        "{}",
+        status(&r2)
+    );
+    assert_eq!(r2.client().get("/collections/docs/vectors/during").0, 404);
+    // Healed: the old primary learns of epoch 2 and, demoted, discards the write
+    // nobody else has; r2, re-pointed, discards nothing.
+    assert_eq!(r1.client().delete("/debug/faults").0, 200);
+    assert!(wait_for(Duration::from_secs(10), || status(&p)["role"] == "fenced"));
+    let demoted = failover(&p.url, &["demote", "--primary", &r1_addr]);
+    assert_eq!(demoted["discarded"], 1, "{demoted}");
+    let repointed = failover(&r2.url, &["demote", "--primary", &r1_addr]);
+    assert_eq!(repointed["discarded"], 0, "{repointed}");
+    assert_eq!(insert(&r1.client(), "after", 3, "all").0, 201);
+    for node in [&p, &r1, &r2] {
+        let nc = node.client();
+        assert_eq!(nc.get("/collections/docs/vectors/before").0, 200);
+        assert_eq!(nc.get("/collections/docs/vectors/after").0, 200);
+        assert_eq!(nc.get("/collections/docs/vectors/during").0, 404);
+    }
+}
+
+/// The second bug the consistency suite found: a primary kept its replicas'
+/// acknowledgements across epochs. Sequence numbers are reused after a demotion
+/// discards entries, so when p became primary again, r2's acknowledgement of an entry
+/// p had discarded counted for a new one, and a `majority` write nobody else had was
+/// acknowledged at once.
+#[test]
+fn acknowledgements_from_an_earlier_epoch_do_not_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let Trio {
+        p,
+        r1,
+        r2,
+        p_addr,
+        r1_addr,
+        r2_addr,
+    } = trio(dir.path(), |_| {
+        [
+            "--admin-key",
+            "k",
+            "--write-timeout-ms",
+            "1000",
+            "--fault-injection",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let c = p.client();
+    create_docs(&c, 4, "cosine");
+    assert_eq!(insert(&c, "a0", 1, "majority").0, 201);
+    assert!(wait_for(Duration::from_secs(10), || caught_up(&p, &r1)
+        && caught_up(&p, &r2)));
+    // r1 is cut off from both; p writes five entries only r2 acknowledges.
+    let cut = json!({"partitions": [[r1_addr], [p_addr, r2_addr]]});
+    assert_eq!(r1.client().post("/debug/faults", &cut).0, 200);
+    for i in 0..5 {
+        assert_eq!(insert(&c, &format!("m{i}"), 10 + i, "majority").0, 201);
+    }
+    // r1 is forced in without them (epoch 2); p and r2 discard them when re-pointed.
+    let forced = failover(&r1.url, &["promote", "--force"]);
+    assert_eq!(forced["epoch"], 2, "{forced}");
+    assert_eq!(r1.client().delete("/debug/faults").0, 200);
+    // (A pull already in flight may have brought r1 the first of them.)
+    let r2_discarded = failover(&r2.url, &["demote", "--primary", &r1_addr])["discarded"].clone();
+    assert!(
+        r2_discarded.as_u64().is_some_and(|d| d >= 4),
+        "{r2_discarded}"
+    );
+    let p_discarded = failover(&p.url, &["demote", "--primary", &r1_addr])["discarded"].clone();
+    assert_eq!(p_discarded, r2_discarded);
+    assert_eq!(insert(&r1.client(), "b0", 20, "all").0, 201);
+    // p is promoted again (epoch 3) with r1 and r2 behind it, then both stop.
+    let promoted = failover(&p.url, &["promote", "--peer", &r2_addr]);
+    assert_eq!(promoted["epoch"], 3, "{promoted}");
+    failover(&r2.url, &["demote", "--primary", &p_addr]);
+    failover(&r1.url, &["demote", "--primary", &p_addr]);
+    assert!(wait_for(Duration::from_secs(10), || caught_up(&p, &r2)));
+    r1.signal("STOP");
+    r2.signal("STOP");
+    // r2's old acknowledgement of m0..m4 must not stand for this write.
+    let lonely = insert(&c, "lonely", 30, "majority");
+    r1.signal("CONT");
+    r2.signal("CONT");
+    assert_error(&lonely, 504, "WRITE_CONCERN_TIMEOUT");
+}
