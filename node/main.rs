@@ -5,6 +5,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Planted bugs for the consistency suite, armed by FAILPOINTS; absent from builds
+    // without the `failpoints` feature, so a stray variable cannot arm them there.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let format = match cli.log_format() {
         Ok(f) => f,
         Err(e) => {

@@ -10,9 +10,12 @@ export NEEDLE_REQUIRE_WGPU=1
 cargo fmt --all -- --check
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
-# Benches are not run here (timings belong in benchmarks), but they must compile.
-cargo bench --workspace --no-run
+# `failpoints` compiles in the planted bugs the consistency suite must catch; they
+# stay off unless a test arms them (tests/e2e/consistency.rs).
+cargo test --release --workspace --features failpoints --no-fail-fast "$@" 2>&1 | tee "$log"
+# Benches are not run here (timings belong in benchmarks), but they must compile (with
+# the same features, so the node is not compiled twice).
+cargo bench --workspace --features failpoints --no-run
 # One total over every test binary, as the last line.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -65,8 +65,12 @@ pub fn replica_args_at(primary: &str, tls: Vec<String>) -> (Vec<String>, String)
 }
 
 pub fn start(data: &Path, args: &[String]) -> Node {
+    start_with_env(data, args, &[])
+}
+
+pub fn start_with_env(data: &Path, args: &[String], env: &[(String, String)]) -> Node {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Node::start(data, &args)
+    Node::start_with_env(data, &args, env)
 }
 
 pub fn caught_up(primary: &Node, replica: &Node) -> bool {

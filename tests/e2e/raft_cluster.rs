@@ -7,6 +7,9 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Certificates made beyond the first members: node-(n+1) … node-(n+SPARE_IDENTITIES).
+pub const SPARE_IDENTITIES: usize = 12;
+
 pub struct RaftCluster {
     /// `None` while a member is down.
     pub nodes: Vec<Option<Node>>,
@@ -16,14 +19,27 @@ pub struct RaftCluster {
     dirs: Vec<PathBuf>,
     root: PathBuf,
     extra: Vec<String>,
+    /// Environment of every member process (e.g. FAILPOINTS for planted bugs).
+    env: Vec<(String, String)>,
 }
 
 impl RaftCluster {
     /// `n` members under `dir`; `extra` is appended to every member's arguments.
     pub fn start(dir: &Path, n: usize, extra: &[&str]) -> RaftCluster {
+        RaftCluster::start_with_env(dir, n, extra, &[])
+    }
+
+    /// [`RaftCluster::start`] with `env` set for every member process.
+    pub fn start_with_env(
+        dir: &Path,
+        n: usize,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> RaftCluster {
         let certs = dir.join("certs");
-        // Two spare identities for members added later.
-        needle_transport::certs::generate_cluster(&certs, n + 2, &[]).expect("certs");
+        // Spare identities for members added later and for native clients.
+        needle_transport::certs::generate_cluster(&certs, n + SPARE_IDENTITIES, &[])
+            .expect("certs");
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_udp_port()))
             .collect();
@@ -39,7 +55,7 @@ impl RaftCluster {
             dirs.push(dir.join(format!("n{}", i + 1)));
         }
         let nodes = (0..n)
-            .map(|i| Some(crate::cluster::start(&dirs[i], &args[i])))
+            .map(|i| Some(crate::cluster::start_with_env(&dirs[i], &args[i], env)))
             .collect();
         RaftCluster {
             nodes,
@@ -48,6 +64,7 @@ impl RaftCluster {
             dirs,
             root: dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.to_vec(),
         }
     }
 
@@ -61,7 +78,8 @@ impl RaftCluster {
             .collect();
         let a = member_args(i + 1, &addr, &peers, &self.root.join("certs"), &self.extra);
         let dir = self.root.join(format!("n{}", i + 1));
-        self.nodes.push(Some(crate::cluster::start(&dir, &a)));
+        self.nodes
+            .push(Some(crate::cluster::start_with_env(&dir, &a, &self.env)));
         self.addrs.push(addr);
         self.args.push(a);
         self.dirs.push(dir);
@@ -70,6 +88,16 @@ impl RaftCluster {
             .status(i)
             .is_some()));
         i
+    }
+
+    /// Whether a spare certificate is left for one more member (the last spare is
+    /// kept for clients).
+    pub fn can_add_member(&self) -> bool {
+        let next_after = self.nodes.len() + 2;
+        self.root
+            .join("certs")
+            .join(format!("node-{next_after}.pem"))
+            .exists()
     }
 
     pub fn client(&self, i: usize) -> Client {
@@ -93,8 +121,22 @@ impl RaftCluster {
 
     /// The member index every live member (of `among`) agrees leads, once they do.
     pub fn leader_among(&self, among: &[usize]) -> usize {
+        let leader = self.agreed_leader(among, Duration::from_secs(30));
+        assert!(
+            leader.is_some(),
+            "members {among:?} never agreed on a leader among them"
+        );
+        leader.expect("leader")
+    }
+
+    /// The leader all live members agree on within `timeout`, if they do.
+    pub fn leader_within(&self, timeout: Duration) -> Option<usize> {
+        self.agreed_leader(&self.live(), timeout)
+    }
+
+    fn agreed_leader(&self, among: &[usize], timeout: Duration) -> Option<usize> {
         let mut leader = None;
-        let agreed = wait_for(Duration::from_secs(30), || {
+        wait_for(timeout, || {
             let seen: Vec<Option<u64>> = among
                 .iter()
                 .map(|&i| self.status(i).and_then(|s| s["leader_id"].as_u64()))
@@ -110,11 +152,7 @@ impl RaftCluster {
                 _ => false,
             }
         });
-        assert!(
-            agreed,
-            "members {among:?} never agreed on a leader among them"
-        );
-        leader.expect("leader")
+        leader
     }
 
     /// Every member's HTTP address (`""` for one that is down).
@@ -144,7 +182,11 @@ impl RaftCluster {
     /// Starts member `i` again on its data directory.
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
-        self.nodes[i] = Some(crate::cluster::start(&self.dirs[i], &self.args[i]));
+        self.nodes[i] = Some(crate::cluster::start_with_env(
+            &self.dirs[i],
+            &self.args[i],
+            &self.env,
+        ));
     }
 
     pub fn data_dir(&self, i: usize) -> &Path {

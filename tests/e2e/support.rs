@@ -13,11 +13,17 @@ pub struct Node {
     pub url: String,
     pub data: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Node {
     /// Starts a node on `data` with a free port and waits until it accepts requests.
     pub fn start(data: &Path, extra: &[&str]) -> Node {
+        Node::start_with_env(data, extra, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables (kept for restarts).
+    pub fn start_with_env(data: &Path, extra: &[&str], env: &[(String, String)]) -> Node {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut child = Command::new(BIN)
             .arg("serve")
@@ -27,16 +33,26 @@ impl Node {
             .args(&extra)
             .env("RUST_LOG", "info")
             .env_remove("NEEDLE_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn needle");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        // NEEDLE_E2E_LOGS=DIR keeps every node's log there (one file per process).
+        let mut keep = std::env::var_os("NEEDLE_E2E_LOGS").and_then(|dir| {
+            std::fs::File::create(std::path::Path::new(&dir).join(format!("{}.log", child.id())))
+                .ok()
+        });
         // Keep draining stderr for the node's whole life so it never blocks on a pipe.
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(file) = keep.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(file, "{line}");
+                }
                 if !sent {
                     if let Some(pos) = line.find("listening on http://") {
                         let addr = line[pos + "listening on ".len()..].trim().to_string();
@@ -54,6 +70,7 @@ impl Node {
             url,
             data: data.to_path_buf(),
             extra,
+            env: env.to_vec(),
         }
     }
 
@@ -88,9 +105,10 @@ impl Node {
     /// Kills the process and starts a new one on the same data directory.
     pub fn restart(self) -> Node {
         let extra = self.extra.clone();
+        let env = self.env.clone();
         let data = self.kill();
         let args: Vec<&str> = extra.iter().map(String::as_str).collect();
-        Node::start(&data, &args)
+        Node::start_with_env(&data, &args, &env)
     }
 
     pub fn client(&self) -> Client {
@@ -161,6 +179,15 @@ impl Client {
 
     /// POST with `Authorization: Bearer <key>` (admin routes).
     pub fn post_with_bearer(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        self.try_post_with_bearer(path, key, body).expect("POST")
+    }
+
+    pub fn try_post_with_bearer(
+        &self,
+        path: &str,
+        key: &str,
+        body: &Value,
+    ) -> reqwest::Result<(u16, Value)> {
         Self::finish(
             self.http
                 .post(format!("{}{path}", self.base))
@@ -168,7 +195,16 @@ impl Client {
                 .json(body)
                 .send(),
         )
-        .expect("POST")
+    }
+
+    /// DELETE with `Authorization: Bearer <key>` (admin routes).
+    pub fn try_delete_with_bearer(&self, path: &str, key: &str) -> reqwest::Result<(u16, Value)> {
+        Self::finish(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .bearer_auth(key)
+                .send(),
+        )
     }
 
     /// POST with one extra header.
@@ -219,6 +255,10 @@ impl Client {
             .send()
             .expect("GET");
         (resp.status().as_u16(), resp.text().expect("body"))
+    }
+
+    pub fn try_delete(&self, path: &str) -> reqwest::Result<(u16, Value)> {
+        Self::finish(self.http.delete(format!("{}{path}", self.base)).send())
     }
 
     pub fn delete(&self, path: &str) -> (u16, Value) {

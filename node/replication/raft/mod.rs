@@ -11,6 +11,8 @@
 //! - [`write`]: the write path and linearizable reads;
 //! - [`status`]: cluster status, metrics and step-down;
 //! - [`client`]: [`RaftClient`], the native client, with read preferences.
+//! - `planted_bugs`: fail points that break the guarantees on purpose, for the
+//!   consistency suite's self-test (only with the `failpoints` feature).
 
 mod app_rpc;
 mod client;
@@ -18,6 +20,7 @@ mod command;
 mod connections;
 mod membership;
 mod node;
+mod planted_bugs;
 mod requests;
 mod state_machine;
 mod status;

@@ -20,6 +20,7 @@ use needle_consensus::{Command, CommandOutcome, NodeId, RequestId};
 use super::app_rpc::{AppRequest, AppResponse, WriteReply};
 use super::command;
 use super::node::RaftNode;
+use super::planted_bugs;
 use crate::error::{Error, Result};
 use crate::op::{Applied, Op, Precondition};
 use crate::replication::WriteConcern;
@@ -79,6 +80,11 @@ impl RaftNode {
         let request_id = request_id.unwrap_or_else(|| self.next_request_id());
         let command = command::encode(&op, precondition, Some(request_id))?;
         let deadline = Instant::now() + self.write_timeout();
+        let concern = if planted_bugs::acknowledges_before_commit() {
+            WriteConcern::Primary
+        } else {
+            concern
+        };
         if concern == WriteConcern::Primary {
             let affected = match &op {
                 Op::Upsert { records, .. } => records.len(),
@@ -358,7 +364,9 @@ impl RaftNode {
 
     /// Waits until a read here would be `consistency`-consistent.
     pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
-        if consistency == ReadConsistency::Eventual {
+        if consistency == ReadConsistency::Eventual
+            || planted_bugs::serves_linearizable_reads_locally()
+        {
             return Ok(());
         }
         let deadline = Instant::now() + self.write_timeout();
