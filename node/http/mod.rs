@@ -85,12 +85,20 @@ impl AppState {
         })
     }
 
-    /// Waits until the write at `seq` meets `concern` (only a primary with
-    /// replicas ever waits); WRITE_CONCERN_TIMEOUT when it does not in time.
-    pub async fn await_concern(&self, seq: u64, concern: WriteConcern) -> Result<(), ApiError> {
-        match &self.replication {
-            Some(replication) => Ok(replication.await_concern(seq, concern).await?),
-            None => Ok(()),
+    /// Waits until the write at `seq`, applied in `epoch`, meets `concern` (only a
+    /// primary with replicas ever waits); WRITE_CONCERN_TIMEOUT when it does not in
+    /// time, REPLICATION_ERROR when this node stopped being that epoch's primary.
+    pub async fn await_concern(
+        &self,
+        seq: u64,
+        concern: WriteConcern,
+        epoch: Option<u64>,
+    ) -> Result<(), ApiError> {
+        match (&self.replication, epoch) {
+            (Some(replication), Some(epoch)) => {
+                Ok(replication.await_concern(seq, concern, epoch).await?)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -129,12 +137,17 @@ impl AppState {
             ));
         }
         self.ensure_primary()?;
+        // The epoch this node writes in: the concern is judged against it.
+        let epoch = match &self.replication {
+            Some(replication) => Some(replication.epoch()?),
+            None => None,
+        };
         let applied = self
             .db()
             .submit_async(op, precondition)
             .await
             .map_err(map)?;
-        self.await_concern(applied.seq, concern).await?;
+        self.await_concern(applied.seq, concern, epoch).await?;
         Ok(applied)
     }
 

@@ -199,6 +199,7 @@ impl PrimaryNode {
                 "this node is not the primary; write to {primary}"
             )));
         }
+        let epoch = replication.epoch()?;
         let op = Op::Upsert {
             collection: collection.to_string(),
             records: vec![record],
@@ -209,7 +210,9 @@ impl PrimaryNode {
             .submit_async(op, Precondition::IdsAbsent)
             .await
             .map_err(Error::single_item)?;
-        replication.await_concern(applied.seq, concern).await?;
+        replication
+            .await_concern(applied.seq, concern, epoch)
+            .await?;
         Ok(applied.seq)
     }
 

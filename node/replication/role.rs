@@ -357,21 +357,28 @@ impl Replication {
         }
     }
 
-    /// Waits until the write at `seq` meets `concern` (primary only; a primary with
-    /// no replicas meets every concern at once).
-    pub async fn await_concern(&self, seq: u64, concern: WriteConcern) -> Result<()> {
-        if self.role() != Role::Primary || concern == WriteConcern::Primary {
+    /// Waits until the write at `seq`, applied while this node was the primary of
+    /// `epoch`, meets `concern` (a primary with no replicas meets every concern at
+    /// once). A node that stopped being that primary meanwhile (fenced, demoted,
+    /// perhaps promoted again) cannot vouch for the write: it may have been discarded.
+    pub async fn await_concern(&self, seq: u64, concern: WriteConcern, epoch: u64) -> Result<()> {
+        if concern == WriteConcern::Primary || self.role() == Role::Standalone {
             return Ok(());
         }
-        let epoch = self.epoch()?;
-        self.acks.wait(seq, concern, self.write_timeout).await?;
-        // Acknowledgements count sequence numbers. If this node was demoted meanwhile
-        // (its entry at `seq` discarded) and promoted again, replicas acknowledging
-        // the new epoch's entry at `seq` say nothing about this write.
-        if self.role() != Role::Primary || self.epoch()? != epoch {
-            return Err(Error::Replication(format!(
+        let stopped = || {
+            Error::Replication(format!(
                 "write {seq} was applied while this node was the primary of epoch {epoch}, which it stopped being before write concern {concern:?} was met: the write may have been discarded"
-            )));
+            ))
+        };
+        if self.role() != Role::Primary || self.epoch()? != epoch {
+            return Err(stopped());
+        }
+        self.acks.wait(seq, concern, self.write_timeout).await?;
+        // Acknowledgements count sequence numbers: after a demotion (which discards
+        // entries) and a new promotion, replicas acknowledging the new epoch's entry
+        // at `seq` say nothing about this write.
+        if self.role() != Role::Primary || self.epoch()? != epoch {
+            return Err(stopped());
         }
         Ok(())
     }
