@@ -271,6 +271,31 @@ fn promoting_a_lagging_replica_takes_what_its_peer_has_and_needs_a_quorum() {
     }
 }
 
+/// A trio with fault injection and a 1 s write timeout, `docs` created and one write
+/// ("before") on every node.
+fn trio_with_one_write(dir: &std::path::Path) -> Trio {
+    let trio = trio(dir, |_| {
+        [
+            "--admin-key",
+            "k",
+            "--write-timeout-ms",
+            "1000",
+            "--fault-injection",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let c = trio.p.client();
+    create_docs(&c, 4, "cosine");
+    assert_eq!(insert(&c, "before", 1, "majority").0, 201);
+    assert!(wait_for(Duration::from_secs(10), || caught_up(
+        &trio.p, &trio.r1
+    ) && caught_up(
+        &trio.p, &trio.r2
+    )));
+    trio
+}
+
 /// The race the consistency suite found: a promotion catches up from r2 while the old
 /// primary, which has not heard of the promotion yet, keeps taking writes. r2 has
 /// promised the new epoch, so it acknowledges none of them: a `majority` write on the
@@ -285,22 +310,8 @@ fn a_replica_a_promotion_caught_up_from_acknowledges_nothing_more_to_the_old_pri
         p_addr,
         r1_addr,
         r2_addr,
-    } = trio(dir.path(), |_| {
-        [
-            "--admin-key",
-            "k",
-            "--write-timeout-ms",
-            "1000",
-            "--fault-injection",
-        ]
-        .map(String::from)
-        .to_vec()
-    });
+    } = trio_with_one_write(dir.path());
     let c = p.client();
-    create_docs(&c, 4, "cosine");
-    assert_eq!(insert(&c, "before", 1, "majority").0, 201);
-    assert!(wait_for(Duration::from_secs(10), || caught_up(&p, &r1)
-        && caught_up(&p, &r2)));
     // r1 cannot reach the old primary, so its fence notice does not arrive yet.
     let cut = json!({"partitions": [[r1_addr], [p_addr]]});
     assert_eq!(r1.client().post("/debug/faults", &cut).0, 200);
@@ -354,22 +365,8 @@ fn acknowledgements_from_an_earlier_epoch_do_not_count() {
         p_addr,
         r1_addr,
         r2_addr,
-    } = trio(dir.path(), |_| {
-        [
-            "--admin-key",
-            "k",
-            "--write-timeout-ms",
-            "1000",
-            "--fault-injection",
-        ]
-        .map(String::from)
-        .to_vec()
-    });
+    } = trio_with_one_write(dir.path());
     let c = p.client();
-    create_docs(&c, 4, "cosine");
-    assert_eq!(insert(&c, "a0", 1, "majority").0, 201);
-    assert!(wait_for(Duration::from_secs(10), || caught_up(&p, &r1)
-        && caught_up(&p, &r2)));
     // r1 is cut off from both; p writes five entries only r2 acknowledges.
     let cut = json!({"partitions": [[r1_addr], [p_addr, r2_addr]]});
     assert_eq!(r1.client().post("/debug/faults", &cut).0, 200);

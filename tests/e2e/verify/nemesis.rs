@@ -83,20 +83,14 @@ pub fn raft_fault(
             let Some(leader) = leader else { return };
             let rest: Vec<usize> = live.iter().copied().filter(|i| *i != leader).collect();
             recorder.fault(format!("isolate leader {}", leader + 1));
-            cluster.partition(&[&[leader], &rest]);
-            std::thread::sleep(hold);
-            cluster.heal();
-            recorder.note("heal".into());
+            cut_for(cluster, &[&[leader], &rest], hold, recorder);
         }
         RaftFault::SplitMinority => {
             let mut order = live.clone();
             shuffle(&mut order, rng);
             let (minority, majority) = order.split_at((order.len() - 1) / 2);
             recorder.fault(format!("split {:?} | {:?}", ids(minority), ids(majority)));
-            cluster.partition(&[minority, majority]);
-            std::thread::sleep(hold);
-            cluster.heal();
-            recorder.note("heal".into());
+            cut_for(cluster, &[minority, majority], hold, recorder);
         }
         RaftFault::Bridge => {
             let mut order = live.clone();
@@ -110,10 +104,7 @@ pub fn raft_fault(
                 ids(right)
             ));
             // The bridge is in neither set, so it reaches both.
-            cluster.partition(&[left, right]);
-            std::thread::sleep(hold);
-            cluster.heal();
-            recorder.note("heal".into());
+            cut_for(cluster, &[left, right], hold, recorder);
         }
         RaftFault::SlowAndLossy => {
             recorder.fault("slow and lossy links".into());
@@ -181,9 +172,16 @@ pub fn raft_fault(
                 cluster.kill(victim);
                 *targets.urls.lock() = cluster.urls();
             }
-            let _ = hold;
         }
     }
+}
+
+/// Partitions the cluster into `sides` for `hold`, then heals it.
+fn cut_for(cluster: &RaftCluster, sides: &[&[usize]], hold: Duration, recorder: &Recorder) {
+    cluster.partition(sides);
+    std::thread::sleep(hold);
+    cluster.heal();
+    recorder.note("heal".into());
 }
 
 /// Member ids (index + 1), for the fault log.
