@@ -16,7 +16,6 @@ mod raft;
 mod raft_api;
 mod raft_cluster;
 mod raft_membership;
-mod raft_soak;
 mod replication;
 mod replication_api;
 mod search;
