@@ -19,6 +19,8 @@ const COMPACT_MIN_TOMBSTONES: usize = 1024;
 pub(crate) struct CollectionState {
     pub stored: StoredCollection,
     pub index: RwLock<CollectionIndex>,
+    /// How durable writes reach `index` (see `apply_lane.rs`).
+    pub lane: crate::apply_lane::ApplyLane,
     compacting: AtomicBool,
 }
 
@@ -42,10 +44,6 @@ impl CollectionIndex {
             metadata: Vec::new(),
             masks: FilterMasks::default(),
         }
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.rows.contains_key(id)
     }
 
     pub fn live(&self) -> usize {
@@ -157,15 +155,11 @@ struct Compacted {
 impl CollectionState {
     /// An empty collection with a fresh shard.
     pub fn new(stored: StoredCollection, backend: &dyn Backend) -> Result<Arc<Self>> {
-        let config = &stored.config;
-        let shard = backend.new_shard_stored(
-            config.dimensions,
-            config.distance.metric(),
-            config.storage.kernel(),
-        )?;
+        let index = empty_index(&stored, backend)?;
         Ok(Arc::new(CollectionState {
             stored,
-            index: RwLock::new(CollectionIndex::new(shard)),
+            index: RwLock::new(index),
+            lane: Default::default(),
             compacting: AtomicBool::new(false),
         }))
     }
@@ -176,28 +170,35 @@ impl CollectionState {
         backend: &dyn Backend,
         store: &Store,
     ) -> Result<Arc<Self>> {
-        let state = Self::new(stored, backend)?;
-        {
-            let mut index = state.index.write();
-            let id = state.stored.id;
-            store.for_each_vector(id, |vid, vector| index.load_row(vid, vector))?;
-            store.for_each_metadata(id, |vid, metadata| {
-                let row = index.row_of(vid).ok_or_else(|| {
-                    Error::Corrupt(format!("metadata for missing vector {vid:?}"))
-                })?;
-                index.metadata[row as usize] = Some(Arc::new(metadata));
-                Ok(())
-            })?;
-            // GPU backends: upload now, so the first search is not also the upload.
-            if let Err(e) = index.shard.make_resident() {
-                tracing::warn!(
-                    collection = %state.stored.config.name,
-                    error = %e,
-                    "could not upload the collection to the GPU at start-up; the first search retries (a full CUDA device is searched on the host)"
-                );
+        let index = load_index(&stored, backend, store)?;
+        Ok(Arc::new(CollectionState {
+            stored,
+            index: RwLock::new(index),
+            lane: Default::default(),
+            compacting: AtomicBool::new(false),
+        }))
+    }
+
+    /// This collection's index as the store holds it now, for when memory may have
+    /// drifted from the store (an in-memory apply failed after its write was
+    /// durable). Built on `backend`, or on the CPU backend if that fails; the flag
+    /// says whether it fell back to the host.
+    pub fn rebuild_index(
+        &self,
+        store: &Store,
+        backend: &dyn Backend,
+    ) -> Result<(CollectionIndex, bool)> {
+        match load_index(&self.stored, backend, store) {
+            Ok(index) => Ok((index, false)),
+            Err(e) if backend.name() != "cpu" => {
+                tracing::warn!(collection = %self.stored.config.name, error = %e, "rebuilding on the device failed; serving from host memory");
+                Ok((
+                    load_index(&self.stored, &needle_kernels::cpu::CpuBackend, store)?,
+                    true,
+                ))
             }
+            Err(e) => Err(e),
         }
-        Ok(state)
     }
 
     /// Compacts on a background thread when enough rows are tombstones. The copy is
@@ -235,6 +236,43 @@ impl CollectionState {
     }
 }
 
+fn empty_index(stored: &StoredCollection, backend: &dyn Backend) -> Result<CollectionIndex> {
+    let config = &stored.config;
+    let shard = backend.new_shard_stored(
+        config.dimensions,
+        config.distance.metric(),
+        config.storage.kernel(),
+    )?;
+    Ok(CollectionIndex::new(shard))
+}
+
+/// An index with every vector and metadata object of `stored` read from `store`.
+fn load_index(
+    stored: &StoredCollection,
+    backend: &dyn Backend,
+    store: &Store,
+) -> Result<CollectionIndex> {
+    let mut index = empty_index(stored, backend)?;
+    let id = stored.id;
+    store.for_each_vector(id, |vid, vector| index.load_row(vid, vector))?;
+    store.for_each_metadata(id, |vid, metadata| {
+        let row = index
+            .row_of(vid)
+            .ok_or_else(|| Error::Corrupt(format!("metadata for missing vector {vid:?}")))?;
+        index.metadata[row as usize] = Some(Arc::new(metadata));
+        Ok(())
+    })?;
+    // GPU backends: upload now, so the first search is not also the upload.
+    if let Err(e) = index.shard.make_resident() {
+        tracing::warn!(
+            collection = %stored.config.name,
+            error = %e,
+            "could not upload the collection to the GPU at start-up; the first search retries (a full CUDA device is searched on the host)"
+        );
+    }
+    Ok(index)
+}
+
 /// Every open collection by name.
 #[derive(Default)]
 pub(crate) struct Catalog {
@@ -254,6 +292,13 @@ impl Catalog {
 
     pub fn remove(&self, name: &str) -> Option<Arc<CollectionState>> {
         self.collections.write().remove(name)
+    }
+
+    /// Holds the catalog so nothing can look a collection up: tests use it to keep
+    /// the writer busy.
+    #[cfg(test)]
+    pub fn hold(&self) -> parking_lot::RwLockWriteGuard<'_, HashMap<String, Arc<CollectionState>>> {
+        self.collections.write()
     }
 
     /// All collections, sorted by name.

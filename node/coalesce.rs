@@ -8,18 +8,28 @@
 //! arriving queries wait; when it frees, everything waiting that can share an engine
 //! call (same collection, filter and options) goes as one batch. An idle node therefore
 //! adds no latency, and a loaded one batches exactly as much as the load allows.
+//!
+//! The queue is bounded: when it is full a search is refused at once (`OVERLOADED`)
+//! rather than waiting behind thousands of others. A query is validated before it is
+//! queued, so one bad query never shares (and spoils) a batch, and a query whose
+//! client went away before its turn is dropped unrun.
 
+use crate::cancel::CancelToken;
 use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::health::NodeHealth;
 use crate::search::{SearchHit, MAX_RESULTS_PER_SEARCH};
-use std::sync::mpsc::{Receiver, Sender};
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 /// The most queries one engine call takes from the queue.
 const MAX_COALESCED: usize = 1024;
+/// The most searches waiting for the engine; past it, searches are refused.
+pub const DEFAULT_QUEUE: usize = 4096;
 
 /// One query with its options.
 #[derive(Debug, Clone)]
@@ -41,16 +51,20 @@ pub type BatchObserver = Box<dyn Fn(&str, usize) + Send>;
 
 /// Owns the dispatcher thread; dropping it lets queued searches finish, then stops.
 pub struct SearchCoalescer {
-    tx: Option<Sender<Job>>,
+    tx: Option<SyncSender<Job>>,
     join: Option<JoinHandle<()>>,
 }
 
 impl SearchCoalescer {
-    pub fn start(observe: BatchObserver) -> std::io::Result<SearchCoalescer> {
-        let (tx, rx) = std::sync::mpsc::channel();
+    pub fn start(
+        observe: BatchObserver,
+        health: Arc<NodeHealth>,
+        queue: usize,
+    ) -> std::io::Result<SearchCoalescer> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
         let join = std::thread::Builder::new()
             .name("needle-search".into())
-            .spawn(move || run(&rx, &observe))?;
+            .spawn(move || run(&rx, &observe, &health))?;
         Ok(SearchCoalescer {
             tx: Some(tx),
             join: Some(join),
@@ -63,17 +77,24 @@ impl SearchCoalescer {
         collection: Collection,
         request: SearchRequest,
     ) -> Result<Vec<SearchHit>> {
+        // Checked here, not in the batch: `k = 0` would otherwise ride along with
+        // others' k and answer an empty 200, and a wrong-sized query would fail the
+        // whole batch.
+        collection.validate_search(std::slice::from_ref(&request.query), request.k)?;
         let (reply, rx) = oneshot::channel();
         let job = Job {
             collection,
             request,
             reply,
         };
-        self.tx
-            .as_ref()
-            .ok_or(Error::Closed)?
-            .send(job)
-            .map_err(|_| Error::Closed)?;
+        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        match tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(Error::Overloaded("the search queue is full".into()))
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
+        }
         rx.await.map_err(|_| Error::Closed)?
     }
 }
@@ -87,7 +108,7 @@ impl Drop for SearchCoalescer {
     }
 }
 
-fn run(rx: &Receiver<Job>, observe: &BatchObserver) {
+fn run(rx: &Receiver<Job>, observe: &BatchObserver, health: &NodeHealth) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_COALESCED {
@@ -96,6 +117,8 @@ fn run(rx: &Receiver<Job>, observe: &BatchObserver) {
                 Err(_) => break,
             }
         }
+        // A client that gave up while queued gets no engine time.
+        jobs.retain(|j| !j.reply.is_closed());
         for group in partition(jobs, |a, b| {
             a.collection.name() == b.collection.name()
                 && a.request.include_vectors == b.request.include_vectors
@@ -107,11 +130,21 @@ fn run(rx: &Receiver<Job>, observe: &BatchObserver) {
             let mut group = group;
             while group.len() > per_call {
                 let rest = group.split_off(per_call);
-                execute(group, observe);
+                execute_isolated(group, observe, health);
                 group = rest;
             }
-            execute(group, observe);
+            execute_isolated(group, observe, health);
         }
+    }
+}
+
+/// [`execute`], with a panic in the engine answered as an error to the group's
+/// callers instead of ending the thread (and with it every later search).
+fn execute_isolated(group: Vec<Job>, observe: &BatchObserver, health: &NodeHealth) {
+    // Replies move into the closure; a panic drops them, which their callers see as
+    // a closed channel and answer with an error.
+    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| execute(group, observe))) {
+        health.record_panic("search", payload.as_ref());
     }
 }
 
@@ -129,21 +162,29 @@ fn partition<T>(items: Vec<T>, same: impl Fn(&T, &T) -> bool) -> Vec<Vec<T>> {
 }
 
 /// One engine call for the group at the largest `k` asked; each caller gets its own
-/// prefix. If the batch fails (one query of the wrong dimension, say), each query runs
-/// alone so only the faulty one sees an error.
+/// prefix. If the batch fails (the collection changed under a queued query, say),
+/// each query runs alone so only the faulty one sees an error.
 fn execute(group: Vec<Job>, observe: &BatchObserver) {
     let Some(first) = group.first() else { return };
     let collection = first.collection.clone();
     let filter = first.request.filter.clone();
     let include_vectors = first.request.include_vectors;
     let k = group.iter().map(|j| j.request.k).max().unwrap_or(1);
+    crate::injected_faults::search_engine_call();
     // The queries move into the batch; each caller keeps its k and reply channel.
     let (queries, waiting): (Vec<Vec<f32>>, Vec<_>) = group
         .into_iter()
         .map(|j| (j.request.query, (j.request.k, j.reply)))
         .unzip();
     observe(collection.name(), queries.len());
-    match collection.search_batch(&queries, k, filter.as_deref(), include_vectors) {
+    let never = CancelToken::never();
+    match collection.search_batch_cancellable(
+        &queries,
+        k,
+        filter.as_deref(),
+        include_vectors,
+        &never,
+    ) {
         Ok(results) => {
             for ((k, reply), mut hits) in waiting.into_iter().zip(results) {
                 hits.truncate(k);
@@ -175,6 +216,64 @@ fn execute(group: Vec<Job>, observe: &BatchObserver) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{CollectionConfig, Distance, VectorRecord};
+
+    fn request(k: usize) -> SearchRequest {
+        SearchRequest {
+            query: vec![1.0, 0.0],
+            k,
+            filter: None,
+            include_vectors: false,
+        }
+    }
+
+    /// While the engine is busy (the test holds the collection), queued searches
+    /// are validated one by one (`k = 0` never rides along with others' k) and the
+    /// queue refuses past its bound.
+    #[test]
+    fn queued_searches_are_validated_alone_and_the_queue_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::Database::open(dir.path()).unwrap();
+        let c = db
+            .create_collection(CollectionConfig::new("c", 2, Distance::Dot))
+            .unwrap();
+        c.upsert(
+            (0..10)
+                .map(|i| VectorRecord::new(format!("{i}"), vec![i as f32, 1.0]))
+                .collect(),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let coalescer =
+            Arc::new(SearchCoalescer::start(Box::new(|_, _| {}), db.health(), 2).unwrap());
+        let state = db.state("c").unwrap();
+        let held = state.index.write();
+        let mut accepted = Vec::new();
+        let mut overloaded = false;
+        for _ in 0..6 {
+            let (coalescer, c) = (Arc::clone(&coalescer), c.clone());
+            let task = runtime.spawn(async move { coalescer.search(c, request(5)).await });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if task.is_finished() {
+                let result = runtime.block_on(task).unwrap();
+                assert_eq!(result.unwrap_err().code(), "OVERLOADED");
+                overloaded = true;
+                break;
+            }
+            accepted.push(task);
+        }
+        assert!(overloaded, "the queue never refused");
+        let zero = runtime.block_on(coalescer.search(c.clone(), request(0)));
+        assert_eq!(zero.unwrap_err().code(), "INVALID_K");
+        drop(held);
+        for task in accepted {
+            assert_eq!(runtime.block_on(task).unwrap().unwrap().len(), 5);
+        }
+    }
 
     #[test]
     fn partition_groups_compatible_items_in_arrival_order() {

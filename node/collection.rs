@@ -1,5 +1,6 @@
 //! [`Collection`]: the library's per-collection API.
 
+use crate::cancel::CancelToken;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -105,6 +106,19 @@ impl Collection {
         filter: Option<&Filter>,
         include_vectors: bool,
     ) -> Result<Vec<Vec<SearchHit>>> {
+        self.search_batch_cancellable(queries, k, filter, include_vectors, &CancelToken::never())
+    }
+
+    /// [`Collection::search_batch`] that stops with `CANCELLED` once `cancel` is set
+    /// (its requester went away).
+    pub fn search_batch_cancellable(
+        &self,
+        queries: &[Vec<f32>],
+        k: usize,
+        filter: Option<&Filter>,
+        include_vectors: bool,
+        cancel: &CancelToken,
+    ) -> Result<Vec<Vec<SearchHit>>> {
         let state = self.db.state(&self.name)?;
         search::search(
             &self.db.inner.store,
@@ -113,6 +127,14 @@ impl Collection {
             k,
             filter,
             include_vectors,
+            cancel,
         )
+    }
+
+    /// The checks a search of this collection must pass before it runs or waits in a
+    /// queue: `k`, the result count and each query's dimensions and values.
+    pub fn validate_search(&self, queries: &[Vec<f32>], k: usize) -> Result<()> {
+        let dims = self.db.state(&self.name)?.stored.config.dimensions;
+        search::validate_queries(queries, k, dims)
     }
 }

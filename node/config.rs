@@ -117,6 +117,19 @@ pub struct FileConfig {
     pub node_id: Option<u64>,
     pub peers: Option<Vec<String>>,
     pub raft_snapshot_every: Option<u64>,
+    pub api_key: Option<String>,
+    pub read_only_api_key: Option<String>,
+    pub unsafe_no_auth: Option<bool>,
+    pub protect_metrics: Option<bool>,
+    pub http_tls_cert: Option<PathBuf>,
+    pub http_tls_key: Option<PathBuf>,
+    pub snapshot_dir: Option<PathBuf>,
+    pub max_response_bytes: Option<usize>,
+    pub max_concurrent_requests: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub http_header_timeout_ms: Option<u64>,
+    pub http_body_timeout_ms: Option<u64>,
+    pub write_queue: Option<usize>,
 }
 
 impl FileConfig {
@@ -170,6 +183,24 @@ pub struct ServeConfig {
     pub peers: Vec<String>,
     /// Raft log entries between snapshots (the log before a snapshot is purged).
     pub raft_snapshot_every: u64,
+    /// Data routes' keys: read-write and read-only.
+    pub api_key: Option<String>,
+    pub read_only_api_key: Option<String>,
+    /// Start reachable from the network without keys anyway (logged loudly).
+    pub unsafe_no_auth: bool,
+    /// `/health` and `/metrics` need a key too.
+    pub protect_metrics: bool,
+    /// HTTPS: certificate chain and private key (PEM).
+    pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// Where snapshot files are written and read by name (default `DATA/snapshots`).
+    pub snapshot_dir: PathBuf,
+    pub max_response_bytes: usize,
+    pub max_concurrent_requests: usize,
+    pub max_connections: usize,
+    pub http_header_timeout_ms: u64,
+    pub http_body_timeout_ms: u64,
+    /// Writes this node orders that may wait for the writer at once.
+    pub write_queue: usize,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -199,15 +230,42 @@ pub struct Overrides {
     pub node_id: Option<u64>,
     pub peers: Option<Vec<String>>,
     pub raft_snapshot_every: Option<u64>,
+    pub api_key: Option<String>,
+    pub read_only_api_key: Option<String>,
+    pub unsafe_no_auth: Option<bool>,
+    pub protect_metrics: Option<bool>,
+    pub http_tls_cert: Option<PathBuf>,
+    pub http_tls_key: Option<PathBuf>,
+    pub snapshot_dir: Option<PathBuf>,
+    pub max_response_bytes: Option<usize>,
+    pub max_concurrent_requests: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub http_header_timeout_ms: Option<u64>,
+    pub http_body_timeout_ms: Option<u64>,
+    pub write_queue: Option<usize>,
 }
 
 impl ServeConfig {
-    pub fn resolve(file: &FileConfig, over: Overrides) -> ServeConfig {
-        ServeConfig {
-            data: over
-                .data
-                .or_else(|| file.data.clone())
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+    pub fn resolve(file: &FileConfig, over: Overrides) -> anyhow::Result<ServeConfig> {
+        let data = over
+            .data
+            .or_else(|| file.data.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let defaults = crate::http::HttpLimits::default();
+        let http_tls = match (
+            over.http_tls_cert.or_else(|| file.http_tls_cert.clone()),
+            over.http_tls_key.or_else(|| file.http_tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("HTTPS needs both --http-tls-cert and --http-tls-key"),
+        };
+        Ok(ServeConfig {
+            snapshot_dir: over
+                .snapshot_dir
+                .or_else(|| file.snapshot_dir.clone())
+                .unwrap_or_else(|| data.join("snapshots")),
+            data,
             http: over
                 .http
                 .or_else(|| file.http.clone())
@@ -266,6 +324,61 @@ impl ServeConfig {
                 .or(file.raft_snapshot_every)
                 .unwrap_or(10_000)
                 .max(1),
+            api_key: over.api_key.or_else(|| file.api_key.clone()),
+            read_only_api_key: over
+                .read_only_api_key
+                .or_else(|| file.read_only_api_key.clone()),
+            unsafe_no_auth: over.unsafe_no_auth.or(file.unsafe_no_auth).unwrap_or(false),
+            protect_metrics: over
+                .protect_metrics
+                .or(file.protect_metrics)
+                .unwrap_or(false),
+            http_tls,
+            max_response_bytes: over
+                .max_response_bytes
+                .or(file.max_response_bytes)
+                .unwrap_or(defaults.max_response_bytes)
+                .max(1024),
+            max_concurrent_requests: over
+                .max_concurrent_requests
+                .or(file.max_concurrent_requests)
+                .unwrap_or(defaults.max_requests)
+                .max(1),
+            max_connections: over
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections)
+                .max(1),
+            http_header_timeout_ms: over
+                .http_header_timeout_ms
+                .or(file.http_header_timeout_ms)
+                .unwrap_or(defaults.header_timeout.as_millis() as u64)
+                .max(1),
+            http_body_timeout_ms: over
+                .http_body_timeout_ms
+                .or(file.http_body_timeout_ms)
+                .unwrap_or(defaults.body_timeout.as_millis() as u64)
+                .max(1),
+            write_queue: over
+                .write_queue
+                .or(file.write_queue)
+                .unwrap_or(crate::writer::DEFAULT_WRITE_QUEUE)
+                .max(1),
+        })
+    }
+
+    /// The HTTP server's limits these settings give.
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            max_body_bytes: self.max_body_bytes,
+            max_response_bytes: self.max_response_bytes,
+            max_requests: self.max_concurrent_requests,
+            max_body_bytes_in_flight: crate::http::HttpLimits::default()
+                .max_body_bytes_in_flight
+                .max(self.max_body_bytes),
+            body_timeout: std::time::Duration::from_millis(self.http_body_timeout_ms),
+            header_timeout: std::time::Duration::from_millis(self.http_header_timeout_ms),
+            max_connections: self.max_connections,
         }
     }
 }
@@ -286,13 +399,18 @@ mod tests {
                 http: Some("127.0.0.1:1".into()),
                 ..Default::default()
             },
-        );
+        )
+        .unwrap();
         assert_eq!(cfg.http, "127.0.0.1:1");
         assert_eq!(cfg.data, PathBuf::from("/srv/needle"));
         assert_eq!(cfg.sync, SyncMode::PerWrite);
         assert_eq!(cfg.backend, BackendChoice::Wgpu);
         assert_eq!(cfg.gpu_full, GpuFullChoice::Cpu);
-        let cfg = ServeConfig::resolve(&FileConfig::default(), Overrides::default());
+        let cfg = ServeConfig::resolve(&FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(
+            cfg.snapshot_dir,
+            PathBuf::from(DEFAULT_DATA_DIR).join("snapshots")
+        );
         assert_eq!(cfg.data, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(cfg.http, DEFAULT_HTTP_ADDR);
         assert_eq!(cfg.sync, SyncMode::Group);

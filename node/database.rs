@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use crate::model::{validate_collection_name, CollectionConfig};
 use crate::op::{Applied, Op, Precondition};
 use crate::storage::Store;
-use crate::writer::{Pending, SyncMode, WriterHandle};
+use crate::writer::{Pending, Replies, SyncMode, WriterHandle};
 use needle_kernels::{select_backend, Backend, BackendKind, OnDeviceFull};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -30,7 +30,15 @@ pub struct DatabaseOptions {
     /// holds whole vectors, so an unbounded one would double the disk used and never
     /// give back space after deletes; replication catch-up needs only a recent window.
     pub log_retention: u64,
+    /// Writes this node orders that may wait for the writer at once (`OVERLOADED`
+    /// past it).
+    pub write_queue: usize,
 }
+
+/// The largest encoded op a node accepts: every op travels whole in one replication
+/// message (a pull reply, a Raft AppendEntries), whose frame is at most 64 MiB; the
+/// rest is room for the message's own fields.
+pub const MAX_OP_BYTES: usize = 56 << 20;
 
 /// Default operation-log retention: the newest 100,000 ops.
 pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
@@ -42,6 +50,7 @@ impl Default for DatabaseOptions {
             on_device_full: OnDeviceFull::default(),
             sync: SyncMode::Group,
             log_retention: DEFAULT_LOG_RETENTION,
+            write_queue: crate::writer::DEFAULT_WRITE_QUEUE,
         }
     }
 }
@@ -74,6 +83,8 @@ pub(crate) struct Inner {
     pub backend: Box<dyn Backend>,
     pub selection: BackendSelection,
     pub catalog: Catalog,
+    /// The last op durable in the store. It is visible to searches too, unless a
+    /// long search of its collection is holding it back (see `apply_lane.rs`).
     pub applied_seq: AtomicU64,
     /// Sequence number of the oldest retained log entry (`applied_seq + 1` when the
     /// log is empty).
@@ -170,7 +181,11 @@ impl Database {
             store_path,
             options,
         });
-        let writer = Arc::new(WriterHandle::start(Arc::clone(&inner), options.sync)?);
+        let writer = Arc::new(WriterHandle::start(
+            Arc::clone(&inner),
+            options.sync,
+            options.write_queue,
+        )?);
         Ok(Database { inner, writer })
     }
 
@@ -264,16 +279,17 @@ impl Database {
             .ok_or_else(|| Error::CollectionNotFound(name.to_string()))
     }
 
-    /// Orders, persists and applies one op, blocking until it is durable.
+    /// Orders, persists and applies one op, blocking until it is durable and visible
+    /// to searches.
     pub fn submit(&self, op: Op, precondition: Precondition) -> Result<Applied> {
         let rx = self.enqueue(op, precondition)?;
-        futures::executor::block_on(rx).map_err(|_| Error::Closed)?
+        futures::executor::block_on(rx).map_err(|_| Error::Interrupted)?
     }
 
     /// [`Database::submit`] for async callers: waits without blocking a runtime thread.
     pub async fn submit_async(&self, op: Op, precondition: Precondition) -> Result<Applied> {
         let rx = self.enqueue(op, precondition)?;
-        rx.await.map_err(|_| Error::Closed)?
+        rx.await.map_err(|_| Error::Interrupted)?
     }
 
     /// Static validation happens here, on the caller's thread, so the single writer
@@ -283,72 +299,139 @@ impl Database {
         op: Op,
         precondition: Precondition,
     ) -> Result<oneshot::Receiver<Result<Applied>>> {
+        self.refuse_if_failed()?;
         self.validate(&op)?;
-        let (reply, rx) = oneshot::channel();
+        let (visible, rx) = oneshot::channel();
         self.writer.send(Pending {
             op,
             precondition,
             seq: None,
+            ordered: false,
             meta: Vec::new(),
-            reply,
+            reply: Replies {
+                durable: None,
+                visible,
+            },
         })?;
         Ok(rx)
     }
 
-    /// Applies ops that were ordered elsewhere — a primary's log, a Raft log — at their
-    /// own sequence numbers, through the same writer, batches and checks as local
-    /// writes. Idempotent: entries at or below [`Database::applied_seq`] are skipped,
-    /// so a replayed or retried stream is harmless. An entry that is not the next
-    /// sequence number fails with `LOG_GAP` and nothing after it is applied. Returns
-    /// the applied sequence number afterwards.
+    /// Applies ops that were ordered elsewhere — a primary's log — at their own
+    /// sequence numbers, through the same writer, batches and checks as local writes.
+    /// Idempotent: entries at or below [`Database::applied_seq`] are skipped, so a
+    /// replayed or retried stream is harmless. An entry that is not the next sequence
+    /// number fails with `LOG_GAP` and nothing after it is applied. Returns once the
+    /// entries are durable (they become visible to searches right after, or once a
+    /// long search of their collection ends), with the applied sequence number.
     pub fn apply_entries(&self, entries: Vec<(u64, Op)>) -> Result<u64> {
+        self.refuse_if_failed()?;
         let mut waiting = Vec::with_capacity(entries.len());
         for (seq, op) in entries {
             validate_context_free(&op)?;
-            let (reply, rx) = oneshot::channel();
+            let (durable, rx) = oneshot::channel();
+            let (visible, _) = oneshot::channel();
             self.writer.send(Pending {
                 op,
                 precondition: Precondition::None,
                 seq: Some(seq),
+                ordered: true,
                 meta: Vec::new(),
-                reply,
+                reply: Replies {
+                    durable: Some(durable),
+                    visible,
+                },
             })?;
             waiting.push(rx);
         }
         // All entries are queued before the first wait, so the writer groups them.
         for rx in waiting {
-            futures::executor::block_on(rx).map_err(|_| Error::Closed)??;
+            futures::executor::block_on(rx).map_err(|_| Error::Interrupted)??;
         }
         Ok(self.applied_seq())
     }
 
     /// Queues an op ordered by Raft: the writer gives it the next local sequence
     /// number and writes `meta` (the Raft applied id, request records) in the same
-    /// batch. Only the
-    /// context-free checks run here; the rest run in order on the writer, so every
-    /// node of the cluster accepts or rejects the same entries.
+    /// batch. Only the context-free checks run here; the rest run in order on the
+    /// writer, so every node of the cluster accepts or rejects the same entries, and
+    /// nothing local (a full device) refuses one. The first receiver answers once the
+    /// op is durable, the second once it is visible.
     pub(crate) fn enqueue_ordered(
         &self,
         op: Op,
         precondition: Precondition,
         meta: Vec<crate::writer::MetaWrite>,
-    ) -> Result<oneshot::Receiver<Result<Applied>>> {
+    ) -> Result<(
+        oneshot::Receiver<Result<Applied>>,
+        oneshot::Receiver<Result<Applied>>,
+    )> {
+        self.refuse_if_failed()?;
         validate_context_free(&op)?;
-        let (reply, rx) = oneshot::channel();
+        let (durable, durable_rx) = oneshot::channel();
+        let (visible, visible_rx) = oneshot::channel();
         self.writer.send(Pending {
             op,
             precondition,
             seq: None,
+            ordered: true,
             meta,
-            reply,
+            reply: Replies {
+                durable: Some(durable),
+                visible,
+            },
         })?;
-        Ok(rx)
+        Ok((durable_rx, visible_rx))
     }
 
     /// The checks a write must pass against the current state before it is worth
-    /// ordering (a Raft leader refuses a bad write before it reaches the log).
+    /// ordering (a Raft leader refuses a bad write before it reaches the log): every
+    /// check of a local write, the device's room included, since the members that
+    /// apply the entry will not refuse it for that.
     pub(crate) fn precheck(&self, op: &Op) -> Result<()> {
-        self.validate(op)
+        self.refuse_if_failed()?;
+        self.validate(op)?;
+        if let Op::Upsert {
+            collection,
+            records,
+        } = op
+        {
+            let state = self.state(collection)?;
+            let index = state.index.read_recursive();
+            room_on_device(
+                index.shard.as_ref(),
+                records.len() + state.lane.pending_rows(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `NODE_FAILED` once the node stopped applying writes (see [`crate::health`]).
+    fn refuse_if_failed(&self) -> Result<()> {
+        match self.inner.metrics.health.failure() {
+            Some(problem) => Err(Error::Failed(problem.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every write to `collection` that is durable now is also visible
+    /// to its searches: the last step of a linearizable read. Immediate unless a long
+    /// search of that collection is holding its writes back.
+    pub async fn await_visible(&self, collection: &str) {
+        if let Some(state) = self.inner.catalog.get(collection) {
+            state.lane.wait_visible().await;
+        }
+    }
+
+    /// [`Database::await_visible`] for every collection.
+    pub async fn await_all_visible(&self) {
+        for state in self.inner.catalog.all() {
+            state.lane.wait_visible().await;
+        }
+    }
+
+    /// The node's health: what it recovered from, and whether it stopped taking writes.
+    pub fn health(&self) -> std::sync::Arc<crate::health::NodeHealth> {
+        std::sync::Arc::clone(&self.inner.metrics.health)
     }
 
     /// A raw `meta` value (Raft's applied id and membership).
@@ -372,6 +455,13 @@ impl Database {
     /// Every check of [`validate_context_free`], plus those that need the collection:
     /// that it exists, and its dimensions.
     fn validate(&self, op: &Op) -> Result<()> {
+        let bytes = op.encoded_len_bound();
+        if bytes > MAX_OP_BYTES {
+            return Err(Error::OpTooLarge {
+                bytes: bytes as u64,
+                max: MAX_OP_BYTES as u64,
+            });
+        }
         match op {
             Op::Upsert {
                 collection,
@@ -476,6 +566,31 @@ impl Database {
     pub fn read_log(&self, from: u64, limit: usize) -> Result<Vec<(u64, Op)>> {
         self.inner.store.read_log(from, limit)
     }
+
+    /// [`Database::read_log`] within `max_bytes` of encoded entries (at least one
+    /// entry, whatever its size).
+    pub fn read_log_within(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Op)>> {
+        self.inner.store.read_log_within(from, limit, max_bytes)
+    }
+}
+
+/// Whether `rows` more rows fit on the shard's device (see `Shard::check_room`).
+pub(crate) fn room_on_device(
+    shard: &dyn needle_kernels::Shard,
+    rows: usize,
+) -> std::result::Result<(), needle_kernels::KernelError> {
+    if crate::injected_faults::device_full() {
+        return Err(needle_kernels::KernelError::DeviceMemory {
+            needed: rows,
+            free: 0,
+        });
+    }
+    shard.check_room(rows)
 }
 
 /// The checks of an op that need no database state (ids, finite vectors, metadata

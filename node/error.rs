@@ -3,7 +3,7 @@ use thiserror::Error;
 
 /// Everything the node library can fail with. Each variant has a stable `code` that
 /// the HTTP edge returns to clients, so clients branch on codes, not messages.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, Clone)]
 pub enum Error {
     #[error("collection name must be 1 to 128 characters of [A-Za-z0-9_-], got {0:?}")]
     InvalidCollectionName(String),
@@ -19,7 +19,7 @@ pub enum Error {
     CollectionNotFound(String),
     #[error("vector has {got} dimensions, collection expects {expected}")]
     DimensionMismatch { expected: usize, got: usize },
-    #[error("vector component {index} is {value}: only finite numbers are allowed")]
+    #[error("vector component {index} is {value}: only finite numbers within ±1e16 are allowed")]
     NonFiniteVector { index: usize, value: f32 },
     #[error("invalid id: {0}")]
     InvalidId(String),
@@ -87,6 +87,29 @@ pub enum Error {
     NoLeader(String),
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// The client that asked went away before the answer was ready.
+    #[error("the request was cancelled: its client went away")]
+    Cancelled,
+    /// An answer larger than the node's response budget (`--max-response-bytes`).
+    #[error("the response would be at least {bytes} bytes, more than the {max}-byte limit: ask for fewer queries, a smaller k, or leave out vectors or metadata")]
+    ResponseTooLarge { bytes: u64, max: u64 },
+    /// A write too large to travel as one replication message.
+    #[error("the write is {bytes} bytes encoded; at most {max} bytes fit one replicated log entry: split the batch")]
+    OpTooLarge { bytes: u64, max: u64 },
+    /// A queue in front of the writer or the search engine is full.
+    #[error("the node is overloaded: {0}; retry shortly")]
+    Overloaded(String),
+    /// An `Idempotency-Key` that an earlier, different write already used.
+    #[error("Idempotency-Key {key} was already used by a different request; use a new key for a new write")]
+    IdempotencyKeyReused { key: String },
+    /// The writer was interrupted by an internal error (a panic, which was caught)
+    /// while this write was in flight: it may or may not be durable.
+    #[error("the write was interrupted by an internal error and may or may not have been applied; read it back or retry it")]
+    Interrupted,
+    /// The node stopped applying writes after a failure it could not repair; it
+    /// must be restarted (it reopens from its store).
+    #[error("this node stopped taking writes: {0}")]
+    Failed(String),
 }
 
 /// The broad class of an error, which the HTTP edge maps to a status code.
@@ -101,6 +124,12 @@ pub enum ErrorKind {
     /// Applied, but not confirmed as durable enough in time (HTTP 504).
     Timeout,
     Internal,
+    /// The client went away; nobody reads the answer (HTTP 499, logged only).
+    ClientGone,
+    /// A write too large to replicate (HTTP 413).
+    TooLarge,
+    /// Retry later: a bounded queue is full (HTTP 503 with `Retry-After`).
+    Overloaded,
 }
 
 impl Error {
@@ -139,6 +168,13 @@ impl Error {
             Error::InvalidSnapshot(_) => "INVALID_SNAPSHOT",
             Error::Remote { code, .. } => code,
             Error::NoLeader(_) => "NO_LEADER",
+            Error::Cancelled => "CANCELLED",
+            Error::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE",
+            Error::OpTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Error::Overloaded(_) => "OVERLOADED",
+            Error::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
+            Error::Failed(_) => "NODE_FAILED",
+            Error::Interrupted => "WRITE_INTERRUPTED",
         }
     }
 
@@ -154,9 +190,14 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::CollectionNotFound(_) | Error::VectorNotFound(_) => ErrorKind::NotFound,
-            Error::CollectionExists(_) | Error::VectorExists(_) | Error::LogGap { .. } => {
-                ErrorKind::Conflict
-            }
+            Error::CollectionExists(_)
+            | Error::VectorExists(_)
+            | Error::LogGap { .. }
+            | Error::IdempotencyKeyReused { .. } => ErrorKind::Conflict,
+            Error::Cancelled => ErrorKind::ClientGone,
+            Error::OpTooLarge { .. } => ErrorKind::TooLarge,
+            Error::Overloaded(_) => ErrorKind::Overloaded,
+            Error::Failed(_) | Error::Interrupted => ErrorKind::Unavailable,
             Error::InvalidBatchItem { source, .. } => source.kind(),
             Error::Storage(_) | Error::Corrupt(_) | Error::Metrics(_) | Error::Snapshot(_) => {
                 ErrorKind::Internal

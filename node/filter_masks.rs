@@ -7,6 +7,8 @@
 //! bits in every cached mask (one evaluation per cached filter per written row), so a
 //! cached mask is always exact and a repeated filter costs a lookup, not a scan.
 
+use crate::cancel::CancelToken;
+use crate::error::Result;
 use crate::filter::Filter;
 use crate::model::Metadata;
 use needle_kernels::RowMask;
@@ -32,19 +34,21 @@ pub(crate) struct FilterMasks {
 impl FilterMasks {
     /// The mask of `filter` over rows described by `row_ids` (None = tombstone) and
     /// `metadata`, from the cache or built and cached. Callers hold the collection's
-    /// read lock, so rows cannot change while a mask is built.
+    /// read lock, so rows cannot change while a mask is built. A build stops early
+    /// (and caches nothing) once `cancel` is set.
     pub fn mask(
         &self,
         filter: &Filter,
         row_ids: &[Option<Arc<str>>],
         metadata: &[Option<Arc<Metadata>>],
-    ) -> Arc<RowMask> {
+        cancel: &CancelToken,
+    ) -> Result<Arc<RowMask>> {
         let now = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(e) = self.entries.lock().iter_mut().find(|e| &e.filter == filter) {
             e.last_used = now;
-            return Arc::clone(&e.mask);
+            return Ok(Arc::clone(&e.mask));
         }
-        let mask = Arc::new(build(filter, row_ids, metadata));
+        let mask = Arc::new(build_cancellable(filter, row_ids, metadata, cancel)?);
         let mut entries = self.entries.lock();
         if !entries.iter().any(|e| &e.filter == filter) {
             if entries.len() >= CACHED_FILTERS {
@@ -58,7 +62,7 @@ impl FilterMasks {
                 last_used: now,
             });
         }
-        mask
+        Ok(mask)
     }
 
     /// A row was written (appended when `row` is past the end): re-evaluate it.
@@ -90,15 +94,34 @@ impl FilterMasks {
 }
 
 /// Evaluates `filter` on every live row, 64 rows (one mask word) per task.
+#[cfg(test)]
 pub(crate) fn build(
     filter: &Filter,
     row_ids: &[Option<Arc<str>>],
     metadata: &[Option<Arc<Metadata>>],
 ) -> RowMask {
+    let never = CancelToken::never();
+    match build_cancellable(filter, row_ids, metadata, &never) {
+        Ok(mask) => mask,
+        Err(_) => unreachable!("a token that is never cancelled"),
+    }
+}
+
+/// [`build`], checking `cancel` for every word: once it is set the remaining words
+/// are skipped and the half-built mask is thrown away.
+fn build_cancellable(
+    filter: &Filter,
+    row_ids: &[Option<Arc<str>>],
+    metadata: &[Option<Arc<Metadata>>],
+    cancel: &CancelToken,
+) -> Result<RowMask> {
     let words: Vec<u64> = row_ids
         .par_chunks(64)
         .zip(metadata.par_chunks(64))
         .map(|(ids, metas)| {
+            if cancel.is_cancelled() {
+                return 0;
+            }
             ids.iter()
                 .zip(metas)
                 .enumerate()
@@ -111,7 +134,8 @@ pub(crate) fn build(
                 })
         })
         .collect();
-    RowMask::from_words(words, row_ids.len())
+    cancel.check()?;
+    Ok(RowMask::from_words(words, row_ids.len()))
 }
 
 #[cfg(test)]
@@ -133,7 +157,8 @@ mod tests {
             .collect();
         let mut masks = FilterMasks::default();
         let even = Filter::parse(&json!({"even": true})).unwrap();
-        assert_eq!(masks.mask(&even, &ids, &metas).count(), 50);
+        let never = CancelToken::never();
+        assert_eq!(masks.mask(&even, &ids, &metas, &never).unwrap().count(), 50);
         // A write flips row 1 to even, a new row 100 is even, row 0 is deleted.
         metas[1] = meta(json!({"even": true}));
         masks.set_row(1, metas[1].as_deref());
@@ -143,7 +168,7 @@ mod tests {
         ids[0] = None;
         metas[0] = None;
         masks.clear_row(0);
-        let cached = masks.mask(&even, &ids, &metas);
+        let cached = masks.mask(&even, &ids, &metas, &never).unwrap();
         assert_eq!(
             *cached,
             build(&even, &ids, &metas),
@@ -160,8 +185,31 @@ mod tests {
         let masks = FilterMasks::default();
         for n in 0..(CACHED_FILTERS + 5) {
             let f = Filter::parse(&json!({"n": n})).unwrap();
-            assert_eq!(masks.mask(&f, &ids, &metas).count(), usize::from(n == 1));
+            let mask = masks.mask(&f, &ids, &metas, &CancelToken::never()).unwrap();
+            assert_eq!(mask.count(), usize::from(n == 1));
         }
         assert_eq!(masks.entries.lock().len(), CACHED_FILTERS);
+    }
+
+    #[test]
+    fn a_cancelled_build_fails_and_caches_nothing() {
+        let ids: Vec<Option<Arc<str>>> = (0..1000)
+            .map(|i| Some(Arc::from(i.to_string().as_str())))
+            .collect();
+        let metas: Vec<Option<Arc<Metadata>>> = (0..1000).map(|_| meta(json!({"n": 1}))).collect();
+        let masks = FilterMasks::default();
+        let f = Filter::parse(&json!({"n": 1})).unwrap();
+        let cancelled = CancelToken::never();
+        cancelled.cancel();
+        let err = masks.mask(&f, &ids, &metas, &cancelled).unwrap_err();
+        assert_eq!(err.code(), "CANCELLED");
+        assert!(masks.entries.lock().is_empty());
+        assert_eq!(
+            masks
+                .mask(&f, &ids, &metas, &CancelToken::never())
+                .unwrap()
+                .count(),
+            1000
+        );
     }
 }

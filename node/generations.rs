@@ -70,17 +70,11 @@ pub(crate) fn next_generation(data: &Path) -> Result<(String, PathBuf)> {
 }
 
 /// Makes `name` the generation the next start opens (write, sync, rename, sync dir).
+/// The generation's own files must already be on disk (`snapshot::restore` syncs
+/// them), since after this the old generation may be deleted.
 pub(crate) fn activate(data: &Path, name: &str) -> Result<()> {
-    let tmp = data.join(format!("{POINTER}.tmp"));
-    fs::write(&tmp, name).map_err(failed(format!("writing {}", tmp.display())))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(failed("syncing the generation pointer"))?;
-    fs::rename(&tmp, data.join(POINTER)).map_err(failed("switching the generation pointer"))?;
-    if let Ok(dir) = fs::File::open(data) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    crate::durable::replace_file(&data.join(POINTER), name.as_bytes())
+        .map_err(failed("switching the generation pointer"))
 }
 
 /// Removes every store under `data` but the active one. A store still open in this

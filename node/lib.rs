@@ -15,16 +15,21 @@
 //! # Ok(()) }
 //! ```
 
+mod apply_lane;
+mod cancel;
 mod catalog;
 pub mod coalesce;
 mod collection;
 mod commit_times;
 mod database;
+mod durable;
 mod error;
 pub mod filter;
 mod filter_masks;
 mod generations;
 mod gpu_metrics;
+pub mod health;
+mod injected_faults;
 mod model;
 mod op;
 mod search;
@@ -40,6 +45,7 @@ pub mod import;
 pub mod metrics;
 pub mod replication;
 
+pub use cancel::{CancelOnDrop, CancelToken};
 pub use collection::Collection;
 pub use database::{
     BackendSelection, CollectionInfo, Database, DatabaseOptions, DEFAULT_LOG_RETENTION,
@@ -47,8 +53,8 @@ pub use database::{
 pub use error::{Error, ErrorKind, Result};
 pub use filter::Filter;
 pub use model::{
-    CollectionConfig, Distance, Metadata, VectorRecord, VectorStorage, MAX_DIMENSIONS,
-    MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_NAME_LEN,
+    CollectionConfig, Distance, Metadata, VectorRecord, VectorStorage, MAX_COMPONENT_MAGNITUDE,
+    MAX_DIMENSIONS, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_NAME_LEN,
 };
 pub use needle_kernels::{BackendKind, MAX_K};
 pub use op::{Applied, Op, Precondition};

@@ -54,6 +54,13 @@ pub struct Metrics {
     pub replication_compression_ratio: prometheus::Gauge,
     /// Which search backend runs, as `needle_backend_info{backend,device} 1`.
     pub backend_info: IntGaugeVec,
+    /// Searches stopped because their client went away.
+    pub searches_cancelled: prometheus::IntCounter,
+    /// Collections a GPU backend serves from host memory (1) because the device
+    /// filled up.
+    pub collection_on_host: IntGaugeVec,
+    /// Problems the node recovered from, and whether it failed (`/health`).
+    pub health: std::sync::Arc<crate::health::NodeHealth>,
     /// NVML gauges; `None` without an NVIDIA driver.
     gpu: Option<GpuMetrics>,
 }
@@ -218,7 +225,28 @@ impl Metrics {
                 "Bytes of log batches before compression over bytes sent, since start",
             )?,
         )?;
+        let collection_on_host = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "needle_collection_on_host",
+                    "1 for a collection a GPU backend serves from host memory because the device is full",
+                ),
+                &["collection"],
+            )?,
+        )?;
+        let health = std::sync::Arc::new(crate::health::NodeHealth::register(&registry)?);
+        let searches_cancelled = registered(
+            &registry,
+            prometheus::IntCounter::new(
+                "needle_searches_cancelled_total",
+                "Searches stopped before they finished because their client went away",
+            )?,
+        )?;
         Ok(Metrics {
+            searches_cancelled,
+            collection_on_host,
+            health,
             replication_compression_ratio,
             replication_bytes_raw,
             replication_bytes_shipped,
@@ -243,6 +271,15 @@ impl Metrics {
         })
     }
 
+    /// Drops the per-collection series of a dropped collection, so label values do
+    /// not pile up as collections come and go.
+    pub fn forget_collection(&self, name: &str) {
+        let _ = self.search_batch_size.remove_label_values(&[name]);
+        let _ = self.collection_vectors.remove_label_values(&[name]);
+        let _ = self.collection_tombstones.remove_label_values(&[name]);
+        let _ = self.collection_on_host.remove_label_values(&[name]);
+    }
+
     /// The registry, for components (the transport) that register their own metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -250,9 +287,13 @@ impl Metrics {
 
     /// Prometheus text exposition of every metric, with per-collection gauges refreshed
     /// from `collections` first so dropped collections disappear.
-    pub fn render(&self, collections: &[crate::CollectionInfo]) -> String {
+    pub fn render(&self, collections: &[crate::CollectionInfo], on_host: &[String]) -> String {
         self.collection_vectors.reset();
         self.collection_tombstones.reset();
+        self.collection_on_host.reset();
+        for name in on_host {
+            self.collection_on_host.with_label_values(&[name]).set(1);
+        }
         for c in collections {
             let name = [c.config.name.as_str()];
             self.collection_vectors

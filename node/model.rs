@@ -12,6 +12,11 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_DIMENSIONS: usize = 65_536;
 pub const MAX_ID_BYTES: usize = 1024;
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// The largest magnitude a vector component may have. Distances are computed in f32:
+/// with every component within ±1e16, a squared L2 distance over the most dimensions
+/// a collection may have stays below 2.7e37, under f32's 3.4e38, so no distance can
+/// overflow to infinity or become NaN (which would make rows silently unreachable).
+pub const MAX_COMPONENT_MAGNITUDE: f32 = 1e16;
 
 /// JSON object attached to a vector.
 pub type Metadata = Map<String, Value>;
@@ -199,7 +204,11 @@ pub fn validate_vector(vector: &[f32], dimensions: usize) -> Result<()> {
             got: vector.len(),
         });
     }
-    if let Some((index, value)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+    if let Some((index, value)) = vector
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.abs() <= MAX_COMPONENT_MAGNITUDE))
+    {
         return Err(Error::NonFiniteVector {
             index,
             value: *value,
@@ -208,10 +217,27 @@ pub fn validate_vector(vector: &[f32], dimensions: usize) -> Result<()> {
     Ok(())
 }
 
+/// The length of `value`'s JSON text, counted without building it.
+pub(crate) fn json_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 pub fn validate_metadata(metadata: &Metadata) -> Result<()> {
-    let size = serde_json::to_vec(metadata)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = json_len(metadata);
     if size > MAX_METADATA_BYTES {
         return Err(Error::InvalidMetadata(format!(
             "metadata is {size} bytes serialized, at most {MAX_METADATA_BYTES} are allowed"
@@ -249,6 +275,11 @@ mod tests {
         assert_eq!(r.validate(2).unwrap_err().code(), "INVALID_VECTOR");
         r.vector[1] = f32::INFINITY;
         assert_eq!(r.validate(2).unwrap_err().code(), "INVALID_VECTOR");
+        // Finite but so large that distances would overflow f32.
+        r.vector[1] = 3e38;
+        assert_eq!(r.validate(2).unwrap_err().code(), "INVALID_VECTOR");
+        r.vector[1] = -MAX_COMPONENT_MAGNITUDE;
+        assert!(r.validate(2).is_ok());
         let r = VectorRecord::new("", vec![1.0]);
         assert_eq!(r.validate(1).unwrap_err().code(), "INVALID_ID");
         let r = VectorRecord::new("x".repeat(1025), vec![1.0]);

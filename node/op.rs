@@ -45,6 +45,41 @@ impl Op {
         }
     }
 
+    /// At least as many bytes as [`Op::encode`] produces, computed without encoding:
+    /// postcard's varints are counted at their widest and metadata by its JSON size.
+    pub fn encoded_len_bound(&self) -> usize {
+        // Format byte, variant tag, and a length prefix's widest varint.
+        const PREFIX: usize = 10;
+        let text = |s: &str| PREFIX + s.len();
+        1 + PREFIX
+            + match self {
+                Op::CreateCollection(c) => text(&c.name) + 4 * PREFIX,
+                Op::DropCollection { name } => text(name),
+                Op::Upsert {
+                    collection,
+                    records,
+                } => {
+                    text(collection)
+                        + PREFIX
+                        + records
+                            .iter()
+                            .map(|r| {
+                                text(&r.id)
+                                    + PREFIX
+                                    + 4 * r.vector.len()
+                                    + 1
+                                    + r.metadata
+                                        .as_ref()
+                                        .map_or(0, |m| PREFIX + crate::model::json_len(m))
+                            })
+                            .sum::<usize>()
+                }
+                Op::Delete { collection, ids } => {
+                    text(collection) + PREFIX + ids.iter().map(|id| text(id)).sum::<usize>()
+                }
+            }
+    }
+
     /// Log encoding: a format byte, then postcard. The byte lets a later format be
     /// read alongside this one.
     pub fn encode(&self) -> Result<Vec<u8>> {
@@ -203,6 +238,37 @@ mod tests {
         let mut bytes = vec![LOG_FORMAT_V1];
         bytes.extend(postcard::to_allocvec(&delete).unwrap());
         assert_eq!(Op::decode(&bytes).unwrap(), delete);
+    }
+
+    #[test]
+    fn the_length_bound_is_never_below_the_encoding() {
+        let mut meta = crate::model::Metadata::new();
+        meta.insert("tags".into(), serde_json::json!(["ünïcode", {"b": 1.5}]));
+        let long_id = "x".repeat(300);
+        let ops = vec![
+            Op::CreateCollection(CollectionConfig::new("c", 65_536, Distance::Cosine)),
+            Op::DropCollection {
+                name: "c".repeat(128),
+            },
+            Op::Upsert {
+                collection: "c".into(),
+                records: (0..200)
+                    .map(|i| {
+                        VectorRecord::new(format!("{long_id}{i}"), vec![i as f32; 130])
+                            .with_metadata(meta.clone())
+                    })
+                    .collect(),
+            },
+            Op::Delete {
+                collection: "c".into(),
+                ids: (0..1000).map(|i| format!("{i}")).collect(),
+            },
+        ];
+        for op in ops {
+            let encoded = op.encode().unwrap().len();
+            let bound = op.encoded_len_bound();
+            assert!(bound >= encoded, "{} < {encoded} for {}", bound, op.kind());
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The read path: filter → allow-mask → one engine call for the whole batch → ids and
+//! The read path: filter → allow-mask → engine calls for the whole batch → ids and
 //! metadata joined from the in-memory rows.
 
+use crate::cancel::CancelToken;
 use crate::catalog::CollectionState;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -24,26 +25,16 @@ pub struct SearchHit {
 /// a large batch with a large k is refused instead of exhausting the node.
 pub const MAX_RESULTS_PER_SEARCH: usize = 1_000_000;
 
-pub(crate) fn search(
-    store: &Store,
-    state: &CollectionState,
-    queries: &[Vec<f32>],
-    k: usize,
-    filter: Option<&Filter>,
-    include_vectors: bool,
-) -> Result<Vec<Vec<SearchHit>>> {
-    if k == 0 || k > MAX_K {
-        return Err(Error::InvalidK { k, max: MAX_K });
-    }
-    if queries.len().saturating_mul(k) > MAX_RESULTS_PER_SEARCH {
-        return Err(Error::TooManyResults {
-            queries: queries.len(),
-            k,
-            max: MAX_RESULTS_PER_SEARCH,
-        });
-    }
-    let dims = state.stored.config.dimensions;
-    let mut flat = Vec::with_capacity(queries.len() * dims);
+/// Queries per engine call: a batch larger than this is run as several calls (under
+/// one read lock, so it still sees one state), and a cancelled request stops
+/// between them. 1,024 is also the most the coalescer puts in one call.
+const QUERIES_PER_ENGINE_CALL: usize = 1024;
+
+/// The checks of a search's shape that need no data: `k`, the result count, and
+/// every query against the collection's dimensions. Done before anything is sized by
+/// the request's counts, so a million empty vectors cost nothing but their parse.
+pub(crate) fn validate_queries(queries: &[Vec<f32>], k: usize, dims: usize) -> Result<()> {
+    validate_k(k, queries.len())?;
     for (index, q) in queries.iter().enumerate() {
         validate_vector(q, dims).map_err(|e| {
             if queries.len() == 1 {
@@ -55,14 +46,57 @@ pub(crate) fn search(
                 }
             }
         })?;
+    }
+    Ok(())
+}
+
+/// `1 ≤ k ≤ MAX_K` and at most [`MAX_RESULTS_PER_SEARCH`] hits for `queries` queries.
+pub(crate) fn validate_k(k: usize, queries: usize) -> Result<()> {
+    if k == 0 || k > MAX_K {
+        return Err(Error::InvalidK { k, max: MAX_K });
+    }
+    if queries.saturating_mul(k) > MAX_RESULTS_PER_SEARCH {
+        return Err(Error::TooManyResults {
+            queries,
+            k,
+            max: MAX_RESULTS_PER_SEARCH,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn search(
+    store: &Store,
+    state: &CollectionState,
+    queries: &[Vec<f32>],
+    k: usize,
+    filter: Option<&Filter>,
+    include_vectors: bool,
+    cancel: &CancelToken,
+) -> Result<Vec<Vec<SearchHit>>> {
+    let dims = state.stored.config.dimensions;
+    validate_queries(queries, k, dims)?;
+    // Every query has exactly `dims` components now: this is the size of data the
+    // request already holds, not a count it claims.
+    let mut flat = Vec::with_capacity(queries.len() * dims);
+    for q in queries {
         flat.extend_from_slice(q);
     }
     let mut results = {
         let index = state.index.read();
-        let mask = filter.map(|f| index.masks.mask(f, &index.row_ids, &index.metadata));
-        let hits = index.shard.search_batch(&flat, k, mask.as_deref())?;
-        hits.into_iter()
-            .map(|per_query| {
+        let mask = match filter {
+            Some(f) => Some(
+                index
+                    .masks
+                    .mask(f, &index.row_ids, &index.metadata, cancel)?,
+            ),
+            None => None,
+        };
+        let mut results = Vec::with_capacity(queries.len());
+        for chunk in flat.chunks(QUERIES_PER_ENGINE_CALL * dims) {
+            cancel.check()?;
+            let hits = index.shard.search_batch(chunk, k, mask.as_deref())?;
+            results.extend(hits.into_iter().map(|per_query| {
                 per_query
                     .into_iter()
                     .filter_map(|h| {
@@ -76,14 +110,18 @@ pub(crate) fn search(
                         })
                     })
                     .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>()
+            }));
+        }
+        results
     };
     if include_vectors {
-        for hit in results.iter_mut().flatten() {
-            hit.vector = store
-                .get_vector(state.stored.id, &hit.id)?
-                .map(|r| r.vector);
+        for per_query in results.iter_mut() {
+            cancel.check()?;
+            for hit in per_query {
+                hit.vector = store
+                    .get_vector(state.stored.id, &hit.id)?
+                    .map(|r| r.vector);
+            }
         }
     }
     Ok(results)

@@ -143,22 +143,13 @@ fn pack(dir: &Path, out: &Path) -> Result<u64> {
             .map_err(failed("sizing the snapshot"))?
             .len();
         fs::rename(&tmp, out).map_err(failed(format!("renaming into {}", out.display())))?;
-        sync_parent(out);
+        crate::durable::sync_parent(out).map_err(failed("syncing the snapshot's directory"))?;
         Ok(bytes)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-/// Makes a rename durable. Best effort: not every platform can open a directory.
-fn sync_parent(path: &Path) {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(dir) = File::open(parent) {
-            let _ = dir.sync_all();
-        }
-    }
 }
 
 /// Unpacks `snapshot` into a new data directory `data` (absent or empty), checking
@@ -212,11 +203,15 @@ pub fn restore(snapshot: &Path, data: &Path) -> Result<SnapshotInfo> {
                 info.applied_seq
             )));
         }
+        // Everything unpacked reaches the disk before the directory takes its final
+        // name, and the rename does before anyone is told the restore is done (a
+        // reload then switches its pointer and deletes the old state).
+        crate::durable::sync_tree(&scratch).map_err(failed("syncing the restored files"))?;
         if data.exists() {
             fs::remove_dir(data).map_err(failed(format!("replacing {}", data.display())))?;
         }
         fs::rename(&scratch, data).map_err(failed(format!("moving into {}", data.display())))?;
-        sync_parent(data);
+        crate::durable::sync_parent(data).map_err(failed("syncing the restored directory"))?;
         Ok(info)
     })();
     if result.is_err() {
@@ -273,6 +268,33 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["live", "restored", "snap.needle"]);
+    }
+
+    #[test]
+    fn a_restore_is_on_disk_before_it_returns() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = database_with_vectors(&tmp.path().join("live"));
+        let file = tmp.path().join("snap.needle");
+        db.write_snapshot(&file).unwrap();
+        let restored = tmp.path().join("restored");
+        crate::durable::SYNCED.with(|s| s.borrow_mut().clear());
+        restore(&file, &restored).unwrap();
+        let synced = crate::durable::SYNCED.with(|s| s.borrow().clone());
+        // Each unpacked file was synced (under the scratch name it was unpacked to),
+        // and so were the restored directory's parent and the store directory.
+        let mut files = 0;
+        for entry in fs::read_dir(&restored).unwrap() {
+            let name = entry.unwrap().file_name();
+            files += 1;
+            assert!(
+                synced
+                    .iter()
+                    .any(|p| p.file_name() == Some(name.as_os_str())),
+                "{name:?} was never synced: {synced:?}"
+            );
+        }
+        assert!(files > 3, "a store has several files");
+        assert_eq!(synced.last().map(PathBuf::as_path), Some(tmp.path()));
     }
 
     #[test]

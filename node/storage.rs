@@ -262,6 +262,13 @@ impl Store {
         })
     }
 
+    /// Whether the store holds vector `id` of the collection (the committed state,
+    /// which the writer checks preconditions against).
+    pub fn vector_exists(&self, collection_id: u64, id: &str) -> Result<bool> {
+        let key = vector_key(collection_id, id);
+        Ok(self.db.get_pinned_cf(self.cf(CF_VECTORS)?, key)?.is_some())
+    }
+
     /// One vector and its metadata, read from a single snapshot so the two agree.
     pub fn get_vector(&self, collection_id: u64, id: &str) -> Result<Option<VectorRecord>> {
         let key = vector_key(collection_id, id);
@@ -294,14 +301,31 @@ impl Store {
 
     /// Log entries with `seq >= from`, at most `limit` of them, in order.
     pub fn read_log(&self, from: u64, limit: usize) -> Result<Vec<(u64, Op)>> {
+        self.read_log_within(from, limit, usize::MAX)
+    }
+
+    /// [`Store::read_log`], stopping before the entries' encoded bytes pass
+    /// `max_bytes` (the first entry always comes, whatever its size): a reply built
+    /// from them fits the budget of one message.
+    pub fn read_log_within(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Op)>> {
         let start = from.to_be_bytes();
         let iter = self.db.iterator_cf(
             self.cf(CF_OPLOG)?,
             IteratorMode::From(&start, Direction::Forward),
         );
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in iter.take(limit) {
             let (key, value) = item?;
+            bytes = bytes.saturating_add(value.len());
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
             let seq: [u8; 8] = key
                 .as_ref()
                 .try_into()

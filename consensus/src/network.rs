@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use needle_transport::{AlignedBuf, Peer, Transport, TransportError};
+use needle_transport::{Peer, Transport, TransportError};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
@@ -278,21 +278,29 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let bytes = tokio::fs::read(&snapshot.snapshot.path)
-            .await
-            .map_err(|e| {
-                Failure::Network(format!("reading {}: {e}", snapshot.snapshot.path.display()))
-                    .into_streaming()
-            })?;
-        let len = bytes.len() as u64;
-        let checksum = needle_transport::region::checksum(&bytes);
-        let mut buf = AlignedBuf::zeroed(bytes.len());
-        buf.as_bytes_mut().copy_from_slice(&bytes);
-        drop(bytes);
-        let region = self
+        // The file is served from disk chunk by chunk as the receiver reads it: a
+        // snapshot of any size costs this member no memory.
+        let path = snapshot.snapshot.path.clone();
+        let summed =
+            tokio::task::spawn_blocking(move || needle_transport::region::file_checksum(&path))
+                .await
+                .map_err(|e| Failure::Network(e.to_string()).into_streaming())?
+                .map_err(|e| {
+                    Failure::Network(format!("reading {}: {e}", snapshot.snapshot.path.display()))
+                        .into_streaming()
+                })?;
+        let (region, len) = self
             .transport
-            .register_filled_region(buf)
+            .register_file_region(&snapshot.snapshot.path)
             .map_err(|e| Failure::Network(e.to_string()).into_streaming())?;
+        let (summed_len, checksum) = summed;
+        if summed_len != len {
+            let _ = self.transport.remove_region(region);
+            return Err(
+                Failure::Network("the snapshot file changed while it was offered".into())
+                    .into_streaming(),
+            );
+        }
         let request = RaftRequest::Snapshot {
             vote,
             meta: snapshot.meta,
@@ -310,7 +318,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             },
         };
         // The receiver has read it (or given up): free the region either way.
-        let _ = self.transport.take_region(region);
+        let _ = self.transport.remove_region(region);
         result
     }
 }

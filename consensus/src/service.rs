@@ -96,12 +96,17 @@ where
                     .connect(from.addr)
                     .await
                     .map_err(|e| format!("connecting back to the snapshot's sender: {e}"))?;
-                let bytes = peer
-                    .read_whole_region(RegionKey(region), len, checksum, SNAPSHOT_CHUNK)
-                    .await
-                    .map_err(|e| format!("reading the snapshot: {e}"))?;
-                let file = self.inbox.store(&bytes).await.map_err(|e| e.to_string())?;
-                drop(bytes);
+                // Straight to a file, a chunk at a time: any size, no memory.
+                let file = self.inbox.next_file();
+                peer.read_region_to_file(
+                    RegionKey(region),
+                    len,
+                    checksum,
+                    SNAPSHOT_CHUNK,
+                    &file.path,
+                )
+                .await
+                .map_err(|e| format!("reading the snapshot: {e}"))?;
                 tracing::info!(bytes = len, path = %file.path.display(), "installing a snapshot from the leader");
                 raft.install_full_snapshot(
                     vote,
@@ -125,6 +130,13 @@ where
     fn request(&self, from: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
         match RaftRequest::decode(&body) {
             None => self.state.app.request(from, body),
+            // Votes, appends and snapshots move a member's state: members only.
+            Some(_) if !from.role.is_member() => Box::pin(async {
+                Err(
+                    "raft RPCs are for cluster members; a client certificate cannot send them"
+                        .to_string(),
+                )
+            }),
             Some(Err(e)) => Box::pin(async move { Err(e.to_string()) }),
             Some(Ok(request)) => {
                 let this = self.state.clone();

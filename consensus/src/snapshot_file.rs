@@ -35,13 +35,11 @@ impl SnapshotInbox {
         })
     }
 
-    /// Writes received bytes to a new file of the inbox.
-    pub async fn store(&self, bytes: &[u8]) -> Result<SnapshotFile, ConsensusError> {
+    /// A new file name in the inbox for the next snapshot to arrive.
+    pub fn next_file(&self) -> SnapshotFile {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("received-{n}.snapshot"));
-        tokio::fs::write(&path, bytes)
-            .await
-            .map_err(|e| ConsensusError::Snapshot(format!("writing {}: {e}", path.display())))?;
-        Ok(SnapshotFile { path })
+        SnapshotFile {
+            path: self.dir.join(format!("received-{n}.snapshot")),
+        }
     }
 }

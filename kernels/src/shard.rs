@@ -50,6 +50,11 @@ pub trait Shard: Send + Sync {
         let _ = additional_rows;
         Ok(())
     }
+    /// Serves this shard from its host copy from now on, whatever room the device
+    /// has: for rows that must be taken although the device cannot hold them (an
+    /// entry every member of a cluster applies must not be refused by one member for
+    /// lack of device memory). A no-op for host-memory backends.
+    fn serve_from_host(&self) {}
     /// Copies whatever the device lacks to it now instead of at the next search, so
     /// a node that just loaded its collections answers the first query at full
     /// speed. A no-op for host-memory backends. A device without room is reported

@@ -14,6 +14,9 @@ const FILE_NAME: &str = "NEEDLE_NODE.json";
 struct NodeAddress {
     http: SocketAddr,
     pid: u32,
+    /// Whether the API is served over HTTPS (absent in files of earlier versions).
+    #[serde(default)]
+    tls: bool,
 }
 
 /// The file while the node runs; dropping it removes the file.
@@ -23,11 +26,12 @@ pub struct NodeAddressFile {
 
 impl NodeAddressFile {
     /// Best effort: a node that cannot write it still serves, and says why.
-    pub fn write(data: &Path, http: SocketAddr) -> Option<NodeAddressFile> {
+    pub fn write(data: &Path, http: SocketAddr, tls: bool) -> Option<NodeAddressFile> {
         let path = data.join(FILE_NAME);
         let address = NodeAddress {
             http,
             pid: std::process::id(),
+            tls,
         };
         let written = serde_json::to_vec(&address)
             .map_err(std::io::Error::other)
@@ -67,5 +71,6 @@ pub fn node_url(data: &Path) -> anyhow::Result<String> {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
     }
-    Ok(format!("http://{http}"))
+    let scheme = if address.tls { "https" } else { "http" };
+    Ok(format!("{scheme}://{http}"))
 }

@@ -12,7 +12,8 @@ pub struct CertsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// Write ca.pem, ca-key.pem and node-N.pem / node-N-key.pem into a directory.
+    /// Write ca.pem, ca-key.pem, node-N.pem / node-N-key.pem and (with --clients)
+    /// client-N.pem / client-N-key.pem into a directory.
     Generate(GenerateArgs),
 }
 
@@ -24,6 +25,10 @@ pub struct GenerateArgs {
     /// How many node certificates.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub nodes: u16,
+    /// How many client certificates (for `RaftClient`): they authenticate a client
+    /// but give it no member's powers (no replication, no Raft RPCs).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub clients: u16,
     /// Extra host names or IP addresses every node certificate also names.
     #[arg(long = "host")]
     pub hosts: Vec<String>,
@@ -32,8 +37,12 @@ pub struct GenerateArgs {
 pub fn run(args: CertsArgs) -> anyhow::Result<()> {
     match args.command {
         CertsCommand::Generate(g) => {
-            let files =
-                needle_transport::certs::generate_cluster(&g.out, usize::from(g.nodes), &g.hosts)?;
+            let files = needle_transport::certs::generate_cluster_with_clients(
+                &g.out,
+                usize::from(g.nodes),
+                usize::from(g.clients),
+                &g.hosts,
+            )?;
             println!(
                 "CA: {} (key {})",
                 files.ca_cert.display(),
@@ -41,6 +50,9 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
             );
             for (cert, key) in &files.nodes {
                 println!("node: {} (key {})", cert.display(), key.display());
+            }
+            for (cert, key) in &files.clients {
+                println!("client: {} (key {})", cert.display(), key.display());
             }
             Ok(())
         }

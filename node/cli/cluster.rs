@@ -1,17 +1,14 @@
 //! `needle cluster ...`: look at and change a running Raft cluster through any of
 //! its members.
 
-use super::client::{check, http_client};
+use super::client::{check, AdminTarget};
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Any member of the cluster
-    #[arg(long, global = true, env = "NEEDLE_URL", default_value = super::client::DEFAULT_URL)]
-    pub url: String,
-    /// The members' admin key, if they have one
-    #[arg(long, global = true, env = "NEEDLE_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    /// Any member of the cluster, and its admin key (`status` needs none)
+    #[command(flatten)]
+    pub target: AdminTarget,
     #[command(subcommand)]
     pub command: ClusterCommand,
 }
@@ -37,24 +34,18 @@ pub enum ClusterCommand {
 }
 
 pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let base = args.url.trim_end_matches('/');
-    let http = http_client()?;
-    let with_key = |request: reqwest::blocking::RequestBuilder| match &args.admin_key {
-        Some(key) => request.bearer_auth(key),
-        None => request,
-    };
+    let node = args.target.node()?;
     let request = match &args.command {
-        ClusterCommand::Status => http.get(format!("{base}/cluster/status")),
-        ClusterCommand::AddNode { cluster_addr } => with_key(
-            http.post(format!("{base}/cluster/members"))
-                .json(&serde_json::json!({ "cluster_addr": cluster_addr })),
-        ),
+        ClusterCommand::Status => node.get("/cluster/status"),
+        ClusterCommand::AddNode { cluster_addr } => node
+            .post("/cluster/members")
+            .json(&serde_json::json!({ "cluster_addr": cluster_addr })),
         ClusterCommand::RemoveNode { node_id } => {
-            with_key(http.delete(format!("{base}/cluster/members/{node_id}")))
+            node.delete(&format!("/cluster/members/{node_id}"))
         }
         ClusterCommand::StepDown => {
             // Only the leader can hand leadership over: find it first.
-            let status = check(http.get(format!("{base}/cluster/status")).send()?)?;
+            let status = check(node.get("/cluster/status").send()?)?;
             let leader = status["leader_id"]
                 .as_u64()
                 .ok_or_else(|| anyhow::anyhow!("the cluster has no leader right now"))?;
@@ -64,7 +55,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 .and_then(|p| p["http_addr"].as_str())
                 .ok_or_else(|| anyhow::anyhow!("no HTTP address known for leader {leader}"))?
                 .to_string();
-            with_key(http.post(format!("http://{http_addr}/cluster/step-down")))
+            node.at_host(&http_addr).post("/cluster/step-down")
         }
     };
     let answer = check(request.send()?)?;

@@ -1,7 +1,8 @@
-//! `needle promote` and `needle demote`: manual failover on a running node.
+//! `needle promote`, `needle demote` and `needle replica forget`: manual failover
+//! and membership on a running node of a primary–replica cluster.
 
-use super::client::{check, http_client};
-use clap::Args;
+use super::client::{check, AdminTarget};
+use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
@@ -14,11 +15,8 @@ pub struct PromoteArgs {
     #[arg(long)]
     pub force: bool,
     /// The node to promote (a replica)
-    #[arg(long, env = "NEEDLE_URL", default_value = super::client::DEFAULT_URL)]
-    pub url: String,
-    /// The node's admin key, if it has one
-    #[arg(long, env = "NEEDLE_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub target: AdminTarget,
 }
 
 #[derive(Debug, Args)]
@@ -27,44 +25,58 @@ pub struct DemoteArgs {
     #[arg(long)]
     pub primary: String,
     /// The node to demote (a former primary, or a replica to re-point)
-    #[arg(long, env = "NEEDLE_URL", default_value = super::client::DEFAULT_URL)]
-    pub url: String,
-    /// The node's admin key, if it has one
-    #[arg(long, env = "NEEDLE_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub target: AdminTarget,
 }
 
-fn post(
-    url: &str,
-    path: &str,
-    admin_key: Option<&str>,
-    body: serde_json::Value,
-) -> anyhow::Result<()> {
-    let mut request = http_client()?
-        .post(format!("{}{path}", url.trim_end_matches('/')))
-        .json(&body);
-    if let Some(key) = admin_key {
-        request = request.bearer_auth(key);
-    }
-    let answer = check(request.send()?)?;
+#[derive(Debug, Args)]
+pub struct ReplicaArgs {
+    #[command(subcommand)]
+    pub command: ReplicaCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicaCommand {
+    /// Forget a retired or re-addressed replica: it no longer counts for
+    /// `majority` writes or promotions (until it pulls again). Ask the primary, and
+    /// every replica that may be promoted.
+    Forget {
+        /// The replica's name: its certificate's node name (`node-3`), or its cluster
+        /// address for nodes without certificates
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+fn post(target: &AdminTarget, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+    let answer = check(target.node()?.post(path).json(&body).send()?)?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 
+pub fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
+    match args.command {
+        ReplicaCommand::Forget { name, target } => post(
+            &target,
+            "/replication/forget",
+            serde_json::json!({ "name": name }),
+        ),
+    }
+}
+
 pub fn promote(args: PromoteArgs) -> anyhow::Result<()> {
     post(
-        &args.url,
+        &args.target,
         "/replication/promote",
-        args.admin_key.as_deref(),
         serde_json::json!({ "peers": args.peers, "force": args.force }),
     )
 }
 
 pub fn demote(args: DemoteArgs) -> anyhow::Result<()> {
     post(
-        &args.url,
+        &args.target,
         "/replication/demote",
-        args.admin_key.as_deref(),
         serde_json::json!({ "primary": args.primary }),
     )
 }

@@ -1,4 +1,4 @@
-use super::client::{check, http_client};
+use super::client::{check, NodeClient};
 use crate::import::{read_batches, ImportError};
 use crate::{CollectionConfig, Database, Distance, Op, Precondition, VectorRecord};
 use anyhow::{bail, Context};
@@ -17,6 +17,12 @@ pub struct ImportArgs {
     /// Import through a running node's HTTP API, e.g. http://127.0.0.1:8080.
     #[arg(long, conflicts_with = "data")]
     pub url: Option<String>,
+    /// CA certificates (PEM) an `https://` node's certificate must chain to
+    #[arg(long, env = "NEEDLE_CA_FILE", requires = "url")]
+    pub ca_file: Option<PathBuf>,
+    /// The node's read-write API key
+    #[arg(long, env = "NEEDLE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Import straight into a stopped node's data directory.
     #[arg(long, env = "NEEDLE_DATA")]
     pub data: Option<PathBuf>,
@@ -34,10 +40,7 @@ pub struct ImportArgs {
 
 /// Where imported batches go.
 enum Sink {
-    Http {
-        client: reqwest::blocking::Client,
-        base: String,
-    },
+    Http(NodeClient),
     Local(Database),
 }
 
@@ -60,8 +63,8 @@ impl Sink {
                 };
                 db.create_collection(CollectionConfig::new(name, dims, distance))?;
             }
-            Sink::Http { client, base } => {
-                let resp = client.get(format!("{base}/collections/{name}")).send()?;
+            Sink::Http(node) => {
+                let resp = node.get(&format!("/collections/{name}")).send()?;
                 if resp.status().is_success() {
                     return Ok(());
                 }
@@ -72,12 +75,7 @@ impl Sink {
                 };
                 let body =
                     serde_json::json!({"name": name, "dimensions": dims, "distance": distance});
-                check(
-                    client
-                        .post(format!("{base}/collections"))
-                        .json(&body)
-                        .send()?,
-                )?;
+                check(node.post("/collections").json(&body).send()?)?;
             }
         }
         Ok(())
@@ -94,11 +92,10 @@ impl Sink {
                     Precondition::None,
                 )?;
             }
-            Sink::Http { client, base } => {
+            Sink::Http(node) => {
                 let body = serde_json::json!({ "vectors": records });
                 check(
-                    client
-                        .post(format!("{base}/collections/{name}/vectors/batch"))
+                    node.post(&format!("/collections/{name}/vectors/batch"))
                         .json(&body)
                         .send()?,
                 )?;
@@ -124,10 +121,11 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         .map(str::parse::<Distance>)
         .transpose()?;
     let sink = match (&args.url, &args.data) {
-        (Some(url), _) => Sink::Http {
-            client: http_client()?,
-            base: url.trim_end_matches('/').to_string(),
-        },
+        (Some(url), _) => Sink::Http(NodeClient::new(
+            url,
+            args.ca_file.as_deref(),
+            args.api_key.clone(),
+        )?),
         (None, Some(dir)) => Sink::Local(Database::open(dir).with_context(|| {
             format!(
                 "opening {} (is a node running on it? use --url)",

@@ -4,6 +4,7 @@ mod address_file;
 mod certs;
 mod client;
 mod cluster;
+pub mod exposure;
 mod failover;
 mod import;
 mod serve;
@@ -43,6 +44,8 @@ pub enum Command {
     Promote(failover::PromoteArgs),
     /// Make a running node a replica of a new primary, discarding what it never had.
     Demote(failover::DemoteArgs),
+    /// The replicas a primary–replica cluster counts.
+    Replica(failover::ReplicaArgs),
     /// A Raft cluster: status, membership changes, leadership hand-over.
     Cluster(cluster::ClusterArgs),
 }
@@ -74,6 +77,7 @@ impl Cli {
             Command::Restore(args) => snapshot::restore_snapshot(args),
             Command::Promote(args) => failover::promote(args),
             Command::Demote(args) => failover::demote(args),
+            Command::Replica(args) => failover::replica(args),
             Command::Cluster(args) => cluster::run(args),
         }
     }

@@ -65,12 +65,52 @@ pub struct ServeArgs {
     /// How long a write on a primary waits for its write concern [default: 5000]
     #[arg(long, env = "NEEDLE_WRITE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_ms: Option<u64>,
-    /// Key the admin routes (/admin/..., /reload) require as `Authorization: Bearer <key>`
+    /// Key the admin routes (failover, membership, snapshots, /reload, /debug) require
+    /// as `Authorization: Bearer <key>`
     #[arg(long, env = "NEEDLE_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
-    /// Snapshot file `POST /reload` loads when its body names none (absolute path)
+    /// Read-write key of the data routes (`Authorization: Bearer <key>` or `api-key: <key>`)
+    #[arg(long, env = "NEEDLE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Read-only key of the data routes: searches and gets, no writes
+    #[arg(long, env = "NEEDLE_READ_ONLY_API_KEY", hide_env_values = true)]
+    pub read_only_api_key: Option<String>,
+    /// Start with the HTTP API reachable from the network without keys (dangerous)
+    #[arg(long, env = "NEEDLE_UNSAFE_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub unsafe_no_auth: Option<bool>,
+    /// `/health` and `/metrics` need a key too [default: false]
+    #[arg(long, env = "NEEDLE_PROTECT_METRICS", num_args = 0..=1, default_missing_value = "true")]
+    pub protect_metrics: Option<bool>,
+    /// HTTPS: this node's certificate chain (PEM), with --http-tls-key
+    #[arg(long, env = "NEEDLE_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key (PEM)
+    #[arg(long, env = "NEEDLE_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+    /// Where `POST /admin/snapshot` writes and `POST /reload` reads snapshot files, by name [default: DATA/snapshots]
+    #[arg(long, env = "NEEDLE_SNAPSHOT_DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Snapshot file `POST /reload` loads when its body names none
     #[arg(long, env = "NEEDLE_RELOAD_FROM")]
     pub reload_from: Option<PathBuf>,
+    /// Largest response body in bytes (RESPONSE_TOO_LARGE past it) [default: 67108864]
+    #[arg(long, env = "NEEDLE_MAX_RESPONSE_BYTES")]
+    pub max_response_bytes: Option<usize>,
+    /// Requests processed at once; more get 503 OVERLOADED [default: 512]
+    #[arg(long, env = "NEEDLE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// HTTP connections held open at once [default: 4096]
+    #[arg(long, env = "NEEDLE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long a request's headers may take to arrive, in ms [default: 10000]
+    #[arg(long, env = "NEEDLE_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// How long a request's body may take to arrive, in ms [default: 60000]
+    #[arg(long, env = "NEEDLE_HTTP_BODY_TIMEOUT_MS")]
+    pub http_body_timeout_ms: Option<u64>,
+    /// Writes waiting for the writer at once; more get 503 OVERLOADED [default: 8192]
+    #[arg(long, env = "NEEDLE_WRITE_QUEUE")]
+    pub write_queue: Option<usize>,
     /// Log entries per batch a replica pulls [default: 1000]
     #[arg(long, env = "NEEDLE_REPLICATION_BATCH_SIZE", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub replication_batch_size: Option<u32>,
@@ -133,13 +173,31 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             node_id: args.node_id,
             peers: args.peers,
             raft_snapshot_every: args.raft_snapshot_every,
+            api_key: args.api_key,
+            read_only_api_key: args.read_only_api_key,
+            unsafe_no_auth: args.unsafe_no_auth,
+            protect_metrics: args.protect_metrics,
+            http_tls_cert: args.http_tls_cert,
+            http_tls_key: args.http_tls_key,
+            snapshot_dir: args.snapshot_dir,
+            max_response_bytes: args.max_response_bytes,
+            max_concurrent_requests: args.max_concurrent_requests,
+            max_connections: args.max_connections,
+            http_header_timeout_ms: args.http_header_timeout_ms,
+            http_body_timeout_ms: args.http_body_timeout_ms,
+            write_queue: args.write_queue,
         },
-    );
+    )?;
+    for warning in super::exposure::check(&config)? {
+        tracing::warn!("{warning}");
+        eprintln!("WARNING: {warning}");
+    }
     let options = DatabaseOptions {
         backend: config.backend.kind(),
         on_device_full: config.gpu_full.policy(),
         sync: config.sync,
         log_retention: config.log_retention,
+        write_queue: config.write_queue,
     };
     let db = Database::open_with(&config.data, options)
         .with_context(|| format!("opening data directory {}", config.data.display()))?;
@@ -165,7 +223,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", config.http))?;
         // Tests and scripts read this line to learn the port when --http ends in :0.
-        tracing::info!("listening on http://{}", listener.local_addr()?);
+        let scheme = if config.http_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
         let faults = config.fault_injection.then(|| {
             tracing::warn!("fault injection is ON: /debug/faults can degrade this node's traffic");
             std::sync::Arc::new(needle_transport::faults::FaultInjector::default())
@@ -176,15 +239,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             super::serve_raft::start(&served, &config, faults.clone(), listener.local_addr()?)
                 .await?;
         let options = crate::http::HttpOptions {
-            max_body_bytes: config.max_body_bytes,
+            limits: config.http_limits(),
             search_coalescing: config.search_coalescing,
             faults,
             replication: replication.clone(),
-            admin_key: config.admin_key.clone(),
+            keys: crate::http::AccessKeys {
+                admin: config.admin_key.clone(),
+                read_write: config.api_key.clone(),
+                read_only: config.read_only_api_key.clone(),
+                protect_metrics: config.protect_metrics,
+            },
+            snapshot_dir: config.snapshot_dir.clone(),
             reload_from: config.reload_from.clone(),
             raft: raft.clone(),
+            tls: config.http_tls.clone(),
         };
-        let address_file = NodeAddressFile::write(&config.data, listener.local_addr()?);
+        let address_file = NodeAddressFile::write(
+            &config.data,
+            listener.local_addr()?,
+            config.http_tls.is_some(),
+        );
         crate::http::serve(served, listener, options, shutdown_signal()).await?;
         if let Some(raft) = raft {
             raft.shutdown().await;

@@ -1,4 +1,4 @@
-use super::{Cond, Filter};
+use super::{Cond, Filter, ValueSet};
 use crate::model::Metadata;
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -50,8 +50,8 @@ fn eq(target: &Value, value: Option<&Value>) -> bool {
     value.is_some_and(|v| any_element(v, |x| equal(x, target)))
 }
 
-fn is_in(targets: &[Value], value: Option<&Value>) -> bool {
-    value.is_some_and(|v| any_element(v, |x| targets.iter().any(|t| equal(x, t))))
+fn is_in(targets: &ValueSet, value: Option<&Value>) -> bool {
+    value.is_some_and(|v| any_element(v, |x| targets.contains(x, equal)))
 }
 
 fn any_element(v: &Value, pred: impl Fn(&Value) -> bool) -> bool {

@@ -7,8 +7,15 @@
 
 mod eval;
 mod parse;
+mod value_set;
 
 use serde_json::Value;
+pub use value_set::ValueSet;
+
+/// The most operators and field conditions one filter may have.
+pub const MAX_FILTER_CONDITIONS: usize = 1024;
+/// The most values all of a filter's `$in` and `$nin` lists may hold together.
+pub const MAX_FILTER_VALUES: usize = 65_536;
 
 /// A parsed filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +39,8 @@ pub enum Cond {
     Gte(Value),
     Lt(Value),
     Lte(Value),
-    In(Vec<Value>),
-    Nin(Vec<Value>),
+    In(ValueSet),
+    Nin(ValueSet),
     Exists(bool),
     /// `{"field": {"$not": {...}}}`: negation of the conditions inside.
     Not(Vec<Cond>),
@@ -42,9 +49,11 @@ pub enum Cond {
 }
 
 impl Filter {
-    /// Parses a filter document; the error message says where it is wrong.
+    /// Parses a filter document; the error message says where it is wrong. A filter
+    /// past [`MAX_FILTER_CONDITIONS`] or [`MAX_FILTER_VALUES`] is refused: its cost is
+    /// paid for every row of the collection.
     pub fn parse(value: &Value) -> Result<Filter, String> {
-        parse::filter(value)
+        parse::parse(value)
     }
 
     /// Whether a vector with this metadata passes the filter. Vectors without

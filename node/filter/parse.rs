@@ -1,16 +1,50 @@
-use super::{Cond, Filter};
+use super::{Cond, Filter, ValueSet, MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES};
 use serde_json::{Map, Value};
 
-pub(super) fn filter(value: &Value) -> Result<Filter, String> {
+/// What a filter has used of its size limits so far.
+#[derive(Default)]
+struct Budget {
+    conditions: usize,
+    values: usize,
+}
+
+impl Budget {
+    fn condition(&mut self) -> Result<(), String> {
+        self.conditions += 1;
+        if self.conditions > MAX_FILTER_CONDITIONS {
+            return Err(format!(
+                "the filter has more than {MAX_FILTER_CONDITIONS} conditions"
+            ));
+        }
+        Ok(())
+    }
+
+    fn values(&mut self, n: usize) -> Result<(), String> {
+        self.values = self.values.saturating_add(n);
+        if self.values > MAX_FILTER_VALUES {
+            return Err(format!(
+                "the filter's $in and $nin lists hold more than {MAX_FILTER_VALUES} values"
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn parse(value: &Value) -> Result<Filter, String> {
+    filter(value, &mut Budget::default())
+}
+
+fn filter(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
     let Value::Object(doc) = value else {
         return Err(format!(
             "a filter must be a JSON object, got {}",
             kind(value)
         ));
     };
-    let mut clauses = Vec::with_capacity(doc.len());
+    let mut clauses = Vec::with_capacity(doc.len().min(MAX_FILTER_CONDITIONS));
     for (key, value) in doc {
-        clauses.push(clause(key, value)?);
+        budget.condition()?;
+        clauses.push(clause(key, value, budget)?);
     }
     Ok(if clauses.len() == 1 {
         clauses.remove(0)
@@ -19,28 +53,28 @@ pub(super) fn filter(value: &Value) -> Result<Filter, String> {
     })
 }
 
-fn clause(key: &str, value: &Value) -> Result<Filter, String> {
+fn clause(key: &str, value: &Value, budget: &mut Budget) -> Result<Filter, String> {
     match key {
-        "$and" => Ok(Filter::And(filter_list(key, value)?)),
-        "$or" => Ok(Filter::Or(filter_list(key, value)?)),
+        "$and" => Ok(Filter::And(filter_list(key, value, budget)?)),
+        "$or" => Ok(Filter::Or(filter_list(key, value, budget)?)),
         "$not" => Ok(Filter::Not(Box::new(
-            filter(value).map_err(|e| format!("$not: {e}"))?,
+            filter(value, budget).map_err(|e| format!("$not: {e}"))?,
         ))),
         op if op.starts_with('$') => Err(format!("unknown top-level operator {op:?}")),
         field => {
             let path = field_path(field)?;
-            let cond = field_condition(field, value)?;
+            let cond = field_condition(field, value, budget)?;
             Ok(Filter::Field { path, cond })
         }
     }
 }
 
-fn filter_list(op: &str, value: &Value) -> Result<Vec<Filter>, String> {
+fn filter_list(op: &str, value: &Value, budget: &mut Budget) -> Result<Vec<Filter>, String> {
     match value {
         Value::Array(items) if !items.is_empty() => items
             .iter()
             .enumerate()
-            .map(|(i, v)| filter(v).map_err(|e| format!("{op}[{i}]: {e}")))
+            .map(|(i, v)| filter(v, budget).map_err(|e| format!("{op}[{i}]: {e}")))
             .collect(),
         Value::Array(_) => Err(format!("{op} needs at least one filter")),
         other => Err(format!(
@@ -60,16 +94,19 @@ fn field_path(field: &str) -> Result<Vec<String>, String> {
 
 /// `value` is either a literal (equality) or an object of operators. An object with no
 /// `$` keys is a literal object to compare for equality, as in MongoDB.
-fn field_condition(field: &str, value: &Value) -> Result<Cond, String> {
+fn field_condition(field: &str, value: &Value, budget: &mut Budget) -> Result<Cond, String> {
     match value {
-        Value::Object(ops) if ops.keys().any(|k| k.starts_with('$')) => operators(field, ops),
+        Value::Object(ops) if ops.keys().any(|k| k.starts_with('$')) => {
+            operators(field, ops, budget)
+        }
         literal => Ok(Cond::Eq(literal.clone())),
     }
 }
 
-fn operators(field: &str, ops: &Map<String, Value>) -> Result<Cond, String> {
-    let mut conds = Vec::with_capacity(ops.len());
+fn operators(field: &str, ops: &Map<String, Value>, budget: &mut Budget) -> Result<Cond, String> {
+    let mut conds = Vec::with_capacity(ops.len().min(MAX_FILTER_CONDITIONS));
     for (op, arg) in ops {
+        budget.condition()?;
         let cond = match op.as_str() {
             "$eq" => Cond::Eq(arg.clone()),
             "$ne" => Cond::Ne(arg.clone()),
@@ -77,8 +114,8 @@ fn operators(field: &str, ops: &Map<String, Value>) -> Result<Cond, String> {
             "$gte" => Cond::Gte(comparable(field, op, arg)?),
             "$lt" => Cond::Lt(comparable(field, op, arg)?),
             "$lte" => Cond::Lte(comparable(field, op, arg)?),
-            "$in" => Cond::In(array(field, op, arg)?),
-            "$nin" => Cond::Nin(array(field, op, arg)?),
+            "$in" => Cond::In(value_set(field, op, arg, budget)?),
+            "$nin" => Cond::Nin(value_set(field, op, arg, budget)?),
             "$exists" => match arg {
                 Value::Bool(b) => Cond::Exists(*b),
                 other => {
@@ -92,7 +129,7 @@ fn operators(field: &str, ops: &Map<String, Value>) -> Result<Cond, String> {
                 Value::Object(inner)
                     if inner.keys().all(|k| k.starts_with('$')) && !inner.is_empty() =>
                 {
-                    match operators(field, inner)? {
+                    match operators(field, inner, budget)? {
                         Cond::All(cs) => Cond::Not(cs),
                         c => Cond::Not(vec![c]),
                     }
@@ -124,9 +161,12 @@ fn comparable(field: &str, op: &str, arg: &Value) -> Result<Value, String> {
     }
 }
 
-fn array(field: &str, op: &str, arg: &Value) -> Result<Vec<Value>, String> {
+fn value_set(field: &str, op: &str, arg: &Value, budget: &mut Budget) -> Result<ValueSet, String> {
     match arg {
-        Value::Array(items) => Ok(items.clone()),
+        Value::Array(items) => {
+            budget.values(items.len())?;
+            Ok(ValueSet::new(items.clone()))
+        }
         other => Err(format!("{field}: {op} takes an array, got {}", kind(other))),
     }
 }

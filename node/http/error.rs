@@ -51,6 +51,10 @@ impl From<Error> for ApiError {
             ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            // nginx's "client closed request": nobody reads it, it only shows in metrics.
+            ErrorKind::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");
@@ -71,6 +75,11 @@ impl IntoResponse for ApiError {
             error[key] = json!(value);
         }
         let body = json!({ "error": error });
+        if self.code == "OVERLOADED" {
+            // Load shedding: the client should come back, soon.
+            let retry = [(axum::http::header::RETRY_AFTER, "1")];
+            return (self.status, retry, Json(body)).into_response();
+        }
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the oversized body is never read, so this connection's
             // framing is lost: tell the client not to send another request on it.

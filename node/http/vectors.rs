@@ -133,7 +133,9 @@ pub async fn get(
     Path((name, id)): Path<(String, String)>,
     Query(query): Query<super::ConsistencyQuery>,
 ) -> Result<Json<VectorRecord>, ApiError> {
-    state.read_barrier(query.consistency.as_deref()).await?;
+    state
+        .read_barrier(query.consistency.as_deref(), &name)
+        .await?;
     let collection = state.db().collection(&name)?;
     let record = tokio::task::spawn_blocking(move || collection.get(&id))
         .await

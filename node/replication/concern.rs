@@ -6,7 +6,7 @@
 //! waiting only on it is satisfied by the remaining ones; that is the documented
 //! meaning of `all` ("every connected replica"), and why it is not a quorum.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,10 +72,10 @@ pub struct AckTracker {
     /// (seq, ticket) → concern, in sequence order.
     waiting: BTreeMap<(u64, Ticket), WriteConcern>,
     next_ticket: u64,
-    /// Replicas the cluster is known to have, heard from lately or not. `majority`
-    /// counts them all: a promotion elsewhere would count a silent replica too, so a
-    /// write the primary alone holds must never pass for a majority write.
-    known_replicas: usize,
+    /// Replicas the cluster is known to have, heard from lately or not, by name.
+    /// `majority` counts them all: a promotion elsewhere would count a silent replica
+    /// too, so a write the primary alone holds must never pass for a majority write.
+    known: BTreeSet<String>,
 }
 
 impl AckTracker {
@@ -94,19 +94,38 @@ impl AckTracker {
 
     fn met(&self, seq: u64, concern: WriteConcern) -> bool {
         let replicas = match concern {
-            WriteConcern::Majority => self.acked.len().max(self.known_replicas),
+            WriteConcern::Majority => {
+                self.known.len()
+                    + self
+                        .acked
+                        .keys()
+                        .filter(|r| !self.known.contains(*r))
+                        .count()
+            }
             WriteConcern::Primary | WriteConcern::All => self.acked.len(),
         };
         self.copies_of(seq) >= concern.copies_needed(replicas)
     }
 
-    /// The cluster has at least `replicas` replicas (see `known_replicas`).
-    pub fn know_replicas(&mut self, replicas: usize) {
-        self.known_replicas = self.known_replicas.max(replicas);
+    /// The cluster has these replicas, besides any already known.
+    pub fn know(&mut self, replicas: impl IntoIterator<Item = String>) {
+        self.known.extend(replicas);
     }
 
-    pub fn known_replicas(&self) -> usize {
-        self.known_replicas
+    /// The replica no longer counts at all (retired): not for `majority`, and not
+    /// as connected until it is heard from again. Whether it was counted.
+    pub fn forget(&mut self, replica: &str) -> bool {
+        let known = self.known.remove(replica);
+        let acked = self.acked.remove(replica).is_some();
+        self.seen_ms.remove(replica);
+        known || acked
+    }
+
+    /// The replicas `majority` counts, by name.
+    pub fn known_replicas(&self) -> Vec<String> {
+        let mut all: BTreeSet<String> = self.known.clone();
+        all.extend(self.acked.keys().cloned());
+        all.into_iter().collect()
     }
 
     /// A write at `seq`, durable on the primary, waiting for `concern`.
@@ -129,7 +148,7 @@ impl AckTracker {
     /// A replica (re)connected, having applied up to `applied`.
     pub fn connect(&mut self, replica: &str, applied: u64) -> Vec<Ticket> {
         self.acked.insert(replica.to_string(), applied);
-        self.known_replicas = self.known_replicas.max(self.acked.len());
+        self.known.insert(replica.to_string());
         self.release()
     }
 
@@ -228,10 +247,27 @@ mod tests {
         assert!(tracker.is_met(6, WriteConcern::Primary));
         // A new primary told of a 3-node cluster: no majority before a replica acks.
         let mut fresh = AckTracker::new();
-        fresh.know_replicas(2);
+        fresh.know(["r1".to_string(), "r2".to_string()]);
         assert!(!fresh.is_met(1, WriteConcern::Majority));
         fresh.connect("r1", 1);
         assert!(fresh.is_met(1, WriteConcern::Majority));
+    }
+
+    #[test]
+    fn a_forgotten_replica_no_longer_counts_for_majority() {
+        let mut t = AckTracker::new();
+        t.know(["r1".to_string(), "r2".to_string(), "r3".to_string()]);
+        t.connect("r1", 4);
+        // 3 replicas known: a majority is 3 of 4 copies, and r2, r3 are gone for good.
+        assert!(!t.is_met(4, WriteConcern::Majority));
+        assert!(t.forget("r3"));
+        assert!(!t.forget("r3"));
+        // 2 known: 2 of 3 copies, which the primary and r1 make.
+        assert!(t.is_met(4, WriteConcern::Majority));
+        assert_eq!(t.known_replicas(), vec!["r1".to_string(), "r2".to_string()]);
+        // A replica that reconnects under the same name is one replica, not two.
+        t.connect("r1", 5);
+        assert_eq!(t.known_replicas().len(), 2);
     }
 
     #[test]

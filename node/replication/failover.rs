@@ -63,32 +63,19 @@ impl Replication {
             }
         };
         self.stop_following().await;
-        // Every replica this node has known of (the old primary was one once, perhaps).
-        let known: Vec<SocketAddr> = self
+        // Every other replica this node has known of, by name.
+        let known: Vec<super::members::Member> = self
             .members
             .lock()
-            .iter()
-            .copied()
-            .filter(|&a| a != old_primary)
-            .collect();
+            .others(&[self.own_name.as_str()], &[old_primary, self.cluster_addr]);
         let named = !peers.is_empty();
         let candidates: Vec<SocketAddr> = if named {
             peers.to_vec()
         } else {
-            known
-                .iter()
-                .copied()
-                .filter(|&a| a != self.cluster_addr)
-                .collect()
+            known.iter().map(|m| m.addr).collect()
         };
         // The old primary, this node and every other replica known.
-        let cluster = 1
-            + known
-                .iter()
-                .filter(|&&a| a != self.cluster_addr)
-                .count()
-                .max(candidates.len())
-            + 1;
+        let cluster = 1 + known.len().max(candidates.len()) + 1;
         let needed = cluster - cluster / 2;
         // The epoch this promotion will begin, promised by every peer it catches up
         // from before they answer (see RoleCell::promise).
@@ -103,12 +90,14 @@ impl Replication {
         let mut caught_up = 0;
         let mut failure = None;
         let mut promised = Vec::new();
+        let mut reached_names = Vec::new();
         for &peer in &candidates {
             match self.catch_up_from(peer, fence).await {
-                Ok(taken) => {
+                Ok((taken, name)) => {
                     caught_up += taken;
                     reached += 1;
                     promised.push(peer);
+                    reached_names.push(name);
                 }
                 Err(e) if named => {
                     failure = Some(e);
@@ -136,9 +125,28 @@ impl Replication {
         db.set_fenced_by(None)?;
         db.metrics().replication_epoch.set(epoch as i64);
         // Replicas acknowledge this epoch's entries afresh (see SharedAcks::reset),
-        // and a majority is one of the whole cluster this promotion counted.
+        // and a majority is one of the whole cluster this promotion counted: every
+        // node known but this one, the old primary included.
         self.acks.reset();
-        self.acks.know_replicas(cluster - 1);
+        let mut cluster_names: Vec<String> = self
+            .members
+            .lock()
+            .others(&[self.own_name.as_str()], &[self.cluster_addr])
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        cluster_names.extend(reached_names);
+        if !cluster_names.iter().any(|n| *n == old_primary.to_string())
+            && !self
+                .members
+                .lock()
+                .members()
+                .iter()
+                .any(|m| m.addr == old_primary)
+        {
+            cluster_names.push(old_primary.to_string());
+        }
+        self.acks.know(cluster_names);
         self.role.set(Role::Primary);
         tracing::warn!(epoch, applied_seq = applied, %old_primary, "promoted to primary");
         self.spawn_fence_notice(
@@ -174,13 +182,15 @@ impl Replication {
     }
 
     /// Applies the entries `addr` (a replica of the same primary, in the same epoch)
-    /// has past this node's, once it has promised `fence`; returns how many.
-    async fn catch_up_from(&self, addr: SocketAddr, fence: Fence) -> Result<u64> {
+    /// has past this node's, once it has promised `fence`; returns how many, and the
+    /// peer's name.
+    async fn catch_up_from(&self, addr: SocketAddr, fence: Fence) -> Result<(u64, String)> {
         let peer = self
             .transport
             .connect(addr)
             .await
             .map_err(|e| Error::Replication(format!("catching up from {addr}: {e}")))?;
+        let name = super::members::member_name(&peer.names(), addr);
         let db = self.served.current();
         let epoch = db.epoch_history()?.current();
         let codec = DeltaCodec::default();
@@ -209,7 +219,7 @@ impl Replication {
         if taken > 0 {
             tracing::warn!(%addr, entries = taken, "took entries a peer had and this node lacked before promotion");
         }
-        Ok(taken)
+        Ok((taken, name))
     }
 
     /// Makes this node a replica of `primary`, which must be in a newer or the same

@@ -11,8 +11,9 @@ use tokio::sync::watch;
 
 use super::follower::Follower;
 use super::install::install_snapshot;
+use super::members::{member_name, Member};
 use super::pull::{apply, fetch, Fetched};
-use super::role::{Replication, MEMBERS_META};
+use super::role::Replication;
 use super::ship::now_ms;
 use super::wire::{decode_epochs, Request};
 use crate::error::{Error, Result};
@@ -68,7 +69,11 @@ async fn follow(
                 tracing::info!(%primary, "following the primary");
                 // The primary is a node of the cluster too, for a later promotion's
                 // count (once demoted it will be a replica nobody reported yet).
-                remember_members(&replication, vec![primary]);
+                let primary_member = Member {
+                    name: member_name(&peer.names(), primary),
+                    addr: primary,
+                };
+                remember_members(&replication, vec![primary_member]);
                 let mut follower = Follower::new(served.current().applied_seq());
                 let mut members_asked = std::time::Instant::now() - MEMBERS_REFRESH;
                 loop {
@@ -88,7 +93,7 @@ async fn follow(
                     if result.is_ok() && members_asked.elapsed() >= MEMBERS_REFRESH {
                         members_asked = std::time::Instant::now();
                         if let Ok(reply) = peer.request(&Request::Members.encode()).await {
-                            if let Ok(members) = serde_json::from_slice::<Vec<SocketAddr>>(&reply) {
+                            if let Some(members) = decode_members(&reply) {
                                 // A union, never replaced: a primary that just took over
                                 // has heard from only some replicas yet, and a promotion
                                 // that counted the cluster smaller would need too few.
@@ -190,21 +195,33 @@ async fn step(
     }
 }
 
-/// Adds `members` to those this replica knows of, in memory and in its store.
-fn remember_members(replication: &Replication, members: Vec<SocketAddr>) {
-    let mut known = replication.members.lock();
-    let before = known.len();
-    for member in members {
-        if !known.contains(&member) {
-            known.push(member);
-        }
+/// A primary's answer to [`Request::Members`]: named members, or (from a primary
+/// of an earlier version) bare addresses.
+fn decode_members(reply: &[u8]) -> Option<Vec<Member>> {
+    if let Ok(members) = serde_json::from_slice::<Vec<Member>>(reply) {
+        return Some(members);
     }
-    if known.len() != before {
-        if let Err(e) = replication
-            .served
-            .current()
-            .set_meta_json(MEMBERS_META, &*known)
-        {
+    let addrs = serde_json::from_slice::<Vec<SocketAddr>>(reply).ok()?;
+    Some(
+        addrs
+            .into_iter()
+            .map(|addr| Member {
+                name: addr.to_string(),
+                addr,
+            })
+            .collect(),
+    )
+}
+
+/// Adds `members` to those this replica knows of, in memory and in its store.
+fn remember_members(replication: &Replication, members: Vec<Member>) {
+    let mut known = replication.members.lock();
+    let mut changed = false;
+    for member in members {
+        changed |= known.insert(&member.name, member.addr);
+    }
+    if changed {
+        if let Err(e) = known.store(&replication.served.current()) {
             tracing::warn!(error = %e, "could not store the replicas this node knows of");
         }
     }

@@ -1,9 +1,10 @@
 //! A replica that is behind its primary's retained log installs a snapshot of the
 //! primary's state before it streams again.
 //!
-//! The primary writes a snapshot file (the same format as `needle snapshot`) into a
-//! transport region; the replica reads the region in chunks over QUIC, checks the
-//! whole file against the offered checksum, and reloads from it exactly as
+//! The primary writes a snapshot file (the same format as `needle snapshot`) and
+//! offers it as a transport region; the replica reads it in chunks over QUIC
+//! straight into a file of its own (never whole in memory, so any size works),
+//! checks it against the offered checksum, and reloads from it exactly as
 //! `POST /reload` does: a new generation of its data directory, swapped in while
 //! searches go on.
 
@@ -36,19 +37,23 @@ pub(crate) async fn install_snapshot(served: &ServedDatabase, peer: &Peer) -> Re
         applied_seq = offer.applied_seq,
         "installing the primary's snapshot"
     );
-    let bytes = peer
-        .read_whole_region(RegionKey(offer.key), offer.len, offer.checksum, CHUNK)
+    let current = served.current();
+    let file = crate::snapshot::scratch_beside(current.store_path(), "incoming")?;
+    let read = peer
+        .read_region_to_file(
+            RegionKey(offer.key),
+            offer.len,
+            offer.checksum,
+            CHUNK,
+            &file,
+        )
         .await;
     let _ = peer
         .request(&Request::SnapshotDone { key: offer.key }.encode())
         .await;
-    let bytes = bytes.map_err(remote("reading the snapshot"))?;
-    let current = served.current();
+    read.map_err(remote("reading the snapshot"))?;
     let reloaded = tokio::task::spawn_blocking(move || {
-        let file = crate::snapshot::scratch_beside(current.store_path(), "incoming")?;
-        let result = std::fs::write(&file, &bytes)
-            .map_err(|e| Error::Snapshot(format!("writing {}: {e}", file.display())))
-            .and_then(|()| current.reload_from(&file));
+        let result = current.reload_from(&file);
         let _ = std::fs::remove_file(&file);
         result
     })

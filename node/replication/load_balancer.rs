@@ -14,9 +14,42 @@ pub struct LoadBalancer {
     bases: Vec<String>,
     http: reqwest::Client,
     next: AtomicUsize,
+    api_key: Option<String>,
+}
+
+/// How a [`LoadBalancer`] reaches nodes that require more than plain HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct LoadBalancerOptions {
+    /// PEM CA certificates `https://` nodes' certificates chain to.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The nodes' API key (read-only suffices: it only searches).
+    pub api_key: Option<String>,
 }
 
 impl LoadBalancer {
+    /// Nodes as `host:port`, `http://host:port` or `https://host:port`, with the
+    /// CA and key `options` give.
+    pub fn with_options<A: AsRef<str>>(
+        nodes: Vec<A>,
+        options: LoadBalancerOptions,
+    ) -> Result<LoadBalancer> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(pem) = &options.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::InvalidRequest(format!("CA certificates: {e}")))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::InvalidRequest(format!("HTTP client: {e}")))?;
+        let mut balancer = LoadBalancer::new(nodes);
+        balancer.http = http;
+        balancer.api_key = options.api_key;
+        Ok(balancer)
+    }
+
     /// Nodes as `host:port` or `http://host:port`.
     pub fn new<A: AsRef<str>>(nodes: Vec<A>) -> LoadBalancer {
         let bases = nodes
@@ -38,6 +71,7 @@ impl LoadBalancer {
             bases,
             http,
             next: AtomicUsize::new(0),
+            api_key: None,
         }
     }
 
@@ -62,12 +96,14 @@ impl LoadBalancer {
         let mut last = Error::Replication("no node answered".into());
         for n in 0..self.bases.len() {
             let base = &self.bases[(first + n) % self.bases.len()];
-            let sent = self
+            let mut request = self
                 .http
                 .post(format!("{base}/collections/{collection}/search"))
-                .json(&body)
-                .send()
-                .await;
+                .json(&body);
+            if let Some(key) = &self.api_key {
+                request = request.bearer_auth(key);
+            }
+            let sent = request.send().await;
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {

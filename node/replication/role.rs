@@ -15,6 +15,7 @@ use super::concern::WriteConcern;
 use super::epoch::Fence;
 use super::follow::Following;
 use super::follower::Lag;
+use super::members::KnownMembers;
 use super::ship::{LogServer, SharedAcks};
 use crate::error::{Error, Result};
 use crate::served::ServedDatabase;
@@ -179,9 +180,6 @@ pub struct ReplicaStatus {
     pub snapshots_installed: u64,
 }
 
-/// Where a replica keeps the members it has known of (see `Replication::members`).
-pub(super) const MEMBERS_META: &str = "replication_members";
-
 /// The running role: its transport and shared state.
 pub struct Replication {
     pub(super) role: Arc<RoleCell>,
@@ -197,11 +195,14 @@ pub struct Replication {
     pub(super) batch_size: u32,
     pub(super) sync_interval: Duration,
     pub(super) following: tokio::sync::Mutex<Option<Following>>,
-    /// Replica: the cluster addresses of every node it has known in the cluster: the
-    /// primaries it followed and the replicas they said they hear from (itself
-    /// included), for promotion's quorum. Only grows; kept in the store
-    /// (`MEMBERS_META`) so a restart does not forget part of the cluster.
-    pub(super) members: Mutex<Vec<SocketAddr>>,
+    /// Replica: every node it has known in the cluster, by name: the primaries it
+    /// followed and the replicas they said they hear from (itself included), for
+    /// promotion's quorum. Kept in the store (`members.rs`) so a restart does not
+    /// forget part of the cluster; shrinks only by `forget`.
+    pub(super) members: Mutex<KnownMembers>,
+    /// This node's name in the cluster: its certificate's node name, else its
+    /// cluster address.
+    pub own_name: String,
     /// One promotion or demotion at a time.
     pub(super) changing: tokio::sync::Mutex<()>,
 }
@@ -241,13 +242,7 @@ impl Replication {
         }
         let role = Arc::new(RoleCell::new(role));
         let acks = Arc::new(SharedAcks::default());
-        let members: Vec<SocketAddr> = db.meta_json(MEMBERS_META)?.unwrap_or_default();
-        acks.know_replicas(
-            members
-                .iter()
-                .filter(|&&a| a != config.cluster_addr)
-                .count(),
-        );
+        let members = KnownMembers::load(&db)?;
         let bound = Arc::new(std::sync::OnceLock::new());
         // Every node serves the same handler: what it answers depends on its role at
         // the time, which promotion and demotion change.
@@ -274,6 +269,8 @@ impl Replication {
             .local_addr()
             .map_err(|e| Error::Replication(e.to_string()))?;
         let _ = bound.set(transport.clone());
+        let own_name = own_name(&config.security, cluster_addr)?;
+        acks.load_known(members.clone(), &own_name, cluster_addr);
         db.metrics()
             .replication_epoch
             .set(db.epoch_history()?.current() as i64);
@@ -289,6 +286,7 @@ impl Replication {
             sync_interval: config.sync_interval,
             following: tokio::sync::Mutex::new(None),
             members: Mutex::new(members),
+            own_name,
             changing: tokio::sync::Mutex::new(()),
         });
         if let Role::Replica { primary } = replication.role() {
@@ -383,7 +381,61 @@ impl Replication {
         Ok(())
     }
 
+    /// Forgets the node `name` (a retired or re-addressed replica): it no longer
+    /// counts for `majority` nor for a promotion's quorum, until it pulls again.
+    /// Whether this node knew it.
+    pub fn forget(&self, name: &str) -> Result<bool> {
+        let db = self.served.current();
+        let (as_primary, known) = self.acks.forget(name);
+        let mut members = self.members.lock();
+        let as_member = members.forget(name);
+        // One store for both views: the primary's replicas and the cluster a replica
+        // has known are the same set of nodes.
+        let mut merged = known;
+        for m in members.members() {
+            merged.insert(&m.name, m.addr);
+        }
+        if as_primary || as_member {
+            merged.forget(name);
+            *members = merged.clone();
+            merged.store(&db)?;
+            tracing::warn!(
+                node = name,
+                "forgot a replica: it no longer counts for majority or quorums"
+            );
+        }
+        Ok(as_primary || as_member)
+    }
+
+    /// The replicas this node counts, by name: a primary's for `majority`, a
+    /// replica's for a promotion (this node and the primary excluded).
+    pub fn known_replicas(&self) -> Vec<String> {
+        match self.role() {
+            Role::Primary => self.acks.known_replicas(),
+            _ => self
+                .members
+                .lock()
+                .others(&[self.own_name.as_str()], &[self.cluster_addr])
+                .into_iter()
+                .filter(|m| Some(m.addr) != self.primary())
+                .map(|m| m.name)
+                .collect(),
+        }
+    }
+
     pub fn close(&self) {
         self.transport.close();
+    }
+}
+
+/// A node's name: the node name in its certificate, else its cluster address.
+fn own_name(security: &needle_transport::Security, addr: SocketAddr) -> Result<String> {
+    match security {
+        needle_transport::Security::Mutual(files) => {
+            let names = needle_transport::certs::names_in_cert_file(&files.cert_path)
+                .map_err(|e| Error::Replication(e.to_string()))?;
+            Ok(super::members::member_name(&names, addr))
+        }
+        needle_transport::Security::InsecureDev => Ok(addr.to_string()),
     }
 }

@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use needle_transport::region::checksum as region_checksum;
 use needle_transport::{
-    AlignedBuf, BoxFuture, DeltaCodec, DeltaEntry, Handler, PeerInfo, RegionKey, Transport,
+    BoxFuture, DeltaCodec, DeltaEntry, Handler, PeerInfo, RegionKey, Transport,
 };
 use parking_lot::Mutex;
 
 use super::concern::{AckTracker, WriteConcern};
-use super::role::{Role, RoleCell, MEMBERS_META};
+use super::members::{member_name, KnownMembers, Member};
+use super::role::{Role, RoleCell};
 use super::wire::{
     entry_to_wire, PullRequest, Request, SnapshotOffer, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
 };
@@ -36,14 +36,22 @@ pub(crate) fn now_ms() -> u64 {
 /// counts for write concerns.
 pub(crate) const MAX_SILENCE_MS: u64 = 15_000;
 
+/// Encoded log bytes one pull reply carries at most (one entry always goes, and no
+/// entry is over `MAX_OP_BYTES`): a replica far behind gets its backlog in pieces
+/// that fit a frame, instead of a reply too large to send, asked for again forever.
+pub(crate) const MAX_PULL_BYTES: usize = 16 << 20;
+
 /// The primary's write-concern state, shared by the log server (which records
 /// acknowledgements) and the writes waiting on them.
 #[derive(Debug)]
 pub struct SharedAcks {
     pub tracker: Mutex<AckTracker>,
     changed: tokio::sync::watch::Sender<u64>,
-    /// Each replica's cluster address (where its transport listens and pulls from).
+    /// Each replica's cluster address (where its transport listens and pulls from),
+    /// by name.
     addresses: Mutex<HashMap<String, std::net::SocketAddr>>,
+    /// Every replica known, heard from lately or not (kept in the store).
+    known: Mutex<KnownMembers>,
 }
 
 impl Default for SharedAcks {
@@ -52,18 +60,18 @@ impl Default for SharedAcks {
             tracker: Mutex::new(AckTracker::new()),
             changed: tokio::sync::watch::Sender::new(0),
             addresses: Mutex::default(),
+            known: Mutex::default(),
         }
     }
 }
 
 impl SharedAcks {
-    /// `replica` has applied everything up to `applied`.
-    /// The cluster addresses of the replicas heard from within the last 15 s (as
-    /// write concerns count them).
-    pub fn members(&self) -> Vec<std::net::SocketAddr> {
+    /// The replicas heard from within the last 15 s (as write concerns count
+    /// them), with their cluster addresses.
+    pub fn members(&self) -> Vec<Member> {
         let now = now_ms();
         let tracker = self.tracker.lock();
-        let mut members: Vec<_> = self
+        let mut members: Vec<Member> = self
             .addresses
             .lock()
             .iter()
@@ -72,10 +80,48 @@ impl SharedAcks {
                     .last_seen_ms(name)
                     .is_some_and(|at| now.saturating_sub(at) <= MAX_SILENCE_MS)
             })
-            .map(|(_, &addr)| addr)
+            .map(|(name, &addr)| Member {
+                name: name.clone(),
+                addr,
+            })
             .collect();
-        members.sort();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
         members
+    }
+
+    /// Starts from the replicas a store remembers (all but this node).
+    pub fn load_known(&self, known: KnownMembers, own_name: &str, own_addr: std::net::SocketAddr) {
+        let names: Vec<String> = known
+            .others(&[own_name], &[own_addr])
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        *self.known.lock() = known;
+        self.know(names);
+    }
+
+    /// Records a replica pulling as `name` from `addr`; whether the known set
+    /// changed (and must be stored).
+    fn remember(&self, name: &str, addr: std::net::SocketAddr) -> bool {
+        self.addresses.lock().insert(name.to_string(), addr);
+        self.known.lock().insert(name, addr)
+    }
+
+    /// Forgets replica `name` entirely (retired): it no longer counts for
+    /// `majority`. Returns whether it was known, and the known set to store.
+    pub fn forget(&self, name: &str) -> (bool, KnownMembers) {
+        let in_tracker = self.tracker.lock().forget(name);
+        self.addresses.lock().remove(name);
+        let mut known = self.known.lock();
+        let in_store = known.forget(name);
+        drop(known);
+        self.changed.send_modify(|v| *v += 1);
+        (in_tracker || in_store, self.known.lock().clone())
+    }
+
+    /// The replicas `majority` counts, by name.
+    pub fn known_replicas(&self) -> Vec<String> {
+        self.tracker.lock().known_replicas()
     }
 
     /// Forgets every replica's acknowledgement, for a new epoch. Sequence numbers are
@@ -85,14 +131,14 @@ impl SharedAcks {
         let mut tracker = self.tracker.lock();
         let known = tracker.known_replicas();
         *tracker = AckTracker::new();
-        tracker.know_replicas(known);
+        tracker.know(known);
         drop(tracker);
         self.changed.send_modify(|v| *v += 1);
     }
 
-    /// The cluster has at least `replicas` replicas, heard from lately or not.
-    pub fn know_replicas(&self, replicas: usize) {
-        self.tracker.lock().know_replicas(replicas);
+    /// The cluster has these replicas, heard from lately or not.
+    pub fn know(&self, replicas: impl IntoIterator<Item = String>) {
+        self.tracker.lock().know(replicas);
         self.changed.send_modify(|v| *v += 1);
     }
 
@@ -138,9 +184,9 @@ pub struct LogServer {
     max_wait: Duration,
     /// Set once the transport is bound (it needs this handler first).
     transport: Arc<OnceLock<Transport>>,
-    /// The snapshot region each replica was last offered, freed when it says it is
-    /// done or asks again.
-    offered: Arc<Mutex<HashMap<String, RegionKey>>>,
+    /// The snapshot region (and its file) each replica was last offered, freed when
+    /// it says it is done or asks again.
+    offered: Arc<Mutex<HashMap<String, (RegionKey, std::path::PathBuf)>>>,
     /// Only a primary serves its log.
     role: Arc<RoleCell>,
 }
@@ -179,9 +225,14 @@ impl Handler for LogServer {
         let offered = self.offered.clone();
         let role = self.role.clone();
         Box::pin(async move {
-            let replica = from
-                .node_name()
-                .map_or_else(|| from.addr.to_string(), str::to_string);
+            // Log pulls, snapshots, fences and promises move members' state.
+            if !from.role.is_member() {
+                return Err(
+                    "replication is for cluster members; a client certificate cannot take part"
+                        .to_string(),
+                );
+            }
+            let replica = member_name(&from.names, from.addr);
             let request = Request::decode(&body).map_err(|e| e.to_string())?;
             let current = role.get();
             if matches!(request, Request::Pull(_) | Request::Snapshot) && current != Role::Primary {
@@ -192,13 +243,11 @@ impl Handler for LogServer {
             }
             match request {
                 Request::Pull(pull) => {
-                    let new = acks
-                        .addresses
-                        .lock()
-                        .insert(replica.clone(), from.addr)
-                        .is_none();
-                    if new {
-                        remember_replica(&db, from.addr);
+                    if acks.remember(&replica, from.addr) {
+                        let known = acks.known.lock().clone();
+                        if let Err(e) = known.store(&db) {
+                            tracing::warn!(error = %e, "could not store the replicas this node knows of");
+                        }
                     }
                     serve_pull(db, codec, Some((&acks, &replica)), pull, max_wait)
                         .await
@@ -238,9 +287,11 @@ impl Handler for LogServer {
                 Request::SnapshotDone { key } => {
                     if let Some(transport) = transport.get() {
                         let mut offered = offered.lock();
-                        if offered.get(&replica) == Some(&RegionKey(key)) {
-                            offered.remove(&replica);
-                            let _ = transport.take_region(RegionKey(key));
+                        if offered.get(&replica).map(|o| o.0) == Some(RegionKey(key)) {
+                            if let Some((key, file)) = offered.remove(&replica) {
+                                let _ = transport.remove_region(key);
+                                let _ = std::fs::remove_file(file);
+                            }
                         }
                     }
                     Ok(Vec::new())
@@ -275,7 +326,7 @@ async fn serve_pull(
     let wait = Duration::from_millis(u64::from(pull.wait_ms)).min(max_wait);
     let _ = tokio::time::timeout(wait, applied.wait_for(|&seq| seq >= pull.from)).await;
     let limit = pull.max.clamp(1, 100_000) as usize;
-    let entries = db.read_log(pull.from, limit)?;
+    let entries = db.read_log_within(pull.from, limit, MAX_PULL_BYTES)?;
     db.metrics()
         .replication_operations
         .with_label_values(&["primary"])
@@ -312,35 +363,43 @@ async fn serve_pull(
     Ok(out)
 }
 
-/// Writes a snapshot of `db`, loads it into a transport region and answers with
-/// where it is; the replica reads the region at its own pace.
+/// Writes a snapshot of `db` to a file, offers the file as a transport region and
+/// answers with where it is; the replica reads it at its own pace, chunk by chunk
+/// from disk, so a snapshot of any size costs the primary no memory.
 async fn offer_snapshot(
     db: Database,
     transport: &Transport,
-    offered: &Mutex<HashMap<String, RegionKey>>,
+    offered: &Mutex<HashMap<String, (RegionKey, std::path::PathBuf)>>,
     replica: String,
 ) -> Result<Vec<u8>> {
-    let (buf, applied_seq) = tokio::task::spawn_blocking(move || -> Result<(AlignedBuf, u64)> {
-        let file = crate::snapshot::scratch_beside(db.store_path(), "outgoing")?;
-        let written = db.write_snapshot(&file);
-        let loaded = written.and_then(|written| {
-            let bytes = std::fs::read(&file)
-                .map_err(|e| Error::Snapshot(format!("reading {}: {e}", file.display())))?;
-            let mut buf = AlignedBuf::zeroed(bytes.len());
-            buf.as_bytes_mut().copy_from_slice(&bytes);
-            Ok((buf, written.info.applied_seq))
-        });
-        let _ = std::fs::remove_file(&file);
-        loaded
-    })
-    .await
-    .map_err(|_| Error::Closed)??;
-    let (len, checksum) = (buf.len() as u64, region_checksum(buf.as_bytes()));
-    let key = transport
-        .register_filled_region(buf)
-        .map_err(|e| Error::Replication(format!("offering a snapshot: {e}")))?;
-    if let Some(previous) = offered.lock().insert(replica.clone(), key) {
-        let _ = transport.take_region(previous);
+    let (file, applied_seq, len, checksum) =
+        tokio::task::spawn_blocking(move || -> Result<(std::path::PathBuf, u64, u64, u64)> {
+            let file = crate::snapshot::scratch_beside(db.store_path(), "outgoing")?;
+            let summed = db.write_snapshot(&file).and_then(|written| {
+                let (len, checksum) = needle_transport::region::file_checksum(&file)
+                    .map_err(|e| Error::Snapshot(format!("reading {}: {e}", file.display())))?;
+                Ok((written.info.applied_seq, len, checksum))
+            });
+            match summed {
+                Ok((applied_seq, len, checksum)) => Ok((file, applied_seq, len, checksum)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&file);
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|_| Error::Closed)??;
+    let key = match transport.register_file_region(&file) {
+        Ok((key, _)) => key,
+        Err(e) => {
+            let _ = std::fs::remove_file(&file);
+            return Err(Error::Replication(format!("offering a snapshot: {e}")));
+        }
+    };
+    if let Some((previous, old_file)) = offered.lock().insert(replica.clone(), (key, file)) {
+        let _ = transport.remove_region(previous);
+        let _ = std::fs::remove_file(old_file);
     }
     tracing::info!(%replica, bytes = len, applied_seq, "offered a snapshot to a replica behind the log");
     Ok(SnapshotOffer {
@@ -350,23 +409,4 @@ async fn offer_snapshot(
         applied_seq,
     }
     .encode())
-}
-
-/// Adds a replica's address to those this node knows of, in its store: after a
-/// restart a primary still counts it for `majority` before it reconnects.
-fn remember_replica(db: &crate::Database, addr: std::net::SocketAddr) {
-    let stored: Vec<std::net::SocketAddr> = match db.meta_json(MEMBERS_META) {
-        Ok(known) => known.unwrap_or_default(),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the replicas this node knows of");
-            return;
-        }
-    };
-    if !stored.contains(&addr) {
-        let mut known = stored;
-        known.push(addr);
-        if let Err(e) = db.set_meta_json(MEMBERS_META, &known) {
-            tracing::warn!(error = %e, "could not store the replicas this node knows of");
-        }
-    }
 }

@@ -68,7 +68,7 @@ fn promotion_fences_the_old_primary_and_demotion_discards_only_its_unreplicated_
     assert_eq!(status(&p)["epoch"], 1);
 
     // Cut the primary off from both replicas; it goes on taking writes nobody gets.
-    let cut = c.post(
+    let cut = p.admin_client().post(
         "/debug/faults",
         &json!({"partitions": [[p_addr], [r1_addr, r2_addr]]}),
     );
@@ -121,7 +121,7 @@ fn promotion_fences_the_old_primary_and_demotion_discards_only_its_unreplicated_
 
     // Until the partition heals the old primary cannot hear of epoch 2; then it is
     // fenced within seconds and sends writers to r1.
-    assert_eq!(c.delete("/debug/faults").0, 200);
+    assert_eq!(p.admin_client().delete("/debug/faults").0, 200);
     assert!(
         wait_for(Duration::from_secs(15), || insert(
             &c, "late", 500, "primary"
@@ -223,7 +223,7 @@ fn promoting_a_lagging_replica_takes_what_its_peer_has_and_needs_a_quorum() {
         && caught_up(&p, &r2)));
 
     // r2 loses the primary; three writes still reach a majority through r1.
-    let r2c = r2.client();
+    let r2c = r2.admin_client();
     assert_eq!(
         r2c.post(
             "/debug/faults",
@@ -314,7 +314,7 @@ fn a_replica_a_promotion_caught_up_from_acknowledges_nothing_more_to_the_old_pri
     let c = p.client();
     // r1 cannot reach the old primary, so its fence notice does not arrive yet.
     let cut = json!({"partitions": [[r1_addr], [p_addr]]});
-    assert_eq!(r1.client().post("/debug/faults", &cut).0, 200);
+    assert_eq!(r1.admin_client().post("/debug/faults", &cut).0, 200);
     let promoted = failover(&r1.url, &["promote", "--peer", &r2_addr]);
     assert_eq!(promoted["epoch"], 2, "{promoted}");
     assert_eq!(status(&p)["role"], "primary");
@@ -335,7 +335,7 @@ fn a_replica_a_promotion_caught_up_from_acknowledges_nothing_more_to_the_old_pri
     assert_eq!(r2.client().get("/collections/docs/vectors/during").0, 404);
     // Healed: the old primary learns of epoch 2 and, demoted, discards the write
     // nobody else has; r2, re-pointed, discards nothing.
-    assert_eq!(r1.client().delete("/debug/faults").0, 200);
+    assert_eq!(r1.admin_client().delete("/debug/faults").0, 200);
     assert!(wait_for(Duration::from_secs(10), || status(&p)["role"] == "fenced"));
     let demoted = failover(&p.url, &["demote", "--primary", &r1_addr]);
     assert_eq!(demoted["discarded"], 1, "{demoted}");
@@ -369,14 +369,14 @@ fn acknowledgements_from_an_earlier_epoch_do_not_count() {
     let c = p.client();
     // r1 is cut off from both; p writes five entries only r2 acknowledges.
     let cut = json!({"partitions": [[r1_addr], [p_addr, r2_addr]]});
-    assert_eq!(r1.client().post("/debug/faults", &cut).0, 200);
+    assert_eq!(r1.admin_client().post("/debug/faults", &cut).0, 200);
     for i in 0..5 {
         assert_eq!(insert(&c, &format!("m{i}"), 10 + i, "majority").0, 201);
     }
     // r1 is forced in without them (epoch 2); p and r2 discard them when re-pointed.
     let forced = failover(&r1.url, &["promote", "--force"]);
     assert_eq!(forced["epoch"], 2, "{forced}");
-    assert_eq!(r1.client().delete("/debug/faults").0, 200);
+    assert_eq!(r1.admin_client().delete("/debug/faults").0, 200);
     // (A pull already in flight may have brought r1 the first of them.)
     let r2_discarded = failover(&r2.url, &["demote", "--primary", &r1_addr])["discarded"].clone();
     assert!(

@@ -104,6 +104,11 @@ impl RaftCluster {
         self.nodes[i].as_ref().expect("member is up").client()
     }
 
+    /// [`RaftCluster::client`] with the members' admin key (fault injection).
+    pub fn admin_client(&self, i: usize) -> Client {
+        self.nodes[i].as_ref().expect("member is up").admin_client()
+    }
+
     /// A client that gives up quickly, for members that may be paused or cut off.
     pub fn impatient(&self, i: usize) -> Client {
         let url = &self.nodes[i].as_ref().expect("member is up").url;
@@ -201,7 +206,7 @@ impl RaftCluster {
             .map(|side| side.iter().map(|&i| self.addrs[i].clone()).collect())
             .collect();
         for i in self.live() {
-            let r = self.client(i).post(
+            let r = self.admin_client(i).post(
                 "/debug/faults",
                 &json!({"partitions": partitions, "seed": 7}),
             );
@@ -211,7 +216,7 @@ impl RaftCluster {
 
     pub fn heal(&self) {
         for i in self.live() {
-            let r = self.client(i).delete("/debug/faults");
+            let r = self.admin_client(i).delete("/debug/faults");
             assert_eq!(r.0, 200, "{}", r.1);
         }
     }

@@ -102,7 +102,7 @@ fn a_live_node_under_writes_snapshots_and_restores_what_it_had_acknowledged() {
     let (ok, _, stderr) = snapshot(&data, &file, None);
     assert!(!ok && stderr.contains("UNAUTHORIZED"), "{stderr}");
     assert!(!file.exists());
-    let resp = c.post("/admin/snapshot", &json!({"out": file}));
+    let resp = c.post("/admin/snapshot", &json!({"name": "x.snap"}));
     assert_error(&resp, 401, "UNAUTHORIZED");
 
     let acked_before: Vec<String> = acked.lock().unwrap().clone();
@@ -148,10 +148,26 @@ fn a_live_node_under_writes_snapshots_and_restores_what_it_had_acknowledged() {
         "health {health} vs snapshot {written}"
     );
 
-    // The admin route wants an absolute path (the node's working directory is not
-    // the caller's).
-    let resp = c.post_with_bearer("/admin/snapshot", "k3y", &json!({"out": "relative.snap"}));
+    // The admin route writes only into the node's snapshot directory, by name: no
+    // path, no way out of it, and no path-taking field at all.
+    for name in [
+        "../escape.snap",
+        "/etc/passwd",
+        "sub/dir.snap",
+        ".hidden",
+        "",
+    ] {
+        let resp = c.post_with_bearer("/admin/snapshot", "k3y", &json!({ "name": name }));
+        assert_error(&resp, 400, "INVALID_REQUEST");
+    }
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let resp = c.post_with_bearer("/admin/snapshot", "k3y", &json!({ "out": victim }));
     assert_error(&resp, 400, "INVALID_REQUEST");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    let resp = c.post_with_bearer("/admin/snapshot", "k3y", &json!({"name": "nightly.snap"}));
+    assert_eq!(resp.0, 200, "{}", resp.1);
+    assert!(data.join("snapshots").join("nightly.snap").is_file());
 }
 
 #[test]
@@ -285,7 +301,11 @@ fn reload_swaps_a_serving_node_to_a_snapshot_while_searches_continue() {
     assert_error(&t.get("/collections/other"), 404, "COLLECTION_NOT_FOUND");
     let not_found_before = seen.lock().unwrap().not_found;
 
-    let resp = t.post_with_bearer("/reload", "k", &json!({ "from": second }));
+    // A snapshot is reloaded by name from the target's snapshot directory (files
+    // reach it the way file-based replication ships them: copied in).
+    std::fs::create_dir_all(target_dir.join("snapshots")).unwrap();
+    std::fs::copy(&second, target_dir.join("snapshots").join("second.snap")).unwrap();
+    let resp = t.post_with_bearer("/reload", "k", &json!({ "from": "second.snap" }));
     assert_eq!(resp.0, 200, "{}", resp.1);
     assert_eq!(resp.1["applied_seq"], second_written["applied_seq"]);
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -301,12 +321,18 @@ fn reload_swaps_a_serving_node_to_a_snapshot_while_searches_continue() {
     assert_eq!(count(&t), live_ids.len() as u64);
     assert_eq!(records(&t, &live_ids), records(&s, &live_ids));
 
-    // Bad input changes nothing.
-    let resp = t.post_with_bearer("/reload", "k", &json!({"from": "relative.snap"}));
+    // Bad input changes nothing: paths are refused, only names in the snapshot
+    // directory are read.
+    let resp = t.post_with_bearer("/reload", "k", &json!({ "from": second }));
     assert_error(&resp, 400, "INVALID_REQUEST");
-    let garbage = dir.path().join("garbage.snap");
-    std::fs::write(&garbage, b"definitely not zstd").unwrap();
-    let resp = t.post_with_bearer("/reload", "k", &json!({ "from": garbage }));
+    let resp = t.post_with_bearer("/reload", "k", &json!({"from": "../second.snap"}));
+    assert_error(&resp, 400, "INVALID_REQUEST");
+    std::fs::write(
+        target_dir.join("snapshots").join("garbage.snap"),
+        b"definitely not zstd",
+    )
+    .unwrap();
+    let resp = t.post_with_bearer("/reload", "k", &json!({ "from": "garbage.snap" }));
     assert_error(&resp, 400, "INVALID_SNAPSHOT");
     let resp = t.post_with_bearer("/reload", "k", &json!({"form": "/typo"}));
     assert_error(&resp, 400, "INVALID_REQUEST");
@@ -319,7 +345,7 @@ fn reload_swaps_a_serving_node_to_a_snapshot_while_searches_continue() {
     let mut entries: Vec<String> = std::fs::read_dir(&target_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name != "NEEDLE_NODE.json")
+        .filter(|name| name != "NEEDLE_NODE.json" && name != "snapshots")
         .collect();
     entries.sort();
     assert!(

@@ -54,7 +54,10 @@ impl Node {
                     let _ = writeln!(file, "{line}");
                 }
                 if !sent {
-                    if let Some(pos) = line.find("listening on http://") {
+                    if let Some(pos) = line
+                        .find("listening on http://")
+                        .or_else(|| line.find("listening on https://"))
+                    {
                         let addr = line[pos + "listening on ".len()..].trim().to_string();
                         let _ = tx.send(addr);
                         sent = true;
@@ -114,6 +117,23 @@ impl Node {
     pub fn client(&self) -> Client {
         Client::new(&self.url)
     }
+
+    /// The admin key the node was started with (`--admin-key K`), if any.
+    pub fn admin_key(&self) -> Option<String> {
+        self.extra
+            .iter()
+            .position(|a| a == "--admin-key")
+            .and_then(|i| self.extra.get(i + 1).cloned())
+    }
+
+    /// A client that sends the node's admin key with every request (admin routes:
+    /// failover, membership, `/debug/faults`).
+    pub fn admin_client(&self) -> Client {
+        match self.admin_key() {
+            Some(key) => self.client().with_bearer(&key),
+            None => self.client(),
+        }
+    }
 }
 
 impl Drop for Node {
@@ -135,6 +155,8 @@ pub fn node() -> (tempfile::TempDir, Node) {
 pub struct Client {
     http: reqwest::blocking::Client,
     base: String,
+    /// Sent as `Authorization: Bearer` with every request when set.
+    bearer: Option<String>,
 }
 
 impl Client {
@@ -151,6 +173,34 @@ impl Client {
         Client {
             http,
             base: base.trim_end_matches('/').to_string(),
+            bearer: None,
+        }
+    }
+
+    /// This client, sending `Authorization: Bearer <key>` with every request.
+    pub fn with_bearer(mut self, key: &str) -> Client {
+        self.bearer = Some(key.to_string());
+        self
+    }
+
+    /// A client for an `https://` node whose certificate chains to `ca_pem`.
+    pub fn with_ca(base: &str, ca_pem: &[u8]) -> Client {
+        let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
+        for cert in reqwest::Certificate::from_pem_bundle(ca_pem).expect("CA PEM") {
+            builder = builder.add_root_certificate(cert);
+        }
+        Client {
+            http: builder.build().expect("client"),
+            base: base.trim_end_matches('/').to_string(),
+            bearer: None,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.bearer {
+            Some(key) => request.bearer_auth(key),
+            None => request,
         }
     }
 
@@ -165,12 +215,7 @@ impl Client {
     }
 
     pub fn try_post(&self, path: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
-        Self::finish(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .json(body)
-                .send(),
-        )
+        Self::finish(self.request(reqwest::Method::POST, path).json(body).send())
     }
 
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -189,8 +234,7 @@ impl Client {
         body: &Value,
     ) -> reqwest::Result<(u16, Value)> {
         Self::finish(
-            self.http
-                .post(format!("{}{path}", self.base))
+            self.request(reqwest::Method::POST, path)
                 .bearer_auth(key)
                 .json(body)
                 .send(),
@@ -200,8 +244,7 @@ impl Client {
     /// DELETE with `Authorization: Bearer <key>` (admin routes).
     pub fn try_delete_with_bearer(&self, path: &str, key: &str) -> reqwest::Result<(u16, Value)> {
         Self::finish(
-            self.http
-                .delete(format!("{}{path}", self.base))
+            self.request(reqwest::Method::DELETE, path)
                 .bearer_auth(key)
                 .send(),
         )
@@ -210,8 +253,7 @@ impl Client {
     /// POST with one extra header.
     pub fn post_with_header(&self, path: &str, header: (&str, &str), body: &Value) -> (u16, Value) {
         Self::finish(
-            self.http
-                .post(format!("{}{path}", self.base))
+            self.request(reqwest::Method::POST, path)
                 .header(header.0, header.1)
                 .json(body)
                 .send(),
@@ -222,8 +264,7 @@ impl Client {
     /// DELETE with one extra header.
     pub fn delete_with_header(&self, path: &str, header: (&str, &str)) -> (u16, Value) {
         Self::finish(
-            self.http
-                .delete(format!("{}{path}", self.base))
+            self.request(reqwest::Method::DELETE, path)
                 .header(header.0, header.1)
                 .send(),
         )
@@ -231,13 +272,7 @@ impl Client {
     }
 
     pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
-        Self::finish(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .body(body)
-                .send(),
-        )
-        .expect("POST")
+        Self::finish(self.request(reqwest::Method::POST, path).body(body).send()).expect("POST")
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -245,24 +280,23 @@ impl Client {
     }
 
     pub fn try_get(&self, path: &str) -> reqwest::Result<(u16, Value)> {
-        Self::finish(self.http.get(format!("{}{path}", self.base)).send())
+        Self::finish(self.request(reqwest::Method::GET, path).send())
     }
 
     pub fn get_text(&self, path: &str) -> (u16, String) {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+            .request(reqwest::Method::GET, path)
             .send()
             .expect("GET");
         (resp.status().as_u16(), resp.text().expect("body"))
     }
 
     pub fn try_delete(&self, path: &str) -> reqwest::Result<(u16, Value)> {
-        Self::finish(self.http.delete(format!("{}{path}", self.base)).send())
+        Self::finish(self.request(reqwest::Method::DELETE, path).send())
     }
 
     pub fn delete(&self, path: &str) -> (u16, Value) {
-        Self::finish(self.http.delete(format!("{}{path}", self.base)).send()).expect("DELETE")
+        Self::finish(self.request(reqwest::Method::DELETE, path).send()).expect("DELETE")
     }
 }
 

@@ -13,7 +13,35 @@ use crate::TransportError;
 
 /// The name every node certificate carries and every client verifies, so that
 /// peers are checked against the cluster CA whatever address they were dialled at.
+/// It is also what makes a certificate a member's (see [`crate::quic::PeerRole`]).
 pub const CLUSTER_SERVER_NAME: &str = "needle";
+
+/// The name every client certificate carries instead of [`CLUSTER_SERVER_NAME`]: a
+/// client can prove who it is, but cannot serve as (or pass for) a member.
+pub const CLIENT_NAME: &str = "needle-client";
+
+/// A certificate's own name among its DNS names: the first that is not a shared
+/// role name, `localhost` or an address (`node-3`, `client-1`).
+pub fn node_name(names: &[String]) -> Option<&str> {
+    names.iter().map(String::as_str).find(|n| {
+        *n != CLUSTER_SERVER_NAME
+            && *n != CLIENT_NAME
+            && *n != "localhost"
+            && n.parse::<std::net::IpAddr>().is_err()
+    })
+}
+
+/// The DNS names of the first certificate in a PEM file.
+pub fn names_in_cert_file(path: &Path) -> Result<Vec<String>, TransportError> {
+    use rustls::pki_types::pem::PemObject;
+    let cert = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|mut it| it.next().transpose())
+        .map_err(|e| cert_error(format!("{}: {e}", path.display())))?
+        .ok_or_else(|| cert_error(format!("{}: no certificate in it", path.display())))?;
+    let parsed = webpki::EndEntityCert::try_from(&cert)
+        .map_err(|e| cert_error(format!("{}: {e}", path.display())))?;
+    Ok(parsed.valid_dns_names().map(str::to_string).collect())
+}
 
 fn cert_error(e: impl std::fmt::Display) -> TransportError {
     TransportError::Certificates(e.to_string())
@@ -64,6 +92,22 @@ impl CertAuthority {
         &self.key_pem
     }
 
+    /// A client certificate for `name` (`client-1`): client authentication only,
+    /// naming [`CLIENT_NAME`] and `name` but not [`CLUSTER_SERVER_NAME`], so it can
+    /// neither serve as a member nor be given a member's powers.
+    pub fn issue_client(
+        &self,
+        name: &str,
+        validity: Validity,
+    ) -> Result<IssuedCert, TransportError> {
+        self.issue_with(
+            name,
+            vec![CLIENT_NAME.to_string(), name.to_string()],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+            validity,
+        )
+    }
+
     /// A node certificate for `name`, valid as server and client, naming
     /// [`CLUSTER_SERVER_NAME`], `name`, localhost and the loopback addresses plus
     /// `hosts`.
@@ -81,15 +125,30 @@ impl CertAuthority {
             "::1".to_string(),
         ];
         names.extend(hosts.iter().cloned());
+        self.issue_with(
+            name,
+            names,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            validity,
+        )
+    }
+
+    fn issue_with(
+        &self,
+        name: &str,
+        names: Vec<String>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        validity: Validity,
+    ) -> Result<IssuedCert, TransportError> {
         let mut params = CertificateParams::new(names).map_err(cert_error)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = usages;
         if let Some((not_before, not_after)) = validity {
             params.not_before = not_before;
             params.not_after = not_after;
@@ -114,6 +173,8 @@ pub struct ClusterFiles {
     pub ca_key: PathBuf,
     /// `(cert, key)` per node, `node-1` first.
     pub nodes: Vec<(PathBuf, PathBuf)>,
+    /// `(cert, key)` per client, `client-1` first.
+    pub clients: Vec<(PathBuf, PathBuf)>,
 }
 
 impl ClusterFiles {
@@ -129,11 +190,22 @@ impl ClusterFiles {
 }
 
 /// Writes `ca.pem`, `ca-key.pem` and `node-N.pem` / `node-N-key.pem` for N in
-/// 1..=nodes into `out` (created if missing). Keys are written readable by the owner
-/// only.
+/// 1..=nodes into `out` (created if missing); no client certificates.
 pub fn generate_cluster(
     out: &Path,
     nodes: usize,
+    hosts: &[String],
+) -> Result<ClusterFiles, TransportError> {
+    generate_cluster_with_clients(out, nodes, 0, hosts)
+}
+
+/// [`generate_cluster`], plus `client-N.pem` / `client-N-key.pem` for N in
+/// 1..=clients. Keys are created readable by the owner only: never, not even for an
+/// instant, readable by others.
+pub fn generate_cluster_with_clients(
+    out: &Path,
+    nodes: usize,
+    clients: usize,
     hosts: &[String],
 ) -> Result<ClusterFiles, TransportError> {
     std::fs::create_dir_all(out)
@@ -141,11 +213,8 @@ pub fn generate_cluster(
     let ca = CertAuthority::new("needle cluster CA")?;
     let write = |name: &str, text: &str, private: bool| -> Result<PathBuf, TransportError> {
         let path = out.join(name);
-        std::fs::write(&path, text)
+        write_file(&path, text.as_bytes(), private)
             .map_err(|e| cert_error(format!("writing {}: {e}", path.display())))?;
-        if private {
-            restrict(&path)?;
-        }
         Ok(path)
     };
     let files = ClusterFiles {
@@ -161,18 +230,40 @@ pub fn generate_cluster(
                 ))
             })
             .collect::<Result<_, TransportError>>()?,
+        clients: (1..=clients)
+            .map(|i| {
+                let name = format!("client-{i}");
+                let issued = ca.issue_client(&name, None)?;
+                Ok((
+                    write(&format!("{name}.pem"), &issued.cert_pem, false)?,
+                    write(&format!("{name}-key.pem"), &issued.key_pem, true)?,
+                ))
+            })
+            .collect::<Result<_, TransportError>>()?,
     };
     Ok(files)
 }
 
+/// Writes `bytes` to `path`, replacing it. A private file is created with mode 0600
+/// (an existing one is truncated and set to 0600 before anything is written).
 #[cfg(unix)]
-fn restrict(path: &Path) -> Result<(), TransportError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| cert_error(format!("chmod {}: {e}", path.display())))
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if private {
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    if private {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 #[cfg(not(unix))]
-fn restrict(_: &Path) -> Result<(), TransportError> {
-    Ok(())
+fn write_file(path: &Path, bytes: &[u8], _private: bool) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
 }

@@ -7,9 +7,14 @@
 //! This is the bookkeeping only (sans-IO): the async shell reads a `RegionWrite`
 //! frame's body straight into [`RegionTable::slot`] and then calls
 //! [`RegionTable::commit`]; no intermediate message buffer is allocated.
+//!
+//! A region to be read can also be a file ([`RegionTable::register_file`]): a
+//! snapshot of any size is then served chunk by chunk from disk, never held whole in
+//! memory, and the reader writes it to a file of its own as it arrives.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::TransportError;
 
@@ -63,6 +68,25 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
+/// [`checksum`] of a file's contents, read in 4 MiB pieces (blocking: call it off
+/// the async threads), and the file's length.
+pub fn file_checksum(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, hasher.digest()))
+}
+
 /// Written byte ranges, merged: `start → end` with no two touching.
 #[derive(Debug, Default, Clone)]
 struct Coverage {
@@ -99,6 +123,24 @@ struct Region {
     coverage: Coverage,
 }
 
+/// What a read of a region yields: bytes copied out of a memory region, or where in
+/// a file region's file to read them (the shell reads it off the async threads).
+#[derive(Debug)]
+pub enum RegionData {
+    Bytes(Vec<u8>),
+    File {
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// A file offered for reading.
+struct FileRegion {
+    file: Arc<std::fs::File>,
+    len: u64,
+}
+
 /// The outcome of a fully written region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
@@ -110,6 +152,7 @@ pub struct Completion {
 /// The regions one node has registered for peers to write into or read from.
 pub struct RegionTable {
     regions: HashMap<RegionKey, Region>,
+    files: HashMap<RegionKey, FileRegion>,
     next_key: u64,
     max_region: u64,
 }
@@ -120,6 +163,7 @@ impl RegionTable {
     pub fn new(max_region: u64) -> RegionTable {
         RegionTable {
             regions: HashMap::new(),
+            files: HashMap::new(),
             next_key: 1,
             max_region,
         }
@@ -164,6 +208,52 @@ impl RegionTable {
         coverage.add(0, len);
         self.regions.insert(key, Region { buf, coverage });
         Ok(key)
+    }
+
+    /// A region whose contents are the file at `path`, for peers to read; its length
+    /// comes back with the key. Any size: nothing is loaded, and the memory bound
+    /// does not apply.
+    pub fn register_file(
+        &mut self,
+        path: &std::path::Path,
+    ) -> Result<(RegionKey, u64), TransportError> {
+        let io = |e: std::io::Error| TransportError::Stream(format!("{}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let key = RegionKey(self.next_key);
+        self.next_key += 1;
+        self.files.insert(
+            key,
+            FileRegion {
+                file: Arc::new(file),
+                len,
+            },
+        );
+        Ok((key, len))
+    }
+
+    /// Forgets a region of either kind (a file region's file stays on disk).
+    pub fn remove(&mut self, key: RegionKey) -> bool {
+        self.regions.remove(&key).is_some() || self.files.remove(&key).is_some()
+    }
+
+    /// `len` bytes at `offset` of a memory or file region, for a peer's read.
+    pub fn read_data(
+        &mut self,
+        key: RegionKey,
+        offset: u64,
+        len: u64,
+    ) -> Result<RegionData, TransportError> {
+        if let Some(f) = self.files.get(&key) {
+            let size = usize::try_from(f.len).unwrap_or(usize::MAX);
+            Self::bounds(key, size, offset, len)?;
+            return Ok(RegionData::File {
+                file: Arc::clone(&f.file),
+                offset,
+                len,
+            });
+        }
+        Ok(RegionData::Bytes(self.read(key, offset, len)?.to_vec()))
     }
 
     fn region(&mut self, key: RegionKey) -> Result<&mut Region, TransportError> {
@@ -256,7 +346,7 @@ impl RegionTable {
             .ok_or(TransportError::NoSuchRegion(key.0))
     }
 
-    /// Bytes held by all registered regions.
+    /// Bytes held in memory by all registered regions (file regions hold none).
     pub fn bytes_held(&self) -> u64 {
         self.regions.values().map(|r| r.buf.len() as u64).sum()
     }
@@ -375,6 +465,31 @@ mod tests {
         let buf = table.take(key).unwrap();
         assert_eq!(buf.as_f32().unwrap(), &floats[..]);
         assert_eq!(table.bytes_held(), 0);
+    }
+
+    #[test]
+    fn file_regions_serve_reads_from_disk_and_hold_no_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        // A memory bound far below the file's size: files are not held, so it does
+        // not apply.
+        let mut table = RegionTable::new(16);
+        let (key, len) = table.register_file(&path).unwrap();
+        assert_eq!(len, data.len() as u64);
+        assert_eq!(table.bytes_held(), 0);
+        match table.read_data(key, 5000, 100).unwrap() {
+            RegionData::File { offset, len, .. } => assert_eq!((offset, len), (5000, 100)),
+            RegionData::Bytes(_) => panic!("a file region is read from its file"),
+        }
+        assert!(matches!(
+            table.read_data(key, 9_950, 100),
+            Err(TransportError::OutOfRegion { .. })
+        ));
+        assert!(table.remove(key));
+        assert!(table.read_data(key, 0, 1).is_err());
+        assert!(path.exists(), "removing the region leaves the file");
     }
 
     #[test]

@@ -160,6 +160,10 @@ impl Shard for CudaShard {
         )
     }
 
+    fn serve_from_host(&self) {
+        self.on_host.store(true, Ordering::Relaxed);
+    }
+
     fn make_resident(&self) -> Result<(), KernelError> {
         if self.on_host.load(Ordering::Relaxed) {
             return Ok(());

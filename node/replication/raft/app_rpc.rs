@@ -86,6 +86,30 @@ pub(crate) enum WriteReply {
 }
 
 impl AppRequest {
+    /// What a client certificate may ask: its own writes and searches, and where the
+    /// leader is. Everything else (forwarded writes, read indexes, membership) is
+    /// between members.
+    pub fn is_for_clients(&self) -> bool {
+        matches!(
+            self,
+            AppRequest::ClientWrite { .. } | AppRequest::ClientSearch(_) | AppRequest::Status
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            AppRequest::Hello => "hello",
+            AppRequest::Write(_) => "a forwarded write",
+            AppRequest::ReadIndex => "a read index",
+            AppRequest::AppliedAtLeast(_) => "an applied-index wait",
+            AppRequest::AddMember(_) => "adding a member",
+            AppRequest::RemoveMember(_) => "removing a member",
+            AppRequest::ClientWrite { .. } => "a client write",
+            AppRequest::ClientSearch(_) => "a client search",
+            AppRequest::Status => "status",
+        }
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = vec![APP_TAG];
         postcard::to_io(self, &mut out)

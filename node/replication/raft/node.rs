@@ -103,10 +103,13 @@ struct AppHandler {
     inner: std::sync::Weak<Inner>,
 }
 
+/// The largest search answer a native client gets: well inside one transport frame.
+const MAX_CLIENT_ANSWER_BYTES: usize = 48 << 20;
+
 impl Handler for AppHandler {
     fn request(
         &self,
-        _from: PeerInfo,
+        from: PeerInfo,
         body: Vec<u8>,
     ) -> BoxFuture<std::result::Result<Vec<u8>, String>> {
         let inner = self.inner.clone();
@@ -115,6 +118,12 @@ impl Handler for AppHandler {
                 inner: inner.upgrade().ok_or("node is shutting down")?,
             };
             let request = AppRequest::decode(&body).map_err(|e| e.to_string())?;
+            if !from.role.is_member() && !request.is_for_clients() {
+                return Err(format!(
+                    "{} is for cluster members; a client certificate may only write, search and ask for status",
+                    request.name()
+                ));
+            }
             let response = node.answer(request).await;
             response.encode().map_err(|e| e.to_string())
         })
@@ -301,9 +310,16 @@ impl RaftNode {
                 AppResponse::ReadIndex(self.leader_read_index().await.map_err(|e| e.to_string()))
             }
             AppRequest::AppliedAtLeast(index) => {
-                let _ = self
-                    .await_applied(index, std::time::Instant::now() + Duration::from_secs(1))
-                    .await;
+                let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                if self.await_applied(index, deadline).await.is_ok() {
+                    // `all` promises every member shows the write, not only stores it.
+                    let db = self.database();
+                    let visible = db.await_all_visible();
+                    let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+                    if tokio::time::timeout(remaining, visible).await.is_err() {
+                        return AppResponse::Applied(index.saturating_sub(1));
+                    }
+                }
                 AppResponse::Applied(self.applied_index())
             }
             AppRequest::AddMember(addr) => AppResponse::Member(match addr.parse() {
@@ -342,7 +358,8 @@ impl RaftNode {
         &self,
         request: super::app_rpc::SearchRequest,
     ) -> Result<Vec<super::app_rpc::HitWire>> {
-        self.read_barrier(request.consistency).await?;
+        self.read_barrier(request.consistency, &request.collection)
+            .await?;
         let filter = match &request.filter {
             Some(text) => {
                 let value: serde_json::Value = serde_json::from_str(text)
@@ -357,14 +374,26 @@ impl RaftNode {
         })
         .await
         .map_err(|_| Error::Closed)??;
-        Ok(hits
-            .into_iter()
-            .map(|h| super::app_rpc::HitWire {
+        // The answer travels as one transport frame: refuse one that would not fit,
+        // rather than fail to send it.
+        let mut bytes = 0usize;
+        let mut out = Vec::with_capacity(hits.len());
+        for h in hits {
+            let metadata = h.metadata.and_then(|m| serde_json::to_string(&*m).ok());
+            bytes += 32 + h.id.len() + metadata.as_ref().map_or(0, String::len);
+            if bytes > MAX_CLIENT_ANSWER_BYTES {
+                return Err(Error::ResponseTooLarge {
+                    bytes: bytes as u64,
+                    max: MAX_CLIENT_ANSWER_BYTES as u64,
+                });
+            }
+            out.push(super::app_rpc::HitWire {
                 id: h.id,
                 distance: h.distance,
-                metadata: h.metadata.and_then(|m| serde_json::to_string(&*m).ok()),
-            })
-            .collect())
+                metadata,
+            });
+        }
+        Ok(out)
     }
 
     /// The last log index this node's state machine applied.

@@ -8,12 +8,17 @@
 //! indexes, so all members agree on what is a duplicate even though each forgets old
 //! records on its own schedule. A write the database rejected leaves no record; its
 //! retry is checked again.
+//!
+//! A record keeps a fingerprint of the request (its encoded op and precondition), so
+//! a *different* write that reuses the id — a client bug, or two clients sharing an
+//! `Idempotency-Key` — is refused with `IDEMPOTENCY_KEY_REUSED` instead of being
+//! answered with the first write's outcome and silently dropped.
 
 use std::collections::{HashMap, VecDeque};
 
 use needle_consensus::RequestId;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::op::Applied;
 use crate::writer::StoredOutcome;
 use crate::Database;
@@ -29,6 +34,11 @@ pub(crate) struct RequestTable {
     records: HashMap<RequestId, StoredOutcome>,
     /// Record ids by log index, oldest first, for expiry.
     order: VecDeque<(u64, RequestId)>,
+}
+
+/// The fingerprint of a request: its op and precondition as the log carries them.
+pub(crate) fn request_hash(command: &needle_consensus::Command) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&command.payload)
 }
 
 pub(crate) fn key(id: RequestId) -> String {
@@ -62,15 +72,24 @@ impl RequestTable {
         Ok(table)
     }
 
-    /// What the write `id` did, if it is a duplicate of one accepted within the
-    /// window before log index `index`.
-    pub fn lookup(&self, id: RequestId, index: u64) -> Option<Applied> {
+    /// What the write `id` did, if one with that id was accepted within the window
+    /// before log index `index`: its outcome when `hash` matches (a retry), a refusal
+    /// when it does not (another write reusing the id).
+    pub fn lookup(&self, id: RequestId, index: u64, hash: u64) -> Option<Result<Applied>> {
         let record = self.records.get(&id)?;
-        (record.index + WINDOW > index).then(|| Applied {
+        if record.index + WINDOW <= index {
+            return None;
+        }
+        if record.request_hash.is_some_and(|h| h != hash) {
+            return Some(Err(Error::IdempotencyKeyReused {
+                key: format!("{}:{}", id.client, id.serial),
+            }));
+        }
+        Some(Ok(Applied {
             seq: record.seq,
             affected: record.affected,
             deleted: record.deleted.clone(),
-        })
+        }))
     }
 
     pub fn record(&mut self, id: RequestId, outcome: StoredOutcome) {
@@ -112,8 +131,11 @@ mod tests {
             seq: index * 10,
             affected: 1,
             deleted: vec![],
+            request_hash: Some(HASH),
         }
     }
+
+    const HASH: u64 = 0xfeed;
 
     #[test]
     fn a_retry_within_the_window_is_answered_from_the_record() {
@@ -122,17 +144,43 @@ mod tests {
             client: 1,
             serial: 9,
         };
-        assert!(table.lookup(id, 5).is_none());
+        let seq = |r: Option<Result<Applied>>| r.and_then(|r| r.ok()).map(|a| a.seq);
+        assert!(table.lookup(id, 5, HASH).is_none());
         table.record(id, outcome(5));
-        assert_eq!(table.lookup(id, 6).map(|a| a.seq), Some(50));
-        assert_eq!(table.lookup(id, 5 + WINDOW - 1).map(|a| a.seq), Some(50));
+        assert_eq!(seq(table.lookup(id, 6, HASH)), Some(50));
+        assert_eq!(seq(table.lookup(id, 5 + WINDOW - 1, HASH)), Some(50));
         // Past the window it no longer counts, on every member alike.
-        assert!(table.lookup(id, 5 + WINDOW).is_none());
+        assert!(table.lookup(id, 5 + WINDOW, HASH).is_none());
         let other = RequestId {
             client: 2,
             serial: 9,
         };
-        assert!(table.lookup(other, 6).is_none());
+        assert!(table.lookup(other, 6, HASH).is_none());
+    }
+
+    #[test]
+    fn a_different_request_reusing_an_id_is_refused_not_answered() {
+        let mut table = RequestTable::default();
+        let id = RequestId {
+            client: 3,
+            serial: 1,
+        };
+        table.record(id, outcome(5));
+        let err = table.lookup(id, 6, HASH + 1).unwrap().unwrap_err();
+        assert_eq!(err.code(), "IDEMPOTENCY_KEY_REUSED");
+        // Records from before fingerprints existed match any retry, as they did.
+        let legacy = RequestId {
+            client: 3,
+            serial: 2,
+        };
+        table.record(
+            legacy,
+            StoredOutcome {
+                request_hash: None,
+                ..outcome(7)
+            },
+        );
+        assert!(table.lookup(legacy, 8, HASH + 1).unwrap().is_ok());
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl StateMachine {
 
     /// Applies entries in log order: runs of writes go to the writer together (one
     /// fsynced batch), membership and blank entries are recorded between them. A
-    /// write whose request id was already accepted is answered from its record.
+    /// write whose request id was already accepted is answered from its record; one
+    /// whose id an accepted write with a different request used is refused
+    /// (`IDEMPOTENCY_KEY_REUSED`), on every member alike.
     async fn apply_batch(&mut self, batch: Vec<EntryResponder<TypeConfig>>) -> io::Result<()> {
         let db = self.served.current();
         let mut waiting: Vec<Waiting> = Vec::new();
@@ -83,16 +85,24 @@ impl StateMachine {
                 EntryPayload::Normal(cmd) => {
                     self.applied.log_id = Some(log_id);
                     let request = cmd.request_id;
+                    let hash = requests::request_hash(&cmd);
                     if let Some(id) = request {
-                        if let Some(done) = self.requests.lookup(id, index) {
-                            waiting.push(Waiting::new(WriteWait::Done(Ok(done)), responder));
+                        if let Some(done) = self.requests.lookup(id, index, hash) {
+                            waiting.push(Waiting::new(WriteWait::Done(done), responder));
                             continue;
                         }
                         if let Some(first) = waiting
                             .iter()
                             .position(|w| w.request.map(|r| r.0) == Some(id))
                         {
-                            waiting.push(Waiting::new(WriteWait::SameAs(first), responder));
+                            let wait = if waiting[first].request.map(|r| r.2) == Some(hash) {
+                                WriteWait::SameAs(first)
+                            } else {
+                                WriteWait::Done(Err(Error::IdempotencyKeyReused {
+                                    key: format!("{}:{}", id.client, id.serial),
+                                }))
+                            };
+                            waiting.push(Waiting::new(wait, responder));
                             continue;
                         }
                     }
@@ -104,6 +114,7 @@ impl StateMachine {
                         meta.push(MetaWrite::Outcome {
                             key: requests::key(id),
                             index,
+                            request_hash: hash,
                         });
                         meta.extend(
                             self.requests
@@ -115,11 +126,11 @@ impl StateMachine {
                     let queued = command::decode(&cmd)
                         .and_then(|(op, precondition)| db.enqueue_ordered(op, precondition, meta));
                     let wait = match queued {
-                        Ok(rx) => WriteWait::Queued(rx),
+                        Ok((durable, visible)) => WriteWait::Queued { durable, visible },
                         Err(e) => WriteWait::Done(Err(e)),
                     };
                     let mut w = Waiting::new(wait, responder);
-                    w.request = request.map(|id| (id, index));
+                    w.request = request.map(|id| (id, index, hash));
                     waiting.push(w);
                 }
                 payload => {
@@ -144,8 +155,11 @@ impl StateMachine {
         self.finish(waiting).await
     }
 
-    /// Waits for queued writes and answers their clients, in order, recording the
-    /// outcome of every accepted write that carried a request id.
+    /// Waits until queued writes are durable, records the outcome of every accepted
+    /// write that carried a request id, and answers each client once its write is
+    /// also visible to searches. The state machine moves on at durability: a long
+    /// search holding one collection's writes back delays only their answers, never
+    /// the entries after them.
     ///
     /// A rejection by the database's checks is an answer like any other: every member
     /// rejects the same entry. A failure to write (storage, shutdown) is not: this
@@ -153,18 +167,24 @@ impl StateMachine {
     /// diverge, and openraft stops the node.
     async fn finish(&mut self, waiting: Vec<Waiting>) -> io::Result<()> {
         let mut outcomes: Vec<CommandOutcome> = Vec::with_capacity(waiting.len());
+        let mut answers = Vec::with_capacity(waiting.len());
         for w in waiting {
-            let outcome = match w.wait {
-                WriteWait::Queued(rx) => {
-                    let result = rx.await.unwrap_or(Err(Error::Closed));
+            let (outcome, visible) = match w.wait {
+                WriteWait::Queued { durable, visible } => {
+                    let result = durable.await.unwrap_or(Err(Error::Interrupted));
                     match &result {
-                        Err(e @ (Error::Storage(_) | Error::Closed)) => {
+                        Err(
+                            e @ (Error::Storage(_)
+                            | Error::Closed
+                            | Error::Interrupted
+                            | Error::Failed(_)),
+                        ) => {
                             return Err(io::Error::other(format!(
                                 "applying a committed entry: {e}"
                             )));
                         }
                         Ok(applied) => {
-                            if let Some((id, index)) = w.request {
+                            if let Some((id, index, hash)) = w.request {
                                 self.requests.record(
                                     id,
                                     StoredOutcome {
@@ -172,26 +192,47 @@ impl StateMachine {
                                         seq: applied.seq,
                                         affected: applied.affected,
                                         deleted: applied.deleted.clone(),
+                                        request_hash: Some(hash),
                                     },
                                 );
                             }
                         }
                         Err(_) => {}
                     }
-                    command::outcome(&result)
+                    let visible = result.is_ok().then_some(visible);
+                    (command::outcome(&result), visible)
                 }
-                WriteWait::Done(result) => command::outcome(&result),
-                WriteWait::SameAs(first) => outcomes.get(first).cloned().unwrap_or_else(|| {
-                    command::outcome(&Err(Error::Corrupt(
-                        "lost a duplicate's first answer".into(),
-                    )))
-                }),
+                WriteWait::Done(result) => (command::outcome(&result), None),
+                WriteWait::SameAs(first) => (
+                    outcomes.get(first).cloned().unwrap_or_else(|| {
+                        command::outcome(&Err(Error::Corrupt(
+                            "lost a duplicate's first answer".into(),
+                        )))
+                    }),
+                    None,
+                ),
             };
+            outcomes.push(outcome.clone());
             if let Some(responder) = w.responder {
-                responder.send(outcome.clone());
+                answers.push((responder, outcome, visible));
             }
-            outcomes.push(outcome);
         }
+        if answers.iter().all(|(_, _, visible)| visible.is_none()) {
+            for (responder, outcome, _) in answers {
+                responder.send(outcome);
+            }
+            return Ok(());
+        }
+        // In log order, each once its write is visible (at once, unless a search of
+        // its collection is holding writes back).
+        tokio::spawn(async move {
+            for (responder, outcome, visible) in answers {
+                if let Some(visible) = visible {
+                    let _ = visible.await;
+                }
+                responder.send(outcome);
+            }
+        });
         Ok(())
     }
 }
@@ -200,8 +241,9 @@ impl StateMachine {
 struct Waiting {
     wait: WriteWait,
     responder: Responder,
-    /// Its request id and log index, when it carries one and was queued.
-    request: Option<(RequestId, u64)>,
+    /// Its request id, log index and request fingerprint, when it carries an id and
+    /// was queued.
+    request: Option<(RequestId, u64, u64)>,
 }
 
 impl Waiting {
@@ -215,7 +257,10 @@ impl Waiting {
 }
 
 enum WriteWait {
-    Queued(tokio::sync::oneshot::Receiver<Result<Applied>>),
+    Queued {
+        durable: tokio::sync::oneshot::Receiver<Result<Applied>>,
+        visible: tokio::sync::oneshot::Receiver<Result<Applied>>,
+    },
     Done(Result<Applied>),
     /// A retry of an earlier write of the same batch: the same answer.
     SameAs(usize),
@@ -315,15 +360,17 @@ fn keep_current(dir: &Path, source: &Path, meta: &SnapshotMeta) -> io::Result<Pa
     let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
     let file = format!("snap-{index}-{nanos}.snapshot");
     let target = dir.join(&file);
+    // The file, then its new name, then the record naming it reach the disk in that
+    // order: after a power loss `current.json` never names a file that is not whole.
+    crate::durable::sync_file(source)?;
     std::fs::rename(source, &target)?;
+    crate::durable::sync_dir(dir)?;
     let record = serde_json::to_vec(&CurrentSnapshot {
         file: file.clone(),
         meta: meta.clone(),
     })
     .map_err(io::Error::other)?;
-    let tmp = dir.join("current.json.tmp");
-    std::fs::write(&tmp, record)?;
-    std::fs::rename(&tmp, dir.join(CURRENT))?;
+    crate::durable::replace_file(&dir.join(CURRENT), &record)?;
     for stale in std::fs::read_dir(dir)?.flatten() {
         let name = stale.file_name();
         let name = name.to_string_lossy();

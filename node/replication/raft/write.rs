@@ -79,6 +79,7 @@ impl RaftNode {
         }
         let request_id = request_id.unwrap_or_else(|| self.next_request_id());
         let command = command::encode(&op, precondition, Some(request_id))?;
+        let collection = op.collection().to_string();
         let deadline = Instant::now() + self.write_timeout();
         let concern = if planted_bugs::acknowledges_before_commit() {
             WriteConcern::Primary
@@ -98,9 +99,15 @@ impl RaftNode {
             self.await_all_applied(index, applied.seq, deadline).await?;
         }
         // Read-your-writes on the node that answered: a follower that forwarded the
-        // write answers once it has applied it too. The write is committed either
-        // way, so running out of time here is not an error.
-        let _ = self.await_applied(index, deadline).await;
+        // write answers once it has applied it too, and its searches see it. The
+        // write is committed either way, so running out of time here is not an error.
+        if self.await_applied(index, deadline).await.is_ok() {
+            let db = self.database();
+            let visible = db.await_visible(&collection);
+            let _ =
+                tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), visible)
+                    .await;
+        }
         Ok(applied)
     }
 
@@ -362,8 +369,8 @@ impl RaftNode {
         Ok(read.index())
     }
 
-    /// Waits until a read here would be `consistency`-consistent.
-    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
+    /// Waits until a read of `collection` here would be `consistency`-consistent.
+    pub async fn read_barrier(&self, consistency: ReadConsistency, collection: &str) -> Result<()> {
         if consistency == ReadConsistency::Eventual
             || planted_bugs::serves_linearizable_reads_locally()
         {
@@ -411,7 +418,17 @@ impl RaftNode {
                 Err(e) => return Err(e),
             }
         };
-        self.await_applied(index, deadline).await
+        self.await_applied(index, deadline).await?;
+        // Applied means durable here; the read must also see it in memory.
+        let db = self.database();
+        let visible = db.await_visible(collection);
+        tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), visible)
+            .await
+            .map_err(|_| {
+                Error::NoLeader(format!(
+                    "writes to {collection} up to log index {index} did not become visible in time"
+                ))
+            })
     }
 
     /// Resolves once this node no longer sees `leader` as the leader (a dead leader is

@@ -56,13 +56,16 @@ impl Failover {
             .collect();
         for url in &self.urls {
             let _ = Client::with_timeout(url, Duration::from_secs(10))
+                .with_bearer(ADMIN_KEY)
                 .try_post("/debug/faults", &json!({"partitions": sets, "seed": 7}));
         }
     }
 
     pub fn heal(&self, _trio: &Trio) {
         for url in &self.urls {
-            let _ = Client::with_timeout(url, Duration::from_secs(10)).try_delete("/debug/faults");
+            let _ = Client::with_timeout(url, Duration::from_secs(10))
+                .with_bearer(ADMIN_KEY)
+                .try_delete("/debug/faults");
         }
         self.recorder.note("heal".into());
     }

@@ -113,7 +113,7 @@ pub fn raft_fault(
                 "seed": rng.below(u64::MAX),
             });
             for i in cluster.live() {
-                let _ = cluster.client(i).try_post("/debug/faults", &rules);
+                let _ = cluster.admin_client(i).try_post("/debug/faults", &rules);
             }
             std::thread::sleep(hold * 2);
             cluster.heal();

@@ -16,6 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+pub use crate::region::RegionData;
 pub use peer::Peer;
 
 use crate::faults::FaultInjector;
@@ -34,16 +35,48 @@ pub struct PeerInfo {
     /// DNS names in the peer's certificate (`needle`, `node-2`, `localhost`, …),
     /// already verified against the cluster CA; empty under `--insecure-dev`.
     pub names: Arc<[String]>,
+    /// What the certificate lets it do.
+    pub role: PeerRole,
+}
+
+/// What a connection's certificate makes of it. The cluster CA issues both kinds:
+/// node certificates name [`crate::certs::CLUSTER_SERVER_NAME`] (they can serve as
+/// members), client certificates name [`crate::certs::CLIENT_NAME`] instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// A member of the cluster: replication, Raft, bulk regions, everything.
+    Peer,
+    /// A client (`RaftClient`): its own reads and writes, nothing that moves a
+    /// member's state.
+    Client,
+    /// `--insecure-dev`: nothing was authenticated, so nothing can be told apart;
+    /// treated as a peer (development only).
+    Unauthenticated,
+}
+
+impl PeerRole {
+    /// Whether it may take part in replication (Raft RPCs, log pulls, regions).
+    pub fn is_member(self) -> bool {
+        matches!(self, PeerRole::Peer | PeerRole::Unauthenticated)
+    }
+
+    fn of(names: &[String]) -> PeerRole {
+        if names.is_empty() {
+            PeerRole::Unauthenticated
+        } else if names.iter().any(|n| n == crate::certs::CLUSTER_SERVER_NAME) {
+            PeerRole::Peer
+        } else {
+            PeerRole::Client
+        }
+    }
 }
 
 impl PeerInfo {
     /// The peer's node name: its first certificate name other than the shared
-    /// cluster name and `localhost` (`node-N` for `needle certs generate` files).
+    /// cluster and client names and `localhost` (`node-N` for `needle certs
+    /// generate` files).
     pub fn node_name(&self) -> Option<&str> {
-        self.names
-            .iter()
-            .map(String::as_str)
-            .find(|n| *n != crate::certs::CLUSTER_SERVER_NAME && *n != "localhost")
+        crate::certs::node_name(&self.names)
     }
 }
 
@@ -190,6 +223,15 @@ impl Transport {
         self.shared.regions.lock().register_filled(buf)
     }
 
+    /// A region whose contents are the file at `path`, for peers to read in chunks:
+    /// nothing of it is held in memory beyond the chunk being served.
+    pub fn register_file_region(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(RegionKey, u64), TransportError> {
+        self.shared.regions.lock().register_file(path)
+    }
+
     /// The completion of a fully written region, or what is missing.
     pub fn region_completion(&self, key: RegionKey) -> Result<Completion, TransportError> {
         self.shared.regions.lock().complete(key)
@@ -198,6 +240,11 @@ impl Transport {
     /// Removes a region and returns its buffer.
     pub fn take_region(&self, key: RegionKey) -> Result<AlignedBuf, TransportError> {
         self.shared.regions.lock().take(key)
+    }
+
+    /// Forgets a region of either kind (a file region's file stays on disk).
+    pub fn remove_region(&self, key: RegionKey) -> bool {
+        self.shared.regions.lock().remove(key)
     }
 
     /// Closes every connection and stops accepting.

@@ -289,17 +289,39 @@ impl Peer {
         }
     }
 
-    /// Reads all `len` bytes of the peer's region `key` in `chunk`-sized reads and
-    /// checks them against the sender's xxh3 `checksum`: how snapshots are fetched.
-    pub async fn read_whole_region(
+    /// Reads all `len` bytes of the peer's region `key` in `chunk`-sized reads into
+    /// a new file at `path`, checks them against the sender's xxh3 `checksum` and
+    /// makes the file durable: how snapshots are fetched. Only one chunk is ever in
+    /// memory; on any failure the partial file is removed.
+    pub async fn read_region_to_file(
         &self,
         key: RegionKey,
         len: u64,
         checksum: u64,
         chunk: u64,
-    ) -> Result<Vec<u8>, TransportError> {
-        let chunk = chunk.max(1);
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        path: &std::path::Path,
+    ) -> Result<(), TransportError> {
+        let result = self
+            .read_region_into(key, len, checksum, chunk.max(1), path)
+            .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        result
+    }
+
+    async fn read_region_into(
+        &self,
+        key: RegionKey,
+        len: u64,
+        checksum: u64,
+        chunk: u64,
+        path: &std::path::Path,
+    ) -> Result<(), TransportError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| TransportError::Stream(format!("{}: {e}", path.display()));
+        let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let mut offset = 0;
         while offset < len {
             let want = chunk.min(len - offset);
@@ -310,10 +332,11 @@ impl Peer {
                     detail: format!("read at {offset} returned {} of {want} bytes", part.len()),
                 });
             }
-            bytes.extend(part);
+            hasher.update(&part);
+            file.write_all(&part).await.map_err(io)?;
             offset += want;
         }
-        let got = crate::region::checksum(&bytes);
+        let got = hasher.digest();
         if got != checksum {
             return Err(TransportError::ChecksumMismatch {
                 key: key.0,
@@ -321,7 +344,14 @@ impl Peer {
                 got,
             });
         }
-        Ok(bytes)
+        file.sync_all().await.map_err(io)?;
+        Ok(())
+    }
+
+    /// The names in the certificate this connection's peer presented (empty under
+    /// `--insecure-dev`).
+    pub fn names(&self) -> std::sync::Arc<[String]> {
+        super::certificate_names(&self.conn)
     }
 
     /// Opens a raw bidirectional stream, for tests that must send malformed bytes.

@@ -30,9 +30,11 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) 
 }
 
 async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
+    let names = super::certificate_names(&conn);
     let from = PeerInfo {
         addr: conn.remote_address(),
-        names: super::certificate_names(&conn),
+        role: super::PeerRole::of(&names),
+        names,
     };
     // A partition configured on this node cuts incoming traffic too.
     let cut = |shared: &Shared| {
@@ -91,6 +93,15 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
         Err(e) => return refuse(&mut recv, &from, &meter, &e),
     };
     meter.received(header.kind, body.len());
+    // Regions hold members' state (snapshots): a client certificate reads none.
+    if matches!(header.kind, FrameKind::RegionRead | FrameKind::RegionDone)
+        && !from.role.is_member()
+    {
+        let e = TransportError::Remote(
+            "regions are for cluster members; a client certificate cannot read them".into(),
+        );
+        return refuse(&mut recv, &from, &meter, &e);
+    }
     let answer = match header.kind {
         FrameKind::Request => {
             let work = shared.handler.request(from.clone(), body);
@@ -103,7 +114,7 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
                 }
             }
         }
-        FrameKind::RegionRead => Ok(read_region(&shared, &body).map_err(|e| e.to_string())),
+        FrameKind::RegionRead => Ok(read_region(&shared, &body).await.map_err(|e| e.to_string())),
         FrameKind::RegionDone => Ok(finish_region(&shared, &body)
             .await
             .map_err(|e| e.to_string())),
@@ -137,11 +148,31 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
     }
 }
 
-fn read_region(shared: &Shared, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+async fn read_region(shared: &Shared, body: &[u8]) -> Result<Vec<u8>, TransportError> {
     let key = RegionKey(u64_at(body, 0)?);
     let offset = u64_at(body, 8)?;
     let len = u64_at(body, 16)?;
-    Ok(shared.regions.lock().read(key, offset, len)?.to_vec())
+    if len > u64::from(shared.config.max_body) {
+        return Err(TransportError::FrameTooLarge {
+            length: len,
+            max: shared.config.max_body,
+        });
+    }
+    let data = shared.regions.lock().read_data(key, offset, len)?;
+    match data {
+        crate::region::RegionData::Bytes(bytes) => Ok(bytes),
+        crate::region::RegionData::File { file, offset, len } => {
+            tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut out = vec![0u8; len as usize];
+                file.read_exact_at(&mut out, offset)?;
+                Ok::<_, std::io::Error>(out)
+            })
+            .await
+            .map_err(stream_error)?
+            .map_err(stream_error)
+        }
+    }
 }
 
 /// Waits for writes still in flight on other streams (up to half the request
@@ -192,6 +223,9 @@ async fn serve_uni(mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
                 }
                 Err(e) => Err(e),
             },
+            FrameKind::RegionWrite if !from.role.is_member() => Err(TransportError::Remote(
+                "regions are for cluster members; a client certificate cannot write them".into(),
+            )),
             FrameKind::RegionWrite => receive_region_write(&mut recv, &header, &shared).await,
             other => Err(TransportError::UnexpectedFrame {
                 expected: "push or region_write",

@@ -63,12 +63,32 @@ pub(crate) async fn read_header(
     Header::parse(&bytes, max_body).map(Some)
 }
 
+/// Reads a body of the announced `length`, growing the buffer only as bytes
+/// arrive: a peer that announces 64 MiB and sends nothing more costs nothing, so
+/// many such streams cannot exhaust memory (QUIC's flow control bounds what is in
+/// flight).
 pub(crate) async fn read_body(
     recv: &mut RecvStream,
     length: u32,
 ) -> Result<Vec<u8>, TransportError> {
-    let mut body = vec![0u8; length as usize];
-    recv.read_exact(&mut body).await.map_err(stream_error)?;
+    let length = length as usize;
+    let mut body = Vec::with_capacity(length.min(64 << 10));
+    while body.len() < length {
+        let chunk = recv
+            .read_chunk(length - body.len(), true)
+            .await
+            .map_err(stream_error)?
+            .ok_or_else(|| {
+                TransportError::malformed(
+                    "frame",
+                    format!(
+                        "stream ended inside a body ({} of {length} bytes)",
+                        body.len()
+                    ),
+                )
+            })?;
+        body.extend_from_slice(&chunk.bytes);
+    }
     Ok(body)
 }
 

@@ -1,0 +1,310 @@
+//! Each collection's lane from "durable" to "visible": how committed writes reach a
+//! collection's in-memory index without the single writer ever waiting on one
+//! collection's readers.
+//!
+//! The writer commits a group of ops to RocksDB, then hands each data op to its
+//! collection's lane. When nothing is queued there and the index's write lock is
+//! free, the lane applies the op at once, on the writer's thread — the common case
+//! costs nothing extra. When a search (or a compaction) holds the index, the op is
+//! queued and a drainer thread applies it (and everything queued behind it, in
+//! order) once the readers are done; the writer goes on with the next group and the
+//! other collections. A long search therefore delays only writes to the collection
+//! it reads, and only their visibility: they are already durable.
+//!
+//! A client is answered once its write is visible. Replication and Raft move on as
+//! soon as it is durable, and a linearizable read first waits for the lane to show
+//! everything committed before it ([`ApplyLane::wait_visible`]).
+//!
+//! If applying to memory fails after the op is durable (a device error, a full
+//! shard), memory would no longer match the store: the lane rebuilds the
+//! collection's index from the store instead, and only if that fails too does the
+//! node stop taking writes.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::catalog::{CollectionIndex, CollectionState};
+use crate::database::Inner;
+use crate::error::{Error, Result};
+use crate::op::{Applied, Op};
+
+/// One durable op waiting to become visible.
+pub(crate) struct Work {
+    pub seq: u64,
+    pub op: Op,
+    /// What the op did, decided when it was checked: the client's answer.
+    pub applied: Applied,
+    pub reply: oneshot::Sender<Result<Applied>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    works: VecDeque<Work>,
+    /// A drainer thread owns the queue until it finds it empty.
+    draining: bool,
+    /// The sequence number of the last op handed to this lane.
+    committed: u64,
+}
+
+/// One collection's lane.
+pub(crate) struct ApplyLane {
+    queue: Mutex<Queue>,
+    /// The sequence number of the last op of this collection applied to memory.
+    visible: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ApplyLane {
+    fn default() -> Self {
+        ApplyLane {
+            queue: Mutex::default(),
+            visible: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl ApplyLane {
+    /// Ops queued behind a busy index, for the writer's room checks.
+    pub fn pending_rows(&self) -> usize {
+        self.queue
+            .lock()
+            .works
+            .iter()
+            .map(|w| match &w.op {
+                Op::Upsert { records, .. } => records.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Waits until every op committed to this lane before the call is visible.
+    pub async fn wait_visible(&self) {
+        let target = self.queue.lock().committed;
+        let mut visible = self.visible.subscribe();
+        let _ = visible.wait_for(|&v| v >= target).await;
+    }
+}
+
+/// Hands a durable op to `state`'s lane: applied now if the index is free and
+/// nothing waits before it, else queued for a drainer thread.
+pub(crate) fn submit(inner: &Arc<Inner>, state: &Arc<CollectionState>, work: Work) {
+    let lane = &state.lane;
+    let mut queue = lane.queue.lock();
+    queue.committed = work.seq;
+    if queue.works.is_empty() && !queue.draining {
+        if let Some(mut index) = state.index.try_write() {
+            apply_all(inner, state, &mut index, vec![work]);
+            drop(index);
+            state.maybe_compact();
+            return;
+        }
+    }
+    queue.works.push_back(work);
+    if queue.draining {
+        return;
+    }
+    queue.draining = true;
+    drop(queue);
+    let (inner_for_thread, state_for_thread) = (Arc::clone(inner), Arc::clone(state));
+    let spawned = std::thread::Builder::new()
+        .name("needle-apply".into())
+        .spawn(move || drain(&inner_for_thread, &state_for_thread));
+    if let Err(e) = spawned {
+        // No thread to hand it to: wait for the readers here instead.
+        tracing::warn!(error = %e, "cannot start an apply thread; applying on the writer");
+        drain(inner, state);
+    }
+}
+
+/// Applies the lane's queue until it is empty, taking the index's write lock (and
+/// waiting for its readers) once per run of queued ops.
+fn drain(inner: &Arc<Inner>, state: &Arc<CollectionState>) {
+    loop {
+        let works: Vec<Work> = {
+            let mut queue = state.lane.queue.lock();
+            if queue.works.is_empty() {
+                queue.draining = false;
+                return;
+            }
+            queue.works.drain(..).collect()
+        };
+        {
+            let mut index = state.index.write();
+            apply_all(inner, state, &mut index, works);
+        }
+        state.maybe_compact();
+    }
+}
+
+/// Applies `works` in order, then answers their clients. A failure or panic while
+/// applying rebuilds the index from the store, which already holds every op
+/// committed so far, so memory matches the store again either way.
+fn apply_all(
+    inner: &Arc<Inner>,
+    state: &Arc<CollectionState>,
+    index: &mut CollectionIndex,
+    works: Vec<Work>,
+) {
+    let Some(last) = works.last().map(|w| w.seq) else {
+        return;
+    };
+    let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        works.iter().try_for_each(|w| apply_one(index, &w.op))
+    }));
+    let failure = match applied {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(payload) => {
+            inner.metrics.health.record_panic("apply", payload.as_ref());
+            Some(crate::health::panic_message(payload.as_ref()))
+        }
+    };
+    if let Some(why) = failure {
+        let name = &state.stored.config.name;
+        tracing::error!(collection = %name, error = %why, "applying durable writes in memory failed; rebuilding the collection from the store");
+        match state.rebuild_index(&inner.store, inner.backend.as_ref()) {
+            Ok((rebuilt, on_host)) => {
+                *index = rebuilt;
+                let how = if on_host {
+                    " (now served from host memory)"
+                } else {
+                    ""
+                };
+                inner.metrics.health.record(
+                    "apply",
+                    format!("collection {name}: applying in memory failed ({why}); rebuilt from the store{how}"),
+                );
+            }
+            Err(e) => {
+                inner.metrics.health.fail(
+                    "apply",
+                    format!("collection {name}: applying in memory failed ({why}) and rebuilding from the store failed too ({e})"),
+                );
+                for w in works {
+                    let _ = w.reply.send(Err(Error::Failed(format!(
+                        "write {} is durable but could not be made visible; restart the node",
+                        w.seq
+                    ))));
+                }
+                return;
+            }
+        }
+    }
+    state.lane.visible.send_replace(last);
+    for w in works {
+        let _ = w.reply.send(Ok(w.applied));
+    }
+}
+
+fn apply_one(index: &mut CollectionIndex, op: &Op) -> Result<()> {
+    if crate::injected_faults::apply_in_memory_fails() {
+        return Err(Error::Corrupt("injected: apply-in-memory-fails".into()));
+    }
+    match op {
+        Op::Upsert { records, .. } => records.iter().try_for_each(|r| index.upsert(r)),
+        Op::Delete { ids, .. } => ids.iter().try_for_each(|id| index.delete(id).map(|_| ())),
+        Op::CreateCollection(_) | Op::DropCollection { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{CollectionConfig, Distance, VectorRecord};
+    use crate::op::{Op, Precondition};
+    use crate::Database;
+    use std::time::Duration;
+
+    fn upsert(collection: &str, id: &str) -> Op {
+        Op::Upsert {
+            collection: collection.into(),
+            records: vec![VectorRecord::new(id, vec![1.0, 0.0])],
+        }
+    }
+
+    /// A search holding one collection's index (here: its read lock, held by the
+    /// test) delays only that collection's writes, and only their visibility.
+    #[test]
+    fn a_long_read_of_one_collection_does_not_block_writes_to_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        for name in ["busy", "free"] {
+            db.create_collection(CollectionConfig::new(name, 2, Distance::Dot))
+                .unwrap();
+        }
+        let busy = db.state("busy").unwrap();
+        let reader = busy.index.read();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let r = db.submit(upsert("busy", "a"), Precondition::None);
+                let _ = tx.send(());
+                r
+            })
+        };
+        // Durable, so the writer went on: a later write to the other collection is
+        // committed and visible while "busy" is still read.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while db.applied_seq() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(db.applied_seq(), 3, "the write to busy was not committed");
+        db.submit(upsert("free", "b"), Precondition::None).unwrap();
+        assert_eq!(db.collection("free").unwrap().count().unwrap(), 1);
+        // The busy collection's writer waits for visibility, behind the reader.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(reader);
+        writer.join().unwrap().unwrap();
+        assert_eq!(db.collection("busy").unwrap().count().unwrap(), 1);
+        // Preconditions see the queued write, not the stale index.
+        let reader = busy.index.read();
+        let late = {
+            let db = db.clone();
+            std::thread::spawn(move || db.submit(upsert("busy", "c"), Precondition::None))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while db.applied_seq() < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let again = db.submit(upsert("busy", "c"), Precondition::IdsAbsent);
+        drop(reader);
+        assert_eq!(again.unwrap_err().code(), "VECTOR_EXISTS");
+        late.join().unwrap().unwrap();
+    }
+
+    /// A linearizable read's last step waits for what is durable to be visible.
+    #[test]
+    fn waiting_for_visibility_ends_once_the_queued_writes_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        db.create_collection(CollectionConfig::new("c", 2, Distance::Dot))
+            .unwrap();
+        let state = db.state("c").unwrap();
+        let reader = state.index.read();
+        let writer = {
+            let db = db.clone();
+            std::thread::spawn(move || db.submit(upsert("c", "a"), Precondition::None))
+        };
+        while db.applied_seq() < 2 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let waited = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(100), db.await_visible("c")).await
+        });
+        assert!(
+            waited.is_err(),
+            "the write is not visible while the reader holds the index"
+        );
+        drop(reader);
+        writer.join().unwrap().unwrap();
+        runtime.block_on(db.await_visible("c"));
+        assert_eq!(db.collection("c").unwrap().count().unwrap(), 1);
+    }
+}

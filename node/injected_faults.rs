@@ -1,0 +1,30 @@
+//! Faults injected on purpose, for the tests of the node's recovery paths: a worker
+//! thread that panics, an in-memory apply that fails after its write is durable.
+//!
+//! Each is a fail point (the `fail` crate): compiled to nothing unless the crate is
+//! built with the `failpoints` feature, and even then off unless the process starts
+//! with `FAILPOINTS` naming it, e.g. `FAILPOINTS=writer-panic=1*panic` (panic once).
+
+/// `writer-panic`: the writer thread panics while it commits a group of writes.
+pub(crate) fn writer_commit() {
+    fail::fail_point!("writer-panic");
+}
+
+/// `search-engine-panic`: the coalescer's thread panics in an engine call.
+pub(crate) fn search_engine_call() {
+    fail::fail_point!("search-engine-panic");
+}
+
+/// `apply-in-memory-fails`: applying a write to the in-memory index fails after the
+/// write was made durable (as a GPU error or a full shard would).
+pub(crate) fn apply_in_memory_fails() -> bool {
+    fail::fail_point!("apply-in-memory-fails", |_| true);
+    false
+}
+
+/// `device-full`: the search backend's device reports no room for more rows, as a
+/// full GPU would (the CPU backend never does).
+pub(crate) fn device_full() -> bool {
+    fail::fail_point!("device-full", |_| true);
+    false
+}

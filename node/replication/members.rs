@@ -1,0 +1,161 @@
+//! The nodes a primary–replica cluster is known to have, by name.
+//!
+//! A primary counts every replica it has known for `majority` (a silent one too: a
+//! promotion elsewhere would count it), and a replica counts every node it has known
+//! for a promotion's quorum. Keyed by the node's certificate name (`node-3`), or by
+//! its cluster address where nodes have no certificates (`--insecure-dev`), so a
+//! replica that comes back on a new address is the same member, not a second one;
+//! a retired one is removed with `needle replica forget NAME`. Kept in the store,
+//! so a restart does not forget part of the cluster.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::Database;
+
+/// `meta` key of the known members.
+pub(super) const MEMBERS_META: &str = "replication_members";
+
+/// A node's name for replication: its certificate's node name, else its address.
+pub(crate) fn member_name(names: &[String], addr: SocketAddr) -> String {
+    needle_transport::certs::node_name(names).map_or_else(|| addr.to_string(), str::to_string)
+}
+
+/// One known node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    /// Where its transport was last seen.
+    pub addr: SocketAddr,
+}
+
+/// Known nodes, name → last address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownMembers {
+    by_name: BTreeMap<String, SocketAddr>,
+}
+
+/// The stored form; the first versions stored bare addresses.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Named(Vec<Member>),
+    Addresses(Vec<SocketAddr>),
+}
+
+impl KnownMembers {
+    pub fn load(db: &Database) -> Result<KnownMembers> {
+        Ok(match db.meta_json::<Stored>(MEMBERS_META)? {
+            None => KnownMembers::default(),
+            Some(Stored::Named(members)) => KnownMembers::from_members(members),
+            Some(Stored::Addresses(addrs)) => KnownMembers::from_members(
+                addrs
+                    .into_iter()
+                    .map(|addr| Member {
+                        name: addr.to_string(),
+                        addr,
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    pub fn from_members(members: Vec<Member>) -> KnownMembers {
+        KnownMembers {
+            by_name: members.into_iter().map(|m| (m.name, m.addr)).collect(),
+        }
+    }
+
+    pub fn store(&self, db: &Database) -> Result<()> {
+        db.set_meta_json(MEMBERS_META, &self.members())
+    }
+
+    /// Adds (or moves) a member; whether anything changed.
+    pub fn insert(&mut self, name: &str, addr: SocketAddr) -> bool {
+        self.by_name.insert(name.to_string(), addr) != Some(addr)
+    }
+
+    /// Forgets a member; whether it was known.
+    pub fn forget(&mut self, name: &str) -> bool {
+        self.by_name.remove(name).is_some()
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.by_name
+            .iter()
+            .map(|(name, &addr)| Member {
+                name: name.clone(),
+                addr,
+            })
+            .collect()
+    }
+
+    /// Members other than the nodes named, or at the addresses given (this node,
+    /// say, or the primary being replaced).
+    pub fn others(&self, names: &[&str], addrs: &[SocketAddr]) -> Vec<Member> {
+        self.members()
+            .into_iter()
+            .filter(|m| !names.contains(&m.name.as_str()) && !addrs.contains(&m.addr))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_member_that_moves_is_still_one_member_and_forget_removes_it() {
+        let mut known = KnownMembers::default();
+        assert!(known.insert("node-2", addr(5002)));
+        assert!(!known.insert("node-2", addr(5002)));
+        assert!(
+            known.insert("node-2", addr(6002)),
+            "a new address is a change"
+        );
+        assert!(known.insert("node-3", addr(5003)));
+        assert_eq!(known.len(), 2);
+        assert_eq!(known.others(&["node-3"], &[]).len(), 1);
+        assert_eq!(known.others(&[], &[addr(6002)])[0].name, "node-3");
+        assert!(known.forget("node-3"));
+        assert!(!known.forget("node-3"));
+        assert_eq!(
+            known.members(),
+            vec![Member {
+                name: "node-2".into(),
+                addr: addr(6002)
+            }]
+        );
+    }
+
+    #[test]
+    fn the_old_stored_form_still_reads() {
+        let old: Stored = serde_json::from_str(r#"["127.0.0.1:5002"]"#).unwrap();
+        assert!(matches!(old, Stored::Addresses(ref a) if a == &[addr(5002)]));
+        let new: Stored =
+            serde_json::from_str(r#"[{"name":"node-2","addr":"127.0.0.1:5002"}]"#).unwrap();
+        assert!(matches!(new, Stored::Named(ref m) if m[0].name == "node-2"));
+    }
+
+    #[test]
+    fn names_come_from_certificates_or_addresses() {
+        let names = vec!["needle".to_string(), "node-4".into(), "localhost".into()];
+        assert_eq!(member_name(&names, addr(1)), "node-4");
+        assert_eq!(member_name(&[], addr(1)), "127.0.0.1:1");
+    }
+}
