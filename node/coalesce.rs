@@ -95,7 +95,8 @@ impl SearchCoalescer {
             }
             Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
         }
-        rx.await.map_err(|_| Error::Closed)?
+        // A dropped reply means the engine call panicked (and was recovered from).
+        rx.await.map_err(|_| Error::Interrupted)?
     }
 }
 

@@ -384,12 +384,16 @@ impl Database {
     }
 
     /// The checks a write must pass against the current state before it is worth
-    /// ordering (a Raft leader refuses a bad write before it reaches the log): every
-    /// check of a local write, the device's room included, since the members that
-    /// apply the entry will not refuse it for that.
+    /// ordering (a Raft member refuses a bad write before it reaches the log).
     pub(crate) fn precheck(&self, op: &Op) -> Result<()> {
         self.refuse_if_failed()?;
-        self.validate(op)?;
+        self.validate(op)
+    }
+
+    /// Whether this node's device has room for `op`: checked by whoever orders it (a
+    /// Raft leader, before proposing), since the members that apply the entry will
+    /// not refuse it for that.
+    pub(crate) fn check_room(&self, op: &Op) -> Result<()> {
         if let Op::Upsert {
             collection,
             records,

@@ -102,9 +102,10 @@ pub enum Error {
     /// An `Idempotency-Key` that an earlier, different write already used.
     #[error("Idempotency-Key {key} was already used by a different request; use a new key for a new write")]
     IdempotencyKeyReused { key: String },
-    /// The writer was interrupted by an internal error (a panic, which was caught)
-    /// while this write was in flight: it may or may not be durable.
-    #[error("the write was interrupted by an internal error and may or may not have been applied; read it back or retry it")]
+    /// The writer or the search engine was interrupted by an internal error (a panic,
+    /// which was caught) while this request was in flight: a write may or may not be
+    /// durable.
+    #[error("the request was interrupted by an internal error (the node recovered); a write may or may not have been applied: read it back or retry it")]
     Interrupted,
     /// The node stopped applying writes after a failure it could not repair; it
     /// must be restarted (it reopens from its store).
@@ -174,7 +175,7 @@ impl Error {
             Error::Overloaded(_) => "OVERLOADED",
             Error::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
             Error::Failed(_) => "NODE_FAILED",
-            Error::Interrupted => "WRITE_INTERRUPTED",
+            Error::Interrupted => "INTERRUPTED",
         }
     }
 

@@ -80,6 +80,8 @@ pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
                 .collect();
             drop(tracker);
             status["replicas"] = json!(replicas);
+            // Every replica `majority` counts, heard from lately or not.
+            status["known_replicas"] = json!(replication.known_replicas());
         }
         Role::Standalone => {}
     }

@@ -1,9 +1,15 @@
 //! Arbitrary bodies at every write and search route: always a 4xx with an error code,
-//! never a 5xx, never a crash, and nothing stored changes.
+//! never a 5xx, never a crash, and nothing stored changes. The node runs with its
+//! address space capped, so a request that makes it allocate by an unchecked count
+//! kills it (and fails the test) instead of passing on a machine with memory to spare.
 
-use crate::support::node;
+use crate::support::Node;
 use proptest::prelude::*;
 use serde_json::{json, Value};
+
+/// Room for the node's threads, RocksDB and the test's data, and far less than any
+/// allocation sized by a hostile count.
+const ADDRESS_SPACE: u64 = 4 << 30;
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -28,7 +34,8 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 #[test]
 fn garbage_bodies_get_client_errors_and_change_nothing() {
-    let (_dir, node) = node();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_address_space_limit(&dir.path().join("data"), &[], ADDRESS_SPACE);
     let c = node.client();
     c.post(
         "/collections",
@@ -81,6 +88,33 @@ fn garbage_bodies_get_client_errors_and_change_nothing() {
             },
         )
         .unwrap();
+    // Counts that would size huge allocations if they were trusted before checking:
+    // a million empty queries against a 65,536-dimension collection (262 GB as a
+    // query buffer), and a huge k with vectors asked for.
+    c.post(
+        "/collections",
+        &json!({"name": "wide", "dimensions": 65536, "distance": "dot"}),
+    );
+    let million_empty = format!(
+        "{{\"vectors\":[{}],\"k\":1}}",
+        vec!["[]"; 1_000_000].join(",")
+    );
+    let (status, resp) = c.post_raw("/collections/wide/search/batch", million_empty);
+    assert_eq!(status, 400, "{resp}");
+    assert_eq!(resp["error"]["code"], "DIMENSION_MISMATCH", "{resp}");
+    let (status, resp) = c.post(
+        "/collections/g/search/batch",
+        &json!({"vectors": vec![[1.0, 2.0]; 100], "k": 10_000, "include_vectors": true}),
+    );
+    assert!(status == 200 || status == 400, "{status} {resp}");
+    let (status, resp) = c.post(
+        "/collections/g/search",
+        &json!({"vector": [1.0, 2.0], "k": 10_001}),
+    );
+    assert_eq!(
+        (status, resp["error"]["code"].clone()),
+        (400, json!("INVALID_K"))
+    );
     // Still serving, and the stored vector is untouched unless a valid write said so.
     let (status, kept) = c.get("/collections/g/vectors/keep");
     assert_eq!(status, 200);

@@ -36,10 +36,27 @@ impl RaftCluster {
         extra: &[&str],
         env: &[(String, String)],
     ) -> RaftCluster {
+        RaftCluster::start_with_member_env(dir, n, extra, env, |_| Vec::new())
+    }
+
+    /// [`RaftCluster::start_with_env`], plus `member_env(i)` for member `i` alone.
+    pub fn start_with_member_env(
+        dir: &Path,
+        n: usize,
+        extra: &[&str],
+        env: &[(String, String)],
+        member_env: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> RaftCluster {
         let certs = dir.join("certs");
-        // Spare identities for members added later and for native clients.
-        needle_transport::certs::generate_cluster(&certs, n + SPARE_IDENTITIES, &[])
-            .expect("certs");
+        // Spare identities for members added later, and client certificates
+        // (`client-1`, `client-2`) for native clients.
+        needle_transport::certs::generate_cluster_with_clients(
+            &certs,
+            n + SPARE_IDENTITIES,
+            2,
+            &[],
+        )
+        .expect("certs");
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_udp_port()))
             .collect();
@@ -55,7 +72,11 @@ impl RaftCluster {
             dirs.push(dir.join(format!("n{}", i + 1)));
         }
         let nodes = (0..n)
-            .map(|i| Some(crate::cluster::start_with_env(&dirs[i], &args[i], env)))
+            .map(|i| {
+                let mut env = env.to_vec();
+                env.extend(member_env(i));
+                Some(crate::cluster::start_with_env(&dirs[i], &args[i], &env))
+            })
             .collect();
         RaftCluster {
             nodes,
@@ -186,11 +207,17 @@ impl RaftCluster {
 
     /// Starts member `i` again on its data directory.
     pub fn restart(&mut self, i: usize) {
+        let env = self.env.clone();
+        self.restart_with_env(i, &env);
+    }
+
+    /// [`RaftCluster::restart`] with `env` for this member's new process.
+    pub fn restart_with_env(&mut self, i: usize, env: &[(String, String)]) {
         self.kill(i);
         self.nodes[i] = Some(crate::cluster::start_with_env(
             &self.dirs[i],
             &self.args[i],
-            &self.env,
+            env,
         ));
     }
 
@@ -248,11 +275,13 @@ fn member_args(
         id.to_string(),
         "--cluster-addr".into(),
         addr.to_string(),
-        "--peers".into(),
-        peers.join(","),
         "--backend".into(),
         "cpu".into(),
     ];
+    // A one-member cluster has no peers to name.
+    if !peers.is_empty() {
+        args.extend(["--peers".into(), peers.join(",")]);
+    }
     args.extend(tls_args(certs, id));
     args.extend(extra.iter().cloned());
     args

@@ -24,8 +24,21 @@ impl Node {
 
     /// [`Node::start`] with extra environment variables (kept for restarts).
     pub fn start_with_env(data: &Path, extra: &[&str], env: &[(String, String)]) -> Node {
+        Node::spawn(Command::new(BIN), data, extra, env)
+    }
+
+    /// [`Node::start`] with the process's address space capped at `bytes`
+    /// (`prlimit --as`): an allocation sized by an unchecked count then fails (and
+    /// aborts the node) instead of passing by luck on a machine with memory to spare.
+    pub fn start_with_address_space_limit(data: &Path, extra: &[&str], bytes: u64) -> Node {
+        let mut prlimit = Command::new("prlimit");
+        prlimit.arg(format!("--as={bytes}")).arg("--").arg(BIN);
+        Node::spawn(prlimit, data, extra, &[])
+    }
+
+    fn spawn(mut command: Command, data: &Path, extra: &[&str], env: &[(String, String)]) -> Node {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut child = Command::new(BIN)
+        let mut child = command
             .arg("serve")
             .arg("--data")
             .arg(data)

@@ -77,6 +77,14 @@ impl RaftNode {
             Err(Error::CollectionNotFound(_)) | Ok(()) => {}
             Err(e) => return Err(e),
         }
+        // The leader orders it, so the leader checks its device's room (a follower
+        // forwarding the write has the leader check it: `apply_forwarded`).
+        if self.is_leader() {
+            match self.database().check_room(&op) {
+                Err(Error::CollectionNotFound(_)) | Ok(()) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let request_id = request_id.unwrap_or_else(|| self.next_request_id());
         let command = command::encode(&op, precondition, Some(request_id))?;
         let collection = op.collection().to_string();
@@ -286,12 +294,23 @@ impl RaftNode {
         }
     }
 
-    /// The leader's side of a forwarded write.
+    /// The leader's side of a forwarded write: it orders the write, so it checks
+    /// its own device's room first (a refusal is the write's answer).
     pub(crate) async fn apply_forwarded(&self, command: Command) -> WriteReply {
         let raft = match self.raft() {
             Ok(raft) => raft,
             Err(e) => return WriteReply::Failed(e.to_string()),
         };
+        if self.is_leader() {
+            if let Ok((op, _)) = command::decode(&command) {
+                if let Err(e @ Error::Kernel(_)) = self.database().check_room(&op) {
+                    return WriteReply::Applied {
+                        index: 0,
+                        outcome: command::outcome(&Err(e)),
+                    };
+                }
+            }
+        }
         match raft.client_write(command).await {
             Ok(response) => WriteReply::Applied {
                 index: response.log_id.index,
