@@ -16,6 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+/// Where the writer answers what an op did.
+pub(crate) type AppliedReceiver = oneshot::Receiver<Result<Applied>>;
+
 const META_EPOCHS: &str = "epochs";
 const META_FENCED_BY: &str = "fenced_by";
 
@@ -294,11 +297,7 @@ impl Database {
 
     /// Static validation happens here, on the caller's thread, so the single writer
     /// thread only does the checks that need the current state.
-    fn enqueue(
-        &self,
-        op: Op,
-        precondition: Precondition,
-    ) -> Result<oneshot::Receiver<Result<Applied>>> {
+    fn enqueue(&self, op: Op, precondition: Precondition) -> Result<AppliedReceiver> {
         self.refuse_if_failed()?;
         self.validate(&op)?;
         let (visible, rx) = oneshot::channel();
@@ -361,10 +360,7 @@ impl Database {
         op: Op,
         precondition: Precondition,
         meta: Vec<crate::writer::MetaWrite>,
-    ) -> Result<(
-        oneshot::Receiver<Result<Applied>>,
-        oneshot::Receiver<Result<Applied>>,
-    )> {
+    ) -> Result<(AppliedReceiver, AppliedReceiver)> {
         self.refuse_if_failed()?;
         validate_context_free(&op)?;
         let (durable, durable_rx) = oneshot::channel();

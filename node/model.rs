@@ -207,7 +207,7 @@ pub fn validate_vector(vector: &[f32], dimensions: usize) -> Result<()> {
     if let Some((index, value)) = vector
         .iter()
         .enumerate()
-        .find(|(_, v)| !(v.abs() <= MAX_COMPONENT_MAGNITUDE))
+        .find(|(_, v)| !v.is_finite() || v.abs() > MAX_COMPONENT_MAGNITUDE)
     {
         return Err(Error::NonFiniteVector {
             index,

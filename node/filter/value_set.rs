@@ -71,6 +71,10 @@ impl ValueSet {
     pub fn len(&self) -> usize {
         self.original.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.original.is_empty()
+    }
 }
 
 impl PartialEq for ValueSet {

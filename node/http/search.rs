@@ -72,7 +72,7 @@ impl<'a> HitOut<'a> {
         HitOut {
             id: &hit.id,
             distance: f64::from(hit.distance),
-            metadata: include_metadata.then(|| hit.metadata.as_deref()),
+            metadata: include_metadata.then_some(hit.metadata.as_deref()),
             vector: hit.vector.as_deref(),
         }
     }

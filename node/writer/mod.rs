@@ -126,11 +126,9 @@ impl WriterHandle {
 
     pub fn send(&self, pending: Pending) -> Result<()> {
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        if !pending.ordered {
-            if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                return Err(Error::Overloaded("the write queue is full".into()));
-            }
+        if !pending.ordered && self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Overloaded("the write queue is full".into()));
         }
         let ordered = pending.ordered;
         tx.send(pending).map_err(|_| {

@@ -209,6 +209,38 @@ fn https_serves_the_api_and_the_cli_follows_with_a_ca_file() {
         .0,
         201
     );
+    assert_eq!(
+        c.post(
+            "/collections/t/vectors",
+            &json!({"id": "a", "vector": [1, 0]})
+        )
+        .0,
+        201
+    );
+    // The load balancer reaches it the same way: https, the CA, the key.
+    let balancer = needle::replication::LoadBalancer::with_options(
+        vec![node.url.clone()],
+        needle::replication::LoadBalancerOptions {
+            ca_pem: Some(std::fs::read(&ca).unwrap()),
+            api_key: Some("k".into()),
+        },
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let hits = runtime
+        .block_on(balancer.search("t", &[1.0, 0.0], 1, None))
+        .unwrap();
+    assert_eq!(hits[0].id, "a");
+    let keyless = needle::replication::LoadBalancer::with_options(
+        vec![node.url.clone()],
+        needle::replication::LoadBalancerOptions {
+            ca_pem: Some(std::fs::read(&ca).unwrap()),
+            api_key: None,
+        },
+    )
+    .unwrap();
+    let refused = runtime.block_on(keyless.search("t", &[1.0, 0.0], 1, None));
+    assert_eq!(refused.unwrap_err().code(), "UNAUTHORIZED");
     // Plain HTTP on the TLS port gets nothing.
     let plain = Client::with_timeout(
         &node.url.replace("https://", "http://"),

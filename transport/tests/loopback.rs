@@ -514,3 +514,69 @@ async fn traffic_is_counted_per_peer_and_kind() {
         .unwrap();
     assert!(text.contains("needle_transport_bytes_sent_total"), "{text}");
 }
+
+/// A file region of any size (here far past the node's memory-region bound) goes
+/// from file to file in chunks; neither side holds it in memory.
+#[tokio::test]
+async fn a_file_region_streams_from_file_to_file_past_the_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    generate_cluster(dir.path(), 2, &[]).unwrap();
+    let small = |config: &mut TransportConfig| config.max_region = 4096;
+    let a = start_with(Security::Mutual(files(dir.path(), 1)), small);
+    let b = start_with(Security::Mutual(files(dir.path(), 2)), small);
+    let source = dir.path().join("snapshot.bin");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&source, &data).unwrap();
+    let (len, checksum) = needle_transport::region::file_checksum(&source).unwrap();
+    assert_eq!(len, data.len() as u64);
+    let (key, registered_len) = b.transport.register_file_region(&source).unwrap();
+    assert_eq!(registered_len, len);
+    let peer = a
+        .transport
+        .connect(b.transport.local_addr().unwrap())
+        .await
+        .unwrap();
+    let target = dir.path().join("received.bin");
+    peer.read_region_to_file(key, len, checksum, 256 << 10, &target)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    // A wrong checksum fails the transfer and leaves no partial file.
+    let bad = dir.path().join("bad.bin");
+    let err = peer
+        .read_region_to_file(key, len, checksum ^ 1, 256 << 10, &bad)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::ChecksumMismatch { .. }),
+        "{err}"
+    );
+    assert!(!bad.exists());
+    assert!(b.transport.remove_region(key));
+}
+
+/// A client certificate authenticates, but regions are for members only.
+#[tokio::test]
+async fn a_client_certificate_cannot_read_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    needle_transport::certs::generate_cluster_with_clients(dir.path(), 1, 1, &[]).unwrap();
+    let member = start(Security::Mutual(files(dir.path(), 1)));
+    let client = start(Security::Mutual(TlsFiles {
+        cert_path: dir.path().join("client-1.pem"),
+        key_path: dir.path().join("client-1-key.pem"),
+        ca_path: dir.path().join("ca.pem"),
+    }));
+    let mut buf = needle_transport::AlignedBuf::zeroed(64);
+    buf.as_bytes_mut().copy_from_slice(&[7; 64]);
+    let key = member.transport.register_filled_region(buf).unwrap();
+    let peer = client
+        .transport
+        .connect(member.transport.local_addr().unwrap())
+        .await
+        .unwrap();
+    // Requests are the handler's to judge: it sees a client.
+    assert_eq!(peer.request(b"who").await.unwrap(), b"client-1");
+    assert!(peer.read_region(key, 0, 8).await.is_err());
+}
