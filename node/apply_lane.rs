@@ -22,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -32,6 +33,15 @@ use crate::database::Inner;
 use crate::error::{Error, Result};
 use crate::op::{Applied, Op};
 
+/// Bytes of ops one lane holds back before it slows their sources down: past it, an
+/// op ordered elsewhere (a replica's stream, a Raft log) is reported durable only
+/// once it is applied, so replication waits instead of piling whole vectors up in
+/// memory behind a long search.
+const LANE_BACKLOG_BYTES: usize = 256 << 20;
+
+/// An op's durable answer, sent when the lane has room for it (or once applied).
+pub(crate) type DurableReply = (oneshot::Sender<Result<Applied>>, Applied);
+
 /// One durable op waiting to become visible.
 pub(crate) struct Work {
     pub seq: u64,
@@ -39,6 +49,25 @@ pub(crate) struct Work {
     /// What the op did, decided when it was checked: the client's answer.
     pub applied: Applied,
     pub reply: oneshot::Sender<Result<Applied>>,
+    /// The durable answer, for ops ordered elsewhere.
+    pub durable: Option<DurableReply>,
+}
+
+impl Work {
+    fn rows(&self) -> usize {
+        match &self.op {
+            Op::Upsert { records, .. } => records.len(),
+            _ => 0,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match &self.op {
+            Op::Upsert { records, .. } => records.iter().map(|r| 64 + 4 * r.vector.len()).sum(),
+            Op::Delete { ids, .. } => ids.iter().map(|id| 32 + id.len()).sum(),
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -55,6 +84,11 @@ pub(crate) struct ApplyLane {
     queue: Mutex<Queue>,
     /// The sequence number of the last op of this collection applied to memory.
     visible: tokio::sync::watch::Sender<u64>,
+    /// Rows and bytes handed to the lane and not yet applied (queued, or taken by a
+    /// drainer that waits for the index). Atomics, so that room checks holding the
+    /// index never need the queue's lock.
+    pending_rows: AtomicUsize,
+    pending_bytes: AtomicUsize,
 }
 
 impl Default for ApplyLane {
@@ -62,22 +96,16 @@ impl Default for ApplyLane {
         ApplyLane {
             queue: Mutex::default(),
             visible: tokio::sync::watch::Sender::new(0),
+            pending_rows: AtomicUsize::new(0),
+            pending_bytes: AtomicUsize::new(0),
         }
     }
 }
 
 impl ApplyLane {
-    /// Ops queued behind a busy index, for the writer's room checks.
+    /// Rows handed to the lane and not yet in the index, for the room checks.
     pub fn pending_rows(&self) -> usize {
-        self.queue
-            .lock()
-            .works
-            .iter()
-            .map(|w| match &w.op {
-                Op::Upsert { records, .. } => records.len(),
-                _ => 0,
-            })
-            .sum()
+        self.pending_rows.load(Ordering::Acquire)
     }
 
     /// Waits until every op committed to this lane before the call is visible.
@@ -86,15 +114,32 @@ impl ApplyLane {
         let mut visible = self.visible.subscribe();
         let _ = visible.wait_for(|&v| v >= target).await;
     }
+
+    fn applied(&self, works: &[Work]) {
+        let (rows, bytes) = works
+            .iter()
+            .fold((0, 0), |(r, b), w| (r + w.rows(), b + w.bytes()));
+        self.pending_rows.fetch_sub(rows, Ordering::AcqRel);
+        self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
 }
 
 /// Hands a durable op to `state`'s lane: applied now if the index is free and
-/// nothing waits before it, else queued for a drainer thread.
-pub(crate) fn submit(inner: &Arc<Inner>, state: &Arc<CollectionState>, work: Work) {
+/// nothing waits before it, else queued for a drainer thread. Only the writer thread
+/// calls this, so no other submit can race it; a drainer only ever takes from the
+/// queue.
+pub(crate) fn submit(inner: &Arc<Inner>, state: &Arc<CollectionState>, mut work: Work) {
     let lane = &state.lane;
-    let mut queue = lane.queue.lock();
-    queue.committed = work.seq;
-    if queue.works.is_empty() && !queue.draining {
+    lane.pending_rows.fetch_add(work.rows(), Ordering::AcqRel);
+    let backlog = lane.pending_bytes.fetch_add(work.bytes(), Ordering::AcqRel) + work.bytes();
+    let idle = {
+        let mut queue = lane.queue.lock();
+        queue.committed = work.seq;
+        queue.works.is_empty() && !queue.draining
+    };
+    if idle {
+        // No lane lock is held while applying: a room check holding the index may
+        // look at the lane meanwhile.
         if let Some(mut index) = state.index.try_write() {
             apply_all(inner, state, &mut index, vec![work]);
             drop(index);
@@ -102,6 +147,12 @@ pub(crate) fn submit(inner: &Arc<Inner>, state: &Arc<CollectionState>, work: Wor
             return;
         }
     }
+    if backlog <= LANE_BACKLOG_BYTES {
+        if let Some((tx, applied)) = work.durable.take() {
+            let _ = tx.send(Ok(applied));
+        }
+    }
+    let mut queue = lane.queue.lock();
     queue.works.push_back(work);
     if queue.draining {
         return;
@@ -119,9 +170,22 @@ pub(crate) fn submit(inner: &Arc<Inner>, state: &Arc<CollectionState>, work: Wor
     }
 }
 
+/// Resets the lane's `draining` flag however the drainer ends, so a later submit
+/// starts a new one rather than queueing behind a thread that is gone.
+struct Draining<'a>(&'a ApplyLane);
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.queue.lock().draining = false;
+        }
+    }
+}
+
 /// Applies the lane's queue until it is empty, taking the index's write lock (and
 /// waiting for its readers) once per run of queued ops.
 fn drain(inner: &Arc<Inner>, state: &Arc<CollectionState>) {
+    let _draining = Draining(&state.lane);
     loop {
         let works: Vec<Work> = {
             let mut queue = state.lane.queue.lock();
@@ -141,7 +205,8 @@ fn drain(inner: &Arc<Inner>, state: &Arc<CollectionState>) {
 
 /// Applies `works` in order, then answers their clients. A failure or panic while
 /// applying rebuilds the index from the store, which already holds every op
-/// committed so far, so memory matches the store again either way.
+/// committed so far, so memory matches the store again either way; a rebuild that
+/// fails (or panics) too stops the node taking writes.
 fn apply_all(
     inner: &Arc<Inner>,
     state: &Arc<CollectionState>,
@@ -162,41 +227,62 @@ fn apply_all(
             Some(crate::health::panic_message(payload.as_ref()))
         }
     };
-    if let Some(why) = failure {
-        let name = &state.stored.config.name;
-        tracing::error!(collection = %name, error = %why, "applying durable writes in memory failed; rebuilding the collection from the store");
-        match state.rebuild_index(&inner.store, inner.backend.as_ref()) {
-            Ok((rebuilt, on_host)) => {
-                *index = rebuilt;
-                let how = if on_host {
-                    " (now served from host memory)"
-                } else {
-                    ""
-                };
-                inner.metrics.health.record(
-                    "apply",
-                    format!("collection {name}: applying in memory failed ({why}); rebuilt from the store{how}"),
-                );
-            }
-            Err(e) => {
-                inner.metrics.health.fail(
-                    "apply",
-                    format!("collection {name}: applying in memory failed ({why}) and rebuilding from the store failed too ({e})"),
-                );
-                for w in works {
-                    let _ = w.reply.send(Err(Error::Failed(format!(
-                        "write {} is durable but could not be made visible; restart the node",
-                        w.seq
-                    ))));
-                }
-                return;
-            }
-        }
-    }
+    let outcome = match failure {
+        None => Ok(()),
+        Some(why) => rebuild(inner, state, index, &why),
+    };
+    state.lane.applied(&works);
     state.lane.visible.send_replace(last);
     for w in works {
-        let _ = w.reply.send(Ok(w.applied));
+        let answer = match &outcome {
+            Ok(()) => Ok(w.applied.clone()),
+            Err(message) => Err(Error::Failed(format!(
+                "write {} is durable but could not be made visible ({message}); restart the node",
+                w.seq
+            ))),
+        };
+        if let Some((tx, applied)) = w.durable {
+            let _ = tx.send(Ok(applied));
+        }
+        let _ = w.reply.send(answer);
     }
+}
+
+/// Replaces `index` with the collection as the store holds it; `Err` (and the node
+/// failed) when that is impossible.
+fn rebuild(
+    inner: &Arc<Inner>,
+    state: &Arc<CollectionState>,
+    index: &mut CollectionIndex,
+    why: &str,
+) -> std::result::Result<(), String> {
+    let name = &state.stored.config.name;
+    tracing::error!(collection = %name, error = %why, "applying durable writes in memory failed; rebuilding the collection from the store");
+    let rebuilt = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        state.rebuild_index(&inner.store, inner.backend.as_ref())
+    }));
+    let failed = match rebuilt {
+        Ok(Ok((fresh, on_host))) => {
+            *index = fresh;
+            let how = if on_host {
+                " (now served from host memory)"
+            } else {
+                ""
+            };
+            inner.metrics.health.record(
+                "apply",
+                format!("collection {name}: applying in memory failed ({why}); rebuilt from the store{how}"),
+            );
+            return Ok(());
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(payload) => crate::health::panic_message(payload.as_ref()),
+    };
+    let message = format!(
+        "collection {name}: applying in memory failed ({why}) and rebuilding from the store failed too ({failed})"
+    );
+    inner.metrics.health.fail("apply", message.clone());
+    Err(message)
 }
 
 fn apply_one(index: &mut CollectionIndex, op: &Op) -> Result<()> {

@@ -188,6 +188,9 @@ impl CollectionState {
         store: &Store,
         backend: &dyn Backend,
     ) -> Result<(CollectionIndex, bool)> {
+        if crate::injected_faults::rebuild_fails() {
+            return Err(Error::Corrupt("injected: rebuild-fails".into()));
+        }
         match load_index(&self.stored, backend, store) {
             Ok(index) => Ok((index, false)),
             Err(e) if backend.name() != "cpu" => {

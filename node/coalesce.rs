@@ -19,7 +19,7 @@ use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::health::NodeHealth;
-use crate::search::{SearchHit, MAX_RESULTS_PER_SEARCH};
+use crate::search::{AnswerBudget, SearchHit, MAX_RESULTS_PER_SEARCH};
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub struct SearchRequest {
     pub k: usize,
     pub filter: Option<Arc<Filter>>,
     pub include_vectors: bool,
+    /// The answer's byte budget (`None`: unbounded).
+    pub budget: Option<AnswerBudget>,
 }
 
 struct Job {
@@ -163,8 +165,10 @@ fn partition<T>(items: Vec<T>, same: impl Fn(&T, &T) -> bool) -> Vec<Vec<T>> {
 }
 
 /// One engine call for the group at the largest `k` asked; each caller gets its own
-/// prefix. If the batch fails (the collection changed under a queued query, say),
-/// each query runs alone so only the faulty one sees an error.
+/// prefix, and only then its vectors (if asked) and its budget's check: one caller's
+/// large `k` never makes the node read vectors for another's hits. If the batch
+/// fails (the collection changed under a queued query, say), each query runs alone so
+/// only the faulty one sees an error.
 fn execute(group: Vec<Job>, observe: &BatchObserver) {
     let Some(first) = group.first() else { return };
     let collection = first.collection.clone();
@@ -172,42 +176,45 @@ fn execute(group: Vec<Job>, observe: &BatchObserver) {
     let include_vectors = first.request.include_vectors;
     let k = group.iter().map(|j| j.request.k).max().unwrap_or(1);
     crate::injected_faults::search_engine_call();
-    // The queries move into the batch; each caller keeps its k and reply channel.
+    // The queries move into the batch; each caller keeps its k, budget and reply.
     let (queries, waiting): (Vec<Vec<f32>>, Vec<_>) = group
         .into_iter()
-        .map(|j| (j.request.query, (j.request.k, j.reply)))
+        .map(|j| (j.request.query, (j.request.k, j.request.budget, j.reply)))
         .unzip();
     observe(collection.name(), queries.len());
     let never = CancelToken::never();
-    match collection.search_batch_cancellable(
-        &queries,
-        k,
-        filter.as_deref(),
-        include_vectors,
-        &never,
-    ) {
+    let finish = |mut hits: Vec<SearchHit>, k: usize, budget: Option<AnswerBudget>| {
+        hits.truncate(k);
+        collection
+            .finish_hits(&mut hits, include_vectors, budget.as_ref())
+            .map(|()| hits)
+    };
+    match collection.search_batch_within(&queries, k, filter.as_deref(), false, &never, None) {
         Ok(results) => {
-            for ((k, reply), mut hits) in waiting.into_iter().zip(results) {
-                hits.truncate(k);
-                let _ = reply.send(Ok(hits));
+            for ((k, budget, reply), hits) in waiting.into_iter().zip(results) {
+                let _ = reply.send(finish(hits, k, budget));
             }
         }
         Err(e) if waiting.len() == 1 => {
-            if let Some((_, reply)) = waiting.into_iter().next() {
+            if let Some((_, _, reply)) = waiting.into_iter().next() {
                 let _ = reply.send(Err(e));
             }
         }
         Err(_) => {
-            for (query, (k, reply)) in queries.iter().zip(waiting) {
+            for (query, (k, budget, reply)) in queries.iter().zip(waiting) {
                 observe(collection.name(), 1);
                 let result = collection
-                    .search_batch(
+                    .search_batch_within(
                         std::slice::from_ref(query),
                         k,
                         filter.as_deref(),
-                        include_vectors,
+                        false,
+                        &never,
+                        None,
                     )
-                    .map(|mut per_query| per_query.pop().unwrap_or_default());
+                    .and_then(|mut per_query| {
+                        finish(per_query.pop().unwrap_or_default(), k, budget)
+                    });
                 let _ = reply.send(result);
             }
         }
@@ -225,6 +232,7 @@ mod tests {
             k,
             filter: None,
             include_vectors: false,
+            budget: None,
         }
     }
 
@@ -253,27 +261,91 @@ mod tests {
             Arc::new(SearchCoalescer::start(Box::new(|_, _| {}), db.health(), 2).unwrap());
         let state = db.state("c").unwrap();
         let held = state.index.write();
-        let mut accepted = Vec::new();
-        let mut overloaded = false;
-        for _ in 0..6 {
-            let (coalescer, c) = (Arc::clone(&coalescer), c.clone());
-            let task = runtime.spawn(async move { coalescer.search(c, request(5)).await });
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            if task.is_finished() {
-                let result = runtime.block_on(task).unwrap();
-                assert_eq!(result.unwrap_err().code(), "OVERLOADED");
-                overloaded = true;
-                break;
-            }
-            accepted.push(task);
+        // One in the engine (blocked), two queued, the rest refused: wait until a
+        // refusal shows, however slowly the tasks are scheduled.
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let (coalescer, c) = (Arc::clone(&coalescer), c.clone());
+                runtime.spawn(async move { coalescer.search(c, request(5)).await })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !tasks.iter().any(|t| t.is_finished()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(overloaded, "the queue never refused");
         let zero = runtime.block_on(coalescer.search(c.clone(), request(0)));
         assert_eq!(zero.unwrap_err().code(), "INVALID_K");
         drop(held);
-        for task in accepted {
-            assert_eq!(runtime.block_on(task).unwrap().unwrap().len(), 5);
+        let (mut answered, mut refused) = (0, 0);
+        for task in tasks {
+            match runtime.block_on(task).unwrap() {
+                Ok(hits) => {
+                    assert_eq!(hits.len(), 5);
+                    answered += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), "OVERLOADED");
+                    refused += 1;
+                }
+            }
         }
+        assert!(refused >= 1, "the queue never refused");
+        assert!(answered >= 1);
+    }
+
+    /// Callers sharing an engine call get vectors for their own hits only, each
+    /// within its own budget: a large k asked by one never makes the node read (or
+    /// answer) vectors for another.
+    #[test]
+    fn shared_engine_calls_read_vectors_per_caller_within_each_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::Database::open(dir.path()).unwrap();
+        let c = db
+            .create_collection(CollectionConfig::new("c", 64, Distance::Dot))
+            .unwrap();
+        c.upsert(
+            (0..500)
+                .map(|i| VectorRecord::new(format!("{i}"), vec![i as f32; 64]))
+                .collect(),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let coalescer =
+            Arc::new(SearchCoalescer::start(Box::new(|_, _| {}), db.health(), 16).unwrap());
+        let ask = |k: usize| SearchRequest {
+            query: vec![1.0; 64],
+            k,
+            filter: None,
+            include_vectors: true,
+            budget: Some(AnswerBudget {
+                max_bytes: 20_000,
+                with_metadata: true,
+            }),
+        };
+        let state = db.state("c").unwrap();
+        let held = state.index.write();
+        let big = {
+            let (coalescer, c) = (Arc::clone(&coalescer), c.clone());
+            runtime.spawn(async move { coalescer.search(c, ask(500)).await })
+        };
+        let small = {
+            let (coalescer, c) = (Arc::clone(&coalescer), c.clone());
+            runtime.spawn(async move { coalescer.search(c, ask(2)).await })
+        };
+        // Both queued behind the held index, so they share one engine call.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(held);
+        let big = runtime.block_on(big).unwrap();
+        assert_eq!(big.unwrap_err().code(), "RESPONSE_TOO_LARGE");
+        let small = runtime.block_on(small).unwrap().unwrap();
+        assert_eq!(small.len(), 2);
+        assert!(small
+            .iter()
+            .all(|h| h.vector.as_ref().is_some_and(|v| v.len() == 64)));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::{CollectionConfig, VectorRecord};
 use crate::op::{Op, Precondition};
-use crate::search::{self, SearchHit};
+use crate::search::{self, AnswerBudget, SearchHit};
 
 /// A handle to a collection by name. Every call resolves the name afresh, like an HTTP
 /// client would: after a drop it reports `COLLECTION_NOT_FOUND`, and after a drop and
@@ -106,18 +106,27 @@ impl Collection {
         filter: Option<&Filter>,
         include_vectors: bool,
     ) -> Result<Vec<Vec<SearchHit>>> {
-        self.search_batch_cancellable(queries, k, filter, include_vectors, &CancelToken::never())
+        self.search_batch_within(
+            queries,
+            k,
+            filter,
+            include_vectors,
+            &CancelToken::never(),
+            None,
+        )
     }
 
     /// [`Collection::search_batch`] that stops with `CANCELLED` once `cancel` is set
-    /// (its requester went away).
-    pub fn search_batch_cancellable(
+    /// (its requester went away), and with `RESPONSE_TOO_LARGE` once the answer
+    /// passes `budget`.
+    pub fn search_batch_within(
         &self,
         queries: &[Vec<f32>],
         k: usize,
         filter: Option<&Filter>,
         include_vectors: bool,
         cancel: &CancelToken,
+        budget: Option<&AnswerBudget>,
     ) -> Result<Vec<Vec<SearchHit>>> {
         let state = self.db.state(&self.name)?;
         search::search(
@@ -128,7 +137,35 @@ impl Collection {
             filter,
             include_vectors,
             cancel,
+            budget,
         )
+    }
+
+    /// Completes one query's hits for its caller: counts them against `budget` and
+    /// reads their vectors if asked (the coalescer does this per caller, after cutting
+    /// a shared engine call's hits to each caller's own k).
+    pub fn finish_hits(
+        &self,
+        hits: &mut Vec<SearchHit>,
+        include_vectors: bool,
+        budget: Option<&AnswerBudget>,
+    ) -> Result<()> {
+        let used = match budget {
+            Some(b) => b.count(hits, 0)?,
+            None => 0,
+        };
+        if include_vectors {
+            let state = self.db.state(&self.name)?;
+            search::attach_vectors(
+                &self.db.inner.store,
+                &state,
+                std::slice::from_mut(hits),
+                budget,
+                used,
+                &CancelToken::never(),
+            )?;
+        }
+        Ok(())
     }
 
     /// The checks a search of this collection must pass before it runs or waits in a

@@ -219,7 +219,9 @@ impl Database {
             .catalog
             .all()
             .into_iter()
-            .filter(|state| state.index.read().shard.on_device() == Some(false))
+            // Recursive: a glance at the index, which must not queue behind a lane's
+            // drainer waiting for a long search (health checks would stall).
+            .filter(|state| state.index.read_recursive().shard.on_device() == Some(false))
             .map(|state| state.stored.config.name.clone())
             .collect();
         names.sort();
@@ -468,7 +470,7 @@ impl Database {
                 records,
             } => {
                 let dims = self.state(collection)?.stored.config.dimensions;
-                validate_records(records, |r| r.validate(dims))
+                validate_records(records, |r| r.validate_new(dims))
             }
             Op::Delete { collection, .. } => {
                 self.state(collection)?;
@@ -519,6 +521,9 @@ impl Database {
             applied_seq = db.applied_seq(),
             "reloaded from a snapshot"
         );
+        // Memory was built afresh from the snapshot: whatever made it disagree with
+        // the store before is gone.
+        db.inner.metrics.health.clear_failure();
         Ok(db)
     }
 
@@ -619,7 +624,8 @@ fn validate_records(
 }
 
 fn info(state: &CollectionState) -> CollectionInfo {
-    let index = state.index.read();
+    // Recursive, as in `collections_on_host`: counts never wait behind a drainer.
+    let index = state.index.read_recursive();
     CollectionInfo {
         config: state.stored.config.clone(),
         count: index.live(),

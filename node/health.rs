@@ -89,6 +89,20 @@ impl NodeHealth {
         }
     }
 
+    /// The node's state was rebuilt from scratch (a reload, a snapshot install): a
+    /// failure of the old state no longer applies. Kept among the problems.
+    pub fn clear_failure(&self) {
+        if let Some(failure) = self.failed.lock().take() {
+            self.record(
+                &failure.component,
+                format!(
+                    "{} (cleared: the state was rebuilt from a snapshot)",
+                    failure.message
+                ),
+            );
+        }
+    }
+
     /// Why the node stopped taking writes, if it did.
     pub fn failure(&self) -> Option<Problem> {
         self.failed.lock().clone()

@@ -28,3 +28,10 @@ pub(crate) fn device_full() -> bool {
     fail::fail_point!("device-full", |_| true);
     false
 }
+
+/// `rebuild-fails`: rebuilding a collection's index from the store fails too (after
+/// an in-memory apply failed), so the node must stop taking writes.
+pub(crate) fn rebuild_fails() -> bool {
+    fail::fail_point!("rebuild-fails", |_| true);
+    false
+}

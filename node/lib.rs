@@ -58,6 +58,6 @@ pub use model::{
 };
 pub use needle_kernels::{BackendKind, MAX_K};
 pub use op::{Applied, Op, Precondition};
-pub use search::{SearchHit, MAX_RESULTS_PER_SEARCH};
+pub use search::{AnswerBudget, SearchHit, MAX_RESULTS_PER_SEARCH};
 pub use storage::CollectionChecksum;
 pub use writer::SyncMode;

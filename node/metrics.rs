@@ -56,6 +56,8 @@ pub struct Metrics {
     pub backend_info: IntGaugeVec,
     /// Searches stopped because their client went away.
     pub searches_cancelled: prometheus::IntCounter,
+    /// HTTP requests holding one of the `--max-concurrent-requests` slots.
+    pub http_in_flight: IntGauge,
     /// Collections a GPU backend serves from host memory (1) because the device
     /// filled up.
     pub collection_on_host: IntGaugeVec,
@@ -243,7 +245,15 @@ impl Metrics {
                 "Searches stopped before they finished because their client went away",
             )?,
         )?;
+        let http_in_flight = registered(
+            &registry,
+            IntGauge::new(
+                "needle_http_requests_in_flight",
+                "HTTP requests being processed (bodies read), of --max-concurrent-requests",
+            )?,
+        )?;
         Ok(Metrics {
+            http_in_flight,
             searches_cancelled,
             collection_on_host,
             health,

@@ -158,14 +158,24 @@ impl VectorRecord {
         self
     }
 
-    /// Checks id, vector and metadata against a collection of `dimensions`.
+    /// Checks id, vector and metadata against a collection of `dimensions`: what
+    /// every version of needle checked, so also what entries ordered elsewhere (a
+    /// primary's log, a Raft log) are held to.
     pub fn validate(&self, dimensions: usize) -> Result<()> {
         validate_id(&self.id)?;
-        validate_vector(&self.vector, dimensions)?;
+        validate_finite(&self.vector, dimensions)?;
         if let Some(m) = &self.metadata {
             validate_metadata(m)?;
         }
         Ok(())
+    }
+
+    /// [`VectorRecord::validate`], plus the component bound that keeps distances
+    /// finite: for writes this node is about to order. Entries already ordered are
+    /// not held to it, since an older member may have accepted them.
+    pub fn validate_new(&self, dimensions: usize) -> Result<()> {
+        self.validate(dimensions)?;
+        validate_magnitudes(&self.vector)
     }
 }
 
@@ -197,17 +207,36 @@ pub fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The checks of a new vector or a query: its dimensions, and components finite and
+/// within [`MAX_COMPONENT_MAGNITUDE`].
 pub fn validate_vector(vector: &[f32], dimensions: usize) -> Result<()> {
+    validate_finite(vector, dimensions)?;
+    validate_magnitudes(vector)
+}
+
+/// Dimensions and finiteness only (see [`VectorRecord::validate`]).
+fn validate_finite(vector: &[f32], dimensions: usize) -> Result<()> {
     if vector.len() != dimensions {
         return Err(Error::DimensionMismatch {
             expected: dimensions,
             got: vector.len(),
         });
     }
+    if let Some((index, value)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::NonFiniteVector {
+            index,
+            value: *value,
+        });
+    }
+    Ok(())
+}
+
+/// Every component within ±[`MAX_COMPONENT_MAGNITUDE`].
+fn validate_magnitudes(vector: &[f32]) -> Result<()> {
     if let Some((index, value)) = vector
         .iter()
         .enumerate()
-        .find(|(_, v)| !v.is_finite() || v.abs() > MAX_COMPONENT_MAGNITUDE)
+        .find(|(_, v)| v.abs() > MAX_COMPONENT_MAGNITUDE)
     {
         return Err(Error::NonFiniteVector {
             index,
@@ -275,11 +304,13 @@ mod tests {
         assert_eq!(r.validate(2).unwrap_err().code(), "INVALID_VECTOR");
         r.vector[1] = f32::INFINITY;
         assert_eq!(r.validate(2).unwrap_err().code(), "INVALID_VECTOR");
-        // Finite but so large that distances would overflow f32.
+        // Finite but so large that distances would overflow f32: refused as a new
+        // write, accepted as one already ordered elsewhere.
         r.vector[1] = 3e38;
-        assert_eq!(r.validate(2).unwrap_err().code(), "INVALID_VECTOR");
-        r.vector[1] = -MAX_COMPONENT_MAGNITUDE;
+        assert_eq!(r.validate_new(2).unwrap_err().code(), "INVALID_VECTOR");
         assert!(r.validate(2).is_ok());
+        r.vector[1] = -MAX_COMPONENT_MAGNITUDE;
+        assert!(r.validate_new(2).is_ok());
         let r = VectorRecord::new("", vec![1.0]);
         assert_eq!(r.validate(1).unwrap_err().code(), "INVALID_ID");
         let r = VectorRecord::new("x".repeat(1025), vec![1.0]);

@@ -65,6 +65,48 @@ pub(crate) fn validate_k(k: usize, queries: usize) -> Result<()> {
     Ok(())
 }
 
+/// A byte budget for an answer: searches count what they build against it and stop
+/// with `RESPONSE_TOO_LARGE` once past it, so no request can make the node build an
+/// answer of unbounded size (only to refuse it when serializing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerBudget {
+    pub max_bytes: usize,
+    /// Whether hits carry their metadata (which then counts).
+    pub with_metadata: bool,
+}
+
+impl AnswerBudget {
+    fn over(&self, used: usize) -> Result<()> {
+        if used > self.max_bytes {
+            return Err(Error::ResponseTooLarge {
+                bytes: used as u64,
+                max: self.max_bytes as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// The fewest bytes one hit takes in JSON: braces, its id, its distance, its
+    /// metadata's JSON text when included.
+    fn hit_bytes(&self, id: &str, metadata: Option<&Metadata>) -> usize {
+        let metadata = match (self.with_metadata, metadata) {
+            (true, Some(m)) => crate::model::json_len(m),
+            _ => 0,
+        };
+        24 + id.len() + metadata
+    }
+
+    /// What `hits` take, checked against the budget.
+    pub(crate) fn count(&self, hits: &[SearchHit], mut used: usize) -> Result<usize> {
+        for h in hits {
+            used += self.hit_bytes(&h.id, h.metadata.as_deref());
+            self.over(used)?;
+        }
+        Ok(used)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn search(
     store: &Store,
     state: &CollectionState,
@@ -73,6 +115,7 @@ pub(crate) fn search(
     filter: Option<&Filter>,
     include_vectors: bool,
     cancel: &CancelToken,
+    budget: Option<&AnswerBudget>,
 ) -> Result<Vec<Vec<SearchHit>>> {
     let dims = state.stored.config.dimensions;
     validate_queries(queries, k, dims)?;
@@ -82,6 +125,7 @@ pub(crate) fn search(
     for q in queries {
         flat.extend_from_slice(q);
     }
+    let mut used = 0usize;
     let mut results = {
         let index = state.index.read();
         let mask = match filter {
@@ -96,33 +140,58 @@ pub(crate) fn search(
         for chunk in flat.chunks(QUERIES_PER_ENGINE_CALL * dims) {
             cancel.check()?;
             let hits = index.shard.search_batch(chunk, k, mask.as_deref())?;
-            results.extend(hits.into_iter().map(|per_query| {
-                per_query
-                    .into_iter()
-                    .filter_map(|h| {
-                        let row = h.row as usize;
-                        let id = index.row_ids.get(row)?.as_ref()?;
-                        Some(SearchHit {
-                            id: id.to_string(),
-                            distance: h.distance,
-                            metadata: index.metadata[row].clone(),
-                            vector: None,
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            }));
+            for per_query in hits {
+                let mut out = Vec::with_capacity(per_query.len());
+                for h in per_query {
+                    let row = h.row as usize;
+                    let Some(id) = index.row_ids.get(row).and_then(Option::as_ref) else {
+                        continue;
+                    };
+                    let metadata = index.metadata[row].clone();
+                    if let Some(b) = budget {
+                        used += b.hit_bytes(id, metadata.as_deref());
+                        b.over(used)?;
+                    }
+                    out.push(SearchHit {
+                        id: id.to_string(),
+                        distance: h.distance,
+                        metadata,
+                        vector: None,
+                    });
+                }
+                results.push(out);
+            }
         }
         results
     };
     if include_vectors {
-        for per_query in results.iter_mut() {
-            cancel.check()?;
-            for hit in per_query {
-                hit.vector = store
-                    .get_vector(state.stored.id, &hit.id)?
-                    .map(|r| r.vector);
-            }
-        }
+        attach_vectors(store, state, &mut results, budget, used, cancel)?;
     }
     Ok(results)
+}
+
+/// Reads each hit's vector from the store, after checking that the answer with
+/// them still fits `budget` (each component takes at least two bytes of JSON).
+pub(crate) fn attach_vectors(
+    store: &Store,
+    state: &CollectionState,
+    results: &mut [Vec<SearchHit>],
+    budget: Option<&AnswerBudget>,
+    used: usize,
+    cancel: &CancelToken,
+) -> Result<()> {
+    if let Some(b) = budget {
+        let hits: usize = results.iter().map(Vec::len).sum();
+        let dims = state.stored.config.dimensions;
+        b.over(used.saturating_add(hits.saturating_mul(2 * dims)))?;
+    }
+    for per_query in results.iter_mut() {
+        cancel.check()?;
+        for hit in per_query {
+            hit.vector = store
+                .get_vector(state.stored.id, &hit.id)?
+                .map(|r| r.vector);
+        }
+    }
+    Ok(())
 }

@@ -96,6 +96,19 @@ pub fn check(config: &ServeConfig) -> anyhow::Result<Vec<String>> {
     Ok(warnings)
 }
 
+/// The same rule for the address actually bound (a name may resolve differently at
+/// bind time than when it was checked).
+pub fn check_bound(config: &ServeConfig, bound: SocketAddr) -> anyhow::Result<()> {
+    let keyless = config.admin_key.is_none() || config.api_key.is_none();
+    if !bound.ip().is_loopback() && keyless && !config.unsafe_no_auth {
+        bail!(
+            "the HTTP API is bound to {bound}, reachable from the network, without an admin key and an API key: \
+             set them, bind 127.0.0.1, or pass --unsafe-no-auth"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

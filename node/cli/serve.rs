@@ -222,6 +222,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.http)
             .await
             .with_context(|| format!("binding {}", config.http))?;
+        super::exposure::check_bound(&config, listener.local_addr()?)?;
         // Tests and scripts read this line to learn the port when --http ends in :0.
         let scheme = if config.http_tls.is_some() {
             "https"

@@ -132,11 +132,29 @@ pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> R
     let Ok(_slot) = state.gates.requests.clone().try_acquire_owned() else {
         return overloaded("too many requests are in flight");
     };
+    let _counted = InFlight::count(&state.metrics.http_in_flight);
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     drop(held);
     response
+}
+
+/// Counts a request in `needle_http_requests_in_flight` while it holds a slot
+/// (also when its future is dropped: the client left).
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn count(gauge: &prometheus::IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The body's bytes, holding one permit of `budget` per byte until the request is

@@ -14,6 +14,7 @@ pub mod limits;
 mod observability;
 mod routes;
 mod search;
+mod send_deadline;
 pub mod server;
 mod vectors;
 
@@ -178,6 +179,9 @@ impl AppState {
         }
         if consistency == ReadConsistency::Linearizable {
             self.ensure_primary()?;
+            // A write a majority acknowledged may still be on its way to this node's
+            // memory (it became primary since, or replicas acknowledge at durability).
+            self.db().await_visible(collection).await;
         }
         Ok(())
     }

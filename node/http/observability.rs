@@ -62,6 +62,7 @@ pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
         Role::Fenced { primary } => status["primary"] = json!(primary.to_string()),
         Role::Primary => {
             let now = crate::replication::ship::now_ms();
+            let addresses = replication.acks.addresses();
             let tracker = replication.acks.tracker.lock();
             let replicas: Vec<Value> = tracker
                 .acknowledged()
@@ -69,6 +70,7 @@ pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
                 .map(|(name, acked)| {
                     let silent_ms = tracker.last_seen_ms(&name).map(|at| now.saturating_sub(at));
                     json!({
+                        "cluster_addr": addresses.get(&name).map(|a| a.to_string()),
                         "replica": name,
                         "applied_seq": acked,
                         "lag_operations": applied.saturating_sub(acked),

@@ -2,7 +2,7 @@ use super::budget::{ensure_fits, to_json_within, JsonBody};
 use super::extract::ApiJson;
 use super::{ApiError, AppState};
 use crate::coalesce::SearchRequest;
-use crate::{CancelToken, Collection, Filter, Metadata, SearchHit};
+use crate::{AnswerBudget, CancelToken, Collection, Filter, Metadata, SearchHit};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -119,13 +119,18 @@ pub async fn single(
         per_hit_bytes(body.include_vectors, collection.config()?.dimensions),
         max,
     )?;
+    let include_metadata = body.include_metadata;
+    let budget = AnswerBudget {
+        max_bytes: max,
+        with_metadata: include_metadata,
+    };
     let request = SearchRequest {
         query: body.vector,
         k: body.k,
         filter: filter.map(Arc::new),
         include_vectors: body.include_vectors,
+        budget: Some(budget),
     };
-    let include_metadata = body.include_metadata;
     let hits = match &state.coalescer {
         Some(coalescer) => coalescer.search(collection, request).await?,
         None => {
@@ -139,6 +144,7 @@ pub async fn single(
                 r.k,
                 filter,
                 r.include_vectors,
+                budget,
             )
             .await?
             .pop()
@@ -179,6 +185,10 @@ pub async fn batch(
     )?;
     let (queries, k, include_vectors) = (body.vectors, body.k, body.include_vectors);
     let include_metadata = body.include_metadata;
+    let budget = AnswerBudget {
+        max_bytes: max,
+        with_metadata: include_metadata,
+    };
     let hits = engine_call(
         &state,
         &name,
@@ -187,6 +197,7 @@ pub async fn batch(
         k,
         filter,
         include_vectors,
+        budget,
     )
     .await?;
     blocking(move || {
@@ -206,7 +217,9 @@ pub async fn batch(
 
 /// One engine call on a blocking thread (the scan is CPU-bound and parallel; it must
 /// not occupy an async worker), counted in the batch-size metric. If this future is
-/// dropped (the client went away), the search stops at its next step.
+/// dropped (the client went away), the search stops at its next step; once what it
+/// builds passes `budget`, it stops with `RESPONSE_TOO_LARGE`.
+#[allow(clippy::too_many_arguments)]
 async fn engine_call(
     state: &AppState,
     name: &str,
@@ -215,6 +228,7 @@ async fn engine_call(
     k: usize,
     filter: Option<Filter>,
     include_vectors: bool,
+    budget: AnswerBudget,
 ) -> Result<Vec<Vec<SearchHit>>, ApiError> {
     state
         .metrics
@@ -225,12 +239,13 @@ async fn engine_call(
     let guard = cancel.guard();
     let cancelled = state.metrics.searches_cancelled.clone();
     let hits = blocking(move || {
-        let hits = collection.search_batch_cancellable(
+        let hits = collection.search_batch_within(
             &queries,
             k,
             filter.as_ref(),
             include_vectors,
             &cancel,
+            Some(&budget),
         );
         if matches!(hits, Err(crate::Error::Cancelled)) {
             cancelled.inc();

@@ -4,7 +4,9 @@
 //!   backlog, so a flood of idle sockets cannot exhaust file descriptors);
 //! - a header read timeout, which also closes idle keep-alive connections, and a TLS
 //!   handshake timeout, so a client that never finishes either holds nothing long;
-//! - HTTPS on the same listener when `--http-tls-cert/--http-tls-key` are given.
+//! - HTTPS on the same listener when `--http-tls-cert/--http-tls-key` are given;
+//! - a connection whose client reads nothing of its answer for the body timeout is
+//!   closed (`send_deadline.rs`).
 //!
 //! When a client disconnects, hyper drops its request's future, which cancels the
 //! work it was waiting for (`cancel.rs`).
@@ -26,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::limits::HttpLimits;
+use super::send_deadline::SendDeadline;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +73,8 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let header_timeout = limits.header_timeout;
+    // A client must take some of its answer within the time it has to send a body.
+    let stall = limits.body_timeout;
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -100,13 +105,17 @@ pub async fn serve(
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_one(tls_stream, app, header_timeout, watcher).await
+                            let io = SendDeadline::new(tls_stream, stall);
+                            serve_one(io, app, header_timeout, watcher).await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
-                None => serve_one(stream, app, header_timeout, watcher).await,
+                None => {
+                    let io = SendDeadline::new(stream, stall);
+                    serve_one(io, app, header_timeout, watcher).await
+                }
             }
         });
     }

@@ -121,6 +121,23 @@ impl AckTracker {
         known || acked
     }
 
+    /// `from` and `to` turned out to be one replica: `to` keeps the highest
+    /// acknowledgement and the latest sighting of both.
+    pub fn merge(&mut self, from: &str, to: &str) {
+        if let Some(acked) = self.acked.remove(from) {
+            let entry = self.acked.entry(to.to_string()).or_insert(acked);
+            *entry = (*entry).max(acked);
+        }
+        if let Some(seen) = self.seen_ms.remove(from) {
+            let entry = self.seen_ms.entry(to.to_string()).or_insert(seen);
+            *entry = (*entry).max(seen);
+        }
+        if self.known.remove(from) {
+            self.known.insert(to.to_string());
+        }
+        let _ = self.release();
+    }
+
     /// The replicas `majority` counts, by name.
     pub fn known_replicas(&self) -> Vec<String> {
         let mut all: BTreeSet<String> = self.known.clone();

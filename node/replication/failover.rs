@@ -67,10 +67,15 @@ impl Replication {
         let known: Vec<super::members::Member> = self
             .members
             .lock()
-            .others(&[self.own_name.as_str()], &[old_primary, self.cluster_addr]);
+            .others(&[old_primary, self.cluster_addr]);
         let named = !peers.is_empty();
         let candidates: Vec<SocketAddr> = if named {
-            peers.to_vec()
+            // Each node is caught up from, and counted, once.
+            let mut unique = peers.to_vec();
+            unique.sort();
+            unique.dedup();
+            unique.retain(|&a| a != self.cluster_addr && a != old_primary);
+            unique
         } else {
             known.iter().map(|m| m.addr).collect()
         };
@@ -131,7 +136,7 @@ impl Replication {
         let mut cluster_names: Vec<String> = self
             .members
             .lock()
-            .others(&[self.own_name.as_str()], &[self.cluster_addr])
+            .others(&[self.cluster_addr])
             .into_iter()
             .map(|m| m.name)
             .collect();

@@ -92,7 +92,13 @@ async fn follow(
                     };
                     if result.is_ok() && members_asked.elapsed() >= MEMBERS_REFRESH {
                         members_asked = std::time::Instant::now();
-                        if let Ok(reply) = peer.request(&Request::Members.encode()).await {
+                        let named = peer.request(&Request::NamedMembers.encode()).await;
+                        let reply = match named {
+                            Ok(reply) => Ok(reply),
+                            // A primary of an earlier version: addresses only.
+                            Err(_) => peer.request(&Request::Members.encode()).await,
+                        };
+                        if let Ok(reply) = reply {
                             if let Some(members) = decode_members(&reply) {
                                 // A union, never replaced: a primary that just took over
                                 // has heard from only some replicas yet, and a promotion

@@ -63,19 +63,36 @@ impl KnownMembers {
         })
     }
 
+    /// The members given; an entry named by its bare address (from the first
+    /// versions, or from a node without a certificate then) is dropped where a named
+    /// entry has the same address: it is the same node.
     pub fn from_members(members: Vec<Member>) -> KnownMembers {
-        KnownMembers {
-            by_name: members.into_iter().map(|m| (m.name, m.addr)).collect(),
+        let mut known = KnownMembers::default();
+        for m in members {
+            known.insert(&m.name, m.addr);
         }
+        let named: Vec<SocketAddr> = known
+            .by_name
+            .iter()
+            .filter(|(name, addr)| **name != addr.to_string())
+            .map(|(_, &addr)| addr)
+            .collect();
+        known
+            .by_name
+            .retain(|name, addr| *name != addr.to_string() || !named.contains(addr));
+        known
     }
 
     pub fn store(&self, db: &Database) -> Result<()> {
         db.set_meta_json(MEMBERS_META, &self.members())
     }
 
-    /// Adds (or moves) a member; whether anything changed.
+    /// Adds (or moves) a member; whether anything changed. A named member replaces
+    /// an entry named by its bare address (the same node, known before by address).
     pub fn insert(&mut self, name: &str, addr: SocketAddr) -> bool {
-        self.by_name.insert(name.to_string(), addr) != Some(addr)
+        let bare = addr.to_string();
+        let replaced = name != bare && self.by_name.remove(&bare).is_some();
+        self.by_name.insert(name.to_string(), addr) != Some(addr) || replaced
     }
 
     /// Forgets a member; whether it was known.
@@ -93,12 +110,17 @@ impl KnownMembers {
             .collect()
     }
 
-    /// Members other than the nodes named, or at the addresses given (this node,
-    /// say, or the primary being replaced).
-    pub fn others(&self, names: &[&str], addrs: &[SocketAddr]) -> Vec<Member> {
+    /// Members other than the nodes at the addresses given (this node, say, or the
+    /// primary being replaced), one per address: a node is never counted twice.
+    pub fn others(&self, addrs: &[SocketAddr]) -> Vec<Member> {
+        let mut seen = Vec::new();
         self.members()
             .into_iter()
-            .filter(|m| !names.contains(&m.name.as_str()) && !addrs.contains(&m.addr))
+            .filter(|m| {
+                let fresh = !addrs.contains(&m.addr) && !seen.contains(&m.addr);
+                seen.push(m.addr);
+                fresh
+            })
             .collect()
     }
 
@@ -130,8 +152,8 @@ mod tests {
         );
         assert!(known.insert("node-3", addr(5003)));
         assert_eq!(known.len(), 2);
-        assert_eq!(known.others(&["node-3"], &[]).len(), 1);
-        assert_eq!(known.others(&[], &[addr(6002)])[0].name, "node-3");
+        assert_eq!(known.others(&[addr(5003)]).len(), 1);
+        assert_eq!(known.others(&[addr(6002)])[0].name, "node-3");
         assert!(known.forget("node-3"));
         assert!(!known.forget("node-3"));
         assert_eq!(
@@ -141,6 +163,37 @@ mod tests {
                 addr: addr(6002)
             }]
         );
+    }
+
+    #[test]
+    fn a_node_known_by_address_and_by_name_counts_once() {
+        let old = vec![
+            Member {
+                name: "127.0.0.1:5003".into(),
+                addr: addr(5003),
+            },
+            Member {
+                name: "node-3".into(),
+                addr: addr(5003),
+            },
+            Member {
+                name: "node-4".into(),
+                addr: addr(5004),
+            },
+            Member {
+                name: "127.0.0.1:5005".into(),
+                addr: addr(5005),
+            },
+        ];
+        let known = KnownMembers::from_members(old);
+        assert_eq!(known.len(), 3, "{:?}", known.members());
+        let mut known = known;
+        // A node first seen by address, then with its certificate name.
+        assert!(known.insert("node-5", addr(5005)));
+        assert_eq!(known.len(), 3);
+        // Two names at one address still count as one node.
+        known.insert("alias", addr(5004));
+        assert_eq!(known.others(&[]).len(), 3);
     }
 
     #[test]

@@ -200,9 +200,6 @@ pub struct Replication {
     /// promotion's quorum. Kept in the store (`members.rs`) so a restart does not
     /// forget part of the cluster; shrinks only by `forget`.
     pub(super) members: Mutex<KnownMembers>,
-    /// This node's name in the cluster: its certificate's node name, else its
-    /// cluster address.
-    pub own_name: String,
     /// One promotion or demotion at a time.
     pub(super) changing: tokio::sync::Mutex<()>,
 }
@@ -241,6 +238,7 @@ impl Replication {
             Role::Replica { .. } | Role::Fenced { .. } => {}
         }
         let role = Arc::new(RoleCell::new(role));
+        super::ship::reset_outgoing(&db)?;
         let acks = Arc::new(SharedAcks::default());
         let members = KnownMembers::load(&db)?;
         let bound = Arc::new(std::sync::OnceLock::new());
@@ -269,8 +267,7 @@ impl Replication {
             .local_addr()
             .map_err(|e| Error::Replication(e.to_string()))?;
         let _ = bound.set(transport.clone());
-        let own_name = own_name(&config.security, cluster_addr)?;
-        acks.load_known(members.clone(), &own_name, cluster_addr);
+        acks.load_known(members.clone(), cluster_addr);
         db.metrics()
             .replication_epoch
             .set(db.epoch_history()?.current() as i64);
@@ -286,7 +283,6 @@ impl Replication {
             sync_interval: config.sync_interval,
             following: tokio::sync::Mutex::new(None),
             members: Mutex::new(members),
-            own_name,
             changing: tokio::sync::Mutex::new(()),
         });
         if let Role::Replica { primary } = replication.role() {
@@ -415,7 +411,7 @@ impl Replication {
             _ => self
                 .members
                 .lock()
-                .others(&[self.own_name.as_str()], &[self.cluster_addr])
+                .others(&[self.cluster_addr])
                 .into_iter()
                 .filter(|m| Some(m.addr) != self.primary())
                 .map(|m| m.name)
@@ -425,17 +421,5 @@ impl Replication {
 
     pub fn close(&self) {
         self.transport.close();
-    }
-}
-
-/// A node's name: the node name in its certificate, else its cluster address.
-fn own_name(security: &needle_transport::Security, addr: SocketAddr) -> Result<String> {
-    match security {
-        needle_transport::Security::Mutual(files) => {
-            let names = needle_transport::certs::names_in_cert_file(&files.cert_path)
-                .map_err(|e| Error::Replication(e.to_string()))?;
-            Ok(super::members::member_name(&names, addr))
-        }
-        needle_transport::Security::InsecureDev => Ok(addr.to_string()),
     }
 }

@@ -89,15 +89,54 @@ impl SharedAcks {
         members
     }
 
-    /// Starts from the replicas a store remembers (all but this node).
-    pub fn load_known(&self, known: KnownMembers, own_name: &str, own_addr: std::net::SocketAddr) {
+    /// Starts from the replicas a store remembers (all but this node, told apart by
+    /// its address: a name may be shared, an address is not).
+    pub fn load_known(&self, known: KnownMembers, own_addr: std::net::SocketAddr) {
         let names: Vec<String> = known
-            .others(&[own_name], &[own_addr])
+            .others(&[own_addr])
             .into_iter()
             .map(|m| m.name)
             .collect();
         *self.known.lock() = known;
         self.know(names);
+    }
+
+    /// The name a replica presenting certificate name `name` from `addr` is counted
+    /// under. Normally the name itself; but while another address that used the
+    /// name is still heard from, the newcomer is counted apart, as `name@addr`: two
+    /// nodes sharing a certificate never pass for one. A node that moved (its old
+    /// address went silent for 15 s) is then merged back under its name, so it
+    /// counts twice at most that long — never too few.
+    /// Also says whether a merge changed the known set (which must then be stored).
+    fn identify(&self, name: String, addr: std::net::SocketAddr) -> (String, bool) {
+        let known_at = self.addresses.lock().get(&name).copied();
+        let apart = format!("{name}@{addr}");
+        match known_at {
+            Some(other) if other != addr => {
+                let live = self
+                    .tracker
+                    .lock()
+                    .last_seen_ms(&name)
+                    .is_some_and(|at| now_ms().saturating_sub(at) <= MAX_SILENCE_MS);
+                if live {
+                    tracing::debug!(%name, %addr, %other, "a second address presents this certificate name: counting it apart");
+                    (apart, false)
+                } else {
+                    // The node moved: its old address went quiet.
+                    let merged = self.merge(&apart, &name);
+                    (name, merged)
+                }
+            }
+            _ => (name, false),
+        }
+    }
+
+    /// Moves what was counted under `from` to `to` (the same node); whether `from`
+    /// was known at all.
+    fn merge(&self, from: &str, to: &str) -> bool {
+        self.tracker.lock().merge(from, to);
+        self.addresses.lock().remove(from);
+        self.known.lock().forget(from)
     }
 
     /// Records a replica pulling as `name` from `addr`; whether the known set
@@ -122,6 +161,11 @@ impl SharedAcks {
     /// The replicas `majority` counts, by name.
     pub fn known_replicas(&self) -> Vec<String> {
         self.tracker.lock().known_replicas()
+    }
+
+    /// Each replica's cluster address as last seen, by name.
+    pub fn addresses(&self) -> HashMap<String, std::net::SocketAddr> {
+        self.addresses.lock().clone()
     }
 
     /// Forgets every replica's acknowledgement, for a new epoch. Sequence numbers are
@@ -174,6 +218,68 @@ impl SharedAcks {
     }
 }
 
+/// A snapshot offered to one replica: its region, its file, and since when.
+pub(crate) struct Offer {
+    key: RegionKey,
+    file: std::path::PathBuf,
+    since: std::time::Instant,
+}
+
+/// An offer not taken within this long is withdrawn and its file removed (the
+/// replica died, was retired, or gave up): offers must not fill the disk.
+const OFFER_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Where a node writes the snapshots it offers: one directory, emptied when the
+/// replication role starts, so files a crash or a cancelled offer left behind go.
+pub(crate) fn outgoing_dir(db: &Database) -> std::path::PathBuf {
+    db.path().join(".outgoing-snapshots")
+}
+
+/// Empties (and creates) the outgoing directory.
+pub(crate) fn reset_outgoing(db: &Database) -> Result<()> {
+    let dir = outgoing_dir(db);
+    let failed = |e: std::io::Error| Error::Snapshot(format!("{}: {e}", dir.display()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(failed)?;
+    }
+    std::fs::create_dir_all(&dir).map_err(failed)
+}
+
+/// Withdraws offers older than [`OFFER_TTL`] and removes files in the outgoing
+/// directory that no offer holds and that are as old (a write cancelled halfway).
+fn sweep_offers(db: &Database, transport: &Transport, offered: &Mutex<HashMap<String, Offer>>) {
+    let mut offered = offered.lock();
+    let expired: Vec<String> = offered
+        .iter()
+        .filter(|(_, o)| o.since.elapsed() > OFFER_TTL)
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in expired {
+        if let Some(offer) = offered.remove(&name) {
+            transport.remove_region(offer.key);
+            let _ = std::fs::remove_file(&offer.file);
+            tracing::info!(replica = %name, "withdrew a snapshot offer nobody took");
+        }
+    }
+    let held: Vec<std::path::PathBuf> = offered.values().map(|o| o.file.clone()).collect();
+    for entry in std::fs::read_dir(outgoing_dir(db))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > OFFER_TTL);
+        if old && !held.contains(&path) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// The primary's side: answers pulls from its operation log, records each puller's
 /// acknowledgement for write concerns, and hands a replica that is behind the
 /// retained log a snapshot through the transport's region transfer.
@@ -186,7 +292,7 @@ pub struct LogServer {
     transport: Arc<OnceLock<Transport>>,
     /// The snapshot region (and its file) each replica was last offered, freed when
     /// it says it is done or asks again.
-    offered: Arc<Mutex<HashMap<String, (RegionKey, std::path::PathBuf)>>>,
+    offered: Arc<Mutex<HashMap<String, Offer>>>,
     /// Only a primary serves its log.
     role: Arc<RoleCell>,
 }
@@ -232,7 +338,7 @@ impl Handler for LogServer {
                         .to_string(),
                 );
             }
-            let replica = member_name(&from.names, from.addr);
+            let (replica, merged) = acks.identify(member_name(&from.names, from.addr), from.addr);
             let request = Request::decode(&body).map_err(|e| e.to_string())?;
             let current = role.get();
             if matches!(request, Request::Pull(_) | Request::Snapshot) && current != Role::Primary {
@@ -243,7 +349,7 @@ impl Handler for LogServer {
             }
             match request {
                 Request::Pull(pull) => {
-                    if acks.remember(&replica, from.addr) {
+                    if acks.remember(&replica, from.addr) || merged {
                         let known = acks.known.lock().clone();
                         if let Err(e) = known.store(&db) {
                             tracing::warn!(error = %e, "could not store the replicas this node knows of");
@@ -253,7 +359,14 @@ impl Handler for LogServer {
                         .await
                         .map_err(|e| e.to_string())
                 }
-                Request::Members => serde_json::to_vec(&acks.members()).map_err(|e| e.to_string()),
+                Request::Members => {
+                    let addrs: Vec<std::net::SocketAddr> =
+                        acks.members().into_iter().map(|m| m.addr).collect();
+                    serde_json::to_vec(&addrs).map_err(|e| e.to_string())
+                }
+                Request::NamedMembers => {
+                    serde_json::to_vec(&acks.members()).map_err(|e| e.to_string())
+                }
                 // A peer catching up does not acknowledge anything and never waits.
                 // This node first promises its promotion to take nothing more from
                 // an older primary, so the answer holds all it ever acknowledged.
@@ -287,10 +400,10 @@ impl Handler for LogServer {
                 Request::SnapshotDone { key } => {
                     if let Some(transport) = transport.get() {
                         let mut offered = offered.lock();
-                        if offered.get(&replica).map(|o| o.0) == Some(RegionKey(key)) {
-                            if let Some((key, file)) = offered.remove(&replica) {
-                                let _ = transport.remove_region(key);
-                                let _ = std::fs::remove_file(file);
+                        if offered.get(&replica).map(|o| o.key) == Some(RegionKey(key)) {
+                            if let Some(offer) = offered.remove(&replica) {
+                                let _ = transport.remove_region(offer.key);
+                                let _ = std::fs::remove_file(offer.file);
                             }
                         }
                     }
@@ -369,12 +482,16 @@ async fn serve_pull(
 async fn offer_snapshot(
     db: Database,
     transport: &Transport,
-    offered: &Mutex<HashMap<String, (RegionKey, std::path::PathBuf)>>,
+    offered: &Mutex<HashMap<String, Offer>>,
     replica: String,
 ) -> Result<Vec<u8>> {
+    sweep_offers(&db, transport, offered);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let file = outgoing_dir(&db).join(format!("offer-{nanos}.snapshot"));
     let (file, applied_seq, len, checksum) =
         tokio::task::spawn_blocking(move || -> Result<(std::path::PathBuf, u64, u64, u64)> {
-            let file = crate::snapshot::scratch_beside(db.store_path(), "outgoing")?;
             let summed = db.write_snapshot(&file).and_then(|written| {
                 let (len, checksum) = needle_transport::region::file_checksum(&file)
                     .map_err(|e| Error::Snapshot(format!("reading {}: {e}", file.display())))?;
@@ -397,9 +514,14 @@ async fn offer_snapshot(
             return Err(Error::Replication(format!("offering a snapshot: {e}")));
         }
     };
-    if let Some((previous, old_file)) = offered.lock().insert(replica.clone(), (key, file)) {
-        let _ = transport.remove_region(previous);
-        let _ = std::fs::remove_file(old_file);
+    let offer = Offer {
+        key,
+        file,
+        since: std::time::Instant::now(),
+    };
+    if let Some(previous) = offered.lock().insert(replica.clone(), offer) {
+        let _ = transport.remove_region(previous.key);
+        let _ = std::fs::remove_file(previous.file);
     }
     tracing::info!(%replica, bytes = len, applied_seq, "offered a snapshot to a replica behind the log");
     Ok(SnapshotOffer {
@@ -409,4 +531,39 @@ async fn offer_snapshot(
         applied_seq,
     }
     .encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn two_live_replicas_sharing_a_name_are_counted_apart() {
+        let acks = SharedAcks::default();
+        let (first, _) = acks.identify("node-2".into(), addr(1));
+        assert_eq!(first, "node-2");
+        acks.remember(&first, addr(1));
+        acks.record(&first, 0);
+        // Another address with the same name while the first is live: apart.
+        let (second, _) = acks.identify("node-2".into(), addr(2));
+        assert_eq!(second, "node-2@127.0.0.1:2");
+        acks.remember(&second, addr(2));
+        acks.record(&second, 0);
+        assert_eq!(acks.known_replicas().len(), 2);
+        // The same address again is the same replica.
+        assert_eq!(acks.identify("node-2".into(), addr(1)).0, "node-2");
+        // Once the first address is silent, the second is merged under the name.
+        acks.tracker
+            .lock()
+            .expire_silent(now_ms() + 2 * MAX_SILENCE_MS, MAX_SILENCE_MS);
+        acks.tracker.lock().seen("node-2", 0, 0);
+        let (merged, changed) = acks.identify("node-2".into(), addr(2));
+        assert_eq!(merged, "node-2");
+        assert!(changed);
+        assert_eq!(acks.known_replicas(), vec!["node-2".to_string()]);
+    }
 }

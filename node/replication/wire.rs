@@ -127,8 +127,11 @@ pub enum Request {
     /// A promotion that caught up from this node failed: its promise is released.
     Release(Fence),
     /// The cluster addresses of the replicas the primary hears from, so that a
-    /// replica knows its peers when it is promoted.
+    /// replica knows its peers when it is promoted (the first versions' form).
     Members,
+    /// The same replicas with their names (`[{"name","addr"}]`); a replica asks this
+    /// first and falls back to [`Request::Members`] with a primary that lacks it.
+    NamedMembers,
 }
 
 const TAG_PULL: u8 = 0;
@@ -139,6 +142,7 @@ const TAG_FENCE: u8 = 4;
 const TAG_CATCH_UP: u8 = 5;
 const TAG_MEMBERS: u8 = 6;
 const TAG_RELEASE: u8 = 7;
+const TAG_NAMED_MEMBERS: u8 = 8;
 
 fn encode_fence(out: &mut Vec<u8>, fence: &Fence) {
     out.extend(fence.epoch.to_be_bytes());
@@ -177,6 +181,7 @@ impl Request {
             }
             Request::Epochs => vec![TAG_EPOCHS],
             Request::Members => vec![TAG_MEMBERS],
+            Request::NamedMembers => vec![TAG_NAMED_MEMBERS],
             Request::CatchUp(pull, fence) => {
                 let mut out = vec![TAG_CATCH_UP];
                 out.extend(pull.encode());
@@ -205,6 +210,7 @@ impl Request {
             }),
             Some((&TAG_EPOCHS, [])) => Ok(Request::Epochs),
             Some((&TAG_MEMBERS, [])) => Ok(Request::Members),
+            Some((&TAG_NAMED_MEMBERS, [])) => Ok(Request::NamedMembers),
             Some((&TAG_CATCH_UP, rest)) if rest.len() > PULL_REQUEST_BYTES => {
                 let (pull, fence) = rest.split_at(PULL_REQUEST_BYTES);
                 Ok(Request::CatchUp(
@@ -344,6 +350,7 @@ mod tests {
             Request::SnapshotDone { key: 77 },
             Request::Epochs,
             Request::Members,
+            Request::NamedMembers,
             Request::CatchUp(pull, fence),
             Request::Fence(fence),
             Request::Release(fence),

@@ -334,9 +334,9 @@ fn hand_to_memory(inner: &Arc<Inner>, a: Accepted) {
     };
     let Pending { op, reply, .. } = a.pending;
     // Answered after the op is handed on: in the common case it is then already
-    // visible too, so whoever waits only for durability also reads it.
-    let durable = reply.durable.map(|tx| (tx, applied.clone()));
-    let _answer_durable = DurableAnswer(durable);
+    // visible too, so whoever waits only for durability also reads it. A lane with
+    // a large backlog answers it only once the op is applied (`apply_lane.rs`).
+    let mut durable = DurableAnswer(reply.durable.map(|tx| (tx, applied.clone())));
     match (op, a.target) {
         (Op::CreateCollection(_), Target::Create(stored)) => {
             let name = stored.config.name.clone();
@@ -380,6 +380,7 @@ fn hand_to_memory(inner: &Arc<Inner>, a: Accepted) {
                     op,
                     applied,
                     reply: reply.visible,
+                    durable: durable.0.take(),
                 },
             );
         }
@@ -392,7 +393,7 @@ fn hand_to_memory(inner: &Arc<Inner>, a: Accepted) {
 }
 
 /// Sends an op's durable answer when dropped, i.e. once the op was handed to memory.
-struct DurableAnswer(Option<(oneshot::Sender<Result<Applied>>, Applied)>);
+struct DurableAnswer(Option<apply_lane::DurableReply>);
 
 impl Drop for DurableAnswer {
     fn drop(&mut self) {

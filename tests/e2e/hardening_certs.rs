@@ -9,7 +9,7 @@ use needle_consensus::openraft::raft::VoteRequest;
 use needle_consensus::openraft::vote::RaftLeaderId;
 use needle_consensus::rpc::RaftRequest;
 use needle_transport::{
-    BoxFuture, Handler, PeerInfo, RegionKey, Security, TlsFiles, Transport, TransportConfig,
+    BoxFuture, Handler, PeerInfo, Security, TlsFiles, Transport, TransportConfig,
 };
 use std::sync::Arc;
 
@@ -75,7 +75,8 @@ fn a_client_certificate_writes_and_searches_but_sends_no_member_traffic() {
         let body = RaftRequest::Vote(vote).encode().unwrap();
         let refused = peer.request(&body).await.unwrap_err().to_string();
         assert!(refused.contains("cluster members"), "{refused}");
-        assert!(peer.read_region(RegionKey(1), 0, 16).await.is_err());
+        // (Regions are refused to client certificates too: the transport's own test,
+        // `a_client_certificate_cannot_read_regions`, reads a registered one.)
     });
     // Nothing was disturbed: the cluster still has its leader and serves writes.
     let leader = cluster.leader();

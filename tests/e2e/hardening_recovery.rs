@@ -115,6 +115,102 @@ fn a_failed_in_memory_apply_is_rebuilt_from_the_store() {
     );
 }
 
+#[test]
+fn a_node_that_cannot_rebuild_stops_taking_writes_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &failpoint("apply-in-memory-fails=1*return;rebuild-fails=1*return"),
+    );
+    let c = node.client();
+    create(&c, "f");
+    let resp = c.post(
+        "/collections/f/vectors",
+        &json!({"id": "a", "vector": [1, 0]}),
+    );
+    assert_error(&resp, 503, "NODE_FAILED");
+    let (status, health) = c.get("/health");
+    assert_eq!(
+        (status, health["status"].clone()),
+        (503, json!("failed")),
+        "{health}"
+    );
+    assert_error(
+        &c.post(
+            "/collections/f/vectors",
+            &json!({"id": "b", "vector": [0, 1]}),
+        ),
+        503,
+        "NODE_FAILED",
+    );
+    // The write that failed in memory was durable: a restart serves it.
+    let node = node.restart_with_env(&[]);
+    let c = node.client();
+    assert_eq!(c.get("/collections/f/vectors/a").0, 200);
+    assert_eq!(c.get("/health").1["status"], "ok");
+}
+
+#[test]
+fn a_raft_member_that_cannot_apply_stops_and_catches_up_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = 2;
+    let mut cluster = RaftCluster::start_with_member_env(dir.path(), 3, &[], &[], |i| {
+        if i == broken {
+            failpoint("apply-in-memory-fails=1*return;rebuild-fails=1*return")
+        } else {
+            Vec::new()
+        }
+    });
+    let mut leader = cluster.leader();
+    if leader == broken {
+        assert_eq!(
+            cluster
+                .client(leader)
+                .post("/cluster/step-down", &json!({}))
+                .0,
+            200
+        );
+        assert!(wait_for(Duration::from_secs(30), || {
+            leader = cluster.leader_among(&[0, 1]);
+            leader != broken
+        }));
+    }
+    let c = cluster.client(leader);
+    crate::cluster::create_docs(&c, 2, "dot");
+    for batch in 0..5 {
+        let records: Vec<Value> = (0..20)
+            .map(|i| json!({"id": format!("b{batch}-{i}"), "vector": [i as f32, 1.0]}))
+            .collect();
+        let written = c.post(
+            "/collections/docs/vectors/batch",
+            &json!({ "vectors": records }),
+        );
+        assert_eq!(written.0, 200, "{}", written.1);
+    }
+    // The member stopped rather than skip what the others applied...
+    assert!(wait_for(Duration::from_secs(30), || {
+        cluster
+            .client(broken)
+            .try_get("/health")
+            .is_ok_and(|(s, h)| s == 503 && h["status"] == "failed")
+    }));
+    // ...and once restarted (healthy), it holds exactly what the others hold.
+    cluster.restart_with_env(broken, &[]);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let sums = checksums(&cluster);
+            sums.iter().all(|s| *s == sums[0] && s.is_string())
+        }),
+        "the member diverged: {:?}",
+        checksums(&cluster)
+    );
+    assert_eq!(
+        cluster.client(broken).get("/collections/docs").1["count"],
+        100
+    );
+}
+
 fn checksums(cluster: &RaftCluster) -> Vec<Value> {
     cluster
         .live()

@@ -124,12 +124,27 @@ fn replicas_are_known_by_name_and_a_retired_one_can_be_forgotten() {
     assert_eq!(insert("a").0, 201);
     // node-2 comes back on another cluster address: still one replica, not two.
     replicas[0].take().map(Node::kill);
-    let (moved, _) = replica_args_at(&p_addr, extra(tls_args(&certs, 2)));
+    let (moved, moved_addr) = replica_args_at(&p_addr, extra(tls_args(&certs, 2)));
     replicas[0] = Some(start(&dir.path().join("r2"), &moved));
     assert!(wait_for(Duration::from_secs(30), || replicas[0]
         .as_ref()
         .is_some_and(|r| caught_up(&p, r))));
-    assert_eq!(known(&p), json!(["node-2", "node-3", "node-4"]));
+    // Counted apart while its old address might still be a live node, then merged
+    // back under its name once that address has been silent for 15 s.
+    let node2_fresh = |p: &Node| {
+        let status = p.client().get("/replication/status").1;
+        status["replicas"].as_array().is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r["replica"] == "node-2" && r["cluster_addr"] == moved_addr.as_str())
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || known(&p)
+            == json!(["node-2", "node-3", "node-4"])
+            && node2_fresh(&p)),
+        "{}",
+        p.client().get("/replication/status").1
+    );
     // node-3 and node-4 are retired for good: a majority of 4 nodes is out of reach.
     replicas[1].take().map(Node::kill);
     replicas[2].take().map(Node::kill);

@@ -59,6 +59,19 @@ fn answers_larger_than_the_response_budget_are_refused_not_built() {
         &json!({"vectors": vec![query.clone(); 1000], "k": 200, "include_vectors": true}),
     );
     assert_error(&resp, 400, "RESPONSE_TOO_LARGE");
+    // A filter makes the smallest possible answer unknown; the budget is then
+    // counted while the hits are built, vectors before they are read.
+    let resp = c.post(
+        "/collections/m/search/batch",
+        &json!({"vectors": vec![query.clone(); 50], "k": 200, "include_vectors": true,
+                "include_metadata": false, "filter": {"blob": {"$exists": true}}}),
+    );
+    assert_error(&resp, 400, "RESPONSE_TOO_LARGE");
+    let resp = c.post(
+        "/collections/m/search",
+        &json!({"vector": query, "k": 200, "filter": {"blob": {"$exists": true}}}),
+    );
+    assert_error(&resp, 400, "RESPONSE_TOO_LARGE");
     assert_eq!(c.get("/health").0, 200);
 }
 
@@ -152,7 +165,8 @@ fn a_search_whose_client_leaves_stops() {
             .collect();
         c.upsert(records).unwrap();
     }
-    let node = Node::start(&data, &[]);
+    // The CPU backend: a GPU could finish before the client gives up.
+    let node = Node::start(&data, &["--backend", "cpu"]);
     let impatient = Client::with_timeout(&node.url, Duration::from_millis(150));
     let queries = vectors(4, 4000, 128);
     let gone = impatient.try_post(

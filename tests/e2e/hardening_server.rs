@@ -136,7 +136,12 @@ fn past_the_concurrent_request_limit_requests_are_shed_with_retry_after() {
             )
         })
     };
-    std::thread::sleep(Duration::from_millis(800));
+    // Until the write holds the slot (`/metrics` is never shed).
+    assert!(wait_for(Duration::from_secs(10), || {
+        let (_, text) = c.get_text("/metrics");
+        text.lines()
+            .any(|l| l == "needle_http_requests_in_flight 1")
+    }));
     let http = reqwest::blocking::Client::new();
     let shed = http.get(format!("{}/collections", p.url)).send().unwrap();
     assert_eq!(shed.status().as_u16(), 503);

@@ -392,3 +392,22 @@ fn applying_another_databases_log_reproduces_it_idempotently() {
         c.get("7").unwrap()
     );
 }
+
+/// The ±1e16 component bound is for new writes: an entry an older version already
+/// ordered (with a larger component) still applies, so members cannot diverge over it.
+#[test]
+fn entries_ordered_elsewhere_are_not_held_to_the_new_component_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db
+        .create_collection(CollectionConfig::new("c", 2, Distance::Dot))
+        .unwrap();
+    let huge = VectorRecord::new("h", vec![3e38, 0.0]);
+    assert_eq!(c.insert(huge.clone()).unwrap_err().code(), "INVALID_VECTOR");
+    let ordered = needle::Op::Upsert {
+        collection: "c".into(),
+        records: vec![huge],
+    };
+    assert_eq!(db.apply_entries(vec![(2, ordered)]).unwrap(), 2);
+    assert_eq!(c.get("h").unwrap().vector, vec![3e38, 0.0]);
+}

@@ -118,6 +118,14 @@ impl Node {
         assert!(sent.success());
     }
 
+    /// [`Node::restart`] with other environment variables (e.g. no fail points).
+    pub fn restart_with_env(self, env: &[(String, String)]) -> Node {
+        let extra = self.extra.clone();
+        let data = self.kill();
+        let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Node::start_with_env(&data, &args, env)
+    }
+
     /// Kills the process and starts a new one on the same data directory.
     pub fn restart(self) -> Node {
         let extra = self.extra.clone();

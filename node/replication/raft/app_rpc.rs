@@ -33,6 +33,13 @@ pub(crate) enum AppRequest {
     /// From a [`super::RaftClient`]: a search on this member.
     ClientSearch(SearchRequest),
     Status,
+    /// Answers once the member has applied this log index and `collection`'s writes
+    /// are visible (or after a second), with the applied index: the `all` concern.
+    /// (Last, so the variants before keep their wire numbers.)
+    AppliedVisible {
+        index: u64,
+        collection: String,
+    },
 }
 
 /// A search as a client sends it; the filter is JSON text.
@@ -107,6 +114,7 @@ impl AppRequest {
             AppRequest::ClientWrite { .. } => "a client write",
             AppRequest::ClientSearch(_) => "a client search",
             AppRequest::Status => "status",
+            AppRequest::AppliedVisible { .. } => "an applied-and-visible wait",
         }
     }
 

@@ -311,10 +311,15 @@ impl RaftNode {
             }
             AppRequest::AppliedAtLeast(index) => {
                 let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                let _ = self.await_applied(index, deadline).await;
+                AppResponse::Applied(self.applied_index())
+            }
+            AppRequest::AppliedVisible { index, collection } => {
+                let deadline = std::time::Instant::now() + Duration::from_secs(1);
                 if self.await_applied(index, deadline).await.is_ok() {
                     // `all` promises every member shows the write, not only stores it.
                     let db = self.database();
-                    let visible = db.await_all_visible();
+                    let visible = db.await_visible(&collection);
                     let remaining = deadline.saturating_duration_since(std::time::Instant::now());
                     if tokio::time::timeout(remaining, visible).await.is_err() {
                         return AppResponse::Applied(index.saturating_sub(1));

@@ -87,22 +87,15 @@ impl StateMachine {
                     let request = cmd.request_id;
                     let hash = requests::request_hash(&cmd);
                     if let Some(id) = request {
+                        // A second write with an id already in this batch: settle the
+                        // first one before judging it, so the answer depends on the
+                        // first's outcome (a refused first leaves no record) and not
+                        // on how entries happened to be batched on this member.
+                        if waiting.iter().any(|w| w.request.map(|r| r.0) == Some(id)) {
+                            self.finish(std::mem::take(&mut waiting)).await?;
+                        }
                         if let Some(done) = self.requests.lookup(id, index, hash) {
                             waiting.push(Waiting::new(WriteWait::Done(done), responder));
-                            continue;
-                        }
-                        if let Some(first) = waiting
-                            .iter()
-                            .position(|w| w.request.map(|r| r.0) == Some(id))
-                        {
-                            let wait = if waiting[first].request.map(|r| r.2) == Some(hash) {
-                                WriteWait::SameAs(first)
-                            } else {
-                                WriteWait::Done(Err(Error::IdempotencyKeyReused {
-                                    key: format!("{}:{}", id.client, id.serial),
-                                }))
-                            };
-                            waiting.push(Waiting::new(wait, responder));
                             continue;
                         }
                     }
@@ -123,10 +116,21 @@ impl StateMachine {
                                 .map(MetaWrite::Delete),
                         );
                     }
-                    let queued = command::decode(&cmd)
-                        .and_then(|(op, precondition)| db.enqueue_ordered(op, precondition, meta));
+                    let queued = command::decode(&cmd).and_then(|(op, precondition)| {
+                        let collection = op.collection().to_string();
+                        db.enqueue_ordered(op, precondition, meta)
+                            .map(|(durable, visible)| (collection, durable, visible))
+                    });
                     let wait = match queued {
-                        Ok((durable, visible)) => WriteWait::Queued { durable, visible },
+                        Ok((collection, durable, visible)) => WriteWait::Queued {
+                            collection,
+                            durable,
+                            visible,
+                        },
+                        // This member cannot apply what the others do: stop, never skip.
+                        Err(e) if is_local_failure(&e) => {
+                            return Err(self.stop_applying(&e));
+                        }
                         Err(e) => WriteWait::Done(Err(e)),
                     };
                     let mut w = Waiting::new(wait, responder);
@@ -166,23 +170,19 @@ impl StateMachine {
     /// member did not apply what the others did, so it stops applying rather than
     /// diverge, and openraft stops the node.
     async fn finish(&mut self, waiting: Vec<Waiting>) -> io::Result<()> {
-        let mut outcomes: Vec<CommandOutcome> = Vec::with_capacity(waiting.len());
-        let mut answers = Vec::with_capacity(waiting.len());
+        // Answers waiting for visibility, per collection: one collection's long
+        // search delays only its own writes' answers.
+        let mut later: std::collections::BTreeMap<String, Vec<Answer>> = Default::default();
         for w in waiting {
             let (outcome, visible) = match w.wait {
-                WriteWait::Queued { durable, visible } => {
+                WriteWait::Queued {
+                    collection,
+                    durable,
+                    visible,
+                } => {
                     let result = durable.await.unwrap_or(Err(Error::Interrupted));
                     match &result {
-                        Err(
-                            e @ (Error::Storage(_)
-                            | Error::Closed
-                            | Error::Interrupted
-                            | Error::Failed(_)),
-                        ) => {
-                            return Err(io::Error::other(format!(
-                                "applying a committed entry: {e}"
-                            )));
-                        }
+                        Err(e) if is_local_failure(e) => return Err(self.stop_applying(e)),
                         Ok(applied) => {
                             if let Some((id, index, hash)) = w.request {
                                 self.requests.record(
@@ -199,41 +199,64 @@ impl StateMachine {
                         }
                         Err(_) => {}
                     }
-                    let visible = result.is_ok().then_some(visible);
+                    let visible = result.is_ok().then_some((collection, visible));
                     (command::outcome(&result), visible)
                 }
                 WriteWait::Done(result) => (command::outcome(&result), None),
-                WriteWait::SameAs(first) => (
-                    outcomes.get(first).cloned().unwrap_or_else(|| {
-                        command::outcome(&Err(Error::Corrupt(
-                            "lost a duplicate's first answer".into(),
-                        )))
-                    }),
-                    None,
-                ),
             };
-            outcomes.push(outcome.clone());
-            if let Some(responder) = w.responder {
-                answers.push((responder, outcome, visible));
-            }
-        }
-        if answers.iter().all(|(_, _, visible)| visible.is_none()) {
-            for (responder, outcome, _) in answers {
-                responder.send(outcome);
-            }
-            return Ok(());
-        }
-        // In log order, each once its write is visible (at once, unless a search of
-        // its collection is holding writes back).
-        tokio::spawn(async move {
-            for (responder, outcome, visible) in answers {
-                if let Some(visible) = visible {
-                    let _ = visible.await;
+            let Some(responder) = w.responder else {
+                continue;
+            };
+            match visible {
+                Some((collection, mut visible)) => {
+                    // Visible already (the common case): answer now.
+                    if visible.try_recv().is_ok() {
+                        responder.send(outcome);
+                    } else {
+                        later
+                            .entry(collection)
+                            .or_default()
+                            .push((responder, outcome, visible));
+                    }
                 }
-                responder.send(outcome);
+                None => responder.send(outcome),
             }
-        });
+        }
+        // In log order within each collection, each once its write is visible (at
+        // once, unless a search of that collection is holding its writes back).
+        for (_, answers) in later {
+            tokio::spawn(async move {
+                for (responder, outcome, visible) in answers {
+                    let _ = visible.await;
+                    responder.send(outcome);
+                }
+            });
+        }
         Ok(())
+    }
+}
+
+/// Errors that say nothing about the entry, only about this member (its store, its
+/// writer): every other member applies the entry, so this one must stop rather than
+/// record it as refused and move past it.
+fn is_local_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Storage(_)
+            | Error::Closed
+            | Error::Interrupted
+            | Error::Failed(_)
+            | Error::Overloaded(_)
+    )
+}
+
+impl StateMachine {
+    /// Marks the node failed (so `/health` takes it out) and gives openraft the error
+    /// that stops this member.
+    fn stop_applying(&self, e: &Error) -> io::Error {
+        let message = format!("applying a committed entry failed on this member: {e}");
+        self.served.current().health().fail("raft", message.clone());
+        io::Error::other(message)
     }
 }
 
@@ -256,14 +279,20 @@ impl Waiting {
     }
 }
 
+/// A client's answer, to be sent once its write is visible.
+type Answer = (
+    needle_consensus::openraft::storage::ApplyResponder<TypeConfig>,
+    CommandOutcome,
+    tokio::sync::oneshot::Receiver<Result<Applied>>,
+);
+
 enum WriteWait {
     Queued {
+        collection: String,
         durable: tokio::sync::oneshot::Receiver<Result<Applied>>,
         visible: tokio::sync::oneshot::Receiver<Result<Applied>>,
     },
     Done(Result<Applied>),
-    /// A retry of an earlier write of the same batch: the same answer.
-    SameAs(usize),
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {

@@ -104,7 +104,8 @@ impl RaftNode {
         }
         let (index, applied) = self.order(command, deadline).await?;
         if concern == WriteConcern::All {
-            self.await_all_applied(index, applied.seq, deadline).await?;
+            self.await_all_applied(index, applied.seq, &collection, deadline)
+                .await?;
         }
         // Read-your-writes on the node that answered: a follower that forwarded the
         // write answers once it has applied it too, and its searches see it. The
@@ -337,8 +338,15 @@ impl RaftNode {
         node.raft_addr.parse().ok()
     }
 
-    /// `all`: every voter has applied log index `index`.
-    async fn await_all_applied(&self, index: u64, seq: u64, deadline: Instant) -> Result<()> {
+    /// `all`: every voter has applied log index `index`, and its searches of
+    /// `collection` see it.
+    async fn await_all_applied(
+        &self,
+        index: u64,
+        seq: u64,
+        collection: &str,
+        deadline: Instant,
+    ) -> Result<()> {
         let voters: Vec<NodeId> = {
             let metrics = self.raft()?.metrics().borrow_watched().clone();
             metrics.membership_config.membership().voter_ids().collect()
@@ -346,13 +354,17 @@ impl RaftNode {
         for voter in voters {
             loop {
                 let applied = if voter == self.node_id() {
+                    // The leader answers its client only once the write is visible.
                     self.applied_index()
                 } else {
                     match self.member_addr(voter) {
                         Some(addr) => {
                             // The member answers as soon as it has applied it.
                             let remaining = deadline.saturating_duration_since(Instant::now());
-                            let request = AppRequest::AppliedAtLeast(index);
+                            let request = AppRequest::AppliedVisible {
+                                index,
+                                collection: collection.to_string(),
+                            };
                             match self.ask(addr, &request, remaining.min(ATTEMPT * 2)).await {
                                 Ok(AppResponse::Applied(i)) => i,
                                 _ => 0,

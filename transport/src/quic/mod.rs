@@ -60,13 +60,17 @@ impl PeerRole {
         matches!(self, PeerRole::Peer | PeerRole::Unauthenticated)
     }
 
-    fn of(names: &[String]) -> PeerRole {
-        if names.is_empty() {
-            PeerRole::Unauthenticated
-        } else if names.iter().any(|n| n == crate::certs::CLUSTER_SERVER_NAME) {
-            PeerRole::Peer
-        } else {
-            PeerRole::Client
+    /// The role a connection's verified certificate names give it. Under mutual TLS
+    /// anything that does not name the cluster (a client certificate, or one from an
+    /// outside PKI with no DNS names at all) is a client; nothing is a member by
+    /// default.
+    fn of(security: &Security, names: &[String]) -> PeerRole {
+        match security {
+            Security::InsecureDev => PeerRole::Unauthenticated,
+            Security::Mutual(_) if names.iter().any(|n| n == crate::certs::CLUSTER_SERVER_NAME) => {
+                PeerRole::Peer
+            }
+            Security::Mutual(_) => PeerRole::Client,
         }
     }
 }
@@ -250,5 +254,36 @@ impl Transport {
     /// Closes every connection and stops accepting.
     pub fn close(&self) {
         self.endpoint.close(quinn::VarInt::from_u32(0), b"closing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_certificate_naming_the_cluster_is_a_member() {
+        let mutual = Security::Mutual(crate::TlsFiles {
+            cert_path: "c".into(),
+            key_path: "k".into(),
+            ca_path: "ca".into(),
+        });
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            PeerRole::of(&mutual, &names(&["needle", "node-2"])),
+            PeerRole::Peer
+        );
+        assert_eq!(
+            PeerRole::of(&mutual, &names(&["needle-client", "client-1"])),
+            PeerRole::Client
+        );
+        // A certificate from an outside PKI with no DNS names at all: a client.
+        assert_eq!(PeerRole::of(&mutual, &[]), PeerRole::Client);
+        assert_eq!(
+            PeerRole::of(&Security::InsecureDev, &[]),
+            PeerRole::Unauthenticated
+        );
+        assert!(!PeerRole::Client.is_member());
+        assert!(PeerRole::Unauthenticated.is_member());
     }
 }

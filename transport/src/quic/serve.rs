@@ -33,7 +33,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     let names = super::certificate_names(&conn);
     let from = PeerInfo {
         addr: conn.remote_address(),
-        role: super::PeerRole::of(&names),
+        role: super::PeerRole::of(&shared.config.security, &names),
         names,
     };
     // A partition configured on this node cuts incoming traffic too.
