@@ -5,9 +5,10 @@ use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::generations;
 use crate::metrics::Metrics;
-use crate::model::{validate_collection_name, CollectionConfig};
+use crate::model::CollectionConfig;
 use crate::op::{Applied, Op, Precondition};
 use crate::storage::Store;
+use crate::write_checks;
 use crate::writer::{Pending, Replies, SyncMode, WriterHandle};
 use needle_kernels::{select_backend, Backend, BackendKind, OnDeviceFull};
 use std::path::{Path, PathBuf};
@@ -37,11 +38,6 @@ pub struct DatabaseOptions {
     /// past it).
     pub write_queue: usize,
 }
-
-/// The largest encoded op a node accepts: every op travels whole in one replication
-/// message (a pull reply, a Raft AppendEntries), whose frame is at most 64 MiB; the
-/// rest is room for the message's own fields.
-pub const MAX_OP_BYTES: usize = 56 << 20;
 
 /// Default operation-log retention: the newest 100,000 ops.
 pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
@@ -328,7 +324,7 @@ impl Database {
         self.refuse_if_failed()?;
         let mut waiting = Vec::with_capacity(entries.len());
         for (seq, op) in entries {
-            validate_context_free(&op)?;
+            write_checks::validate_context_free(&op)?;
             let (durable, rx) = oneshot::channel();
             let (visible, _) = oneshot::channel();
             self.writer.send(Pending {
@@ -364,7 +360,7 @@ impl Database {
         meta: Vec<crate::writer::MetaWrite>,
     ) -> Result<(AppliedReceiver, AppliedReceiver)> {
         self.refuse_if_failed()?;
-        validate_context_free(&op)?;
+        write_checks::validate_context_free(&op)?;
         let (durable, durable_rx) = oneshot::channel();
         let (visible, visible_rx) = oneshot::channel();
         self.writer.send(Pending {
@@ -399,7 +395,7 @@ impl Database {
         {
             let state = self.state(collection)?;
             let index = state.index.read_recursive();
-            room_on_device(
+            write_checks::room_on_device(
                 index.shard.as_ref(),
                 records.len() + state.lane.pending_rows(),
             )?;
@@ -454,30 +450,9 @@ impl Database {
         self.inner.store.set_meta_json(key, Some(value))
     }
 
-    /// Every check of [`validate_context_free`], plus those that need the collection:
-    /// that it exists, and its dimensions.
+    /// Every check of a write this node is about to order (see `write_checks.rs`).
     fn validate(&self, op: &Op) -> Result<()> {
-        let bytes = op.encoded_len_bound();
-        if bytes > MAX_OP_BYTES {
-            return Err(Error::OpTooLarge {
-                bytes: bytes as u64,
-                max: MAX_OP_BYTES as u64,
-            });
-        }
-        match op {
-            Op::Upsert {
-                collection,
-                records,
-            } => {
-                let dims = self.state(collection)?.stored.config.dimensions;
-                validate_records(records, |r| r.validate_new(dims))
-            }
-            Op::Delete { collection, .. } => {
-                self.state(collection)?;
-                validate_context_free(op)
-            }
-            Op::CreateCollection(_) | Op::DropCollection { .. } => validate_context_free(op),
-        }
+        write_checks::validate_new(op, |name| Ok(self.state(name)?.stored.config.dimensions))
     }
 
     /// A checksum of a collection's stored ids, vectors and metadata: equal on two
@@ -582,45 +557,6 @@ impl Database {
     ) -> Result<Vec<(u64, Op)>> {
         self.inner.store.read_log_within(from, limit, max_bytes)
     }
-}
-
-/// Whether `rows` more rows fit on the shard's device (see `Shard::check_room`).
-pub(crate) fn room_on_device(
-    shard: &dyn needle_kernels::Shard,
-    rows: usize,
-) -> std::result::Result<(), needle_kernels::KernelError> {
-    if crate::injected_faults::device_full() {
-        return Err(needle_kernels::KernelError::DeviceMemory {
-            needed: rows,
-            free: 0,
-        });
-    }
-    shard.check_room(rows)
-}
-
-/// The checks of an op that need no database state (ids, finite vectors, metadata
-/// size, names): for entries whose collection may be created earlier in the same
-/// stream. Dimensions are checked by the writer against the collection itself.
-fn validate_context_free(op: &Op) -> Result<()> {
-    match op {
-        Op::CreateCollection(config) => config.validate(),
-        Op::DropCollection { name } => validate_collection_name(name),
-        Op::Upsert { records, .. } => validate_records(records, |r| r.validate(r.vector.len())),
-        Op::Delete { ids, .. } => ids.iter().try_for_each(|id| crate::model::validate_id(id)),
-    }
-}
-
-/// Runs `check` on every record; a failure names the record's index.
-fn validate_records(
-    records: &[crate::model::VectorRecord],
-    check: impl Fn(&crate::model::VectorRecord) -> Result<()>,
-) -> Result<()> {
-    records.iter().enumerate().try_for_each(|(index, r)| {
-        check(r).map_err(|e| Error::InvalidBatchItem {
-            index,
-            source: Box::new(e),
-        })
-    })
 }
 
 fn info(state: &CollectionState) -> CollectionInfo {

@@ -36,6 +36,7 @@ mod search;
 pub mod served;
 pub mod snapshot;
 mod storage;
+mod write_checks;
 mod writer;
 
 pub mod cli;

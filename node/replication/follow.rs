@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::follower::Follower;
 use super::install::install_snapshot;
-use super::members::{member_name, Member};
+use super::members::{member_name, Member, MemberList};
 use super::pull::{apply, fetch, Fetched};
 use super::role::Replication;
 use super::ship::now_ms;
@@ -204,19 +204,9 @@ async fn step(
 /// A primary's answer to [`Request::Members`]: named members, or (from a primary
 /// of an earlier version) bare addresses.
 fn decode_members(reply: &[u8]) -> Option<Vec<Member>> {
-    if let Ok(members) = serde_json::from_slice::<Vec<Member>>(reply) {
-        return Some(members);
-    }
-    let addrs = serde_json::from_slice::<Vec<SocketAddr>>(reply).ok()?;
-    Some(
-        addrs
-            .into_iter()
-            .map(|addr| Member {
-                name: addr.to_string(),
-                addr,
-            })
-            .collect(),
-    )
+    serde_json::from_slice::<MemberList>(reply)
+        .ok()
+        .map(MemberList::into_members)
 }
 
 /// Adds `members` to those this replica knows of, in memory and in its store.

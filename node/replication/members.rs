@@ -38,28 +38,35 @@ pub struct KnownMembers {
     by_name: BTreeMap<String, SocketAddr>,
 }
 
-/// The stored form; the first versions stored bare addresses.
+/// A list of members as stored or sent: named, or (from the first versions) bare
+/// addresses, each then named by its address.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Stored {
+pub(crate) enum MemberList {
     Named(Vec<Member>),
     Addresses(Vec<SocketAddr>),
 }
 
+impl MemberList {
+    pub fn into_members(self) -> Vec<Member> {
+        match self {
+            MemberList::Named(members) => members,
+            MemberList::Addresses(addrs) => addrs
+                .into_iter()
+                .map(|addr| Member {
+                    name: addr.to_string(),
+                    addr,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl KnownMembers {
     pub fn load(db: &Database) -> Result<KnownMembers> {
-        Ok(match db.meta_json::<Stored>(MEMBERS_META)? {
+        Ok(match db.meta_json::<MemberList>(MEMBERS_META)? {
             None => KnownMembers::default(),
-            Some(Stored::Named(members)) => KnownMembers::from_members(members),
-            Some(Stored::Addresses(addrs)) => KnownMembers::from_members(
-                addrs
-                    .into_iter()
-                    .map(|addr| Member {
-                        name: addr.to_string(),
-                        addr,
-                    })
-                    .collect(),
-            ),
+            Some(list) => KnownMembers::from_members(list.into_members()),
         })
     }
 
@@ -198,11 +205,11 @@ mod tests {
 
     #[test]
     fn the_old_stored_form_still_reads() {
-        let old: Stored = serde_json::from_str(r#"["127.0.0.1:5002"]"#).unwrap();
-        assert!(matches!(old, Stored::Addresses(ref a) if a == &[addr(5002)]));
-        let new: Stored =
+        let old: MemberList = serde_json::from_str(r#"["127.0.0.1:5002"]"#).unwrap();
+        assert_eq!(old.into_members()[0].name, "127.0.0.1:5002");
+        let new: MemberList =
             serde_json::from_str(r#"[{"name":"node-2","addr":"127.0.0.1:5002"}]"#).unwrap();
-        assert!(matches!(new, Stored::Named(ref m) if m[0].name == "node-2"));
+        assert_eq!(new.into_members()[0].name, "node-2");
     }
 
     #[test]

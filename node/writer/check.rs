@@ -126,7 +126,7 @@ fn room(inner: &Inner, state: &CollectionState, rows: usize, ordered: bool) -> R
     // queue behind the lane's drainer waiting for the write lock.
     let index = state.index.read_recursive();
     let needed = rows + state.lane.pending_rows();
-    match crate::database::room_on_device(index.shard.as_ref(), needed) {
+    match crate::write_checks::room_on_device(index.shard.as_ref(), needed) {
         Ok(()) => Ok(()),
         Err(e) if ordered => {
             let name = &state.stored.config.name;

@@ -1,0 +1,80 @@
+//! The checks a write passes before it is queued, on the caller's thread, so the
+//! single writer only does the checks that need the current state. Two sets: what
+//! every version of needle checked (also applied to entries ordered elsewhere, which
+//! an older member may have accepted), and the stricter checks of a write this node
+//! is about to order.
+
+use crate::error::{Error, Result};
+use crate::model::{validate_collection_name, VectorRecord};
+use crate::op::Op;
+
+/// The largest encoded op a node accepts: every op travels whole in one replication
+/// message (a pull reply, a Raft AppendEntries), whose frame is at most 64 MiB; the
+/// rest is room for the message's own fields.
+pub const MAX_OP_BYTES: usize = 56 << 20;
+
+/// Every check of [`validate_context_free`] and more, for a write this node orders:
+/// its encoded size, that its collection exists (`dims_of` gives its dimensions),
+/// and the component bound of new vectors.
+pub(crate) fn validate_new(op: &Op, dims_of: impl Fn(&str) -> Result<usize>) -> Result<()> {
+    let bytes = op.encoded_len_bound();
+    if bytes > MAX_OP_BYTES {
+        return Err(Error::OpTooLarge {
+            bytes: bytes as u64,
+            max: MAX_OP_BYTES as u64,
+        });
+    }
+    match op {
+        Op::Upsert {
+            collection,
+            records,
+        } => {
+            let dims = dims_of(collection)?;
+            validate_records(records, |r| r.validate_new(dims))
+        }
+        Op::Delete { collection, .. } => {
+            dims_of(collection)?;
+            validate_context_free(op)
+        }
+        Op::CreateCollection(_) | Op::DropCollection { .. } => validate_context_free(op),
+    }
+}
+
+/// Whether `rows` more rows fit on the shard's device (see `Shard::check_room`).
+pub(crate) fn room_on_device(
+    shard: &dyn needle_kernels::Shard,
+    rows: usize,
+) -> std::result::Result<(), needle_kernels::KernelError> {
+    if crate::injected_faults::device_full() {
+        return Err(needle_kernels::KernelError::DeviceMemory {
+            needed: rows,
+            free: 0,
+        });
+    }
+    shard.check_room(rows)
+}
+
+/// The checks of an op that need no database state (ids, finite vectors, metadata
+/// size, names): for entries whose collection may be created earlier in the same
+/// stream. Dimensions are checked by the writer against the collection itself.
+pub(crate) fn validate_context_free(op: &Op) -> Result<()> {
+    match op {
+        Op::CreateCollection(config) => config.validate(),
+        Op::DropCollection { name } => validate_collection_name(name),
+        Op::Upsert { records, .. } => validate_records(records, |r| r.validate(r.vector.len())),
+        Op::Delete { ids, .. } => ids.iter().try_for_each(|id| crate::model::validate_id(id)),
+    }
+}
+
+/// Runs `check` on every record; a failure names the record's index.
+fn validate_records(
+    records: &[VectorRecord],
+    check: impl Fn(&VectorRecord) -> Result<()>,
+) -> Result<()> {
+    records.iter().enumerate().try_for_each(|(index, r)| {
+        check(r).map_err(|e| Error::InvalidBatchItem {
+            index,
+            source: Box::new(e),
+        })
+    })
+}
