@@ -89,6 +89,7 @@ pub(crate) struct ApplyLane {
     /// index never need the queue's lock.
     pending_rows: AtomicUsize,
     pending_bytes: AtomicUsize,
+    pending_ops: AtomicUsize,
 }
 
 impl Default for ApplyLane {
@@ -98,6 +99,7 @@ impl Default for ApplyLane {
             visible: tokio::sync::watch::Sender::new(0),
             pending_rows: AtomicUsize::new(0),
             pending_bytes: AtomicUsize::new(0),
+            pending_ops: AtomicUsize::new(0),
         }
     }
 }
@@ -106,6 +108,12 @@ impl ApplyLane {
     /// Rows handed to the lane and not yet in the index, for the room checks.
     pub fn pending_rows(&self) -> usize {
         self.pending_rows.load(Ordering::Acquire)
+    }
+
+    /// Whether every op handed to the lane is in the index: then the index is as
+    /// exact as the store (the writer, the only one to hand ops on, asks).
+    pub fn caught_up(&self) -> bool {
+        self.pending_ops.load(Ordering::Acquire) == 0
     }
 
     /// Waits until every op committed to this lane before the call is visible.
@@ -121,6 +129,7 @@ impl ApplyLane {
             .fold((0, 0), |(r, b), w| (r + w.rows(), b + w.bytes()));
         self.pending_rows.fetch_sub(rows, Ordering::AcqRel);
         self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.pending_ops.fetch_sub(works.len(), Ordering::AcqRel);
     }
 }
 
@@ -130,6 +139,7 @@ impl ApplyLane {
 /// queue.
 pub(crate) fn submit(inner: &Arc<Inner>, state: &Arc<CollectionState>, mut work: Work) {
     let lane = &state.lane;
+    lane.pending_ops.fetch_add(1, Ordering::AcqRel);
     lane.pending_rows.fetch_add(work.rows(), Ordering::AcqRel);
     let backlog = lane.pending_bytes.fetch_add(work.bytes(), Ordering::AcqRel) + work.bytes();
     let idle = {

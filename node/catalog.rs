@@ -46,6 +46,10 @@ impl CollectionIndex {
         }
     }
 
+    pub fn contains(&self, id: &str) -> bool {
+        self.rows.contains_key(id)
+    }
+
     pub fn live(&self) -> usize {
         self.shard.live()
     }

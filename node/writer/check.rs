@@ -3,8 +3,9 @@
 //! (for an op this node orders) the device has room. Static checks (ids,
 //! finiteness, metadata size) were done before the op was queued.
 //!
-//! Presence of ids is read from the store, which holds every committed op, plus the
-//! overlay of earlier ops in the same group: the in-memory index may lag behind the
+//! Presence of ids comes from the overlay of earlier ops in the same group, then from
+//! the in-memory index when its lane has applied everything (the common case), else
+//! from the store, which holds every committed op: the index may lag behind the
 //! store while a collection's readers hold it (see `apply_lane.rs`).
 
 use std::collections::HashMap;
@@ -109,10 +110,17 @@ fn present(
     collection: &str,
     id: &str,
 ) -> Result<bool> {
-    match overlay.get(&(collection.to_string(), id.to_string())) {
-        Some(&present) => Ok(present),
-        None => inner.store.vector_exists(state.stored.id, id),
+    if let Some(&present) = overlay.get(&(collection.to_string(), id.to_string())) {
+        return Ok(present);
     }
+    // Memory is exact once the lane has applied everything handed to it (the common
+    // case); while a long search holds writes back, the store answers.
+    if state.lane.caught_up() {
+        if let Some(index) = state.index.try_read_recursive() {
+            return Ok(index.contains(id));
+        }
+    }
+    inner.store.vector_exists(state.stored.id, id)
 }
 
 /// A GPU shard refuses rows it has no device memory for before the commit, rather
