@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use needle_transport::{DeltaCodec, Peer};
+use needle_transport::{DeltaCodec, Peer, TransportError};
 use tokio::sync::watch;
 
 use super::follower::Follower;
@@ -92,19 +92,19 @@ async fn follow(
                     };
                     if result.is_ok() && members_asked.elapsed() >= MEMBERS_REFRESH {
                         members_asked = std::time::Instant::now();
-                        let named = peer.request(&Request::NamedMembers.encode()).await;
-                        let reply = match named {
-                            Ok(reply) => Ok(reply),
-                            // A primary of an earlier version: addresses only.
-                            Err(_) => peer.request(&Request::Members.encode()).await,
+                        // Under the stop signal: a promotion waits for this task, and a
+                        // primary cut off mid-request would hold it for the whole
+                        // request timeout, long enough for the isolated primary to stop
+                        // counting its replicas as connected.
+                        let members = tokio::select! {
+                            _ = stopped.changed() => return,
+                            members = ask_members(&peer) => members,
                         };
-                        if let Ok(reply) = reply {
-                            if let Some(members) = decode_members(&reply) {
-                                // A union, never replaced: a primary that just took over
-                                // has heard from only some replicas yet, and a promotion
-                                // that counted the cluster smaller would need too few.
-                                remember_members(&replication, members);
-                            }
+                        if let Some(members) = members {
+                            // A union, never replaced: a primary that just took over
+                            // has heard from only some replicas yet, and a promotion
+                            // that counted the cluster smaller would need too few.
+                            remember_members(&replication, members);
                         }
                     }
                     applied_ops.inc_by(follower.applied().saturating_sub(before));
@@ -201,6 +201,18 @@ async fn step(
     }
 }
 
+/// The members the primary knows of, named; from a primary of an earlier version,
+/// which answers the named request with an error, by address only. A primary that
+/// does not answer at all is not asked twice.
+async fn ask_members(peer: &Peer) -> Option<Vec<Member>> {
+    let reply = match peer.request(&Request::NamedMembers.encode()).await {
+        Ok(reply) => reply,
+        Err(TransportError::Remote(_)) => peer.request(&Request::Members.encode()).await.ok()?,
+        Err(_) => return None,
+    };
+    decode_members(&reply)
+}
+
 /// A primary's answer to [`Request::Members`]: named members, or (from a primary
 /// of an earlier version) bare addresses.
 fn decode_members(reply: &[u8]) -> Option<Vec<Member>> {
@@ -220,5 +232,87 @@ fn remember_members(replication: &Replication, members: Vec<Member>) {
         if let Err(e) = known.store(&replication.served.current()) {
             tracing::warn!(error = %e, "could not store the replicas this node knows of");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use needle_transport::{BoxFuture, Handler, PeerInfo, Security, Transport, TransportConfig};
+
+    use super::*;
+
+    /// A primary that never answers the named request (cut off mid-request), or
+    /// (`older`) answers it with an error, as a primary of an earlier version does.
+    struct Primary {
+        older: bool,
+        asked: Arc<AtomicUsize>,
+    }
+
+    impl Handler for Primary {
+        fn request(&self, _: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let older = self.older;
+            Box::pin(async move {
+                match Request::decode(&body) {
+                    Ok(Request::NamedMembers) if older => Err("unknown request".into()),
+                    Ok(Request::NamedMembers) => std::future::pending().await,
+                    Ok(Request::Members) => Ok(br#"["127.0.0.1:7001"]"#.to_vec()),
+                    _ => Err("unexpected".into()),
+                }
+            })
+        }
+        fn push(&self, _: PeerInfo, _: Vec<u8>, _: bool) -> BoxFuture<()> {
+            Box::pin(async {})
+        }
+    }
+
+    async fn ask(older: bool) -> (Option<Vec<Member>>, usize) {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let mut config = TransportConfig::new(Security::InsecureDev);
+        config.request_timeout = Duration::from_millis(300);
+        let local = "127.0.0.1:0".parse().unwrap();
+        let handler = Arc::new(Primary {
+            older,
+            asked: asked.clone(),
+        });
+        let server = Transport::bind(local, config.clone(), handler).unwrap();
+        let client = Transport::bind(
+            local,
+            config,
+            Arc::new(Primary {
+                older,
+                asked: Arc::new(AtomicUsize::new(0)),
+            }),
+        )
+        .unwrap();
+        let peer = client.connect(server.local_addr().unwrap()).await.unwrap();
+        let members = ask_members(&peer).await;
+        (members, asked.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_primary_that_does_not_answer_is_asked_once() {
+        let (members, asked) = ask(false).await;
+        assert_eq!(members, None);
+        assert_eq!(
+            asked, 1,
+            "a timed-out request must not be followed by another"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_older_primary_is_asked_for_addresses() {
+        let (members, asked) = ask(true).await;
+        let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        assert_eq!(
+            members,
+            Some(vec![Member {
+                name: addr.to_string(),
+                addr
+            }])
+        );
+        assert_eq!(asked, 2);
     }
 }
