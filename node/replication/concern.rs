@@ -1,10 +1,12 @@
 //! Write concerns and the tracker that decides when a write has met its own.
 //!
 //! The primary counts itself: a write is durable on the primary before anyone
-//! waits. `majority` means a majority of primary + connected replicas, `all` every
-//! connected replica. A replica that disconnects stops counting, so an `all` write
-//! waiting only on it is satisfied by the remaining ones; that is the documented
-//! meaning of `all` ("every connected replica"), and why it is not a quorum.
+//! waits. `majority` means a majority of the primary and every replica it knows of,
+//! heard from lately or not; `all` means every connected replica and never less than
+//! `majority`. A replica that disconnects stops counting for `all`, so an `all`
+//! write waiting only on it is satisfied by the remaining ones, but a primary cut
+//! off from its replicas never acknowledges `all` alone: the replicas it stopped
+//! hearing from can elect a new primary that lacks the write.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -18,10 +20,10 @@ use crate::error::{Error, Result};
 pub enum WriteConcern {
     /// Durable on the primary.
     Primary,
-    /// Durable on a majority of primary + connected replicas.
+    /// Durable on a majority of the primary and every replica it knows of.
     #[default]
     Majority,
-    /// Durable on the primary and every connected replica.
+    /// Durable on the primary and every connected replica, and on a majority.
     All,
 }
 
@@ -93,18 +95,26 @@ impl AckTracker {
     }
 
     fn met(&self, seq: u64, concern: WriteConcern) -> bool {
-        let replicas = match concern {
-            WriteConcern::Majority => {
-                self.known.len()
-                    + self
-                        .acked
-                        .keys()
-                        .filter(|r| !self.known.contains(*r))
-                        .count()
+        let copies = self.copies_of(seq);
+        let majority = WriteConcern::Majority.copies_needed(self.majority_replicas());
+        match concern {
+            WriteConcern::Primary => copies >= 1,
+            WriteConcern::Majority => copies >= majority,
+            WriteConcern::All => {
+                copies >= majority && copies >= WriteConcern::All.copies_needed(self.acked.len())
             }
-            WriteConcern::Primary | WriteConcern::All => self.acked.len(),
-        };
-        self.copies_of(seq) >= concern.copies_needed(replicas)
+        }
+    }
+
+    /// The replicas a majority is counted among: every one known, and any connected
+    /// one not yet known.
+    fn majority_replicas(&self) -> usize {
+        self.known.len()
+            + self
+                .acked
+                .keys()
+                .filter(|r| !self.known.contains(*r))
+                .count()
     }
 
     /// The cluster has these replicas, besides any already known.
@@ -363,6 +373,24 @@ mod tests {
         assert!(t.expire_silent(9_000, 5_000).is_empty());
         assert_eq!(t.replicas(), 1, "r1 was silent for 8 s");
         assert!(t.is_met(5, WriteConcern::All));
+    }
+
+    #[test]
+    fn a_primary_alone_never_acknowledges_all() {
+        let mut t = AckTracker::new();
+        t.seen("r1", 3, 1_000);
+        t.seen("r2", 3, 1_000);
+        let Wait::Pending(all) = t.wait(4, WriteConcern::All) else {
+            panic!()
+        };
+        // Cut off from both: neither counts as connected any more, but they are two
+        // of three nodes and could promote one of them without write 4.
+        t.expire_silent(20_000, 15_000);
+        assert_eq!(t.replicas(), 0);
+        assert!(!t.is_met(4, WriteConcern::All));
+        assert!(!t.is_met(4, WriteConcern::Majority));
+        // One comes back with it: a majority, and every connected replica.
+        assert_eq!(t.seen("r1", 4, 21_000), vec![all]);
     }
 
     #[test]

@@ -90,7 +90,27 @@ async fn follow(
                         }
                         Err(e) => Err(e),
                     };
-                    if result.is_ok() && members_asked.elapsed() >= MEMBERS_REFRESH {
+                    applied_ops.inc_by(follower.applied().saturating_sub(before));
+                    {
+                        let mut status = replication.replica.lock();
+                        status.applied_seq = follower.applied();
+                        status.lag = follower.lag(now_ms());
+                        match &result {
+                            Ok(()) => {
+                                status.connected = true;
+                                status.last_error = None;
+                            }
+                            Err(e) => {
+                                tracing::warn!(%primary, error = %e, "replication stream broke");
+                                status.connected = false;
+                                status.last_error = Some(e.to_string());
+                            }
+                        }
+                    }
+                    if result.is_err() {
+                        break;
+                    }
+                    if members_asked.elapsed() >= MEMBERS_REFRESH {
                         members_asked = std::time::Instant::now();
                         // Under the stop signal: a promotion waits for this task, and a
                         // primary cut off mid-request would hold it for the whole
@@ -105,22 +125,6 @@ async fn follow(
                             // has heard from only some replicas yet, and a promotion
                             // that counted the cluster smaller would need too few.
                             remember_members(&replication, members);
-                        }
-                    }
-                    applied_ops.inc_by(follower.applied().saturating_sub(before));
-                    let mut status = replication.replica.lock();
-                    status.applied_seq = follower.applied();
-                    status.lag = follower.lag(now_ms());
-                    match result {
-                        Ok(()) => {
-                            status.connected = true;
-                            status.last_error = None;
-                        }
-                        Err(e) => {
-                            tracing::warn!(%primary, error = %e, "replication stream broke");
-                            status.connected = false;
-                            status.last_error = Some(e.to_string());
-                            break;
                         }
                     }
                 }
@@ -271,7 +275,7 @@ mod tests {
     async fn ask(older: bool) -> (Option<Vec<Member>>, usize) {
         let asked = Arc::new(AtomicUsize::new(0));
         let mut config = TransportConfig::new(Security::InsecureDev);
-        config.request_timeout = Duration::from_millis(300);
+        config.request_timeout = Duration::from_secs(2);
         let local = "127.0.0.1:0".parse().unwrap();
         let handler = Arc::new(Primary {
             older,
