@@ -150,7 +150,8 @@ impl RaftCluster {
         let leader = self.agreed_leader(among, Duration::from_secs(30));
         assert!(
             leader.is_some(),
-            "members {among:?} never agreed on a leader among them"
+            "members {among:?} never agreed on a leader among them; their status: {:?}",
+            among.iter().map(|&i| self.status(i)).collect::<Vec<_>>()
         );
         leader.expect("leader")
     }
