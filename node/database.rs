@@ -20,9 +20,6 @@ use tokio::sync::oneshot;
 /// Where the writer answers what an op did.
 pub(crate) type AppliedReceiver = oneshot::Receiver<Result<Applied>>;
 
-const META_EPOCHS: &str = "epochs";
-const META_FENCED_BY: &str = "fenced_by";
-
 /// How to open a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatabaseOptions {
@@ -37,6 +34,8 @@ pub struct DatabaseOptions {
     /// Writes this node orders that may wait for the writer at once (`OVERLOADED`
     /// past it).
     pub write_queue: usize,
+    /// What time it is (commit times, for replication lag).
+    pub clock: crate::clock::Clock,
 }
 
 /// Default operation-log retention: the newest 100,000 ops.
@@ -50,6 +49,7 @@ impl Default for DatabaseOptions {
             sync: SyncMode::Group,
             log_retention: DEFAULT_LOG_RETENTION,
             write_queue: crate::writer::DEFAULT_WRITE_QUEUE,
+            clock: crate::clock::Clock::default(),
         }
     }
 }
@@ -108,6 +108,17 @@ pub(crate) struct Inner {
 pub struct Database {
     pub(crate) inner: Arc<Inner>,
     writer: Arc<WriterHandle>,
+}
+
+/// An entry ordered elsewhere, for [`Database::apply_ordered`].
+pub(crate) struct OrderedEntry {
+    pub op: Op,
+    pub precondition: Precondition,
+    /// The sequence number it must land at (a primary's log numbers every entry), or
+    /// `None` for the next one here (a Raft log numbers its own).
+    pub at: Option<u64>,
+    /// `meta` changes that ride in the same batch when the entry is accepted.
+    pub meta: Vec<crate::writer::MetaWrite>,
 }
 
 impl Database {
@@ -321,24 +332,15 @@ impl Database {
     /// entries are durable (they become visible to searches right after, or once a
     /// long search of their collection ends), with the applied sequence number.
     pub fn apply_entries(&self, entries: Vec<(u64, Op)>) -> Result<u64> {
-        self.refuse_if_failed()?;
         let mut waiting = Vec::with_capacity(entries.len());
         for (seq, op) in entries {
-            write_checks::validate_context_free(&op)?;
-            let (durable, rx) = oneshot::channel();
-            let (visible, _) = oneshot::channel();
-            self.writer.send(Pending {
+            let (durable, _visible) = self.apply_ordered(OrderedEntry {
                 op,
                 precondition: Precondition::None,
-                seq: Some(seq),
-                ordered: true,
+                at: Some(seq),
                 meta: Vec::new(),
-                reply: Replies {
-                    durable: Some(durable),
-                    visible,
-                },
             })?;
-            waiting.push(rx);
+            waiting.push(durable);
         }
         // All entries are queued before the first wait, so the writer groups them.
         for rx in waiting {
@@ -347,28 +349,27 @@ impl Database {
         Ok(self.applied_seq())
     }
 
-    /// Queues an op ordered by Raft: the writer gives it the next local sequence
-    /// number and writes `meta` (the Raft applied id, request records) in the same
-    /// batch. Only the context-free checks run here; the rest run in order on the
-    /// writer, so every node of the cluster accepts or rejects the same entries, and
-    /// nothing local (a full device) refuses one. The first receiver answers once the
-    /// op is durable, the second once it is visible.
-    pub(crate) fn enqueue_ordered(
+    /// Queues an entry whose place in the order was decided elsewhere (a primary's
+    /// log, a Raft log): the one door every replication mode applies through. Its
+    /// `meta` changes land in the same atomic batch as its data. Only the
+    /// context-free checks run here; the rest run in order on the writer, so every
+    /// member accepts or rejects the same entries, and nothing local (a full device)
+    /// refuses one. The first receiver answers once the entry is durable, the second
+    /// once it is visible.
+    pub(crate) fn apply_ordered(
         &self,
-        op: Op,
-        precondition: Precondition,
-        meta: Vec<crate::writer::MetaWrite>,
+        entry: OrderedEntry,
     ) -> Result<(AppliedReceiver, AppliedReceiver)> {
         self.refuse_if_failed()?;
-        write_checks::validate_context_free(&op)?;
+        write_checks::validate_context_free(&entry.op)?;
         let (durable, durable_rx) = oneshot::channel();
         let (visible, visible_rx) = oneshot::channel();
         self.writer.send(Pending {
-            op,
-            precondition,
-            seq: None,
+            op: entry.op,
+            precondition: entry.precondition,
+            seq: entry.at,
             ordered: true,
-            meta,
+            meta: entry.meta,
             reply: Replies {
                 durable: Some(durable),
                 visible,
@@ -432,12 +433,12 @@ impl Database {
         std::sync::Arc::clone(&self.inner.metrics.health)
     }
 
-    /// A raw `meta` value (Raft's applied id and membership).
+    /// A JSON value its owner keeps in `meta` (keys: [`crate::meta_keys`]).
     pub(crate) fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.inner.store.meta_json(key)
     }
 
-    /// Every `meta` JSON value under a key prefix (Raft request records).
+    /// Every `meta` JSON value under a key prefix (request records).
     pub(crate) fn meta_json_with_prefix<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &str,
@@ -445,9 +446,13 @@ impl Database {
         self.inner.store.meta_json_with_prefix(prefix)
     }
 
-    /// Stores a JSON value in `meta`, durably.
-    pub(crate) fn set_meta_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        self.inner.store.set_meta_json(key, Some(value))
+    /// Stores a JSON value in `meta` (`None` removes it), durably.
+    pub(crate) fn set_meta_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<()> {
+        self.inner.store.set_meta_json(key, value)
     }
 
     /// Every check of a write this node is about to order (see `write_checks.rs`).
@@ -500,28 +505,6 @@ impl Database {
         // the store before is gone.
         db.inner.metrics.health.clear_failure();
         Ok(db)
-    }
-
-    /// The epochs this node's log went through (see [`crate::replication::epoch`]).
-    pub fn epoch_history(&self) -> Result<crate::replication::epoch::EpochHistory> {
-        Ok(self.inner.store.meta_json(META_EPOCHS)?.unwrap_or_default())
-    }
-
-    pub fn set_epoch_history(
-        &self,
-        history: &crate::replication::epoch::EpochHistory,
-    ) -> Result<()> {
-        self.inner.store.set_meta_json(META_EPOCHS, Some(history))
-    }
-
-    /// Set when this node, as a primary, learnt of a newer primary: it stays fenced
-    /// across restarts until it is demoted.
-    pub fn fenced_by(&self) -> Result<Option<crate::replication::epoch::Fence>> {
-        self.inner.store.meta_json(META_FENCED_BY)
-    }
-
-    pub fn set_fenced_by(&self, fence: Option<&crate::replication::epoch::Fence>) -> Result<()> {
-        self.inner.store.set_meta_json(META_FENCED_BY, fence)
     }
 
     /// Removes stores of this data directory that are no longer active and no longer

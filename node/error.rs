@@ -60,31 +60,11 @@ pub enum Error {
     LogGap { expected: u64, got: u64 },
     #[error("database is shutting down")]
     Closed,
-    #[error("replication: {0}")]
-    Replication(String),
-    #[error("write {seq} is applied on the primary but did not reach write concern {concern:?} within {waited_ms} ms; it may still replicate")]
-    WriteConcernTimeout {
-        seq: u64,
-        concern: crate::replication::WriteConcern,
-        waited_ms: u64,
-    },
     #[error("metrics registry: {0}")]
     Metrics(String),
     #[error("snapshot: {0}")]
     Snapshot(String),
     /// The file given as a snapshot is not one this node can restore.
-    /// An error another node of the cluster answered with (a Raft leader applying a
-    /// forwarded write), kept with its original code and class.
-    #[error("{message}")]
-    Remote {
-        code: String,
-        message: String,
-        kind: ErrorKind,
-    },
-    /// Raft: this node cannot order the write and knows no leader to forward it to,
-    /// or the leader could not be reached.
-    #[error("no raft leader: {0}")]
-    NoLeader(String),
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
     /// The client that asked went away before the answer was ready.
@@ -162,13 +142,9 @@ impl Error {
             Error::Kernel(_) => "ENGINE_ERROR",
             Error::LogGap { .. } => "LOG_GAP",
             Error::Closed => "SHUTTING_DOWN",
-            Error::Replication(_) => "REPLICATION_ERROR",
-            Error::WriteConcernTimeout { .. } => "WRITE_CONCERN_TIMEOUT",
             Error::Metrics(_) => "INTERNAL",
             Error::Snapshot(_) => "SNAPSHOT_FAILED",
             Error::InvalidSnapshot(_) => "INVALID_SNAPSHOT",
-            Error::Remote { code, .. } => code,
-            Error::NoLeader(_) => "NO_LEADER",
             Error::Cancelled => "CANCELLED",
             Error::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE",
             Error::OpTooLarge { .. } => "PAYLOAD_TOO_LARGE",
@@ -207,9 +183,7 @@ impl Error {
             | Error::Kernel(KernelError::DimensionMismatch { .. }) => ErrorKind::BadRequest,
             Error::Kernel(KernelError::DeviceMemory { .. }) => ErrorKind::InsufficientStorage,
             Error::Kernel(_) => ErrorKind::Internal,
-            Error::Closed | Error::Replication(_) | Error::NoLeader(_) => ErrorKind::Unavailable,
-            Error::Remote { kind, .. } => *kind,
-            Error::WriteConcernTimeout { .. } => ErrorKind::Timeout,
+            Error::Closed => ErrorKind::Unavailable,
             _ => ErrorKind::BadRequest,
         }
     }

@@ -127,9 +127,7 @@ impl NodeHealth {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::clock::system_ms()
 }
 
 /// The text a panic was raised with.

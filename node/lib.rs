@@ -18,6 +18,7 @@
 mod apply_lane;
 mod cancel;
 mod catalog;
+pub mod clock;
 pub mod coalesce;
 mod collection;
 mod commit_times;
@@ -30,6 +31,7 @@ mod generations;
 mod gpu_metrics;
 pub mod health;
 mod injected_faults;
+pub mod meta_keys;
 mod model;
 mod op;
 mod search;

@@ -32,9 +32,14 @@ pub struct SnapshotInfo {
     /// The last operation the snapshot contains.
     pub applied_seq: u64,
     pub created_unix_ms: u64,
-    /// The Raft applied id and membership the snapshot's data includes (Raft nodes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raft_applied: Option<serde_json::Value>,
+    /// Where the log that ordered the snapshot's data stood (a Raft member's applied
+    /// id and membership), opaque here: see [`crate::meta_keys::ORDER_MARKER`].
+    #[serde(
+        default,
+        rename = "raft_applied",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub order_marker: Option<serde_json::Value>,
 }
 
 /// A snapshot just written.
@@ -95,12 +100,12 @@ pub(crate) fn write(store: &Store, data: &Path, out: &Path) -> Result<WrittenSna
         store.checkpoint(&scratch)?;
         let checkpoint = Store::open_read_only(&scratch)?;
         let applied_seq = checkpoint.applied_seq()?;
-        let raft_applied = checkpoint.meta_json(crate::storage::META_RAFT_APPLIED)?;
+        let order_marker = checkpoint.meta_json(crate::meta_keys::ORDER_MARKER)?;
         drop(checkpoint);
         let info = SnapshotInfo {
             format: FORMAT,
             applied_seq,
-            raft_applied,
+            order_marker,
             created_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),

@@ -22,15 +22,12 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// `meta` key of a Raft node's applied log id and membership, written in the same
-/// batch as the data each entry produced.
-pub(crate) const META_RAFT_APPLIED: &str = "raft_applied";
 const CF_META: &str = "meta";
 const CF_COLLECTIONS: &str = "collections";
 const CF_VECTORS: &str = "vectors";
 const CF_METADATA: &str = "metadata";
 const CF_OPLOG: &str = "oplog";
-const KEY_APPLIED_SEQ: &[u8] = b"applied_seq";
+const KEY_APPLIED_SEQ: &[u8] = crate::meta_keys::APPLIED_SEQ.as_bytes();
 
 /// A collection as persisted: its config plus the id that prefixes its keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -198,6 +198,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         sync: config.sync,
         log_retention: config.log_retention,
         write_queue: config.write_queue,
+        clock: crate::clock::Clock::default(),
     };
     let db = Database::open_with(&config.data, options)
         .with_context(|| format!("opening data directory {}", config.data.display()))?;

@@ -41,9 +41,27 @@ impl ApiError {
     }
 }
 
+impl From<crate::replication::ReplicationError> for ApiError {
+    fn from(e: crate::replication::ReplicationError) -> Self {
+        use crate::replication::ReplicationError;
+        match e {
+            ReplicationError::Core(e) => e.into(),
+            ReplicationError::NotPrimary { primary } => ApiError::not_primary(primary),
+            other => ApiError::coded(other.kind(), other.code(), other.to_string()),
+        }
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let status = match e.kind() {
+        ApiError::coded(e.kind(), e.code(), e.to_string())
+    }
+}
+
+impl ApiError {
+    /// The response for an error of class `kind` with a stable `code`.
+    fn coded(kind: ErrorKind, code: &str, message: String) -> ApiError {
+        let status = match kind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
@@ -57,12 +75,12 @@ impl From<Error> for ApiError {
             ErrorKind::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         };
         if status.is_server_error() {
-            tracing::error!(error = %e, "request failed");
+            tracing::error!(error = %message, "request failed");
         }
         ApiError {
             status,
-            code: std::borrow::Cow::Owned(e.code().to_string()),
-            message: e.to_string(),
+            code: std::borrow::Cow::Owned(code.to_string()),
+            message,
             extra: None,
         }
     }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-use crate::replication::Replication;
+use crate::replication::{Replication, ReplicationError};
 
 fn replication(state: &AppState) -> Result<&Arc<Replication>, ApiError> {
     state.replication.as_ref().ok_or_else(|| {
@@ -117,11 +117,9 @@ pub async fn forget(
 
 /// A role change that cannot be made now is a conflict with the node's state, not
 /// an unavailable server.
-fn role_conflict(e: crate::Error) -> ApiError {
+fn role_conflict(e: ReplicationError) -> ApiError {
     match e {
-        crate::Error::Replication(message) => {
-            ApiError::new(StatusCode::CONFLICT, "ROLE_CONFLICT", message)
-        }
+        ReplicationError::Unavailable(message) => ReplicationError::RoleConflict(message).into(),
         other => other.into(),
     }
 }

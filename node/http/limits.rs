@@ -8,7 +8,6 @@
 //! the connection limit are the accept loop's (`server.rs`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -19,42 +18,7 @@ use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
 use super::{ApiError, AppState};
-
-/// The HTTP server's limits.
-#[derive(Debug, Clone)]
-pub struct HttpLimits {
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// Largest response body (see `budget.rs`).
-    pub max_response_bytes: usize,
-    /// Requests processed at once (bodies already read).
-    pub max_requests: usize,
-    /// Bytes of request bodies held by the whole node at once.
-    pub max_body_bytes_in_flight: usize,
-    /// How long a whole body may take to arrive.
-    pub body_timeout: Duration,
-    /// How long a request's headers may take to arrive (and an idle keep-alive
-    /// connection may wait for the next request).
-    pub header_timeout: Duration,
-    /// Connections held open at once; more wait in the listen backlog.
-    pub max_connections: usize,
-}
-
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            max_body_bytes: super::DEFAULT_MAX_BODY_BYTES,
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            max_requests: 512,
-            max_body_bytes_in_flight: 1 << 30,
-            body_timeout: Duration::from_secs(60),
-            header_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-        }
-    }
-}
+pub use crate::config::HttpLimits;
 
 /// The semaphores behind the limits, shared by every connection.
 #[derive(Debug, Clone)]

@@ -34,8 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Default request body limit: 64 MiB, room for a batch of ~40k 384-d vectors.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+pub use crate::config::http_limits::DEFAULT_MAX_BODY_BYTES;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -135,7 +134,7 @@ impl AppState {
         precondition: crate::Precondition,
         concern: WriteConcern,
         request_id: Option<needle_consensus::RequestId>,
-        map: fn(crate::Error) -> crate::Error,
+        map: fn(crate::replication::ReplicationError) -> crate::replication::ReplicationError,
     ) -> Result<crate::Applied, ApiError> {
         if let Some(raft) = &self.raft {
             let written = raft.write(op, precondition, concern, request_id).await;
@@ -157,7 +156,7 @@ impl AppState {
             .db()
             .submit_async(op, precondition)
             .await
-            .map_err(map)?;
+            .map_err(|e| map(e.into()))?;
         self.await_concern(applied.seq, concern, epoch).await?;
         Ok(applied)
     }

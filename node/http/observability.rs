@@ -1,4 +1,5 @@
 use super::{ApiError, AppState};
+use crate::replication::epoch::EpochStore;
 use crate::replication::Role;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};

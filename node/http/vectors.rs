@@ -59,7 +59,7 @@ pub async fn insert(
             Precondition::IdsAbsent,
             concern,
             request_id,
-            Error::single_item,
+            crate::replication::ReplicationError::single_item,
         )
         .await?;
     Ok((

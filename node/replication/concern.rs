@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::replication::error::Result;
+use crate::Error;
 
 /// How many copies a write needs before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -35,7 +36,8 @@ impl WriteConcern {
             "all" => Ok(WriteConcern::All),
             other => Err(Error::InvalidRequest(format!(
                 "unknown write_concern {other:?}: expected primary, majority or all"
-            ))),
+            ))
+            .into()),
         }
     }
 

@@ -10,6 +10,41 @@
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
+use crate::error::Result;
+use crate::meta_keys;
+use crate::Database;
+
+/// The epoch bookkeeping a primary–replica node keeps in its store's `meta`, in the
+/// same store as the log it describes (so it travels in snapshots). The core stores
+/// it without knowing what it means.
+pub trait EpochStore {
+    /// The epochs this node's log went through.
+    fn epoch_history(&self) -> Result<EpochHistory>;
+    fn set_epoch_history(&self, history: &EpochHistory) -> Result<()>;
+    /// Set when this node, as a primary, learnt of a newer primary (or promised a
+    /// promotion): it stays fenced across restarts until it is demoted.
+    fn fenced_by(&self) -> Result<Option<Fence>>;
+    fn set_fenced_by(&self, fence: Option<&Fence>) -> Result<()>;
+}
+
+impl EpochStore for Database {
+    fn epoch_history(&self) -> Result<EpochHistory> {
+        Ok(self.meta_json(meta_keys::EPOCHS)?.unwrap_or_default())
+    }
+
+    fn set_epoch_history(&self, history: &EpochHistory) -> Result<()> {
+        self.set_meta_json(meta_keys::EPOCHS, Some(history))
+    }
+
+    fn fenced_by(&self) -> Result<Option<Fence>> {
+        self.meta_json(meta_keys::FENCED_BY)
+    }
+
+    fn set_fenced_by(&self, fence: Option<&Fence>) -> Result<()> {
+        self.set_meta_json(meta_keys::FENCED_BY, fence)
+    }
+}
+
 /// Epoch `epoch` began with the entry at `first_seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochStart {

@@ -2,6 +2,7 @@
 //! fence the old primary) and demotion (discard what the new primary never had,
 //! resync, follow it).
 
+use super::epoch::EpochStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use super::install::install_snapshot;
 use super::pull::{apply, fetch_from_peer, Fetched};
 use super::role::{Replication, Role};
 use super::wire::{decode_epochs, Request};
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
+use crate::Error;
 
 /// The result of a promotion.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -52,12 +54,12 @@ impl Replication {
         let old_primary = match self.role() {
             Role::Replica { primary } | Role::Fenced { primary } => primary,
             Role::Primary => {
-                return Err(Error::Replication(
+                return Err(ReplicationError::Unavailable(
                     "this node is already the primary".into(),
                 ))
             }
             Role::Standalone => {
-                return Err(Error::Replication(
+                return Err(ReplicationError::Unavailable(
                     "a standalone node has no replication role".into(),
                 ))
             }
@@ -112,7 +114,7 @@ impl Replication {
             }
         }
         if failure.is_none() && reached < needed && !force {
-            failure = Some(Error::Replication(format!(
+            failure = Some(ReplicationError::Unavailable(format!(
                 "promotion must hear from {needed} of the {cluster} nodes (itself included) so that no write a majority acknowledged is lost; it reached {reached}. Bring a replica back, name reachable peers, or force it"
             )));
         }
@@ -190,11 +192,10 @@ impl Replication {
     /// has past this node's, once it has promised `fence`; returns how many, and the
     /// peer's name.
     async fn catch_up_from(&self, addr: SocketAddr, fence: Fence) -> Result<(u64, String)> {
-        let peer = self
-            .transport
-            .connect(addr)
-            .await
-            .map_err(|e| Error::Replication(format!("catching up from {addr}: {e}")))?;
+        let peer =
+            self.transport.connect(addr).await.map_err(|e| {
+                ReplicationError::Unavailable(format!("catching up from {addr}: {e}"))
+            })?;
         let name = super::members::member_name(&peer.names(), addr);
         let db = self.served.current();
         let epoch = db.epoch_history()?.current();
@@ -204,13 +205,13 @@ impl Replication {
         loop {
             match fetch_from_peer(&peer, &follower, &codec, self.batch_size, fence).await? {
                 Fetched::NeedsSnapshot { log_start } => {
-                    return Err(Error::Replication(format!(
+                    return Err(ReplicationError::Unavailable(format!(
                         "{addr} no longer has entry {} (its log starts at {log_start})",
                         follower.next_needed()
                     )))
                 }
                 Fetched::Batch { epoch: theirs, .. } if theirs != epoch => {
-                    return Err(Error::Replication(format!(
+                    return Err(ReplicationError::Unavailable(format!(
                         "{addr} is in epoch {theirs}, this node in {epoch}: catch up only from replicas of the same primary"
                     )))
                 }
@@ -234,11 +235,11 @@ impl Replication {
     pub async fn demote(self: &Arc<Self>, primary: SocketAddr) -> Result<Demoted> {
         let _one = self.changing.lock().await;
         if primary == self.cluster_addr {
-            return Err(Error::InvalidRequest("a node cannot follow itself".into()));
+            return Err(Error::InvalidRequest("a node cannot follow itself".into()).into());
         }
         let before = self.role();
         if before == Role::Standalone {
-            return Err(Error::Replication(
+            return Err(ReplicationError::Unavailable(
                 "a standalone node has no replication role".into(),
             ));
         }
@@ -255,19 +256,18 @@ impl Replication {
     }
 
     async fn resync_from(&self, primary: SocketAddr) -> Result<Demoted> {
-        let peer = self
-            .transport
-            .connect(primary)
-            .await
-            .map_err(|e| Error::Replication(format!("connecting to {primary}: {e}")))?;
+        let peer =
+            self.transport.connect(primary).await.map_err(|e| {
+                ReplicationError::Unavailable(format!("connecting to {primary}: {e}"))
+            })?;
         let theirs =
             decode_epochs(&peer.request(&Request::Epochs.encode()).await.map_err(|e| {
-                Error::Replication(format!("asking {primary} for its epochs: {e}"))
+                ReplicationError::Unavailable(format!("asking {primary} for its epochs: {e}"))
             })?)?;
         let db = self.served.current();
         let mine = db.epoch_history()?;
         if theirs.current() < mine.current() {
-            return Err(Error::Replication(format!(
+            return Err(ReplicationError::Unavailable(format!(
                 "{primary} is in epoch {}, older than this node's {}: it is not a newer primary",
                 theirs.current(),
                 mine.current()

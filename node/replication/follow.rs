@@ -2,6 +2,7 @@
 //! install a snapshot when the primary's log no longer reaches back far enough, and
 //! learn who the other replicas are.
 
+use super::epoch::EpochStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::pull::{apply, fetch, Fetched};
 use super::role::Replication;
 use super::ship::now_ms;
 use super::wire::{decode_epochs, Request};
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
 
 /// How often a replica asks its primary who the other replicas are.
 const MEMBERS_REFRESH: Duration = Duration::from_secs(2);
@@ -159,7 +160,7 @@ async fn step(
     let promised = db.fenced_by()?;
     let refuse = |epoch: u64| {
         match promised {
-        Some(p) if p.epoch > epoch => Err(Error::Replication(format!(
+        Some(p) if p.epoch > epoch => Err(ReplicationError::Unavailable(format!(
             "promised to the promotion of {} to epoch {}: nothing more from {primary} (epoch {epoch}) until this node is re-pointed",
             p.primary, p.epoch
         ))),
@@ -183,7 +184,7 @@ async fn step(
             refuse(epoch)?;
             let mine = db.epoch_history()?;
             if epoch < mine.current() {
-                return Err(Error::Replication(format!(
+                return Err(ReplicationError::Unavailable(format!(
                     "{primary} is in epoch {epoch}, older than this node's {}: not following a deposed primary",
                     mine.current()
                 )));
@@ -191,12 +192,10 @@ async fn step(
             if epoch > mine.current() {
                 // The primary moved to a new epoch (it was promoted while this node
                 // followed it): take its history, so a later demotion compares right.
-                let theirs = decode_epochs(
-                    &peer
-                        .request(&Request::Epochs.encode())
-                        .await
-                        .map_err(|e| Error::Replication(format!("asking for epochs: {e}")))?,
-                )?;
+                let theirs =
+                    decode_epochs(&peer.request(&Request::Epochs.encode()).await.map_err(
+                        |e| ReplicationError::Unavailable(format!("asking for epochs: {e}")),
+                    )?)?;
                 db.set_epoch_history(&theirs)?;
             }
             apply(&db, follower, info, entries).await?;

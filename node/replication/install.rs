@@ -13,8 +13,9 @@ use std::time::Duration;
 use needle_transport::{Peer, RegionKey};
 
 use super::wire::{Request, SnapshotOffer};
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
 use crate::served::ServedDatabase;
+use crate::Error;
 
 /// Bytes per region read: well under the transport's frame limit.
 const CHUNK: u64 = 4 << 20;
@@ -25,7 +26,9 @@ const OFFER_TIMEOUT: Duration = Duration::from_secs(600);
 /// number the replica resumes from.
 pub(crate) async fn install_snapshot(served: &ServedDatabase, peer: &Peer) -> Result<u64> {
     let remote = |what: &'static str| {
-        move |e: needle_transport::TransportError| Error::Replication(format!("{what}: {e}"))
+        move |e: needle_transport::TransportError| {
+            ReplicationError::Unavailable(format!("{what}: {e}"))
+        }
     };
     let reply = peer
         .request_within(&Request::Snapshot.encode(), OFFER_TIMEOUT)

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::raft::SearchResult;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::ErrorKind;
+use crate::replication::error::{ReplicationError, Result};
+use crate::Error;
 
 pub struct LoadBalancer {
     bases: Vec<String>,
@@ -84,16 +86,16 @@ impl LoadBalancer {
         filter: Option<&Value>,
     ) -> Result<Vec<SearchResult>> {
         if self.bases.is_empty() {
-            return Err(Error::InvalidRequest(
-                "a load balancer needs at least one node".into(),
-            ));
+            return Err(
+                Error::InvalidRequest("a load balancer needs at least one node".into()).into(),
+            );
         }
         let mut body = json!({ "vector": query, "k": k });
         if let Some(filter) = filter {
             body["filter"] = filter.clone();
         }
         let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last = Error::Replication("no node answered".into());
+        let mut last = ReplicationError::Unavailable("no node answered".into());
         for n in 0..self.bases.len() {
             let base = &self.bases[(first + n) % self.bases.len()];
             let mut request = self
@@ -107,7 +109,7 @@ impl LoadBalancer {
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    last = Error::Replication(format!("{base}: {e}"));
+                    last = ReplicationError::Unavailable(format!("{base}: {e}"));
                     continue;
                 }
             };
@@ -115,14 +117,14 @@ impl LoadBalancer {
             let answer: Value = match response.json().await {
                 Ok(v) => v,
                 Err(e) => {
-                    last = Error::Replication(format!("{base}: unreadable answer: {e}"));
+                    last = ReplicationError::Unavailable(format!("{base}: unreadable answer: {e}"));
                     continue;
                 }
             };
             if status.is_success() {
                 return Ok(results(&answer));
             }
-            let error = Error::Remote {
+            let error = ReplicationError::Remote {
                 code: answer["error"]["code"]
                     .as_str()
                     .unwrap_or("INTERNAL")

@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::Database;
 
-/// `meta` key of the known members.
-pub(super) const MEMBERS_META: &str = "replication_members";
+use crate::meta_keys::MEMBERS as MEMBERS_META;
 
 /// A node's name for replication: its certificate's node name, else its address.
 pub(crate) fn member_name(names: &[String], addr: SocketAddr) -> String {
@@ -91,7 +90,7 @@ impl KnownMembers {
     }
 
     pub fn store(&self, db: &Database) -> Result<()> {
-        db.set_meta_json(MEMBERS_META, &self.members())
+        db.set_meta_json(MEMBERS_META, Some(&self.members()))
     }
 
     /// Adds (or moves) a member; whether anything changed. A named member replaces

@@ -18,6 +18,7 @@
 
 pub mod concern;
 pub mod epoch;
+pub mod error;
 mod failover;
 mod follow;
 pub mod follower;
@@ -32,6 +33,7 @@ pub mod ship;
 pub mod wire;
 
 pub use concern::{AckTracker, Ticket, Wait, WriteConcern};
+pub use error::ReplicationError;
 pub use failover::{Demoted, Promoted};
 pub use follower::{Follower, FollowerAction, Lag};
 pub use load_balancer::{LoadBalancer, LoadBalancerOptions};

@@ -40,9 +40,10 @@ use super::concern::WriteConcern;
 use super::failover::{Demoted, Promoted};
 use super::follower::Lag;
 use super::role::{ClusterConfig, Replication, Role};
-use crate::error::{Error, Result};
 use crate::op::{Op, Precondition};
+use crate::replication::error::{ReplicationError, Result};
 use crate::served::ServedDatabase;
+use crate::Error;
 use crate::{Database, VectorRecord};
 
 /// Node-to-node TLS: this node's certificate and key, and the cluster CA every
@@ -124,11 +125,13 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
         .await
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| Error::InvalidRequest(format!("{addr:?} is not a reachable HOST:PORT")))
+        .ok_or_else(|| {
+            Error::InvalidRequest(format!("{addr:?} is not a reachable HOST:PORT")).into()
+        })
 }
 
-fn not_started() -> Error {
-    Error::Replication("replication is not started".into())
+fn not_started() -> ReplicationError {
+    ReplicationError::Unavailable("replication is not started".into())
 }
 
 /// A database serving its operation log to replicas.
@@ -195,7 +198,7 @@ impl PrimaryNode {
     ) -> Result<u64> {
         let replication = self.replication()?;
         if let Some(primary) = replication.primary() {
-            return Err(Error::Replication(format!(
+            return Err(ReplicationError::Unavailable(format!(
                 "this node is not the primary; write to {primary}"
             )));
         }

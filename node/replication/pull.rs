@@ -11,7 +11,8 @@ use super::follower::{BatchInfo, Follower, FollowerAction};
 use super::wire::{
     entry_from_wire, u64_at, PullRequest, Request, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
 };
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
+use crate::Error;
 use crate::{Database, Op};
 
 /// What one pull brought.
@@ -89,14 +90,16 @@ async fn fetch_as(
     let reply = peer
         .request_within(&request.encode(), wait + Duration::from_secs(10))
         .await
-        .map_err(|e| Error::Replication(format!("pulling from {}: {e}", peer.remote_addr())))?;
+        .map_err(|e| {
+            ReplicationError::Unavailable(format!("pulling from {}: {e}", peer.remote_addr()))
+        })?;
     if reply.len() == 9 && reply[0] == NEEDS_SNAPSHOT {
         return Ok(Fetched::NeedsSnapshot {
             log_start: u64_at(&reply, 1),
         });
     }
     if reply.len() < RESPONSE_HEADER || reply[0] != PULLED {
-        return Err(Error::Corrupt("malformed pull response".into()));
+        return Err(Error::Corrupt("malformed pull response".into()).into());
     }
     let (primary_last, first_ms, epoch, next_ms, compressed) = (
         u64_at(&reply, 1),
@@ -136,7 +139,7 @@ pub async fn apply(
                 .into_iter()
                 .skip(skip)
                 .map(entry_from_wire)
-                .collect::<Result<_>>()?;
+                .collect::<crate::Result<_>>()?;
             let db = db.clone();
             let applied = tokio::task::spawn_blocking(move || db.apply_entries(ops))
                 .await

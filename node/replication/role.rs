@@ -2,6 +2,7 @@
 //! runs and the state shared with the follow loop (`follow.rs`) and manual failover
 //! (`failover.rs`).
 
+use super::epoch::EpochStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +18,10 @@ use super::follow::Following;
 use super::follower::Lag;
 use super::members::KnownMembers;
 use super::ship::{LogServer, SharedAcks};
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
 use crate::served::ServedDatabase;
 use crate::Database;
+use crate::Error;
 
 /// How a node takes part in replication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,21 +97,21 @@ impl RoleCell {
     pub(super) async fn promise(&self, db: &Database, fence: Fence) -> Result<()> {
         let _applying = self.applying.lock().await;
         if !matches!(self.get(), Role::Replica { .. }) {
-            return Err(Error::Replication(format!(
+            return Err(ReplicationError::Unavailable(format!(
                 "only a replica can be caught up from; this node is {}",
                 self.get().describe()
             )));
         }
         let current = db.epoch_history()?.current();
         if fence.epoch <= current {
-            return Err(Error::Replication(format!(
+            return Err(ReplicationError::Unavailable(format!(
                 "a promotion to epoch {} is stale: this node is in epoch {current}",
                 fence.epoch
             )));
         }
         if let Some(promised) = db.fenced_by()? {
             if promised != fence && promised.epoch >= fence.epoch {
-                return Err(Error::Replication(format!(
+                return Err(ReplicationError::Unavailable(format!(
                     "this node already promised epoch {} to {}",
                     promised.epoch, promised.primary
                 )));
@@ -221,7 +223,7 @@ impl Replication {
         let mut role = config.role;
         match role {
             Role::Standalone => {
-                return Err(Error::Replication(
+                return Err(ReplicationError::Unavailable(
                     "a standalone node runs no transport".into(),
                 ))
             }
@@ -262,10 +264,10 @@ impl Replication {
         transport_config.faults = config.faults.clone();
         transport_config.metrics = Some(Arc::new(metrics));
         let transport = Transport::bind(config.cluster_addr, transport_config, handler)
-            .map_err(|e| Error::Replication(e.to_string()))?;
+            .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
         let cluster_addr = transport
             .local_addr()
-            .map_err(|e| Error::Replication(e.to_string()))?;
+            .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
         let _ = bound.set(transport.clone());
         acks.load_known(members.clone(), cluster_addr);
         db.metrics()
@@ -360,7 +362,7 @@ impl Replication {
             return Ok(());
         }
         let stopped = || {
-            Error::Replication(format!(
+            ReplicationError::Unavailable(format!(
                 "write {seq} was applied while this node was the primary of epoch {epoch}, which it stopped being before write concern {concern:?} was met: the write may have been discarded"
             ))
         };

@@ -6,6 +6,7 @@
 //! has none (a long poll, so an idle replica costs one request per wait). A replica
 //! behind the retained log gets a snapshot through the transport's region transfer.
 
+use super::epoch::EpochStore;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,15 +22,14 @@ use super::role::{Role, RoleCell};
 use super::wire::{
     entry_to_wire, PullRequest, Request, SnapshotOffer, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
 };
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
 use crate::served::ServedDatabase;
 use crate::Database;
+use crate::Error;
 
 /// Wall-clock milliseconds since the epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::clock::system_ms()
 }
 
 /// A replica silent this long (it pulls at least every `sync_interval`) no longer
@@ -205,7 +205,7 @@ impl SharedAcks {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Err(Error::WriteConcernTimeout {
+                return Err(ReplicationError::WriteConcernTimeout {
                     seq,
                     concern,
                     waited_ms: timeout.as_millis() as u64,
@@ -242,7 +242,7 @@ pub(crate) fn reset_outgoing(db: &Database) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(failed)?;
     }
-    std::fs::create_dir_all(&dir).map_err(failed)
+    Ok(std::fs::create_dir_all(&dir).map_err(failed)?)
 }
 
 /// Withdraws offers older than [`OFFER_TTL`] and removes files in the outgoing
@@ -447,7 +447,7 @@ async fn serve_pull(
     let wire: Vec<DeltaEntry> = entries
         .iter()
         .map(|(seq, op)| entry_to_wire(*seq, op))
-        .collect::<Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
     let encoded = codec.encode(&wire);
     let metrics = db.metrics();
     metrics.replication_bytes_raw.inc_by(encoded.raw_len as u64);
@@ -501,7 +501,7 @@ async fn offer_snapshot(
                 Ok((applied_seq, len, checksum)) => Ok((file, applied_seq, len, checksum)),
                 Err(e) => {
                     let _ = std::fs::remove_file(&file);
-                    Err(e)
+                    Err(e.into())
                 }
             }
         })
@@ -511,7 +511,9 @@ async fn offer_snapshot(
         Ok((key, _)) => key,
         Err(e) => {
             let _ = std::fs::remove_file(&file);
-            return Err(Error::Replication(format!("offering a snapshot: {e}")));
+            return Err(ReplicationError::Unavailable(format!(
+                "offering a snapshot: {e}"
+            )));
         }
     };
     let offer = Offer {

@@ -5,7 +5,8 @@
 use needle_transport::DeltaEntry;
 
 use super::epoch::{EpochHistory, Fence};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::Error;
 use crate::Op;
 
 /// One pull: `[from u64][max u32][wait_ms u32]`, big-endian.

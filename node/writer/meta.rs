@@ -1,6 +1,6 @@
-//! Bookkeeping that rides with an op in the same RocksDB batch: Raft's applied log
-//! id and the records of requests with an id, so data and bookkeeping can never
-//! disagree after a crash.
+//! Bookkeeping that rides with an op in the same RocksDB batch: where the log that
+//! ordered it stands and the records of requests with an id, so data and
+//! bookkeeping can never disagree after a crash.
 
 use rocksdb::WriteBatch;
 
@@ -13,7 +13,7 @@ use crate::op::Op;
 pub(crate) enum MetaWrite {
     Put(String, Vec<u8>),
     Delete(String),
-    /// What the op did, under `key` (a Raft request id), so a retry of the same
+    /// What the op did, under `key` (the request's id), so a retry of the same
     /// request is answered from here instead of applied again. `request_hash`
     /// fingerprints the request, so a different request reusing the key is told
     /// apart from a retry.

@@ -72,9 +72,9 @@ pub(crate) struct Pending {
     /// Ordered elsewhere (a primary's log or a Raft log): every member applies it,
     /// so nothing local (a full device) may refuse it.
     pub ordered: bool,
-    /// `meta` changes written in the same batch as the op, when it is accepted:
-    /// Raft's applied log id and request records, so data and bookkeeping can never
-    /// disagree.
+    /// `meta` changes written in the same batch as the op, when it is accepted
+    /// (where the ordering log stood, request records), so data and bookkeeping can
+    /// never disagree.
     pub meta: Vec<MetaWrite>,
     pub reply: Replies,
 }
@@ -307,9 +307,7 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
     }
     inner.metrics.write_group_ops.observe(accepted.len() as f64);
     inner.metrics.applied_seq.set(seq as i64);
-    inner
-        .commit_times
-        .record(seq, crate::replication::ship::now_ms());
+    inner.commit_times.record(seq, inner.options.clock.now_ms());
     for a in accepted {
         inner
             .metrics

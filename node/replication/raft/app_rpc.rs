@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::command::RejectedWire;
 use super::status::ClusterStatus;
 use super::write::ReadConsistency;
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
 use crate::replication::WriteConcern;
 
 /// First byte of every request body of this protocol (Raft's own is 0xA0).
@@ -121,26 +121,30 @@ impl AppRequest {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = vec![APP_TAG];
         postcard::to_io(self, &mut out)
-            .map_err(|e| Error::Replication(format!("encoding: {e}")))?;
+            .map_err(|e| ReplicationError::Unavailable(format!("encoding: {e}")))?;
         Ok(out)
     }
 
     pub fn decode(body: &[u8]) -> Result<AppRequest> {
         match body.split_first() {
-            Some((&APP_TAG, rest)) => postcard::from_bytes(rest)
-                .map_err(|e| Error::Replication(format!("malformed cluster request: {e}"))),
-            _ => Err(Error::Replication("not a cluster request".into())),
+            Some((&APP_TAG, rest)) => postcard::from_bytes(rest).map_err(|e| {
+                ReplicationError::Unavailable(format!("malformed cluster request: {e}"))
+            }),
+            _ => Err(ReplicationError::Unavailable(
+                "not a cluster request".into(),
+            )),
         }
     }
 }
 
 impl AppResponse {
     pub fn encode(&self) -> Result<Vec<u8>> {
-        postcard::to_stdvec(self).map_err(|e| Error::Replication(format!("encoding: {e}")))
+        postcard::to_stdvec(self)
+            .map_err(|e| ReplicationError::Unavailable(format!("encoding: {e}")))
     }
 
     pub fn decode(body: &[u8]) -> Result<AppResponse> {
         postcard::from_bytes(body)
-            .map_err(|e| Error::Replication(format!("malformed cluster response: {e}")))
+            .map_err(|e| ReplicationError::Unavailable(format!("malformed cluster response: {e}")))
     }
 }

@@ -21,10 +21,11 @@ use super::command;
 use super::connections::Connections;
 use super::status::ClusterStatus;
 use super::write::ReadConsistency;
-use crate::error::{Error, Result};
 use crate::model::{CollectionConfig, Metadata, VectorRecord};
 use crate::op::{Applied, Op, Precondition};
+use crate::replication::error::{ReplicationError, Result};
 use crate::replication::{TlsConfig, WriteConcern};
+use crate::Error;
 
 /// Which member serves a search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,9 +107,9 @@ impl RaftClient {
             members.push(resolved);
         }
         if members.is_empty() {
-            return Err(Error::InvalidRequest(
-                "a client needs at least one member address".into(),
-            ));
+            return Err(
+                Error::InvalidRequest("a client needs at least one member address".into()).into(),
+            );
         }
         let security = TlsConfig::security(tls.as_ref())?;
         let local: SocketAddr = if members[0].is_ipv6() {
@@ -120,7 +121,7 @@ impl RaftClient {
         .map_err(|_| Error::InvalidRequest("local address".into()))?;
         let transport =
             Transport::bind(local, TransportConfig::new(security), Arc::new(NoRequests))
-                .map_err(|e| Error::Replication(e.to_string()))?;
+                .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
         Ok(RaftClient {
             members,
             connections: Connections::new(transport, Duration::from_secs(2)),
@@ -154,7 +155,7 @@ impl RaftClient {
 
     /// The cluster as the first member that answers sees it; remembers the leader.
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
-        let mut last = Error::NoLeader("no member answered".into());
+        let mut last = ReplicationError::NoLeader("no member answered".into());
         for addr in self.candidates() {
             match self
                 .ask(addr, &AppRequest::Status, self.attempt_timeout)
@@ -164,8 +165,14 @@ impl RaftClient {
                     self.remember_leader(&status);
                     return Ok(status);
                 }
-                Ok(AppResponse::Status(Err(message))) => last = Error::Replication(message),
-                Ok(_) => last = Error::Replication(format!("{addr} answered a different request")),
+                Ok(AppResponse::Status(Err(message))) => {
+                    last = ReplicationError::Unavailable(message)
+                }
+                Ok(_) => {
+                    last = ReplicationError::Unavailable(format!(
+                        "{addr} answered a different request"
+                    ))
+                }
                 Err(e) => last = e,
             }
         }
@@ -196,7 +203,7 @@ impl RaftClient {
             concern,
         };
         let deadline = Instant::now() + self.timeout;
-        let mut last = Error::NoLeader("no member answered".into());
+        let mut last = ReplicationError::NoLeader("no member answered".into());
         while Instant::now() < deadline {
             // Hedged tries: a try that has not answered within `attempt_timeout` is not
             // abandoned (a big write may just be slow) but joined by one at the next
@@ -221,10 +228,10 @@ impl RaftClient {
                     Some((addr, answer)) = tries.next() => match answer {
                         Ok(AppResponse::ClientWrite(outcome)) => match command::read_outcome(&outcome) {
                             // No leader, or its loss mid-write: the same id again is safe.
-                            Err(e) if e.code() == "NO_LEADER" => last = e,
+                            Err(e) if e.is_no_leader() => last = e,
                             result => return result,
                         },
-                        Ok(_) => last = Error::Replication(format!("{addr} answered a different request")),
+                        Ok(_) => last = ReplicationError::Unavailable(format!("{addr} answered a different request")),
                         Err(e) => last = e,
                     },
                     () = tokio::time::sleep(self.attempt_timeout), if next < candidates.len() => {
@@ -390,7 +397,7 @@ impl RaftClient {
                 order.push(*addr);
             }
         }
-        let mut last = Error::NoLeader("no member answered".into());
+        let mut last = ReplicationError::NoLeader("no member answered".into());
         for addr in order {
             match self.ask(addr, &request, self.attempt_timeout).await {
                 Ok(AppResponse::ClientSearch(Ok(hits))) => {
@@ -398,12 +405,16 @@ impl RaftClient {
                 }
                 Ok(AppResponse::ClientSearch(Err(rejected))) => {
                     let e = rejected.into_error();
-                    if e.code() != "NO_LEADER" {
+                    if !e.is_no_leader() {
                         return Err(e);
                     }
                     last = e;
                 }
-                Ok(_) => last = Error::Replication(format!("{addr} answered a different request")),
+                Ok(_) => {
+                    last = ReplicationError::Unavailable(format!(
+                        "{addr} answered a different request"
+                    ))
+                }
                 Err(e) => last = e,
             }
         }

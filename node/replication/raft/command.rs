@@ -6,8 +6,11 @@
 use needle_consensus::{Command, CommandOutcome, RequestId};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::ErrorKind;
+use crate::error::Result;
 use crate::op::{Applied, Op, Precondition};
+use crate::replication::error::ReplicationError;
+use crate::Error;
 
 const IF_ABSENT: u8 = 1;
 const UNCONDITIONAL: u8 = 0;
@@ -63,8 +66,16 @@ impl RejectedWire {
         }
     }
 
-    pub fn into_error(self) -> Error {
-        Error::Remote {
+    pub fn from_replication_error(e: &ReplicationError) -> RejectedWire {
+        RejectedWire {
+            code: e.code().to_string(),
+            message: e.to_string(),
+            kind: e.kind(),
+        }
+    }
+
+    pub fn into_error(self) -> ReplicationError {
+        ReplicationError::Remote {
             code: self.code,
             message: self.message,
             kind: self.kind,
@@ -86,7 +97,23 @@ pub(crate) fn outcome(result: &Result<Applied>) -> CommandOutcome {
     CommandOutcome(postcard::to_stdvec(&wire).unwrap_or_default())
 }
 
-pub(crate) fn read_outcome(outcome: &CommandOutcome) -> Result<Applied> {
+/// [`outcome`], for an answer the cluster gave rather than the state machine (a
+/// leader answering a forwarded write).
+pub(crate) fn replicated_outcome(
+    result: &crate::replication::error::Result<Applied>,
+) -> CommandOutcome {
+    match result {
+        Err(ReplicationError::Core(e)) => outcome(&Err(e.clone())),
+        Err(e) => {
+            let wire: std::result::Result<AppliedWire, RejectedWire> =
+                Err(RejectedWire::from_replication_error(e));
+            CommandOutcome(postcard::to_stdvec(&wire).unwrap_or_default())
+        }
+        Ok(a) => outcome(&Ok(a.clone())),
+    }
+}
+
+pub(crate) fn read_outcome(outcome: &CommandOutcome) -> crate::replication::error::Result<Applied> {
     let wire: std::result::Result<AppliedWire, RejectedWire> = postcard::from_bytes(&outcome.0)
         .map_err(|e| Error::Corrupt(format!("decoding a write outcome: {e}")))?;
     match wire {

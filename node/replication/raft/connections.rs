@@ -12,7 +12,7 @@ use needle_transport::{Peer, Transport};
 use parking_lot::Mutex;
 
 use super::app_rpc::{AppRequest, AppResponse};
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
 
 pub(crate) struct Connections {
     transport: Transport,
@@ -36,8 +36,8 @@ impl Connections {
         }
         let peer = tokio::time::timeout(self.connect_timeout, self.transport.connect(addr))
             .await
-            .map_err(|_| Error::Replication(format!("connecting to {addr} timed out")))?
-            .map_err(|e| Error::Replication(format!("connecting to {addr}: {e}")))?;
+            .map_err(|_| ReplicationError::Unavailable(format!("connecting to {addr} timed out")))?
+            .map_err(|e| ReplicationError::Unavailable(format!("connecting to {addr}: {e}")))?;
         let peer = Arc::new(peer);
         self.peers.lock().insert(addr, peer.clone());
         Ok(peer)
@@ -55,7 +55,7 @@ impl Connections {
             Ok(reply) => AppResponse::decode(&reply),
             Err(e) => {
                 self.peers.lock().remove(&addr);
-                Err(Error::Replication(format!("{addr}: {e}")))
+                Err(ReplicationError::Unavailable(format!("{addr}: {e}")))
             }
         }
     }

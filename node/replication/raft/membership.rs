@@ -13,7 +13,8 @@ use needle_consensus::{ClusterNode, NodeId};
 
 use super::app_rpc::{AppRequest, AppResponse};
 use super::node::RaftNode;
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
+use crate::Error;
 
 /// A learner may need a whole snapshot before it is caught up.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -33,7 +34,7 @@ impl RaftNode {
         {
             AppResponse::Hello(hello) => hello,
             _ => {
-                return Err(Error::Replication(format!(
+                return Err(ReplicationError::Unavailable(format!(
                     "{addr} answered a different request"
                 )))
             }
@@ -55,19 +56,20 @@ impl RaftNode {
             return Err(Error::InvalidRequest(format!(
                 "node {id} at {addr} has Raft state from an earlier membership: stop it, \
                  delete its data directory's raft/ folder and start it again before adding it"
-            )));
+            ))
+            .into());
         }
         let node = ClusterNode {
             raft_addr: addr.to_string(),
             http_addr: hello.http_addr,
         };
         tracing::info!(id, %addr, "adding a member: learner first");
-        raft.add_learner(id, node, true)
-            .await
-            .map_err(|e| Error::Replication(format!("adding node {id} as a learner: {e}")))?;
+        raft.add_learner(id, node, true).await.map_err(|e| {
+            ReplicationError::Unavailable(format!("adding node {id} as a learner: {e}"))
+        })?;
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| Error::Replication(format!("making node {id} a voter: {e}")))?;
+            .map_err(|e| ReplicationError::Unavailable(format!("making node {id} a voter: {e}")))?;
         tracing::info!(id, "member added as a voter");
         Ok(id)
     }
@@ -85,7 +87,7 @@ impl RaftNode {
         let metrics = raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         if membership.get_node(&id).is_none() {
-            return Err(Error::InvalidRequest(format!("node {id} is not a member")));
+            return Err(Error::InvalidRequest(format!("node {id} is not a member")).into());
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let change = if voters.contains(&id) {
@@ -95,7 +97,7 @@ impl RaftNode {
         };
         raft.change_membership(change, false)
             .await
-            .map_err(|e| Error::Replication(format!("removing node {id}: {e}")))?;
+            .map_err(|e| ReplicationError::Unavailable(format!("removing node {id}: {e}")))?;
         tracing::info!(id, "member removed");
         Ok(())
     }
@@ -105,11 +107,13 @@ impl RaftNode {
         let leader = self
             .current_leader()
             .and_then(|id| self.member_addr(id))
-            .ok_or_else(|| Error::NoLeader("no leader to change the membership".into()))?;
+            .ok_or_else(|| {
+                ReplicationError::NoLeader("no leader to change the membership".into())
+            })?;
         match self.ask(leader, &request, CHANGE_TIMEOUT).await? {
             AppResponse::Member(Ok(id)) => Ok(id),
-            AppResponse::Member(Err(message)) => Err(Error::Replication(message)),
-            _ => Err(Error::Replication(
+            AppResponse::Member(Err(message)) => Err(ReplicationError::Unavailable(message)),
+            _ => Err(ReplicationError::Unavailable(
                 "the leader answered a different request".into(),
             )),
         }

@@ -21,9 +21,10 @@ use needle_transport::{BoxFuture, Handler, PeerInfo, Transport, TransportConfig}
 use super::app_rpc::{AppRequest, AppResponse, Hello};
 use super::connections::Connections;
 use super::state_machine::StateMachine;
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
 use crate::replication::TlsConfig;
 use crate::served::ServedDatabase;
+use crate::Error;
 use crate::{Database, DatabaseOptions};
 
 pub(crate) type NeedleRaft = Raft<TypeConfig, StateMachine>;
@@ -177,7 +178,8 @@ impl RaftNode {
         }
         let config = &inner.config;
         let raft_dir = inner.served.current().path().join("raft");
-        let consensus = |e: needle_consensus::ConsensusError| Error::Replication(e.to_string());
+        let consensus =
+            |e: needle_consensus::ConsensusError| ReplicationError::Unavailable(e.to_string());
         let log_store = LogStore::open(&raft_dir.join("log")).map_err(consensus)?;
         let fresh = log_store.is_fresh().map_err(consensus)?;
         let _ = inner.log_store.set(log_store.clone());
@@ -196,7 +198,7 @@ impl RaftNode {
             .ok()
             .map(Arc::new);
         let transport = Transport::bind(config.cluster_addr, transport_config, service.clone())
-            .map_err(|e| Error::Replication(e.to_string()))?;
+            .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
 
         let raft_config = openraft::Config {
             cluster_name: "needle".into(),
@@ -222,7 +224,7 @@ impl RaftNode {
             state_machine,
         )
         .await
-        .map_err(|e| Error::Replication(format!("starting raft: {e}")))?;
+        .map_err(|e| ReplicationError::Unavailable(format!("starting raft: {e}")))?;
         service.attach(raft.clone(), transport.clone());
         let _ = inner
             .connections
@@ -241,7 +243,7 @@ impl RaftNode {
         self.inner
             .raft
             .get()
-            .ok_or_else(|| Error::Replication("raft node is not started".into()))
+            .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))
     }
 
     /// The database this node serves.
@@ -258,9 +260,9 @@ impl RaftNode {
         self.inner
             .transport
             .get()
-            .ok_or_else(|| Error::Replication("raft node is not started".into()))?
+            .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))?
             .local_addr()
-            .map_err(|e| Error::Replication(e.to_string()))
+            .map_err(|e| ReplicationError::Unavailable(e.to_string()))
     }
 
     /// Whether this node is the leader, as far as it knows (a paused, deposed leader
@@ -284,7 +286,7 @@ impl RaftNode {
         self.inner
             .connections
             .get()
-            .ok_or_else(|| Error::Replication("raft node is not started".into()))?
+            .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))?
             .ask(addr, request, timeout)
             .await
     }
@@ -337,14 +339,14 @@ impl RaftNode {
                         self.write(op, precondition, concern, command.request_id)
                             .await
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
-                AppResponse::ClientWrite(super::command::outcome(&result))
+                AppResponse::ClientWrite(super::command::replicated_outcome(&result))
             }
             AppRequest::ClientSearch(request) => AppResponse::ClientSearch(
                 self.client_search(request)
                     .await
-                    .map_err(|e| super::command::RejectedWire::from_error(&e)),
+                    .map_err(|e| super::command::RejectedWire::from_replication_error(&e)),
             ),
             AppRequest::Status => {
                 AppResponse::Status(self.cluster_status().await.map_err(|e| e.to_string()))
@@ -390,7 +392,8 @@ impl RaftNode {
                 return Err(Error::ResponseTooLarge {
                     bytes: bytes as u64,
                     max: MAX_CLIENT_ANSWER_BYTES as u64,
-                });
+                }
+                .into());
             }
             out.push(super::app_rpc::HitWire {
                 id: h.id,

@@ -18,13 +18,13 @@ use std::collections::{HashMap, VecDeque};
 
 use needle_consensus::RequestId;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::op::Applied;
 use crate::writer::StoredOutcome;
 use crate::Database;
+use crate::Error;
 
-/// `meta` key prefix of request records.
-pub(crate) const PREFIX: &str = "raft_request/";
+use crate::meta_keys::REQUEST_RECORD_PREFIX as PREFIX;
 /// Log entries during which a request id is remembered: far longer than any client
 /// retries (200,000 entries are over a minute at 3,000 writes/s).
 pub(crate) const WINDOW: u64 = 200_000;

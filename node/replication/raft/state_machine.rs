@@ -17,11 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use super::command;
 use super::requests::{self, RequestTable};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::meta_keys::ORDER_MARKER as META_RAFT_APPLIED;
 use crate::op::Applied;
 use crate::served::ServedDatabase;
-use crate::storage::META_RAFT_APPLIED;
 use crate::writer::{MetaWrite, StoredOutcome};
+use crate::Error;
 use needle_consensus::RequestId;
 
 type Snapshot = needle_consensus::openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
@@ -118,8 +119,13 @@ impl StateMachine {
                     }
                     let queued = command::decode(&cmd).and_then(|(op, precondition)| {
                         let collection = op.collection().to_string();
-                        db.enqueue_ordered(op, precondition, meta)
-                            .map(|(durable, visible)| (collection, durable, visible))
+                        db.apply_ordered(crate::database::OrderedEntry {
+                            op,
+                            precondition,
+                            at: None,
+                            meta,
+                        })
+                        .map(|(durable, visible)| (collection, durable, visible))
                     });
                     let wait = match queued {
                         Ok((collection, durable, visible)) => WriteWait::Queued {
@@ -145,7 +151,7 @@ impl StateMachine {
                     self.applied.log_id = Some(log_id);
                     let (db, marker) = (db.clone(), self.applied.clone());
                     tokio::task::spawn_blocking(move || {
-                        db.set_meta_json(META_RAFT_APPLIED, &marker)
+                        db.set_meta_json(META_RAFT_APPLIED, Some(&marker))
                     })
                     .await
                     .map_err(io::Error::other)?
@@ -427,7 +433,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tokio::task::spawn_blocking(move || -> io::Result<Snapshot> {
             let building = dir.join("building.snapshot");
             let written = db.write_snapshot(&building).map_err(io_error)?;
-            let applied: AppliedMarker = match written.info.raft_applied {
+            let applied: AppliedMarker = match written.info.order_marker {
                 Some(value) => serde_json::from_value(value).map_err(io::Error::other)?,
                 None => AppliedMarker::default(),
             };

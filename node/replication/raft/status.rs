@@ -11,7 +11,8 @@ use prometheus::{IntGauge, IntGaugeVec, Opts};
 use serde::{Deserialize, Serialize};
 
 use super::node::RaftNode;
-use crate::error::{Error, Result};
+use crate::replication::error::{ReplicationError, Result};
+use crate::Error;
 
 /// The cluster as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +109,7 @@ impl RaftNode {
         let raft = self.raft()?;
         let metrics = raft.metrics().borrow_watched().clone();
         if metrics.state != ServerState::Leader {
-            return Err(Error::NoLeader(format!(
+            return Err(ReplicationError::NoLeader(format!(
                 "node {} is not the leader (leader: {:?})",
                 metrics.id, metrics.current_leader
             )));
@@ -129,7 +130,7 @@ impl RaftNode {
         raft.trigger()
             .transfer_leader(target)
             .await
-            .map_err(|e| Error::Replication(format!("leader transfer: {e}")))?;
+            .map_err(|e| ReplicationError::Unavailable(format!("leader transfer: {e}")))?;
         let deadline =
             Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms.max(1000));
         loop {
@@ -139,7 +140,7 @@ impl RaftNode {
                 return Ok(leader);
             }
             if Instant::now() >= deadline {
-                return Err(Error::NoLeader(format!(
+                return Err(ReplicationError::NoLeader(format!(
                     "no new leader within {} ms of handing over to node {target}",
                     deadline
                         .saturating_duration_since(Instant::now())

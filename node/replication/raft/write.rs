@@ -21,9 +21,10 @@ use super::app_rpc::{AppRequest, AppResponse, WriteReply};
 use super::command;
 use super::node::RaftNode;
 use super::planted_bugs;
-use crate::error::{Error, Result};
 use crate::op::{Applied, Op, Precondition};
+use crate::replication::error::{ReplicationError, Result};
 use crate::replication::WriteConcern;
+use crate::Error;
 
 /// How long one try at the leader may take (plus 1 ms per 10 kB of write). A healthy
 /// leader answers a small write in milliseconds; a connection to a leader that died
@@ -52,7 +53,8 @@ impl ReadConsistency {
             "eventual" => Ok(ReadConsistency::Eventual),
             other => Err(Error::InvalidRequest(format!(
                 "unknown consistency {other:?}: expected linearizable or eventual"
-            ))),
+            ))
+            .into()),
         }
     }
 }
@@ -75,14 +77,14 @@ impl RaftNode {
         // member has not seen yet may exist on the leader: the log decides that one.
         match self.database().precheck(&op) {
             Err(Error::CollectionNotFound(_)) | Ok(()) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         // The leader orders it, so the leader checks its device's room (a follower
         // forwarding the write has the leader check it: `apply_forwarded`).
         if self.is_leader() {
             match self.database().check_room(&op) {
                 Err(Error::CollectionNotFound(_)) | Ok(()) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let request_id = request_id.unwrap_or_else(|| self.next_request_id());
@@ -143,11 +145,9 @@ impl RaftNode {
         let mut last_failure: String;
         loop {
             if self.is_leader() {
-                let log = self
-                    .inner
-                    .log_store
-                    .get()
-                    .ok_or_else(|| Error::Replication("raft node is not started".into()))?;
+                let log = self.inner.log_store.get().ok_or_else(|| {
+                    ReplicationError::Unavailable("raft node is not started".into())
+                })?;
                 let flushed = log.notify_when_flushed(id);
                 let raft = self.raft()?.clone();
                 let proposal = {
@@ -179,7 +179,7 @@ impl RaftNode {
                 match self.ask(addr, &request, remaining).await {
                     Ok(AppResponse::ClientWrite(outcome)) => {
                         match command::read_outcome(&outcome) {
-                            Err(e) if e.code() == "NO_LEADER" => last_failure = e.to_string(),
+                            Err(e) if e.is_no_leader() => last_failure = e.to_string(),
                             result => return result,
                         }
                     }
@@ -190,7 +190,7 @@ impl RaftNode {
                 last_failure = "no leader was known".into();
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(Error::NoLeader(format!(
+                return Err(ReplicationError::NoLeader(format!(
                     "the write was not acknowledged within {} ms and may or may not be applied ({last_failure})",
                     self.inner.config.write_timeout_ms
                 )));
@@ -220,7 +220,7 @@ impl RaftNode {
                 Err(e) => last_failure = e.to_string(),
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(Error::NoLeader(format!(
+                return Err(ReplicationError::NoLeader(format!(
                     "the write was not acknowledged within {} ms and may or may not be applied; \
                      retry it with the same request id to apply it at most once ({last_failure})",
                     self.inner.config.write_timeout_ms
@@ -239,7 +239,7 @@ impl RaftNode {
         deadline: Instant,
     ) -> Result<Option<(u64, CommandOutcome)>> {
         let addr = self.member_addr(id).ok_or_else(|| {
-            Error::NoLeader(format!("no address known for the leader, node {id}"))
+            ReplicationError::NoLeader(format!("no address known for the leader, node {id}"))
         })?;
         // Bounded per try: a connection to a leader that died unnoticed answers
         // nothing, and the retry (same request id) is safe. Larger writes get longer.
@@ -250,7 +250,7 @@ impl RaftNode {
         let request = AppRequest::Write(command.clone());
         let forwarded = tokio::select! {
             reply = self.ask(addr, &request, remaining) => reply,
-            () = self.leader_moves_from(id) => Err(Error::NoLeader(format!(
+            () = self.leader_moves_from(id) => Err(ReplicationError::NoLeader(format!(
                 "node {id} stopped being the leader while the write was forwarded to it"
             ))),
         };
@@ -259,10 +259,10 @@ impl RaftNode {
                 Ok(Some((index, outcome)))
             }
             AppResponse::Write(WriteReply::NotLeader { .. }) => Ok(None),
-            AppResponse::Write(WriteReply::Failed(message)) => Err(Error::Replication(format!(
-                "the leader (node {id}) failed the write: {message}"
-            ))),
-            _ => Err(Error::Replication(format!(
+            AppResponse::Write(WriteReply::Failed(message)) => Err(ReplicationError::Unavailable(
+                format!("the leader (node {id}) failed the write: {message}"),
+            )),
+            _ => Err(ReplicationError::Unavailable(format!(
                 "node {id} answered a different request"
             ))),
         }
@@ -277,7 +277,7 @@ impl RaftNode {
         match self.raft()?.client_write(command).await {
             Ok(response) => Ok(Ok((response.log_id.index, response.data))),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Ok(Err(f.leader_id)),
-            Err(e) => Err(Error::NoLeader(format!(
+            Err(e) => Err(ReplicationError::NoLeader(format!(
                 "the write may or may not be applied: {e}"
             ))),
         }
@@ -377,7 +377,7 @@ impl RaftNode {
                     break;
                 }
                 if Instant::now() + RETRY_PAUSE >= deadline {
-                    return Err(Error::WriteConcernTimeout {
+                    return Err(ReplicationError::WriteConcernTimeout {
                         seq,
                         concern: WriteConcern::All,
                         waited_ms: self.inner.config.write_timeout_ms,
@@ -396,7 +396,7 @@ impl RaftNode {
         let (read, _) = raft
             .get_read_log_id(ReadPolicy::ReadIndex)
             .await
-            .map_err(|e| Error::NoLeader(format!("not a confirmed leader: {e}")))?;
+            .map_err(|e| ReplicationError::NoLeader(format!("not a confirmed leader: {e}")))?;
         Ok(read.index())
     }
 
@@ -420,14 +420,14 @@ impl RaftNode {
                         let leader = self.current_leader().unwrap_or_default();
                         let asked = tokio::select! {
                             reply = self.ask(addr, &AppRequest::ReadIndex, remaining) => reply,
-                            () = self.leader_moves_from(leader) => Err(Error::NoLeader("the leader changed".into())),
+                            () = self.leader_moves_from(leader) => Err(ReplicationError::NoLeader("the leader changed".into())),
                         };
                         match asked {
                             Ok(AppResponse::ReadIndex(Ok(index))) => Ok(Some(index)),
                             Ok(AppResponse::ReadIndex(Err(message))) => {
-                                Err(Error::NoLeader(message))
+                                Err(ReplicationError::NoLeader(message))
                             }
-                            Ok(_) => Err(Error::Replication(
+                            Ok(_) => Err(ReplicationError::Unavailable(
                                 "the leader answered a different request".into(),
                             )),
                             Err(e) => Err(e),
@@ -442,7 +442,7 @@ impl RaftNode {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Ok(None) => {
-                    return Err(Error::NoLeader(
+                    return Err(ReplicationError::NoLeader(
                         "no leader to confirm a linearizable read".into(),
                     ))
                 }
@@ -456,7 +456,7 @@ impl RaftNode {
         tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), visible)
             .await
             .map_err(|_| {
-                Error::NoLeader(format!(
+                ReplicationError::NoLeader(format!(
                     "writes to {collection} up to log index {index} did not become visible in time"
                 ))
             })
@@ -479,7 +479,7 @@ impl RaftNode {
             applied.wait_until(|m| m.last_applied.as_ref().is_some_and(|l| l.index >= index));
         match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), wait).await {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(Error::NoLeader(format!(
+            _ => Err(ReplicationError::NoLeader(format!(
                 "this node did not apply up to log index {index} in time"
             ))),
         }

@@ -368,7 +368,7 @@ fn hit_ids(results: &Value) -> Vec<String> {
 /// One RaftClient call for `call`. Its errors are all taken as unknown: the client
 /// retries internally, so a final error does not prove a write was not applied.
 async fn native_call(client: &RaftClient, call: &Call) -> Outcome {
-    let unknown = |e: needle::Error| Outcome::Unknown {
+    let unknown = |e: needle::replication::ReplicationError| Outcome::Unknown {
         reason: format!("{} {e}", e.code()),
     };
     match call {

@@ -1,8 +1,10 @@
 //! Node configuration: defaults, overridden by a TOML file, overridden by `NEEDLE_*`
 //! environment variables and command-line flags (clap reads those two, flags first).
 
-use crate::http::DEFAULT_MAX_BODY_BYTES;
+pub mod http_limits;
+
 use crate::SyncMode;
+pub use http_limits::{HttpLimits, DEFAULT_MAX_BODY_BYTES};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -251,7 +253,7 @@ impl ServeConfig {
             .data
             .or_else(|| file.data.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let defaults = crate::http::HttpLimits::default();
+        let defaults = HttpLimits::default();
         let http_tls = match (
             over.http_tls_cert.or_else(|| file.http_tls_cert.clone()),
             over.http_tls_key.or_else(|| file.http_tls_key.clone()),
@@ -368,12 +370,12 @@ impl ServeConfig {
     }
 
     /// The HTTP server's limits these settings give.
-    pub fn http_limits(&self) -> crate::http::HttpLimits {
-        crate::http::HttpLimits {
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
             max_body_bytes: self.max_body_bytes,
             max_response_bytes: self.max_response_bytes,
             max_requests: self.max_concurrent_requests,
-            max_body_bytes_in_flight: crate::http::HttpLimits::default()
+            max_body_bytes_in_flight: HttpLimits::default()
                 .max_body_bytes_in_flight
                 .max(self.max_body_bytes),
             body_timeout: std::time::Duration::from_millis(self.http_body_timeout_ms),
