@@ -7,10 +7,10 @@
 
 mod machine;
 
-use needle::replication::pull::pull_once;
-use needle::replication::role::RoleCell;
-use needle::replication::ship::{LogServer, SharedAcks};
-use needle::replication::wire::entry_to_wire;
+use needle::replication::primary_replica::primary::log_server::{LogServer, SharedAcks};
+use needle::replication::primary_replica::replica::pull::pull_once;
+use needle::replication::primary_replica::role::RoleCell;
+use needle::replication::primary_replica::wire::entry_to_wire;
 use needle::replication::{Follower, Role};
 use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};

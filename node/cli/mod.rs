@@ -8,7 +8,7 @@ pub mod exposure;
 mod failover;
 mod import;
 mod serve;
-mod serve_raft;
+mod serve_mode;
 mod snapshot;
 
 use crate::config::LogFormat;

@@ -158,7 +158,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 (Some(cert_path), Some(key_path), Some(ca_path)) => Some(TlsConfig {
                     cert_path,
                     key_path,
-                    ca_path,
+                    ca_path: Some(ca_path),
                 }),
                 _ => None,
             },
@@ -236,15 +236,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             std::sync::Arc::new(needle_transport::faults::FaultInjector::default())
         });
         let served = crate::served::ServedDatabase::new(db);
-        let replication = start_replication(&served, &config, faults.clone()).await?;
-        let raft =
-            super::serve_raft::start(&served, &config, faults.clone(), listener.local_addr()?)
+        let mode =
+            super::serve_mode::start(&served, &config, faults.clone(), listener.local_addr()?)
                 .await?;
         let options = crate::http::HttpOptions {
             limits: config.http_limits(),
             search_coalescing: config.search_coalescing,
             faults,
-            replication: replication.clone(),
+            mode: Some(mode.clone()),
             keys: crate::http::AccessKeys {
                 admin: config.admin_key.clone(),
                 read_write: config.api_key.clone(),
@@ -253,7 +252,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             snapshot_dir: config.snapshot_dir.clone(),
             reload_from: config.reload_from.clone(),
-            raft: raft.clone(),
             tls: config.http_tls.clone(),
         };
         let address_file = NodeAddressFile::write(
@@ -262,88 +260,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             config.http_tls.is_some(),
         );
         crate::http::serve(served, listener, options, shutdown_signal()).await?;
-        if let Some(raft) = raft {
-            raft.shutdown().await;
-        }
+        mode.shutdown().await;
         drop(address_file);
         tracing::info!("shut down cleanly");
         anyhow::Ok(())
-    })
-}
-
-/// Starts the node-to-node transport and the replication role, unless standalone.
-async fn start_replication(
-    served: &crate::served::ServedDatabase,
-    config: &ServeConfig,
-    faults: Option<std::sync::Arc<needle_transport::faults::FaultInjector>>,
-) -> anyhow::Result<Option<std::sync::Arc<crate::replication::Replication>>> {
-    use crate::replication::{ClusterConfig, Replication, Role};
-    let resolve = |what: &str, addr: &Option<String>| {
-        let addr = addr
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("--role {:?} needs {what}", config.role))?;
-        anyhow::Ok(addr)
-    };
-    let role = match config.role {
-        RoleChoice::Standalone => return Ok(None),
-        _ if config.raft => {
-            anyhow::bail!("--raft and --role are two kinds of replication: choose one")
-        }
-        RoleChoice::Primary => Role::Primary,
-        RoleChoice::Replica => {
-            let primary = resolve("--primary HOST:PORT", &config.primary)?;
-            let primary = tokio::net::lookup_host(&primary)
-                .await
-                .with_context(|| format!("resolving --primary {primary}"))?
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("--primary {primary} resolves to no address"))?;
-            Role::Replica { primary }
-        }
-    };
-    let cluster_addr = resolve("--cluster-addr ADDR", &config.cluster_addr)?;
-    let cluster_addr = cluster_addr
-        .parse()
-        .with_context(|| format!("--cluster-addr {cluster_addr}: expected IP:PORT"))?;
-    let security = transport_security(config, &format!("{:?}", config.role))?;
-    let replication = Replication::start(
-        served,
-        ClusterConfig {
-            role,
-            cluster_addr,
-            security,
-            faults,
-            batch_size: config.replication_batch_size,
-            sync_interval: std::time::Duration::from_millis(config.replication_sync_interval_ms),
-            write_timeout: std::time::Duration::from_millis(config.write_timeout_ms),
-            compression: config.replication_compression,
-        },
-    )?;
-    // Tests read this line to learn the port when --cluster-addr ends in :0.
-    tracing::info!("cluster transport on {}", replication.cluster_addr);
-    Ok(Some(replication))
-}
-
-/// The node-to-node transport's security: mutual TLS from the TLS files, or, with
-/// `--insecure-dev` only, none. `what` names the mode in the error.
-pub(super) fn transport_security(
-    config: &ServeConfig,
-    what: &str,
-) -> anyhow::Result<needle_transport::Security> {
-    use needle_transport::{Security, TlsFiles};
-    Ok(match (&config.tls, config.insecure_dev) {
-        (Some(tls), false) => Security::Mutual(TlsFiles {
-            cert_path: tls.cert_path.clone(),
-            key_path: tls.key_path.clone(),
-            ca_path: tls.ca_path.clone(),
-        }),
-        (None, true) => {
-            tracing::warn!("--insecure-dev: node-to-node traffic is NOT authenticated");
-            Security::InsecureDev
-        }
-        (Some(_), true) => anyhow::bail!("give either TLS files or --insecure-dev, not both"),
-        (None, false) => anyhow::bail!(
-            "a {what} needs --tls-cert, --tls-key and --tls-ca (see `needle certs generate`) or, for development, --insecure-dev"
-        ),
     })
 }
 

@@ -81,13 +81,63 @@ pub enum RoleChoice {
     Replica,
 }
 
-/// `tls { cert_path, key_path, ca_path }` in the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-    pub ca_path: PathBuf,
+/// `tls { cert_path, key_path, ca_path }` in the config file: the one TLS settings
+/// type of the node-to-node transport.
+pub use crate::replication::TlsConfig;
+
+/// How this node takes writes: the choice `--role` and `--raft` make together,
+/// checked once when the settings are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeSettings {
+    Standalone,
+    /// Orders writes and serves its log on `--cluster-addr`.
+    Primary,
+    /// Follows the primary at `primary` (HOST:PORT, resolved at start).
+    Replica {
+        primary: String,
+    },
+    /// A member of a Raft cluster.
+    Raft {
+        node_id: u64,
+        /// The other members, each `ID=HOST:PORT` or `HOST:PORT`.
+        peers: Vec<String>,
+    },
+}
+
+impl ModeSettings {
+    fn resolve(
+        role: RoleChoice,
+        raft: bool,
+        primary: Option<String>,
+        node_id: Option<u64>,
+        peers: Vec<String>,
+    ) -> anyhow::Result<ModeSettings> {
+        Ok(match (role, raft) {
+            (RoleChoice::Standalone, false) => ModeSettings::Standalone,
+            (RoleChoice::Standalone, true) => ModeSettings::Raft {
+                node_id: node_id.ok_or_else(|| anyhow::anyhow!("--raft needs --node-id N"))?,
+                peers,
+            },
+            (_, true) => {
+                anyhow::bail!("--raft and --role are two kinds of replication: choose one")
+            }
+            (RoleChoice::Primary, false) => ModeSettings::Primary,
+            (RoleChoice::Replica, false) => ModeSettings::Replica {
+                primary: primary
+                    .ok_or_else(|| anyhow::anyhow!("--role Replica needs --primary HOST:PORT"))?,
+            },
+        })
+    }
+
+    /// How the mode is named in errors about its settings.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            ModeSettings::Standalone => "standalone node",
+            ModeSettings::Primary => "Primary",
+            ModeSettings::Replica { .. } => "Replica",
+            ModeSettings::Raft { .. } => "raft member",
+        }
+    }
 }
 
 /// The TOML file's contents; every key optional.
@@ -157,11 +207,10 @@ pub struct ServeConfig {
     pub log_retention: u64,
     /// Test clusters only: transport faults driven over `/debug/faults`.
     pub fault_injection: bool,
-    pub role: RoleChoice,
-    /// Where the node-to-node transport listens (primary and replica).
+    /// Standalone, primary, replica or Raft member, with what each needs.
+    pub mode: ModeSettings,
+    /// Where the node-to-node transport listens (every mode but standalone).
     pub cluster_addr: Option<String>,
-    /// The primary's cluster address (replica).
-    pub primary: Option<String>,
     pub tls: Option<TlsConfig>,
     /// Unauthenticated transport, for development only.
     pub insecure_dev: bool,
@@ -177,12 +226,6 @@ pub struct ServeConfig {
     pub replication_sync_interval_ms: u64,
     /// Whether a primary compresses log batches (zstd, where it pays).
     pub replication_compression: bool,
-    /// Run as a member of a Raft cluster.
-    pub raft: bool,
-    /// This member's Raft id.
-    pub node_id: Option<u64>,
-    /// The other members' cluster addresses, each `ID=HOST:PORT` or `HOST:PORT`.
-    pub peers: Vec<String>,
     /// Raft log entries between snapshots (the log before a snapshot is purged).
     pub raft_snapshot_every: u64,
     /// Data routes' keys: read-write and read-only.
@@ -292,9 +335,16 @@ impl ServeConfig {
                 .fault_injection
                 .or(file.fault_injection)
                 .unwrap_or(false),
-            role: over.role.or(file.role).unwrap_or_default(),
+            mode: ModeSettings::resolve(
+                over.role.or(file.role).unwrap_or_default(),
+                over.raft.or(file.raft).unwrap_or(false),
+                over.primary.or_else(|| file.primary.clone()),
+                over.node_id.or(file.node_id),
+                over.peers
+                    .or_else(|| file.peers.clone())
+                    .unwrap_or_default(),
+            )?,
             cluster_addr: over.cluster_addr.or_else(|| file.cluster_addr.clone()),
-            primary: over.primary.or_else(|| file.primary.clone()),
             tls: over.tls.or_else(|| file.tls.clone()),
             insecure_dev: over.insecure_dev.or(file.insecure_dev).unwrap_or(false),
             write_timeout_ms: over
@@ -315,12 +365,6 @@ impl ServeConfig {
                 .replication_compression
                 .or(file.replication_compression)
                 .unwrap_or(true),
-            raft: over.raft.or(file.raft).unwrap_or(false),
-            node_id: over.node_id.or(file.node_id),
-            peers: over
-                .peers
-                .or_else(|| file.peers.clone())
-                .unwrap_or_default(),
             raft_snapshot_every: over
                 .raft_snapshot_every
                 .or(file.raft_snapshot_every)

@@ -80,7 +80,7 @@ pub async fn reload(
 ) -> Result<Json<Value>, ApiError> {
     // A clustered node's state belongs to its cluster: swapping it from a file would
     // put it out of step (under Raft, behind the state machine's back).
-    if state.replication.is_some() || state.raft.is_some() {
+    if state.mode.name() != crate::replication::ModeName::Standalone {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "ROLE_CONFLICT",

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 fn raft(state: &AppState) -> Result<&RaftNode, ApiError> {
-    state.raft.as_ref().ok_or_else(|| {
+    state.mode.raft().ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "NOT_RAFT",

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::replication::{Replication, ReplicationError};
 
 fn replication(state: &AppState) -> Result<&Arc<Replication>, ApiError> {
-    state.replication.as_ref().ok_or_else(|| {
+    state.mode.primary_replica().ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "ROLE_CONFLICT",

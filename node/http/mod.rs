@@ -24,8 +24,7 @@ pub use limits::HttpLimits;
 
 use crate::coalesce::SearchCoalescer;
 use crate::metrics::Metrics;
-use crate::replication::raft::{RaftNode, ReadConsistency};
-use crate::replication::{Replication, WriteConcern};
+use crate::replication::{ReadConsistency, ReplicationMode, WriteConcern};
 use crate::served::ServedDatabase;
 use crate::Database;
 use needle_transport::faults::FaultInjector;
@@ -46,8 +45,9 @@ pub struct AppState {
     pub coalescer: Option<Arc<SearchCoalescer>>,
     /// The transport fault injector, only when started with `--fault-injection`.
     pub faults: Option<Arc<FaultInjector>>,
-    /// The node's replication role; `None` when standalone.
-    pub replication: Option<Arc<Replication>>,
+    /// How this node takes writes and serves reads: standalone, primary–replica or
+    /// Raft. Handlers never ask which.
+    pub mode: Arc<dyn ReplicationMode>,
     /// The API and admin keys each route class requires.
     pub keys: Arc<AccessKeys>,
     pub limits: Arc<HttpLimits>,
@@ -59,8 +59,6 @@ pub struct AppState {
     pub reload_from: Option<Arc<std::path::Path>>,
     /// Serialises reloads.
     pub reload_lock: Arc<tokio::sync::Mutex<()>>,
-    /// The node's Raft membership, when it runs with `--raft`.
-    pub raft: Option<RaftNode>,
 }
 
 /// `?write_concern=` on writes without a body (deletes, drops).
@@ -95,26 +93,8 @@ impl AppState {
         })
     }
 
-    /// Waits until the write at `seq`, applied in `epoch`, meets `concern` (only a
-    /// primary with replicas ever waits); WRITE_CONCERN_TIMEOUT when it does not in
-    /// time, REPLICATION_ERROR when this node stopped being that epoch's primary.
-    pub async fn await_concern(
-        &self,
-        seq: u64,
-        concern: WriteConcern,
-        epoch: Option<u64>,
-    ) -> Result<(), ApiError> {
-        match (&self.replication, epoch) {
-            (Some(replication), Some(epoch)) => {
-                Ok(replication.await_concern(seq, concern, epoch).await?)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The one way a handler writes: through Raft on a Raft member (forwarded to the
-    /// leader when this node is not it), else on this node, which must be the
-    /// primary (or standalone), then waiting for `concern`.
+    /// The one way a handler writes: through whoever orders this node's writes
+    /// (see [`ReplicationMode::write`]), waiting for `concern`.
     pub async fn write(
         &self,
         op: crate::Op,
@@ -126,8 +106,8 @@ impl AppState {
             .await
     }
 
-    /// [`AppState::write`], with the database's errors passed through `map` first
-    /// (a single-record insert reports its record's error, not `vectors[0]: …`).
+    /// [`AppState::write`], with errors passed through `map` first (a
+    /// single-record insert reports its record's error, not `vectors[0]: …`).
     pub async fn write_with(
         &self,
         op: crate::Op,
@@ -136,34 +116,12 @@ impl AppState {
         request_id: Option<needle_consensus::RequestId>,
         map: fn(crate::replication::ReplicationError) -> crate::replication::ReplicationError,
     ) -> Result<crate::Applied, ApiError> {
-        if let Some(raft) = &self.raft {
-            let written = raft.write(op, precondition, concern, request_id).await;
-            return Ok(written.map_err(map)?);
-        }
-        if request_id.is_some() {
-            return Err(ApiError::bad_request(
-                "INVALID_REQUEST",
-                "Idempotency-Key is honoured by Raft members only (serve --raft)",
-            ));
-        }
-        self.ensure_primary()?;
-        // The epoch this node writes in: the concern is judged against it.
-        let epoch = match &self.replication {
-            Some(replication) => Some(replication.epoch()?),
-            None => None,
-        };
-        let applied = self
-            .db()
-            .submit_async(op, precondition)
-            .await
-            .map_err(|e| map(e.into()))?;
-        self.await_concern(applied.seq, concern, epoch).await?;
-        Ok(applied)
+        let written = self.mode.write(op, precondition, concern, request_id).await;
+        Ok(written.map_err(map)?)
     }
 
     /// Waits until a read of `collection` on this node has the consistency a request
-    /// asked for (default: eventual). A replica of a primary cannot promise
-    /// linearizable reads.
+    /// asked for (default: eventual).
     pub async fn read_barrier(
         &self,
         requested: Option<&str>,
@@ -173,24 +131,7 @@ impl AppState {
             Some(text) => ReadConsistency::parse(text)?,
             None => ReadConsistency::default(),
         };
-        if let Some(raft) = &self.raft {
-            return Ok(raft.read_barrier(consistency, collection).await?);
-        }
-        if consistency == ReadConsistency::Linearizable {
-            self.ensure_primary()?;
-            // A write a majority acknowledged may still be on its way to this node's
-            // memory (it became primary since, or replicas acknowledge at durability).
-            self.db().await_visible(collection).await;
-        }
-        Ok(())
-    }
-
-    /// Writes go to the primary: a replica answers 421 NOT_PRIMARY.
-    pub fn ensure_primary(&self) -> Result<(), ApiError> {
-        match self.replication.as_ref().and_then(|r| r.primary()) {
-            Some(primary) => Err(ApiError::not_primary(primary)),
-            None => Ok(()),
-        }
+        Ok(self.mode.read_barrier(consistency, collection).await?)
     }
 }
 
@@ -201,12 +142,12 @@ pub struct HttpOptions {
     pub search_coalescing: bool,
     /// Exposes `/debug/faults` to drive this injector.
     pub faults: Option<Arc<FaultInjector>>,
-    pub replication: Option<Arc<Replication>>,
+    /// How the node takes writes; `None` serves it standalone.
+    pub mode: Option<Arc<dyn ReplicationMode>>,
     pub keys: AccessKeys,
     /// Where snapshot files are written and read by name.
     pub snapshot_dir: PathBuf,
     pub reload_from: Option<PathBuf>,
-    pub raft: Option<RaftNode>,
     /// HTTPS: the certificate chain and private key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -218,11 +159,10 @@ impl HttpOptions {
             limits: HttpLimits::default(),
             search_coalescing: true,
             faults: None,
-            replication: None,
+            mode: None,
             keys: AccessKeys::default(),
             snapshot_dir: data.join("snapshots"),
             reload_from: None,
-            raft: None,
             tls: None,
         }
     }
@@ -257,19 +197,23 @@ pub async fn serve(
         None => None,
     };
     std::fs::create_dir_all(&options.snapshot_dir)?;
+    let mode = options.mode.unwrap_or_else(|| {
+        Arc::new(crate::replication::standalone::Standalone::new(
+            served.clone(),
+        ))
+    });
     let state = AppState {
         served,
         metrics,
         coalescer,
         faults: options.faults,
-        replication: options.replication,
+        mode,
         keys: Arc::new(options.keys),
         gates: limits::Gates::new(&options.limits),
         limits: Arc::new(options.limits.clone()),
         snapshot_dir: Arc::from(options.snapshot_dir.as_path()),
         reload_from: options.reload_from.map(Arc::from),
         reload_lock: Arc::default(),
-        raft: options.raft,
     };
     let app = routes::router(state);
     server::serve(listener, app, tls, &options.limits, shutdown).await

@@ -1,6 +1,4 @@
 use super::{ApiError, AppState};
-use crate::replication::epoch::EpochStore;
-use crate::replication::Role;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -41,60 +39,16 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     )
 }
 
-/// The node's role and, per role, where replication stands.
-pub async fn replication_status(State(state): State<AppState>) -> Json<Value> {
-    let db = state.db();
-    let applied = db.applied_seq();
-    let Some(replication) = &state.replication else {
-        return Json(json!({ "role": "standalone", "applied_seq": applied }));
-    };
-    let role = replication.role();
-    let mut status = json!({
-        "role": role.name(),
-        "epoch": db.epoch_history().map(|h| h.current()).ok(),
-        "cluster_addr": replication.cluster_addr.to_string(),
-        "applied_seq": applied,
-    });
-    match role {
-        Role::Replica { primary } => {
-            status["primary"] = json!(primary.to_string());
-            status["stream"] = json!(*replication.replica.lock());
-        }
-        Role::Fenced { primary } => status["primary"] = json!(primary.to_string()),
-        Role::Primary => {
-            let now = crate::replication::ship::now_ms();
-            let addresses = replication.acks.addresses();
-            let tracker = replication.acks.tracker.lock();
-            let replicas: Vec<Value> = tracker
-                .acknowledged()
-                .into_iter()
-                .map(|(name, acked)| {
-                    let silent_ms = tracker.last_seen_ms(&name).map(|at| now.saturating_sub(at));
-                    json!({
-                        "cluster_addr": addresses.get(&name).map(|a| a.to_string()),
-                        "replica": name,
-                        "applied_seq": acked,
-                        "lag_operations": applied.saturating_sub(acked),
-                        // As write concerns count it: heard from within the last 15 s.
-                        "connected": silent_ms.is_some_and(|ms| ms <= crate::replication::ship::MAX_SILENCE_MS),
-                        "last_seen_ms_ago": silent_ms,
-                    })
-                })
-                .collect();
-            drop(tracker);
-            status["replicas"] = json!(replicas);
-            // Every replica `majority` counts, heard from lately or not.
-            status["known_replicas"] = json!(replication.known_replicas());
-        }
-        Role::Standalone => {}
-    }
-    Json(status)
+/// The node's role and where replication stands: the one status shape, whatever
+/// the mode (`replication::status`).
+pub async fn replication_status(
+    State(state): State<AppState>,
+) -> Result<Json<crate::replication::status::NodeStatus>, ApiError> {
+    Ok(Json(state.mode.status().await?))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Some(replication) = &state.replication {
-        replication.refresh_metrics(&state.metrics, state.db().applied_seq());
-    }
+    state.mode.refresh_metrics(&state.metrics);
     let db = state.db();
     let body = state
         .metrics

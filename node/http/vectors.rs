@@ -87,7 +87,7 @@ pub async fn upsert_batch(
     let concern = state.concern(body.write_concern.as_deref())?;
     // A Raft member may not have applied a just-created collection yet: there the
     // log decides.
-    if state.raft.is_none() {
+    if state.mode.knows_every_collection() {
         state.db().collection_info(&name)?;
     }
     let mut records = Vec::with_capacity(body.vectors.len());

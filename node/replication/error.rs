@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
-use super::concern::WriteConcern;
+use super::consistency::WriteConcern;
 use crate::error::ErrorKind;
 
 #[derive(Debug, Error, Clone)]

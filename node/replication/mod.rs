@@ -1,41 +1,39 @@
-//! Primary–replica replication.
+//! How a node takes writes and serves reads: the seam between the core (which knows
+//! nothing of replication) and the three ways a node can run.
 //!
-//! Sans-IO parts, plain structs tested without a network:
-//! - [`concern`]: the write-concern tracker a primary consults before acknowledging
-//!   a write;
-//! - [`follower`]: a replica's view of the stream it follows;
-//! - [`epoch`]: epoch histories, which tell a demoted node what to discard.
+//! - [`ReplicationMode`] (`mode.rs`): the one interface — submit a write with a
+//!   write concern, wait at a read barrier for a consistency level, report status.
+//!   HTTP holds one `Arc<dyn ReplicationMode>`.
+//! - Its implementations: [`standalone::Standalone`], [`primary_replica`] (one
+//!   primary orders writes, replicas pull its log) and [`raft`] (a Raft leader orders
+//!   them; every member applies the committed log).
+//! - What they share: [`consistency`] (write concerns, read consistency), [`error`]
+//!   (typed errors on top of the core's), [`transport`] (TLS settings and the one
+//!   transport start-up), [`status`] (one status shape), [`retry`] (retrying until a
+//!   deadline).
 //!
-//! Log shipping over `needle-transport`:
-//! - [`wire`]: the messages;
-//! - [`ship`]: the primary's [`ship::LogServer`], which answers pulls from its
-//!   operation log and offers snapshots;
-//! - [`pull`]: the replica's fetch-then-apply.
-//!
-//! [`PrimaryNode`] and [`ReplicaNode`] are the Rust API; [`role`] runs it all in a node: the transport, the follow loop, promotion,
-//! demotion and fencing. A replica behind the primary's retained log installs a
-//! snapshot (`install`).
+//! Both modes apply what they ordered through the core's one door,
+//! `Database::apply_ordered`. A fourth mode (sharding: many Raft groups) is another
+//! implementation of [`ReplicationMode`].
 
-pub mod concern;
-pub mod epoch;
+pub mod consistency;
 pub mod error;
-mod failover;
-mod follow;
-pub mod follower;
-mod install;
 mod load_balancer;
-pub mod members;
-mod nodes;
-pub mod pull;
+mod mode;
+pub mod primary_replica;
 pub mod raft;
-pub mod role;
-pub mod ship;
-pub mod wire;
+pub mod standalone;
+pub mod status;
+pub mod transport;
 
-pub use concern::{AckTracker, Ticket, Wait, WriteConcern};
+pub use consistency::{ReadConsistency, WriteConcern};
 pub use error::ReplicationError;
-pub use failover::{Demoted, Promoted};
-pub use follower::{Follower, FollowerAction, Lag};
 pub use load_balancer::{LoadBalancer, LoadBalancerOptions};
-pub use nodes::{PrimaryNode, ReplicaNode, ReplicationConfig, TlsConfig};
-pub use role::{ClusterConfig, Replication, Role};
+pub use mode::{ModeName, ReplicationMode};
+pub use primary_replica::primary::concern_tracker::{AckTracker, Ticket, Wait};
+pub use primary_replica::replica::stream::{Follower, FollowerAction, Lag};
+pub use primary_replica::{
+    ClusterConfig, Demoted, PrimaryNode, Promoted, ReplicaNode, Replication, ReplicationConfig,
+    Role,
+};
+pub use transport::TlsConfig;

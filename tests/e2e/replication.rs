@@ -2,9 +2,9 @@
 //! one process: everything the primary commits reaches the replica, in order and
 //! exactly once, including across a replica restart.
 
-use needle::replication::pull::pull_once;
-use needle::replication::role::RoleCell;
-use needle::replication::ship::{LogServer, SharedAcks};
+use needle::replication::primary_replica::primary::log_server::{LogServer, SharedAcks};
+use needle::replication::primary_replica::replica::pull::pull_once;
+use needle::replication::primary_replica::role::RoleCell;
 use needle::replication::{Follower, Role, Wait, WriteConcern};
 use needle::served::ServedDatabase;
 use needle::{CollectionConfig, Database, Distance, VectorRecord};

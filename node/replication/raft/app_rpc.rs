@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::RejectedWire;
 use super::status::ClusterStatus;
-use super::write::ReadConsistency;
+use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::WriteConcern;
 

@@ -19,6 +19,7 @@ mod client;
 mod command;
 mod connections;
 mod membership;
+mod mode;
 mod node;
 mod planted_bugs;
 mod requests;
@@ -26,7 +27,7 @@ mod state_machine;
 mod status;
 mod write;
 
+pub use crate::replication::consistency::ReadConsistency;
 pub use client::{RaftClient, ReadPreference, SearchResult};
 pub use node::{RaftConfig, RaftNode};
 pub use status::{ClusterStatus, PeerStatus};
-pub use write::ReadConsistency;

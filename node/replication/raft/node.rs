@@ -15,8 +15,7 @@ use needle_consensus::{
     ClusterNode, LogStore, Network, NodeId, RaftService, SnapshotInbox, TypeConfig,
 };
 use needle_transport::faults::FaultInjector;
-use needle_transport::metrics::TransportMetrics;
-use needle_transport::{BoxFuture, Handler, PeerInfo, Transport, TransportConfig};
+use needle_transport::{BoxFuture, Handler, PeerInfo, Transport};
 
 use super::app_rpc::{AppRequest, AppResponse, Hello};
 use super::connections::Connections;
@@ -86,17 +85,31 @@ pub struct RaftNode {
 pub(crate) struct Inner {
     pub config: RaftConfig,
     pub served: ServedDatabase,
-    pub raft: OnceLock<NeedleRaft>,
-    pub transport: OnceLock<Transport>,
-    /// Connections for the node's own requests.
-    connections: OnceLock<Connections>,
-    /// The Raft log, for the `primary` write concern (durable in the leader's log).
-    pub log_store: OnceLock<LogStore>,
-    /// Whether the log store was empty at start (a member never part of a cluster).
-    fresh: OnceLock<bool>,
+    /// Set by `start` once the log is open, before the transport answers anyone.
+    opened: OnceLock<Opened>,
+    /// Set by `start` once Raft runs.
+    running: OnceLock<Running>,
     /// This process's client id for the request ids of the writes it orders.
     pub client_id: u64,
     pub next_serial: std::sync::atomic::AtomicU64,
+    /// How far behind each member is, as the leader last saw it (see `status.rs`).
+    pub lag: parking_lot::Mutex<Vec<crate::replication::status::ReplicaLag>>,
+}
+
+/// The Raft log, opened.
+pub(crate) struct Opened {
+    /// For the `primary` write concern (durable in the leader's log).
+    pub log_store: LogStore,
+    /// Whether the log store was empty at start (a member never part of a cluster).
+    fresh: bool,
+}
+
+/// Raft and what it talks over.
+pub(crate) struct Running {
+    pub raft: NeedleRaft,
+    pub transport: Transport,
+    /// Connections for the node's own requests.
+    connections: Connections,
 }
 
 /// Answers the node's own cluster requests (see `app_rpc`).
@@ -158,13 +171,11 @@ impl RaftNode {
             inner: Arc::new(Inner {
                 config,
                 served,
-                raft: OnceLock::new(),
-                transport: OnceLock::new(),
-                connections: OnceLock::new(),
-                log_store: OnceLock::new(),
-                fresh: OnceLock::new(),
+                opened: OnceLock::new(),
+                running: OnceLock::new(),
                 client_id: random_client_id(),
                 next_serial: std::sync::atomic::AtomicU64::new(0),
+                lag: parking_lot::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -173,7 +184,7 @@ impl RaftNode {
     /// fresh cluster, the bootstrap. Must run inside a tokio runtime.
     pub async fn start(&self) -> Result<()> {
         let inner = &self.inner;
-        if inner.raft.get().is_some() {
+        if inner.running.get().is_some() {
             return Ok(());
         }
         let config = &inner.config;
@@ -182,8 +193,10 @@ impl RaftNode {
             |e: needle_consensus::ConsensusError| ReplicationError::Unavailable(e.to_string());
         let log_store = LogStore::open(&raft_dir.join("log")).map_err(consensus)?;
         let fresh = log_store.is_fresh().map_err(consensus)?;
-        let _ = inner.log_store.set(log_store.clone());
-        let _ = inner.fresh.set(fresh);
+        let _ = inner.opened.set(Opened {
+            log_store: log_store.clone(),
+            fresh,
+        });
         let state_machine = StateMachine::open(inner.served.clone(), &raft_dir.join("snapshots"))?;
         let inbox = SnapshotInbox::open(&raft_dir.join("inbox")).map_err(consensus)?;
         let app: Arc<dyn Handler> = Arc::new(AppHandler {
@@ -191,14 +204,13 @@ impl RaftNode {
         });
         let service = RaftService::<StateMachine>::new(app, inbox);
 
-        let db = inner.served.current();
-        let mut transport_config = TransportConfig::new(TlsConfig::security(config.tls.as_ref())?);
-        transport_config.faults = config.faults.clone();
-        transport_config.metrics = TransportMetrics::register(db.metrics().registry())
-            .ok()
-            .map(Arc::new);
-        let transport = Transport::bind(config.cluster_addr, transport_config, service.clone())
-            .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
+        let transport = crate::replication::transport::start(
+            &inner.served.current(),
+            config.cluster_addr,
+            TlsConfig::security(config.tls.as_ref())?,
+            config.faults.clone(),
+            service.clone(),
+        )?;
 
         let raft_config = openraft::Config {
             cluster_name: "needle".into(),
@@ -226,11 +238,11 @@ impl RaftNode {
         .await
         .map_err(|e| ReplicationError::Unavailable(format!("starting raft: {e}")))?;
         service.attach(raft.clone(), transport.clone());
-        let _ = inner
-            .connections
-            .set(Connections::new(transport.clone(), Duration::from_secs(1)));
-        let _ = inner.transport.set(transport);
-        let _ = inner.raft.set(raft);
+        let _ = inner.running.set(Running {
+            connections: Connections::new(transport.clone(), Duration::from_secs(1)),
+            transport,
+            raft,
+        });
         super::status::spawn_metrics(self.clone());
         if fresh {
             tokio::spawn(self.clone().bootstrap());
@@ -239,10 +251,23 @@ impl RaftNode {
         Ok(())
     }
 
-    pub(crate) fn raft(&self) -> Result<&NeedleRaft> {
+    fn running(&self) -> Result<&Running> {
         self.inner
-            .raft
+            .running
             .get()
+            .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))
+    }
+
+    pub(crate) fn raft(&self) -> Result<&NeedleRaft> {
+        Ok(&self.running()?.raft)
+    }
+
+    /// The Raft log, once `start` opened it.
+    pub(crate) fn log_store(&self) -> Result<&LogStore> {
+        self.inner
+            .opened
+            .get()
+            .map(|opened| &opened.log_store)
             .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))
     }
 
@@ -257,10 +282,8 @@ impl RaftNode {
 
     /// The address the transport listens on (the port, when 0 was asked for).
     pub fn cluster_addr(&self) -> Result<SocketAddr> {
-        self.inner
+        self.running()?
             .transport
-            .get()
-            .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))?
             .local_addr()
             .map_err(|e| ReplicationError::Unavailable(e.to_string()))
     }
@@ -283,10 +306,8 @@ impl RaftNode {
         request: &AppRequest,
         timeout: Duration,
     ) -> Result<AppResponse> {
-        self.inner
+        self.running()?
             .connections
-            .get()
-            .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))?
             .ask(addr, request, timeout)
             .await
     }
@@ -296,7 +317,7 @@ impl RaftNode {
             AppRequest::Hello => AppResponse::Hello(Hello {
                 node_id: self.node_id(),
                 http_addr: self.inner.config.http_addr.clone(),
-                fresh: self.inner.fresh.get().copied().unwrap_or(false)
+                fresh: self.inner.opened.get().is_some_and(|opened| opened.fresh)
                     && self.raft().map_or(true, |r| {
                         r.metrics()
                             .borrow_watched()

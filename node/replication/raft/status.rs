@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::node::RaftNode;
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::status::{publish_lag, ReplicaLag};
 use crate::Error;
 
 /// The cluster as this node sees it.
@@ -206,6 +207,8 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
     let Ok(raft) = node.raft().cloned() else {
         return;
     };
+    // Weak: this loop must not keep a dropped node alive.
+    let inner = std::sync::Arc::downgrade(&node.inner);
     tokio::spawn(async move {
         let mut watch = raft.metrics();
         let mut last_applied = 0u64;
@@ -228,16 +231,13 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
                 .with_label_values(&["raft_applied"])
                 .inc_by(applied.saturating_sub(last_applied));
             last_applied = applied;
+            // Only the leader knows how far behind each member is.
+            let mut lag = Vec::new();
             if let Some(replication) = &m.replication {
                 let last = m.last_log_index.unwrap_or(0);
                 let now = std::time::Instant::now();
                 for (peer, matched) in replication {
                     let behind = last.saturating_sub(matched.as_ref().map_or(0, |l| l.index));
-                    let label = peer.to_string();
-                    node_metrics
-                        .replication_lag_operations
-                        .with_label_values(&[&label])
-                        .set(behind as i64);
                     // Seconds since the member last had everything the leader had.
                     let since = if behind == 0 {
                         *caught_up.entry(*peer).or_insert(now) = now;
@@ -245,11 +245,16 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
                     } else {
                         *caught_up.entry(*peer).or_insert(now)
                     };
-                    node_metrics
-                        .replication_lag_seconds
-                        .with_label_values(&[&label])
-                        .set(now.duration_since(since).as_secs_f64());
+                    lag.push(ReplicaLag {
+                        replica: peer.to_string(),
+                        operations: behind,
+                        seconds: Some(now.duration_since(since).as_secs_f64()),
+                    });
                 }
+            }
+            publish_lag(&node_metrics, &lag);
+            if let Some(inner) = inner.upgrade() {
+                *inner.lag.lock() = lag;
             }
             // Woken by every change, and each second so a stalled member's lag grows.
             tokio::select! {

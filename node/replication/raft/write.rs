@@ -22,6 +22,7 @@ use super::command;
 use super::node::RaftNode;
 use super::planted_bugs;
 use crate::op::{Applied, Op, Precondition};
+use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::WriteConcern;
 use crate::Error;
@@ -34,30 +35,6 @@ const ATTEMPT: Duration = Duration::from_millis(400);
 
 /// Between tries while no leader is known or the known one just changed.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-
-/// How a search must see the cluster's writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadConsistency {
-    /// Sees every write acknowledged before the search began, wherever it runs.
-    Linearizable,
-    /// This node's state as it is: fastest, possibly behind the leader.
-    #[default]
-    Eventual,
-}
-
-impl ReadConsistency {
-    pub fn parse(text: &str) -> Result<ReadConsistency> {
-        match text {
-            "linearizable" => Ok(ReadConsistency::Linearizable),
-            "eventual" => Ok(ReadConsistency::Eventual),
-            other => Err(Error::InvalidRequest(format!(
-                "unknown consistency {other:?}: expected linearizable or eventual"
-            ))
-            .into()),
-        }
-    }
-}
 
 impl RaftNode {
     fn write_timeout(&self) -> Duration {
@@ -145,9 +122,7 @@ impl RaftNode {
         let mut last_failure: String;
         loop {
             if self.is_leader() {
-                let log = self.inner.log_store.get().ok_or_else(|| {
-                    ReplicationError::Unavailable("raft node is not started".into())
-                })?;
+                let log = self.log_store()?;
                 let flushed = log.notify_when_flushed(id);
                 let raft = self.raft()?.clone();
                 let proposal = {

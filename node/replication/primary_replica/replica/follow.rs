@@ -2,7 +2,7 @@
 //! install a snapshot when the primary's log no longer reaches back far enough, and
 //! learn who the other replicas are.
 
-use super::epoch::EpochStore;
+use crate::replication::primary_replica::epoch::EpochStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,33 +10,33 @@ use std::time::Duration;
 use needle_transport::{DeltaCodec, Peer, TransportError};
 use tokio::sync::watch;
 
-use super::follower::Follower;
-use super::install::install_snapshot;
-use super::members::{member_name, Member, MemberList};
-use super::pull::{apply, fetch, Fetched};
-use super::role::Replication;
-use super::ship::now_ms;
-use super::wire::{decode_epochs, Request};
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::primary_replica::members::{member_name, Member, MemberList};
+use crate::replication::primary_replica::primary::log_server::now_ms;
+use crate::replication::primary_replica::replica::pull::{apply, fetch, Fetched};
+use crate::replication::primary_replica::replica::snapshot_install::install_snapshot;
+use crate::replication::primary_replica::replica::stream::Follower;
+use crate::replication::primary_replica::role::Replication;
+use crate::replication::primary_replica::wire::{decode_epochs, Request};
 
 /// How often a replica asks its primary who the other replicas are.
 const MEMBERS_REFRESH: Duration = Duration::from_secs(2);
 
 /// The follow loop while this node is a replica.
-pub(super) struct Following {
+pub(in crate::replication) struct Following {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Replication {
-    pub(super) fn spawn_follow(self: &Arc<Self>, primary: SocketAddr) -> Following {
+    pub(in crate::replication) fn spawn_follow(self: &Arc<Self>, primary: SocketAddr) -> Following {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(follow(Arc::clone(self), primary, stopped));
         Following { stop, task }
     }
 
     /// Stops the follow loop and waits for it: an apply in progress finishes first.
-    pub(super) async fn stop_following(&self) {
+    pub(in crate::replication) async fn stop_following(&self) {
         if let Some(following) = self.following.lock().await.take() {
             let _ = following.stop.send(true);
             let _ = following.task.await;

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use needle_transport::{DeltaCodec, DeltaEntry, Peer};
 
-use super::epoch::Fence;
-use super::follower::{BatchInfo, Follower, FollowerAction};
-use super::wire::{
+use crate::replication::error::{ReplicationError, Result};
+use crate::replication::primary_replica::epoch::Fence;
+use crate::replication::primary_replica::replica::stream::{BatchInfo, Follower, FollowerAction};
+use crate::replication::primary_replica::wire::{
     entry_from_wire, u64_at, PullRequest, Request, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
 };
-use crate::replication::error::{ReplicationError, Result};
 use crate::Error;
 use crate::{Database, Op};
 

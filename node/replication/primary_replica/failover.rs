@@ -2,20 +2,20 @@
 //! fence the old primary) and demotion (discard what the new primary never had,
 //! resync, follow it).
 
-use super::epoch::EpochStore;
+use crate::replication::primary_replica::epoch::EpochStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use needle_transport::DeltaCodec;
 
-use super::epoch::Fence;
-use super::follower::Follower;
-use super::install::install_snapshot;
-use super::pull::{apply, fetch_from_peer, Fetched};
-use super::role::{Replication, Role};
-use super::wire::{decode_epochs, Request};
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::primary_replica::epoch::Fence;
+use crate::replication::primary_replica::replica::pull::{apply, fetch_from_peer, Fetched};
+use crate::replication::primary_replica::replica::snapshot_install::install_snapshot;
+use crate::replication::primary_replica::replica::stream::Follower;
+use crate::replication::primary_replica::role::{Replication, Role};
+use crate::replication::primary_replica::wire::{decode_epochs, Request};
 use crate::Error;
 
 /// The result of a promotion.
@@ -66,7 +66,7 @@ impl Replication {
         };
         self.stop_following().await;
         // Every other replica this node has known of, by name.
-        let known: Vec<super::members::Member> = self
+        let known: Vec<crate::replication::primary_replica::members::Member> = self
             .members
             .lock()
             .others(&[old_primary, self.cluster_addr]);
@@ -196,7 +196,7 @@ impl Replication {
             self.transport.connect(addr).await.map_err(|e| {
                 ReplicationError::Unavailable(format!("catching up from {addr}: {e}"))
             })?;
-        let name = super::members::member_name(&peer.names(), addr);
+        let name = crate::replication::primary_replica::members::member_name(&peer.names(), addr);
         let db = self.served.current();
         let epoch = db.epoch_history()?.current();
         let codec = DeltaCodec::default();

@@ -6,7 +6,7 @@
 //! has none (a long poll, so an idle replica costs one request per wait). A replica
 //! behind the retained log gets a snapshot through the transport's region transfer.
 
-use super::epoch::EpochStore;
+use crate::replication::primary_replica::epoch::EpochStore;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,13 +16,13 @@ use needle_transport::{
 };
 use parking_lot::Mutex;
 
-use super::concern::{AckTracker, WriteConcern};
-use super::members::{member_name, KnownMembers, Member};
-use super::role::{Role, RoleCell};
-use super::wire::{
+use crate::replication::error::{ReplicationError, Result};
+use crate::replication::primary_replica::members::{member_name, KnownMembers, Member};
+use crate::replication::primary_replica::primary::concern_tracker::{AckTracker, WriteConcern};
+use crate::replication::primary_replica::role::{Role, RoleCell};
+use crate::replication::primary_replica::wire::{
     entry_to_wire, PullRequest, Request, SnapshotOffer, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
 };
-use crate::replication::error::{ReplicationError, Result};
 use crate::served::ServedDatabase;
 use crate::Database;
 use crate::Error;

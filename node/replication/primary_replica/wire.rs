@@ -4,8 +4,8 @@
 
 use needle_transport::DeltaEntry;
 
-use super::epoch::{EpochHistory, Fence};
 use crate::error::Result;
+use crate::replication::primary_replica::epoch::{EpochHistory, Fence};
 use crate::Error;
 use crate::Op;
 

@@ -34,48 +34,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use needle_transport::{Security, TlsFiles};
-
-use super::concern::WriteConcern;
-use super::failover::{Demoted, Promoted};
-use super::follower::Lag;
-use super::role::{ClusterConfig, Replication, Role};
 use crate::op::{Op, Precondition};
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::primary_replica::failover::{Demoted, Promoted};
+use crate::replication::primary_replica::primary::concern_tracker::WriteConcern;
+use crate::replication::primary_replica::replica::stream::Lag;
+use crate::replication::primary_replica::role::{ClusterConfig, Replication, Role};
+use crate::replication::TlsConfig;
 use crate::served::ServedDatabase;
 use crate::Error;
 use crate::{Database, VectorRecord};
-
-/// Node-to-node TLS: this node's certificate and key, and the cluster CA every
-/// peer's certificate must chain to (mutual TLS needs it).
-#[derive(Debug, Clone)]
-pub struct TlsConfig {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-    pub ca_path: Option<PathBuf>,
-}
-
-impl TlsConfig {
-    /// The transport's security from optional TLS settings; `None` is the development
-    /// mode without authentication, logged loudly.
-    pub(crate) fn security(tls: Option<&TlsConfig>) -> Result<Security> {
-        match tls {
-            Some(tls) => Ok(Security::Mutual(TlsFiles {
-                cert_path: tls.cert_path.clone(),
-                key_path: tls.key_path.clone(),
-                ca_path: tls.ca_path.clone().ok_or_else(|| {
-                    Error::InvalidRequest(
-                        "TLS between nodes is mutual: ca_path must name the cluster CA".into(),
-                    )
-                })?,
-            })),
-            None => {
-                tracing::warn!("no TLS: node-to-node traffic is NOT authenticated");
-                Ok(Security::InsecureDev)
-            }
-        }
-    }
-}
 
 /// How a node replicates; the same settings as `needle serve`'s flags.
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use needle_transport::{Peer, RegionKey};
 
-use super::wire::{Request, SnapshotOffer};
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::primary_replica::wire::{Request, SnapshotOffer};
 use crate::served::ServedDatabase;
 use crate::Error;
 

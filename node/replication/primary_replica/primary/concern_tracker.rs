@@ -1,4 +1,4 @@
-//! Write concerns and the tracker that decides when a write has met its own.
+//! The tracker that decides when a write has met its write concern, on a primary.
 //!
 //! The primary counts itself: a write is durable on the primary before anyone
 //! waits. `majority` means a majority of the primary and every replica it knows of,
@@ -10,47 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
-
-use crate::replication::error::Result;
-use crate::Error;
-
-/// How many copies a write needs before it is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WriteConcern {
-    /// Durable on the primary.
-    Primary,
-    /// Durable on a majority of the primary and every replica it knows of.
-    #[default]
-    Majority,
-    /// Durable on the primary and every connected replica, and on a majority.
-    All,
-}
-
-impl WriteConcern {
-    pub fn parse(text: &str) -> Result<WriteConcern> {
-        match text {
-            "primary" => Ok(WriteConcern::Primary),
-            "majority" => Ok(WriteConcern::Majority),
-            "all" => Ok(WriteConcern::All),
-            other => Err(Error::InvalidRequest(format!(
-                "unknown write_concern {other:?}: expected primary, majority or all"
-            ))
-            .into()),
-        }
-    }
-
-    /// Nodes (the primary included) that must hold a write, with `replicas`
-    /// replicas connected.
-    pub fn copies_needed(self, replicas: usize) -> usize {
-        match self {
-            WriteConcern::Primary => 1,
-            WriteConcern::Majority => replicas.div_ceil(2) + 1,
-            WriteConcern::All => replicas + 1,
-        }
-    }
-}
+pub use crate::replication::consistency::WriteConcern;
 
 /// Names a write waiting for its concern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

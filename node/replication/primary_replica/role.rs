@@ -2,26 +2,24 @@
 //! runs and the state shared with the follow loop (`follow.rs`) and manual failover
 //! (`failover.rs`).
 
-use super::epoch::EpochStore;
+use crate::replication::primary_replica::epoch::EpochStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use needle_transport::faults::FaultInjector;
-use needle_transport::metrics::TransportMetrics;
-use needle_transport::{DeltaCodec, Handler, Security, Transport, TransportConfig};
+use needle_transport::{DeltaCodec, Handler, Security, Transport};
 use parking_lot::Mutex;
 
-use super::concern::WriteConcern;
-use super::epoch::Fence;
-use super::follow::Following;
-use super::follower::Lag;
-use super::members::KnownMembers;
-use super::ship::{LogServer, SharedAcks};
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::primary_replica::epoch::Fence;
+use crate::replication::primary_replica::members::KnownMembers;
+use crate::replication::primary_replica::primary::concern_tracker::WriteConcern;
+use crate::replication::primary_replica::primary::log_server::{LogServer, SharedAcks};
+use crate::replication::primary_replica::replica::follow::Following;
+use crate::replication::primary_replica::replica::stream::Lag;
 use crate::served::ServedDatabase;
 use crate::Database;
-use crate::Error;
 
 /// How a node takes part in replication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,13 +77,13 @@ impl RoleCell {
         *self.role.lock()
     }
 
-    pub(super) fn set(&self, role: Role) {
+    pub(in crate::replication) fn set(&self, role: Role) {
         *self.role.lock() = role;
     }
 
     /// Held while a replica applies a batch from its primary (see
     /// [`RoleCell::promise`]).
-    pub(super) async fn applying(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(in crate::replication) async fn applying(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.applying.lock().await
     }
 
@@ -94,7 +92,7 @@ impl RoleCell {
     /// epoch. So every entry it acknowledged to the old primary is in what the
     /// promotion reads, and a write a majority acknowledged cannot be lost to it. One
     /// promise per epoch: a second promotion to the same epoch is refused.
-    pub(super) async fn promise(&self, db: &Database, fence: Fence) -> Result<()> {
+    pub(in crate::replication) async fn promise(&self, db: &Database, fence: Fence) -> Result<()> {
         let _applying = self.applying.lock().await;
         if !matches!(self.get(), Role::Replica { .. }) {
             return Err(ReplicationError::Unavailable(format!(
@@ -126,7 +124,11 @@ impl RoleCell {
 
     /// Releases the promise made to `fence` (its promotion failed). Returns whether
     /// there was one.
-    pub(super) async fn release(&self, db: &Database, fence: Fence) -> Result<bool> {
+    pub(in crate::replication) async fn release(
+        &self,
+        db: &Database,
+        fence: Fence,
+    ) -> Result<bool> {
         let _applying = self.applying.lock().await;
         if db.fenced_by()? == Some(fence) && matches!(self.get(), Role::Replica { .. }) {
             db.set_fenced_by(None)?;
@@ -184,26 +186,26 @@ pub struct ReplicaStatus {
 
 /// The running role: its transport and shared state.
 pub struct Replication {
-    pub(super) role: Arc<RoleCell>,
+    pub(in crate::replication) role: Arc<RoleCell>,
     pub cluster_addr: SocketAddr,
-    pub(super) transport: Transport,
-    pub(super) served: ServedDatabase,
+    pub(in crate::replication) transport: Transport,
+    pub(in crate::replication) served: ServedDatabase,
     /// Primary: what each replica has acknowledged.
     pub acks: Arc<SharedAcks>,
     /// How long a write waits for its write concern.
     pub write_timeout: Duration,
     /// Replica: the state of the stream it follows.
     pub replica: Arc<Mutex<ReplicaStatus>>,
-    pub(super) batch_size: u32,
-    pub(super) sync_interval: Duration,
-    pub(super) following: tokio::sync::Mutex<Option<Following>>,
+    pub(in crate::replication) batch_size: u32,
+    pub(in crate::replication) sync_interval: Duration,
+    pub(in crate::replication) following: tokio::sync::Mutex<Option<Following>>,
     /// Replica: every node it has known in the cluster, by name: the primaries it
     /// followed and the replicas they said they hear from (itself included), for
     /// promotion's quorum. Kept in the store (`members.rs`) so a restart does not
     /// forget part of the cluster; shrinks only by `forget`.
-    pub(super) members: Mutex<KnownMembers>,
+    pub(in crate::replication) members: Mutex<KnownMembers>,
     /// One promotion or demotion at a time.
-    pub(super) changing: tokio::sync::Mutex<()>,
+    pub(in crate::replication) changing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -240,7 +242,7 @@ impl Replication {
             Role::Replica { .. } | Role::Fenced { .. } => {}
         }
         let role = Arc::new(RoleCell::new(role));
-        super::ship::reset_outgoing(&db)?;
+        crate::replication::primary_replica::primary::log_server::reset_outgoing(&db)?;
         let acks = Arc::new(SharedAcks::default());
         let members = KnownMembers::load(&db)?;
         let bound = Arc::new(std::sync::OnceLock::new());
@@ -258,13 +260,13 @@ impl Replication {
             bound.clone(),
             role.clone(),
         ));
-        let metrics = TransportMetrics::register(db.metrics().registry())
-            .map_err(|e| Error::Metrics(e.to_string()))?;
-        let mut transport_config = TransportConfig::new(config.security.clone());
-        transport_config.faults = config.faults.clone();
-        transport_config.metrics = Some(Arc::new(metrics));
-        let transport = Transport::bind(config.cluster_addr, transport_config, handler)
-            .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
+        let transport = crate::replication::transport::start(
+            &db,
+            config.cluster_addr,
+            config.security.clone(),
+            config.faults.clone(),
+            handler,
+        )?;
         let cluster_addr = transport
             .local_addr()
             .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
@@ -312,45 +314,6 @@ impl Replication {
     /// The epoch this node is in.
     pub fn epoch(&self) -> Result<u64> {
         Ok(self.served.current().epoch_history()?.current())
-    }
-
-    /// Sets the lag gauges: a primary's per replica from their acknowledgements, a
-    /// replica's own from its stream.
-    pub fn refresh_metrics(&self, metrics: &crate::metrics::Metrics, applied: u64) {
-        metrics.replication_lag_operations.reset();
-        metrics.replication_lag_seconds.reset();
-        if let Ok(epoch) = self.epoch() {
-            metrics.replication_epoch.set(epoch as i64);
-        }
-        match self.role() {
-            Role::Replica { .. } => {
-                let status = self.replica.lock();
-                let me = self.cluster_addr.to_string();
-                metrics
-                    .replication_lag_operations
-                    .with_label_values(&[me.as_str()])
-                    .set(status.lag.operations as i64);
-                metrics
-                    .replication_lag_seconds
-                    .with_label_values(&[me.as_str()])
-                    .set(status.lag.time_ms as f64 / 1000.0);
-            }
-            Role::Primary => {
-                let shipped = metrics.replication_bytes_shipped.get();
-                if shipped > 0 {
-                    metrics
-                        .replication_compression_ratio
-                        .set(metrics.replication_bytes_raw.get() as f64 / shipped as f64);
-                }
-                for (replica, acked) in self.acks.tracker.lock().acknowledged() {
-                    metrics
-                        .replication_lag_operations
-                        .with_label_values(&[replica.as_str()])
-                        .set(applied.saturating_sub(acked) as i64);
-                }
-            }
-            Role::Fenced { .. } | Role::Standalone => {}
-        }
     }
 
     /// Waits until the write at `seq`, applied while this node was the primary of

@@ -1,0 +1,89 @@
+//! The seam: how a node takes writes and serves reads, whatever orders its writes.
+//!
+//! HTTP (and anything else that serves clients) holds one `Arc<dyn
+//! ReplicationMode>` and never asks which mode it is for a write or a read. The
+//! routes that only make sense in one mode (promotion, Raft membership) reach that
+//! mode's own type through [`ReplicationMode::primary_replica`] and
+//! [`ReplicationMode::raft`].
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use needle_consensus::RequestId;
+use serde::Serialize;
+
+use super::consistency::{ReadConsistency, WriteConcern};
+use super::error::Result;
+use super::primary_replica::Replication;
+use super::raft::RaftNode;
+use super::status::NodeStatus;
+use crate::metrics::Metrics;
+use crate::op::{Applied, Op, Precondition};
+
+/// Which implementation of the seam a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    Standalone,
+    PrimaryReplica,
+    Raft,
+}
+
+pub trait ReplicationMode: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> ModeName;
+
+    /// Has `op` ordered (here, or by whoever orders writes), applied, and answers
+    /// once `concern` is met. `request_id` makes a retried write idempotent where
+    /// the mode can promise it (Raft); elsewhere a write with one is refused.
+    fn write(
+        &self,
+        op: Op,
+        precondition: Precondition,
+        concern: WriteConcern,
+        request_id: Option<RequestId>,
+    ) -> BoxFuture<'_, Result<Applied>>;
+
+    /// Returns once a read of `collection` on this node has `consistency`.
+    fn read_barrier<'a>(
+        &'a self,
+        consistency: ReadConsistency,
+        collection: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Where this node stands: the part every mode has, and its own.
+    fn status(&self) -> BoxFuture<'_, Result<NodeStatus>>;
+
+    /// Sets the mode's gauges, before `/metrics` is rendered.
+    fn refresh_metrics(&self, metrics: &Metrics);
+
+    /// Whether this node's own catalog may refuse a write to a collection it does
+    /// not have. On Raft the log decides: the collection may be created by an entry
+    /// this member has not applied yet.
+    fn knows_every_collection(&self) -> bool {
+        true
+    }
+
+    /// Stops the mode's background work (transport, loops) before the process exits.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+
+    /// The primary–replica role, for its own routes (promote, demote, forget).
+    fn primary_replica(&self) -> Option<&Arc<Replication>> {
+        None
+    }
+
+    /// The Raft member, for its own routes (membership, step-down).
+    fn raft(&self) -> Option<&RaftNode> {
+        None
+    }
+}
+
+/// The one check of an `Idempotency-Key` in modes that cannot honour it.
+pub(crate) fn refuse_request_id(request_id: Option<RequestId>) -> Result<()> {
+    match request_id {
+        Some(_) => Err(crate::Error::InvalidRequest(
+            "Idempotency-Key is honoured by Raft members only (serve --raft)".into(),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}

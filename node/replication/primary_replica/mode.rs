@@ -1,0 +1,96 @@
+//! Primary–replica as an implementation of the seam: a primary orders and applies
+//! a write, then waits for its write concern; a replica or a fenced primary refuses
+//! writes with NOT_PRIMARY, naming where they go.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use needle_consensus::RequestId;
+
+use super::role::Replication;
+use crate::metrics::Metrics;
+use crate::op::{Applied, Op, Precondition};
+use crate::replication::consistency::{ReadConsistency, WriteConcern};
+use crate::replication::error::{ReplicationError, Result};
+use crate::replication::mode::{refuse_request_id, ModeName, ReplicationMode};
+use crate::replication::status::{publish_lag, NodeStatus};
+
+impl Replication {
+    /// Writes go to the primary.
+    fn ensure_primary(&self) -> Result<()> {
+        match self.primary() {
+            Some(primary) => Err(ReplicationError::NotPrimary { primary }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ReplicationMode for Arc<Replication> {
+    fn name(&self) -> ModeName {
+        ModeName::PrimaryReplica
+    }
+
+    fn write(
+        &self,
+        op: Op,
+        precondition: Precondition,
+        concern: WriteConcern,
+        request_id: Option<RequestId>,
+    ) -> BoxFuture<'_, Result<Applied>> {
+        async move {
+            refuse_request_id(request_id)?;
+            self.ensure_primary()?;
+            // The epoch this node writes in: the concern is judged against it.
+            let epoch = self.epoch()?;
+            let applied = self.served.current().submit_async(op, precondition).await?;
+            self.await_concern(applied.seq, concern, epoch).await?;
+            Ok(applied)
+        }
+        .boxed()
+    }
+
+    fn read_barrier<'a>(
+        &'a self,
+        consistency: ReadConsistency,
+        collection: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        async move {
+            // A replica of a primary cannot promise linearizable reads.
+            if consistency == ReadConsistency::Linearizable {
+                self.ensure_primary()?;
+                // A write a majority acknowledged may still be on its way to this
+                // node's memory (it became primary since, or replicas acknowledge at
+                // durability).
+                self.served.current().await_visible(collection).await;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<NodeStatus>> {
+        async move { Ok(self.node_status()) }.boxed()
+    }
+
+    fn refresh_metrics(&self, metrics: &Metrics) {
+        if let Ok(epoch) = self.epoch() {
+            metrics.replication_epoch.set(epoch as i64);
+        }
+        let shipped = metrics.replication_bytes_shipped.get();
+        if shipped > 0 {
+            metrics
+                .replication_compression_ratio
+                .set(metrics.replication_bytes_raw.get() as f64 / shipped as f64);
+        }
+        publish_lag(metrics, &self.node_status().lag);
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        async move { self.close() }.boxed()
+    }
+
+    fn primary_replica(&self) -> Option<&Arc<Replication>> {
+        Some(self)
+    }
+}

@@ -1,0 +1,72 @@
+//! Raft as an implementation of the seam: writes are ordered by the leader (a
+//! follower forwards them), reads wait for a read index when they must be
+//! linearizable, and the status is the cluster as this member sees it.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use needle_consensus::RequestId;
+
+use super::node::RaftNode;
+use crate::metrics::Metrics;
+use crate::op::{Applied, Op, Precondition};
+use crate::replication::consistency::{ReadConsistency, WriteConcern};
+use crate::replication::error::Result;
+use crate::replication::mode::{ModeName, ReplicationMode};
+use crate::replication::status::{publish_lag, ModeStatus, NodeStatus};
+
+impl ReplicationMode for RaftNode {
+    fn name(&self) -> ModeName {
+        ModeName::Raft
+    }
+
+    fn write(
+        &self,
+        op: Op,
+        precondition: Precondition,
+        concern: WriteConcern,
+        request_id: Option<RequestId>,
+    ) -> BoxFuture<'_, Result<Applied>> {
+        RaftNode::write(self, op, precondition, concern, request_id).boxed()
+    }
+
+    fn read_barrier<'a>(
+        &'a self,
+        consistency: ReadConsistency,
+        collection: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        RaftNode::read_barrier(self, consistency, collection).boxed()
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<NodeStatus>> {
+        async move {
+            let lag = self.inner.lag.lock().clone();
+            Ok(NodeStatus {
+                role: "raft".into(),
+                applied_seq: self.database().applied_seq(),
+                lag,
+                detail: ModeStatus::Raft {
+                    cluster: self.cluster_status().await?,
+                },
+            })
+        }
+        .boxed()
+    }
+
+    fn refresh_metrics(&self, metrics: &Metrics) {
+        // The Raft gauges follow openraft's metrics on their own (`status.rs`); the
+        // lag is published from the same list the status shows.
+        publish_lag(metrics, &self.inner.lag.lock());
+    }
+
+    fn knows_every_collection(&self) -> bool {
+        false
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        RaftNode::shutdown(self).boxed()
+    }
+
+    fn raft(&self) -> Option<&RaftNode> {
+        Some(self)
+    }
+}
