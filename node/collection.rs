@@ -17,11 +17,30 @@ pub struct Collection {
     name: String,
 }
 
-impl Collection {
-    pub(crate) fn new(db: Database, name: String) -> Self {
-        Collection { db, name }
+/// Collection handles come from the database; written here so that the database
+/// need not know this type (it depends on the database, not the other way).
+impl Database {
+    /// Creates a collection; `COLLECTION_EXISTS` if the name is taken.
+    pub fn create_collection(&self, config: CollectionConfig) -> Result<Collection> {
+        let name = config.name.clone();
+        self.submit(Op::CreateCollection(config), Precondition::None)?;
+        Ok(Collection {
+            db: self.clone(),
+            name,
+        })
     }
 
+    /// A handle to an existing collection.
+    pub fn collection(&self, name: &str) -> Result<Collection> {
+        self.state(name)?;
+        Ok(Collection {
+            db: self.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Collection {
     pub fn name(&self) -> &str {
         &self.name
     }

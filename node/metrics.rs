@@ -297,7 +297,11 @@ impl Metrics {
 
     /// Prometheus text exposition of every metric, with per-collection gauges refreshed
     /// from `collections` first so dropped collections disappear.
-    pub fn render(&self, collections: &[crate::CollectionInfo], on_host: &[String]) -> String {
+    pub fn render(
+        &self,
+        collections: &[crate::model::CollectionInfo],
+        on_host: &[String],
+    ) -> String {
         self.collection_vectors.reset();
         self.collection_tombstones.reset();
         self.collection_on_host.reset();

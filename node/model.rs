@@ -330,3 +330,15 @@ mod tests {
             .is_ok());
     }
 }
+
+/// A summary of one collection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CollectionInfo {
+    #[serde(flatten)]
+    pub config: CollectionConfig,
+    /// Live vectors.
+    pub count: usize,
+    /// Deleted rows awaiting compaction (exported as a metric, not in the API).
+    #[serde(skip)]
+    pub tombstones: usize,
+}

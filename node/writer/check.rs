@@ -11,9 +11,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Pending;
+use super::pending::Pending;
 use crate::catalog::CollectionState;
-use crate::database::Inner;
+use crate::database::shared::Inner;
 use crate::error::{Error, Result};
 use crate::op::{Op, Precondition};
 use crate::storage::StoredCollection;

@@ -4,7 +4,7 @@
 
 use rocksdb::WriteBatch;
 
-use crate::database::Inner;
+use crate::database::shared::Inner;
 use crate::error::{Error, Result};
 use crate::op::Op;
 

@@ -15,87 +15,29 @@
 
 mod check;
 mod meta;
+mod pending;
 mod recovery;
 
 pub(crate) use meta::{MetaWrite, StoredOutcome};
 
+use crate::apply_lane::drain::submit as submit_to_lane;
 use crate::apply_lane::{self, Work};
 use crate::catalog::CollectionState;
-use crate::database::Inner;
+pub use crate::database::options::{SyncMode, DEFAULT_WRITE_QUEUE};
+use crate::database::shared::Inner;
 use crate::error::{Error, Result};
-use crate::op::{Applied, Op, Precondition};
+use crate::op::{Applied, Op};
 use check::{check, Overlay, Target};
+pub(crate) use pending::{Pending, Replies};
 use rocksdb::WriteBatch;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tokio::sync::oneshot;
-
-/// When the write-ahead log is fsynced.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum SyncMode {
-    /// Ops waiting together share one fsync (the default: the same durability as
-    /// `PerWrite` — nothing is acknowledged before its fsync — with far higher
-    /// throughput under concurrent writers).
-    #[default]
-    Group,
-    /// Every op gets its own fsync, even when others are waiting.
-    PerWrite,
-}
 
 /// At most this many ops share a batch, so one huge group cannot delay every caller.
 const MAX_GROUP_OPS: usize = 512;
-
-/// Writes this node orders that may wait for the writer at once; more are refused
-/// with `OVERLOADED` instead of queueing without bound.
-pub const DEFAULT_WRITE_QUEUE: usize = 8192;
-
-pub(crate) struct Pending {
-    pub op: Op,
-    pub precondition: Precondition,
-    /// Set when the op was ordered elsewhere (a primary) and must land at exactly
-    /// this sequence number; `None` when this node gives it the next one.
-    pub seq: Option<u64>,
-    /// Ordered elsewhere (a primary's log or a Raft log): every member applies it,
-    /// so nothing local (a full device) may refuse it.
-    pub ordered: bool,
-    /// `meta` changes written in the same batch as the op, when it is accepted
-    /// (where the ordering log stood, request records), so data and bookkeeping can
-    /// never disagree.
-    pub meta: Vec<MetaWrite>,
-    pub reply: Replies,
-}
-
-/// Where a pending op's outcome goes.
-pub(crate) struct Replies {
-    /// Answered once the op is durable (or refused), before it is visible:
-    /// replication moves on as soon as its entries are on disk.
-    pub durable: Option<oneshot::Sender<Result<Applied>>>,
-    /// Answered once the op is visible to searches (or refused): a client's answer.
-    pub visible: oneshot::Sender<Result<Applied>>,
-}
-
-impl Replies {
-    fn refuse(self, e: Error) {
-        if let Some(durable) = self.durable {
-            let _ = durable.send(Err(e.clone()));
-        }
-        let _ = self.visible.send(Err(e));
-    }
-}
 
 /// Owns the writer thread. Dropping it closes the queue and waits for the thread to
 /// finish the ops already queued.
@@ -370,7 +312,7 @@ fn hand_to_memory(inner: &Arc<Inner>, a: Accepted) {
             let _ = reply.visible.send(Ok(applied));
         }
         (op @ (Op::Upsert { .. } | Op::Delete { .. }), Target::Existing(state)) => {
-            apply_lane::submit(
+            submit_to_lane(
                 inner,
                 &state,
                 Work {

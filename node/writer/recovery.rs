@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::catalog::CollectionState;
-use crate::database::Inner;
+use crate::database::shared::Inner;
 use crate::error::Result;
 
 pub(super) fn resync_from_store(inner: &Arc<Inner>) {

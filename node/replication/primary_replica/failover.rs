@@ -14,7 +14,8 @@ use crate::replication::primary_replica::epoch::Fence;
 use crate::replication::primary_replica::replica::pull::{apply, fetch_from_peer, Fetched};
 use crate::replication::primary_replica::replica::snapshot_install::install_snapshot;
 use crate::replication::primary_replica::replica::stream::Follower;
-use crate::replication::primary_replica::role::{Replication, Role};
+use crate::replication::primary_replica::role::Role;
+use crate::replication::primary_replica::running::Replication;
 use crate::replication::primary_replica::wire::{decode_epochs, Request};
 use crate::Error;
 

@@ -21,9 +21,11 @@ mod nodes;
 pub mod primary;
 pub mod replica;
 pub mod role;
+pub mod running;
 pub mod status;
 pub mod wire;
 
 pub use failover::{Demoted, Promoted};
 pub use nodes::{PrimaryNode, ReplicaNode, ReplicationConfig};
-pub use role::{ClusterConfig, Replication, Role};
+pub use role::Role;
+pub use running::{ClusterConfig, Replication};

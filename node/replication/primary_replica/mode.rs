@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use needle_consensus::RequestId;
 
-use super::role::Replication;
+use super::running::Replication;
 use crate::metrics::Metrics;
 use crate::op::{Applied, Op, Precondition};
 use crate::replication::consistency::{ReadConsistency, WriteConcern};

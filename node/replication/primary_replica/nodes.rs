@@ -2,7 +2,7 @@
 //! wrap a [`Database`] with the same machinery `needle serve --role ...` runs.
 //!
 //! ```no_run
-//! # async fn demo() -> needle::Result<()> {
+//! # async fn demo() -> Result<(), needle::replication::ReplicationError> {
 //! use needle::replication::{PrimaryNode, ReplicaNode, ReplicationConfig, TlsConfig, WriteConcern};
 //! use needle::{Database, VectorRecord};
 //! let tls = TlsConfig {
@@ -39,7 +39,8 @@ use crate::replication::error::{ReplicationError, Result};
 use crate::replication::primary_replica::failover::{Demoted, Promoted};
 use crate::replication::primary_replica::primary::concern_tracker::WriteConcern;
 use crate::replication::primary_replica::replica::stream::Lag;
-use crate::replication::primary_replica::role::{ClusterConfig, Replication, Role};
+use crate::replication::primary_replica::role::Role;
+use crate::replication::primary_replica::running::{ClusterConfig, Replication};
 use crate::replication::TlsConfig;
 use crate::served::ServedDatabase;
 use crate::Error;

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::epoch::EpochStore;
 use super::primary::log_server::{now_ms, MAX_SILENCE_MS};
-use super::role::{ReplicaStatus, Replication, Role};
+use super::role::Role;
+use super::running::{ReplicaStatus, Replication};
 use crate::replication::status::{ModeStatus, NodeStatus, ReplicaLag};
 
 /// What a primary–replica node adds to [`NodeStatus`].

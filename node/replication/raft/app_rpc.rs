@@ -6,8 +6,8 @@
 use needle_consensus::{Command, CommandOutcome, NodeId};
 use serde::{Deserialize, Serialize};
 
+use super::cluster_status::ClusterStatus;
 use super::command::RejectedWire;
-use super::status::ClusterStatus;
 use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::WriteConcern;

@@ -17,9 +17,9 @@ use needle_transport::{BoxFuture, Handler, PeerInfo, Transport, TransportConfig}
 use parking_lot::Mutex;
 
 use super::app_rpc::{AppRequest, AppResponse, HitWire, SearchRequest};
+use super::cluster_status::ClusterStatus;
 use super::command;
 use super::connections::Connections;
-use super::status::ClusterStatus;
 use crate::model::{CollectionConfig, Metadata, VectorRecord};
 use crate::op::{Applied, Op, Precondition};
 use crate::replication::consistency::ReadConsistency;

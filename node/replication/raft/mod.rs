@@ -16,6 +16,7 @@
 
 mod app_rpc;
 mod client;
+mod cluster_status;
 mod command;
 mod connections;
 mod membership;
@@ -23,11 +24,12 @@ mod mode;
 mod node;
 mod planted_bugs;
 mod requests;
+mod start;
 mod state_machine;
 mod status;
 mod write;
 
 pub use crate::replication::consistency::ReadConsistency;
 pub use client::{RaftClient, ReadPreference, SearchResult};
+pub use cluster_status::{ClusterStatus, PeerStatus};
 pub use node::{RaftConfig, RaftNode};
-pub use status::{ClusterStatus, PeerStatus};

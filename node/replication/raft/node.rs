@@ -10,10 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use needle_consensus::openraft::async_runtime::WatchReceiver;
-use needle_consensus::openraft::{self, Raft, SnapshotPolicy};
-use needle_consensus::{
-    ClusterNode, LogStore, Network, NodeId, RaftService, SnapshotInbox, TypeConfig,
-};
+use needle_consensus::openraft::Raft;
+use needle_consensus::{ClusterNode, LogStore, NodeId, TypeConfig};
 use needle_transport::faults::FaultInjector;
 use needle_transport::{BoxFuture, Handler, PeerInfo, Transport};
 
@@ -86,9 +84,9 @@ pub(crate) struct Inner {
     pub config: RaftConfig,
     pub served: ServedDatabase,
     /// Set by `start` once the log is open, before the transport answers anyone.
-    opened: OnceLock<Opened>,
+    pub(super) opened: OnceLock<Opened>,
     /// Set by `start` once Raft runs.
-    running: OnceLock<Running>,
+    pub(super) running: OnceLock<Running>,
     /// This process's client id for the request ids of the writes it orders.
     pub client_id: u64,
     pub next_serial: std::sync::atomic::AtomicU64,
@@ -101,7 +99,7 @@ pub(crate) struct Opened {
     /// For the `primary` write concern (durable in the leader's log).
     pub log_store: LogStore,
     /// Whether the log store was empty at start (a member never part of a cluster).
-    fresh: bool,
+    pub fresh: bool,
 }
 
 /// Raft and what it talks over.
@@ -109,12 +107,12 @@ pub(crate) struct Running {
     pub raft: NeedleRaft,
     pub transport: Transport,
     /// Connections for the node's own requests.
-    connections: Connections,
+    pub connections: Connections,
 }
 
 /// Answers the node's own cluster requests (see `app_rpc`).
-struct AppHandler {
-    inner: std::sync::Weak<Inner>,
+pub(super) struct AppHandler {
+    pub inner: std::sync::Weak<Inner>,
 }
 
 /// The largest search answer a native client gets: well inside one transport frame.
@@ -178,77 +176,6 @@ impl RaftNode {
                 lag: parking_lot::Mutex::new(Vec::new()),
             }),
         }
-    }
-
-    /// Opens the Raft log (`DIR/raft`), binds the transport, starts Raft and, on a
-    /// fresh cluster, the bootstrap. Must run inside a tokio runtime.
-    pub async fn start(&self) -> Result<()> {
-        let inner = &self.inner;
-        if inner.running.get().is_some() {
-            return Ok(());
-        }
-        let config = &inner.config;
-        let raft_dir = inner.served.current().path().join("raft");
-        let consensus =
-            |e: needle_consensus::ConsensusError| ReplicationError::Unavailable(e.to_string());
-        let log_store = LogStore::open(&raft_dir.join("log")).map_err(consensus)?;
-        let fresh = log_store.is_fresh().map_err(consensus)?;
-        let _ = inner.opened.set(Opened {
-            log_store: log_store.clone(),
-            fresh,
-        });
-        let state_machine = StateMachine::open(inner.served.clone(), &raft_dir.join("snapshots"))?;
-        let inbox = SnapshotInbox::open(&raft_dir.join("inbox")).map_err(consensus)?;
-        let app: Arc<dyn Handler> = Arc::new(AppHandler {
-            inner: Arc::downgrade(inner),
-        });
-        let service = RaftService::<StateMachine>::new(app, inbox);
-
-        let transport = crate::replication::transport::start(
-            &inner.served.current(),
-            config.cluster_addr,
-            TlsConfig::security(config.tls.as_ref())?,
-            config.faults.clone(),
-            service.clone(),
-        )?;
-
-        let raft_config = openraft::Config {
-            cluster_name: "needle".into(),
-            election_timeout_min: config.election_timeout_ms.start,
-            election_timeout_max: config
-                .election_timeout_ms
-                .end
-                .max(config.election_timeout_ms.start + 1),
-            heartbeat_interval: config.heartbeat_interval_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
-            // Entries kept behind a snapshot, so a briefly lagging member still
-            // catches up from the log rather than a whole snapshot.
-            max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| Error::InvalidRequest(format!("raft settings: {e}")))?;
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            Network::new(transport.clone()),
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| ReplicationError::Unavailable(format!("starting raft: {e}")))?;
-        service.attach(raft.clone(), transport.clone());
-        let _ = inner.running.set(Running {
-            connections: Connections::new(transport.clone(), Duration::from_secs(1)),
-            transport,
-            raft,
-        });
-        super::status::spawn_metrics(self.clone());
-        if fresh {
-            tokio::spawn(self.clone().bootstrap());
-        }
-        tracing::info!(node_id = config.node_id, cluster_addr = %self.cluster_addr()?, fresh, "raft node started");
-        Ok(())
     }
 
     fn running(&self) -> Result<&Running> {
@@ -436,7 +363,7 @@ impl RaftNode {
     /// A fresh cluster: wait until every peer answers, then the member with the
     /// lowest id initialises it with all of them as voters. If any peer has been in
     /// a cluster already, nobody initialises: this node waits to be added.
-    async fn bootstrap(self) {
+    pub(super) async fn bootstrap(self) {
         let peers = self.inner.config.peers.clone();
         loop {
             let Ok(raft) = self.raft() else { return };

@@ -8,39 +8,12 @@ use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::openraft::ServerState;
 use needle_consensus::NodeId;
 use prometheus::{IntGauge, IntGaugeVec, Opts};
-use serde::{Deserialize, Serialize};
 
+pub use super::cluster_status::{ClusterStatus, PeerStatus};
 use super::node::RaftNode;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::status::{publish_lag, ReplicaLag};
 use crate::Error;
-
-/// The cluster as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    pub node_id: NodeId,
-    pub state: String,
-    pub leader_id: Option<NodeId>,
-    pub term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    /// The last log index in this node's latest snapshot, and the last index purged
-    /// from its log (a member needing entries at or below it gets a snapshot).
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub peers: Vec<PeerStatus>,
-}
-
-/// One member. `lag` (entries the member's log is behind the leader's) is known
-/// only on the leader.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub id: NodeId,
-    pub state: String,
-    pub raft_addr: String,
-    pub http_addr: String,
-    pub lag: Option<u64>,
-}
 
 fn state_name(state: ServerState) -> &'static str {
     match state {

@@ -16,17 +16,11 @@ use crate::replication::primary_replica::primary::log_server::now_ms;
 use crate::replication::primary_replica::replica::pull::{apply, fetch, Fetched};
 use crate::replication::primary_replica::replica::snapshot_install::install_snapshot;
 use crate::replication::primary_replica::replica::stream::Follower;
-use crate::replication::primary_replica::role::Replication;
+use crate::replication::primary_replica::running::{Following, Replication};
 use crate::replication::primary_replica::wire::{decode_epochs, Request};
 
 /// How often a replica asks its primary who the other replicas are.
 const MEMBERS_REFRESH: Duration = Duration::from_secs(2);
-
-/// The follow loop while this node is a replica.
-pub(in crate::replication) struct Following {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
 
 impl Replication {
     pub(in crate::replication) fn spawn_follow(self: &Arc<Self>, primary: SocketAddr) -> Following {

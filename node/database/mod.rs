@@ -1,16 +1,21 @@
 //! [`Database`]: a RocksDB directory plus the in-memory search engine built from it.
 
+pub(crate) mod options;
+pub(crate) mod shared;
+
+pub use crate::model::CollectionInfo;
+pub use options::{BackendSelection, DatabaseOptions, DEFAULT_LOG_RETENTION};
+pub(crate) use shared::Inner;
+
 use crate::catalog::{Catalog, CollectionState};
-use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::generations;
 use crate::metrics::Metrics;
-use crate::model::CollectionConfig;
 use crate::op::{Applied, Op, Precondition};
 use crate::storage::Store;
 use crate::write_checks;
-use crate::writer::{Pending, Replies, SyncMode, WriterHandle};
-use needle_kernels::{select_backend, Backend, BackendKind, OnDeviceFull};
+use crate::writer::{Pending, Replies, WriterHandle};
+use needle_kernels::select_backend;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -19,88 +24,6 @@ use tokio::sync::oneshot;
 
 /// Where the writer answers what an op did.
 pub(crate) type AppliedReceiver = oneshot::Receiver<Result<Applied>>;
-
-/// How to open a database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DatabaseOptions {
-    pub backend: BackendKind,
-    /// What a GPU backend does with a write that does not fit in device memory.
-    pub on_device_full: OnDeviceFull,
-    pub sync: SyncMode,
-    /// How many of the newest operation-log entries to keep (at least 1). The log
-    /// holds whole vectors, so an unbounded one would double the disk used and never
-    /// give back space after deletes; replication catch-up needs only a recent window.
-    pub log_retention: u64,
-    /// Writes this node orders that may wait for the writer at once (`OVERLOADED`
-    /// past it).
-    pub write_queue: usize,
-    /// What time it is (commit times, for replication lag).
-    pub clock: crate::clock::Clock,
-}
-
-/// Default operation-log retention: the newest 100,000 ops.
-pub const DEFAULT_LOG_RETENTION: u64 = 100_000;
-
-impl Default for DatabaseOptions {
-    fn default() -> Self {
-        DatabaseOptions {
-            backend: BackendKind::Auto,
-            on_device_full: OnDeviceFull::default(),
-            sync: SyncMode::Group,
-            log_retention: DEFAULT_LOG_RETENTION,
-            write_queue: crate::writer::DEFAULT_WRITE_QUEUE,
-            clock: crate::clock::Clock::default(),
-        }
-    }
-}
-
-/// A summary of one collection.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CollectionInfo {
-    #[serde(flatten)]
-    pub config: CollectionConfig,
-    /// Live vectors.
-    pub count: usize,
-    /// Deleted rows awaiting compaction (exported as a metric, not in the API).
-    #[serde(skip)]
-    pub tombstones: usize,
-}
-
-/// Which search backend a database runs on and why the better ones were not used.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct BackendSelection {
-    /// `cuda`, `wgpu` or `cpu`.
-    pub backend: &'static str,
-    /// The hardware it runs on.
-    pub device: String,
-    /// `(backend, reason)` for each backend above the chosen one that could not run.
-    pub passed_over: Vec<(&'static str, String)>,
-}
-
-pub(crate) struct Inner {
-    pub store: Store,
-    pub backend: Box<dyn Backend>,
-    pub selection: BackendSelection,
-    pub catalog: Catalog,
-    /// The last op durable in the store. It is visible to searches too, unless a
-    /// long search of its collection is holding it back (see `apply_lane.rs`).
-    pub applied_seq: AtomicU64,
-    /// Sequence number of the oldest retained log entry (`applied_seq + 1` when the
-    /// log is empty).
-    pub log_start: AtomicU64,
-    pub log_retention: u64,
-    pub metrics: Arc<Metrics>,
-    /// The data directory.
-    pub path: PathBuf,
-    /// The RocksDB store inside it (see `generations.rs`).
-    pub store_path: PathBuf,
-    pub options: DatabaseOptions,
-    /// Follows `applied_seq`, so log readers (replication) wait for new entries
-    /// instead of polling.
-    pub applied_watch: tokio::sync::watch::Sender<u64>,
-    /// When recent operations were committed (for replication lag).
-    pub commit_times: crate::commit_times::CommitTimes,
-}
 
 /// An open needle database. Cheap to clone; every clone shares the same store, engine
 /// and writer. The last clone to drop finishes queued writes and closes RocksDB.
@@ -250,13 +173,6 @@ impl Database {
         self.inner.log_start.load(Ordering::Acquire)
     }
 
-    /// Creates a collection; `COLLECTION_EXISTS` if the name is taken.
-    pub fn create_collection(&self, config: CollectionConfig) -> Result<Collection> {
-        let name = config.name.clone();
-        self.submit(Op::CreateCollection(config), Precondition::None)?;
-        Ok(Collection::new(self.clone(), name))
-    }
-
     /// Drops a collection and all of its vectors.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         self.submit(
@@ -266,12 +182,6 @@ impl Database {
             Precondition::None,
         )?;
         Ok(())
-    }
-
-    /// A handle to an existing collection.
-    pub fn collection(&self, name: &str) -> Result<Collection> {
-        self.state(name)?;
-        Ok(Collection::new(self.clone(), name.to_string()))
     }
 
     pub fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
