@@ -116,7 +116,13 @@ impl AppState {
         request_id: Option<needle_consensus::RequestId>,
         map: fn(crate::replication::ReplicationError) -> crate::replication::ReplicationError,
     ) -> Result<crate::Applied, ApiError> {
-        let written = self.mode.write(op, precondition, concern, request_id).await;
+        let write = crate::replication::WriteRequest {
+            op,
+            precondition,
+            concern,
+            request_id,
+        };
+        let written = self.mode.write(write).await;
         Ok(written.map_err(map)?)
     }
 

@@ -22,6 +22,7 @@ mod load_balancer;
 mod mode;
 pub mod primary_replica;
 pub mod raft;
+mod retry;
 pub mod standalone;
 pub mod status;
 pub mod transport;
@@ -29,7 +30,7 @@ pub mod transport;
 pub use consistency::{ReadConsistency, WriteConcern};
 pub use error::ReplicationError;
 pub use load_balancer::{LoadBalancer, LoadBalancerOptions};
-pub use mode::{ModeName, ReplicationMode};
+pub use mode::{ModeName, ReadBarrier, ReplicationMode, WriteRequest};
 pub use primary_replica::primary::concern_tracker::{AckTracker, Ticket, Wait};
 pub use primary_replica::replica::stream::{Follower, FollowerAction, Lag};
 pub use primary_replica::{

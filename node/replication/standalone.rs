@@ -5,14 +5,13 @@
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use needle_consensus::RequestId;
 
-use super::consistency::{ReadConsistency, WriteConcern};
+use super::consistency::ReadConsistency;
 use super::error::Result;
-use super::mode::{refuse_request_id, ModeName, ReplicationMode};
+use super::mode::{apply_here, visible_here, ModeName, ReadBarrier, ReplicationMode, WriteRequest};
 use super::status::{ModeStatus, NodeStatus};
 use crate::metrics::Metrics;
-use crate::op::{Applied, Op, Precondition};
+use crate::op::Applied;
 use crate::served::ServedDatabase;
 
 #[derive(Clone)]
@@ -37,31 +36,13 @@ impl ReplicationMode for Standalone {
         ModeName::Standalone
     }
 
-    fn write(
-        &self,
-        op: Op,
-        precondition: Precondition,
-        _concern: WriteConcern,
-        request_id: Option<RequestId>,
-    ) -> BoxFuture<'_, Result<Applied>> {
-        async move {
-            refuse_request_id(request_id)?;
-            Ok(self.served.current().submit_async(op, precondition).await?)
-        }
-        .boxed()
+    fn write(&self, write: WriteRequest) -> BoxFuture<'_, Result<Applied>> {
+        apply_here(&self.served, write).boxed()
     }
 
-    fn read_barrier<'a>(
-        &'a self,
-        consistency: ReadConsistency,
-        collection: &'a str,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn read_barrier<'a>(&'a self, read: ReadConsistency, collection: &'a str) -> ReadBarrier<'a> {
         async move {
-            if consistency == ReadConsistency::Linearizable {
-                // An acknowledged write is durable here but may still be on its way
-                // into the collection's memory (see `apply_lane.rs`).
-                self.served.current().await_visible(collection).await;
-            }
+            visible_here(&self.served, read, collection).await;
             Ok(())
         }
         .boxed()

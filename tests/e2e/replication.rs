@@ -254,6 +254,12 @@ mod processes {
             metrics.contains("needle_replication_lag_operations{replica=\"node-2\"} 0"),
             "{metrics}"
         );
+        // A primary's lag in seconds, as a Raft leader's (the replica has everything).
+        assert!(
+            metrics.contains("needle_replication_lag_seconds{replica=\"node-2\"} 0"),
+            "{metrics}"
+        );
+        assert_eq!(status["lag"][0]["replica"], "node-2", "{status}");
         assert!(
             metrics.contains("needle_replication_operations_total{role=\"primary\"}"),
             "{metrics}"
@@ -292,6 +298,25 @@ mod processes {
                     200
                 );
             }
+            // The primary tells how far behind the stopped replica is: the writes it
+            // lacks, and the age of the oldest one.
+            std::thread::sleep(Duration::from_millis(50));
+            let metrics = c.get_text("/metrics").1;
+            let gauge = |name: &str| {
+                let prefix = format!("{name}{{replica=\"node-2\"}} ");
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(prefix.as_str()))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            assert!(
+                gauge("needle_replication_lag_operations").is_some_and(|v| v >= 1.0),
+                "{metrics}"
+            );
+            assert!(
+                gauge("needle_replication_lag_seconds").is_some_and(|v| v > 0.0),
+                "{metrics}"
+            );
             start(&data, &replica_args)
         };
         assert!(

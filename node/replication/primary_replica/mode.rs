@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use needle_consensus::RequestId;
 
 use super::running::Replication;
 use crate::metrics::Metrics;
-use crate::op::{Applied, Op, Precondition};
-use crate::replication::consistency::{ReadConsistency, WriteConcern};
+use crate::op::Applied;
+use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::{ReplicationError, Result};
-use crate::replication::mode::{refuse_request_id, ModeName, ReplicationMode};
+use crate::replication::mode::{
+    apply_here, refuse_request_id, visible_here, ModeName, ReadBarrier, ReplicationMode,
+    WriteRequest,
+};
 use crate::replication::status::{publish_lag, NodeStatus};
 
 impl Replication {
@@ -31,39 +33,27 @@ impl ReplicationMode for Arc<Replication> {
         ModeName::PrimaryReplica
     }
 
-    fn write(
-        &self,
-        op: Op,
-        precondition: Precondition,
-        concern: WriteConcern,
-        request_id: Option<RequestId>,
-    ) -> BoxFuture<'_, Result<Applied>> {
+    fn write(&self, write: WriteRequest) -> BoxFuture<'_, Result<Applied>> {
         async move {
-            refuse_request_id(request_id)?;
+            let concern = write.concern;
+            refuse_request_id(&write)?;
             self.ensure_primary()?;
             // The epoch this node writes in: the concern is judged against it.
             let epoch = self.epoch()?;
-            let applied = self.served.current().submit_async(op, precondition).await?;
+            let applied = apply_here(&self.served, write).await?;
             self.await_concern(applied.seq, concern, epoch).await?;
             Ok(applied)
         }
         .boxed()
     }
 
-    fn read_barrier<'a>(
-        &'a self,
-        consistency: ReadConsistency,
-        collection: &'a str,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn read_barrier<'a>(&'a self, read: ReadConsistency, collection: &'a str) -> ReadBarrier<'a> {
         async move {
             // A replica of a primary cannot promise linearizable reads.
-            if consistency == ReadConsistency::Linearizable {
+            if read == ReadConsistency::Linearizable {
                 self.ensure_primary()?;
-                // A write a majority acknowledged may still be on its way to this
-                // node's memory (it became primary since, or replicas acknowledge at
-                // durability).
-                self.served.current().await_visible(collection).await;
             }
+            visible_here(&self.served, read, collection).await;
             Ok(())
         }
         .boxed()

@@ -4,14 +4,13 @@
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use needle_consensus::RequestId;
 
 use super::node::RaftNode;
 use crate::metrics::Metrics;
-use crate::op::{Applied, Op, Precondition};
-use crate::replication::consistency::{ReadConsistency, WriteConcern};
+use crate::op::Applied;
+use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::Result;
-use crate::replication::mode::{ModeName, ReplicationMode};
+use crate::replication::mode::{ModeName, ReadBarrier, ReplicationMode, WriteRequest};
 use crate::replication::status::{publish_lag, ModeStatus, NodeStatus};
 
 impl ReplicationMode for RaftNode {
@@ -19,22 +18,18 @@ impl ReplicationMode for RaftNode {
         ModeName::Raft
     }
 
-    fn write(
-        &self,
-        op: Op,
-        precondition: Precondition,
-        concern: WriteConcern,
-        request_id: Option<RequestId>,
-    ) -> BoxFuture<'_, Result<Applied>> {
+    fn write(&self, write: WriteRequest) -> BoxFuture<'_, Result<Applied>> {
+        let WriteRequest {
+            op,
+            precondition,
+            concern,
+            request_id,
+        } = write;
         RaftNode::write(self, op, precondition, concern, request_id).boxed()
     }
 
-    fn read_barrier<'a>(
-        &'a self,
-        consistency: ReadConsistency,
-        collection: &'a str,
-    ) -> BoxFuture<'a, Result<()>> {
-        RaftNode::read_barrier(self, consistency, collection).boxed()
+    fn read_barrier<'a>(&'a self, read: ReadConsistency, collection: &'a str) -> ReadBarrier<'a> {
+        RaftNode::read_barrier(self, read, collection).boxed()
     }
 
     fn status(&self) -> BoxFuture<'_, Result<NodeStatus>> {

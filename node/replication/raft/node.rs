@@ -13,7 +13,7 @@ use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::openraft::Raft;
 use needle_consensus::{ClusterNode, LogStore, NodeId, TypeConfig};
 use needle_transport::faults::FaultInjector;
-use needle_transport::{BoxFuture, Handler, PeerInfo, Transport};
+use needle_transport::{Answer, BoxFuture, Handler, PeerInfo, Transport};
 
 use super::app_rpc::{AppRequest, AppResponse, Hello};
 use super::connections::Connections;
@@ -119,11 +119,7 @@ pub(super) struct AppHandler {
 const MAX_CLIENT_ANSWER_BYTES: usize = 48 << 20;
 
 impl Handler for AppHandler {
-    fn request(
-        &self,
-        from: PeerInfo,
-        body: Vec<u8>,
-    ) -> BoxFuture<std::result::Result<Vec<u8>, String>> {
+    fn request(&self, from: PeerInfo, body: Vec<u8>) -> Answer {
         let inner = self.inner.clone();
         Box::pin(async move {
             let node = RaftNode {

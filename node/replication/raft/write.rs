@@ -24,6 +24,7 @@ use super::planted_bugs;
 use crate::op::{Applied, Op, Precondition};
 use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::retry::until_deadline;
 use crate::replication::WriteConcern;
 use crate::Error;
 
@@ -119,58 +120,72 @@ impl RaftNode {
         let id = command
             .request_id
             .ok_or_else(|| Error::InvalidRequest("a primary write needs a request id".into()))?;
-        let mut last_failure: String;
-        loop {
-            if self.is_leader() {
-                let log = self.log_store()?;
-                let flushed = log.notify_when_flushed(id);
-                let raft = self.raft()?.clone();
-                let proposal = {
-                    let command = command.clone();
-                    // Goes on to commit after the acknowledgement.
-                    tokio::spawn(async move { raft.client_write(command).await })
-                };
-                let outcome = tokio::select! {
-                    Ok(_) = flushed => return Ok(acknowledged),
-                    joined = proposal => joined,
-                };
-                log.forget(id);
-                match outcome {
-                    Ok(Ok(response)) => return command::read_outcome(&response.data),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                        last_failure = "leadership moved".into();
-                    }
-                    Ok(Err(e)) => last_failure = e.to_string(),
-                    Err(e) => last_failure = e.to_string(),
+        let tried = until_deadline(deadline, RETRY_PAUSE, || {
+            self.try_write_primary(&command, id, &acknowledged, deadline)
+        })
+        .await;
+        tried.unwrap_or_else(|last_failure| {
+            Err(ReplicationError::NoLeader(format!(
+                "the write was not acknowledged within {} ms and may or may not be applied ({last_failure})",
+                self.inner.config.write_timeout_ms
+            )))
+        })
+    }
+
+    /// One try of [`RaftNode::write_primary`]: its answer, or why there was none.
+    async fn try_write_primary(
+        &self,
+        command: &Command,
+        id: RequestId,
+        acknowledged: &Applied,
+        deadline: Instant,
+    ) -> std::result::Result<Result<Applied>, String> {
+        if self.is_leader() {
+            let log = match self.log_store() {
+                Ok(log) => log,
+                Err(e) => return Ok(Err(e)),
+            };
+            let flushed = log.notify_when_flushed(id);
+            let raft = match self.raft() {
+                Ok(raft) => raft.clone(),
+                Err(e) => return Ok(Err(e)),
+            };
+            let proposal = {
+                let command = command.clone();
+                // Goes on to commit after the acknowledgement.
+                tokio::spawn(async move { raft.client_write(command).await })
+            };
+            let outcome = tokio::select! {
+                Ok(_) = flushed => return Ok(Ok(acknowledged.clone())),
+                joined = proposal => joined,
+            };
+            log.forget(id);
+            match outcome {
+                Ok(Ok(response)) => Ok(command::read_outcome(&response.data)),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    Err("leadership moved".into())
                 }
-            } else if let Some(addr) = self.current_leader().and_then(|l| self.member_addr(l)) {
-                let request = AppRequest::ClientWrite {
-                    command: command.clone(),
-                    concern: WriteConcern::Primary,
-                };
-                let remaining = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(ATTEMPT);
-                match self.ask(addr, &request, remaining).await {
-                    Ok(AppResponse::ClientWrite(outcome)) => {
-                        match command::read_outcome(&outcome) {
-                            Err(e) if e.is_no_leader() => last_failure = e.to_string(),
-                            result => return result,
-                        }
-                    }
-                    Ok(_) => last_failure = "the leader answered a different request".into(),
-                    Err(e) => last_failure = e.to_string(),
-                }
-            } else {
-                last_failure = "no leader was known".into();
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
             }
-            if Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(ReplicationError::NoLeader(format!(
-                    "the write was not acknowledged within {} ms and may or may not be applied ({last_failure})",
-                    self.inner.config.write_timeout_ms
-                )));
+        } else if let Some(addr) = self.current_leader().and_then(|l| self.member_addr(l)) {
+            let request = AppRequest::ClientWrite {
+                command: command.clone(),
+                concern: WriteConcern::Primary,
+            };
+            let remaining = deadline
+                .saturating_duration_since(Instant::now())
+                .min(ATTEMPT);
+            match self.ask(addr, &request, remaining).await {
+                Ok(AppResponse::ClientWrite(outcome)) => match command::read_outcome(&outcome) {
+                    Err(e) if e.is_no_leader() => Err(e.to_string()),
+                    result => Ok(result),
+                },
+                Ok(_) => Err("the leader answered a different request".into()),
+                Err(e) => Err(e.to_string()),
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+        } else {
+            Err("no leader was known".into())
         }
     }
 
@@ -179,29 +194,34 @@ impl RaftNode {
     /// leader died or changed while it was in flight) is simply tried again: if the
     /// first try did commit, the state machine answers the retry from its record.
     async fn order(&self, command: Command, deadline: Instant) -> Result<(u64, Applied)> {
-        let mut last_failure: String;
-        loop {
-            // An outcome, rejection included, is the state machine's final answer.
-            match self.propose(command.clone()).await {
-                Ok(Ok((index, outcome))) => return Ok((index, command::read_outcome(&outcome)?)),
-                Ok(Err(Some(id))) => match self.forward(id, &command, deadline).await {
-                    Ok(Some((index, outcome))) => {
-                        return Ok((index, command::read_outcome(&outcome)?))
-                    }
-                    Ok(None) => last_failure = format!("node {id} was not the leader"),
-                    Err(e) => last_failure = e.to_string(),
-                },
-                Ok(Err(None)) => last_failure = "no leader was known".into(),
-                Err(e) => last_failure = e.to_string(),
-            }
-            if Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(ReplicationError::NoLeader(format!(
-                    "the write was not acknowledged within {} ms and may or may not be applied; \
-                     retry it with the same request id to apply it at most once ({last_failure})",
-                    self.inner.config.write_timeout_ms
-                )));
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
+        let tried =
+            until_deadline(deadline, RETRY_PAUSE, || self.try_order(&command, deadline)).await;
+        match tried {
+            Ok((index, outcome)) => Ok((index, command::read_outcome(&outcome)?)),
+            Err(last_failure) => Err(ReplicationError::NoLeader(format!(
+                "the write was not acknowledged within {} ms and may or may not be applied; \
+                 retry it with the same request id to apply it at most once ({last_failure})",
+                self.inner.config.write_timeout_ms
+            ))),
+        }
+    }
+
+    /// One try of [`RaftNode::order`]: an outcome (rejection included, it is the
+    /// state machine's final answer), or why there was none.
+    async fn try_order(
+        &self,
+        command: &Command,
+        deadline: Instant,
+    ) -> std::result::Result<(u64, CommandOutcome), String> {
+        match self.propose(command.clone()).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(Some(id))) => match self.forward(id, command, deadline).await {
+                Ok(Some(answer)) => Ok(answer),
+                Ok(None) => Err(format!("node {id} was not the leader")),
+                Err(e) => Err(e.to_string()),
+            },
+            Ok(Err(None)) => Err("no leader was known".into()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -327,41 +347,51 @@ impl RaftNode {
             metrics.membership_config.membership().voter_ids().collect()
         };
         for voter in voters {
-            loop {
-                let applied = if voter == self.node_id() {
-                    // The leader answers its client only once the write is visible.
-                    self.applied_index()
-                } else {
-                    match self.member_addr(voter) {
-                        Some(addr) => {
-                            // The member answers as soon as it has applied it.
-                            let remaining = deadline.saturating_duration_since(Instant::now());
-                            let request = AppRequest::AppliedVisible {
-                                index,
-                                collection: collection.to_string(),
-                            };
-                            match self.ask(addr, &request, remaining.min(ATTEMPT * 2)).await {
-                                Ok(AppResponse::Applied(i)) => i,
-                                _ => 0,
-                            }
-                        }
-                        None => 0,
-                    }
-                };
+            let shown = || async move {
+                let applied = self.voter_applied(voter, index, collection, deadline).await;
                 if applied >= index {
-                    break;
+                    Ok(())
+                } else {
+                    Err(())
                 }
-                if Instant::now() + RETRY_PAUSE >= deadline {
-                    return Err(ReplicationError::WriteConcernTimeout {
-                        seq,
-                        concern: WriteConcern::All,
-                        waited_ms: self.inner.config.write_timeout_ms,
-                    });
-                }
-                tokio::time::sleep(RETRY_PAUSE / 2).await;
-            }
+            };
+            until_deadline(deadline, RETRY_PAUSE / 2, shown)
+                .await
+                .map_err(|()| ReplicationError::WriteConcernTimeout {
+                    seq,
+                    concern: WriteConcern::All,
+                    waited_ms: self.inner.config.write_timeout_ms,
+                })?;
         }
         Ok(())
+    }
+
+    /// How far `voter` has applied (and shows `collection`), as far as it tells
+    /// within a try (0 when it does not answer).
+    async fn voter_applied(
+        &self,
+        voter: NodeId,
+        index: u64,
+        collection: &str,
+        deadline: Instant,
+    ) -> u64 {
+        if voter == self.node_id() {
+            // The leader answers its client only once the write is visible.
+            return self.applied_index();
+        }
+        let Some(addr) = self.member_addr(voter) else {
+            return 0;
+        };
+        // The member answers as soon as it has applied it.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let request = AppRequest::AppliedVisible {
+            index,
+            collection: collection.to_string(),
+        };
+        match self.ask(addr, &request, remaining.min(ATTEMPT * 2)).await {
+            Ok(AppResponse::Applied(i)) => i,
+            _ => 0,
+        }
     }
 
     /// The leader's read index: the log index a linearizable read must see. Fails
@@ -383,47 +413,13 @@ impl RaftNode {
             return Ok(());
         }
         let deadline = Instant::now() + self.write_timeout();
-        let index = loop {
-            let attempt = if self.is_leader() {
-                self.leader_read_index().await.map(Some)
-            } else {
-                match self.current_leader().and_then(|id| self.member_addr(id)) {
-                    Some(addr) => {
-                        let remaining = deadline
-                            .saturating_duration_since(Instant::now())
-                            .min(ATTEMPT);
-                        let leader = self.current_leader().unwrap_or_default();
-                        let asked = tokio::select! {
-                            reply = self.ask(addr, &AppRequest::ReadIndex, remaining) => reply,
-                            () = self.leader_moves_from(leader) => Err(ReplicationError::NoLeader("the leader changed".into())),
-                        };
-                        match asked {
-                            Ok(AppResponse::ReadIndex(Ok(index))) => Ok(Some(index)),
-                            Ok(AppResponse::ReadIndex(Err(message))) => {
-                                Err(ReplicationError::NoLeader(message))
-                            }
-                            Ok(_) => Err(ReplicationError::Unavailable(
-                                "the leader answered a different request".into(),
-                            )),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    None => Ok(None),
-                }
-            };
-            match attempt {
-                Ok(Some(index)) => break index,
-                Ok(None) | Err(_) if Instant::now() + RETRY_PAUSE < deadline => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Ok(None) => {
-                    return Err(ReplicationError::NoLeader(
-                        "no leader to confirm a linearizable read".into(),
-                    ))
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let index = until_deadline(deadline, RETRY_PAUSE, || self.try_read_index(deadline))
+            .await
+            .map_err(|failure| {
+                failure.unwrap_or_else(|| {
+                    ReplicationError::NoLeader("no leader to confirm a linearizable read".into())
+                })
+            })?;
         self.await_applied(index, deadline).await?;
         // Applied means durable here; the read must also see it in memory.
         let db = self.database();
@@ -435,6 +431,38 @@ impl RaftNode {
                     "writes to {collection} up to log index {index} did not become visible in time"
                 ))
             })
+    }
+
+    /// One try at the leader's read index: here on the leader, else asked of the
+    /// leader this node knows (`Err(None)`: none is known).
+    async fn try_read_index(
+        &self,
+        deadline: Instant,
+    ) -> std::result::Result<u64, Option<ReplicationError>> {
+        if self.is_leader() {
+            return self.leader_read_index().await.map_err(Some);
+        }
+        let Some(addr) = self.current_leader().and_then(|id| self.member_addr(id)) else {
+            return Err(None);
+        };
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .min(ATTEMPT);
+        let leader = self.current_leader().unwrap_or_default();
+        let asked = tokio::select! {
+            reply = self.ask(addr, &AppRequest::ReadIndex, remaining) => reply,
+            () = self.leader_moves_from(leader) => Err(ReplicationError::NoLeader("the leader changed".into())),
+        };
+        match asked {
+            Ok(AppResponse::ReadIndex(Ok(index))) => Ok(index),
+            Ok(AppResponse::ReadIndex(Err(message))) => {
+                Err(Some(ReplicationError::NoLeader(message)))
+            }
+            Ok(_) => Err(Some(ReplicationError::Unavailable(
+                "the leader answered a different request".into(),
+            ))),
+            Err(e) => Err(Some(e)),
+        }
     }
 
     /// Resolves once this node no longer sees `leader` as the leader (a dead leader is

@@ -28,6 +28,10 @@ use crate::TransportError;
 /// A boxed future, for [`Handler`]'s methods.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// What a [`Handler`] answers a request with: the response body, or an error
+/// message for an error response.
+pub type Answer = BoxFuture<Result<Vec<u8>, String>>;
+
 /// Who sent a request or push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -107,7 +111,7 @@ fn certificate_names(conn: &quinn::Connection) -> Arc<[String]> {
 pub trait Handler: Send + Sync + 'static {
     /// Answers a request: `Ok` becomes a response, `Err` an error response with that
     /// message. The future is dropped if the requester cancels or times out.
-    fn request(&self, from: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>>;
+    fn request(&self, from: PeerInfo, body: Vec<u8>) -> Answer;
     /// Takes a one-way message; `compressed` is the frame's flag.
     fn push(&self, from: PeerInfo, body: Vec<u8>, compressed: bool) -> BoxFuture<()>;
 }

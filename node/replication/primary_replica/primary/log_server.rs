@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use needle_transport::{
-    BoxFuture, DeltaCodec, DeltaEntry, Handler, PeerInfo, RegionKey, Transport,
+    Answer, BoxFuture, DeltaCodec, DeltaEntry, Handler, PeerInfo, RegionKey, Transport,
 };
 use parking_lot::Mutex;
 
@@ -318,11 +318,7 @@ impl LogServer {
 }
 
 impl Handler for LogServer {
-    fn request(
-        &self,
-        from: PeerInfo,
-        body: Vec<u8>,
-    ) -> BoxFuture<std::result::Result<Vec<u8>, String>> {
+    fn request(&self, from: PeerInfo, body: Vec<u8>) -> Answer {
         let db = self.served.current();
         let codec = self.codec;
         let acks = self.acks.clone();

@@ -1,0 +1,68 @@
+//! Retrying until a deadline: the loop every wait for a leader, a forwarded write or
+//! a member's answer shares, written once.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Calls `attempt` until it answers `Ok`, pausing `pause` between tries. Gives up
+/// with the last try's failure once another pause would end past `deadline`.
+pub(crate) async fn until_deadline<T, F, Fut>(
+    deadline: Instant,
+    pause: Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, F>
+where
+    Fut: Future<Output = Result<T, F>>,
+{
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(failure) => {
+                if Instant::now() + pause >= deadline {
+                    return Err(failure);
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_deadline;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn it_retries_until_an_answer() {
+        let mut tries = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answer: Result<u32, String> =
+            until_deadline(deadline, Duration::from_millis(1), || {
+                tries += 1;
+                let now = tries;
+                async move {
+                    if now < 3 {
+                        Err(format!("try {now}"))
+                    } else {
+                        Ok(now)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(answer, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn it_gives_up_with_the_last_failure_at_the_deadline() {
+        let mut tries = 0;
+        let deadline = Instant::now() + Duration::from_millis(30);
+        let answer: Result<(), String> = until_deadline(deadline, Duration::from_millis(5), || {
+            tries += 1;
+            let now = tries;
+            async move { Err(format!("try {now}")) }
+        })
+        .await;
+        assert_eq!(answer, Err(format!("try {tries}")));
+        assert!(tries >= 2, "{tries}");
+    }
+}
