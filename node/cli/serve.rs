@@ -2,7 +2,7 @@ use super::address_file::NodeAddressFile;
 use crate::config::{
     BackendChoice, FileConfig, GpuFullChoice, Overrides, RoleChoice, ServeConfig, TlsConfig,
 };
-use crate::{Database, DatabaseOptions, SyncMode};
+use crate::{Database, DatabaseOptions};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ pub struct ServeArgs {
     pub gpu_full: Option<GpuFullChoice>,
     /// WAL fsync policy [default: group]
     #[arg(long, value_enum, env = "NEEDLE_SYNC")]
-    pub sync: Option<SyncMode>,
+    pub sync: Option<crate::config::SyncChoice>,
     /// Largest accepted request body in bytes [default: 67108864]
     #[arg(long, env = "NEEDLE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -146,7 +146,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             http: args.http,
             backend: args.backend,
             gpu_full: args.gpu_full,
-            sync: args.sync,
+            sync: args.sync.map(crate::config::SyncChoice::mode),
             max_body_bytes: args.max_body_bytes,
             search_coalescing: args.search_coalescing,
             log_retention: args.log_retention,

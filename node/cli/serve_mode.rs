@@ -70,7 +70,7 @@ pub(super) async fn start(
     )?;
     // Tests read this line to learn the port when --cluster-addr ends in :0.
     tracing::info!("cluster transport on {}", replication.cluster_addr);
-    Ok(Arc::new(replication))
+    Ok(replication)
 }
 
 /// `--cluster-addr`, which every mode but standalone needs (`missing` says so).

@@ -48,6 +48,24 @@ impl BackendChoice {
     }
 }
 
+/// `--sync`: when the write-ahead log is fsynced (see [`SyncMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncChoice {
+    /// Ops waiting together share one fsync (nothing is acknowledged before it).
+    Group,
+    /// Every op gets its own fsync.
+    PerWrite,
+}
+
+impl SyncChoice {
+    pub fn mode(self) -> SyncMode {
+        match self {
+            SyncChoice::Group => SyncMode::Group,
+            SyncChoice::PerWrite => SyncMode::PerWrite,
+        }
+    }
+}
+
 /// What a GPU backend does with a write that would not fit in device memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -305,6 +323,14 @@ impl ServeConfig {
             (None, None) => None,
             _ => anyhow::bail!("HTTPS needs both --http-tls-cert and --http-tls-key"),
         };
+        let tls = over.tls.or_else(|| file.tls.clone());
+        if tls.as_ref().is_some_and(|tls| tls.ca_path.is_none()) {
+            // Checked here, with the rest of the file, rather than once the node
+            // starts its transport.
+            anyhow::bail!(
+                "tls needs ca_path too: TLS between nodes is mutual (name the cluster CA)"
+            );
+        }
         Ok(ServeConfig {
             snapshot_dir: over
                 .snapshot_dir
@@ -345,7 +371,7 @@ impl ServeConfig {
                     .unwrap_or_default(),
             )?,
             cluster_addr: over.cluster_addr.or_else(|| file.cluster_addr.clone()),
-            tls: over.tls.or_else(|| file.tls.clone()),
+            tls,
             insecure_dev: over.insecure_dev.or(file.insecure_dev).unwrap_or(false),
             write_timeout_ms: over
                 .write_timeout_ms
@@ -464,6 +490,41 @@ mod tests {
         assert!(cfg.search_coalescing);
         assert_eq!(cfg.backend, BackendChoice::Auto);
         assert_eq!(cfg.gpu_full, GpuFullChoice::Refuse);
+    }
+
+    #[test]
+    fn role_and_raft_resolve_to_one_mode() {
+        let mode = |role, raft, primary: Option<&str>, node_id| {
+            ModeSettings::resolve(role, raft, primary.map(str::to_string), node_id, Vec::new())
+        };
+        assert_eq!(
+            mode(RoleChoice::Standalone, false, None, None).unwrap(),
+            ModeSettings::Standalone
+        );
+        assert_eq!(
+            mode(RoleChoice::Replica, false, Some("p:5000"), None).unwrap(),
+            ModeSettings::Replica {
+                primary: "p:5000".into()
+            }
+        );
+        assert_eq!(
+            mode(RoleChoice::Standalone, true, None, Some(2)).unwrap(),
+            ModeSettings::Raft {
+                node_id: 2,
+                peers: Vec::new()
+            }
+        );
+        let refused = |role, raft, primary, node_id, says: &str| {
+            let e = mode(role, raft, primary, node_id).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(RoleChoice::Primary, true, None, Some(1), "choose one");
+        refused(RoleChoice::Replica, false, None, None, "needs --primary");
+        refused(RoleChoice::Standalone, true, None, None, "needs --node-id");
+        let no_ca: FileConfig =
+            toml::from_str("[tls]\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n").unwrap();
+        let e = ServeConfig::resolve(&no_ca, Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("ca_path"), "{e}");
     }
 
     #[test]

@@ -423,6 +423,12 @@ impl Database {
         generations::remove_inactive(&self.inner.path);
     }
 
+    /// What time it is by this database's clock (`DatabaseOptions::clock`), in ms
+    /// since the Unix epoch: the clock commit times are recorded with.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.options.clock.now_ms()
+    }
+
     /// When operation `seq` was committed here (ms since the epoch), if it is recent
     /// enough to be remembered (see `commit_times.rs`).
     pub fn committed_ms(&self, seq: u64) -> Option<u64> {

@@ -3,17 +3,7 @@
 use needle_kernels::{BackendKind, OnDeviceFull};
 
 /// When the write-ahead log is fsynced.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SyncMode {
     /// Ops waiting together share one fsync (the default: the same durability as

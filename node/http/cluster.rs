@@ -6,9 +6,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
-fn raft(state: &AppState) -> Result<&RaftNode, ApiError> {
-    state.mode.raft().ok_or_else(|| {
+fn raft(state: &AppState) -> Result<Arc<RaftNode>, ApiError> {
+    crate::replication::mode_as::<RaftNode>(&state.mode).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "NOT_RAFT",

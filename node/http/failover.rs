@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::replication::{Replication, ReplicationError};
 
-fn replication(state: &AppState) -> Result<&Arc<Replication>, ApiError> {
-    state.mode.primary_replica().ok_or_else(|| {
+fn replication(state: &AppState) -> Result<Arc<Replication>, ApiError> {
+    crate::replication::mode_as::<Replication>(&state.mode).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "ROLE_CONFLICT",

@@ -46,7 +46,8 @@ pub struct AppState {
     /// The transport fault injector, only when started with `--fault-injection`.
     pub faults: Option<Arc<FaultInjector>>,
     /// How this node takes writes and serves reads: standalone, primary–replica or
-    /// Raft. Handlers never ask which.
+    /// Raft. Writes, reads and status never ask which; only the routes of one mode
+    /// (promotion, Raft membership) and `/reload` do.
     pub mode: Arc<dyn ReplicationMode>,
     /// The API and admin keys each route class requires.
     pub keys: Arc<AccessKeys>,

@@ -4,8 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::replication::error::Result;
-use crate::Error;
+use crate::error::{Error, Result};
 
 /// How many copies a write needs before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -28,8 +27,7 @@ impl WriteConcern {
             "all" => Ok(WriteConcern::All),
             other => Err(Error::InvalidRequest(format!(
                 "unknown write_concern {other:?}: expected primary, majority or all"
-            ))
-            .into()),
+            ))),
         }
     }
 
@@ -62,8 +60,7 @@ impl ReadConsistency {
             "eventual" => Ok(ReadConsistency::Eventual),
             other => Err(Error::InvalidRequest(format!(
                 "unknown consistency {other:?}: expected linearizable or eventual"
-            ))
-            .into()),
+            ))),
         }
     }
 }

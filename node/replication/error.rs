@@ -29,6 +29,9 @@ pub enum ReplicationError {
         concern: WriteConcern,
         waited_ms: u64,
     },
+    /// An `Idempotency-Key` on a node whose log keeps no request records.
+    #[error("Idempotency-Key is honoured by Raft members only (serve --raft)")]
+    IdempotencyUnsupported,
     /// Raft: this node cannot order the write and knows no leader to forward it to,
     /// or the leader could not be reached.
     #[error("no raft leader: {0}")]
@@ -53,6 +56,7 @@ impl ReplicationError {
             ReplicationError::RoleConflict(_) => "ROLE_CONFLICT",
             ReplicationError::WriteConcernTimeout { .. } => "WRITE_CONCERN_TIMEOUT",
             ReplicationError::NoLeader(_) => "NO_LEADER",
+            ReplicationError::IdempotencyUnsupported => "INVALID_REQUEST",
             ReplicationError::Remote { code, .. } => code,
         }
     }
@@ -66,6 +70,7 @@ impl ReplicationError {
                 ErrorKind::Unavailable
             }
             ReplicationError::RoleConflict(_) => ErrorKind::Conflict,
+            ReplicationError::IdempotencyUnsupported => ErrorKind::BadRequest,
             ReplicationError::WriteConcernTimeout { .. } => ErrorKind::Timeout,
             ReplicationError::Remote { kind, .. } => *kind,
         }

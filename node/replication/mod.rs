@@ -12,9 +12,12 @@
 //!   transport start-up), [`status`] (one status shape), [`retry`] (retrying until a
 //!   deadline).
 //!
-//! Both modes apply what they ordered through the core's one door,
+//! A node that orders a write itself (standalone, a primary) hands it to the core's
+//! writer (`Database::submit`); an entry ordered elsewhere (a primary's log on a
+//! replica, a committed Raft entry) comes in through the core's one door for those,
 //! `Database::apply_ordered`. A fourth mode (sharding: many Raft groups) is another
-//! implementation of [`ReplicationMode`].
+//! implementation of [`ReplicationMode`]; the seam itself (`mode.rs`, `status.rs`)
+//! names none of them.
 
 pub mod consistency;
 pub mod error;
@@ -30,7 +33,7 @@ pub mod transport;
 pub use consistency::{ReadConsistency, WriteConcern};
 pub use error::ReplicationError;
 pub use load_balancer::{LoadBalancer, LoadBalancerOptions};
-pub use mode::{ModeName, ReadBarrier, ReplicationMode, WriteRequest};
+pub use mode::{mode_as, ModeName, ReadBarrier, ReplicationMode, WriteRequest};
 pub use primary_replica::primary::concern_tracker::{AckTracker, Ticket, Wait};
 pub use primary_replica::replica::stream::{Follower, FollowerAction, Lag};
 pub use primary_replica::{

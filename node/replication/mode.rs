@@ -2,10 +2,11 @@
 //!
 //! HTTP (and anything else that serves clients) holds one `Arc<dyn
 //! ReplicationMode>` and never asks which mode it is for a write or a read. The
-//! routes that only make sense in one mode (promotion, Raft membership) reach that
-//! mode's own type through [`ReplicationMode::primary_replica`] and
-//! [`ReplicationMode::raft`].
+//! routes that only make sense in one mode (promotion, Raft membership) take that
+//! mode's own type out of it with [`mode_as`]; this file names no implementation,
+//! so a new mode is a new file, not an edit here.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -14,8 +15,6 @@ use serde::Serialize;
 
 use super::consistency::{ReadConsistency, WriteConcern};
 use super::error::Result;
-use super::primary_replica::Replication;
-use super::raft::RaftNode;
 use super::status::NodeStatus;
 use crate::metrics::Metrics;
 use crate::op::{Applied, Op, Precondition};
@@ -70,34 +69,33 @@ pub trait ReplicationMode: Send + Sync + std::fmt::Debug {
     /// Stops the mode's background work (transport, loops) before the process exits.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 
-    /// The primary–replica role, for its own routes (promote, demote, forget).
-    fn primary_replica(&self) -> Option<&Arc<Replication>> {
-        None
-    }
+    /// The implementation itself, for [`mode_as`].
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
 
-    /// The Raft member, for its own routes (membership, step-down).
-    fn raft(&self) -> Option<&RaftNode> {
-        None
-    }
+/// The mode as its own type `M`, when it is one: how a mode's own routes
+/// (promotion, Raft membership) reach it.
+pub fn mode_as<M: Any + Send + Sync>(mode: &Arc<dyn ReplicationMode>) -> Option<Arc<M>> {
+    Arc::clone(mode).into_any().downcast::<M>().ok()
 }
 
 /// A write this node orders in its own log (standalone, or as a primary): applied
 /// here, before any write concern is waited for. Such a log keeps no request
-/// records, so a write with an `Idempotency-Key` is refused rather than applied
-/// twice on a retry.
-pub(crate) async fn apply_here(served: &ServedDatabase, write: WriteRequest) -> Result<Applied> {
-    refuse_request_id(&write)?;
-    let db = served.current();
-    Ok(db.submit_async(write.op, write.precondition).await?)
+/// records, so a write with an `Idempotency-Key` is refused ([`refuse_request_id`])
+/// rather than applied twice on a retry.
+pub(crate) async fn apply_here(
+    served: &ServedDatabase,
+    op: Op,
+    precondition: Precondition,
+) -> Result<Applied> {
+    Ok(served.current().submit_async(op, precondition).await?)
 }
 
-/// See [`apply_here`]: checked before anything else about the write.
+/// Such a log keeps no request records (see [`apply_here`]): checked before
+/// anything else about the write.
 pub(crate) fn refuse_request_id(write: &WriteRequest) -> Result<()> {
     match write.request_id {
-        Some(_) => Err(crate::Error::InvalidRequest(
-            "Idempotency-Key is honoured by Raft members only (serve --raft)".into(),
-        )
-        .into()),
+        Some(_) => Err(super::error::ReplicationError::IdempotencyUnsupported),
         None => Ok(()),
     }
 }

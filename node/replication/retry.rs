@@ -4,11 +4,30 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Calls `attempt` until it answers `Ok`, pausing `pause` between tries. Gives up
-/// with the last try's failure once another pause would end past `deadline`.
+/// How [`until_deadline`] spaces its tries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spacing {
+    /// Between two tries.
+    pub pause: Duration,
+    /// No new try once less than this is left before the deadline.
+    pub margin: Duration,
+}
+
+impl Spacing {
+    /// The same pause and margin.
+    pub const fn every(pause: Duration) -> Spacing {
+        Spacing {
+            pause,
+            margin: pause,
+        }
+    }
+}
+
+/// Calls `attempt` until it answers `Ok`, pausing between tries. Gives up with the
+/// last try's failure once less than the margin is left before `deadline`.
 pub(crate) async fn until_deadline<T, F, Fut>(
     deadline: Instant,
-    pause: Duration,
+    spacing: Spacing,
     mut attempt: impl FnMut() -> Fut,
 ) -> Result<T, F>
 where
@@ -18,10 +37,10 @@ where
         match attempt().await {
             Ok(done) => return Ok(done),
             Err(failure) => {
-                if Instant::now() + pause >= deadline {
+                if Instant::now() + spacing.margin >= deadline {
                     return Err(failure);
                 }
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(spacing.pause).await;
             }
         }
     }
@@ -29,7 +48,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::until_deadline;
+    use super::{until_deadline, Spacing};
     use std::time::{Duration, Instant};
 
     #[tokio::test]
@@ -37,7 +56,7 @@ mod tests {
         let mut tries = 0;
         let deadline = Instant::now() + Duration::from_secs(5);
         let answer: Result<u32, String> =
-            until_deadline(deadline, Duration::from_millis(1), || {
+            until_deadline(deadline, Spacing::every(Duration::from_millis(1)), || {
                 tries += 1;
                 let now = tries;
                 async move {
@@ -56,12 +75,13 @@ mod tests {
     async fn it_gives_up_with_the_last_failure_at_the_deadline() {
         let mut tries = 0;
         let deadline = Instant::now() + Duration::from_millis(30);
-        let answer: Result<(), String> = until_deadline(deadline, Duration::from_millis(5), || {
-            tries += 1;
-            let now = tries;
-            async move { Err(format!("try {now}")) }
-        })
-        .await;
+        let answer: Result<(), String> =
+            until_deadline(deadline, Spacing::every(Duration::from_millis(5)), || {
+                tries += 1;
+                let now = tries;
+                async move { Err(format!("try {now}")) }
+            })
+            .await;
         assert_eq!(answer, Err(format!("try {tries}")));
         assert!(tries >= 2, "{tries}");
     }

@@ -3,13 +3,19 @@
 //! once the write is applied and every read is linearizable once its collection's
 //! applied writes are visible.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::consistency::ReadConsistency;
 use super::error::Result;
-use super::mode::{apply_here, visible_here, ModeName, ReadBarrier, ReplicationMode, WriteRequest};
-use super::status::{ModeStatus, NodeStatus};
+use super::mode::{
+    apply_here, refuse_request_id, visible_here, ModeName, ReadBarrier, ReplicationMode,
+    WriteRequest,
+};
+use super::status::NodeStatus;
 use crate::metrics::Metrics;
 use crate::op::Applied;
 use crate::served::ServedDatabase;
@@ -37,7 +43,11 @@ impl ReplicationMode for Standalone {
     }
 
     fn write(&self, write: WriteRequest) -> BoxFuture<'_, Result<Applied>> {
-        apply_here(&self.served, write).boxed()
+        async move {
+            refuse_request_id(&write)?;
+            apply_here(&self.served, write.op, write.precondition).await
+        }
+        .boxed()
     }
 
     fn read_barrier<'a>(&'a self, read: ReadConsistency, collection: &'a str) -> ReadBarrier<'a> {
@@ -54,7 +64,7 @@ impl ReplicationMode for Standalone {
                 role: "standalone".into(),
                 applied_seq: self.served.current().applied_seq(),
                 lag: Vec::new(),
-                detail: ModeStatus::Standalone {},
+                detail: serde_json::Map::new(),
             })
         }
         .boxed()
@@ -64,5 +74,9 @@ impl ReplicationMode for Standalone {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async {}.boxed()
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
     }
 }

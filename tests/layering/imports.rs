@@ -12,6 +12,8 @@ pub struct SourceTree {
     files: Vec<String>,
     modules: Vec<ModulePath>,
     edges: BTreeSet<(usize, usize)>,
+    /// Each file's code, as tokens (comments, strings and test modules left out).
+    code: Vec<Vec<Token>>,
 }
 
 /// One file's `pub use` re-exports: name → the absolute path it stands for, and
@@ -68,7 +70,28 @@ impl SourceTree {
             files: files.into_iter().map(|(p, _)| p).collect(),
             modules,
             edges,
+            code,
         }
+    }
+
+    /// The files that name any of `crates` (as `crate_name::…`), with the crate.
+    pub fn users_of(&self, crates: &[&str]) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (file, tokens) in self.code.iter().enumerate() {
+            for (i, token) in tokens.iter().enumerate() {
+                let Token::Ident(name) = token else { continue };
+                let path_start = i == 0 || tokens[i - 1] != Token::PathSep;
+                if path_start
+                    && crates.contains(&name.as_str())
+                    && tokens.get(i + 1) == Some(&Token::PathSep)
+                {
+                    out.push((file, name.clone()));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     pub fn edges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
@@ -374,6 +397,19 @@ fn use_tree(tokens: &[Token], at: &mut usize, prefix: Vec<String>, out: &mut Vec
     }
 }
 
+/// Whether the `use` at `at` is `pub use`, `pub(crate) use` or `pub(in path) use`.
+fn is_public(tokens: &[Token], at: usize) -> bool {
+    let mut i = at;
+    if i > 0 && tokens[i - 1] == Token::Punct(')') {
+        // Back over the visibility's parentheses.
+        while i > 0 && tokens[i - 1] != Token::Punct('(') {
+            i -= 1;
+        }
+        i = i.saturating_sub(1);
+    }
+    i > 0 && tokens[i - 1] == Token::Ident("pub".into())
+}
+
 /// Every `use` statement of a file: (whether it is `pub`, its items).
 fn use_statements(tokens: &[Token]) -> Vec<(bool, Vec<UseItem>)> {
     let mut out = Vec::new();
@@ -381,14 +417,7 @@ fn use_statements(tokens: &[Token]) -> Vec<(bool, Vec<UseItem>)> {
         if tokens[i] != Token::Ident("use".into()) {
             continue;
         }
-        // `pub use`, `pub(crate) use`, `pub(in path) use`.
-        let public = (1..=6).any(|back| {
-            i >= back
-                && tokens[i - back] == Token::Ident("pub".into())
-                && tokens[i - back + 1..i]
-                    .iter()
-                    .all(|t| !matches!(t, Token::Punct(';') | Token::Punct('}')))
-        });
+        let public = is_public(tokens, i);
         let mut at = i + 1;
         let mut items = Vec::new();
         use_tree(tokens, &mut at, Vec::new(), &mut items);
@@ -476,19 +505,27 @@ fn referenced_paths(
     while i < tokens.len() {
         let starts = matches!(&tokens[i], Token::Ident(w) if w == "crate" || w == "super" || w == "self")
             && tokens.get(i + 1) == Some(&Token::PathSep);
-        if !starts {
+        // `pub(in crate::a)` names where an item is visible, not what it uses.
+        let visibility = i > 0 && tokens[i - 1] == Token::Ident("in".into());
+        if !starts || visibility {
             i += 1;
             continue;
         }
         let mut path = Vec::new();
+        // Ends in `::{` or `::*`: a `use` tree, which `use_statements` reads.
+        let mut tree = false;
         while let Some(Token::Ident(word)) = tokens.get(i) {
             path.push(word.clone());
             if tokens.get(i + 1) != Some(&Token::PathSep) {
                 break;
             }
             i += 2;
+            tree = !matches!(tokens.get(i), Some(Token::Ident(_)));
         }
         i += 1;
+        if tree {
+            continue;
+        }
         if let Some(path) = absolute(&path, module, by_module) {
             out.push(path);
         }

@@ -9,8 +9,10 @@
 //! - [`wire`]: the messages between the two;
 //! - [`epoch`], [`members`], [`failover`]: who was primary when, who is in the
 //!   cluster, and promotion, demotion and fencing;
-//! - [`role`]: the running role on a node ([`Replication`]), which is this mode's
-//!   implementation of the seam ([`crate::replication::ReplicationMode`]);
+//! - [`role`]: what the node is (primary, replica, fenced) and the cell it is
+//!   shared through; [`running`]: [`Replication`], the role running on a node, which
+//!   is this mode's implementation of the seam ([`crate::replication::ReplicationMode`],
+//!   in `mode.rs`); [`status`]: its part of the node status;
 //! - `nodes`: [`PrimaryNode`] and [`ReplicaNode`], the Rust API.
 
 pub mod epoch;

@@ -2,11 +2,13 @@
 //! a write, then waits for its write concern; a replica or a fenced primary refuses
 //! writes with NOT_PRIMARY, naming where they go.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use super::role::Role;
 use super::running::Replication;
 use crate::metrics::Metrics;
 use crate::op::Applied;
@@ -28,7 +30,7 @@ impl Replication {
     }
 }
 
-impl ReplicationMode for Arc<Replication> {
+impl ReplicationMode for Replication {
     fn name(&self) -> ModeName {
         ModeName::PrimaryReplica
     }
@@ -40,7 +42,7 @@ impl ReplicationMode for Arc<Replication> {
             self.ensure_primary()?;
             // The epoch this node writes in: the concern is judged against it.
             let epoch = self.epoch()?;
-            let applied = apply_here(&self.served, write).await?;
+            let applied = apply_here(&self.served, write.op, write.precondition).await?;
             self.await_concern(applied.seq, concern, epoch).await?;
             Ok(applied)
         }
@@ -68,7 +70,7 @@ impl ReplicationMode for Arc<Replication> {
             metrics.replication_epoch.set(epoch as i64);
         }
         let shipped = metrics.replication_bytes_shipped.get();
-        if shipped > 0 {
+        if self.role() == Role::Primary && shipped > 0 {
             metrics
                 .replication_compression_ratio
                 .set(metrics.replication_bytes_raw.get() as f64 / shipped as f64);
@@ -80,7 +82,7 @@ impl ReplicationMode for Arc<Replication> {
         async move { self.close() }.boxed()
     }
 
-    fn primary_replica(&self) -> Option<&Arc<Replication>> {
-        Some(self)
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
     }
 }

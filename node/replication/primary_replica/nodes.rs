@@ -35,9 +35,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::op::{Op, Precondition};
+use crate::replication::consistency::WriteConcern;
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::mode::{ReplicationMode, WriteRequest};
 use crate::replication::primary_replica::failover::{Demoted, Promoted};
-use crate::replication::primary_replica::primary::concern_tracker::WriteConcern;
 use crate::replication::primary_replica::replica::stream::Lag;
 use crate::replication::primary_replica::role::Role;
 use crate::replication::primary_replica::running::{ClusterConfig, Replication};
@@ -165,26 +166,24 @@ impl PrimaryNode {
         record: VectorRecord,
         concern: WriteConcern,
     ) -> Result<u64> {
-        let replication = self.replication()?;
-        if let Some(primary) = replication.primary() {
-            return Err(ReplicationError::Unavailable(format!(
-                "this node is not the primary; write to {primary}"
-            )));
-        }
-        let epoch = replication.epoch()?;
-        let op = Op::Upsert {
-            collection: collection.to_string(),
-            records: vec![record],
+        let write = WriteRequest {
+            op: Op::Upsert {
+                collection: collection.to_string(),
+                records: vec![record],
+            },
+            precondition: Precondition::IdsAbsent,
+            concern,
+            request_id: None,
         };
-        let applied = self
-            .served
-            .current()
-            .submit_async(op, Precondition::IdsAbsent)
+        // The same write path as `needle serve --role primary` (the seam's).
+        let applied = ReplicationMode::write(&**self.replication()?, write)
             .await
-            .map_err(Error::single_item)?;
-        replication
-            .await_concern(applied.seq, concern, epoch)
-            .await?;
+            .map_err(|e| match e {
+                ReplicationError::NotPrimary { primary } => ReplicationError::Unavailable(format!(
+                    "this node is not the primary; write to {primary}"
+                )),
+                other => other.single_item(),
+            })?;
         Ok(applied.seq)
     }
 

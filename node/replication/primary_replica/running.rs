@@ -11,9 +11,9 @@ use needle_transport::faults::FaultInjector;
 use needle_transport::{DeltaCodec, Handler, Security, Transport};
 use parking_lot::Mutex;
 
+use crate::replication::consistency::WriteConcern;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::primary_replica::members::KnownMembers;
-use crate::replication::primary_replica::primary::concern_tracker::WriteConcern;
 use crate::replication::primary_replica::primary::log_server::{LogServer, SharedAcks};
 use crate::replication::primary_replica::replica::stream::Lag;
 use crate::replication::primary_replica::role::{Role, RoleCell};

@@ -4,10 +4,10 @@
 use serde::Serialize;
 
 use super::epoch::EpochStore;
-use super::primary::log_server::{now_ms, MAX_SILENCE_MS};
+use super::primary::log_server::MAX_SILENCE_MS;
 use super::role::Role;
 use super::running::{ReplicaStatus, Replication};
-use crate::replication::status::{ModeStatus, NodeStatus, ReplicaLag};
+use crate::replication::status::{detail_of, NodeStatus, ReplicaLag};
 
 /// What a primary–replica node adds to [`NodeStatus`].
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +49,11 @@ impl Replication {
         let mut detail = PrimaryReplicaStatus {
             epoch: db.epoch_history().map(|h| h.current()).ok(),
             cluster_addr: self.cluster_addr.to_string(),
-            primary: self.primary().map(|p| p.to_string()),
+            // From the same reading of the role as everything below.
+            primary: match role {
+                Role::Replica { primary } | Role::Fenced { primary } => Some(primary.to_string()),
+                Role::Primary | Role::Standalone => None,
+            },
             stream: None,
             replicas: None,
             known_replicas: None,
@@ -66,7 +70,7 @@ impl Replication {
                 detail.stream = Some(stream);
             }
             Role::Primary => {
-                let now = now_ms();
+                let now = db.now_ms();
                 let addresses = self.acks.addresses();
                 let tracker = self.acks.tracker.lock();
                 let mut replicas = Vec::new();
@@ -105,7 +109,7 @@ impl Replication {
             role: role.name().to_string(),
             applied_seq: applied,
             lag,
-            detail: ModeStatus::PrimaryReplica(detail),
+            detail: detail_of("", &detail),
         }
     }
 }

@@ -2,6 +2,9 @@
 //! follower forwards them), reads wait for a read index when they must be
 //! linearizable, and the status is the cluster as this member sees it.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -11,7 +14,7 @@ use crate::op::Applied;
 use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::Result;
 use crate::replication::mode::{ModeName, ReadBarrier, ReplicationMode, WriteRequest};
-use crate::replication::status::{publish_lag, ModeStatus, NodeStatus};
+use crate::replication::status::{detail_of, NodeStatus};
 
 impl ReplicationMode for RaftNode {
     fn name(&self) -> ModeName {
@@ -39,18 +42,16 @@ impl ReplicationMode for RaftNode {
                 role: "raft".into(),
                 applied_seq: self.database().applied_seq(),
                 lag,
-                detail: ModeStatus::Raft {
-                    cluster: self.cluster_status().await?,
-                },
+                detail: detail_of("cluster", &self.cluster_status().await?),
             })
         }
         .boxed()
     }
 
-    fn refresh_metrics(&self, metrics: &Metrics) {
-        // The Raft gauges follow openraft's metrics on their own (`status.rs`); the
-        // lag is published from the same list the status shows.
-        publish_lag(metrics, &self.inner.lag.lock());
+    fn refresh_metrics(&self, _metrics: &Metrics) {
+        // Nothing to do at a scrape: the Raft gauges and the lag (from the same list
+        // the status shows) follow openraft's metrics on their own (`status.rs`),
+        // which is then their only writer.
     }
 
     fn knows_every_collection(&self) -> bool {
@@ -61,7 +62,7 @@ impl ReplicationMode for RaftNode {
         RaftNode::shutdown(self).boxed()
     }
 
-    fn raft(&self) -> Option<&RaftNode> {
-        Some(self)
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
     }
 }

@@ -9,7 +9,7 @@ use needle_consensus::openraft::ServerState;
 use needle_consensus::NodeId;
 use prometheus::{IntGauge, IntGaugeVec, Opts};
 
-pub use super::cluster_status::{ClusterStatus, PeerStatus};
+use super::cluster_status::{ClusterStatus, PeerStatus};
 use super::node::RaftNode;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::status::{publish_lag, ReplicaLag};

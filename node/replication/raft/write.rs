@@ -24,7 +24,7 @@ use super::planted_bugs;
 use crate::op::{Applied, Op, Precondition};
 use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::{ReplicationError, Result};
-use crate::replication::retry::until_deadline;
+use crate::replication::retry::{until_deadline, Spacing};
 use crate::replication::WriteConcern;
 use crate::Error;
 
@@ -120,7 +120,7 @@ impl RaftNode {
         let id = command
             .request_id
             .ok_or_else(|| Error::InvalidRequest("a primary write needs a request id".into()))?;
-        let tried = until_deadline(deadline, RETRY_PAUSE, || {
+        let tried = until_deadline(deadline, Spacing::every(RETRY_PAUSE), || {
             self.try_write_primary(&command, id, &acknowledged, deadline)
         })
         .await;
@@ -194,8 +194,10 @@ impl RaftNode {
     /// leader died or changed while it was in flight) is simply tried again: if the
     /// first try did commit, the state machine answers the retry from its record.
     async fn order(&self, command: Command, deadline: Instant) -> Result<(u64, Applied)> {
-        let tried =
-            until_deadline(deadline, RETRY_PAUSE, || self.try_order(&command, deadline)).await;
+        let tried = until_deadline(deadline, Spacing::every(RETRY_PAUSE), || {
+            self.try_order(&command, deadline)
+        })
+        .await;
         match tried {
             Ok((index, outcome)) => Ok((index, command::read_outcome(&outcome)?)),
             Err(last_failure) => Err(ReplicationError::NoLeader(format!(
@@ -355,7 +357,12 @@ impl RaftNode {
                     Err(())
                 }
             };
-            until_deadline(deadline, RETRY_PAUSE / 2, shown)
+            // Asked twice as often as other retries, but given up on as they are.
+            let spacing = Spacing {
+                pause: RETRY_PAUSE / 2,
+                margin: RETRY_PAUSE,
+            };
+            until_deadline(deadline, spacing, shown)
                 .await
                 .map_err(|()| ReplicationError::WriteConcernTimeout {
                     seq,
@@ -413,13 +420,15 @@ impl RaftNode {
             return Ok(());
         }
         let deadline = Instant::now() + self.write_timeout();
-        let index = until_deadline(deadline, RETRY_PAUSE, || self.try_read_index(deadline))
-            .await
-            .map_err(|failure| {
-                failure.unwrap_or_else(|| {
-                    ReplicationError::NoLeader("no leader to confirm a linearizable read".into())
-                })
-            })?;
+        let index = until_deadline(deadline, Spacing::every(RETRY_PAUSE), || {
+            self.try_read_index(deadline)
+        })
+        .await
+        .map_err(|failure| {
+            failure.unwrap_or_else(|| {
+                ReplicationError::NoLeader("no leader to confirm a linearizable read".into())
+            })
+        })?;
         self.await_applied(index, deadline).await?;
         // Applied means durable here; the read must also see it in memory.
         let db = self.database();

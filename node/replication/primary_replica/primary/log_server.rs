@@ -16,9 +16,10 @@ use needle_transport::{
 };
 use parking_lot::Mutex;
 
+use crate::replication::consistency::WriteConcern;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::primary_replica::members::{member_name, KnownMembers, Member};
-use crate::replication::primary_replica::primary::concern_tracker::{AckTracker, WriteConcern};
+use crate::replication::primary_replica::primary::concern_tracker::AckTracker;
 use crate::replication::primary_replica::role::{Role, RoleCell};
 use crate::replication::primary_replica::wire::{
     entry_to_wire, PullRequest, Request, SnapshotOffer, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
