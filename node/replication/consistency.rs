@@ -6,16 +6,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// How many copies a write needs before it is acknowledged.
+/// How many copies a write needs before it is acknowledged. Each mode says what a
+/// copy is; a standalone node, the only copy, meets every concern once the write is
+/// applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteConcern {
-    /// Durable on the primary.
+    /// Durable where the write is ordered: the primary's store; on Raft, the
+    /// leader's log, before a majority has it (a failover may lose it).
     Primary,
-    /// Durable on a majority of the primary and every replica it knows of.
+    /// Durable on a majority: of the primary and every replica it knows of; on
+    /// Raft, committed (a majority of voters have it in their logs).
     #[default]
     Majority,
-    /// Durable on the primary and every connected replica, and on a majority.
+    /// On every copy: the primary and every connected replica, and never fewer
+    /// than a majority; on Raft, applied and visible on every voter.
     All,
 }
 

@@ -85,4 +85,22 @@ mod tests {
         assert_eq!(answer, Err(format!("try {tries}")));
         assert!(tries >= 2, "{tries}");
     }
+
+    #[tokio::test]
+    async fn no_try_starts_inside_the_margin() {
+        let mut tries = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let spacing = Spacing {
+            pause: Duration::from_millis(1),
+            margin: Duration::from_secs(120),
+        };
+        let answer: Result<(), u32> = until_deadline(deadline, spacing, || {
+            tries += 1;
+            let now = tries;
+            async move { Err(now) }
+        })
+        .await;
+        // Less than the margin was left after the first try: no second one.
+        assert_eq!(answer, Err(1));
+    }
 }

@@ -32,6 +32,7 @@ pub fn detail_of(key: &str, status: &impl Serialize) -> serde_json::Map<String, 
     let value = serde_json::to_value(status).unwrap_or_default();
     match (key, value) {
         ("", serde_json::Value::Object(fields)) => fields,
+        ("", _) => serde_json::Map::new(),
         (_, value) => serde_json::Map::from_iter([(key.to_string(), value)]),
     }
 }

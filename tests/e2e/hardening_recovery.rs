@@ -335,3 +335,23 @@ fn an_idempotency_key_reused_by_a_different_write_is_refused() {
     );
     assert_eq!(retry, first);
 }
+
+#[test]
+fn a_node_whose_log_keeps_no_request_records_refuses_an_idempotency_key() {
+    // A standalone node (like a primary) cannot answer a retry from a record, so
+    // it says so instead of applying the write twice on a retry.
+    let (_dir, node) = crate::support::node();
+    let c = node.client();
+    assert_eq!(create(&c, "k").0, 201);
+    let refused = c.post_with_header(
+        "/collections/k/vectors",
+        ("Idempotency-Key", "9:1"),
+        &json!({"id": "a", "vector": [1.0, 0.0]}),
+    );
+    assert_error(&refused, 400, "INVALID_REQUEST");
+    assert_eq!(
+        refused.1["error"]["message"],
+        "Idempotency-Key is honoured by Raft members only (serve --raft)"
+    );
+    assert_eq!(c.get("/collections/k/vectors/a").0, 404);
+}

@@ -506,7 +506,10 @@ fn referenced_paths(
         let starts = matches!(&tokens[i], Token::Ident(w) if w == "crate" || w == "super" || w == "self")
             && tokens.get(i + 1) == Some(&Token::PathSep);
         // `pub(in crate::a)` names where an item is visible, not what it uses.
-        let visibility = i > 0 && tokens[i - 1] == Token::Ident("in".into());
+        let visibility = i >= 3
+            && tokens[i - 1] == Token::Ident("in".into())
+            && tokens[i - 2] == Token::Punct('(')
+            && tokens[i - 3] == Token::Ident("pub".into());
         if !starts || visibility {
             i += 1;
             continue;
@@ -520,7 +523,7 @@ fn referenced_paths(
                 break;
             }
             i += 2;
-            tree = !matches!(tokens.get(i), Some(Token::Ident(_)));
+            tree = matches!(tokens.get(i), Some(Token::Punct('{' | '*')));
         }
         i += 1;
         if tree {

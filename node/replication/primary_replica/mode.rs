@@ -75,6 +75,7 @@ impl ReplicationMode for Replication {
                 .replication_compression_ratio
                 .set(metrics.replication_bytes_raw.get() as f64 / shipped as f64);
         }
+        let _one = self.publishing_lag.lock();
         publish_lag(metrics, &self.node_status().lag);
     }
 

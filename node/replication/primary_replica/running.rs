@@ -77,6 +77,9 @@ pub struct Replication {
     pub(in crate::replication) members: Mutex<KnownMembers>,
     /// One promotion or demotion at a time.
     pub(in crate::replication) changing: tokio::sync::Mutex<()>,
+    /// Held while the lag gauges are set from a fresh status, so two scrapes at
+    /// once cannot leave the older reading published.
+    pub(in crate::replication) publishing_lag: Mutex<()>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -159,6 +162,7 @@ impl Replication {
             following: tokio::sync::Mutex::new(None),
             members: Mutex::new(members),
             changing: tokio::sync::Mutex::new(()),
+            publishing_lag: Mutex::new(()),
         });
         if let Role::Replica { primary } = replication.role() {
             let following = replication.spawn_follow(primary);

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::epoch::EpochStore;
-use super::primary::log_server::MAX_SILENCE_MS;
+use super::primary::log_server::{now_ms, MAX_SILENCE_MS};
 use super::role::Role;
 use super::running::{ReplicaStatus, Replication};
 use crate::replication::status::{detail_of, NodeStatus, ReplicaLag};
@@ -70,12 +70,16 @@ impl Replication {
                 detail.stream = Some(stream);
             }
             Role::Primary => {
-                let now = db.now_ms();
+                // Commit times are on the database's clock; when a replica was
+                // last heard from is on the transport's (the system clock).
+                let (now, heard_now) = (db.now_ms(), now_ms());
                 let addresses = self.acks.addresses();
                 let tracker = self.acks.tracker.lock();
                 let mut replicas = Vec::new();
                 for (name, acked) in tracker.acknowledged() {
-                    let silent_ms = tracker.last_seen_ms(&name).map(|at| now.saturating_sub(at));
+                    let silent_ms = tracker
+                        .last_seen_ms(&name)
+                        .map(|at| heard_now.saturating_sub(at));
                     let behind = applied.saturating_sub(acked);
                     // The age of the oldest operation the replica lacks, while its
                     // commit time is remembered (see `commit_times.rs`).

@@ -204,8 +204,13 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
                 .with_label_values(&["raft_applied"])
                 .inc_by(applied.saturating_sub(last_applied));
             last_applied = applied;
-            // Only the leader knows how far behind each member is.
+            // Only the leader knows how far behind each member is; a new term as
+            // leader starts every member's clock afresh.
             let mut lag = Vec::new();
+            match &m.replication {
+                Some(replication) => caught_up.retain(|peer, _| replication.contains_key(peer)),
+                None => caught_up.clear(),
+            }
             if let Some(replication) = &m.replication {
                 let last = m.last_log_index.unwrap_or(0);
                 let now = std::time::Instant::now();
@@ -226,8 +231,10 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
                 }
             }
             publish_lag(&node_metrics, &lag);
-            if let Some(inner) = inner.upgrade() {
-                *inner.lag.lock() = lag;
+            match inner.upgrade() {
+                Some(inner) => *inner.lag.lock() = lag,
+                // The node is gone: nobody reads these any more.
+                None => return,
             }
             // Woken by every change, and each second so a stalled member's lag grows.
             tokio::select! {
