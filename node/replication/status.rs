@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 
-use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -26,14 +25,12 @@ pub struct NodeStatus {
     pub detail: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A mode's own status as [`NodeStatus::detail`]: `status`'s fields, or, with a
-/// `key`, `status` under that key.
-pub fn detail_of(key: &str, status: &impl Serialize) -> serde_json::Map<String, serde_json::Value> {
-    let value = serde_json::to_value(status).unwrap_or_default();
-    match (key, value) {
-        ("", serde_json::Value::Object(fields)) => fields,
-        ("", _) => serde_json::Map::new(),
-        (_, value) => serde_json::Map::from_iter([(key.to_string(), value)]),
+/// A mode's own status as [`NodeStatus::detail`]: the fields of `status`, which
+/// serialises as an object (a struct).
+pub fn detail_of(status: &impl Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(status) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
     }
 }
 
@@ -50,46 +47,92 @@ pub struct ReplicaLag {
     pub seconds: Option<f64>,
 }
 
-/// Sets `needle_replication_lag_operations{replica}` and
-/// `needle_replication_lag_seconds{replica}` to exactly `lag`: the listed series
-/// are set first, then those of replicas no longer listed are removed, so a scrape
-/// in between never sees the gauges empty.
-pub fn publish_lag(metrics: &Metrics, lag: &[ReplicaLag]) {
-    let listed: HashSet<&str> = lag.iter().map(|r| r.replica.as_str()).collect();
-    let timed: HashSet<&str> = lag
-        .iter()
-        .filter(|r| r.seconds.is_some())
-        .map(|r| r.replica.as_str())
-        .collect();
-    for replica in lag {
-        metrics
-            .replication_lag_operations
-            .with_label_values(&[replica.replica.as_str()])
-            .set(replica.operations as i64);
-        if let Some(seconds) = replica.seconds {
-            metrics
-                .replication_lag_seconds
-                .with_label_values(&[replica.replica.as_str()])
-                .set(seconds);
-        }
-    }
-    remove_unlisted(&metrics.replication_lag_operations, &listed);
-    remove_unlisted(&metrics.replication_lag_seconds, &timed);
+/// The lag gauges as one writer last set them: `needle_replication_lag_operations
+/// {replica}` and `needle_replication_lag_seconds{replica}`. Each mode keeps one
+/// (a primary behind a lock, since scrapes set it; Raft in its metrics loop).
+#[derive(Debug, Default)]
+pub struct LagSeries {
+    operations: HashSet<String>,
+    seconds: HashSet<String>,
 }
 
-/// Removes every series of `gauges` whose `replica` label is not in `keep`.
-fn remove_unlisted<B: MetricVecBuilder>(gauges: &MetricVec<B>, keep: &HashSet<&str>) {
-    let present: Vec<String> = gauges
-        .collect()
-        .iter()
-        .flat_map(|family| family.get_metric())
-        .flat_map(|metric| metric.get_label())
-        .filter(|label| label.name() == "replica")
-        .map(|label| label.value().to_string())
-        .collect();
-    for replica in present {
-        if !keep.contains(replica.as_str()) {
-            let _ = gauges.remove_label_values(&[replica.as_str()]);
+impl LagSeries {
+    /// Sets the gauges to exactly `lag`: the listed series first, then those this
+    /// writer set before and no longer lists are removed, so a scrape in between
+    /// never sees them empty.
+    pub fn publish(&mut self, metrics: &Metrics, lag: &[ReplicaLag]) {
+        let mut operations = HashSet::with_capacity(lag.len());
+        let mut seconds = HashSet::with_capacity(lag.len());
+        for replica in lag {
+            let name = replica.replica.as_str();
+            metrics
+                .replication_lag_operations
+                .with_label_values(&[name])
+                .set(replica.operations as i64);
+            operations.insert(replica.replica.clone());
+            if let Some(behind) = replica.seconds {
+                metrics
+                    .replication_lag_seconds
+                    .with_label_values(&[name])
+                    .set(behind);
+                seconds.insert(replica.replica.clone());
+            }
         }
+        for gone in self.operations.difference(&operations) {
+            let _ = metrics
+                .replication_lag_operations
+                .remove_label_values(&[gone.as_str()]);
+        }
+        for gone in self.seconds.difference(&seconds) {
+            let _ = metrics
+                .replication_lag_seconds
+                .remove_label_values(&[gone.as_str()]);
+        }
+        (self.operations, self.seconds) = (operations, seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LagSeries, ReplicaLag};
+    use crate::metrics::Metrics;
+
+    fn lag(replica: &str, operations: u64, seconds: Option<f64>) -> ReplicaLag {
+        ReplicaLag {
+            replica: replica.into(),
+            operations,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn a_replica_no_longer_listed_loses_its_series_and_the_others_stay() {
+        let metrics = Metrics::new().unwrap();
+        let mut series = LagSeries::default();
+        series.publish(
+            &metrics,
+            &[lag("node-2", 3, Some(1.5)), lag("node-3", 0, Some(0.0))],
+        );
+        let text = metrics.render(&[], &[]);
+        assert!(
+            text.contains("needle_replication_lag_operations{replica=\"node-2\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("needle_replication_lag_seconds{replica=\"node-2\"} 1.5"),
+            "{text}"
+        );
+        // node-2 left; node-3's commit time is no longer known.
+        series.publish(&metrics, &[lag("node-3", 7, None)]);
+        let text = metrics.render(&[], &[]);
+        assert!(!text.contains("replica=\"node-2\""), "{text}");
+        assert!(
+            text.contains("needle_replication_lag_operations{replica=\"node-3\"} 7"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("needle_replication_lag_seconds{replica=\"node-3\"}"),
+            "{text}"
+        );
     }
 }

@@ -18,7 +18,7 @@ use crate::replication::mode::{
     apply_here, refuse_request_id, visible_here, ModeName, ReadBarrier, ReplicationMode,
     WriteRequest,
 };
-use crate::replication::status::{publish_lag, NodeStatus};
+use crate::replication::status::NodeStatus;
 
 impl Replication {
     /// Writes go to the primary.
@@ -75,8 +75,9 @@ impl ReplicationMode for Replication {
                 .replication_compression_ratio
                 .set(metrics.replication_bytes_raw.get() as f64 / shipped as f64);
         }
-        let _one = self.publishing_lag.lock();
-        publish_lag(metrics, &self.node_status().lag);
+        // One scrape at a time: status read and gauges set under the same lock.
+        let mut series = self.lag_series.lock();
+        series.publish(metrics, &self.node_status().lag);
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -17,6 +17,7 @@ use crate::replication::primary_replica::members::KnownMembers;
 use crate::replication::primary_replica::primary::log_server::{LogServer, SharedAcks};
 use crate::replication::primary_replica::replica::stream::Lag;
 use crate::replication::primary_replica::role::{Role, RoleCell};
+use crate::replication::status::LagSeries;
 use crate::served::ServedDatabase;
 
 /// The follow loop while this node is a replica.
@@ -77,9 +78,9 @@ pub struct Replication {
     pub(in crate::replication) members: Mutex<KnownMembers>,
     /// One promotion or demotion at a time.
     pub(in crate::replication) changing: tokio::sync::Mutex<()>,
-    /// Held while the lag gauges are set from a fresh status, so two scrapes at
-    /// once cannot leave the older reading published.
-    pub(in crate::replication) publishing_lag: Mutex<()>,
+    /// The lag gauges as last set. Locked while they are set from a fresh status,
+    /// so two scrapes at once cannot leave the older reading published.
+    pub(in crate::replication) lag_series: Mutex<LagSeries>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -162,7 +163,7 @@ impl Replication {
             following: tokio::sync::Mutex::new(None),
             members: Mutex::new(members),
             changing: tokio::sync::Mutex::new(()),
-            publishing_lag: Mutex::new(()),
+            lag_series: Mutex::default(),
         });
         if let Role::Replica { primary } = replication.role() {
             let following = replication.spawn_follow(primary);

@@ -113,7 +113,7 @@ impl Replication {
             role: role.name().to_string(),
             applied_seq: applied,
             lag,
-            detail: detail_of("", &detail),
+            detail: detail_of(&detail),
         }
     }
 }

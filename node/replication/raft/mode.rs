@@ -16,6 +16,12 @@ use crate::replication::error::Result;
 use crate::replication::mode::{ModeName, ReadBarrier, ReplicationMode, WriteRequest};
 use crate::replication::status::{detail_of, NodeStatus};
 
+/// Raft's part of the node status: the cluster as `/cluster/status` shows it.
+#[derive(serde::Serialize)]
+struct RaftDetail {
+    cluster: super::ClusterStatus,
+}
+
 impl ReplicationMode for RaftNode {
     fn name(&self) -> ModeName {
         ModeName::Raft
@@ -42,7 +48,9 @@ impl ReplicationMode for RaftNode {
                 role: "raft".into(),
                 applied_seq: self.database().applied_seq(),
                 lag,
-                detail: detail_of("cluster", &self.cluster_status().await?),
+                detail: detail_of(&RaftDetail {
+                    cluster: self.cluster_status().await?,
+                }),
             })
         }
         .boxed()

@@ -12,7 +12,7 @@ use prometheus::{IntGauge, IntGaugeVec, Opts};
 use super::cluster_status::{ClusterStatus, PeerStatus};
 use super::node::RaftNode;
 use crate::replication::error::{ReplicationError, Result};
-use crate::replication::status::{publish_lag, ReplicaLag};
+use crate::replication::status::{LagSeries, ReplicaLag};
 use crate::Error;
 
 fn state_name(state: ServerState) -> &'static str {
@@ -185,6 +185,8 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
     tokio::spawn(async move {
         let mut watch = raft.metrics();
         let mut last_applied = 0u64;
+        // This loop is the only writer of the lag gauges on a Raft node.
+        let mut series = LagSeries::default();
         let mut caught_up: std::collections::HashMap<NodeId, std::time::Instant> =
             Default::default();
         loop {
@@ -230,7 +232,7 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
                     });
                 }
             }
-            publish_lag(&node_metrics, &lag);
+            series.publish(&node_metrics, &lag);
             match inner.upgrade() {
                 Some(inner) => *inner.lag.lock() = lag,
                 // The node is gone: nobody reads these any more.
