@@ -28,10 +28,16 @@ pub(crate) fn validate_new(op: &Op, dims_of: impl Fn(&str) -> Result<usize>) -> 
         Op::Upsert {
             collection,
             records,
-        } => {
-            let dims = dims_of(collection)?;
-            validate_records(records, |r| r.validate_new(dims))
-        }
+        } => match dims_of(collection) {
+            Ok(dims) => validate_records(records, |r| r.validate_new(dims)),
+            // A Raft member may not have applied the collection's creation yet and
+            // lets the log decide on it: the new-vector checks still hold.
+            Err(e @ Error::CollectionNotFound(_)) => {
+                validate_records(records, |r| r.validate_new(r.vector.len()))?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        },
         Op::Delete { collection, .. } => {
             dims_of(collection)?;
             validate_context_free(op)
@@ -77,4 +83,27 @@ fn validate_records(
             source: Box::new(e),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_new;
+    use crate::error::Error;
+    use crate::model::VectorRecord;
+    use crate::op::Op;
+
+    #[test]
+    fn new_vectors_are_bounded_even_where_their_collection_is_not_known_yet() {
+        // A Raft member lets the log decide whether the collection exists, but a
+        // component past the bound must not reach the log through it.
+        let not_here = |name: &str| Err(Error::CollectionNotFound(name.to_string()));
+        let upsert = |x: f32| Op::Upsert {
+            collection: "c".into(),
+            records: vec![VectorRecord::new("a", vec![x, 0.0])],
+        };
+        let refused = validate_new(&upsert(3e38), not_here).unwrap_err();
+        assert_eq!(refused.code(), "INVALID_VECTOR", "{refused}");
+        let unknown = validate_new(&upsert(1.0), not_here).unwrap_err();
+        assert_eq!(unknown.code(), "COLLECTION_NOT_FOUND", "{unknown}");
+    }
 }

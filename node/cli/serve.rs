@@ -44,7 +44,8 @@ pub struct ServeArgs {
     /// Replication role [default: standalone]
     #[arg(long, value_enum, env = "NEEDLE_ROLE")]
     pub role: Option<RoleChoice>,
-    /// Address of the node-to-node (QUIC) transport, e.g. 0.0.0.0:5000
+    /// Address of the node-to-node (QUIC) transport, e.g. 10.0.0.1:5000 (this
+    /// node's own IP: a primary and its replicas know each other by it)
     #[arg(long, env = "NEEDLE_CLUSTER_ADDR")]
     pub cluster_addr: Option<String>,
     /// The primary's cluster address (replicas)

@@ -46,9 +46,9 @@ pub async fn promote(
     for peer in &request.peers {
         peers.push(resolve(peer).await?);
     }
-    let promoted = replication
-        .promote(&peers, request.force)
-        .await
+    let force = request.force;
+    let promoted = to_the_end(async move { replication.promote(&peers, force).await })
+        .await?
         .map_err(role_conflict)?;
     Ok(Json(json!({
         "role": "primary",
@@ -82,7 +82,9 @@ pub async fn demote(
 ) -> Result<Json<Value>, ApiError> {
     let replication = replication(&state)?;
     let primary = resolve(&request.primary).await?;
-    let demoted = replication.demote(primary).await.map_err(role_conflict)?;
+    let demoted = to_the_end(async move { replication.demote(primary).await })
+        .await?
+        .map_err(role_conflict)?;
     Ok(Json(json!({
         "role": "replica",
         "primary": primary.to_string(),
@@ -122,4 +124,19 @@ fn role_conflict(e: ReplicationError) -> ApiError {
         ReplicationError::Unavailable(message) => ReplicationError::RoleConflict(message).into(),
         other => other.into(),
     }
+}
+
+/// Runs a role change to its end even if the client goes away: dropped halfway (a
+/// promotion after its peers promised, a demotion after its role changed), it would
+/// leave the node following nobody.
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(change).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            format!("the role change failed: {e}"),
+        )
+    })
 }

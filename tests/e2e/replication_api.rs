@@ -127,3 +127,17 @@ async fn primary_and_replica_nodes_replicate_then_swap_roles() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_node_on_an_unspecified_address_is_refused() {
+    // Its primary would see it at another address and its member list would name
+    // it as a stranger: a promotion could count it twice.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    generate_cluster(&certs, 1, &[]).unwrap();
+    let db = Database::open(dir.path().join("p")).unwrap();
+    let primary = PrimaryNode::with_config(db, "0.0.0.0:0", config(&certs, 1)).unwrap();
+    let refused = primary.start().await.unwrap_err();
+    assert_eq!(refused.code(), "INVALID_REQUEST", "{refused}");
+    assert!(refused.to_string().contains("unspecified"), "{refused}");
+}

@@ -245,8 +245,11 @@ impl Replication {
             ));
         }
         self.stop_following().await;
-        // No more writes from here on, whatever happens next.
+        // No more writes from here on, whatever happens next; the ones already past
+        // the role check are applied first, so the resync below sees them.
+        let closed = self.writes.write().await;
         self.role.set(Role::Replica { primary });
+        drop(closed);
         self.acks.reset();
         let outcome = self.resync_from(primary).await;
         if let Err(e) = &outcome {

@@ -39,10 +39,12 @@ impl ReplicationMode for Replication {
         async move {
             let concern = write.concern;
             refuse_request_id(&write)?;
+            let applying = self.writes.read().await;
             self.ensure_primary()?;
             // The epoch this node writes in: the concern is judged against it.
             let epoch = self.epoch()?;
             let applied = apply_here(&self.served, write.op, write.precondition).await?;
+            drop(applying);
             self.await_concern(applied.seq, concern, epoch).await?;
             Ok(applied)
         }

@@ -12,7 +12,7 @@
 //! };
 //! let primary = PrimaryNode::with_config(
 //!     Database::open("primary.needle")?,
-//!     "0.0.0.0:5000",
+//!     "10.0.0.1:5000",
 //!     ReplicationConfig { sync_interval_ms: 100, batch_size: 1000, compression: true, tls: Some(tls), ..Default::default() },
 //! )?;
 //! primary.start().await?;

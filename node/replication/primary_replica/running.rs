@@ -78,6 +78,11 @@ pub struct Replication {
     pub(in crate::replication) members: Mutex<KnownMembers>,
     /// One promotion or demotion at a time.
     pub(in crate::replication) changing: tokio::sync::Mutex<()>,
+    /// Held (shared) by a primary's write from its role check until it is applied,
+    /// and (exclusive) by a demotion before the role changes: a demotion then reads
+    /// an applied sequence number that includes every write it let through, so
+    /// what it discards is what the new primary never had.
+    pub(in crate::replication) writes: tokio::sync::RwLock<()>,
     /// The lag gauges as last set. Locked while they are set from a fresh status,
     /// so two scrapes at once cannot leave the older reading published.
     pub(in crate::replication) lag_series: Mutex<LagSeries>,
@@ -96,6 +101,17 @@ impl Replication {
     /// Starts the transport and, on a replica, the follow loop. Inside a tokio runtime.
     /// A primary that was fenced before a restart starts fenced.
     pub fn start(served: &ServedDatabase, config: ClusterConfig) -> Result<Arc<Replication>> {
+        if config.cluster_addr.ip().is_unspecified() {
+            // Nodes know each other by the address they listen on: a node on
+            // 0.0.0.0 is seen by its primary at another address, comes back in the
+            // member list as a stranger, and a promotion would count it (itself)
+            // twice towards its quorum.
+            return Err(crate::Error::InvalidRequest(format!(
+                "cluster address {} is unspecified: primary–replica nodes know each other by the address they listen on; give this node's own IP",
+                config.cluster_addr
+            ))
+            .into());
+        }
         let db = served.current();
         let mut role = config.role;
         match role {
@@ -164,6 +180,7 @@ impl Replication {
             members: Mutex::new(members),
             changing: tokio::sync::Mutex::new(()),
             lag_series: Mutex::default(),
+            writes: tokio::sync::RwLock::new(()),
         });
         if let Role::Replica { primary } = replication.role() {
             let following = replication.spawn_follow(primary);
