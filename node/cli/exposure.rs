@@ -52,15 +52,14 @@ pub fn check(config: &ServeConfig) -> anyhow::Result<Vec<String>> {
     if config.protect_metrics && keys.iter().all(|k| k.is_none()) {
         bail!("--protect-metrics needs a key to protect them with (--api-key or --admin-key)");
     }
-    if config.insecure_dev {
-        if let Some(cluster) = &config.cluster_addr {
-            if !is_loopback(cluster)? {
-                bail!(
-                    "--insecure-dev (unauthenticated node-to-node traffic) is for loopback only; \
-                     --cluster-addr {cluster} is reachable from the network: use --tls-cert/--tls-key/--tls-ca \
-                     (see `needle certs generate`)"
-                );
-            }
+    if let Some(cluster) = config.mode.cluster() {
+        if cluster.tls.is_none() && !cluster.addr.ip().is_loopback() {
+            bail!(
+                "--insecure-dev (unauthenticated node-to-node traffic) is for loopback only; \
+                 --cluster-addr {} is reachable from the network: use --tls-cert/--tls-key/--tls-ca \
+                 (see `needle certs generate`)",
+                cluster.addr
+            );
         }
     }
     if !is_loopback(&config.http)? {
@@ -112,7 +111,7 @@ pub fn check_bound(config: &ServeConfig, bound: SocketAddr) -> anyhow::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FileConfig, Overrides};
+    use crate::config::{FileConfig, Overrides, RoleChoice};
 
     fn config(over: Overrides) -> ServeConfig {
         ServeConfig::resolve(&FileConfig::default(), over).unwrap()
@@ -158,6 +157,7 @@ mod tests {
         };
         assert!(check(&config(same)).is_err());
         let insecure = Overrides {
+            role: Some(RoleChoice::Primary),
             insecure_dev: Some(true),
             cluster_addr: Some("0.0.0.0:5000".into()),
             ..Default::default()
@@ -167,6 +167,7 @@ mod tests {
             .to_string()
             .contains("loopback only"));
         let local = Overrides {
+            role: Some(RoleChoice::Primary),
             insecure_dev: Some(true),
             cluster_addr: Some("127.0.0.1:5000".into()),
             ..Default::default()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use needle_transport::faults::FaultInjector;
 
-use crate::config::{ModeSettings, ServeConfig};
+use crate::config::{ClusterSettings, ModeSettings, ServeConfig};
 use crate::replication::raft::{RaftConfig, RaftNode};
 use crate::replication::standalone::Standalone;
 use crate::replication::{ClusterConfig, Replication, ReplicationMode, Role, TlsConfig};
@@ -22,45 +22,35 @@ pub(super) async fn start(
     faults: Option<Arc<FaultInjector>>,
     http_addr: SocketAddr,
 ) -> anyhow::Result<Arc<dyn ReplicationMode>> {
-    let (role, needs) = match &config.mode {
+    let (role, cluster) = match &config.mode {
         ModeSettings::Standalone => return Ok(Arc::new(Standalone::new(served.clone()))),
-        ModeSettings::Raft { node_id, peers } => {
-            let cluster_addr = cluster_addr(config, "--raft needs --cluster-addr IP:PORT")?;
-            let tls = transport_tls(config)?;
-            let node = start_raft(
-                served,
-                config,
-                *node_id,
-                peers,
-                cluster_addr,
-                tls,
-                faults,
-                http_addr,
-            )
-            .await?;
+        ModeSettings::Raft {
+            node_id,
+            peers,
+            cluster,
+        } => {
+            warn_if_insecure(cluster);
+            let node =
+                start_raft(served, config, *node_id, peers, cluster, faults, http_addr).await?;
             return Ok(Arc::new(node));
         }
-        ModeSettings::Primary => (Role::Primary, "--role Primary needs --cluster-addr ADDR"),
-        ModeSettings::Replica { primary } => {
+        ModeSettings::Primary { cluster } => (Role::Primary, cluster),
+        ModeSettings::Replica { primary, cluster } => {
             let primary = tokio::net::lookup_host(primary)
                 .await
                 .with_context(|| format!("resolving --primary {primary}"))?
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("--primary {primary} resolves to no address"))?;
-            (
-                Role::Replica { primary },
-                "--role Replica needs --cluster-addr ADDR",
-            )
+            (Role::Replica { primary }, cluster)
         }
     };
-    let cluster_addr = cluster_addr(config, needs)?;
-    let tls = transport_tls(config)?;
+    warn_if_insecure(cluster);
     let replication = Replication::start(
         served,
         ClusterConfig {
             role,
-            cluster_addr,
-            security: TlsConfig::security(tls.as_ref())?,
+            cluster_addr: cluster.addr,
+            security: TlsConfig::security(cluster.tls.as_ref())?,
             faults,
             batch_size: config.replication_batch_size,
             sync_interval: std::time::Duration::from_millis(config.replication_sync_interval_ms),
@@ -73,41 +63,18 @@ pub(super) async fn start(
     Ok(replication)
 }
 
-/// `--cluster-addr`, which every mode but standalone needs (`missing` says so).
-fn cluster_addr(config: &ServeConfig, missing: &str) -> anyhow::Result<SocketAddr> {
-    let addr = config
-        .cluster_addr
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("{missing}"))?;
-    addr.parse()
-        .with_context(|| format!("--cluster-addr {addr}: expected IP:PORT"))
-}
-
-/// The node-to-node transport's TLS: the TLS files, or, with `--insecure-dev` only,
-/// none (an unauthenticated transport, for development).
-fn transport_tls(config: &ServeConfig) -> anyhow::Result<Option<TlsConfig>> {
-    match (&config.tls, config.insecure_dev) {
-        (Some(tls), false) => Ok(Some(tls.clone())),
-        (None, true) => {
-            tracing::warn!("--insecure-dev: node-to-node traffic is NOT authenticated");
-            Ok(None)
-        }
-        (Some(_), true) => anyhow::bail!("give either TLS files or --insecure-dev, not both"),
-        (None, false) => anyhow::bail!(
-            "a {} needs --tls-cert, --tls-key and --tls-ca (see `needle certs generate`) or, for development, --insecure-dev",
-            config.mode.describe()
-        ),
+fn warn_if_insecure(cluster: &ClusterSettings) {
+    if cluster.tls.is_none() {
+        tracing::warn!("--insecure-dev: node-to-node traffic is NOT authenticated");
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn start_raft(
     served: &ServedDatabase,
     config: &ServeConfig,
     node_id: u64,
     peer_specs: &[String],
-    cluster_addr: SocketAddr,
-    tls: Option<TlsConfig>,
+    cluster: &ClusterSettings,
     faults: Option<Arc<FaultInjector>>,
     http_addr: SocketAddr,
 ) -> anyhow::Result<RaftNode> {
@@ -130,13 +97,13 @@ async fn start_raft(
         served.clone(),
         RaftConfig {
             node_id,
-            cluster_addr,
+            cluster_addr: cluster.addr,
             http_addr: http_addr.to_string(),
             peers,
             expected_peer_ids,
             write_timeout_ms: config.write_timeout_ms,
             snapshot_every: config.raft_snapshot_every,
-            tls,
+            tls: cluster.tls.clone(),
             faults,
             ..RaftConfig::default()
         },

@@ -2,9 +2,11 @@
 //! environment variables and command-line flags (clap reads those two, flags first).
 
 pub mod http_limits;
+mod mode_settings;
 
 use crate::SyncMode;
 pub use http_limits::{HttpLimits, DEFAULT_MAX_BODY_BYTES};
+pub use mode_settings::{ClusterSettings, ModeInputs, ModeSettings};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -103,61 +105,6 @@ pub enum RoleChoice {
 /// type of the node-to-node transport.
 pub use crate::replication::TlsConfig;
 
-/// How this node takes writes: the choice `--role` and `--raft` make together,
-/// checked once when the settings are resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModeSettings {
-    Standalone,
-    /// Orders writes and serves its log on `--cluster-addr`.
-    Primary,
-    /// Follows the primary at `primary` (HOST:PORT, resolved at start).
-    Replica {
-        primary: String,
-    },
-    /// A member of a Raft cluster.
-    Raft {
-        node_id: u64,
-        /// The other members, each `ID=HOST:PORT` or `HOST:PORT`.
-        peers: Vec<String>,
-    },
-}
-
-impl ModeSettings {
-    fn resolve(
-        role: RoleChoice,
-        raft: bool,
-        primary: Option<String>,
-        node_id: Option<u64>,
-        peers: Vec<String>,
-    ) -> anyhow::Result<ModeSettings> {
-        Ok(match (role, raft) {
-            (RoleChoice::Standalone, false) => ModeSettings::Standalone,
-            (RoleChoice::Standalone, true) => ModeSettings::Raft {
-                node_id: node_id.ok_or_else(|| anyhow::anyhow!("--raft needs --node-id N"))?,
-                peers,
-            },
-            (_, true) => {
-                anyhow::bail!("--raft and --role are two kinds of replication: choose one")
-            }
-            (RoleChoice::Primary, false) => ModeSettings::Primary,
-            (RoleChoice::Replica, false) => ModeSettings::Replica {
-                primary: primary
-                    .ok_or_else(|| anyhow::anyhow!("--role Replica needs --primary HOST:PORT"))?,
-            },
-        })
-    }
-
-    /// How the mode is named in errors about its settings.
-    pub fn describe(&self) -> &'static str {
-        match self {
-            ModeSettings::Standalone => "standalone node",
-            ModeSettings::Primary => "Primary",
-            ModeSettings::Replica { .. } => "Replica",
-            ModeSettings::Raft { .. } => "raft member",
-        }
-    }
-}
-
 /// The TOML file's contents; every key optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -225,13 +172,9 @@ pub struct ServeConfig {
     pub log_retention: u64,
     /// Test clusters only: transport faults driven over `/debug/faults`.
     pub fault_injection: bool,
-    /// Standalone, primary, replica or Raft member, with what each needs.
+    /// Standalone, primary, replica or Raft member, with what each needs (the
+    /// cluster address and transport security included).
     pub mode: ModeSettings,
-    /// Where the node-to-node transport listens (every mode but standalone).
-    pub cluster_addr: Option<String>,
-    pub tls: Option<TlsConfig>,
-    /// Unauthenticated transport, for development only.
-    pub insecure_dev: bool,
     /// How long a write on a primary waits for its write concern.
     pub write_timeout_ms: u64,
     /// Guards the admin routes (`/admin/...`, `/reload`) when set.
@@ -361,18 +304,19 @@ impl ServeConfig {
                 .fault_injection
                 .or(file.fault_injection)
                 .unwrap_or(false),
-            mode: ModeSettings::resolve(
-                over.role.or(file.role).unwrap_or_default(),
-                over.raft.or(file.raft).unwrap_or(false),
-                over.primary.or_else(|| file.primary.clone()),
-                over.node_id.or(file.node_id),
-                over.peers
+            mode: ModeSettings::resolve(ModeInputs {
+                role: over.role.or(file.role).unwrap_or_default(),
+                raft: over.raft.or(file.raft).unwrap_or(false),
+                primary: over.primary.or_else(|| file.primary.clone()),
+                node_id: over.node_id.or(file.node_id),
+                peers: over
+                    .peers
                     .or_else(|| file.peers.clone())
                     .unwrap_or_default(),
-            )?,
-            cluster_addr: over.cluster_addr.or_else(|| file.cluster_addr.clone()),
-            tls,
-            insecure_dev: over.insecure_dev.or(file.insecure_dev).unwrap_or(false),
+                cluster_addr: over.cluster_addr.or_else(|| file.cluster_addr.clone()),
+                tls,
+                insecure_dev: over.insecure_dev.or(file.insecure_dev).unwrap_or(false),
+            })?,
             write_timeout_ms: over
                 .write_timeout_ms
                 .or(file.write_timeout_ms)
@@ -493,34 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn role_and_raft_resolve_to_one_mode() {
-        let mode = |role, raft, primary: Option<&str>, node_id| {
-            ModeSettings::resolve(role, raft, primary.map(str::to_string), node_id, Vec::new())
-        };
-        assert_eq!(
-            mode(RoleChoice::Standalone, false, None, None).unwrap(),
-            ModeSettings::Standalone
-        );
-        assert_eq!(
-            mode(RoleChoice::Replica, false, Some("p:5000"), None).unwrap(),
-            ModeSettings::Replica {
-                primary: "p:5000".into()
-            }
-        );
-        assert_eq!(
-            mode(RoleChoice::Standalone, true, None, Some(2)).unwrap(),
-            ModeSettings::Raft {
-                node_id: 2,
-                peers: Vec::new()
-            }
-        );
-        let refused = |role, raft, primary, node_id, says: &str| {
-            let e = mode(role, raft, primary, node_id).unwrap_err().to_string();
-            assert!(e.contains(says), "{e}");
-        };
-        refused(RoleChoice::Primary, true, None, Some(1), "choose one");
-        refused(RoleChoice::Replica, false, None, None, "needs --primary");
-        refused(RoleChoice::Standalone, true, None, None, "needs --node-id");
+    fn a_tls_table_without_a_ca_is_refused_at_load() {
         let no_ca: FileConfig =
             toml::from_str("[tls]\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n").unwrap();
         let e = ServeConfig::resolve(&no_ca, Overrides::default()).unwrap_err();

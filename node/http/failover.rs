@@ -120,10 +120,7 @@ pub async fn forget(
 /// A role change that cannot be made now is a conflict with the node's state, not
 /// an unavailable server.
 fn role_conflict(e: ReplicationError) -> ApiError {
-    match e {
-        ReplicationError::Unavailable(message) => ReplicationError::RoleConflict(message).into(),
-        other => other.into(),
-    }
+    e.as_role_conflict().into()
 }
 
 /// Runs a role change to its end even if the client goes away: dropped halfway (a

@@ -95,7 +95,10 @@ impl LoadBalancer {
             body["filter"] = filter.clone();
         }
         let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last = ReplicationError::Unavailable("no node answered".into());
+        let mut last = ReplicationError::Http {
+            node: "any node".into(),
+            detail: "none answered".into(),
+        };
         for n in 0..self.bases.len() {
             let base = &self.bases[(first + n) % self.bases.len()];
             let mut request = self
@@ -109,7 +112,10 @@ impl LoadBalancer {
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    last = ReplicationError::Unavailable(format!("{base}: {e}"));
+                    last = ReplicationError::Http {
+                        node: base.clone(),
+                        detail: e.to_string(),
+                    };
                     continue;
                 }
             };
@@ -117,7 +123,10 @@ impl LoadBalancer {
             let answer: Value = match response.json().await {
                 Ok(v) => v,
                 Err(e) => {
-                    last = ReplicationError::Unavailable(format!("{base}: unreadable answer: {e}"));
+                    last = ReplicationError::Http {
+                        node: base.clone(),
+                        detail: format!("unreadable answer: {e}"),
+                    };
                     continue;
                 }
             };

@@ -43,7 +43,7 @@ pub struct WriteRequest {
 /// What [`ReplicationMode::read_barrier`] returns.
 pub type ReadBarrier<'a> = BoxFuture<'a, Result<()>>;
 
-pub trait ReplicationMode: Send + Sync + std::fmt::Debug {
+pub trait ReplicationMode: Any + Send + Sync + std::fmt::Debug {
     fn name(&self) -> ModeName;
 
     /// Has the write ordered (here, or by whoever orders writes), applied, and
@@ -57,7 +57,7 @@ pub trait ReplicationMode: Send + Sync + std::fmt::Debug {
     fn status(&self) -> BoxFuture<'_, Result<NodeStatus>>;
 
     /// Sets the mode's gauges, before `/metrics` is rendered.
-    fn refresh_metrics(&self, metrics: &Metrics);
+    fn refresh_metrics(&self, _metrics: &Metrics) {}
 
     /// Whether this node's own catalog may refuse a write to a collection it does
     /// not have. On Raft the log decides: the collection may be created by an entry
@@ -67,16 +67,17 @@ pub trait ReplicationMode: Send + Sync + std::fmt::Debug {
     }
 
     /// Stops the mode's background work (transport, loops) before the process exits.
-    fn shutdown(&self) -> BoxFuture<'_, ()>;
-
-    /// The implementation itself, for [`mode_as`].
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The mode as its own type `M`, when it is one: how a mode's own routes
 /// (promotion, Raft membership) reach it.
 pub fn mode_as<M: Any + Send + Sync>(mode: &Arc<dyn ReplicationMode>) -> Option<Arc<M>> {
-    Arc::clone(mode).into_any().downcast::<M>().ok()
+    (Arc::clone(mode) as Arc<dyn Any + Send + Sync>)
+        .downcast::<M>()
+        .ok()
 }
 
 /// A write this node orders in its own log (standalone, or as a primary): applied

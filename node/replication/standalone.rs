@@ -3,9 +3,6 @@
 //! once the write is applied and every read is linearizable once its collection's
 //! applied writes are visible.
 
-use std::any::Any;
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -16,7 +13,6 @@ use super::mode::{
     WriteRequest,
 };
 use super::status::NodeStatus;
-use crate::metrics::Metrics;
 use crate::op::Applied;
 use crate::served::ServedDatabase;
 
@@ -68,15 +64,5 @@ impl ReplicationMode for Standalone {
             })
         }
         .boxed()
-    }
-
-    fn refresh_metrics(&self, _metrics: &Metrics) {}
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        async {}.boxed()
-    }
-
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
     }
 }

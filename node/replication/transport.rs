@@ -14,7 +14,7 @@ use crate::{Database, Error};
 
 /// Node-to-node TLS: this node's certificate and key, and the cluster CA every
 /// peer's certificate must chain to (mutual TLS needs it).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_path: PathBuf,
@@ -64,5 +64,5 @@ pub(crate) fn start(
             None
         }
     };
-    Transport::bind(addr, config, handler).map_err(|e| ReplicationError::Unavailable(e.to_string()))
+    Transport::bind(addr, config, handler).map_err(ReplicationError::Transport)
 }

@@ -55,14 +55,16 @@ impl Replication {
         let old_primary = match self.role() {
             Role::Replica { primary } | Role::Fenced { primary } => primary,
             Role::Primary => {
-                return Err(ReplicationError::Unavailable(
-                    "this node is already the primary".into(),
-                ))
+                return Err(ReplicationError::WrongRole {
+                    role: Role::Primary.describe(),
+                    needs: "only a replica is promoted",
+                })
             }
             Role::Standalone => {
-                return Err(ReplicationError::Unavailable(
-                    "a standalone node has no replication role".into(),
-                ))
+                return Err(ReplicationError::WrongRole {
+                    role: Role::Standalone.describe(),
+                    needs: "only a replica is promoted",
+                })
             }
         };
         self.stop_following().await;
@@ -115,9 +117,11 @@ impl Replication {
             }
         }
         if failure.is_none() && reached < needed && !force {
-            failure = Some(ReplicationError::Unavailable(format!(
-                "promotion must hear from {needed} of the {cluster} nodes (itself included) so that no write a majority acknowledged is lost; it reached {reached}. Bring a replica back, name reachable peers, or force it"
-            )));
+            failure = Some(ReplicationError::NoQuorum {
+                needed,
+                cluster,
+                reached,
+            });
         }
         if let Some(e) = failure {
             self.release_promises(&promised, fence).await;
@@ -193,9 +197,14 @@ impl Replication {
     /// has past this node's, once it has promised `fence`; returns how many, and the
     /// peer's name.
     async fn catch_up_from(&self, addr: SocketAddr, fence: Fence) -> Result<(u64, String)> {
-        let peer =
-            self.transport.connect(addr).await.map_err(|e| {
-                ReplicationError::Unavailable(format!("catching up from {addr}: {e}"))
+        let peer = self
+            .transport
+            .connect(addr)
+            .await
+            .map_err(|source| ReplicationError::Peer {
+                doing: "catching up from",
+                peer: addr,
+                source,
             })?;
         let name = crate::replication::primary_replica::members::member_name(&peer.names(), addr);
         let db = self.served.current();
@@ -206,15 +215,18 @@ impl Replication {
         loop {
             match fetch_from_peer(&peer, &follower, &codec, self.batch_size, fence).await? {
                 Fetched::NeedsSnapshot { log_start } => {
-                    return Err(ReplicationError::Unavailable(format!(
-                        "{addr} no longer has entry {} (its log starts at {log_start})",
-                        follower.next_needed()
-                    )))
+                    return Err(ReplicationError::LogPurged {
+                        peer: addr,
+                        needed: follower.next_needed(),
+                        log_start,
+                    })
                 }
                 Fetched::Batch { epoch: theirs, .. } if theirs != epoch => {
-                    return Err(ReplicationError::Unavailable(format!(
-                        "{addr} is in epoch {theirs}, this node in {epoch}: catch up only from replicas of the same primary"
-                    )))
+                    return Err(ReplicationError::EpochMismatch {
+                        peer: addr,
+                        theirs,
+                        mine: epoch,
+                    })
                 }
                 Fetched::Batch { entries, .. } if entries.is_empty() => break,
                 Fetched::Batch { info, entries, .. } => {
@@ -240,9 +252,10 @@ impl Replication {
         }
         let before = self.role();
         if before == Role::Standalone {
-            return Err(ReplicationError::Unavailable(
-                "a standalone node has no replication role".into(),
-            ));
+            return Err(ReplicationError::WrongRole {
+                role: Role::Standalone.describe(),
+                needs: "only a primary or a replica follows another primary",
+            });
         }
         self.stop_following().await;
         // No more writes from here on, whatever happens next; the ones already past
@@ -261,21 +274,29 @@ impl Replication {
 
     async fn resync_from(&self, primary: SocketAddr) -> Result<Demoted> {
         let peer =
-            self.transport.connect(primary).await.map_err(|e| {
-                ReplicationError::Unavailable(format!("connecting to {primary}: {e}"))
-            })?;
-        let theirs =
-            decode_epochs(&peer.request(&Request::Epochs.encode()).await.map_err(|e| {
-                ReplicationError::Unavailable(format!("asking {primary} for its epochs: {e}"))
-            })?)?;
+            self.transport
+                .connect(primary)
+                .await
+                .map_err(|source| ReplicationError::Peer {
+                    doing: "connecting to",
+                    peer: primary,
+                    source,
+                })?;
+        let theirs = decode_epochs(&peer.request(&Request::Epochs.encode()).await.map_err(
+            |source| ReplicationError::Peer {
+                doing: "asking for the epochs of",
+                peer: primary,
+                source,
+            },
+        )?)?;
         let db = self.served.current();
         let mine = db.epoch_history()?;
         if theirs.current() < mine.current() {
-            return Err(ReplicationError::Unavailable(format!(
-                "{primary} is in epoch {}, older than this node's {}: it is not a newer primary",
-                theirs.current(),
-                mine.current()
-            )));
+            return Err(ReplicationError::OlderEpoch {
+                peer: primary,
+                theirs: theirs.current(),
+                mine: mine.current(),
+            });
         }
         let applied = db.applied_seq();
         let shared = mine.shared_prefix(&theirs, applied);

@@ -2,9 +2,6 @@
 //! a write, then waits for its write concern; a replica or a fenced primary refuses
 //! writes with NOT_PRIMARY, naming where they go.
 
-use std::any::Any;
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -84,9 +81,5 @@ impl ReplicationMode for Replication {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async move { self.close() }.boxed()
-    }
-
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
     }
 }

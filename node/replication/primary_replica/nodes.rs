@@ -100,16 +100,53 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
         })
 }
 
-fn not_started() -> ReplicationError {
-    ReplicationError::Unavailable("replication is not started".into())
-}
-
-/// A database serving its operation log to replicas.
-pub struct PrimaryNode {
+/// What both wrappers hold: the database, and the replication once started.
+struct Node {
     served: ServedDatabase,
     listen: String,
     config: ReplicationConfig,
     running: OnceLock<Arc<Replication>>,
+}
+
+impl Node {
+    fn new(db: Database, listen: &str, config: ReplicationConfig) -> Node {
+        Node {
+            served: ServedDatabase::new(db),
+            listen: listen.to_string(),
+            config,
+            running: OnceLock::new(),
+        }
+    }
+
+    /// Binds the transport and starts `role`, once. Inside a tokio runtime.
+    async fn start(&self, role: Role) -> Result<()> {
+        if self.running.get().is_some() {
+            return Ok(());
+        }
+        let addr = resolve(&self.listen).await?;
+        let replication = Replication::start(&self.served, self.config.cluster(role, addr)?)?;
+        let _ = self.running.set(replication);
+        Ok(())
+    }
+
+    fn replication(&self) -> Result<&Arc<Replication>> {
+        self.running.get().ok_or(ReplicationError::NotStarted {
+            what: "replication",
+        })
+    }
+
+    fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.running.get().map(|r| r.cluster_addr)
+    }
+
+    fn role(&self) -> Option<Role> {
+        self.running.get().map(|r| r.role())
+    }
+}
+
+/// A database serving its operation log to replicas.
+pub struct PrimaryNode {
+    node: Node,
 }
 
 impl PrimaryNode {
@@ -124,37 +161,23 @@ impl PrimaryNode {
         config: ReplicationConfig,
     ) -> Result<PrimaryNode> {
         Ok(PrimaryNode {
-            served: ServedDatabase::new(db),
-            listen: listen.to_string(),
-            config,
-            running: OnceLock::new(),
+            node: Node::new(db, listen, config),
         })
     }
 
     /// Binds the transport and starts serving the log. Inside a tokio runtime.
     pub async fn start(&self) -> Result<()> {
-        if self.running.get().is_some() {
-            return Ok(());
-        }
-        let addr = resolve(&self.listen).await?;
-        let replication =
-            Replication::start(&self.served, self.config.cluster(Role::Primary, addr)?)?;
-        let _ = self.running.set(replication);
-        Ok(())
-    }
-
-    fn replication(&self) -> Result<&Arc<Replication>> {
-        self.running.get().ok_or_else(not_started)
+        self.node.start(Role::Primary).await
     }
 
     /// Where the transport listens (its real port when started on port 0).
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
-        self.running.get().map(|r| r.cluster_addr)
+        self.node.cluster_addr()
     }
 
     /// The database as it is now (demotion may replace it with the new primary's).
     pub fn database(&self) -> Database {
-        self.served.current()
+        self.node.served.current()
     }
 
     /// Inserts `record` into `collection` and waits until `concern` is met; the
@@ -176,14 +199,9 @@ impl PrimaryNode {
             request_id: None,
         };
         // The same write path as `needle serve --role primary` (the seam's).
-        let applied = ReplicationMode::write(&**self.replication()?, write)
+        let applied = ReplicationMode::write(&**self.node.replication()?, write)
             .await
-            .map_err(|e| match e {
-                ReplicationError::NotPrimary { primary } => ReplicationError::Unavailable(format!(
-                    "this node is not the primary; write to {primary}"
-                )),
-                other => other.single_item(),
-            })?;
+            .map_err(ReplicationError::single_item)?;
         Ok(applied.seq)
     }
 
@@ -191,21 +209,18 @@ impl PrimaryNode {
     /// what that primary never received.
     pub async fn demote_to_replica(&self, new_primary: &str) -> Result<Demoted> {
         let primary = resolve(new_primary).await?;
-        self.replication()?.demote(primary).await
+        self.node.replication()?.demote(primary).await
     }
 
     pub fn role(&self) -> Option<Role> {
-        self.running.get().map(|r| r.role())
+        self.node.role()
     }
 }
 
 /// A database following a primary's log.
 pub struct ReplicaNode {
-    served: ServedDatabase,
-    listen: String,
-    config: ReplicationConfig,
+    node: Node,
     primary: Option<SocketAddr>,
-    running: OnceLock<Arc<Replication>>,
 }
 
 impl ReplicaNode {
@@ -226,11 +241,8 @@ impl ReplicaNode {
         config: ReplicationConfig,
     ) -> Result<ReplicaNode> {
         Ok(ReplicaNode {
-            served: ServedDatabase::new(db),
-            listen: listen.to_string(),
-            config,
+            node: Node::new(db, listen, config),
             primary: None,
-            running: OnceLock::new(),
         })
     }
 
@@ -242,34 +254,21 @@ impl ReplicaNode {
 
     /// Starts following the primary named by [`ReplicaNode::connect`].
     pub async fn start_sync(&self) -> Result<()> {
-        if self.running.get().is_some() {
-            return Ok(());
-        }
         let primary = self.primary.ok_or_else(|| {
             Error::InvalidRequest("connect to a primary before start_sync".into())
         })?;
-        let addr = resolve(&self.listen).await?;
-        let replication = Replication::start(
-            &self.served,
-            self.config.cluster(Role::Replica { primary }, addr)?,
-        )?;
-        let _ = self.running.set(replication);
-        Ok(())
-    }
-
-    fn replication(&self) -> Result<&Arc<Replication>> {
-        self.running.get().ok_or_else(not_started)
+        self.node.start(Role::Replica { primary }).await
     }
 
     /// How far behind the primary this replica is: operations, and the age in ms of
     /// the oldest operation received but not applied.
     pub fn replication_lag(&self) -> Result<Lag> {
-        Ok(self.replication()?.replica.lock().lag)
+        Ok(self.node.replication()?.replica.lock().lag)
     }
 
     /// Makes this replica the primary of a new epoch.
     pub async fn promote_to_primary(&self) -> Result<Promoted> {
-        self.replication()?.promote(&[], false).await
+        self.node.replication()?.promote(&[], false).await
     }
 
     /// [`ReplicaNode::promote_to_primary`], after taking from `peers` (the other
@@ -279,20 +278,20 @@ impl ReplicaNode {
         for peer in peers {
             resolved.push(resolve(peer).await?);
         }
-        self.replication()?.promote(&resolved, false).await
+        self.node.replication()?.promote(&resolved, false).await
     }
 
     /// Where the transport listens (its real port when started on port 0).
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
-        self.running.get().map(|r| r.cluster_addr)
+        self.node.cluster_addr()
     }
 
     /// The database as it is now (a snapshot install replaces it).
     pub fn database(&self) -> Database {
-        self.served.current()
+        self.node.served.current()
     }
 
     pub fn role(&self) -> Option<Role> {
-        self.running.get().map(|r| r.role())
+        self.node.role()
     }
 }

@@ -84,24 +84,24 @@ impl RoleCell {
     pub(in crate::replication) async fn promise(&self, db: &Database, fence: Fence) -> Result<()> {
         let _applying = self.applying.lock().await;
         if !matches!(self.get(), Role::Replica { .. }) {
-            return Err(ReplicationError::Unavailable(format!(
-                "only a replica can be caught up from; this node is {}",
-                self.get().describe()
-            )));
+            return Err(ReplicationError::WrongRole {
+                role: self.get().describe(),
+                needs: "only a replica can be caught up from",
+            });
         }
         let current = db.epoch_history()?.current();
         if fence.epoch <= current {
-            return Err(ReplicationError::Unavailable(format!(
-                "a promotion to epoch {} is stale: this node is in epoch {current}",
-                fence.epoch
-            )));
+            return Err(ReplicationError::StalePromotion {
+                offered: fence.epoch,
+                current,
+            });
         }
         if let Some(promised) = db.fenced_by()? {
             if promised != fence && promised.epoch >= fence.epoch {
-                return Err(ReplicationError::Unavailable(format!(
-                    "this node already promised epoch {} to {}",
-                    promised.epoch, promised.primary
-                )));
+                return Err(ReplicationError::Promised {
+                    primary: promised.primary,
+                    epoch: promised.epoch,
+                });
             }
         }
         if db.fenced_by()? != Some(fence) {

@@ -116,9 +116,10 @@ impl Replication {
         let mut role = config.role;
         match role {
             Role::Standalone => {
-                return Err(ReplicationError::Unavailable(
-                    "a standalone node runs no transport".into(),
-                ))
+                return Err(ReplicationError::WrongRole {
+                    role: Role::Standalone.describe(),
+                    needs: "only a primary or a replica runs a transport",
+                })
             }
             Role::Primary => {
                 if let Some(fence) = db.fenced_by()? {
@@ -160,7 +161,7 @@ impl Replication {
         )?;
         let cluster_addr = transport
             .local_addr()
-            .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
+            .map_err(ReplicationError::Transport)?;
         let _ = bound.set(transport.clone());
         acks.load_known(members.clone(), cluster_addr);
         db.metrics()
@@ -217,10 +218,10 @@ impl Replication {
         if concern == WriteConcern::Primary || self.role() == Role::Standalone {
             return Ok(());
         }
-        let stopped = || {
-            ReplicationError::Unavailable(format!(
-                "write {seq} was applied while this node was the primary of epoch {epoch}, which it stopped being before write concern {concern:?} was met: the write may have been discarded"
-            ))
+        let stopped = || ReplicationError::ConcernLost {
+            seq,
+            epoch,
+            concern,
         };
         if self.role() != Role::Primary || self.epoch()? != epoch {
             return Err(stopped());

@@ -120,31 +120,36 @@ impl AppRequest {
 
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = vec![APP_TAG];
-        postcard::to_io(self, &mut out)
-            .map_err(|e| ReplicationError::Unavailable(format!("encoding: {e}")))?;
+        postcard::to_io(self, &mut out).map_err(|e| codec("encoding a cluster request", e))?;
         Ok(out)
     }
 
     pub fn decode(body: &[u8]) -> Result<AppRequest> {
         match body.split_first() {
-            Some((&APP_TAG, rest)) => postcard::from_bytes(rest).map_err(|e| {
-                ReplicationError::Unavailable(format!("malformed cluster request: {e}"))
+            Some((&APP_TAG, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| codec("malformed cluster request", e))
+            }
+            _ => Err(ReplicationError::Codec {
+                what: "not a cluster request",
+                detail: format!("{} bytes", body.len()),
             }),
-            _ => Err(ReplicationError::Unavailable(
-                "not a cluster request".into(),
-            )),
         }
     }
 }
 
 impl AppResponse {
     pub fn encode(&self) -> Result<Vec<u8>> {
-        postcard::to_stdvec(self)
-            .map_err(|e| ReplicationError::Unavailable(format!("encoding: {e}")))
+        postcard::to_stdvec(self).map_err(|e| codec("encoding a cluster response", e))
     }
 
     pub fn decode(body: &[u8]) -> Result<AppResponse> {
-        postcard::from_bytes(body)
-            .map_err(|e| ReplicationError::Unavailable(format!("malformed cluster response: {e}")))
+        postcard::from_bytes(body).map_err(|e| codec("malformed cluster response", e))
+    }
+}
+
+fn codec(what: &'static str, e: postcard::Error) -> ReplicationError {
+    ReplicationError::Codec {
+        what,
+        detail: e.to_string(),
     }
 }

@@ -75,10 +75,6 @@ impl Handler for NoRequests {
     ) -> BoxFuture<std::result::Result<Vec<u8>, String>> {
         Box::pin(async { Err("a client serves no requests".to_string()) })
     }
-
-    fn push(&self, _from: PeerInfo, _body: Vec<u8>, _compressed: bool) -> BoxFuture<()> {
-        Box::pin(async {})
-    }
 }
 
 impl RaftClient {
@@ -121,7 +117,7 @@ impl RaftClient {
         .map_err(|_| Error::InvalidRequest("local address".into()))?;
         let transport =
             Transport::bind(local, TransportConfig::new(security), Arc::new(NoRequests))
-                .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
+                .map_err(ReplicationError::Transport)?;
         Ok(RaftClient {
             members,
             connections: Connections::new(transport, Duration::from_secs(2)),
@@ -166,12 +162,15 @@ impl RaftClient {
                     return Ok(status);
                 }
                 Ok(AppResponse::Status(Err(message))) => {
-                    last = ReplicationError::Unavailable(message)
+                    last = ReplicationError::Refused {
+                        by: addr.to_string(),
+                        message,
+                    }
                 }
                 Ok(_) => {
-                    last = ReplicationError::Unavailable(format!(
-                        "{addr} answered a different request"
-                    ))
+                    last = ReplicationError::UnexpectedAnswer {
+                        peer: addr.to_string(),
+                    }
                 }
                 Err(e) => last = e,
             }
@@ -231,7 +230,7 @@ impl RaftClient {
                             Err(e) if e.is_no_leader() => last = e,
                             result => return result,
                         },
-                        Ok(_) => last = ReplicationError::Unavailable(format!("{addr} answered a different request")),
+                        Ok(_) => last = ReplicationError::UnexpectedAnswer { peer: addr.to_string() },
                         Err(e) => last = e,
                     },
                     () = tokio::time::sleep(self.attempt_timeout), if next < candidates.len() => {
@@ -411,9 +410,9 @@ impl RaftClient {
                     last = e;
                 }
                 Ok(_) => {
-                    last = ReplicationError::Unavailable(format!(
-                        "{addr} answered a different request"
-                    ))
+                    last = ReplicationError::UnexpectedAnswer {
+                        peer: addr.to_string(),
+                    }
                 }
                 Err(e) => last = e,
             }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use needle_transport::{Peer, Transport};
+use needle_transport::{Peer, Transport, TransportError};
 use parking_lot::Mutex;
 
 use super::app_rpc::{AppRequest, AppResponse};
@@ -36,8 +36,13 @@ impl Connections {
         }
         let peer = tokio::time::timeout(self.connect_timeout, self.transport.connect(addr))
             .await
-            .map_err(|_| ReplicationError::Unavailable(format!("connecting to {addr} timed out")))?
-            .map_err(|e| ReplicationError::Unavailable(format!("connecting to {addr}: {e}")))?;
+            .map_err(|_| TransportError::Timeout(self.connect_timeout))
+            .and_then(|connected| connected)
+            .map_err(|source| ReplicationError::Peer {
+                doing: "connecting to",
+                peer: addr,
+                source,
+            })?;
         let peer = Arc::new(peer);
         self.peers.lock().insert(addr, peer.clone());
         Ok(peer)
@@ -55,7 +60,11 @@ impl Connections {
             Ok(reply) => AppResponse::decode(&reply),
             Err(e) => {
                 self.peers.lock().remove(&addr);
-                Err(ReplicationError::Unavailable(format!("{addr}: {e}")))
+                Err(ReplicationError::Peer {
+                    doing: "asking",
+                    peer: addr,
+                    source: e,
+                })
             }
         }
     }

@@ -34,9 +34,9 @@ impl RaftNode {
         {
             AppResponse::Hello(hello) => hello,
             _ => {
-                return Err(ReplicationError::Unavailable(format!(
-                    "{addr} answered a different request"
-                )))
+                return Err(ReplicationError::UnexpectedAnswer {
+                    peer: addr.to_string(),
+                })
             }
         };
         let id = hello.node_id;
@@ -64,12 +64,18 @@ impl RaftNode {
             http_addr: hello.http_addr,
         };
         tracing::info!(id, %addr, "adding a member: learner first");
-        raft.add_learner(id, node, true).await.map_err(|e| {
-            ReplicationError::Unavailable(format!("adding node {id} as a learner: {e}"))
-        })?;
+        raft.add_learner(id, node, true)
+            .await
+            .map_err(|e| ReplicationError::Raft {
+                doing: format!("adding node {id} as a learner"),
+                detail: e.to_string(),
+            })?;
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| ReplicationError::Unavailable(format!("making node {id} a voter: {e}")))?;
+            .map_err(|e| ReplicationError::Raft {
+                doing: format!("making node {id} a voter"),
+                detail: e.to_string(),
+            })?;
         tracing::info!(id, "member added as a voter");
         Ok(id)
     }
@@ -97,7 +103,10 @@ impl RaftNode {
         };
         raft.change_membership(change, false)
             .await
-            .map_err(|e| ReplicationError::Unavailable(format!("removing node {id}: {e}")))?;
+            .map_err(|e| ReplicationError::Raft {
+                doing: format!("removing node {id}"),
+                detail: e.to_string(),
+            })?;
         tracing::info!(id, "member removed");
         Ok(())
     }
@@ -112,10 +121,13 @@ impl RaftNode {
             })?;
         match self.ask(leader, &request, CHANGE_TIMEOUT).await? {
             AppResponse::Member(Ok(id)) => Ok(id),
-            AppResponse::Member(Err(message)) => Err(ReplicationError::Unavailable(message)),
-            _ => Err(ReplicationError::Unavailable(
-                "the leader answered a different request".into(),
-            )),
+            AppResponse::Member(Err(message)) => Err(ReplicationError::Refused {
+                by: "the leader".into(),
+                message,
+            }),
+            _ => Err(ReplicationError::UnexpectedAnswer {
+                peer: "the leader".into(),
+            }),
         }
     }
 }

@@ -2,9 +2,6 @@
 //! follower forwards them), reads wait for a read index when they must be
 //! linearizable, and the status is the cluster as this member sees it.
 
-use std::any::Any;
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -68,9 +65,5 @@ impl ReplicationMode for RaftNode {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         RaftNode::shutdown(self).boxed()
-    }
-
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
     }
 }

@@ -13,7 +13,7 @@ use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::openraft::Raft;
 use needle_consensus::{ClusterNode, LogStore, NodeId, TypeConfig};
 use needle_transport::faults::FaultInjector;
-use needle_transport::{Answer, BoxFuture, Handler, PeerInfo, Transport};
+use needle_transport::{Answer, Handler, PeerInfo, Transport};
 
 use super::app_rpc::{AppRequest, AppResponse, Hello};
 use super::connections::Connections;
@@ -136,10 +136,6 @@ impl Handler for AppHandler {
             response.encode().map_err(|e| e.to_string())
         })
     }
-
-    fn push(&self, _from: PeerInfo, _body: Vec<u8>, _compressed: bool) -> BoxFuture<()> {
-        Box::pin(async {})
-    }
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -178,7 +174,9 @@ impl RaftNode {
         self.inner
             .running
             .get()
-            .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))
+            .ok_or(ReplicationError::NotStarted {
+                what: "the raft node",
+            })
     }
 
     pub(crate) fn raft(&self) -> Result<&NeedleRaft> {
@@ -191,7 +189,9 @@ impl RaftNode {
             .opened
             .get()
             .map(|opened| &opened.log_store)
-            .ok_or_else(|| ReplicationError::Unavailable("raft node is not started".into()))
+            .ok_or(ReplicationError::NotStarted {
+                what: "the raft node",
+            })
     }
 
     /// The database this node serves.
@@ -208,7 +208,7 @@ impl RaftNode {
         self.running()?
             .transport
             .local_addr()
-            .map_err(|e| ReplicationError::Unavailable(e.to_string()))
+            .map_err(ReplicationError::Transport)
     }
 
     /// Whether this node is the leader, as far as it knows (a paused, deposed leader

@@ -104,7 +104,10 @@ impl RaftNode {
         raft.trigger()
             .transfer_leader(target)
             .await
-            .map_err(|e| ReplicationError::Unavailable(format!("leader transfer: {e}")))?;
+            .map_err(|e| ReplicationError::Raft {
+                doing: "leader transfer".into(),
+                detail: e.to_string(),
+            })?;
         let deadline =
             Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms.max(1000));
         loop {

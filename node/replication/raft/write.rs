@@ -256,12 +256,13 @@ impl RaftNode {
                 Ok(Some((index, outcome)))
             }
             AppResponse::Write(WriteReply::NotLeader { .. }) => Ok(None),
-            AppResponse::Write(WriteReply::Failed(message)) => Err(ReplicationError::Unavailable(
-                format!("the leader (node {id}) failed the write: {message}"),
-            )),
-            _ => Err(ReplicationError::Unavailable(format!(
-                "node {id} answered a different request"
-            ))),
+            AppResponse::Write(WriteReply::Failed(message)) => Err(ReplicationError::Refused {
+                by: format!("the leader (node {id})"),
+                message,
+            }),
+            _ => Err(ReplicationError::UnexpectedAnswer {
+                peer: format!("node {id}"),
+            }),
         }
     }
 
@@ -467,9 +468,9 @@ impl RaftNode {
             Ok(AppResponse::ReadIndex(Err(message))) => {
                 Err(Some(ReplicationError::NoLeader(message)))
             }
-            Ok(_) => Err(Some(ReplicationError::Unavailable(
-                "the leader answered a different request".into(),
-            ))),
+            Ok(_) => Err(Some(ReplicationError::UnexpectedAnswer {
+                peer: "the leader".into(),
+            })),
             Err(e) => Err(Some(e)),
         }
     }

@@ -112,8 +112,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Answers a request: `Ok` becomes a response, `Err` an error response with that
     /// message. The future is dropped if the requester cancels or times out.
     fn request(&self, from: PeerInfo, body: Vec<u8>) -> Answer;
-    /// Takes a one-way message; `compressed` is the frame's flag.
-    fn push(&self, from: PeerInfo, body: Vec<u8>, compressed: bool) -> BoxFuture<()>;
+    /// Takes a one-way message; `compressed` is the frame's flag. Most handlers
+    /// take none: they drop it.
+    fn push(&self, _from: PeerInfo, _body: Vec<u8>, _compressed: bool) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
 }
 
 /// Settings of one transport endpoint.

@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use needle_transport::{
-    Answer, BoxFuture, DeltaCodec, DeltaEntry, Handler, PeerInfo, RegionKey, Transport,
-};
+use needle_transport::{Answer, DeltaCodec, DeltaEntry, Handler, PeerInfo, RegionKey, Transport};
 use parking_lot::Mutex;
 
 use crate::replication::consistency::WriteConcern;
@@ -409,10 +407,6 @@ impl Handler for LogServer {
             }
         })
     }
-
-    fn push(&self, _from: PeerInfo, _body: Vec<u8>, _compressed: bool) -> BoxFuture<()> {
-        Box::pin(async {})
-    }
 }
 
 /// Answers a pull from this node's log; `acks` (with the puller's name) records a
@@ -508,9 +502,7 @@ async fn offer_snapshot(
         Ok((key, _)) => key,
         Err(e) => {
             let _ = std::fs::remove_file(&file);
-            return Err(ReplicationError::Unavailable(format!(
-                "offering a snapshot: {e}"
-            )));
+            return Err(ReplicationError::Transport(e));
         }
     };
     let offer = Offer {

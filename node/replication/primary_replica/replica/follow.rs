@@ -152,14 +152,12 @@ async fn step(
     let _applying = replication.role.applying().await;
     let db = replication.served.current();
     let promised = db.fenced_by()?;
-    let refuse = |epoch: u64| {
-        match promised {
-        Some(p) if p.epoch > epoch => Err(ReplicationError::Unavailable(format!(
-            "promised to the promotion of {} to epoch {}: nothing more from {primary} (epoch {epoch}) until this node is re-pointed",
-            p.primary, p.epoch
-        ))),
+    let refuse = |epoch: u64| match promised {
+        Some(p) if p.epoch > epoch => Err(ReplicationError::Promised {
+            primary: p.primary,
+            epoch: p.epoch,
+        }),
         _ => Ok(()),
-    }
     };
     match fetched {
         Fetched::NeedsSnapshot { log_start } => {
@@ -178,17 +176,22 @@ async fn step(
             refuse(epoch)?;
             let mine = db.epoch_history()?;
             if epoch < mine.current() {
-                return Err(ReplicationError::Unavailable(format!(
-                    "{primary} is in epoch {epoch}, older than this node's {}: not following a deposed primary",
-                    mine.current()
-                )));
+                return Err(ReplicationError::OlderEpoch {
+                    peer: primary,
+                    theirs: epoch,
+                    mine: mine.current(),
+                });
             }
             if epoch > mine.current() {
                 // The primary moved to a new epoch (it was promoted while this node
                 // followed it): take its history, so a later demotion compares right.
                 let theirs =
                     decode_epochs(&peer.request(&Request::Epochs.encode()).await.map_err(
-                        |e| ReplicationError::Unavailable(format!("asking for epochs: {e}")),
+                        |source| ReplicationError::Peer {
+                            doing: "asking for the epochs of",
+                            peer: primary,
+                            source,
+                        },
                     )?)?;
                 db.set_epoch_history(&theirs)?;
             }
@@ -259,9 +262,6 @@ mod tests {
                     _ => Err("unexpected".into()),
                 }
             })
-        }
-        fn push(&self, _: PeerInfo, _: Vec<u8>, _: bool) -> BoxFuture<()> {
-            Box::pin(async {})
         }
     }
 

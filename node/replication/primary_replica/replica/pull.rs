@@ -90,8 +90,10 @@ async fn fetch_as(
     let reply = peer
         .request_within(&request.encode(), wait + Duration::from_secs(10))
         .await
-        .map_err(|e| {
-            ReplicationError::Unavailable(format!("pulling from {}: {e}", peer.remote_addr()))
+        .map_err(|e| ReplicationError::Peer {
+            doing: "pulling from",
+            peer: peer.remote_addr(),
+            source: e,
         })?;
     if reply.len() == 9 && reply[0] == NEEDS_SNAPSHOT {
         return Ok(Fetched::NeedsSnapshot {

@@ -25,15 +25,17 @@ const OFFER_TIMEOUT: Duration = Duration::from_secs(600);
 /// Fetches the primary's snapshot and swaps it in; returns the applied sequence
 /// number the replica resumes from.
 pub(crate) async fn install_snapshot(served: &ServedDatabase, peer: &Peer) -> Result<u64> {
-    let remote = |what: &'static str| {
-        move |e: needle_transport::TransportError| {
-            ReplicationError::Unavailable(format!("{what}: {e}"))
+    let remote = |doing: &'static str| {
+        move |source| ReplicationError::Peer {
+            doing,
+            peer: peer.remote_addr(),
+            source,
         }
     };
     let reply = peer
         .request_within(&Request::Snapshot.encode(), OFFER_TIMEOUT)
         .await
-        .map_err(remote("asking the primary for a snapshot"))?;
+        .map_err(remote("asking for a snapshot"))?;
     let offer = SnapshotOffer::decode(&reply)?;
     tracing::info!(
         bytes = offer.len,
@@ -54,7 +56,7 @@ pub(crate) async fn install_snapshot(served: &ServedDatabase, peer: &Peer) -> Re
     let _ = peer
         .request(&Request::SnapshotDone { key: offer.key }.encode())
         .await;
-    read.map_err(remote("reading the snapshot"))?;
+    read.map_err(remote("reading the snapshot of"))?;
     let reloaded = tokio::task::spawn_blocking(move || {
         let result = current.reload_from(&file);
         let _ = std::fs::remove_file(&file);
