@@ -128,7 +128,9 @@ impl Failure {
 
 impl PeerNetwork {
     async fn peer(&mut self) -> Result<Arc<Peer>, Failure> {
-        if let Some(peer) = &self.peer {
+        // A connection reset by a process that restarted on the peer's address is
+        // closed at once (the transport keeps its reset key across restarts).
+        if let Some(peer) = self.peer.as_ref().filter(|p| !p.is_closed()) {
             return Ok(peer.clone());
         }
         let addr = self.addr.ok_or_else(|| {

@@ -29,8 +29,13 @@ pub enum ClusterCommand {
         #[arg(long)]
         node_id: u64,
     },
-    /// Make the leader hand leadership to its most up-to-date follower.
-    StepDown,
+    /// Make the leader hand leadership to a member (`--to`) or to its most
+    /// up-to-date follower.
+    StepDown {
+        /// The voter that should lead next.
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
@@ -43,7 +48,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         ClusterCommand::RemoveNode { node_id } => {
             node.delete(&format!("/cluster/members/{node_id}"))
         }
-        ClusterCommand::StepDown => {
+        ClusterCommand::StepDown { to } => {
             // Only the leader can hand leadership over: find it first.
             let status = check(node.get("/cluster/status").send()?)?;
             let leader = status["leader_id"]
@@ -55,7 +60,11 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 .and_then(|p| p["http_addr"].as_str())
                 .ok_or_else(|| anyhow::anyhow!("no HTTP address known for leader {leader}"))?
                 .to_string();
-            node.at_host(&http_addr).post("/cluster/step-down")
+            let leader_node = node.at_host(&http_addr);
+            match to {
+                Some(to) => leader_node.post(&format!("/cluster/step-down?to={to}")),
+                None => leader_node.post("/cluster/step-down"),
+            }
         }
     };
     let answer = check(request.send()?)?;

@@ -2,7 +2,7 @@
 
 use super::{ApiError, AppState};
 use crate::replication::raft::{ClusterStatus, RaftNode};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
@@ -23,12 +23,23 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>
     Ok(Json(raft(&state)?.cluster_status().await?))
 }
 
-/// `POST /cluster/step-down` (admin key): the leader hands leadership to its most
-/// up-to-date follower; answers once a new leader exists.
-pub async fn step_down(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDownQuery {
+    /// The voter to hand leadership to (`etcdctl move-leader`); by default the most
+    /// up-to-date one.
+    to: Option<u64>,
+}
+
+/// `POST /cluster/step-down[?to=ID]` (admin key): the leader hands leadership to
+/// `to` or to its most up-to-date follower; answers once a new leader exists.
+pub async fn step_down(
+    State(state): State<AppState>,
+    Query(query): Query<StepDownQuery>,
+) -> Result<Json<Value>, ApiError> {
     let node = raft(&state)?;
     let previous = node.node_id();
-    let leader = node.step_down().await?;
+    let leader = node.step_down(query.to).await?;
     Ok(Json(
         json!({ "previous_leader": previous, "leader_id": leader }),
     ))

@@ -1,7 +1,7 @@
 //! Connections to members for the node's own requests (`app_rpc`), by cluster
-//! address: opened on first use, shared, and replaced after any failure (one to a
-//! process that died and came back on the same address would otherwise only ever
-//! time out). Used by members and by [`super::RaftClient`] alike.
+//! address: opened on first use, shared, and replaced after any failure or once
+//! closed (a process that died and came back on the same address resets them). Used
+//! by members and by [`super::RaftClient`] alike.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use crate::replication::error::{ReplicationError, Result};
 
 pub(crate) struct Connections {
     transport: Transport,
-    peers: Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
+    peers: Arc<Mutex<BTreeMap<SocketAddr, Arc<Peer>>>>,
     connect_timeout: Duration,
 }
 
@@ -24,14 +24,14 @@ impl Connections {
     pub fn new(transport: Transport, connect_timeout: Duration) -> Connections {
         Connections {
             transport,
-            peers: Mutex::new(BTreeMap::new()),
+            peers: Arc::new(Mutex::new(BTreeMap::new())),
             connect_timeout,
         }
     }
 
     /// The connection to `addr`, opened if there is none.
     pub async fn peer(&self, addr: SocketAddr) -> Result<Arc<Peer>> {
-        if let Some(peer) = self.peers.lock().get(&addr) {
+        if let Some(peer) = self.peers.lock().get(&addr).filter(|p| !p.is_closed()) {
             return Ok(peer.clone());
         }
         let peer = tokio::time::timeout(self.connect_timeout, self.transport.connect(addr))
@@ -48,7 +48,11 @@ impl Connections {
         Ok(peer)
     }
 
-    /// Sends `request` to the member at `addr` and waits at most `timeout`.
+    /// Sends `request` to the member at `addr` and waits at most `timeout`. The
+    /// exchange runs in its own task, so a caller that gives up first (a client's
+    /// timeout dropping a forwarded write) does not skip replacing a connection that
+    /// failed: impatient callers would otherwise meet the same dead connection on
+    /// every try.
     pub async fn ask(
         &self,
         addr: SocketAddr,
@@ -56,16 +60,31 @@ impl Connections {
         timeout: Duration,
     ) -> Result<AppResponse> {
         let peer = self.peer(addr).await?;
-        match peer.request_within(&request.encode()?, timeout).await {
-            Ok(reply) => AppResponse::decode(&reply),
-            Err(e) => {
-                self.peers.lock().remove(&addr);
-                Err(ReplicationError::Peer {
-                    doing: "asking",
-                    peer: addr,
-                    source: e,
-                })
+        let body = request.encode()?;
+        let peers = self.peers.clone();
+        let exchange = tokio::spawn(async move {
+            let answer = peer.request_within(&body, timeout).await;
+            if answer.is_err() {
+                let mut peers = peers.lock();
+                // Only this connection: another caller may have replaced it already.
+                if peers.get(&addr).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+                    peers.remove(&addr);
+                }
             }
+            answer
+        });
+        match exchange.await {
+            Ok(Ok(reply)) => AppResponse::decode(&reply),
+            Ok(Err(source)) => Err(ReplicationError::Peer {
+                doing: "asking",
+                peer: addr,
+                source,
+            }),
+            Err(e) => Err(ReplicationError::Peer {
+                doing: "asking",
+                peer: addr,
+                source: TransportError::Stream(format!("the exchange task failed: {e}")),
+            }),
         }
     }
 }

@@ -77,9 +77,9 @@ impl RaftNode {
         })
     }
 
-    /// Hands leadership to the most up-to-date voter and returns the new leader's id
-    /// once this node sees it lead.
-    pub async fn step_down(&self) -> Result<NodeId> {
+    /// Hands leadership to `to`, or to the most up-to-date voter, and returns the new
+    /// leader's id once this node sees it lead.
+    pub async fn step_down(&self, to: Option<NodeId>) -> Result<NodeId> {
         let raft = self.raft()?;
         let metrics = raft.metrics().borrow_watched().clone();
         if metrics.state != ServerState::Leader {
@@ -90,17 +90,28 @@ impl RaftNode {
         }
         let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
         let replication = metrics.replication.clone().unwrap_or_default();
-        let target = voters
-            .iter()
-            .filter(|id| **id != metrics.id)
-            .max_by_key(|id| {
-                (
-                    replication.get(id).cloned().flatten().map(|l| l.index),
-                    std::cmp::Reverse(**id),
-                )
-            })
-            .copied()
-            .ok_or_else(|| Error::InvalidRequest("no other voter to hand leadership to".into()))?;
+        let target = match to {
+            Some(to) if to == metrics.id || !voters.contains(&to) => {
+                return Err(Error::InvalidRequest(format!(
+                    "node {to} is not another voter of this cluster (voters: {voters:?})"
+                ))
+                .into())
+            }
+            Some(to) => to,
+            None => voters
+                .iter()
+                .filter(|id| **id != metrics.id)
+                .max_by_key(|id| {
+                    (
+                        replication.get(id).cloned().flatten().map(|l| l.index),
+                        std::cmp::Reverse(**id),
+                    )
+                })
+                .copied()
+                .ok_or_else(|| {
+                    Error::InvalidRequest("no other voter to hand leadership to".into())
+                })?,
+        };
         raft.trigger()
             .transfer_leader(target)
             .await
@@ -108,8 +119,8 @@ impl RaftNode {
                 doing: "leader transfer".into(),
                 detail: e.to_string(),
             })?;
-        let deadline =
-            Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms.max(1000));
+        let wait = Duration::from_millis(self.inner.config.write_timeout_ms.max(1000));
+        let deadline = Instant::now() + wait;
         loop {
             let now = raft.metrics().borrow_watched().clone();
             if let Some(leader) = now.current_leader.filter(|l| *l != metrics.id) {
@@ -119,9 +130,7 @@ impl RaftNode {
             if Instant::now() >= deadline {
                 return Err(ReplicationError::NoLeader(format!(
                     "no new leader within {} ms of handing over to node {target}",
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .as_millis()
+                    wait.as_millis()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

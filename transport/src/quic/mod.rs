@@ -3,6 +3,7 @@
 //! writes unidirectional ones; each stream is independent, so a slow or broken one
 //! holds up nothing else, and a bad frame closes only its own stream.
 
+mod endpoint_config;
 mod peer;
 mod serve;
 mod wire;
@@ -175,11 +176,15 @@ impl Transport {
         handler: Arc<dyn Handler>,
     ) -> Result<Transport, TransportError> {
         let (server, client) = configs(&config.security)?;
-        let endpoint =
-            quinn::Endpoint::server(server, addr).map_err(|e| TransportError::Connect {
-                addr: addr.to_string(),
-                detail: format!("binding: {e}"),
-            })?;
+        let binding = |detail: String| TransportError::Connect {
+            addr: addr.to_string(),
+            detail: format!("binding: {detail}"),
+        };
+        let endpoint_config = endpoint_config::endpoint_config(&config.security, addr)?;
+        let socket = std::net::UdpSocket::bind(addr).map_err(|e| binding(e.to_string()))?;
+        let runtime = quinn::default_runtime().ok_or_else(|| binding("no async runtime".into()))?;
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(|e| binding(e.to_string()))?;
         if let Some(faults) = &config.faults {
             faults.set_local(endpoint.local_addr().map_err(wire::stream_error)?);
             tracing::warn!("fault injection is enabled on this transport");

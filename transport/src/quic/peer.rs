@@ -45,6 +45,13 @@ impl Peer {
             .map_or(Verdict::DELIVER, |f| f.decide(self.conn.remote_address()))
     }
 
+    /// Whether the connection is gone: closed by either side, timed out, or reset
+    /// by a process that restarted on the peer's address. A closed connection
+    /// never comes back; connect again.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
     pub fn remote_addr(&self) -> std::net::SocketAddr {
         self.conn.remote_address()
     }

@@ -1,0 +1,88 @@
+//! The endpoint's stateless-reset key and connection-id key, both derived from the
+//! node's identity: what lets a node that restarted on the same address tell its
+//! peers at once that their connections to its previous incarnation are gone.
+//!
+//! QUIC answers a packet for a connection it does not know with a stateless reset,
+//! but only for a connection id its generator recognises as one of its own, and the
+//! peer believes the reset only if it carries the token the old incarnation
+//! advertised: an HMAC of the id under the reset key. quinn draws both keys at
+//! random per endpoint, so a restarted node dropped the packets and its peers'
+//! connections to it failed only at the idle timeout (30 s), every request on them
+//! waiting out its own timeout meanwhile. Derived from the identity, both keys
+//! survive the restart, and the reset is sent and believed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quinn::EndpointConfig;
+use quinn_proto::HashedConnectionIdGenerator;
+use ring::hmac;
+
+use crate::tls::Security;
+use crate::TransportError;
+
+/// Keeps the keys derived here apart from each other and from any other use of
+/// the same identity.
+const RESET_CONTEXT: &[u8] = b"needle quic stateless reset key v1";
+const CID_CONTEXT: &[u8] = b"needle quic connection id key v1";
+
+/// quinn's endpoint settings for a transport with `security` bound to `addr`.
+pub(crate) fn endpoint_config(
+    security: &Security,
+    addr: SocketAddr,
+) -> Result<EndpointConfig, TransportError> {
+    let identity = identity(security, addr)?;
+    let reset_key = hmac::Key::new(hmac::HMAC_SHA256, derive(RESET_CONTEXT, &identity).as_ref());
+    let cid_key = cid_key(&identity);
+    let mut config = EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+    Ok(config)
+}
+
+/// What stays the same when the node restarts.
+fn identity(security: &Security, addr: SocketAddr) -> Result<Vec<u8>, TransportError> {
+    match security {
+        // The private key is this node's alone; only keyed hashes of it leave here.
+        Security::Mutual(files) => std::fs::read(&files.key_path)
+            .map_err(|e| TransportError::Tls(format!("{}: {e}", files.key_path.display()))),
+        // Nothing is authenticated under `--insecure-dev` anyway: the address is the
+        // node's identity there.
+        Security::InsecureDev => Ok(addr.to_string().into_bytes()),
+    }
+}
+
+fn derive(context: &[u8], identity: &[u8]) -> hmac::Tag {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, context), identity)
+}
+
+fn cid_key(identity: &[u8]) -> u64 {
+    let tag = derive(CID_CONTEXT, identity);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&tag.as_ref()[..8]);
+    u64::from_le_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_identity_gives_the_same_keys_and_another_different_ones() {
+        let a = identity(&Security::InsecureDev, "127.0.0.1:5000".parse().unwrap()).unwrap();
+        let b = identity(&Security::InsecureDev, "127.0.0.1:5001".parse().unwrap()).unwrap();
+        assert_eq!(cid_key(&a), cid_key(&a));
+        assert_ne!(cid_key(&a), cid_key(&b));
+        assert_eq!(
+            derive(RESET_CONTEXT, &a).as_ref(),
+            derive(RESET_CONTEXT, &a).as_ref()
+        );
+        assert_ne!(
+            derive(RESET_CONTEXT, &a).as_ref(),
+            derive(RESET_CONTEXT, &b).as_ref()
+        );
+        assert_ne!(
+            derive(RESET_CONTEXT, &a).as_ref()[..8],
+            derive(CID_CONTEXT, &a).as_ref()[..8]
+        );
+    }
+}
