@@ -147,6 +147,7 @@ impl PeerNetwork {
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
         let peer = Arc::new(peer);
         self.peer = Some(peer.clone());
+        self.timeouts = 0;
         Ok(peer)
     }
 

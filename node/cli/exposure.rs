@@ -3,8 +3,9 @@
 //! On loopback everything works without keys, as for development. A node whose HTTP
 //! API binds any other address refuses to start without an admin key and a
 //! read-write API key, unless `--unsafe-no-auth` says so (logged loudly at every
-//! start). Node-to-node traffic without authentication (`--insecure-dev`) is refused
-//! outright on anything but loopback, wherever the setting came from.
+//! start). A node-to-node transport without authentication (`--insecure-dev`) is
+//! refused outright on anything but loopback, wherever the setting came from. A
+//! standalone node starts no transport, so its cluster settings expose nothing.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -173,6 +174,13 @@ mod tests {
             ..Default::default()
         };
         assert!(check(&config(local)).is_ok());
+        // Standalone: no transport is started, so nothing is exposed.
+        let standalone = Overrides {
+            insecure_dev: Some(true),
+            cluster_addr: Some("0.0.0.0:5000".into()),
+            ..Default::default()
+        };
+        assert!(check(&config(standalone)).is_ok());
         assert!(is_loopback("localhost:1").unwrap());
         assert!(!is_loopback("[::]:1").unwrap());
     }

@@ -23,12 +23,13 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>
     Ok(Json(raft(&state)?.cluster_status().await?))
 }
 
+/// Kept as text, like the other query strings, so a bad id is refused with the
+/// API's JSON error rather than axum's plain-text one.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StepDownQuery {
     /// The voter to hand leadership to (`etcdctl move-leader`); by default the most
     /// up-to-date one.
-    to: Option<u64>,
+    to: Option<String>,
 }
 
 /// `POST /cluster/step-down[?to=ID]` (admin key): the leader hands leadership to
@@ -38,8 +39,14 @@ pub async fn step_down(
     Query(query): Query<StepDownQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let node = raft(&state)?;
+    let to = match query.to.as_deref() {
+        Some(to) => Some(to.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("INVALID_REQUEST", format!("to={to:?} is not a node id"))
+        })?),
+        None => None,
+    };
     let previous = node.node_id();
-    let leader = node.step_down(query.to).await?;
+    let leader = node.step_down(to).await?;
     Ok(Json(
         json!({ "previous_leader": previous, "leader_id": leader }),
     ))

@@ -21,8 +21,8 @@ pub enum ReplicationError {
     /// The mode's machinery (`what`: "replication", "the raft node") is not running.
     #[error("{what} is not started")]
     NotStarted { what: &'static str },
-    /// This node's own transport could not start.
-    #[error("starting the cluster transport: {0}")]
+    /// This node's own transport failed (binding, its address, registering a region).
+    #[error("cluster transport: {0}")]
     Transport(TransportError),
     /// Reaching `peer` failed while `doing` something (connecting, a request).
     #[error("{doing} {peer}: {source}")]

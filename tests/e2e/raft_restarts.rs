@@ -36,12 +36,18 @@ fn writes_through_a_follower_reach_a_leader_that_was_restarted_on_its_address() 
     let mut cluster = RaftCluster::start(dir.path(), 3, &["--admin-key", ADMIN_KEY]);
     let first = cluster.leader();
     create_docs(&cluster.client(first), 3, "dot");
-    let to_itself = cluster.client(first).post_with_bearer(
-        &format!("/cluster/step-down?to={}", first + 1),
+    let leader = cluster.leader();
+    let to_itself = cluster.client(leader).post_with_bearer(
+        &format!("/cluster/step-down?to={}", leader + 1),
         ADMIN_KEY,
         &json!({}),
     );
     assert_error(&to_itself, 400, "INVALID_REQUEST");
+    let not_an_id =
+        cluster
+            .client(leader)
+            .post_with_bearer("/cluster/step-down?to=abc", ADMIN_KEY, &json!({}));
+    assert_error(&not_an_id, 400, "INVALID_REQUEST");
     for round in 0..3 {
         let restarted = cluster.leader();
         let follower = (restarted + 1) % 3;

@@ -123,14 +123,20 @@ impl RaftNode {
         let deadline = Instant::now() + wait;
         loop {
             let now = raft.metrics().borrow_watched().clone();
-            if let Some(leader) = now.current_leader.filter(|l| *l != metrics.id) {
+            // Asked for `to`: only `to` leading answers (another winner is reported
+            // as the error below, once the wait is over).
+            let led = now
+                .current_leader
+                .filter(|l| *l != metrics.id && to.is_none_or(|to| *l == to));
+            if let Some(leader) = led {
                 tracing::info!(from = metrics.id, to = leader, "stepped down");
                 return Ok(leader);
             }
             if Instant::now() >= deadline {
                 return Err(ReplicationError::NoLeader(format!(
-                    "no new leader within {} ms of handing over to node {target}",
-                    wait.as_millis()
+                    "node {target} did not take over within {} ms of the hand-over (leader now: {:?})",
+                    wait.as_millis(),
+                    now.current_leader
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -27,10 +27,16 @@ const RESET_CONTEXT: &[u8] = b"needle quic stateless reset key v1";
 const CID_CONTEXT: &[u8] = b"needle quic connection id key v1";
 
 /// quinn's endpoint settings for a transport with `security` bound to `addr`.
+/// An endpoint on a port picked at bind time (a client's) never comes back on the
+/// same address, so it gains nothing from fixed keys and keeps quinn's random ones:
+/// endpoints sharing a key file (clients with one certificate) then share nothing.
 pub(crate) fn endpoint_config(
     security: &Security,
     addr: SocketAddr,
 ) -> Result<EndpointConfig, TransportError> {
+    if addr.port() == 0 {
+        return Ok(EndpointConfig::default());
+    }
     let identity = identity(security, addr)?;
     let reset_key = hmac::Key::new(hmac::HMAC_SHA256, derive(RESET_CONTEXT, &identity).as_ref());
     let cid_key = cid_key(&identity);
@@ -39,16 +45,23 @@ pub(crate) fn endpoint_config(
     Ok(config)
 }
 
-/// What stays the same when the node restarts.
+/// What stays the same when the node restarts: its address, and under mutual TLS
+/// its private key, so that two endpoints sharing a key file on different addresses
+/// get different keys (RFC 9000 §10.3.2: a key shared by two endpoints lets one
+/// reset the other's connections).
 fn identity(security: &Security, addr: SocketAddr) -> Result<Vec<u8>, TransportError> {
+    let mut identity = addr.to_string().into_bytes();
     match security {
         // The private key is this node's alone; only keyed hashes of it leave here.
-        Security::Mutual(files) => std::fs::read(&files.key_path)
-            .map_err(|e| TransportError::Tls(format!("{}: {e}", files.key_path.display()))),
-        // Nothing is authenticated under `--insecure-dev` anyway: the address is the
-        // node's identity there.
-        Security::InsecureDev => Ok(addr.to_string().into_bytes()),
+        Security::Mutual(files) => identity.extend(
+            std::fs::read(&files.key_path)
+                .map_err(|e| TransportError::Tls(format!("{}: {e}", files.key_path.display())))?,
+        ),
+        // Nothing is authenticated under `--insecure-dev` anyway: anyone who knows
+        // the address can compute the keys, as anyone can impersonate the node.
+        Security::InsecureDev => {}
     }
+    Ok(identity)
 }
 
 fn derive(context: &[u8], identity: &[u8]) -> hmac::Tag {
