@@ -120,6 +120,30 @@ pub enum ReplicationError {
 }
 
 impl ReplicationError {
+    /// The [`ReplicationError::Peer`] a failed exchange with `peer` maps to, for
+    /// `map_err`.
+    pub(crate) fn peer(
+        doing: &'static str,
+        peer: SocketAddr,
+    ) -> impl FnOnce(TransportError) -> ReplicationError {
+        move |source| ReplicationError::Peer {
+            doing,
+            peer,
+            source,
+        }
+    }
+
+    /// The [`ReplicationError::Raft`] an openraft failure while `doing` maps to.
+    pub(crate) fn raft(
+        doing: impl Into<String>,
+        detail: impl std::fmt::Display,
+    ) -> ReplicationError {
+        ReplicationError::Raft {
+            doing: doing.into(),
+            detail: detail.to_string(),
+        }
+    }
+
     /// Stable machine-readable code, e.g. `NO_LEADER`.
     pub fn code(&self) -> &str {
         match self {

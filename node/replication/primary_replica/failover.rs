@@ -201,11 +201,7 @@ impl Replication {
             .transport
             .connect(addr)
             .await
-            .map_err(|source| ReplicationError::Peer {
-                doing: "catching up from",
-                peer: addr,
-                source,
-            })?;
+            .map_err(ReplicationError::peer("catching up from", addr))?;
         let name = crate::replication::primary_replica::members::member_name(&peer.names(), addr);
         let db = self.served.current();
         let epoch = db.epoch_history()?.current();
@@ -273,22 +269,17 @@ impl Replication {
     }
 
     async fn resync_from(&self, primary: SocketAddr) -> Result<Demoted> {
-        let peer =
-            self.transport
-                .connect(primary)
+        let peer = self
+            .transport
+            .connect(primary)
+            .await
+            .map_err(ReplicationError::peer("connecting to", primary))?;
+        let theirs = decode_epochs(
+            &peer
+                .request(&Request::Epochs.encode())
                 .await
-                .map_err(|source| ReplicationError::Peer {
-                    doing: "connecting to",
-                    peer: primary,
-                    source,
-                })?;
-        let theirs = decode_epochs(&peer.request(&Request::Epochs.encode()).await.map_err(
-            |source| ReplicationError::Peer {
-                doing: "asking for the epochs of",
-                peer: primary,
-                source,
-            },
-        )?)?;
+                .map_err(ReplicationError::peer("asking for the epochs of", primary))?,
+        )?;
         let db = self.served.current();
         let mine = db.epoch_history()?;
         if theirs.current() < mine.current() {

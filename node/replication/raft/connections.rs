@@ -38,11 +38,7 @@ impl Connections {
             .await
             .map_err(|_| TransportError::Timeout(self.connect_timeout))
             .and_then(|connected| connected)
-            .map_err(|source| ReplicationError::Peer {
-                doing: "connecting to",
-                peer: addr,
-                source,
-            })?;
+            .map_err(ReplicationError::peer("connecting to", addr))?;
         let peer = Arc::new(peer);
         self.peers.lock().insert(addr, peer.clone());
         Ok(peer)
@@ -75,16 +71,10 @@ impl Connections {
         });
         match exchange.await {
             Ok(Ok(reply)) => AppResponse::decode(&reply),
-            Ok(Err(source)) => Err(ReplicationError::Peer {
-                doing: "asking",
-                peer: addr,
-                source,
-            }),
-            Err(e) => Err(ReplicationError::Peer {
-                doing: "asking",
-                peer: addr,
-                source: TransportError::Stream(format!("the exchange task failed: {e}")),
-            }),
+            Ok(Err(source)) => Err(ReplicationError::peer("asking", addr)(source)),
+            Err(e) => Err(ReplicationError::peer("asking", addr)(
+                TransportError::Stream(format!("the exchange task failed: {e}")),
+            )),
         }
     }
 }

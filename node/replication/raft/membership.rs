@@ -66,16 +66,10 @@ impl RaftNode {
         tracing::info!(id, %addr, "adding a member: learner first");
         raft.add_learner(id, node, true)
             .await
-            .map_err(|e| ReplicationError::Raft {
-                doing: format!("adding node {id} as a learner"),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| ReplicationError::raft(format!("adding node {id} as a learner"), e))?;
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| ReplicationError::Raft {
-                doing: format!("making node {id} a voter"),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| ReplicationError::raft(format!("making node {id} a voter"), e))?;
         tracing::info!(id, "member added as a voter");
         Ok(id)
     }
@@ -103,10 +97,7 @@ impl RaftNode {
         };
         raft.change_membership(change, false)
             .await
-            .map_err(|e| ReplicationError::Raft {
-                doing: format!("removing node {id}"),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| ReplicationError::raft(format!("removing node {id}"), e))?;
         tracing::info!(id, "member removed");
         Ok(())
     }

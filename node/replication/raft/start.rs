@@ -26,10 +26,8 @@ impl RaftNode {
         }
         let config = &inner.config;
         let raft_dir = inner.served.current().path().join("raft");
-        let consensus = |e: needle_consensus::ConsensusError| ReplicationError::Raft {
-            doing: "opening the raft log".into(),
-            detail: e.to_string(),
-        };
+        let consensus =
+            |e: needle_consensus::ConsensusError| ReplicationError::raft("opening the raft log", e);
         let log_store = LogStore::open(&raft_dir.join("log")).map_err(consensus)?;
         let fresh = log_store.is_fresh().map_err(consensus)?;
         let _ = inner.opened.set(Opened {
@@ -75,10 +73,7 @@ impl RaftNode {
             state_machine,
         )
         .await
-        .map_err(|e| ReplicationError::Raft {
-            doing: "starting raft".into(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| ReplicationError::raft("starting raft", e))?;
         service.attach(raft.clone(), transport.clone());
         let _ = inner.running.set(Running {
             connections: Connections::new(transport.clone(), Duration::from_secs(1)),

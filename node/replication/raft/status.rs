@@ -115,10 +115,7 @@ impl RaftNode {
         raft.trigger()
             .transfer_leader(target)
             .await
-            .map_err(|e| ReplicationError::Raft {
-                doing: "leader transfer".into(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| ReplicationError::raft("leader transfer", e))?;
         let wait = Duration::from_millis(self.inner.config.write_timeout_ms.max(1000));
         let deadline = Instant::now() + wait;
         loop {

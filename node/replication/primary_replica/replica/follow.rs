@@ -185,14 +185,12 @@ async fn step(
             if epoch > mine.current() {
                 // The primary moved to a new epoch (it was promoted while this node
                 // followed it): take its history, so a later demotion compares right.
-                let theirs =
-                    decode_epochs(&peer.request(&Request::Epochs.encode()).await.map_err(
-                        |source| ReplicationError::Peer {
-                            doing: "asking for the epochs of",
-                            peer: primary,
-                            source,
-                        },
-                    )?)?;
+                let theirs = decode_epochs(
+                    &peer
+                        .request(&Request::Epochs.encode())
+                        .await
+                        .map_err(ReplicationError::peer("asking for the epochs of", primary))?,
+                )?;
                 db.set_epoch_history(&theirs)?;
             }
             apply(&db, follower, info, entries).await?;

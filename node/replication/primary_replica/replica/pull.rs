@@ -90,11 +90,7 @@ async fn fetch_as(
     let reply = peer
         .request_within(&request.encode(), wait + Duration::from_secs(10))
         .await
-        .map_err(|e| ReplicationError::Peer {
-            doing: "pulling from",
-            peer: peer.remote_addr(),
-            source: e,
-        })?;
+        .map_err(ReplicationError::peer("pulling from", peer.remote_addr()))?;
     if reply.len() == 9 && reply[0] == NEEDS_SNAPSHOT {
         return Ok(Fetched::NeedsSnapshot {
             log_start: u64_at(&reply, 1),

@@ -25,13 +25,7 @@ const OFFER_TIMEOUT: Duration = Duration::from_secs(600);
 /// Fetches the primary's snapshot and swaps it in; returns the applied sequence
 /// number the replica resumes from.
 pub(crate) async fn install_snapshot(served: &ServedDatabase, peer: &Peer) -> Result<u64> {
-    let remote = |doing: &'static str| {
-        move |source| ReplicationError::Peer {
-            doing,
-            peer: peer.remote_addr(),
-            source,
-        }
-    };
+    let remote = |doing| ReplicationError::peer(doing, peer.remote_addr());
     let reply = peer
         .request_within(&Request::Snapshot.encode(), OFFER_TIMEOUT)
         .await
