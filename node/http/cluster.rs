@@ -2,6 +2,7 @@
 
 use super::{ApiError, AppState};
 use crate::replication::raft::{ClusterStatus, RaftNode};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -23,8 +24,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>
     Ok(Json(raft(&state)?.cluster_status().await?))
 }
 
-/// Kept as text, like the other query strings, so a bad id is refused with the
-/// API's JSON error rather than axum's plain-text one.
+/// Kept as text, and its rejection mapped, so a bad query is refused with the API's
+/// JSON error rather than axum's plain-text one.
 #[derive(serde::Deserialize)]
 pub struct StepDownQuery {
     /// The voter to hand leadership to (`etcdctl move-leader`); by default the most
@@ -36,9 +37,11 @@ pub struct StepDownQuery {
 /// `to` or to its most up-to-date follower; answers once a new leader exists.
 pub async fn step_down(
     State(state): State<AppState>,
-    Query(query): Query<StepDownQuery>,
+    query: Result<Query<StepDownQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let node = raft(&state)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request("INVALID_REQUEST", e.body_text()))?;
     let to = match query.to.as_deref() {
         Some(to) => Some(to.parse::<u64>().map_err(|_| {
             ApiError::bad_request("INVALID_REQUEST", format!("to={to:?} is not a node id"))

@@ -16,7 +16,7 @@ use crate::replication::error::{ReplicationError, Result};
 
 pub(crate) struct Connections {
     transport: Transport,
-    peers: Arc<Mutex<BTreeMap<SocketAddr, Arc<Peer>>>>,
+    peers: Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
     connect_timeout: Duration,
 }
 
@@ -24,7 +24,7 @@ impl Connections {
     pub fn new(transport: Transport, connect_timeout: Duration) -> Connections {
         Connections {
             transport,
-            peers: Arc::new(Mutex::new(BTreeMap::new())),
+            peers: Mutex::new(BTreeMap::new()),
             connect_timeout,
         }
     }
@@ -45,10 +45,11 @@ impl Connections {
     }
 
     /// Sends `request` to the member at `addr` and waits at most `timeout`. The
-    /// exchange runs in its own task, so a caller that gives up first (a client's
-    /// timeout dropping a forwarded write) does not skip replacing a connection that
-    /// failed: impatient callers would otherwise meet the same dead connection on
-    /// every try.
+    /// connection is dropped unless the member answered: after a failure, and also
+    /// when the caller gives up first (a client's timeout dropping a forwarded
+    /// write), since a connection to a process that died unnoticed answers nothing
+    /// and impatient callers would otherwise meet it on every try. The exchange
+    /// itself ends with its caller, so nothing outlives the request's limits.
     pub async fn ask(
         &self,
         addr: SocketAddr,
@@ -57,24 +58,92 @@ impl Connections {
     ) -> Result<AppResponse> {
         let peer = self.peer(addr).await?;
         let body = request.encode()?;
-        let peers = self.peers.clone();
-        let exchange = tokio::spawn(async move {
-            let answer = peer.request_within(&body, timeout).await;
-            if answer.is_err() {
-                let mut peers = peers.lock();
-                // Only this connection: another caller may have replaced it already.
-                if peers.get(&addr).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
-                    peers.remove(&addr);
-                }
-            }
-            answer
-        });
-        match exchange.await {
-            Ok(Ok(reply)) => AppResponse::decode(&reply),
-            Ok(Err(source)) => Err(ReplicationError::peer("asking", addr)(source)),
-            Err(e) => Err(ReplicationError::peer("asking", addr)(
-                TransportError::Stream(format!("the exchange task failed: {e}")),
-            )),
+        let mut unanswered = DropUnanswered {
+            peers: &self.peers,
+            addr,
+            peer: &peer,
+            answered: false,
+        };
+        let answer = peer.request_within(&body, timeout).await;
+        // An error response is an answer: the connection works.
+        unanswered.answered = matches!(answer, Ok(_) | Err(TransportError::Remote(_)));
+        match answer {
+            Ok(reply) => AppResponse::decode(&reply),
+            Err(source) => Err(ReplicationError::peer("asking", addr)(source)),
         }
+    }
+}
+
+/// Forgets a connection that did not answer, when the exchange ends or is dropped.
+struct DropUnanswered<'a> {
+    peers: &'a Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
+    addr: SocketAddr,
+    peer: &'a Arc<Peer>,
+    answered: bool,
+}
+
+impl Drop for DropUnanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut peers = self.peers.lock();
+        // Only this connection: another caller may have replaced it already.
+        if peers
+            .get(&self.addr)
+            .is_some_and(|p| Arc::ptr_eq(p, self.peer))
+        {
+            peers.remove(&self.addr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use needle_transport::{Answer, Handler, PeerInfo, Security, TransportConfig};
+
+    use super::*;
+
+    /// A member that answers `Status` with an error and never answers anything else
+    /// (a process that died unnoticed).
+    struct Silent;
+
+    impl Handler for Silent {
+        fn request(&self, _: PeerInfo, body: Vec<u8>) -> Answer {
+            Box::pin(async move {
+                match AppRequest::decode(&body) {
+                    Ok(AppRequest::Status) => Err("not now".into()),
+                    _ => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_dropped_when_its_caller_gives_up_and_kept_after_an_error_answer() {
+        let config = TransportConfig::new(Security::InsecureDev);
+        let local = "127.0.0.1:0".parse().unwrap();
+        let member = Transport::bind(local, config.clone(), Arc::new(Silent)).unwrap();
+        let addr = member.local_addr().unwrap();
+        let own = Transport::bind(local, config, Arc::new(Silent)).unwrap();
+        let connections = Connections::new(own, Duration::from_secs(2));
+        let long = Duration::from_secs(30);
+        // An error answer: the connection works and stays.
+        let refused = connections.ask(addr, &AppRequest::Status, long).await;
+        assert!(refused.is_err());
+        let first = connections.peer(addr).await.unwrap();
+        // A caller that gives up long before the exchange's own timeout.
+        let write = AppRequest::AppliedAtLeast(1);
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(100),
+            connections.ask(addr, &write, long),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        let next = connections.peer(addr).await.unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &next),
+            "the unanswered connection was kept"
+        );
     }
 }

@@ -9,14 +9,18 @@
 //! random per endpoint, so a restarted node dropped the packets and its peers'
 //! connections to it failed only at the idle timeout (30 s), every request on them
 //! waiting out its own timeout meanwhile. Derived from the identity, both keys
-//! survive the restart, and the reset is sent and believed.
+//! survive the restart, and the reset is sent and believed. The ids themselves
+//! carry a cryptographic signature ([`SignedConnectionIds`]), so fixed keys do not
+//! let an outsider enumerate valid ids and collect their tokens.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quinn::EndpointConfig;
-use quinn_proto::HashedConnectionIdGenerator;
 use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::connection_ids::SignedConnectionIds;
 
 use crate::tls::Security;
 use crate::TransportError;
@@ -38,10 +42,17 @@ pub(crate) fn endpoint_config(
         return Ok(EndpointConfig::default());
     }
     let identity = identity(security, addr)?;
-    let reset_key = hmac::Key::new(hmac::HMAC_SHA256, derive(RESET_CONTEXT, &identity).as_ref());
-    let cid_key = cid_key(&identity);
-    let mut config = EndpointConfig::new(Arc::new(reset_key));
-    config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+    let key = |context| hmac::Key::new(hmac::HMAC_SHA256, derive(context, &identity).as_ref());
+    let mut nonce_seed = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut nonce_seed)
+        .map_err(|_| TransportError::Tls("no system randomness for connection ids".into()))?;
+    let ids = SignedConnectionIds::new(
+        key(CID_CONTEXT),
+        hmac::Key::new(hmac::HMAC_SHA256, &nonce_seed),
+    );
+    let mut config = EndpointConfig::new(Arc::new(key(RESET_CONTEXT)));
+    config.cid_generator(move || Box::new(ids.clone()));
     Ok(config)
 }
 
@@ -68,13 +79,6 @@ fn derive(context: &[u8], identity: &[u8]) -> hmac::Tag {
     hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, context), identity)
 }
 
-fn cid_key(identity: &[u8]) -> u64 {
-    let tag = derive(CID_CONTEXT, identity);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&tag.as_ref()[..8]);
-    u64::from_le_bytes(first)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,8 +87,6 @@ mod tests {
     fn the_same_identity_gives_the_same_keys_and_another_different_ones() {
         let a = identity(&Security::InsecureDev, "127.0.0.1:5000".parse().unwrap()).unwrap();
         let b = identity(&Security::InsecureDev, "127.0.0.1:5001".parse().unwrap()).unwrap();
-        assert_eq!(cid_key(&a), cid_key(&a));
-        assert_ne!(cid_key(&a), cid_key(&b));
         assert_eq!(
             derive(RESET_CONTEXT, &a).as_ref(),
             derive(RESET_CONTEXT, &a).as_ref()

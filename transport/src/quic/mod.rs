@@ -3,6 +3,7 @@
 //! writes unidirectional ones; each stream is independent, so a slow or broken one
 //! holds up nothing else, and a bad frame closes only its own stream.
 
+mod connection_ids;
 mod endpoint_config;
 mod peer;
 mod serve;
