@@ -28,9 +28,9 @@ pub struct Metrics {
     pub search_batch_size: HistogramVec,
     /// Committed ops by kind (`create_collection`, `drop_collection`, `upsert`, `delete`).
     pub write_ops: IntCounterVec,
-    /// Ops per fsynced RocksDB batch: how much group commit is grouping.
+    /// Ops per RocksDB batch: how much group commit is grouping.
     pub write_group_ops: Histogram,
-    /// Time to write and fsync one batch.
+    /// Time to write one batch (and fsync it, unless a Raft log holds its ops).
     pub write_commit_seconds: Histogram,
     /// Sequence number of the last applied op.
     pub applied_seq: IntGauge,
@@ -126,7 +126,7 @@ impl Metrics {
         let write_group_ops = registered(
             &registry,
             Histogram::with_opts(
-                HistogramOpts::new("needle_write_group_ops", "Operations per fsynced batch")
+                HistogramOpts::new("needle_write_group_ops", "Operations per written batch")
                     .buckets(prometheus::exponential_buckets(1.0, 2.0, 10)?),
             )?,
         )?;
@@ -135,7 +135,7 @@ impl Metrics {
             Histogram::with_opts(
                 HistogramOpts::new(
                     "needle_write_commit_seconds",
-                    "Time to write and fsync one batch of operations",
+                    "Time to write one batch of operations, with its fsync where it has one",
                 )
                 .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16)?),
             )?,

@@ -2,7 +2,8 @@
 //!
 //! - [`types`]: the type configuration; commands are opaque bytes, so this crate
 //!   does not know collections (the node encodes its operations into them).
-//! - [`log_store`]: the Raft log and vote in a RocksDB database of their own.
+//! - [`log_store`]: the Raft log and vote in a RocksDB database of their own, its
+//!   appends fsynced in groups by one thread (`wal_syncer`).
 //! - [`network`] and [`service`]: Raft RPCs over needle's QUIC transport (mutual
 //!   TLS, fault injection), with snapshots moved by the transport's bulk region
 //!   transfer ([`snapshot_file`]).
@@ -30,6 +31,7 @@ pub mod rpc;
 pub mod service;
 pub mod snapshot_file;
 pub mod types;
+mod wal_syncer;
 
 pub use error::ConsensusError;
 pub use log_store::LogStore;

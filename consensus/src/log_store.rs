@@ -3,7 +3,8 @@
 //! the node's, and neither should compact or stall the other.
 //!
 //! Durability: an append is readable when `append` returns and acknowledged to
-//! openraft only after the WAL is fsynced; a vote is fsynced before `save_vote`
+//! openraft only after the WAL is fsynced (appends made while an fsync runs share
+//! the next one: [`crate::wal_syncer`]); a vote is fsynced before `save_vote`
 //! returns. Those two are what Raft's safety rests on.
 
 use std::fmt::Debug;
@@ -27,6 +28,7 @@ use tokio::sync::oneshot;
 use crate::error::ConsensusError;
 use crate::types::RequestId;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
+use crate::wal_syncer::WalSyncer;
 
 const CF_LOG: &str = "log";
 const CF_META: &str = "meta";
@@ -41,6 +43,8 @@ pub struct LogStore {
     /// Who waits for a request's entry to be on disk here (the `primary` write
     /// concern), by request id.
     flush_waiters: Arc<Mutex<HashMap<RequestId, oneshot::Sender<u64>>>>,
+    /// Fsyncs appends in groups, on a thread of its own.
+    syncer: Arc<WalSyncer>,
 }
 
 impl LogStore {
@@ -52,10 +56,16 @@ impl LogStore {
         let families = [CF_LOG, CF_META]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, path, families)?;
+        let db = Arc::new(DB::open_cf_descriptors(&options, path, families)?);
+        let synced = db.clone();
+        let syncer = WalSyncer::start(move || synced.flush_wal(true).map_err(io::Error::other))
+            .map_err(|e| {
+                ConsensusError::Storage(format!("starting the log's fsync thread: {e}"))
+            })?;
         Ok(LogStore {
-            db: Arc::new(db),
+            db,
             flush_waiters: Arc::default(),
+            syncer: Arc::new(syncer),
         })
     }
 
@@ -109,6 +119,26 @@ impl LogStore {
 
     fn fsync(&self) -> Result<(), ConsensusError> {
         Ok(self.db.flush_wal(true)?)
+    }
+
+    /// Writes `entries` (not fsynced) and returns the request ids among them, with
+    /// their indexes, that someone waits to see on disk.
+    fn write_entries(&self, entries: Vec<Entry>) -> Result<Vec<(RequestId, u64)>, ConsensusError> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_LOG)?;
+        let mut awaited = Vec::new();
+        for entry in entries {
+            let bytes = postcard::to_stdvec(&entry)
+                .map_err(|e| ConsensusError::Storage(format!("encoding a log entry: {e}")))?;
+            batch.put_cf(cf, entry.index().to_be_bytes(), bytes);
+            if let openraft::EntryPayload::Normal(command) = &entry.payload {
+                if let Some(id) = command.request_id {
+                    awaited.push((id, entry.index()));
+                }
+            }
+        }
+        self.db.write(batch)?;
+        Ok(awaited)
     }
 
     fn decode_entry(bytes: &[u8]) -> Result<Entry, ConsensusError> {
@@ -223,35 +253,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        let cf = self.cf(CF_LOG)?;
-        let mut awaited = Vec::new();
-        for entry in entries {
-            let bytes = postcard::to_stdvec(&entry)
-                .map_err(|e| ConsensusError::Storage(format!("encoding a log entry: {e}")))?;
-            batch.put_cf(cf, entry.index().to_be_bytes(), bytes);
-            if let openraft::EntryPayload::Normal(command) = &entry.payload {
-                if let Some(id) = command.request_id {
-                    awaited.push((id, entry.index()));
-                }
-            }
-        }
-        // Written here so the entries are readable on return; acknowledged only once
-        // the WAL is on disk.
-        self.db.write(batch).map_err(ConsensusError::from)?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let flushed = store.fsync();
+        // Encoding and writing megabytes of entries is CPU and I/O work: done on
+        // the blocking pool, so the async workers stay free for heartbeats, votes
+        // and the transport while it runs.
+        let awaited = tokio::task::spawn_blocking(move || store.write_entries(entries))
+            .await
+            .map_err(io::Error::other)??;
+        // Readable from here on; acknowledged only once the WAL is on disk, by an
+        // fsync shared with every append made meanwhile.
+        let waiters = self.flush_waiters.clone();
+        self.syncer.after_next_sync(Box::new(move |flushed| {
             if flushed.is_ok() && !awaited.is_empty() {
-                let mut waiters = store.flush_waiters.lock();
+                let mut waiters = waiters.lock();
                 for (id, index) in awaited {
                     if let Some(tx) = waiters.remove(&id) {
                         let _ = tx.send(index);
                     }
                 }
             }
-            callback.io_completed(flushed.map_err(io::Error::from));
-        });
+            callback.io_completed(flushed);
+        }));
         Ok(())
     }
 

@@ -66,6 +66,14 @@ pub fn bounded_append(
 /// How long an AppendEntries with entries may take.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The least a vote or pre-vote request may take. openraft's TTL for them is its
+/// `election_timeout_min`, which needle sets to 51 ms so that the lease and the
+/// campaign fall inside the election window (`election_timing` in the node): on a
+/// loaded machine, or with a connection still to be made, a vote answered in 60 ms
+/// would be thrown away and the campaign lost for nothing. A late answer to an
+/// older campaign is told apart by its vote and ignored.
+const VOTE_TIMEOUT: Duration = Duration::from_millis(150);
+
 /// Makes a [`PeerNetwork`] for each peer Raft talks to.
 #[derive(Clone)]
 pub struct Network {
@@ -209,6 +217,20 @@ impl PeerNetwork {
             Err(f) => Err(f.into_rpc()),
         }
     }
+
+    /// A vote or pre-vote request, answered within `timeout`.
+    async fn vote_rpc(
+        &mut self,
+        request: RaftRequest,
+        timeout: Duration,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&request, timeout).await {
+            Ok(response) => {
+                vote_response(response).ok_or_else(|| unexpected(self.target).into_rpc())
+            }
+            Err(f) => Err(f.into_rpc()),
+        }
+    }
 }
 
 fn unexpected(target: NodeId) -> Failure {
@@ -248,8 +270,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc(RaftRequest::Vote(rpc), option, vote_response)
-            .await
+        let timeout = option.hard_ttl().max(VOTE_TIMEOUT);
+        self.vote_rpc(RaftRequest::Vote(rpc), timeout).await
     }
 
     async fn pre_vote(
@@ -257,8 +279,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc(RaftRequest::PreVote(rpc), option, vote_response)
-            .await
+        let timeout = option.hard_ttl().max(VOTE_TIMEOUT);
+        self.vote_rpc(RaftRequest::PreVote(rpc), timeout).await
     }
 
     async fn transfer_leader(

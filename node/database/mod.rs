@@ -42,6 +42,22 @@ pub(crate) struct OrderedEntry {
     pub at: Option<u64>,
     /// `meta` changes that ride in the same batch when the entry is accepted.
     pub meta: Vec<crate::writer::MetaWrite>,
+    /// Whether this write is the entry's only durable copy on this member.
+    pub durability: Durability,
+}
+
+/// What makes an ordered entry survive a machine crash on this member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Its own write here, fsynced before it is answered (a replica of a primary:
+    /// nothing else on this member holds the entry).
+    Fsynced,
+    /// The log that ordered it, fsynced on this member before the entry was
+    /// applied (a Raft log). The write reaches RocksDB's WAL without an fsync of
+    /// its own; the ordering marker written with it says how far the database got,
+    /// so after a machine crash the entries it lost are applied again from the log.
+    /// A process crash loses nothing: the WAL is in the kernel's hands already.
+    ByOrderingLog,
 }
 
 impl Database {
@@ -226,6 +242,7 @@ impl Database {
             seq: None,
             ordered: false,
             meta: Vec::new(),
+            fsync: true,
             reply: Replies {
                 durable: None,
                 visible,
@@ -249,6 +266,7 @@ impl Database {
                 precondition: Precondition::None,
                 at: Some(seq),
                 meta: Vec::new(),
+                durability: Durability::Fsynced,
             })?;
             waiting.push(durable);
         }
@@ -280,6 +298,7 @@ impl Database {
             seq: entry.at,
             ordered: true,
             meta: entry.meta,
+            fsync: entry.durability == Durability::Fsynced,
             reply: Replies {
                 durable: Some(durable),
                 visible,

@@ -10,10 +10,28 @@ use serde::de::DeserializeOwned;
 
 pub struct ApiJson<T>(pub T);
 
+/// Bodies larger than this are parsed on the blocking pool. A batch of a thousand
+/// 384-d vectors is ~8 MB of JSON and tens of milliseconds of parsing: on an async
+/// worker it would hold up every task queued behind it, a Raft member's heartbeats
+/// and votes among them (on a 2-core machine that was enough for followers to miss
+/// the leader and elect another under load). The operating system shares cores
+/// between threads fairly; tokio's workers do not preempt.
+const PARSE_INLINE_LIMIT: usize = 64 * 1024;
+
+/// Slots for parses of bodies over [`PARSE_INLINE_LIMIT`]: the machine's cores but
+/// one (at least one). Process-wide, as the cores are.
+fn large_parses() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+    })
+}
+
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: DeserializeOwned + Send + 'static,
 {
     type Rejection = ApiError;
 
@@ -29,7 +47,24 @@ where
                 ApiError::bad_request("INVALID_REQUEST", rejection.body_text())
             }
         })?;
-        parse(&bytes).map(ApiJson)
+        if bytes.len() <= PARSE_INLINE_LIMIT {
+            return parse(&bytes).map(ApiJson);
+        }
+        // One large parse per core but one: the rest wait here, asynchronously,
+        // instead of crowding the cores the runtime and the writer need.
+        let _slot = large_parses().acquire().await.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+        })?;
+        tokio::task::spawn_blocking(move || parse(&bytes))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    format!("parsing the request body did not finish: {e}"),
+                )
+            })?
+            .map(ApiJson)
     }
 }
 

@@ -230,8 +230,14 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
         },
         None => None,
     };
+    // One op that has no other durable copy makes the whole batch wait for the fsync.
+    let fsync = accepted.iter().any(|a| a.pending.fsync);
     let started = std::time::Instant::now();
-    let committed = inner.store.commit(batch);
+    let committed = if fsync {
+        inner.store.commit(batch)
+    } else {
+        inner.store.commit_unsynced(batch)
+    };
     inner
         .metrics
         .write_commit_seconds
@@ -256,8 +262,9 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
             .write_ops
             .with_label_values(&[a.pending.op.kind()])
             .inc();
-        // Durable from here on: replication may ship it, and whoever hears about
-        // it sees `applied_seq` at least this far.
+        // Durable from here on (fsynced, or held by an fsynced Raft log that
+        // replays it): replication may ship it, and whoever hears about it sees
+        // `applied_seq` at least this far.
         inner.applied_seq.store(a.seq, Ordering::Release);
         inner.applied_watch.send_replace(a.seq);
         hand_to_memory(inner, a);

@@ -19,6 +19,10 @@ pub(crate) struct Pending {
     /// (where the ordering log stood, request records), so data and bookkeeping can
     /// never disagree.
     pub meta: Vec<MetaWrite>,
+    /// Its batch is fsynced before it is answered; `false` when another fsynced log
+    /// (Raft's) already holds it and the ordering marker in `meta` records how far
+    /// this database got.
+    pub fsync: bool,
     pub reply: Replies,
 }
 

@@ -22,6 +22,7 @@ mod raft;
 mod raft_api;
 mod raft_cluster;
 mod raft_membership;
+mod raft_replay;
 mod raft_restarts;
 mod replication;
 mod replication_api;

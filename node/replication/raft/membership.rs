@@ -4,12 +4,14 @@
 //! Either request may reach any member: it is carried to the leader.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use needle_consensus::openraft::async_runtime::WatchReceiver;
+use needle_consensus::openraft::error::{ClientWriteError, RaftError};
 use needle_consensus::openraft::ChangeMembers;
-use needle_consensus::{ClusterNode, NodeId};
+use needle_consensus::{ClusterNode, NodeId, TypeConfig};
 
 use super::app_rpc::{AppRequest, AppResponse};
 use super::node::RaftNode;
@@ -19,7 +21,39 @@ use crate::Error;
 /// A learner may need a whole snapshot before it is caught up.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How long a membership change waits for a leader that cannot take it yet. A
+/// leader that has not heard from a quorum within its lease (150 ms by default; a
+/// loaded machine) refuses every change with "forward to nobody" until the next
+/// acknowledgement: that is worth waiting out, not an answer.
+const LEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Between two tries of a refused change.
+const LEASE_RETRY: Duration = Duration::from_millis(50);
+
+type ChangeResult<T> = std::result::Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
+
 impl RaftNode {
+    /// Runs `change` again while this node still leads but refuses it for want of a
+    /// quorum's recent acknowledgement.
+    async fn once_the_lease_holds<T, Fut>(&self, mut change: impl FnMut() -> Fut) -> ChangeResult<T>
+    where
+        Fut: Future<Output = ChangeResult<T>>,
+    {
+        let deadline = Instant::now() + LEASE_WAIT;
+        loop {
+            match change().await {
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                    if f.leader_id.is_none_or(|l| l == self.node_id())
+                        && self.is_leader()
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(LEASE_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Adds the member listening on `addr` (started with `--raft` and this cluster
     /// among its `--peers`) as a voter; returns its id.
     pub async fn add_member(&self, addr: SocketAddr) -> Result<NodeId> {
@@ -64,12 +98,14 @@ impl RaftNode {
             http_addr: hello.http_addr,
         };
         tracing::info!(id, %addr, "adding a member: learner first");
-        raft.add_learner(id, node, true)
+        self.once_the_lease_holds(|| raft.add_learner(id, node.clone(), true))
             .await
             .map_err(|e| ReplicationError::raft(format!("adding node {id} as a learner"), e))?;
-        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| ReplicationError::raft(format!("making node {id} a voter"), e))?;
+        self.once_the_lease_holds(|| {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        })
+        .await
+        .map_err(|e| ReplicationError::raft(format!("making node {id} a voter"), e))?;
         tracing::info!(id, "member added as a voter");
         Ok(id)
     }
@@ -95,7 +131,7 @@ impl RaftNode {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        raft.change_membership(change, false)
+        self.once_the_lease_holds(|| raft.change_membership(change.clone(), false))
             .await
             .map_err(|e| ReplicationError::raft(format!("removing node {id}"), e))?;
         tracing::info!(id, "member removed");

@@ -19,6 +19,8 @@ mod client;
 mod cluster_status;
 mod command;
 mod connections;
+mod election_timing;
+mod leader_changes;
 mod membership;
 mod mode;
 mod node;

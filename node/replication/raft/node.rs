@@ -43,6 +43,8 @@ pub struct RaftConfig {
     /// Ids the peers must answer with (`--peers ID=ADDR`); a mismatch stops the
     /// bootstrap rather than build a cluster of the wrong members.
     pub expected_peer_ids: BTreeMap<SocketAddr, NodeId>,
+    /// A follower that heard nothing from a leader for a random time in this
+    /// window starts an election (see `election_timing` for how openraft is set so).
     pub election_timeout_ms: Range<u64>,
     pub heartbeat_interval_ms: u64,
     /// How long a write waits for its write concern (and for a leader).

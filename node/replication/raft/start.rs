@@ -10,6 +10,7 @@ use needle_consensus::{LogStore, Network, RaftService, SnapshotInbox};
 use needle_transport::Handler;
 
 use super::connections::Connections;
+use super::election_timing;
 use super::node::{AppHandler, Opened, RaftNode, Running};
 use super::state_machine::StateMachine;
 use crate::replication::error::{ReplicationError, Result};
@@ -49,14 +50,19 @@ impl RaftNode {
             service.clone(),
         )?;
 
+        let (election_timeout_min, election_timeout_max) = election_timing::openraft_timeouts(
+            &config.election_timeout_ms,
+            config.heartbeat_interval_ms,
+        );
         let raft_config = openraft::Config {
             cluster_name: "needle".into(),
-            election_timeout_min: config.election_timeout_ms.start,
-            election_timeout_max: config
-                .election_timeout_ms
-                .end
-                .max(config.election_timeout_ms.start + 1),
+            election_timeout_min,
+            election_timeout_max,
             heartbeat_interval: config.heartbeat_interval_ms,
+            // A member that only lost touch with a live leader (a starved process, a
+            // restart, a one-sided partition) asks first whether it could win, and
+            // does not raise the term, so its campaign cannot depose that leader.
+            enable_pre_vote: Some(true),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
             // Entries kept behind a snapshot, so a briefly lagging member still
             // catches up from the log rather than a whole snapshot.

@@ -3,6 +3,16 @@
 //! id is written in the same RocksDB batch as the data, so a restart never applies
 //! an entry twice nor skips one. Snapshots are the database's own snapshot files
 //! (a RocksDB checkpoint as tar + zstd).
+//!
+//! The Raft log is what makes an entry durable: it is fsynced on a majority before
+//! the entry commits, so applying it writes RocksDB's WAL without an fsync of its
+//! own (`Durability::ByOrderingLog`). A process crash loses nothing of it; a machine
+//! crash may lose the last applied entries, and with them the applied id written
+//! beside them, so openraft applies them again at restart: from this member's log,
+//! or from the leader's where this member's own copy was not fsynced yet (openraft
+//! applies committed entries this member has submitted, not only flushed). The log
+//! behind a snapshot is only purged once the snapshot's checkpoint has flushed
+//! everything applied before it.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,7 +82,7 @@ impl StateMachine {
     }
 
     /// Applies entries in log order: runs of writes go to the writer together (one
-    /// fsynced batch), membership and blank entries are recorded between them. A
+    /// batch, not fsynced: see the module's note), membership and blank entries are recorded between them. A
     /// write whose request id was already accepted is answered from its record; one
     /// whose id an accepted write with a different request used is refused
     /// (`IDEMPOTENCY_KEY_REUSED`), on every member alike.
@@ -124,6 +134,7 @@ impl StateMachine {
                             precondition,
                             at: None,
                             meta,
+                            durability: crate::database::Durability::ByOrderingLog,
                         })
                         .map(|(durable, visible)| (collection, durable, visible))
                     });
@@ -165,7 +176,7 @@ impl StateMachine {
         self.finish(waiting).await
     }
 
-    /// Waits until queued writes are durable, records the outcome of every accepted
+    /// Waits until queued writes are in RocksDB, records the outcome of every accepted
     /// write that carried a request id, and answers each client once its write is
     /// also visible to searches. The state machine moves on at durability: a long
     /// search holding one collection's writes back delays only their answers, never

@@ -10,6 +10,7 @@ use needle_consensus::NodeId;
 use prometheus::{IntGauge, IntGaugeVec, Opts};
 
 use super::cluster_status::{ClusterStatus, PeerStatus};
+use super::leader_changes::LeaderChanges;
 use super::node::RaftNode;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::status::{LagSeries, ReplicaLag};
@@ -204,8 +205,10 @@ pub(crate) fn spawn_metrics(node: RaftNode) {
         let mut series = LagSeries::default();
         let mut caught_up: std::collections::HashMap<NodeId, std::time::Instant> =
             Default::default();
+        let mut changes = LeaderChanges::new();
         loop {
             let m = watch.borrow_watched().clone();
+            changes.observe(m.current_leader, m.state, m.current_term);
             gauges.term.set(m.current_term as i64);
             gauges
                 .leader

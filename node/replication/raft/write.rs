@@ -1,9 +1,12 @@
 //! Writes and linearizable reads on a Raft node.
 //!
 //! A write is ordered by the leader: on the leader it is proposed directly; on a
-//! follower it is forwarded over the transport to the leader it knows, and retried
-//! (until the write timeout) only while the answer proves it was never proposed.
-//! The write concern is then checked where the client waits.
+//! follower it is forwarded over the transport to the leader it knows. It is
+//! retried until the write timeout: at once at a new leader when the leader
+//! changed (after an election's winner is known), after a pause otherwise. A retry
+//! whose first try may have been proposed is safe: it carries the same request id,
+//! and the state machine answers it from the first one's record. The write
+//! concern is then checked where the client waits.
 //!
 //! A linearizable read asks the leader for a read index (ReadIndex: the leader
 //! confirms its leadership with a quorum first, so a deposed leader cannot give
@@ -34,7 +37,16 @@ use crate::Error;
 /// timeout), and the retry on a fresh connection is safe (same request id).
 const ATTEMPT: Duration = Duration::from_millis(400);
 
-/// Between tries while no leader is known or the known one just changed.
+/// How long one forwarded write may take (plus 1 ms per 10 kB). Longer than
+/// [`ATTEMPT`]: a forward also ends as soon as this member sees the leader change,
+/// and a restarted leader's stateless reset closes the connection at once, so
+/// the bound only has to catch what neither shows. A busy leader (a queue of
+/// large batches) can take seconds to commit a write; a try abandoned then is
+/// proposed again in full, and under load those duplicates were what kept the
+/// leader from catching up.
+const FORWARD_ATTEMPT: Duration = Duration::from_secs(2);
+
+/// Between tries that found no leader able to take the write.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 impl RaftNode {
@@ -209,22 +221,52 @@ impl RaftNode {
     }
 
     /// One try of [`RaftNode::order`]: an outcome (rejection included, it is the
-    /// state machine's final answer), or why there was none.
+    /// state machine's final answer), or why there was none. While an election is
+    /// on, the try waits for its winner and goes to it at once, rather than at the
+    /// next retry pause: after a leader's death, the election is all a client
+    /// should wait for.
     async fn try_order(
         &self,
         command: &Command,
         deadline: Instant,
     ) -> std::result::Result<(u64, CommandOutcome), String> {
-        match self.propose(command.clone()).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(Some(id))) => match self.forward(id, command, deadline).await {
-                Ok(Some(answer)) => Ok(answer),
-                Ok(None) => Err(format!("node {id} was not the leader")),
-                Err(e) => Err(e.to_string()),
-            },
-            Ok(Err(None)) => Err("no leader was known".into()),
-            Err(e) => Err(e.to_string()),
+        loop {
+            match self.propose(command.clone()).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(Some(id))) => match self.forward(id, command, deadline).await {
+                    Ok(Some(answer)) => return Ok(answer),
+                    // The leader changed while the write was on its way: nothing was
+                    // proposed, or its fate is unknown and the same request id makes
+                    // the retry safe.
+                    Ok(None) | Err(_)
+                        if self.current_leader() != Some(id) && Instant::now() < deadline => {}
+                    Ok(None) => return Err(format!("node {id} was not the leader")),
+                    Err(e) => return Err(e.to_string()),
+                },
+                // No leader known: wait for the election's winner. A leader that
+                // refuses for want of a quorum's recent acknowledgement (its lease
+                // lapsed under load) also answers "no leader" while its metrics
+                // still name it: that one is retried after the pause, not at once.
+                Ok(Err(None)) => {
+                    if self.current_leader().is_some() {
+                        return Err("the leader could not take the write yet".into());
+                    }
+                    if !self.await_a_leader(deadline).await {
+                        return Err("no leader was known".into());
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
+    }
+
+    /// Waits until this node knows a leader; `false` if none by `deadline`.
+    async fn await_a_leader(&self, deadline: Instant) -> bool {
+        let Ok(raft) = self.raft() else { return false };
+        let mut metrics = raft.metrics();
+        let known = metrics.wait_until(|m| m.current_leader.is_some());
+        let left = deadline.saturating_duration_since(Instant::now());
+        matches!(tokio::time::timeout(left, known).await, Ok(Ok(_)))
     }
 
     /// Sends `command` to the leader `id`. `Ok(None)`: it was not the leader (nothing
@@ -240,7 +282,8 @@ impl RaftNode {
         })?;
         // Bounded per try: a connection to a leader that died unnoticed answers
         // nothing, and the retry (same request id) is safe. Larger writes get longer.
-        let per_try = ATTEMPT + Duration::from_millis(command.payload.len() as u64 / 10_000);
+        let per_try =
+            FORWARD_ATTEMPT + Duration::from_millis(command.payload.len() as u64 / 10_000);
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .min(per_try);
