@@ -2,6 +2,7 @@
 //! connected lazily and reconnected after a failure. Mutual TLS, fault injection
 //! and metrics are the transport's.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
+use parking_lot::Mutex;
 
 use crate::rpc::{RaftRequest, RaftResponse};
 use crate::snapshot_file::SnapshotFile;
@@ -66,23 +68,26 @@ pub fn bounded_append(
 /// How long an AppendEntries with entries may take.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The least a vote or pre-vote request may take. openraft's TTL for them is its
-/// `election_timeout_min`, which needle sets to 51 ms so that the lease and the
-/// campaign fall inside the election window (`election_timing` in the node): on a
-/// loaded machine, or with a connection still to be made, a vote answered in 60 ms
-/// would be thrown away and the campaign lost for nothing. A late answer to an
-/// older campaign is told apart by its vote and ignored.
-const VOTE_TIMEOUT: Duration = Duration::from_millis(150);
-
 /// Makes a [`PeerNetwork`] for each peer Raft talks to.
 #[derive(Clone)]
 pub struct Network {
     transport: Transport,
+    connections: OpenConnections,
 }
+
+/// The connections every [`PeerNetwork`] to the same address shares. openraft asks
+/// for a new client for every vote, pre-vote and hand-over broadcast and gives each
+/// request its `election_timeout_min` (51 ms with needle's election window): a
+/// fresh QUIC and mutual-TLS handshake inside that, on a loaded machine, is how
+/// pre-votes between two live survivors timed out and a failover took 800 ms.
+type OpenConnections = Arc<Mutex<HashMap<SocketAddr, Arc<Peer>>>>;
 
 impl Network {
     pub fn new(transport: Transport) -> Network {
-        Network { transport }
+        Network {
+            transport,
+            connections: Arc::default(),
+        }
     }
 }
 
@@ -90,12 +95,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
+        let addr: Option<SocketAddr> = node.raft_addr.parse().ok();
+        let peer = addr.and_then(|a| {
+            self.connections
+                .lock()
+                .get(&a)
+                .filter(|p| !p.is_closed())
+                .cloned()
+        });
         PeerNetwork {
             transport: self.transport.clone(),
+            connections: self.connections.clone(),
             target,
-            addr: node.raft_addr.parse().ok(),
+            addr,
             raw_addr: node.raft_addr.clone(),
-            peer: None,
+            peer,
             timeouts: 0,
         }
     }
@@ -104,6 +118,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The connection to one peer.
 pub struct PeerNetwork {
     transport: Transport,
+    connections: OpenConnections,
     target: NodeId,
     addr: Option<SocketAddr>,
     raw_addr: String,
@@ -154,9 +169,21 @@ impl PeerNetwork {
             })?
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
         let peer = Arc::new(peer);
+        self.connections.lock().insert(addr, peer.clone());
         self.peer = Some(peer.clone());
         self.timeouts = 0;
         Ok(peer)
+    }
+
+    /// Drops the current connection, here and for every client that shares it.
+    fn forget_connection(&mut self) {
+        if let (Some(peer), Some(addr)) = (self.peer.take(), self.addr) {
+            let mut shared = self.connections.lock();
+            if shared.get(&addr).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+                shared.remove(&addr);
+            }
+        }
+        self.timeouts = 0;
     }
 
     async fn call(
@@ -181,8 +208,7 @@ impl PeerNetwork {
                 let timed_out = matches!(e, TransportError::Timeout(_));
                 self.timeouts = if timed_out { self.timeouts + 1 } else { 0 };
                 if !matches!(e, TransportError::Remote(_)) && (!timed_out || self.timeouts >= 2) {
-                    self.peer = None;
-                    self.timeouts = 0;
+                    self.forget_connection();
                 }
                 return Err(match e {
                     TransportError::Timeout(_) => Failure::Unreachable(e.to_string()),
@@ -214,20 +240,6 @@ impl PeerNetwork {
     ) -> Result<T, RPCError<TypeConfig>> {
         match self.call(&request, option.hard_ttl()).await {
             Ok(response) => pick(response).ok_or_else(|| unexpected(self.target).into_rpc()),
-            Err(f) => Err(f.into_rpc()),
-        }
-    }
-
-    /// A vote or pre-vote request, answered within `timeout`.
-    async fn vote_rpc(
-        &mut self,
-        request: RaftRequest,
-        timeout: Duration,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&request, timeout).await {
-            Ok(response) => {
-                vote_response(response).ok_or_else(|| unexpected(self.target).into_rpc())
-            }
             Err(f) => Err(f.into_rpc()),
         }
     }
@@ -270,8 +282,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let timeout = option.hard_ttl().max(VOTE_TIMEOUT);
-        self.vote_rpc(RaftRequest::Vote(rpc), timeout).await
+        self.rpc(RaftRequest::Vote(rpc), option, vote_response)
+            .await
     }
 
     async fn pre_vote(
@@ -279,8 +291,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let timeout = option.hard_ttl().max(VOTE_TIMEOUT);
-        self.vote_rpc(RaftRequest::PreVote(rpc), timeout).await
+        self.rpc(RaftRequest::PreVote(rpc), option, vote_response)
+            .await
     }
 
     async fn transfer_leader(

@@ -52,19 +52,25 @@ where
         }
         // One large parse per core but one: the rest wait here, asynchronously,
         // instead of crowding the cores the runtime and the writer need.
-        let _slot = large_parses().acquire().await.map_err(|e| {
+        // The slot goes with the parse: a client that gives up frees it only when
+        // its parse, which runs on regardless, ends.
+        let slot = large_parses().acquire().await.map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
         })?;
-        tokio::task::spawn_blocking(move || parse(&bytes))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    format!("parsing the request body did not finish: {e}"),
-                )
-            })?
-            .map(ApiJson)
+        tokio::task::spawn_blocking(move || {
+            let parsed = parse(&bytes);
+            drop(slot);
+            parsed
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                format!("parsing the request body did not finish: {e}"),
+            )
+        })?
+        .map(ApiJson)
     }
 }
 

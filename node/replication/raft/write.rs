@@ -231,6 +231,11 @@ impl RaftNode {
         deadline: Instant,
     ) -> std::result::Result<(u64, CommandOutcome), String> {
         loop {
+            // What this member's metrics name now: a retry skips the pause only
+            // when they name someone else afterwards. openraft's answer may name a
+            // leader the metrics do not (a leader handing over names its successor
+            // while still naming itself), and that alone is no reason to hurry.
+            let known = self.current_leader();
             match self.propose(command.clone()).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(Some(id))) => match self.forward(id, command, deadline).await {
@@ -239,7 +244,7 @@ impl RaftNode {
                     // proposed, or its fate is unknown and the same request id makes
                     // the retry safe.
                     Ok(None) | Err(_)
-                        if self.current_leader() != Some(id) && Instant::now() < deadline => {}
+                        if self.current_leader() != known && Instant::now() < deadline => {}
                     Ok(None) => return Err(format!("node {id} was not the leader")),
                     Err(e) => return Err(e.to_string()),
                 },
