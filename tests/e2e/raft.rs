@@ -82,12 +82,7 @@ fn three_members_elect_one_leader_and_take_writes_through_every_member() {
 #[test]
 fn a_killed_leader_is_replaced_and_catches_up_when_restarted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = RaftCluster::start(dir.path(), 3, &[]);
-    let leader = cluster.leader();
-    create_docs(&cluster.client(leader), 3, "dot");
-    assert!(write_ids(&cluster.client(leader), &ids("before", 10))
-        .iter()
-        .all(|s| *s == 200));
+    let (mut cluster, leader) = RaftCluster::start_with_docs(dir.path(), 3, &ids("before", 10));
     let term_before = cluster.status(leader).unwrap()["term"].as_u64().unwrap();
     cluster.kill(leader);
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();

@@ -29,6 +29,18 @@ impl RaftCluster {
         RaftCluster::start_with_env(dir, n, extra, &[])
     }
 
+    /// `n` members under `dir` with the `docs` collection (3-d, dot) and `written`
+    /// upserted through the leader, every one acknowledged; and the leader.
+    pub fn start_with_docs(dir: &Path, n: usize, written: &[String]) -> (RaftCluster, usize) {
+        let cluster = RaftCluster::start(dir, n, &[]);
+        let leader = cluster.leader();
+        crate::cluster::create_docs(&cluster.client(leader), 3, "dot");
+        assert!(write_ids(&cluster.client(leader), written)
+            .iter()
+            .all(|s| *s == 200));
+        (cluster, leader)
+    }
+
     /// [`RaftCluster::start`] with `env` set for every member process.
     pub fn start_with_env(
         dir: &Path,

@@ -3,7 +3,6 @@
 //! the last ones back out of its database (with the applied id written beside
 //! them). Such a member must apply them again from its log, once each.
 
-use crate::cluster::create_docs;
 use crate::raft_cluster::{ids, write_ids, RaftCluster};
 use crate::support::wait_for;
 use std::path::Path;
@@ -55,12 +54,7 @@ fn applied_ops(cluster: &RaftCluster, i: usize) -> Option<u64> {
 #[test]
 fn a_member_whose_database_lost_applied_entries_applies_them_again_from_its_log() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = RaftCluster::start(dir.path(), 3, &[]);
-    let leader = cluster.leader();
-    create_docs(&cluster.client(leader), 3, "dot");
-    assert!(write_ids(&cluster.client(leader), &ids("before", 10))
-        .iter()
-        .all(|s| *s == 200));
+    let (mut cluster, leader) = RaftCluster::start_with_docs(dir.path(), 3, &ids("before", 10));
     assert!(cluster.converged());
     let follower = (leader + 1) % 3;
 

@@ -11,12 +11,14 @@ use needle_transport::DeltaCodec;
 
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::primary_replica::epoch::Fence;
-use crate::replication::primary_replica::replica::pull::{apply, fetch_from_peer, Fetched};
+use crate::replication::primary_replica::replica::pull::{
+    apply, epochs_of, fetch_from_peer, Fetched,
+};
 use crate::replication::primary_replica::replica::snapshot_install::install_snapshot;
 use crate::replication::primary_replica::replica::stream::Follower;
 use crate::replication::primary_replica::role::Role;
 use crate::replication::primary_replica::running::Replication;
-use crate::replication::primary_replica::wire::{decode_epochs, Request};
+use crate::replication::primary_replica::wire::Request;
 use crate::Error;
 
 /// The result of a promotion.
@@ -274,12 +276,7 @@ impl Replication {
             .connect(primary)
             .await
             .map_err(ReplicationError::peer("connecting to", primary))?;
-        let theirs = decode_epochs(
-            &peer
-                .request(&Request::Epochs.encode())
-                .await
-                .map_err(ReplicationError::peer("asking for the epochs of", primary))?,
-        )?;
+        let theirs = epochs_of(&peer, primary).await?;
         let db = self.served.current();
         let mine = db.epoch_history()?;
         if theirs.current() < mine.current() {

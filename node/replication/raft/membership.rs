@@ -16,6 +16,7 @@ use needle_consensus::{ClusterNode, NodeId, TypeConfig};
 use super::app_rpc::{AppRequest, AppResponse};
 use super::node::RaftNode;
 use crate::replication::error::{ReplicationError, Result};
+use crate::replication::retry::{until_deadline, Spacing};
 use crate::Error;
 
 /// A learner may need a whole snapshot before it is caught up.
@@ -40,18 +41,21 @@ impl RaftNode {
         Fut: Future<Output = ChangeResult<T>>,
     {
         let deadline = Instant::now() + LEASE_WAIT;
-        loop {
-            match change().await {
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
-                    if f.leader_id.is_none_or(|l| l == self.node_id())
-                        && self.is_leader()
-                        && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(LEASE_RETRY).await;
+        let tried = until_deadline(deadline, Spacing::every(LEASE_RETRY), || {
+            let tried = change();
+            async move {
+                match tried.await {
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                        if f.leader_id.is_none_or(|l| l == self.node_id()) && self.is_leader() =>
+                    {
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                    }
+                    outcome => Ok(outcome),
                 }
-                other => return other,
             }
-        }
+        })
+        .await;
+        tried.unwrap_or_else(Err)
     }
 
     /// Adds the member listening on `addr` (started with `--raft` and this cluster

@@ -13,11 +13,11 @@ use tokio::sync::watch;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::primary_replica::members::{member_name, Member, MemberList};
 use crate::replication::primary_replica::primary::log_server::now_ms;
-use crate::replication::primary_replica::replica::pull::{apply, fetch, Fetched};
+use crate::replication::primary_replica::replica::pull::{apply, epochs_of, fetch, Fetched};
 use crate::replication::primary_replica::replica::snapshot_install::install_snapshot;
 use crate::replication::primary_replica::replica::stream::Follower;
 use crate::replication::primary_replica::running::{Following, Replication};
-use crate::replication::primary_replica::wire::{decode_epochs, Request};
+use crate::replication::primary_replica::wire::Request;
 
 /// How often a replica asks its primary who the other replicas are.
 const MEMBERS_REFRESH: Duration = Duration::from_secs(2);
@@ -185,12 +185,7 @@ async fn step(
             if epoch > mine.current() {
                 // The primary moved to a new epoch (it was promoted while this node
                 // followed it): take its history, so a later demotion compares right.
-                let theirs = decode_epochs(
-                    &peer
-                        .request(&Request::Epochs.encode())
-                        .await
-                        .map_err(ReplicationError::peer("asking for the epochs of", primary))?,
-                )?;
+                let theirs = epochs_of(peer, primary).await?;
                 db.set_epoch_history(&theirs)?;
             }
             apply(&db, follower, info, entries).await?;

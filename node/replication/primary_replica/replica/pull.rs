@@ -2,15 +2,17 @@
 //! durably. The two halves are separate so that a replica can stop following (to be
 //! promoted) between them, never in the middle of an apply.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use needle_transport::{DeltaCodec, DeltaEntry, Peer};
 
 use crate::replication::error::{ReplicationError, Result};
-use crate::replication::primary_replica::epoch::Fence;
+use crate::replication::primary_replica::epoch::{EpochHistory, Fence};
 use crate::replication::primary_replica::replica::stream::{BatchInfo, Follower, FollowerAction};
 use crate::replication::primary_replica::wire::{
-    entry_from_wire, u64_at, PullRequest, Request, NEEDS_SNAPSHOT, PULLED, RESPONSE_HEADER,
+    decode_epochs, entry_from_wire, u64_at, PullRequest, Request, NEEDS_SNAPSHOT, PULLED,
+    RESPONSE_HEADER,
 };
 use crate::Error;
 use crate::{Database, Op};
@@ -78,6 +80,15 @@ pub async fn fetch_from_peer(
         request.from,
     )
     .await
+}
+
+/// The epoch history of the node behind `peer` (at `addr`, for the error).
+pub async fn epochs_of(peer: &Peer, addr: SocketAddr) -> Result<EpochHistory> {
+    let answer = peer
+        .request(&Request::Epochs.encode())
+        .await
+        .map_err(ReplicationError::peer("asking for the epochs of", addr))?;
+    Ok(decode_epochs(&answer)?)
 }
 
 async fn fetch_as(
