@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,7 +73,11 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Network {
     transport: Transport,
+    /// Replication and votes.
     connections: OpenConnections,
+    /// Heartbeats, apart: on the replication connection a heartbeat would queue
+    /// behind megabytes of entries, and a late heartbeat is a lapsed lease.
+    heartbeats: OpenConnections,
 }
 
 /// The connections every [`PeerNetwork`] to the same address shares. openraft asks
@@ -80,13 +85,40 @@ pub struct Network {
 /// request its `election_timeout_min` (51 ms with needle's election window): a
 /// fresh QUIC and mutual-TLS handshake inside that, on a loaded machine, is how
 /// pre-votes between two live survivors timed out and a failover took 800 ms.
-type OpenConnections = Arc<Mutex<HashMap<SocketAddr, Arc<Peer>>>>;
+type OpenConnections = Arc<Mutex<HashMap<SocketAddr, Arc<SharedPeer>>>>;
+
+/// A connection and its timeouts in a row, counted across every client using it:
+/// a vote client lives for one request, and would never see a second one.
+struct SharedPeer {
+    peer: Peer,
+    timeouts: AtomicU32,
+}
 
 impl Network {
     pub fn new(transport: Transport) -> Network {
         Network {
             transport,
             connections: Arc::default(),
+            heartbeats: Arc::default(),
+        }
+    }
+
+    fn client(&self, shared: &OpenConnections, target: NodeId, node: &ClusterNode) -> PeerNetwork {
+        let addr: Option<SocketAddr> = node.raft_addr.parse().ok();
+        let peer = addr.and_then(|a| {
+            shared
+                .lock()
+                .get(&a)
+                .filter(|p| !p.peer.is_closed())
+                .cloned()
+        });
+        PeerNetwork {
+            transport: self.transport.clone(),
+            connections: shared.clone(),
+            target,
+            addr,
+            raw_addr: node.raft_addr.clone(),
+            peer,
         }
     }
 }
@@ -95,23 +127,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
-        let addr: Option<SocketAddr> = node.raft_addr.parse().ok();
-        let peer = addr.and_then(|a| {
-            self.connections
-                .lock()
-                .get(&a)
-                .filter(|p| !p.is_closed())
-                .cloned()
-        });
-        PeerNetwork {
-            transport: self.transport.clone(),
-            connections: self.connections.clone(),
-            target,
-            addr,
-            raw_addr: node.raft_addr.clone(),
-            peer,
-            timeouts: 0,
-        }
+        self.client(&self.connections, target, node)
+    }
+
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
+        self.client(&self.heartbeats, target, node)
+    }
+
+    /// A connection of its own, as before connections were shared: a snapshot's
+    /// megabytes must not hold up replication either.
+    async fn new_snapshot_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
+        self.client(&OpenConnections::default(), target, node)
     }
 }
 
@@ -122,9 +148,7 @@ pub struct PeerNetwork {
     target: NodeId,
     addr: Option<SocketAddr>,
     raw_addr: String,
-    peer: Option<Arc<Peer>>,
-    /// Timeouts in a row on the current connection.
-    timeouts: u32,
+    peer: Option<Arc<SharedPeer>>,
 }
 
 /// Why an exchange failed: the peer could not be reached, or it answered badly.
@@ -150,10 +174,10 @@ impl Failure {
 }
 
 impl PeerNetwork {
-    async fn peer(&mut self) -> Result<Arc<Peer>, Failure> {
+    async fn peer(&mut self) -> Result<Arc<SharedPeer>, Failure> {
         // A connection reset by a process that restarted on the peer's address is
         // closed at once (the transport keeps its reset key across restarts).
-        if let Some(peer) = self.peer.as_ref().filter(|p| !p.is_closed()) {
+        if let Some(peer) = self.peer.as_ref().filter(|p| !p.peer.is_closed()) {
             return Ok(peer.clone());
         }
         let addr = self.addr.ok_or_else(|| {
@@ -168,10 +192,12 @@ impl PeerNetwork {
                 Failure::Unreachable(format!("connecting to node {} timed out", self.target))
             })?
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
-        let peer = Arc::new(peer);
+        let peer = Arc::new(SharedPeer {
+            peer,
+            timeouts: AtomicU32::new(0),
+        });
         self.connections.lock().insert(addr, peer.clone());
         self.peer = Some(peer.clone());
-        self.timeouts = 0;
         Ok(peer)
     }
 
@@ -183,7 +209,6 @@ impl PeerNetwork {
                 shared.remove(&addr);
             }
         }
-        self.timeouts = 0;
     }
 
     async fn call(
@@ -195,9 +220,9 @@ impl PeerNetwork {
             .encode()
             .map_err(|e| Failure::Network(e.to_string()))?;
         let peer = self.peer().await?;
-        let reply = match peer.request_within(&body, timeout).await {
+        let reply = match peer.peer.request_within(&body, timeout).await {
             Ok(reply) => {
-                self.timeouts = 0;
+                peer.timeouts.store(0, Ordering::Relaxed);
                 reply
             }
             Err(e) => {
@@ -206,8 +231,13 @@ impl PeerNetwork {
                 // died and came back on the same address only ever times out (until
                 // QUIC's idle timeout), so a second timeout in a row replaces it too.
                 let timed_out = matches!(e, TransportError::Timeout(_));
-                self.timeouts = if timed_out { self.timeouts + 1 } else { 0 };
-                if !matches!(e, TransportError::Remote(_)) && (!timed_out || self.timeouts >= 2) {
+                let in_a_row = if timed_out {
+                    peer.timeouts.fetch_add(1, Ordering::Relaxed) + 1
+                } else {
+                    peer.timeouts.store(0, Ordering::Relaxed);
+                    0
+                };
+                if !matches!(e, TransportError::Remote(_)) && (!timed_out || in_a_row >= 2) {
                     self.forget_connection();
                 }
                 return Err(match e {

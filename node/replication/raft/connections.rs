@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,16 @@ use crate::replication::error::{ReplicationError, Result};
 
 pub(crate) struct Connections {
     transport: Transport,
-    peers: Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
+    peers: Mutex<BTreeMap<SocketAddr, Tracked>>,
     connect_timeout: Duration,
+}
+
+/// A shared connection and how many answers came back on it: a request given up
+/// on says nothing against a connection that answered someone else meanwhile.
+#[derive(Clone)]
+struct Tracked {
+    peer: Arc<Peer>,
+    answers: Arc<AtomicU64>,
 }
 
 impl Connections {
@@ -31,24 +40,34 @@ impl Connections {
 
     /// The connection to `addr`, opened if there is none.
     pub async fn peer(&self, addr: SocketAddr) -> Result<Arc<Peer>> {
-        if let Some(peer) = self.peers.lock().get(&addr).filter(|p| !p.is_closed()) {
-            return Ok(peer.clone());
+        Ok(self.tracked(addr).await?.peer)
+    }
+
+    async fn tracked(&self, addr: SocketAddr) -> Result<Tracked> {
+        if let Some(open) = self.peers.lock().get(&addr).filter(|t| !t.peer.is_closed()) {
+            return Ok(open.clone());
         }
         let peer = tokio::time::timeout(self.connect_timeout, self.transport.connect(addr))
             .await
             .map_err(|_| TransportError::Timeout(self.connect_timeout))
             .and_then(|connected| connected)
             .map_err(ReplicationError::peer("connecting to", addr))?;
-        let peer = Arc::new(peer);
-        self.peers.lock().insert(addr, peer.clone());
-        Ok(peer)
+        let tracked = Tracked {
+            peer: Arc::new(peer),
+            answers: Arc::default(),
+        };
+        self.peers.lock().insert(addr, tracked.clone());
+        Ok(tracked)
     }
 
     /// Sends `request` to the member at `addr` and waits at most `timeout`. The
     /// connection is dropped unless the member answered: after a failure, and also
     /// when the caller gives up first (a client's timeout dropping a forwarded
     /// write), since a connection to a process that died unnoticed answers nothing
-    /// and impatient callers would otherwise meet it on every try. The exchange
+    /// and impatient callers would otherwise meet it on every try. A caller that
+    /// gives up leaves the connection alone if anything was answered on it since
+    /// its request went out: the member is alive, and a client resetting its own
+    /// requests must not cost two members a new handshake each time. The exchange
     /// itself ends with its caller, so nothing outlives the request's limits.
     pub async fn ask(
         &self,
@@ -56,17 +75,21 @@ impl Connections {
         request: &AppRequest,
         timeout: Duration,
     ) -> Result<AppResponse> {
-        let peer = self.peer(addr).await?;
+        let tracked = self.tracked(addr).await?;
         let body = request.encode()?;
         let mut unanswered = DropUnanswered {
             peers: &self.peers,
             addr,
-            peer: &peer,
+            tracked: &tracked,
+            answers_before: tracked.answers.load(Ordering::Acquire),
             answered: false,
         };
-        let answer = peer.request_within(&body, timeout).await;
+        let answer = tracked.peer.request_within(&body, timeout).await;
         // An error response is an answer: the connection works.
         unanswered.answered = matches!(answer, Ok(_) | Err(TransportError::Remote(_)));
+        if unanswered.answered {
+            tracked.answers.fetch_add(1, Ordering::AcqRel);
+        }
         match answer {
             Ok(reply) => AppResponse::decode(&reply),
             Err(source) => Err(ReplicationError::peer("asking", addr)(source)),
@@ -74,24 +97,26 @@ impl Connections {
     }
 }
 
-/// Forgets a connection that did not answer, when the exchange ends or is dropped.
+/// Forgets a connection that did not answer (nor answered anyone else since this
+/// request went out), when the exchange ends or is dropped.
 struct DropUnanswered<'a> {
-    peers: &'a Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
+    peers: &'a Mutex<BTreeMap<SocketAddr, Tracked>>,
     addr: SocketAddr,
-    peer: &'a Arc<Peer>,
+    tracked: &'a Tracked,
+    answers_before: u64,
     answered: bool,
 }
 
 impl Drop for DropUnanswered<'_> {
     fn drop(&mut self) {
-        if self.answered {
+        if self.answered || self.tracked.answers.load(Ordering::Acquire) != self.answers_before {
             return;
         }
         let mut peers = self.peers.lock();
         // Only this connection: another caller may have replaced it already.
         if peers
             .get(&self.addr)
-            .is_some_and(|p| Arc::ptr_eq(p, self.peer))
+            .is_some_and(|t| Arc::ptr_eq(&t.peer, &self.tracked.peer))
         {
             peers.remove(&self.addr);
         }
@@ -144,6 +169,35 @@ mod tests {
         assert!(
             !Arc::ptr_eq(&first, &next),
             "the unanswered connection was kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_on_keeps_a_connection_that_answered_meanwhile() {
+        let config = TransportConfig::new(Security::InsecureDev);
+        let local = "127.0.0.1:0".parse().unwrap();
+        let member = Transport::bind(local, config.clone(), Arc::new(Silent)).unwrap();
+        let addr = member.local_addr().unwrap();
+        let own = Transport::bind(local, config, Arc::new(Silent)).unwrap();
+        let connections = Connections::new(own, Duration::from_secs(2));
+        let long = Duration::from_secs(30);
+        let first = connections.peer(addr).await.unwrap();
+        let never = AppRequest::AppliedAtLeast(1);
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(200),
+            connections.ask(addr, &never, long),
+        );
+        let answered_meanwhile = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            connections.ask(addr, &AppRequest::Status, long).await
+        };
+        let (gave_up, refused) = tokio::join!(given_up, answered_meanwhile);
+        assert!(gave_up.is_err());
+        assert!(refused.is_err(), "Status is answered with an error");
+        let after = connections.peer(addr).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &after),
+            "a connection that answered was dropped"
         );
     }
 }
