@@ -10,7 +10,9 @@
 //!   (`NEEDLE_BENCH_ONLY=failover` runs only this);
 //! - the peer for single writes and failover, when installed
 //!   (`scripts/setup-bench-peers.sh`): a three-member etcd 3.4 cluster, same box,
-//!   same client and values, same probe.
+//!   same client and values, same probe;
+//! - `NEEDLE_BENCH_ONLY=batches`: batches of 1000 alone, raft and standalone, with
+//!   where each member's time went; `NEEDLE_BENCH_MEMBERS=N` sets the members.
 //!
 //! All processes and the clients share this machine's cores.
 
@@ -19,6 +21,7 @@
 mod cluster;
 mod etcd_cluster;
 mod machine;
+mod raft_batches;
 #[allow(dead_code)]
 #[path = "../tests/e2e/raft_cluster.rs"]
 mod raft_cluster;
@@ -240,6 +243,11 @@ fn main() {
         return;
     }
 
+    if std::env::var("NEEDLE_BENCH_ONLY").as_deref() == Ok("batches") {
+        raft_batches::run(dir.path());
+        return;
+    }
+
     // The peer: one standalone node, same requests.
     let standalone = Node::start(&dir.path().join("standalone"), &["--backend", "cpu"]);
     let solo = vec![standalone.url.clone()];
@@ -276,6 +284,7 @@ fn main() {
     );
     let raft_1 = raft_single.per_s;
     let single_elections = term(&raft).saturating_sub(term_before);
+    let batching = raft_batches::batch_sizes(&raft);
     let raft_1_any = throughput(&all_urls, 64, 50, 1);
     let raft_100 = throughput(&leader_url, 64, 4, 100);
     let raft_1000 = throughput(&leader_url, 16, 2, 1000);
@@ -326,6 +335,7 @@ fn main() {
         "  needle {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  (elections during it: {single_elections})",
         raft_single.per_s, raft_single.p50_ms, raft_single.p99_ms
     );
+    println!("  {batching}");
     match &etcd {
         Some(etcd) => {
             let leader = vec![etcd.client_urls[etcd.leader()].clone()];

@@ -5,8 +5,9 @@
 //! - [`log_store`]: the Raft log and vote in a RocksDB database of their own, its
 //!   appends fsynced in groups by one thread (`wal_syncer`).
 //! - [`network`] and [`service`]: Raft RPCs over needle's QUIC transport (mutual
-//!   TLS, fault injection), with snapshots moved by the transport's bulk region
-//!   transfer ([`snapshot_file`]).
+//!   TLS, fault injection), with replication pipelined on one ordered stream per
+//!   follower (`append_pipeline`) and snapshots moved by the transport's bulk
+//!   region transfer ([`snapshot_file`]).
 //! - [`rpc`]: their wire form.
 //!
 //! The state machine is the node's database and lives in the node.
@@ -24,6 +25,7 @@
 //!
 //! It is pinned exactly (`=0.10.0-alpha.37`) because alpha releases change APIs.
 
+mod append_pipeline;
 pub mod error;
 pub mod log_store;
 pub mod network;

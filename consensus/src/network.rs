@@ -5,20 +5,22 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use needle_transport::{Peer, Transport, TransportError};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
 use parking_lot::Mutex;
 
+use crate::append_pipeline;
 use crate::rpc::{RaftRequest, RaftResponse};
 use crate::snapshot_file::SnapshotFile;
 use crate::types::{ClusterNode, NodeId, TypeConfig, Vote};
@@ -67,7 +69,7 @@ pub fn bounded_append(
 }
 
 /// How long an AppendEntries with entries may take.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Makes a [`PeerNetwork`] for each peer Raft talks to.
 #[derive(Clone)]
@@ -85,13 +87,41 @@ pub struct Network {
 /// request its `election_timeout_min` (51 ms with needle's election window): a
 /// fresh QUIC and mutual-TLS handshake inside that, on a loaded machine, is how
 /// pre-votes between two live survivors timed out and a failover took 800 ms.
-type OpenConnections = Arc<Mutex<HashMap<SocketAddr, Arc<SharedPeer>>>>;
+pub(crate) type OpenConnections = Arc<Mutex<HashMap<SocketAddr, Arc<SharedPeer>>>>;
 
 /// A connection and its timeouts in a row, counted across every client using it:
 /// a vote client lives for one request, and would never see a second one.
-struct SharedPeer {
-    peer: Peer,
-    timeouts: AtomicU32,
+pub(crate) struct SharedPeer {
+    pub peer: Peer,
+    pub timeouts: AtomicU32,
+    /// Given up on: clients holding it connect afresh too (openraft keeps one
+    /// replication client for as long as a member follows).
+    forgotten: AtomicBool,
+}
+
+impl SharedPeer {
+    fn usable(&self) -> bool {
+        !self.peer.is_closed() && !self.forgotten.load(Ordering::Relaxed)
+    }
+}
+
+/// Gives up on `peer`: drops it from `shared` (if it is still the one there)
+/// and marks it, so that every client connects afresh.
+pub(crate) fn forget(shared: &OpenConnections, addr: SocketAddr, peer: &Arc<SharedPeer>) {
+    peer.forgotten.store(true, Ordering::Relaxed);
+    let mut shared = shared.lock();
+    if shared.get(&addr).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+        shared.remove(&addr);
+    }
+}
+
+/// How a client sends a stream of AppendEntries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Replication: pipelined on one ordered stream ([`append_pipeline`]).
+    Replication,
+    /// Heartbeats (one request per stream) and snapshots: one at a time.
+    OneByOne,
 }
 
 impl Network {
@@ -103,15 +133,15 @@ impl Network {
         }
     }
 
-    fn client(&self, shared: &OpenConnections, target: NodeId, node: &ClusterNode) -> PeerNetwork {
+    fn client(
+        &self,
+        shared: &OpenConnections,
+        lane: Lane,
+        target: NodeId,
+        node: &ClusterNode,
+    ) -> PeerNetwork {
         let addr: Option<SocketAddr> = node.raft_addr.parse().ok();
-        let peer = addr.and_then(|a| {
-            shared
-                .lock()
-                .get(&a)
-                .filter(|p| !p.peer.is_closed())
-                .cloned()
-        });
+        let peer = addr.and_then(|a| shared.lock().get(&a).filter(|p| p.usable()).cloned());
         PeerNetwork {
             transport: self.transport.clone(),
             connections: shared.clone(),
@@ -119,6 +149,7 @@ impl Network {
             addr,
             raw_addr: node.raft_addr.clone(),
             peer,
+            lane,
         }
     }
 }
@@ -127,17 +158,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
-        self.client(&self.connections, target, node)
+        self.client(&self.connections, Lane::Replication, target, node)
     }
 
     async fn new_heartbeat_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
-        self.client(&self.heartbeats, target, node)
+        self.client(&self.heartbeats, Lane::OneByOne, target, node)
     }
 
     /// A connection of its own, as before connections were shared: a snapshot's
     /// megabytes must not hold up replication either.
     async fn new_snapshot_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
-        self.client(&OpenConnections::default(), target, node)
+        self.client(&OpenConnections::default(), Lane::OneByOne, target, node)
     }
 }
 
@@ -149,6 +180,7 @@ pub struct PeerNetwork {
     addr: Option<SocketAddr>,
     raw_addr: String,
     peer: Option<Arc<SharedPeer>>,
+    lane: Lane,
 }
 
 /// Why an exchange failed: the peer could not be reached, or it answered badly.
@@ -177,7 +209,7 @@ impl PeerNetwork {
     async fn peer(&mut self) -> Result<Arc<SharedPeer>, Failure> {
         // A connection reset by a process that restarted on the peer's address is
         // closed at once (the transport keeps its reset key across restarts).
-        if let Some(peer) = self.peer.as_ref().filter(|p| !p.peer.is_closed()) {
+        if let Some(peer) = self.peer.as_ref().filter(|p| p.usable()) {
             return Ok(peer.clone());
         }
         let addr = self.addr.ok_or_else(|| {
@@ -186,6 +218,17 @@ impl PeerNetwork {
                 self.target, self.raw_addr
             ))
         })?;
+        // Another client may have connected afresh already.
+        let shared = self
+            .connections
+            .lock()
+            .get(&addr)
+            .filter(|p| p.usable())
+            .cloned();
+        if let Some(peer) = shared {
+            self.peer = Some(peer.clone());
+            return Ok(peer);
+        }
         let peer = tokio::time::timeout(CONNECT_TIMEOUT, self.transport.connect(addr))
             .await
             .map_err(|_| {
@@ -195,6 +238,7 @@ impl PeerNetwork {
         let peer = Arc::new(SharedPeer {
             peer,
             timeouts: AtomicU32::new(0),
+            forgotten: AtomicBool::new(false),
         });
         self.connections.lock().insert(addr, peer.clone());
         self.peer = Some(peer.clone());
@@ -204,9 +248,47 @@ impl PeerNetwork {
     /// Drops the current connection, here and for every client that shares it.
     fn forget_connection(&mut self) {
         if let (Some(peer), Some(addr)) = (self.peer.take(), self.addr) {
-            let mut shared = self.connections.lock();
-            if shared.get(&addr).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
-                shared.remove(&addr);
+            forget(&self.connections, addr, &peer);
+        }
+    }
+
+    /// Opens this client's replication stream: the connection first if need be.
+    async fn open_pipeline(
+        &mut self,
+    ) -> Result<
+        (
+            needle_transport::RequestSender,
+            needle_transport::AnswerReceiver,
+            append_pipeline::PeerLink,
+        ),
+        Failure,
+    > {
+        let peer = self.peer().await?;
+        let addr = self
+            .addr
+            .ok_or_else(|| Failure::Unreachable("no address".into()))?;
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, peer.peer.open_request_stream()).await;
+        match opened {
+            Ok(Ok((sender, answers))) => Ok((
+                sender,
+                answers,
+                append_pipeline::PeerLink {
+                    peer,
+                    shared: self.connections.clone(),
+                    addr,
+                    target: self.target,
+                },
+            )),
+            Ok(Err(e)) => {
+                self.forget_connection();
+                Err(Failure::Unreachable(e.to_string()))
+            }
+            Err(_) => {
+                self.forget_connection();
+                Err(Failure::Unreachable(format!(
+                    "opening a replication stream to node {} timed out",
+                    self.target
+                )))
             }
         }
     }
@@ -281,6 +363,34 @@ fn unexpected(target: NodeId) -> Failure {
 
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotFile;
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        if self.lane == Lane::OneByOne {
+            return openraft::network::stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let (sender, answers, link) = self.open_pipeline().await.map_err(Failure::into_rpc)?;
+            let answers: BoxStream<'s, _> =
+                Box::pin(append_pipeline::run(sender, answers, input, link));
+            Ok(answers)
+        })
+    }
 
     async fn append_entries(
         &mut self,

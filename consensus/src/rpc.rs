@@ -3,8 +3,8 @@
 //! requests, which share the same QUIC endpoint.
 
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -34,8 +34,9 @@ pub enum RaftRequest {
     },
 }
 
-/// The answers, in the same order as [`RaftRequest`]'s variants. An `Err` is a
-/// failure of the remote Raft node (it is shutting down), as text.
+/// The answers, in the same order as [`RaftRequest`]'s variants, then the answer
+/// to an AppendEntries sent on a replication stream. An `Err` is a failure of the
+/// remote Raft node (it is shutting down), as text.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub enum RaftResponse {
@@ -43,6 +44,9 @@ pub enum RaftResponse {
     Vote(VoteResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
+    /// How far the follower's log matches after one AppendEntries of a stream, or
+    /// why it refused it (which ends the stream).
+    StreamAppend(StreamAppendResult<TypeConfig>),
 }
 
 impl RaftRequest {

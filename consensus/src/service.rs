@@ -5,7 +5,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use needle_transport::{BoxFuture, Handler, PeerInfo, RegionKey, Transport};
+use futures_util::StreamExt;
+use needle_transport::{BoxFuture, BoxStream, Handler, PeerInfo, RegionKey, Transport};
 use openraft::storage::RaftStateMachine;
 use openraft::Raft;
 
@@ -150,5 +151,51 @@ where
 
     fn push(&self, from: PeerInfo, body: Vec<u8>, compressed: bool) -> BoxFuture<()> {
         self.state.app.push(from, body, compressed)
+    }
+
+    /// A leader's replication stream ([`crate::network`]): AppendEntries in the
+    /// order sent, handed to openraft's own pipeline, which takes the next one
+    /// while the log still syncs the previous ones. Anything but an AppendEntries
+    /// ends the stream.
+    fn request_stream(
+        &self,
+        from: PeerInfo,
+        requests: BoxStream<Vec<u8>>,
+    ) -> BoxStream<Result<Vec<u8>, String>> {
+        let refuse = |message: &str| -> BoxStream<Result<Vec<u8>, String>> {
+            let message = message.to_string();
+            Box::pin(futures_util::stream::once(async move { Err(message) }))
+        };
+        if !from.role.is_member() {
+            return refuse(
+                "raft RPCs are for cluster members; a client certificate cannot send them",
+            );
+        }
+        let Some((raft, _)) = self.state.attached.get() else {
+            return refuse("raft is starting");
+        };
+        let peer = from.addr;
+        let appends = requests
+            .map(move |body| match RaftRequest::decode(&body) {
+                Some(Ok(RaftRequest::Append(rpc))) => Some(rpc),
+                other => {
+                    let what = match other {
+                        Some(Err(e)) => e.to_string(),
+                        Some(Ok(_)) => "an RPC other than AppendEntries".to_string(),
+                        None => "not Raft traffic".to_string(),
+                    };
+                    tracing::warn!(%peer, what, "ending a replication stream");
+                    None
+                }
+            })
+            .take_while(|rpc| std::future::ready(rpc.is_some()))
+            .filter_map(std::future::ready);
+        let answers = raft.stream_append(appends).map(|answer| {
+            let answer = answer
+                .map(RaftResponse::StreamAppend)
+                .map_err(|fatal| fatal.to_string());
+            RaftResponse::encode(&answer).map_err(|e| e.to_string())
+        });
+        Box::pin(answers)
     }
 }

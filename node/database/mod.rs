@@ -318,18 +318,20 @@ impl Database {
     /// Raft leader, before proposing), since the members that apply the entry will
     /// not refuse it for that.
     pub(crate) fn check_room(&self, op: &Op) -> Result<()> {
-        if let Op::Upsert {
-            collection,
-            records,
-        } = op
-        {
-            let state = self.state(collection)?;
-            let index = state.index.read_recursive();
-            write_checks::room_on_device(
-                index.shard.as_ref(),
-                records.len() + state.lane.pending_rows(),
-            )?;
+        match op {
+            Op::Upsert {
+                collection,
+                records,
+            } => self.check_room_for(collection, records.len()),
+            _ => Ok(()),
         }
+    }
+
+    /// [`Database::check_room`] for `rows` new rows of `collection`.
+    pub(crate) fn check_room_for(&self, collection: &str, rows: usize) -> Result<()> {
+        let state = self.state(collection)?;
+        let index = state.index.read_recursive();
+        write_checks::room_on_device(index.shard.as_ref(), rows + state.lane.pending_rows())?;
         Ok(())
     }
 

@@ -219,18 +219,22 @@ fn checksums(cluster: &RaftCluster) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn entries_the_cluster_ordered_are_applied_even_where_the_device_is_full() {
-    let dir = tempfile::tempdir().unwrap();
-    // One member's device has no room (as a full GPU would report).
-    let full = 2;
-    let cluster = RaftCluster::start_with_member_env(dir.path(), 3, &[], &[], |i| {
+/// Three members; member `full`'s device has no room (as a full GPU would report).
+fn with_a_full_device(dir: &std::path::Path, full: usize) -> RaftCluster {
+    RaftCluster::start_with_member_env(dir, 3, &[], &[], |i| {
         if i == full {
             failpoint("device-full=return")
         } else {
             Vec::new()
         }
-    });
+    })
+}
+
+#[test]
+fn entries_the_cluster_ordered_are_applied_even_where_the_device_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = 2;
+    let cluster = with_a_full_device(dir.path(), full);
     let mut leader = cluster.leader();
     if leader == full {
         // It would refuse to order writes: let another member lead.
@@ -298,6 +302,39 @@ fn a_leader_whose_device_is_full_refuses_before_ordering() {
         "DEVICE_MEMORY_FULL",
     );
     assert_eq!(c.get("/collections/g").1["count"], 0);
+}
+
+#[test]
+fn a_full_leader_refuses_a_write_a_follower_forwards_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = 2;
+    let cluster = with_a_full_device(dir.path(), full);
+    crate::cluster::create_docs(&cluster.client(cluster.leader()), 2, "dot");
+    for _ in 0..5 {
+        let leader = cluster.leader();
+        if leader == full {
+            break;
+        }
+        let path = format!("/cluster/step-down?to={}", full + 1);
+        let (status, body) = cluster.client(leader).post(&path, &json!({}));
+        assert!(status == 200 || status == 503, "{status} {body}");
+    }
+    assert_eq!(cluster.leader(), full, "the full member never led");
+    // The follower has room; the leader, which orders the write, has none.
+    let c = cluster.client((full + 1) % 3);
+    assert_error(
+        &c.post(
+            "/collections/docs/vectors",
+            &json!({"id": "a", "vector": [1, 0]}),
+        ),
+        507,
+        "DEVICE_MEMORY_FULL",
+    );
+    assert_eq!(
+        c.get("/collections/docs/vectors/a?consistency=linearizable")
+            .0,
+        404
+    );
 }
 
 #[test]

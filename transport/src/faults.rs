@@ -4,6 +4,9 @@
 //! The decision is a plain, seeded function of the configuration (sans-IO, so a
 //! failing schedule replays from its seed); the QUIC shell applies it to every
 //! message it sends (requests, pushes, region writes) and to every stream it accepts.
+//! On an ordered request stream (Raft replication) a request is delayed or lost,
+//! never duplicated or overtaken, as on any ordered stream: a lost one holds up
+//! every request behind it until the requester gives up on the stream.
 //! A transport has an injector only when built with one, which a node does only when
 //! started with `--fault-injection`.
 

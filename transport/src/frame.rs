@@ -43,6 +43,9 @@ pub enum FrameKind {
     RegionData = 8,
     /// The sender finished writing a region: body = key, expected checksum.
     RegionDone = 9,
+    /// One of many requests on the same stream, answered in the order sent (one
+    /// `Response` or `ErrorResponse` each): pipelined RPCs whose order matters.
+    StreamRequest = 10,
 }
 
 impl FrameKind {
@@ -57,6 +60,7 @@ impl FrameKind {
             7 => FrameKind::RegionRead,
             8 => FrameKind::RegionData,
             9 => FrameKind::RegionDone,
+            10 => FrameKind::StreamRequest,
             other => return Err(TransportError::UnknownKind(other)),
         })
     }
@@ -73,6 +77,7 @@ impl FrameKind {
             FrameKind::RegionRead => "region_read",
             FrameKind::RegionData => "region_data",
             FrameKind::RegionDone => "region_done",
+            FrameKind::StreamRequest => "stream_request",
         }
     }
 }
@@ -262,7 +267,7 @@ mod tests {
     const MAX: u32 = 1 << 20;
 
     fn kind_strategy() -> impl Strategy<Value = FrameKind> {
-        (1u8..=9).prop_map(|k| FrameKind::from_u8(k).unwrap())
+        (1u8..=10).prop_map(|k| FrameKind::from_u8(k).unwrap())
     }
 
     proptest! {
@@ -350,7 +355,7 @@ mod tests {
                 TransportError::UnsupportedVersion(2),
             ),
             (header_bytes(1, 0, 0, 4), TransportError::UnknownKind(0)),
-            (header_bytes(1, 10, 0, 4), TransportError::UnknownKind(10)),
+            (header_bytes(1, 11, 0, 4), TransportError::UnknownKind(11)),
             (
                 header_bytes(1, 4, 0x8000, 4),
                 TransportError::UnknownFlags(0x8000),

@@ -23,6 +23,9 @@ pub mod tls;
 pub use delta::{DeltaCodec, DeltaEntry, EncodedDelta};
 pub use error::TransportError;
 pub use frame::{Frame, FrameDecoder, FrameKind, Header};
-pub use quic::{Answer, BoxFuture, Handler, Peer, PeerInfo, Transport, TransportConfig};
+pub use quic::{
+    Answer, AnswerReceiver, BoxFuture, BoxStream, Handler, Peer, PeerInfo, RequestSender,
+    Transport, TransportConfig,
+};
 pub use region::{AlignedBuf, Completion, RegionKey, RegionTable};
 pub use tls::{Security, TlsFiles};

@@ -18,7 +18,13 @@ pub(crate) const APP_TAG: u8 = 0xB0;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum AppRequest {
     Hello,
-    Write(Command),
+    /// A write a follower validated and encoded, for the leader to propose as is.
+    Write {
+        command: Command,
+        /// The rows it adds, when it adds any: what the leader checks its
+        /// device's room against without decoding the command again.
+        new_rows: Option<NewRows>,
+    },
     ReadIndex,
     /// Answers once the member has applied this log index (or after a second).
     AppliedAtLeast(u64),
@@ -40,6 +46,13 @@ pub(crate) enum AppRequest {
         index: u64,
         collection: String,
     },
+}
+
+/// Rows an upsert adds to a collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NewRows {
+    pub collection: String,
+    pub rows: usize,
 }
 
 /// A search as a client sends it; the filter is JSON text.
@@ -106,7 +119,7 @@ impl AppRequest {
     pub fn name(&self) -> &'static str {
         match self {
             AppRequest::Hello => "hello",
-            AppRequest::Write(_) => "a forwarded write",
+            AppRequest::Write { .. } => "a forwarded write",
             AppRequest::ReadIndex => "a read index",
             AppRequest::AppliedAtLeast(_) => "an applied-index wait",
             AppRequest::AddMember(_) => "adding a member",

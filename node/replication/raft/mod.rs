@@ -15,6 +15,7 @@
 //!   consistency suite's self-test (only with the `failpoints` feature).
 
 mod app_rpc;
+mod batch_sizes;
 mod client;
 mod cluster_status;
 mod command;

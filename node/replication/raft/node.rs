@@ -253,7 +253,9 @@ impl RaftNode {
                             .is_none()
                     }),
             }),
-            AppRequest::Write(command) => AppResponse::Write(self.apply_forwarded(command).await),
+            AppRequest::Write { command, new_rows } => {
+                AppResponse::Write(self.apply_forwarded(command, new_rows).await)
+            }
             AppRequest::ReadIndex => {
                 AppResponse::ReadIndex(self.leader_read_index().await.map_err(|e| e.to_string()))
             }

@@ -189,11 +189,20 @@ impl RaftGauges {
 pub(crate) fn spawn_metrics(node: RaftNode) {
     let db = node.database();
     let node_metrics = db.metrics();
-    let Some(gauges) = RaftGauges::register(node_metrics.registry()) else {
-        tracing::warn!("raft metrics could not be registered");
+    let Ok(raft) = node.raft().cloned() else {
         return;
     };
-    let Ok(raft) = node.raft().cloned() else {
+    match super::batch_sizes::BatchSizes::register(node_metrics.registry()) {
+        Some(sizes) => {
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                let _ = raft.set_metrics_recorder(Some(sizes)).await;
+            });
+        }
+        None => tracing::warn!("raft batch-size metrics could not be registered"),
+    }
+    let Some(gauges) = RaftGauges::register(node_metrics.registry()) else {
+        tracing::warn!("raft metrics could not be registered");
         return;
     };
     // Weak: this loop must not keep a dropped node alive.

@@ -20,7 +20,7 @@ use needle_consensus::openraft::error::{ClientWriteError, RaftError};
 use needle_consensus::openraft::ReadPolicy;
 use needle_consensus::{Command, CommandOutcome, NodeId, RequestId};
 
-use super::app_rpc::{AppRequest, AppResponse, WriteReply};
+use super::app_rpc::{AppRequest, AppResponse, NewRows, WriteReply};
 use super::command;
 use super::node::RaftNode;
 use super::planted_bugs;
@@ -94,7 +94,17 @@ impl RaftNode {
             };
             return self.write_primary(command, affected, deadline).await;
         }
-        let (index, applied) = self.order(command, deadline).await?;
+        let new_rows = match &op {
+            Op::Upsert {
+                collection,
+                records,
+            } => Some(NewRows {
+                collection: collection.clone(),
+                rows: records.len(),
+            }),
+            _ => None,
+        };
+        let (index, applied) = self.order(command, new_rows, deadline).await?;
         if concern == WriteConcern::All {
             self.await_all_applied(index, applied.seq, &collection, deadline)
                 .await?;
@@ -205,9 +215,14 @@ impl RaftNode {
     /// Every command carries a request id, so a try whose fate is unknown (the
     /// leader died or changed while it was in flight) is simply tried again: if the
     /// first try did commit, the state machine answers the retry from its record.
-    async fn order(&self, command: Command, deadline: Instant) -> Result<(u64, Applied)> {
+    async fn order(
+        &self,
+        command: Command,
+        new_rows: Option<NewRows>,
+        deadline: Instant,
+    ) -> Result<(u64, Applied)> {
         let tried = until_deadline(deadline, Spacing::every(RETRY_PAUSE), || {
-            self.try_order(&command, deadline)
+            self.try_order(&command, new_rows.as_ref(), deadline)
         })
         .await;
         match tried {
@@ -228,6 +243,7 @@ impl RaftNode {
     async fn try_order(
         &self,
         command: &Command,
+        new_rows: Option<&NewRows>,
         deadline: Instant,
     ) -> std::result::Result<(u64, CommandOutcome), String> {
         loop {
@@ -238,7 +254,7 @@ impl RaftNode {
             let known = self.current_leader();
             match self.propose(command.clone()).await {
                 Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(Some(id))) => match self.forward(id, command, deadline).await {
+                Ok(Err(Some(id))) => match self.forward(id, command, new_rows, deadline).await {
                     Ok(Some(answer)) => return Ok(answer),
                     // The leader changed while the write was on its way: nothing was
                     // proposed, or its fate is unknown and the same request id makes
@@ -280,6 +296,7 @@ impl RaftNode {
         &self,
         id: NodeId,
         command: &Command,
+        new_rows: Option<&NewRows>,
         deadline: Instant,
     ) -> Result<Option<(u64, CommandOutcome)>> {
         let addr = self.member_addr(id).ok_or_else(|| {
@@ -292,7 +309,10 @@ impl RaftNode {
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .min(per_try);
-        let request = AppRequest::Write(command.clone());
+        let request = AppRequest::Write {
+            command: command.clone(),
+            new_rows: new_rows.cloned(),
+        };
         let forwarded = tokio::select! {
             reply = self.ask(addr, &request, remaining) => reply,
             () = self.leader_moves_from(id) => Err(ReplicationError::NoLeader(format!(
@@ -342,20 +362,24 @@ impl RaftNode {
     }
 
     /// The leader's side of a forwarded write: it orders the write, so it checks
-    /// its own device's room first (a refusal is the write's answer).
-    pub(crate) async fn apply_forwarded(&self, command: Command) -> WriteReply {
+    /// its own device's room first (a refusal is the write's answer). The
+    /// command goes to the log as the follower encoded it.
+    pub(crate) async fn apply_forwarded(
+        &self,
+        command: Command,
+        new_rows: Option<NewRows>,
+    ) -> WriteReply {
         let raft = match self.raft() {
             Ok(raft) => raft,
             Err(e) => return WriteReply::Failed(e.to_string()),
         };
-        if self.is_leader() {
-            if let Ok((op, _)) = command::decode(&command) {
-                if let Err(e @ Error::Kernel(_)) = self.database().check_room(&op) {
-                    return WriteReply::Applied {
-                        index: 0,
-                        outcome: command::outcome(&Err(e)),
-                    };
-                }
+        if let Some(new) = new_rows.filter(|_| self.is_leader()) {
+            let room = self.database().check_room_for(&new.collection, new.rows);
+            if let Err(e @ Error::Kernel(_)) = room {
+                return WriteReply::Applied {
+                    index: 0,
+                    outcome: command::outcome(&Err(e)),
+                };
             }
         }
         match raft.client_write(command).await {

@@ -6,6 +6,7 @@
 mod connection_ids;
 mod endpoint_config;
 mod peer;
+mod request_stream;
 mod serve;
 mod wire;
 
@@ -20,6 +21,7 @@ use tokio::sync::Notify;
 
 pub use crate::region::RegionData;
 pub use peer::Peer;
+pub use request_stream::{AnswerReceiver, RequestSender};
 
 use crate::faults::FaultInjector;
 use crate::frame::DEFAULT_MAX_BODY;
@@ -33,6 +35,9 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// What a [`Handler`] answers a request with: the response body, or an error
 /// message for an error response.
 pub type Answer = BoxFuture<Result<Vec<u8>, String>>;
+
+/// A boxed stream, for [`Handler::request_stream`].
+pub type BoxStream<T> = Pin<Box<dyn futures_util::Stream<Item = T> + Send + 'static>>;
 
 /// Who sent a request or push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +124,20 @@ pub trait Handler: Send + Sync + 'static {
     fn push(&self, _from: PeerInfo, _body: Vec<u8>, _compressed: bool) -> BoxFuture<()> {
         Box::pin(async {})
     }
+    /// Answers the requests of one ordered stream ([`Peer::open_request_stream`]),
+    /// one answer per request and in their order; the answers end when the
+    /// requests do (or earlier, and then the requester hears no more). Requests
+    /// arrive while earlier ones are still being answered: that is the point.
+    /// Most handlers take none: the default answers with one error.
+    fn request_stream(
+        &self,
+        _from: PeerInfo,
+        _requests: BoxStream<Vec<u8>>,
+    ) -> BoxStream<Result<Vec<u8>, String>> {
+        Box::pin(futures_util::stream::once(async {
+            Err("this endpoint takes no request streams".to_string())
+        }))
+    }
 }
 
 /// Settings of one transport endpoint.
@@ -157,6 +176,16 @@ pub(crate) struct Shared {
     /// Woken on every committed region write, so a completion request can wait
     /// for writes still in flight on other streams.
     pub region_progress: Notify,
+}
+
+impl Shared {
+    /// Whether a partition configured here cuts traffic with `peer`.
+    pub fn is_cut(&self, peer: SocketAddr) -> bool {
+        self.config
+            .faults
+            .as_ref()
+            .is_some_and(|f| f.is_partitioned(peer))
+    }
 }
 
 /// One node's endpoint: it accepts peers and connects to them. Clones share the

@@ -361,6 +361,21 @@ impl Peer {
         super::certificate_names(&self.conn)
     }
 
+    /// Opens an ordered request stream: requests sent on it are answered in the
+    /// order sent, and a requester need not wait for one answer to send the next.
+    pub async fn open_request_stream(
+        &self,
+    ) -> Result<(super::RequestSender, super::AnswerReceiver), TransportError> {
+        let streams = self.conn.open_bi().await.map_err(stream_error)?;
+        Ok(super::request_stream::open(
+            streams,
+            self.max_body,
+            self.faults.clone(),
+            self.meter.clone(),
+            self.conn.remote_address(),
+        ))
+    }
+
     /// Opens a raw bidirectional stream, for tests that must send malformed bytes.
     #[doc(hidden)]
     pub async fn raw_stream(

@@ -13,7 +13,7 @@ use crate::region::RegionKey;
 use crate::{FrameKind, TransportError};
 
 /// Application error code on a stream closed for a protocol violation.
-const PROTOCOL_ERROR: u32 = 1;
+pub(super) const PROTOCOL_ERROR: u32 = 1;
 
 pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
@@ -37,13 +37,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
         names,
     };
     // A partition configured on this node cuts incoming traffic too.
-    let cut = |shared: &Shared| {
-        shared
-            .config
-            .faults
-            .as_ref()
-            .is_some_and(|f| f.is_partitioned(from.addr))
-    };
+    let cut = |shared: &Shared| shared.is_cut(from.addr);
     loop {
         tokio::select! {
             bi = conn.accept_bi() => match bi {
@@ -74,10 +68,27 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     }
 }
 
-fn refuse(recv: &mut RecvStream, from: &PeerInfo, meter: &Meter, e: &TransportError) {
+pub(super) fn refuse(recv: &mut RecvStream, from: &PeerInfo, meter: &Meter, e: &TransportError) {
     tracing::warn!(peer = %from.addr, error = %e, "closing stream");
     meter.stream_error(e);
     let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
+}
+
+/// [`refuse`], but a reset or lost connection (how a requester that gave up
+/// says so) is not worth a warning.
+pub(super) fn quietly_refuse(
+    recv: &mut RecvStream,
+    from: &PeerInfo,
+    meter: &Meter,
+    e: &TransportError,
+) {
+    if matches!(e, TransportError::Stream(_)) {
+        tracing::debug!(peer = %from.addr, error = %e, "stream ended");
+        meter.stream_error(e);
+        let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
+    } else {
+        refuse(recv, from, meter, e);
+    }
 }
 
 async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, shared: Arc<Shared>) {
@@ -86,11 +97,11 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
     let header = match read_header(&mut recv, max_body).await {
         Ok(Some(h)) => h,
         Ok(None) => return,
-        Err(e) => return refuse(&mut recv, &from, &meter, &e),
+        Err(e) => return quietly_refuse(&mut recv, &from, &meter, &e),
     };
     let body = match read_body(&mut recv, header.length).await {
         Ok(b) => b,
-        Err(e) => return refuse(&mut recv, &from, &meter, &e),
+        Err(e) => return quietly_refuse(&mut recv, &from, &meter, &e),
     };
     meter.received(header.kind, body.len());
     // Regions hold members' state (snapshots): a client certificate reads none.
@@ -102,7 +113,21 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
         );
         return refuse(&mut recv, &from, &meter, &e);
     }
+    // Request streams carry replication between members only: refused before
+    // any handler sees a byte, with an answer saying why.
+    if header.kind == FrameKind::StreamRequest && !from.role.is_member() {
+        let message: &[u8] =
+            b"request streams are for cluster members; a client certificate cannot open one";
+        let kind = FrameKind::ErrorResponse;
+        let _ = write_frame(&mut send, kind, 0, header.request_id, &[message], max_body).await;
+        let _ = send.finish();
+        let _ = recv.stop(VarInt::from_u32(PROTOCOL_ERROR));
+        return;
+    }
     let answer = match header.kind {
+        FrameKind::StreamRequest => {
+            return super::request_stream::serve(send, recv, (header, body), from, shared).await
+        }
         FrameKind::Request => {
             let work = shared.handler.request(from.clone(), body);
             // A requester that gives up stops its receiving side: drop the work.
@@ -119,7 +144,7 @@ async fn serve_bi(mut send: SendStream, mut recv: RecvStream, from: PeerInfo, sh
             .await
             .map_err(|e| e.to_string())),
         other => Err(TransportError::UnexpectedFrame {
-            expected: "request, region_read or region_done",
+            expected: "request, stream_request, region_read or region_done",
             got: other.name(),
         }),
     };
