@@ -144,14 +144,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_connection_is_dropped_when_its_caller_gives_up_and_kept_after_an_error_answer() {
+    /// A member that answers nothing but status (with an error), its address,
+    /// and this node's connections.
+    fn silent_member() -> (Transport, std::net::SocketAddr, Connections) {
         let config = TransportConfig::new(Security::InsecureDev);
         let local = "127.0.0.1:0".parse().unwrap();
         let member = Transport::bind(local, config.clone(), Arc::new(Silent)).unwrap();
         let addr = member.local_addr().unwrap();
         let own = Transport::bind(local, config, Arc::new(Silent)).unwrap();
-        let connections = Connections::new(own, Duration::from_secs(2));
+        (member, addr, Connections::new(own, Duration::from_secs(2)))
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_dropped_when_its_caller_gives_up_and_kept_after_an_error_answer() {
+        let (_member, addr, connections) = silent_member();
         let long = Duration::from_secs(30);
         // An error answer: the connection works and stays.
         let refused = connections.ask(addr, &AppRequest::Status, long).await;
@@ -174,12 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_given_up_on_keeps_a_connection_that_answered_meanwhile() {
-        let config = TransportConfig::new(Security::InsecureDev);
-        let local = "127.0.0.1:0".parse().unwrap();
-        let member = Transport::bind(local, config.clone(), Arc::new(Silent)).unwrap();
-        let addr = member.local_addr().unwrap();
-        let own = Transport::bind(local, config, Arc::new(Silent)).unwrap();
-        let connections = Connections::new(own, Duration::from_secs(2));
+        let (_member, addr, connections) = silent_member();
         let long = Duration::from_secs(30);
         let first = connections.peer(addr).await.unwrap();
         let never = AppRequest::AppliedAtLeast(1);
