@@ -7,7 +7,6 @@
 //! log still syncs the previous ones (its syncs then merge), and answers come
 //! back in order.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +17,11 @@ use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::network::{
-    bounded_append, forget, OpenConnections, SharedPeer, APPEND_TIMEOUT, MAX_APPEND_BYTES,
+    bounded_append, forget, plausible, OpenConnections, SharedPeer, APPEND_TIMEOUT,
+    MAX_APPEND_BYTES,
 };
 use crate::rpc::{RaftRequest, RaftResponse};
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{LogId, NodeId, TypeConfig, Vote};
 
 /// AppendEntries sent and not yet answered, at most. Each carries at most
 /// [`MAX_APPEND_BYTES`] of entries.
@@ -45,6 +45,10 @@ enum Sent {
     Request {
         wait: Duration,
         last: bool,
+        /// What was sent: the entries after `prev` up to `upto`, with `vote`.
+        prev: Option<LogId>,
+        upto: Option<LogId>,
+        vote: Vote,
         slot: OwnedSemaphorePermit,
     },
     /// Sending failed: the stream ends with this error; `broken` when the
@@ -88,13 +92,20 @@ where
                 return;
             };
             let (rpc, cut_at) = bounded_append(rpc, MAX_APPEND_BYTES);
+            let (prev, vote) = (rpc.prev_log_id, rpc.vote);
+            let upto = rpc.entries.last().map(|e| e.log_id).or(prev);
             let wait = if rpc.entries.is_empty() {
                 EMPTY_ANSWER
             } else {
                 APPEND_TIMEOUT
             };
             let failed = match RaftRequest::Append(rpc).encode() {
-                Ok(body) => match sender.send(&body).await {
+                // Bounded: a follower that is alive but reads nothing would
+                // otherwise hold the send, and this stream, forever.
+                Ok(body) => match tokio::time::timeout(APPEND_TIMEOUT, sender.send(&body))
+                    .await
+                    .unwrap_or(Err(TransportError::Timeout(APPEND_TIMEOUT)))
+                {
                     Ok(()) => None,
                     Err(e @ TransportError::FrameTooLarge { .. }) => {
                         Some((network_error(e), false))
@@ -116,7 +127,14 @@ where
                 return;
             }
             let last = cut_at.is_some();
-            let told = sent_tx.send(Sent::Request { wait, last, slot });
+            let told = sent_tx.send(Sent::Request {
+                wait,
+                last,
+                prev,
+                upto,
+                vote,
+                slot,
+            });
             if told.await.is_err() || last {
                 let _ = sender.finish();
                 return;
@@ -152,7 +170,7 @@ impl Answering {
     /// The answer to the oldest request unanswered; `None` when the sending task
     /// ended and every request it sent was answered.
     async fn next_answer(&mut self) -> Option<Answer> {
-        let (wait, last, slot) = match self.sent.recv().await? {
+        let (wait, last, slot, prev, upto, vote) = match self.sent.recv().await? {
             Sent::Failed { error, broken } => {
                 self.done = true;
                 if broken {
@@ -160,7 +178,14 @@ impl Answering {
                 }
                 return Some(Err(error));
             }
-            Sent::Request { wait, last, slot } => (wait, last, slot),
+            Sent::Request {
+                wait,
+                last,
+                prev,
+                upto,
+                vote,
+                slot,
+            } => (wait, last, slot, prev, upto, vote),
         };
         let answer = tokio::time::timeout(wait, self.answers.next()).await;
         // Answered or given up on: either way no longer in flight.
@@ -168,10 +193,11 @@ impl Answering {
         let target = self.link.target;
         let result = match answer {
             Err(_) => {
-                // As for single requests: one late answer is no reason to drop a
-                // healthy connection, a second in a row is.
-                let in_a_row = self.link.peer.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
-                if in_a_row >= 2 {
+                if self
+                    .link
+                    .peer
+                    .give_up_after(Some(&TransportError::Timeout(wait)))
+                {
                     self.link.forget();
                 }
                 Err(RPCError::Unreachable(Unreachable::from_string(format!(
@@ -179,8 +205,7 @@ impl Answering {
                 ))))
             }
             Ok(Err(e)) => {
-                self.link.peer.timeouts.store(0, Ordering::Relaxed);
-                if !matches!(e, TransportError::Remote(_)) {
+                if self.link.peer.give_up_after(Some(&e)) {
                     self.link.forget();
                 }
                 Err(network_error(e))
@@ -189,9 +214,19 @@ impl Answering {
                 "node {target} ended the replication stream with appends unanswered"
             )))),
             Ok(Ok(Some(body))) => {
-                self.link.peer.timeouts.store(0, Ordering::Relaxed);
+                self.link.peer.give_up_after(None);
                 match RaftResponse::decode(&body) {
-                    Ok(Ok(RaftResponse::StreamAppend(result))) => Ok(result),
+                    Ok(Ok(RaftResponse::StreamAppend(result)))
+                        if plausible(&result, prev.as_ref(), upto.as_ref(), &vote) =>
+                    {
+                        Ok(result)
+                    }
+                    Ok(Ok(RaftResponse::StreamAppend(_))) => {
+                        self.link.forget();
+                        Err(RPCError::Network(NetworkError::from_string(format!(
+                            "node {target} answered an append with a log position it was not sent"
+                        ))))
+                    }
                     Ok(Ok(_)) => Err(RPCError::Network(NetworkError::from_string(format!(
                         "node {target} answered a different RPC"
                     )))),
@@ -235,7 +270,7 @@ impl Drop for AbortOnDrop {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use needle_transport::{BoxFuture, BoxStream, Handler, PeerInfo, Security, Transport};
     use openraft::entry::RaftEntry;

@@ -14,8 +14,8 @@ use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
-    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+    StreamAppendResult, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
 use parking_lot::Mutex;
@@ -68,6 +68,28 @@ pub fn bounded_append(
     (rpc, last)
 }
 
+/// Whether `answer` is one a follower could give to an append of the entries
+/// after `prev` up to `last`, sent with `vote`. Anything else comes from a broken
+/// or lying member, and openraft must not see it: it asserts on these ranges,
+/// and would count entries as matched that never arrived.
+pub(crate) fn plausible(
+    answer: &StreamAppendResult<TypeConfig>,
+    prev: Option<&crate::types::LogId>,
+    last: Option<&crate::types::LogId>,
+    vote: &Vote,
+) -> bool {
+    match answer {
+        Ok(matched) => prev <= matched.as_ref() && matched.as_ref() <= last,
+        Err(StreamAppendError::Conflict(at)) => prev == Some(at),
+        // Higher, or not comparable with ours: not one a follower may refuse with
+        // when it holds ours or a lower one.
+        Err(StreamAppendError::HigherVote(higher)) => !matches!(
+            higher.partial_cmp(vote),
+            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+        ),
+    }
+}
+
 /// How long an AppendEntries with entries may take.
 pub(crate) const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -102,6 +124,23 @@ pub(crate) struct SharedPeer {
 impl SharedPeer {
     fn usable(&self) -> bool {
         !self.peer.is_closed() && !self.forgotten.load(Ordering::Relaxed)
+    }
+
+    /// Records how an exchange on this connection ended (`None`: answered) and
+    /// says whether to give the connection up. A broken connection is given up.
+    /// One slow answer is no reason to drop a healthy one, but a connection to a
+    /// process that died and came back on the same address only ever times out
+    /// (until QUIC's idle timeout), so a second timeout in a row gives it up too.
+    pub(crate) fn give_up_after(&self, failure: Option<&TransportError>) -> bool {
+        match failure {
+            Some(TransportError::Timeout(_)) => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= 2
+            }
+            other => {
+                self.timeouts.store(0, Ordering::Relaxed);
+                !matches!(other, None | Some(TransportError::Remote(_)))
+            }
+        }
     }
 }
 
@@ -304,22 +343,11 @@ impl PeerNetwork {
         let peer = self.peer().await?;
         let reply = match peer.peer.request_within(&body, timeout).await {
             Ok(reply) => {
-                peer.timeouts.store(0, Ordering::Relaxed);
+                peer.give_up_after(None);
                 reply
             }
             Err(e) => {
-                // A broken connection is replaced on the next call. One slow answer is
-                // not a reason to drop a healthy one, but a connection to a process that
-                // died and came back on the same address only ever times out (until
-                // QUIC's idle timeout), so a second timeout in a row replaces it too.
-                let timed_out = matches!(e, TransportError::Timeout(_));
-                let in_a_row = if timed_out {
-                    peer.timeouts.fetch_add(1, Ordering::Relaxed) + 1
-                } else {
-                    peer.timeouts.store(0, Ordering::Relaxed);
-                    0
-                };
-                if !matches!(e, TransportError::Remote(_)) && (!timed_out || in_a_row >= 2) {
+                if peer.give_up_after(Some(&e)) {
                     self.forget_connection();
                 }
                 return Err(match e {
@@ -355,6 +383,12 @@ impl PeerNetwork {
             Err(f) => Err(f.into_rpc()),
         }
     }
+}
+
+fn implausible(target: NodeId) -> Failure {
+    Failure::Network(format!(
+        "node {target} answered an append with a log position it was not sent"
+    ))
 }
 
 fn unexpected(target: NodeId) -> Failure {
@@ -406,15 +440,31 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         } else {
             option.hard_ttl().max(APPEND_TIMEOUT)
         };
-        match self.call(&RaftRequest::Append(rpc), timeout).await {
+        let prev = rpc.prev_log_id;
+        let last = rpc.entries.last().map(|e| e.log_id).or(prev);
+        let vote = rpc.vote;
+        let answer = match self.call(&RaftRequest::Append(rpc), timeout).await {
             // Only a prefix went: say how far, and openraft sends the rest next.
             Ok(RaftResponse::Append(AppendEntriesResponse::Success)) if last_sent.is_some() => {
-                Ok(AppendEntriesResponse::PartialSuccess(last_sent))
+                AppendEntriesResponse::PartialSuccess(last_sent)
             }
-            Ok(RaftResponse::Append(r)) => Ok(r),
-            Ok(_) => Err(unexpected(self.target).into_rpc()),
-            Err(f) => Err(f.into_rpc()),
+            Ok(RaftResponse::Append(r)) => r,
+            Ok(_) => return Err(unexpected(self.target).into_rpc()),
+            Err(f) => return Err(f.into_rpc()),
+        };
+        let as_stream = match &answer {
+            AppendEntriesResponse::Success => Ok(last),
+            AppendEntriesResponse::PartialSuccess(matched) => Ok(*matched),
+            AppendEntriesResponse::Conflict => match prev {
+                Some(at) => Err(StreamAppendError::Conflict(at)),
+                None => return Err(implausible(self.target).into_rpc()),
+            },
+            AppendEntriesResponse::HigherVote(v) => Err(StreamAppendError::HigherVote(*v)),
+        };
+        if !plausible(&as_stream, prev.as_ref(), last.as_ref(), &vote) {
+            return Err(implausible(self.target).into_rpc());
         }
+        Ok(answer)
     }
 
     async fn vote(
@@ -530,6 +580,34 @@ mod tests {
             entries,
             leader_commit: None,
         }
+    }
+
+    #[test]
+    fn answers_naming_entries_that_were_not_sent_are_implausible() {
+        let id = |i: u64| LogId::new(LeaderId::new(1, 1).to_committed(), i);
+        let vote = crate::types::Vote::new_committed(1, 1);
+        let (prev, last) = (Some(id(3)), Some(id(5)));
+        let check = |answer: StreamAppendResult<TypeConfig>| {
+            plausible(&answer, prev.as_ref(), last.as_ref(), &vote)
+        };
+        assert!(check(Ok(Some(id(5)))));
+        assert!(check(Ok(Some(id(4)))));
+        assert!(!check(Ok(Some(id(6)))), "matched past what was sent");
+        assert!(!check(Ok(Some(id(2)))), "matched before what was sent");
+        assert!(!check(Ok(None)));
+        assert!(check(Err(StreamAppendError::Conflict(id(3)))));
+        assert!(!check(Err(StreamAppendError::Conflict(id(4)))));
+        assert!(check(Err(StreamAppendError::HigherVote(
+            crate::types::Vote::new(2, 2)
+        ))));
+        assert!(!check(Err(StreamAppendError::HigherVote(vote))));
+        // A conflict with nothing before the entries sent cannot happen.
+        assert!(!plausible(
+            &Err(StreamAppendError::Conflict(id(1))),
+            None,
+            Some(&id(1)),
+            &vote
+        ));
     }
 
     #[test]

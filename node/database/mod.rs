@@ -331,7 +331,8 @@ impl Database {
     pub(crate) fn check_room_for(&self, collection: &str, rows: usize) -> Result<()> {
         let state = self.state(collection)?;
         let index = state.index.read_recursive();
-        write_checks::room_on_device(index.shard.as_ref(), rows + state.lane.pending_rows())?;
+        let rows = rows.saturating_add(state.lane.pending_rows());
+        write_checks::room_on_device(index.shard.as_ref(), rows)?;
         Ok(())
     }
 

@@ -373,8 +373,15 @@ impl RaftNode {
             Ok(raft) => raft,
             Err(e) => return WriteReply::Failed(e.to_string()),
         };
-        if let Some(new) = new_rows.filter(|_| self.is_leader()) {
-            let room = self.database().check_room_for(&new.collection, new.rows);
+        if self.is_leader() {
+            // A write that says what it adds is checked from that; one that does
+            // not (anything but an upsert, cheap to decode) from the command.
+            let room = match new_rows {
+                Some(new) => self.database().check_room_for(&new.collection, new.rows),
+                None => {
+                    command::decode(&command).and_then(|(op, _)| self.database().check_room(&op))
+                }
+            };
             if let Err(e @ Error::Kernel(_)) = room {
                 return WriteReply::Applied {
                     index: 0,
