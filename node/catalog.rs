@@ -76,8 +76,11 @@ impl CollectionIndex {
                 row
             }
         };
-        self.masks
-            .set_row(row as usize, self.metadata[row as usize].as_deref());
+        self.masks.set_row(
+            row as usize,
+            &record.id,
+            self.metadata[row as usize].as_deref(),
+        );
         Ok(())
     }
 

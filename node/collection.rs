@@ -95,6 +95,51 @@ impl Collection {
         Ok(applied.deleted.first().copied().unwrap_or(false))
     }
 
+    /// Visits the id and metadata of every live vector that passes `filter`, in row
+    /// order (no order a caller should rely on), under the collection's read lock:
+    /// `visit` must be quick. A filter's row mask is cached as for searches, so
+    /// paging through one filter's matches evaluates it once.
+    pub fn scan(
+        &self,
+        filter: Option<&Filter>,
+        mut visit: impl FnMut(&str, Option<&crate::model::Metadata>),
+    ) -> Result<()> {
+        let state = self.db.state(&self.name)?;
+        let index = state.index.read();
+        let mask = match filter {
+            Some(f) => Some(index.masks.mask(
+                f,
+                &index.row_ids,
+                &index.metadata,
+                &CancelToken::never(),
+            )?),
+            None => None,
+        };
+        for (row, (id, metadata)) in index.row_ids.iter().zip(&index.metadata).enumerate() {
+            let Some(id) = id else { continue };
+            if mask.as_ref().is_none_or(|m| m.contains(row)) {
+                visit(id, metadata.as_deref());
+            }
+        }
+        Ok(())
+    }
+
+    /// Live vectors that pass `filter` (all live vectors without one).
+    pub fn count_matching(&self, filter: Option<&Filter>) -> Result<usize> {
+        let Some(filter) = filter else {
+            return self.count();
+        };
+        let state = self.db.state(&self.name)?;
+        let index = state.index.read();
+        let mask = index.masks.mask(
+            filter,
+            &index.row_ids,
+            &index.metadata,
+            &CancelToken::never(),
+        )?;
+        Ok(mask.count())
+    }
+
     /// A stored vector with its metadata.
     pub fn get(&self, id: &str) -> Result<VectorRecord> {
         crate::model::validate_id(id)?;

@@ -66,13 +66,13 @@ impl FilterMasks {
     }
 
     /// A row was written (appended when `row` is past the end): re-evaluate it.
-    pub fn set_row(&mut self, row: usize, metadata: Option<&Metadata>) {
+    pub fn set_row(&mut self, row: usize, id: &str, metadata: Option<&Metadata>) {
         for e in self.entries.get_mut().iter_mut() {
             let mask = Arc::make_mut(&mut e.mask);
             if row >= mask.rows() {
                 mask.resize(row + 1, false);
             }
-            if e.filter.matches(metadata) {
+            if e.filter.matches(id, metadata) {
                 mask.set(row);
             } else {
                 mask.clear(row);
@@ -126,7 +126,10 @@ fn build_cancellable(
                 .zip(metas)
                 .enumerate()
                 .fold(0u64, |word, (bit, (id, meta))| {
-                    if id.is_some() && filter.matches(meta.as_deref()) {
+                    if id
+                        .as_deref()
+                        .is_some_and(|id| filter.matches(id, meta.as_deref()))
+                    {
                         word | (1 << bit)
                     } else {
                         word
@@ -161,10 +164,10 @@ mod tests {
         assert_eq!(masks.mask(&even, &ids, &metas, &never).unwrap().count(), 50);
         // A write flips row 1 to even, a new row 100 is even, row 0 is deleted.
         metas[1] = meta(json!({"even": true}));
-        masks.set_row(1, metas[1].as_deref());
+        masks.set_row(1, "1", metas[1].as_deref());
         ids.push(Some(Arc::from("100")));
         metas.push(meta(json!({"even": true})));
-        masks.set_row(100, metas[100].as_deref());
+        masks.set_row(100, "100", metas[100].as_deref());
         ids[0] = None;
         metas[0] = None;
         masks.clear_row(0);

@@ -22,6 +22,9 @@ fn registered<C: Collector + Clone + 'static>(
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
+    /// Error answers by route and error code (`WRITE_CONCERN_TIMEOUT`, ...): what
+    /// alerts key on, which a status code alone cannot tell apart.
+    pub http_errors: IntCounterVec,
     pub http_duration: HistogramVec,
     pub collection_vectors: IntGaugeVec,
     pub collection_tombstones: IntGaugeVec,
@@ -78,6 +81,16 @@ impl Metrics {
                     "HTTP requests by route, method and status",
                 ),
                 &["route", "method", "status"],
+            )?,
+        )?;
+        let http_errors = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "needle_http_errors_total",
+                    "HTTP error answers by route and error code",
+                ),
+                &["route", "code"],
             )?,
         )?;
         let http_duration = registered(
@@ -269,6 +282,7 @@ impl Metrics {
             gpu,
             registry,
             http_requests,
+            http_errors,
             http_duration,
             collection_vectors,
             collection_tombstones,

@@ -63,7 +63,22 @@ pub fn check(config: &ServeConfig) -> anyhow::Result<Vec<String>> {
             );
         }
     }
-    if !is_loopback(&config.http)? {
+    let listeners = std::iter::once(("--http", config.http.as_str()))
+        .chain(config.qdrant_http.as_deref().map(|a| ("--qdrant-http", a)));
+    for (flag, addr) in listeners {
+        check_listener(config, flag, addr, &mut warnings)?;
+    }
+    Ok(warnings)
+}
+
+/// The key rule for one HTTP listener (`flag` names its setting in messages).
+fn check_listener(
+    config: &ServeConfig,
+    flag: &str,
+    addr: &str,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    if !is_loopback(addr)? {
         let missing: Vec<&str> = [
             ("--admin-key", config.admin_key.is_none()),
             ("--api-key", config.api_key.is_none()),
@@ -74,26 +89,26 @@ pub fn check(config: &ServeConfig) -> anyhow::Result<Vec<String>> {
         if !missing.is_empty() {
             if !config.unsafe_no_auth {
                 bail!(
-                    "--http {} is reachable from the network, and this node has no {}: anyone who reaches it could read, \
+                    "{flag} {} is reachable from the network, and this node has no {}: anyone who reaches it could read, \
                      write and administer it. Set the keys, bind 127.0.0.1, or pass --unsafe-no-auth",
-                    config.http,
+                    addr,
                     missing.join(" and ")
                 );
             }
             warnings.push(format!(
                 "--unsafe-no-auth: the HTTP API on {} is reachable from the network without {}: anyone who reaches it can use it",
-                config.http,
+                addr,
                 missing.join(" or ")
             ));
         }
         if config.http_tls.is_none() {
             warnings.push(format!(
                 "the HTTP API on {} is reachable from the network over plain HTTP: keys travel in the clear (see --http-tls-cert)",
-                config.http
+                addr
             ));
         }
     }
-    Ok(warnings)
+    Ok(())
 }
 
 /// The same rule for the address actually bound (a name may resolve differently at
@@ -139,6 +154,27 @@ mod tests {
             ..exposed
         };
         assert!(check(&config(unsafe_)).unwrap()[0].contains("--unsafe-no-auth"));
+    }
+
+    #[test]
+    fn the_qdrant_listener_is_held_to_the_same_rule() {
+        let exposed = Overrides {
+            qdrant_http: Some("0.0.0.0:6333".into()),
+            ..Default::default()
+        };
+        let err = check(&config(exposed.clone())).unwrap_err().to_string();
+        assert!(err.contains("--qdrant-http 0.0.0.0:6333"), "{err}");
+        let keyed = Overrides {
+            admin_key: Some("a".into()),
+            api_key: Some("b".into()),
+            ..exposed
+        };
+        assert!(check(&config(keyed)).is_ok());
+        let loopback = Overrides {
+            qdrant_http: Some("127.0.0.1:6333".into()),
+            ..Default::default()
+        };
+        assert!(check(&config(loopback)).unwrap().is_empty());
     }
 
     #[test]

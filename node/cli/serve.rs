@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8080]
     #[arg(long, env = "NEEDLE_HTTP")]
     pub http: Option<String>,
+    /// Also serve a Qdrant-compatible REST API (for `qdrant-client`) on this address,
+    /// e.g. 127.0.0.1:6333; same data, keys and limits as the native API
+    #[arg(long, env = "NEEDLE_QDRANT_HTTP")]
+    pub qdrant_http: Option<String>,
     /// Search backend [default: auto]
     #[arg(long, value_enum, env = "NEEDLE_BACKEND")]
     pub backend: Option<BackendChoice>,
@@ -145,6 +149,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Overrides {
             data: args.data,
             http: args.http,
+            qdrant_http: args.qdrant_http,
             backend: args.backend,
             gpu_full: args.gpu_full,
             sync: args.sync.map(crate::config::SyncChoice::mode),
@@ -232,6 +237,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "http"
         };
         tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
+        let qdrant = match &config.qdrant_http {
+            Some(addr) => {
+                let qdrant = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding --qdrant-http {addr}"))?;
+                super::exposure::check_bound(&config, qdrant.local_addr()?)?;
+                // Read by tests and scripts, as the line above.
+                tracing::info!(
+                    "qdrant-compatible API listening on {scheme}://{}",
+                    qdrant.local_addr()?
+                );
+                Some(qdrant)
+            }
+            None => None,
+        };
         let faults = config.fault_injection.then(|| {
             tracing::warn!("fault injection is ON: /debug/faults can degrade this node's traffic");
             std::sync::Arc::new(needle_transport::faults::FaultInjector::default())
@@ -260,7 +280,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             config.http_tls.is_some(),
         );
-        crate::http::serve(served, listener, options, shutdown_signal()).await?;
+        crate::http::serve(served, listener, qdrant, options, shutdown_signal()).await?;
         mode.shutdown().await;
         drop(address_file);
         tracing::info!("shut down cleanly");

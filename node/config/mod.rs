@@ -111,6 +111,7 @@ pub use crate::replication::TlsConfig;
 pub struct FileConfig {
     pub data: Option<PathBuf>,
     pub http: Option<String>,
+    pub qdrant_http: Option<String>,
     pub backend: Option<BackendChoice>,
     pub gpu_full: Option<GpuFullChoice>,
     pub sync: Option<SyncMode>,
@@ -162,6 +163,8 @@ impl FileConfig {
 pub struct ServeConfig {
     pub data: PathBuf,
     pub http: String,
+    /// Where the Qdrant-compatible REST API listens, if anywhere.
+    pub qdrant_http: Option<String>,
     pub backend: BackendChoice,
     pub gpu_full: GpuFullChoice,
     pub sync: SyncMode,
@@ -214,6 +217,7 @@ pub struct ServeConfig {
 pub struct Overrides {
     pub data: Option<PathBuf>,
     pub http: Option<String>,
+    pub qdrant_http: Option<String>,
     pub backend: Option<BackendChoice>,
     pub gpu_full: Option<GpuFullChoice>,
     pub sync: Option<SyncMode>,
@@ -284,6 +288,7 @@ impl ServeConfig {
                 .http
                 .or_else(|| file.http.clone())
                 .unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_string()),
+            qdrant_http: over.qdrant_http.or_else(|| file.qdrant_http.clone()),
             backend: over.backend.or(file.backend).unwrap_or_default(),
             gpu_full: over.gpu_full.or(file.gpu_full).unwrap_or_default(),
             sync: over.sync.or(file.sync).unwrap_or_default(),

@@ -1,30 +1,128 @@
-use super::{Cond, Filter, ValueSet};
+use super::{Cond, Filter, Segment, ValueSet};
 use crate::model::Metadata;
 use serde_json::Value;
 use std::cmp::Ordering;
 
-pub(super) fn matches(filter: &Filter, metadata: Option<&Metadata>) -> bool {
+pub(super) fn matches(filter: &Filter, id: &str, metadata: Option<&Metadata>) -> bool {
     match filter {
-        Filter::And(fs) => fs.iter().all(|f| matches(f, metadata)),
-        Filter::Or(fs) => fs.iter().any(|f| matches(f, metadata)),
-        Filter::Not(f) => !matches(f, metadata),
-        Filter::Field { path, cond } => holds(cond, lookup(metadata, path)),
+        Filter::And(fs) => fs.iter().all(|f| matches(f, id, metadata)),
+        Filter::Or(fs) => fs.iter().any(|f| matches(f, id, metadata)),
+        Filter::Not(f) => !matches(f, id, metadata),
+        Filter::AtLeast { min, filters } => {
+            filters.iter().filter(|f| matches(f, id, metadata)).count() >= *min
+        }
+        Filter::HasId(ids) => ids.contains(id),
+        Filter::Field { path, cond } => match lookup(metadata, path) {
+            Found::Missing => holds(cond, None),
+            Found::One(value) => holds(cond, Some(value)),
+            Found::Many(values) => holds_for_all_of(cond, &values),
+        },
+        Filter::Nested { path, filter } => {
+            let elements = match lookup(metadata, path) {
+                Found::Missing => Vec::new(),
+                Found::One(value) => vec![value],
+                Found::Many(values) => values,
+            };
+            elements
+                .into_iter()
+                .flat_map(|v| match v {
+                    Value::Array(items) => items.iter().collect(),
+                    other => vec![other],
+                })
+                .any(|element| match element {
+                    Value::Object(object) => matches(filter, id, Some(object)),
+                    _ => false,
+                })
+        }
     }
 }
 
-/// The value at a dotted path, or `None` if any segment is missing. Numeric segments
-/// index into arrays (`"tags.0"`).
-fn lookup<'a>(metadata: Option<&'a Metadata>, path: &[String]) -> Option<&'a Value> {
-    let (first, rest) = path.split_first()?;
-    let mut current = metadata?.get(first)?;
-    for segment in rest {
-        current = match current {
-            Value::Object(map) => map.get(segment)?,
-            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
+/// What a path reaches: one value (or none) on a path of names, any number on a
+/// path through `[]`.
+enum Found<'a> {
+    Missing,
+    One(&'a Value),
+    Many(Vec<&'a Value>),
+}
+
+/// The values at a path. Names index into arrays when decimal (`"tags.0"`); `Each`
+/// steps into every element of an array (and is a no-op on anything else).
+fn lookup<'a>(metadata: Option<&'a Metadata>, path: &[Segment]) -> Found<'a> {
+    let Some(metadata) = metadata else {
+        return Found::Missing;
+    };
+    let Some((Segment::Name(first), rest)) = path.split_first() else {
+        return Found::Missing;
+    };
+    let Some(mut current) = metadata.get(first) else {
+        return Found::Missing;
+    };
+    for (i, segment) in rest.iter().enumerate() {
+        match segment {
+            Segment::Name(name) => match step(current, name) {
+                Some(next) => current = next,
+                None => return Found::Missing,
+            },
+            Segment::Each => {
+                let mut values = Vec::new();
+                collect_each(current, &rest[i..], &mut values);
+                return Found::Many(values);
+            }
+        }
     }
-    Some(current)
+    Found::One(current)
+}
+
+fn step<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(map) => map.get(name),
+        Value::Array(items) => items.get(name.parse::<usize>().ok()?),
+        _ => None,
+    }
+}
+
+/// Follows `path` (which starts at an `Each`) from `value` into every branch.
+fn collect_each<'a>(value: &'a Value, path: &[Segment], out: &mut Vec<&'a Value>) {
+    let Some((segment, rest)) = path.split_first() else {
+        out.push(value);
+        return;
+    };
+    match segment {
+        Segment::Each => match value {
+            Value::Array(items) => items.iter().for_each(|v| collect_each(v, rest, out)),
+            other => collect_each(other, rest, out),
+        },
+        Segment::Name(name) => {
+            if let Some(next) = step(value, name) {
+                collect_each(next, rest, out);
+            }
+        }
+    }
+}
+
+/// A condition over the values an `[]` path reached, read as one array of them:
+/// what a positive condition holds for on any value, a negated one (`$ne`, `$nin`,
+/// `$not`) on none, and `values_count` counts them all.
+fn holds_for_all_of(cond: &Cond, values: &[&Value]) -> bool {
+    match cond {
+        Cond::Exists(want) => values.is_empty() != *want,
+        Cond::Ne(target) => !values.iter().any(|v| eq(target, Some(v))),
+        Cond::Nin(targets) => !values.iter().any(|v| is_in(targets, Some(v))),
+        Cond::Not(conds) => !values
+            .iter()
+            .any(|v| conds.iter().all(|c| holds(c, Some(v)))),
+        Cond::All(conds) => conds.iter().all(|c| holds_for_all_of(c, values)),
+        Cond::ValuesCount(range) => range.holds(values.iter().map(|v| values_in(Some(v))).sum()),
+        positive => values.iter().any(|v| holds(positive, Some(v))),
+    }
+}
+
+fn values_in(value: Option<&Value>) -> u64 {
+    match value {
+        None | Some(Value::Null) => 0,
+        Some(Value::Array(items)) => items.len() as u64,
+        Some(_) => 1,
+    }
 }
 
 /// MongoDB semantics: a condition on an array field holds if it holds for the array
@@ -43,6 +141,13 @@ fn holds(cond: &Cond, value: Option<&Value>) -> bool {
         Cond::Lte(t) => compare_any(value, t, |o| o != Ordering::Greater),
         Cond::Not(conds) => !conds.iter().all(|c| holds(c, value)),
         Cond::All(conds) => conds.iter().all(|c| holds(c, value)),
+        Cond::Contains(text) => value.is_some_and(|v| {
+            any_element(
+                v,
+                |x| matches!(x, Value::String(s) if s.contains(text.as_str())),
+            )
+        }),
+        Cond::ValuesCount(range) => range.holds(values_in(value)),
     }
 }
 

@@ -10,6 +10,7 @@ mod parse;
 mod value_set;
 
 use serde_json::Value;
+use std::collections::HashSet;
 pub use value_set::ValueSet;
 
 /// The most operators and field conditions one filter may have.
@@ -23,11 +24,36 @@ pub enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Not(Box<Filter>),
-    /// A condition on the value at a dotted path (`"a.b.c"` → `["a","b","c"]`).
+    /// At least `min` of the filters hold (Qdrant's `min_should`).
+    AtLeast {
+        min: usize,
+        filters: Vec<Filter>,
+    },
+    /// A condition on the value at a path (`"a.b.c"` → three names).
     Field {
-        path: Vec<String>,
+        path: Vec<Segment>,
         cond: Cond,
     },
+    /// Some object in the array at `path` passes `filter` on its own (Qdrant's
+    /// `nested`): unlike conditions on `a[].x` and `a[].y`, which may each hold for a
+    /// different element, every condition of `filter` must hold for the same one.
+    Nested {
+        path: Vec<Segment>,
+        filter: Box<Filter>,
+    },
+    /// The vector's id is one of these.
+    HasId(HashSet<String>),
+}
+
+/// One step of a path into the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// An object's key; on an array, a decimal name indexes it (`"tags.0"`), as
+    /// native filters always did.
+    Name(String),
+    /// Every element of an array (Qdrant's `key[]`): the condition holds if it holds
+    /// for any of them.
+    Each,
 }
 
 /// A condition on one field's value.
@@ -46,6 +72,30 @@ pub enum Cond {
     Not(Vec<Cond>),
     /// Several operators on one field, all of which must hold.
     All(Vec<Cond>),
+    /// A string value containing this text (Qdrant's `match.text` on a field without
+    /// a full-text index, which is exact substring match).
+    Contains(String),
+    /// How many values the field holds: an array's length, 1 for another value, 0
+    /// when missing or null (Qdrant's `values_count`).
+    ValuesCount(CountRange),
+}
+
+/// Bounds on a count; `None` is unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CountRange {
+    pub gt: Option<u64>,
+    pub gte: Option<u64>,
+    pub lt: Option<u64>,
+    pub lte: Option<u64>,
+}
+
+impl CountRange {
+    pub fn holds(&self, n: u64) -> bool {
+        self.gt.is_none_or(|b| n > b)
+            && self.gte.is_none_or(|b| n >= b)
+            && self.lt.is_none_or(|b| n < b)
+            && self.lte.is_none_or(|b| n <= b)
+    }
 }
 
 impl Filter {
@@ -56,10 +106,10 @@ impl Filter {
         parse::parse(value)
     }
 
-    /// Whether a vector with this metadata passes the filter. Vectors without
+    /// Whether the vector `id` with this metadata passes the filter. Vectors without
     /// metadata are evaluated as an empty object.
-    pub fn matches(&self, metadata: Option<&crate::model::Metadata>) -> bool {
-        eval::matches(self, metadata)
+    pub fn matches(&self, id: &str, metadata: Option<&crate::model::Metadata>) -> bool {
+        eval::matches(self, id, metadata)
     }
 }
 

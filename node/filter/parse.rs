@@ -1,4 +1,4 @@
-use super::{Cond, Filter, ValueSet, MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES};
+use super::{Cond, Filter, Segment, ValueSet, MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES};
 use serde_json::{Map, Value};
 
 /// What a filter has used of its size limits so far.
@@ -84,12 +84,14 @@ fn filter_list(op: &str, value: &Value, budget: &mut Budget) -> Result<Vec<Filte
     }
 }
 
-fn field_path(field: &str) -> Result<Vec<String>, String> {
-    let path: Vec<String> = field.split('.').map(str::to_string).collect();
-    if path.iter().any(String::is_empty) {
+fn field_path(field: &str) -> Result<Vec<Segment>, String> {
+    if field.split('.').any(str::is_empty) {
         return Err(format!("field path {field:?} has an empty segment"));
     }
-    Ok(path)
+    Ok(field
+        .split('.')
+        .map(|name| Segment::Name(name.to_string()))
+        .collect())
 }
 
 /// `value` is either a literal (equality) or an object of operators. An object with no

@@ -86,8 +86,22 @@ impl ApiError {
     }
 }
 
+/// The error code of an error answer, for the metrics layer
+/// (`needle_http_errors_total`). Codes are a fixed set of names, never user input.
+#[derive(Debug, Clone)]
+pub struct ErrorCode(pub std::borrow::Cow<'static, str>);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let code = ErrorCode(self.code.clone());
+        let mut response = self.into_response_without_code();
+        response.extensions_mut().insert(code);
+        response
+    }
+}
+
+impl ApiError {
+    fn into_response_without_code(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some((key, value)) = self.extra {
             error[key] = json!(value);

@@ -12,6 +12,7 @@ mod extract;
 mod failover;
 pub mod limits;
 mod observability;
+pub mod qdrant;
 mod routes;
 mod search;
 mod send_deadline;
@@ -175,11 +176,12 @@ impl HttpOptions {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight
-/// requests.
+/// Serves the API on `listener`, and the Qdrant-compatible API on `qdrant` when
+/// given, until `shutdown` completes, then finishes in-flight requests.
 pub async fn serve(
     served: ServedDatabase,
     listener: TcpListener,
+    qdrant: Option<TcpListener>,
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -222,6 +224,33 @@ pub async fn serve(
         reload_from: options.reload_from.map(Arc::from),
         reload_lock: Arc::default(),
     };
-    let app = routes::router(state);
-    server::serve(listener, app, tls, &options.limits, shutdown).await
+    let Some(qdrant) = qdrant else {
+        let app = routes::router(state);
+        return server::serve(listener, app, tls, &options.limits, shutdown).await;
+    };
+    // One shutdown, two listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let when_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let native = server::serve(
+        listener,
+        routes::router(state.clone()),
+        tls.clone(),
+        &options.limits,
+        when_stopped(stopped.clone()),
+    );
+    let compatible = server::serve(
+        qdrant,
+        qdrant::router(state),
+        tls,
+        &options.limits,
+        when_stopped(stopped),
+    );
+    let (native, compatible) = tokio::join!(native, compatible);
+    native.and(compatible)
 }

@@ -71,11 +71,22 @@ pub async fn method_not_allowed() -> ApiError {
 /// Counts and times every request by its route template (not the raw path, which
 /// would make one series per collection and id).
 pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    record_as("", &state, req, next).await
+}
+
+/// [`record`] for the Qdrant-compatible listener: its routes are labelled
+/// `qdrant:/collections/...`, apart from the native routes of the same path.
+pub async fn record_qdrant(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    record_as("qdrant:", &state, req, next).await
+}
+
+async fn record_as(prefix: &str, state: &AppState, req: Request, next: Next) -> Response {
+    let route = format!(
+        "{prefix}{}",
+        req.extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str())
+    );
     // Only the methods the API knows become label values: any string is a valid
     // HTTP method, and each new one would be a new series forever.
     let method = match req.method().as_str() {
@@ -92,5 +103,10 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     m.http_requests
         .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
         .inc();
+    if let Some(code) = response.extensions().get::<super::error::ErrorCode>() {
+        m.http_errors
+            .with_label_values(&[route.as_str(), code.0.as_ref()])
+            .inc();
+    }
     response
 }

@@ -220,7 +220,7 @@ pub async fn batch(
 /// dropped (the client went away), the search stops at its next step; once what it
 /// builds passes `budget`, it stops with `RESPONSE_TOO_LARGE`.
 #[allow(clippy::too_many_arguments)]
-async fn engine_call(
+pub(super) async fn engine_call(
     state: &AppState,
     name: &str,
     collection: Collection,

@@ -9,6 +9,7 @@ mod cluster;
 mod consistency;
 mod convergence;
 mod crash;
+mod deploy_files;
 mod failover;
 mod garbage;
 mod hardening_auth;

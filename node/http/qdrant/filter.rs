@@ -1,0 +1,515 @@
+//! Qdrant filters, translated into needle's filter engine (`crate::filter`): one
+//! engine evaluates both APIs' filters, so they cannot drift apart.
+//!
+//! `must` is AND, `should` is OR (an empty list constrains nothing), `must_not` is
+//! NOT OR, `min_should` is "at least n of". Conditions: `match` (`value`, `any`,
+//! `except`, `text` as substring match, which is what Qdrant does on a field
+//! without a full-text index), `range` on numbers, `values_count`, `is_empty`,
+//! `is_null`, `has_id`, `nested`, and nested filters. Keys are dotted paths where
+//! `key[]` steps into every element of an array. Anything else (geo conditions,
+//! datetime ranges, `has_vector`, ...) is refused with a message naming it.
+
+use super::point_id::PointId;
+use crate::filter::{Cond, CountRange, Filter, Segment, ValueSet};
+use crate::filter::{MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES};
+use serde_json::{Map, Value};
+
+/// Translates a Qdrant filter document; the error says what is wrong or which
+/// feature needle does not have.
+pub fn translate(value: &Value) -> Result<Filter, String> {
+    let mut budget = Budget::default();
+    filter(value, &mut budget)
+}
+
+#[derive(Default)]
+struct Budget {
+    conditions: usize,
+    values: usize,
+}
+
+impl Budget {
+    fn condition(&mut self) -> Result<(), String> {
+        self.conditions += 1;
+        if self.conditions > MAX_FILTER_CONDITIONS {
+            return Err(format!(
+                "the filter has more than {MAX_FILTER_CONDITIONS} conditions"
+            ));
+        }
+        Ok(())
+    }
+
+    fn values(&mut self, n: usize) -> Result<(), String> {
+        self.values = self.values.saturating_add(n);
+        if self.values > MAX_FILTER_VALUES {
+            return Err(format!(
+                "the filter's lists hold more than {MAX_FILTER_VALUES} values"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn filter(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
+    let Value::Object(doc) = value else {
+        return Err("a filter must be a JSON object".into());
+    };
+    let mut parts = Vec::new();
+    for (key, clause) in doc {
+        if clause.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "must" => parts.push(Filter::And(conditions(clause, budget)?)),
+            "should" => {
+                let any = conditions(clause, budget)?;
+                if !any.is_empty() {
+                    parts.push(Filter::Or(any));
+                }
+            }
+            "must_not" => parts.push(Filter::Not(Box::new(Filter::Or(conditions(
+                clause, budget,
+            )?)))),
+            "min_should" => parts.push(min_should(clause, budget)?),
+            other => return Err(format!("unknown filter clause {other:?}")),
+        }
+    }
+    Ok(Filter::And(parts))
+}
+
+/// A clause holds one condition or a list of them.
+fn conditions(value: &Value, budget: &mut Budget) -> Result<Vec<Filter>, String> {
+    match value {
+        Value::Array(items) => items.iter().map(|c| condition(c, budget)).collect(),
+        one => Ok(vec![condition(one, budget)?]),
+    }
+}
+
+fn min_should(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
+    let Value::Object(fields) = value else {
+        return Err("min_should must be an object {\"conditions\", \"min_count\"}".into());
+    };
+    let min = fields
+        .get("min_count")
+        .and_then(Value::as_u64)
+        .ok_or("min_should needs min_count, an unsigned integer")?;
+    let filters = conditions(
+        fields
+            .get("conditions")
+            .ok_or("min_should needs conditions")?,
+        budget,
+    )?;
+    Ok(Filter::AtLeast {
+        min: usize::try_from(min).unwrap_or(usize::MAX),
+        filters,
+    })
+}
+
+fn condition(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
+    budget.condition()?;
+    let Value::Object(fields) = value else {
+        return Err("a condition must be a JSON object".into());
+    };
+    if fields.contains_key("key") {
+        return field_condition(fields, budget);
+    }
+    if let Some(ids) = fields.get("has_id") {
+        return has_id(ids, budget);
+    }
+    if let Some(target) = fields.get("is_empty") {
+        return Ok(is_empty(path(payload_field_key(target, "is_empty")?)?));
+    }
+    if let Some(target) = fields.get("is_null") {
+        return Ok(is_null(path(payload_field_key(target, "is_null")?)?));
+    }
+    if let Some(nested) = fields.get("nested") {
+        return nested_condition(nested, budget);
+    }
+    if fields.contains_key("has_vector") {
+        return Err("has_vector is not supported: needle collections have one unnamed vector, which every point has".into());
+    }
+    // Anything else is a nested filter (`{"must": [...]}`, or `{}`, which matches all).
+    filter(value, budget)
+}
+
+fn payload_field_key<'a>(target: &'a Value, what: &str) -> Result<&'a str, String> {
+    target
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{what} takes {{\"key\": \"...\"}}"))
+}
+
+fn has_id(ids: &Value, budget: &mut Budget) -> Result<Filter, String> {
+    let Value::Array(ids) = ids else {
+        return Err("has_id takes a list of point ids".into());
+    };
+    budget.values(ids.len())?;
+    let mut set = std::collections::HashSet::with_capacity(ids.len());
+    for id in ids {
+        let id: PointId = serde_json::from_value(id.clone()).map_err(|e| format!("has_id: {e}"))?;
+        set.insert(id.to_native());
+    }
+    Ok(Filter::HasId(set))
+}
+
+fn nested_condition(nested: &Value, budget: &mut Budget) -> Result<Filter, String> {
+    let key = nested
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or("nested needs a key (the array of objects to look into)")?;
+    let inner = nested.get("filter").ok_or("nested needs a filter")?;
+    if mentions_has_id(inner) {
+        return Err("has_id is not allowed inside a nested filter".into());
+    }
+    let mut path = path(key)?;
+    // `nested: {key: "diet"}` and `key: "diet[]"` name the same array.
+    if path.last() == Some(&Segment::Each) {
+        path.pop();
+    }
+    Ok(Filter::Nested {
+        path,
+        filter: Box::new(filter(inner, budget)?),
+    })
+}
+
+fn mentions_has_id(value: &Value) -> bool {
+    match value {
+        Value::Object(fields) => {
+            fields.contains_key("has_id") || fields.values().any(mentions_has_id)
+        }
+        Value::Array(items) => items.iter().any(mentions_has_id),
+        _ => false,
+    }
+}
+
+fn field_condition(fields: &Map<String, Value>, budget: &mut Budget) -> Result<Filter, String> {
+    let key = fields
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or("a field condition's key must be a string")?;
+    let path = path(key)?;
+    let mut conds = Vec::new();
+    for (name, arg) in fields {
+        if arg.is_null() || name == "key" {
+            continue;
+        }
+        let filter = match name.as_str() {
+            "match" => Filter::Field {
+                path: path.clone(),
+                cond: match_condition(key, arg, budget)?,
+            },
+            "range" => Filter::Field {
+                path: path.clone(),
+                cond: range(key, arg)?,
+            },
+            "values_count" => Filter::Field {
+                path: path.clone(),
+                cond: Cond::ValuesCount(count_range(key, arg)?),
+            },
+            "is_empty" => match arg {
+                Value::Bool(true) => is_empty(path.clone()),
+                Value::Bool(false) => Filter::Not(Box::new(is_empty(path.clone()))),
+                _ => return Err(format!("{key}: is_empty takes true or false")),
+            },
+            "is_null" => match arg {
+                Value::Bool(true) => is_null(path.clone()),
+                Value::Bool(false) => Filter::Not(Box::new(is_null(path.clone()))),
+                _ => return Err(format!("{key}: is_null takes true or false")),
+            },
+            geo @ ("geo_bounding_box" | "geo_radius" | "geo_polygon") => {
+                return Err(format!(
+                    "{key}: {geo} conditions are not supported by needle"
+                ))
+            }
+            other => return Err(format!("{key}: unknown condition {other:?}")),
+        };
+        conds.push(filter);
+    }
+    match conds.len() {
+        0 => Err(format!(
+            "the condition on {key:?} has no match, range, values_count, is_empty or is_null"
+        )),
+        1 => Ok(conds.remove(0)),
+        _ => Ok(Filter::And(conds)),
+    }
+}
+
+fn match_condition(key: &str, arg: &Value, budget: &mut Budget) -> Result<Cond, String> {
+    let Value::Object(m) = arg else {
+        return Err(format!("{key}: match must be an object"));
+    };
+    let mut given = m.iter().filter(|(_, v)| !v.is_null());
+    let (Some((kind, operand)), None) = (given.next(), given.next()) else {
+        return Err(format!(
+            "{key}: match takes exactly one of value, any, except, text"
+        ));
+    };
+    match kind.as_str() {
+        "value" => match operand {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(Cond::Eq(operand.clone())),
+            _ => Err(format!(
+                "{key}: match.value takes a string, an integer or a boolean"
+            )),
+        },
+        "any" | "except" => {
+            let Value::Array(items) = operand else {
+                return Err(format!("{key}: match.{kind} takes a list"));
+            };
+            budget.values(items.len())?;
+            let set = ValueSet::new(items.clone());
+            Ok(if kind == "any" {
+                Cond::In(set)
+            } else {
+                Cond::Nin(set)
+            })
+        }
+        "text" => match operand {
+            Value::String(text) => Ok(Cond::Contains(text.clone())),
+            _ => Err(format!("{key}: match.text takes a string")),
+        },
+        other @ ("text_any" | "phrase" | "prefix" | "substring") => Err(format!(
+            "{key}: match.{other} is not supported by needle (match.text is: substring match)"
+        )),
+        other => Err(format!("{key}: unknown match kind {other:?}")),
+    }
+}
+
+fn range(key: &str, arg: &Value) -> Result<Cond, String> {
+    let Value::Object(bounds) = arg else {
+        return Err(format!("{key}: range must be an object"));
+    };
+    let mut conds = Vec::new();
+    for (op, bound) in bounds {
+        if bound.is_null() {
+            continue;
+        }
+        if bound.is_string() {
+            return Err(format!(
+                "{key}: datetime ranges are not supported by needle; store times as numbers (e.g. Unix seconds)"
+            ));
+        }
+        if !bound.is_number() {
+            return Err(format!("{key}: range.{op} takes a number"));
+        }
+        conds.push(match op.as_str() {
+            "gt" => Cond::Gt(bound.clone()),
+            "gte" => Cond::Gte(bound.clone()),
+            "lt" => Cond::Lt(bound.clone()),
+            "lte" => Cond::Lte(bound.clone()),
+            other => return Err(format!("{key}: unknown range bound {other:?}")),
+        });
+    }
+    match conds.len() {
+        0 => Err(format!(
+            "{key}: range needs at least one of gt, gte, lt, lte"
+        )),
+        1 => Ok(conds.remove(0)),
+        _ => Ok(Cond::All(conds)),
+    }
+}
+
+fn count_range(key: &str, arg: &Value) -> Result<CountRange, String> {
+    let Value::Object(bounds) = arg else {
+        return Err(format!("{key}: values_count must be an object"));
+    };
+    let mut range = CountRange::default();
+    for (op, bound) in bounds {
+        if bound.is_null() {
+            continue;
+        }
+        let n = bound
+            .as_u64()
+            .ok_or_else(|| format!("{key}: values_count.{op} takes an unsigned integer"))?;
+        match op.as_str() {
+            "gt" => range.gt = Some(n),
+            "gte" => range.gte = Some(n),
+            "lt" => range.lt = Some(n),
+            "lte" => range.lte = Some(n),
+            other => return Err(format!("{key}: unknown values_count bound {other:?}")),
+        }
+    }
+    Ok(range)
+}
+
+/// Missing, null or an empty array: no values.
+fn is_empty(path: Vec<Segment>) -> Filter {
+    Filter::Field {
+        path,
+        cond: Cond::ValuesCount(CountRange {
+            lt: Some(1),
+            ..CountRange::default()
+        }),
+    }
+}
+
+fn is_null(path: Vec<Segment>) -> Filter {
+    Filter::Field {
+        path,
+        cond: Cond::Eq(Value::Null),
+    }
+}
+
+/// `a.b[].c` → `a`, `b`, every element, `c`; `a[2]` indexes.
+fn path(key: &str) -> Result<Vec<Segment>, String> {
+    let mut segments = Vec::new();
+    for part in key.split('.') {
+        let (name, mut rest) = match part.find('[') {
+            Some(at) => part.split_at(at),
+            None => (part, ""),
+        };
+        if name.is_empty() || name.contains(['"', ']']) {
+            return Err(format!(
+                "key {key:?} is not a path needle reads (a.b, a[].b, a[0])"
+            ));
+        }
+        segments.push(Segment::Name(name.to_string()));
+        while !rest.is_empty() {
+            let close = rest
+                .find(']')
+                .ok_or_else(|| format!("key {key:?} has an unclosed ["))?;
+            let inside = &rest[1..close];
+            if inside.is_empty() {
+                segments.push(Segment::Each);
+            } else if inside.parse::<usize>().is_ok() {
+                segments.push(Segment::Name(inside.to_string()));
+            } else {
+                return Err(format!(
+                    "key {key:?}: [{inside}] is neither [] nor an index"
+                ));
+            }
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return Err(format!("key {key:?} is not a path needle reads"));
+            }
+        }
+    }
+    Ok(segments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn passes(filter: Value, id: &str, payload: Value) -> bool {
+        let f = translate(&filter).unwrap();
+        f.matches(id, payload.as_object())
+    }
+
+    #[test]
+    fn clauses_combine_as_qdrant_documents() {
+        let london_red = json!({"city": "London", "color": "red"});
+        let f = json!({"must": [{"key": "city", "match": {"value": "London"}}],
+                       "must_not": [{"key": "color", "match": {"value": "green"}}]});
+        assert!(passes(f.clone(), "1", london_red.clone()));
+        assert!(!passes(f, "1", json!({"city": "London", "color": "green"})));
+        let should = json!({"should": [{"key": "city", "match": {"value": "Berlin"}},
+                                       {"key": "color", "match": {"value": "red"}}]});
+        assert!(passes(should.clone(), "1", london_red.clone()));
+        assert!(!passes(should, "1", json!({"city": "Paris"})));
+        assert!(
+            passes(json!({"should": []}), "1", json!({})),
+            "an empty should constrains nothing"
+        );
+        let two_of = json!({"min_should": {"min_count": 2, "conditions": [
+            {"key": "city", "match": {"value": "London"}},
+            {"key": "color", "match": {"value": "red"}},
+            {"key": "size", "range": {"gt": 3}}]}});
+        assert!(passes(two_of.clone(), "1", london_red));
+        assert!(!passes(two_of, "1", json!({"city": "London", "size": 1})));
+        // A nested filter object as a condition.
+        let nested = json!({"must": [{"should": [{"key": "a", "match": {"value": 1}}]}]});
+        assert!(passes(nested, "1", json!({"a": 1})));
+    }
+
+    #[test]
+    fn conditions_mean_what_qdrant_says() {
+        let p = json!({"n": 5, "tags": ["x", "y"], "empty": [], "nothing": null, "title": "Deep Space Nine"});
+        let yes = |f: Value| assert!(passes(f.clone(), "7", p.clone()), "{f}");
+        let no = |f: Value| assert!(!passes(f.clone(), "7", p.clone()), "{f}");
+        yes(json!({"must": {"key": "tags", "match": {"value": "y"}}}));
+        yes(json!({"must": {"key": "n", "match": {"any": [4, 5]}}}));
+        no(json!({"must": {"key": "n", "match": {"except": [5]}}}));
+        yes(json!({"must": {"key": "n", "match": {"except": [6]}}}));
+        yes(json!({"must": {"key": "title", "match": {"text": "Space"}}}));
+        no(json!({"must": {"key": "title", "match": {"text": "space"}}}));
+        yes(json!({"must": {"key": "n", "range": {"gte": 5, "lt": 6}}}));
+        no(json!({"must": {"key": "n", "range": {"gt": 5}}}));
+        yes(json!({"must": {"key": "tags", "values_count": {"gte": 2}}}));
+        no(json!({"must": {"key": "tags", "values_count": {"gt": 2}}}));
+        yes(json!({"must": {"is_empty": {"key": "empty"}}}));
+        yes(json!({"must": {"is_empty": {"key": "missing"}}}));
+        yes(json!({"must": {"is_empty": {"key": "nothing"}}}));
+        no(json!({"must": {"is_empty": {"key": "tags"}}}));
+        yes(json!({"must": {"is_null": {"key": "nothing"}}}));
+        no(json!({"must": {"is_null": {"key": "missing"}}}));
+        yes(json!({"must": {"has_id": [1, 7]}}));
+        no(json!({"must": {"has_id": [1, "9f2c6a57-5d2e-4c8e-8a9b-0123456789ab"]}}));
+    }
+
+    #[test]
+    fn array_paths_and_nested_conditions() {
+        let p = json!({"country": {"cities": [
+            {"name": "Berlin", "population": 3.7, "sights": ["Reichstag"]},
+            {"name": "Munich", "population": 1.5, "sights": ["Marienplatz"]}]},
+            "diet": [{"food": "meat", "likes": false}, {"food": "leaves", "likes": true}]});
+        let yes = |f: Value| assert!(passes(f.clone(), "1", p.clone()), "{f}");
+        let no = |f: Value| assert!(!passes(f.clone(), "1", p.clone()), "{f}");
+        yes(json!({"must": {"key": "country.cities[].population", "range": {"gte": 3.0}}}));
+        no(json!({"must": {"key": "country.cities[].population", "range": {"gte": 4.0}}}));
+        yes(json!({"must": {"key": "country.cities[].sights", "match": {"value": "Marienplatz"}}}));
+        yes(json!({"must": {"key": "country.cities[1].name", "match": {"value": "Munich"}}}));
+        no(json!({"must_not": {"key": "country.cities[].name", "match": {"value": "Berlin"}}}));
+        yes(json!({"must": {"key": "country.cities[].name", "values_count": {"gte": 2}}}));
+        // Without nested, the two conditions may hold for different elements...
+        yes(
+            json!({"must": [{"key": "diet[].food", "match": {"value": "meat"}},
+                            {"key": "diet[].likes", "match": {"value": true}}]}),
+        );
+        // ...with nested, both must hold for the same one.
+        no(
+            json!({"must": {"nested": {"key": "diet", "filter": {"must": [
+            {"key": "food", "match": {"value": "meat"}}, {"key": "likes", "match": {"value": true}}]}}}}),
+        );
+        yes(
+            json!({"must": {"nested": {"key": "diet[]", "filter": {"must": [
+            {"key": "food", "match": {"value": "leaves"}}, {"key": "likes", "match": {"value": true}}]}}}}),
+        );
+    }
+
+    #[test]
+    fn unsupported_and_malformed_filters_are_refused_by_name() {
+        for (f, words) in [
+            (
+                json!({"must": {"key": "loc", "geo_radius": {"center": {"lat": 0, "lon": 0}, "radius": 1}}}),
+                "geo_radius",
+            ),
+            (
+                json!({"must": {"key": "t", "range": {"gt": "2024-01-01T00:00:00Z"}}}),
+                "datetime",
+            ),
+            (json!({"must": {"has_vector": "image"}}), "has_vector"),
+            (
+                json!({"must": {"key": "a", "match": {"phrase": "x y"}}}),
+                "phrase",
+            ),
+            (json!({"must": {"key": "a"}}), "has no match"),
+            (
+                json!({"must": {"nested": {"key": "d", "filter": {"must": {"has_id": [1]}}}}}),
+                "nested",
+            ),
+            (json!({"must": {"has_id": ["not-a-uuid"]}}), "UUID"),
+            (json!({"ought": []}), "unknown filter clause"),
+            (
+                json!({"must": {"key": "a[x]", "match": {"value": 1}}}),
+                "index",
+            ),
+        ] {
+            let err = translate(&f).unwrap_err();
+            assert!(err.contains(words), "{f}: {err}");
+        }
+        let many: Vec<Value> = (0..MAX_FILTER_CONDITIONS + 1)
+            .map(|i| json!({"key": "a", "match": {"value": i}}))
+            .collect();
+        assert!(translate(&json!({"should": many})).is_err());
+    }
+}

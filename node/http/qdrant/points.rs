@@ -1,0 +1,471 @@
+//! Point writes and reads by id: upsert (list and batch forms), retrieve, get,
+//! delete (by ids or by filter), set and delete payload keys.
+//!
+//! Payload changes are a read of the points followed by an upsert of the changed
+//! records through the one write path: atomic for the batch, but not against
+//! another client's write to the same point between the read and the upsert (the
+//! later upsert wins whole; README, "Using Qdrant clients").
+
+use super::envelope::{ok, Started};
+use super::filter::translate;
+use super::params::{bad, refuse_if_set, remove_path, with_vector, PayloadSelector, PointOut};
+use super::params::{ReadQuery, UpdateResult, WriteQuery, WriteSettings};
+use super::point_id::PointId;
+use crate::http::budget::JsonBody;
+use crate::http::extract::ApiJson;
+use crate::http::{ApiError, AppState};
+use crate::{Collection, Error, Filter, Metadata, Op, Precondition, VectorRecord};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Deserialize)]
+pub struct UpsertBody {
+    points: Option<Vec<Value>>,
+    batch: Option<BatchForm>,
+    shard_key: Option<Value>,
+    update_filter: Option<Value>,
+    update_mode: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct BatchForm {
+    ids: Vec<Value>,
+    vectors: Value,
+    payloads: Option<Vec<Value>>,
+}
+
+/// `PUT /collections/{c}/points`: every point is checked before anything is written,
+/// and all are written as one op (all or nothing).
+pub async fn upsert(
+    State(state): State<AppState>,
+    started: Started,
+    Path(name): Path<String>,
+    Query(query): Query<WriteQuery>,
+    ApiJson(body): ApiJson<UpsertBody>,
+) -> Result<JsonBody, ApiError> {
+    let settings = query.settings()?;
+    refuse_if_set(
+        &[
+            ("shard_key", &body.shard_key),
+            ("update_filter", &body.update_filter),
+            ("update_mode", &body.update_mode),
+        ],
+        "needle upserts every point it is given",
+    )?;
+    let records = match (body.points, body.batch) {
+        (Some(points), None) => points
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| point_record(p).map_err(|m| bad(format!("points[{i}]: {m}"))))
+            .collect::<Result<Vec<_>, _>>()?,
+        (None, Some(batch)) => batch_records(batch)?,
+        _ => {
+            return Err(bad(
+                "give either points (a list) or batch (ids and vectors)",
+            ))
+        }
+    };
+    if state.mode.knows_every_collection() {
+        state.db().collection_info(&name)?;
+    }
+    let seq = write_records(&state, name, records, &settings).await?;
+    ok(
+        started,
+        &UpdateResult::new(seq, &settings),
+        state.limits.max_response_bytes,
+    )
+}
+
+/// `{"id", "vector", "payload"}` as a record.
+fn point_record(point: Value) -> Result<VectorRecord, String> {
+    let Value::Object(mut fields) = point else {
+        return Err("a point must be an object".into());
+    };
+    let id: PointId = serde_json::from_value(fields.remove("id").ok_or("id is required")?)
+        .map_err(|e| e.to_string())?;
+    let vector = vector(fields.remove("vector").ok_or("vector is required")?)?;
+    let metadata = payload(fields.remove("payload"))?;
+    if let Some(other) = fields.keys().next() {
+        return Err(format!("unknown field {other:?}"));
+    }
+    Ok(VectorRecord {
+        id: id.to_native(),
+        vector,
+        metadata,
+    })
+}
+
+fn vector(value: Value) -> Result<Vec<f32>, String> {
+    match value {
+        Value::Object(_) => Err("named and sparse vectors are not supported by needle: give the vector as a list of numbers".into()),
+        Value::Array(items) if items.first().is_some_and(Value::is_array) => {
+            Err("multivectors are not supported by needle: give one list of numbers".into())
+        }
+        other => serde_json::from_value(other).map_err(|e| format!("vector: {e}")),
+    }
+}
+
+fn payload(value: Option<Value>) -> Result<Option<Metadata>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err("payload must be a JSON object".into()),
+    }
+}
+
+fn batch_records(batch: BatchForm) -> Result<Vec<VectorRecord>, ApiError> {
+    let Value::Array(vectors) = batch.vectors else {
+        return Err(bad(
+            "batch.vectors: named vectors are not supported by needle: give a list of vectors",
+        ));
+    };
+    if vectors.len() != batch.ids.len() {
+        return Err(bad(format!(
+            "batch has {} ids and {} vectors",
+            batch.ids.len(),
+            vectors.len()
+        )));
+    }
+    let payloads = batch.payloads.unwrap_or_default();
+    if !payloads.is_empty() && payloads.len() != batch.ids.len() {
+        return Err(bad(format!(
+            "batch has {} ids and {} payloads",
+            batch.ids.len(),
+            payloads.len()
+        )));
+    }
+    let mut payloads = payloads.into_iter();
+    batch
+        .ids
+        .into_iter()
+        .zip(vectors)
+        .enumerate()
+        .map(|(i, (id, v))| {
+            let record = (|| {
+                let id: PointId = serde_json::from_value(id).map_err(|e| e.to_string())?;
+                Ok::<_, String>(VectorRecord {
+                    id: id.to_native(),
+                    vector: vector(v)?,
+                    metadata: payload(payloads.next())?,
+                })
+            })();
+            record.map_err(|m| bad(format!("batch item {i}: {m}")))
+        })
+        .collect()
+}
+
+/// Writes `records` as one upsert; the op's position in the log (none for nothing).
+async fn write_records(
+    state: &AppState,
+    collection: String,
+    records: Vec<VectorRecord>,
+    settings: &WriteSettings,
+) -> Result<Option<u64>, ApiError> {
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let applied = state
+        .write(
+            Op::Upsert {
+                collection,
+                records,
+            },
+            Precondition::None,
+            settings.concern,
+            None,
+        )
+        .await?;
+    Ok(Some(applied.seq))
+}
+
+#[derive(Deserialize)]
+pub struct RetrieveBody {
+    ids: Vec<Value>,
+    with_payload: Option<Value>,
+    with_vector: Option<Value>,
+    shard_key: Option<Value>,
+}
+
+/// `POST /collections/{c}/points`: the points that exist, in the order asked.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    started: Started,
+    Path(name): Path<String>,
+    Query(query): Query<ReadQuery>,
+    ApiJson(body): ApiJson<RetrieveBody>,
+) -> Result<JsonBody, ApiError> {
+    refuse_if_set(
+        &[("shard_key", &body.shard_key)],
+        "needle does not shard collections",
+    )?;
+    let payload = PayloadSelector::parse(body.with_payload.as_ref(), true)?;
+    let vectors = with_vector(body.with_vector.as_ref())?;
+    let ids = body
+        .ids
+        .into_iter()
+        .map(|id| serde_json::from_value::<PointId>(id).map_err(|e| bad(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    state
+        .read_barrier(query.needle_consistency()?, &name)
+        .await?;
+    let collection = state.db().collection(&name)?;
+    let native: Vec<String> = ids.iter().map(PointId::to_native).collect();
+    let records = blocking(move || read_existing(&collection, &native)).await?;
+    let points: Vec<PointOut> = records
+        .iter()
+        .map(|r| point_out(r, &payload, vectors))
+        .collect();
+    ok(started, &points, state.limits.max_response_bytes)
+}
+
+/// `GET /collections/{c}/points/{id}`: payload and vector, or 404.
+pub async fn get_one(
+    State(state): State<AppState>,
+    started: Started,
+    Path((name, id)): Path<(String, String)>,
+    Query(query): Query<ReadQuery>,
+) -> Result<JsonBody, ApiError> {
+    let id = PointId::parse_path(&id).map_err(bad)?;
+    state
+        .read_barrier(query.needle_consistency()?, &name)
+        .await?;
+    let collection = state.db().collection(&name)?;
+    let native = id.to_native();
+    let record = blocking(move || collection.get(&native))
+        .await
+        .map_err(|e| not_found_as_point(e, &id))?;
+    let point = point_out(&record, &PayloadSelector::All, true);
+    ok(started, &point, state.limits.max_response_bytes)
+}
+
+fn not_found_as_point(e: ApiError, id: &PointId) -> ApiError {
+    if e.code == "VECTOR_NOT_FOUND" {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "VECTOR_NOT_FOUND",
+            format!("No point with id {} found", id.to_native()),
+        )
+    } else {
+        e
+    }
+}
+
+pub fn point_out(record: &VectorRecord, payload: &PayloadSelector, vectors: bool) -> PointOut {
+    PointOut {
+        id: PointId::from_native(&record.id),
+        version: None,
+        score: None,
+        payload: payload.select(record.metadata.as_ref()),
+        vector: vectors.then(|| record.vector.clone()),
+    }
+}
+
+/// The records of `ids` that exist, in order, each once.
+fn read_existing(collection: &Collection, ids: &[String]) -> crate::Result<Vec<VectorRecord>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !seen.insert(id.as_str()) {
+            continue;
+        }
+        match collection.get(id) {
+            Ok(record) => out.push(record),
+            Err(Error::VectorNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+/// Which points a delete or payload change is for: ids, or a filter.
+#[derive(Deserialize)]
+pub struct Selector {
+    points: Option<Vec<Value>>,
+    filter: Option<Value>,
+    shard_key: Option<Value>,
+}
+
+/// The native ids a selector names. A filter is evaluated on this node after a
+/// linearizable read barrier, so it sees every write acknowledged before it.
+async fn selected_ids(
+    state: &AppState,
+    name: &str,
+    selector: Selector,
+) -> Result<Vec<String>, ApiError> {
+    refuse_if_set(
+        &[("shard_key", &selector.shard_key)],
+        "needle does not shard collections",
+    )?;
+    match (selector.points, selector.filter) {
+        (Some(points), None) => points
+            .into_iter()
+            .map(|id| {
+                serde_json::from_value::<PointId>(id)
+                    .map(|id| id.to_native())
+                    .map_err(|e| bad(e.to_string()))
+            })
+            .collect(),
+        (None, Some(filter)) => {
+            let filter = translate(&filter).map_err(|m| ApiError::from(Error::InvalidFilter(m)))?;
+            state.read_barrier(Some("linearizable"), name).await?;
+            let collection = state.db().collection(name)?;
+            blocking(move || matching_ids(&collection, &filter)).await
+        }
+        _ => Err(bad("give either points (a list of ids) or filter")),
+    }
+}
+
+pub fn matching_ids(collection: &Collection, filter: &Filter) -> crate::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    collection.scan(Some(filter), |id, _| ids.push(id.to_string()))?;
+    Ok(ids)
+}
+
+/// `POST /collections/{c}/points/delete`.
+pub async fn delete(
+    State(state): State<AppState>,
+    started: Started,
+    Path(name): Path<String>,
+    Query(query): Query<WriteQuery>,
+    ApiJson(selector): ApiJson<Selector>,
+) -> Result<JsonBody, ApiError> {
+    let settings = query.settings()?;
+    let ids = selected_ids(&state, &name, selector).await?;
+    let seq = if ids.is_empty() {
+        state.db().collection_info(&name)?;
+        None
+    } else {
+        let applied = state
+            .write(
+                Op::Delete {
+                    collection: name,
+                    ids,
+                },
+                Precondition::None,
+                settings.concern,
+                None,
+            )
+            .await?;
+        Some(applied.seq)
+    };
+    ok(
+        started,
+        &UpdateResult::new(seq, &settings),
+        state.limits.max_response_bytes,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SetPayloadBody {
+    payload: Map<String, Value>,
+    key: Option<Value>,
+    #[serde(flatten)]
+    selector: Selector,
+}
+
+/// `POST /collections/{c}/points/payload`: merges keys into each point's payload.
+pub async fn set_payload(
+    State(state): State<AppState>,
+    started: Started,
+    Path(name): Path<String>,
+    Query(query): Query<WriteQuery>,
+    ApiJson(body): ApiJson<SetPayloadBody>,
+) -> Result<JsonBody, ApiError> {
+    refuse_if_set(&[("key", &body.key)], "set payload keys at the top level")?;
+    let settings = query.settings()?;
+    let additions = body.payload;
+    let seq = change_payloads(&state, &name, body.selector, &settings, move |m| {
+        m.extend(additions.clone());
+    })
+    .await?;
+    ok(
+        started,
+        &UpdateResult::new(seq, &settings),
+        state.limits.max_response_bytes,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DeletePayloadBody {
+    keys: Vec<String>,
+    #[serde(flatten)]
+    selector: Selector,
+}
+
+/// `POST /collections/{c}/points/payload/delete`: removes keys (dotted paths too).
+pub async fn delete_payload(
+    State(state): State<AppState>,
+    started: Started,
+    Path(name): Path<String>,
+    Query(query): Query<WriteQuery>,
+    ApiJson(body): ApiJson<DeletePayloadBody>,
+) -> Result<JsonBody, ApiError> {
+    let settings = query.settings()?;
+    let keys = body.keys;
+    let seq = change_payloads(&state, &name, body.selector, &settings, move |m| {
+        for key in &keys {
+            remove_path(m, key);
+        }
+    })
+    .await?;
+    ok(
+        started,
+        &UpdateResult::new(seq, &settings),
+        state.limits.max_response_bytes,
+    )
+}
+
+/// Reads the selected points, applies `change` to each payload, and upserts them
+/// as one op. A point named by id that does not exist is a 404, as in Qdrant.
+async fn change_payloads(
+    state: &AppState,
+    name: &str,
+    selector: Selector,
+    settings: &WriteSettings,
+    change: impl Fn(&mut Metadata) + Send + 'static,
+) -> Result<Option<u64>, ApiError> {
+    let by_filter = selector.filter.is_some();
+    let ids = selected_ids(state, name, selector).await?;
+    let collection = state.db().collection(name)?;
+    let records = blocking(move || {
+        let mut records = read_existing(&collection, &ids)?;
+        if !by_filter && records.len() < ids.iter().collect::<std::collections::HashSet<_>>().len()
+        {
+            let found: std::collections::HashSet<&str> =
+                records.iter().map(|r| r.id.as_str()).collect();
+            if let Some(missing) = ids.iter().find(|id| !found.contains(id.as_str())) {
+                return Err(Error::VectorNotFound(missing.clone()));
+            }
+        }
+        for record in &mut records {
+            let mut metadata = record.metadata.take().unwrap_or_default();
+            change(&mut metadata);
+            record.metadata = (!metadata.is_empty()).then_some(metadata);
+        }
+        Ok(records)
+    })
+    .await
+    .map_err(|e| {
+        if e.code == "VECTOR_NOT_FOUND" {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "VECTOR_NOT_FOUND",
+                format!("No point found: {}", e.message),
+            )
+        } else {
+            e
+        }
+    })?;
+    write_records(state, name.to_string(), records, settings).await
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Creates the Python virtual environment the client tests (and comparison benches)
+# run in, idempotently: outside the clone, like the build cache, and rebuilt only
+# when the requirements change. Prints nothing when it is already up to date.
+#   scripts/setup-python.sh                      # tests/qdrant/requirements.txt
+#   scripts/setup-python.sh benches/requirements.txt
+# Use it with: source scripts/env.sh; "$NEEDLE_VENV/bin/python" ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+requirements=("$@")
+if [ "${#requirements[@]}" -eq 0 ]; then requirements=(tests/qdrant/requirements.txt); fi
+stamp_name="$(cat "${requirements[@]}" | sha256sum | cut -c1-16)"
+stamp="$NEEDLE_VENV/.installed-$stamp_name"
+if [ -f "$stamp" ]; then exit 0; fi
+if [ ! -x "$NEEDLE_VENV/bin/python" ]; then
+  echo "setup-python: creating $NEEDLE_VENV"
+  python3 -m venv "$NEEDLE_VENV"
+fi
+args=()
+for r in "${requirements[@]}"; do args+=(-r "$r"); done
+echo "setup-python: installing ${requirements[*]}"
+"$NEEDLE_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
+touch "$stamp"
