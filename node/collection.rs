@@ -124,6 +124,11 @@ impl Collection {
         Ok(())
     }
 
+    /// Whether a vector with this id exists.
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        Ok(self.db.state(&self.name)?.index.read().contains(id))
+    }
+
     /// Live vectors that pass `filter` (all live vectors without one).
     pub fn count_matching(&self, filter: Option<&Filter>) -> Result<usize> {
         let Some(filter) = filter else {

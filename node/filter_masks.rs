@@ -72,7 +72,7 @@ impl FilterMasks {
             if row >= mask.rows() {
                 mask.resize(row + 1, false);
             }
-            if e.filter.matches(id, metadata) {
+            if e.filter.matches_point(id, metadata) {
                 mask.set(row);
             } else {
                 mask.clear(row);
@@ -128,7 +128,7 @@ fn build_cancellable(
                 .fold(0u64, |word, (bit, (id, meta))| {
                     if id
                         .as_deref()
-                        .is_some_and(|id| filter.matches(id, meta.as_deref()))
+                        .is_some_and(|id| filter.matches_point(id, meta.as_deref()))
                     {
                         word | (1 << bit)
                     } else {

@@ -246,6 +246,38 @@ fn validate_magnitudes(vector: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// `metadata` with `set`'s keys written over it and then each dotted path of
+/// `remove` removed (what [`crate::Op::PatchMetadata`] does to one record); `None`
+/// when nothing is left.
+pub fn patch_metadata(
+    metadata: Option<Metadata>,
+    set: Option<&Metadata>,
+    remove: &[String],
+) -> Option<Metadata> {
+    let mut metadata = metadata.unwrap_or_default();
+    if let Some(set) = set {
+        metadata.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    for path in remove {
+        remove_metadata_path(&mut metadata, path);
+    }
+    (!metadata.is_empty()).then_some(metadata)
+}
+
+/// Removes the value at dotted `path` (`"a.b"`: key `b` of object `a`), if any.
+pub fn remove_metadata_path(map: &mut Metadata, path: &str) {
+    match path.split_once('.') {
+        None => {
+            map.remove(path);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Object(inner)) = map.get_mut(head) {
+                remove_metadata_path(inner, rest);
+            }
+        }
+    }
+}
+
 /// The length of `value`'s JSON text, counted without building it.
 pub(crate) fn json_len(value: &impl Serialize) -> usize {
     struct Count(usize);

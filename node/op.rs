@@ -2,7 +2,7 @@
 //! sequence number in the operation log; replication ships exactly these entries.
 
 use crate::error::{Error, Result};
-use crate::model::{CollectionConfig, Distance, VectorRecord, VectorStorage};
+use crate::model::{CollectionConfig, Distance, Metadata, VectorRecord, VectorStorage};
 use serde::{Deserialize, Serialize};
 
 /// A validated mutation, as stored in the operation log.
@@ -23,6 +23,20 @@ pub enum Op {
         collection: String,
         ids: Vec<String>,
     },
+    /// Changes the metadata of those of `ids` that exist, keeping their vectors:
+    /// `set`'s keys are written over the metadata's, then the dotted paths of
+    /// `remove` are removed. The writer resolves it into an [`Op::Upsert`] of the
+    /// changed records against the state every earlier op left (so it cannot undo a
+    /// write ordered before it, as a read-then-upsert by a client could), and logs
+    /// that upsert; a Raft log holds the patch itself, which every member resolves
+    /// against the same state. Last in the enum, so earlier ops keep their encoding.
+    PatchMetadata {
+        collection: String,
+        ids: Vec<String>,
+        #[serde(with = "metadata_codec")]
+        set: Option<Metadata>,
+        remove: Vec<String>,
+    },
 }
 
 impl Op {
@@ -31,7 +45,9 @@ impl Op {
         match self {
             Op::CreateCollection(c) => &c.name,
             Op::DropCollection { name } => name,
-            Op::Upsert { collection, .. } | Op::Delete { collection, .. } => collection,
+            Op::Upsert { collection, .. }
+            | Op::Delete { collection, .. }
+            | Op::PatchMetadata { collection, .. } => collection,
         }
     }
 
@@ -42,6 +58,7 @@ impl Op {
             Op::DropCollection { .. } => "drop_collection",
             Op::Upsert { .. } => "upsert",
             Op::Delete { .. } => "delete",
+            Op::PatchMetadata { .. } => "patch_metadata",
         }
     }
 
@@ -76,6 +93,20 @@ impl Op {
                 }
                 Op::Delete { collection, ids } => {
                     text(collection) + PREFIX + ids.iter().map(|id| text(id)).sum::<usize>()
+                }
+                Op::PatchMetadata {
+                    collection,
+                    ids,
+                    set,
+                    remove,
+                } => {
+                    text(collection)
+                        + 3 * PREFIX
+                        + ids.iter().map(|id| text(id)).sum::<usize>()
+                        + set
+                            .as_ref()
+                            .map_or(0, |m| PREFIX + crate::model::json_len(m))
+                        + remove.iter().map(|p| text(p)).sum::<usize>()
                 }
             }
     }
@@ -140,6 +171,27 @@ pub struct Applied {
     pub affected: usize,
     /// Delete: per requested id, whether it existed.
     pub deleted: Vec<bool>,
+}
+
+/// A patch's metadata, as JSON text (see `records_codec`).
+mod metadata_codec {
+    use crate::model::Metadata;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &Option<Metadata>, s: S) -> Result<S::Ok, S::Error> {
+        m.as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Metadata>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Metadata is stored as JSON text inside the binary log: `serde_json::Value` needs a
@@ -213,10 +265,25 @@ mod tests {
                 collection: "c".into(),
                 ids: vec!["x".into()],
             },
+            Op::PatchMetadata {
+                collection: "c".into(),
+                ids: vec!["x".into(), "y".into()],
+                set: Some(
+                    serde_json::from_value(serde_json::json!({"a": [1, {"b": null}]})).unwrap(),
+                ),
+                remove: vec!["c.d".into()],
+            },
+            Op::PatchMetadata {
+                collection: "c".into(),
+                ids: vec![],
+                set: None,
+                remove: vec![],
+            },
             Op::DropCollection { name: "c".into() },
         ];
         for op in ops {
             assert_eq!(Op::decode(&op.encode().unwrap()).unwrap(), op);
+            assert!(op.encoded_len_bound() >= op.encode().unwrap().len());
         }
     }
 

@@ -418,6 +418,12 @@ impl Store {
                     writes.push(Write::Delete(metadata, key));
                 }
             }
+            // Resolved into an upsert before it is staged (`writer/patch.rs`).
+            Op::PatchMetadata { .. } => {
+                return Err(Error::Corrupt(
+                    "an unresolved metadata patch reached the store".into(),
+                ))
+            }
         }
         Ok(writes)
     }

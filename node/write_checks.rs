@@ -38,7 +38,7 @@ pub(crate) fn validate_new(op: &Op, dims_of: impl Fn(&str) -> Result<usize>) -> 
             }
             Err(e) => Err(e),
         },
-        Op::Delete { collection, .. } => {
+        Op::Delete { collection, .. } | Op::PatchMetadata { collection, .. } => {
             dims_of(collection)?;
             validate_context_free(op)
         }
@@ -69,6 +69,11 @@ pub(crate) fn validate_context_free(op: &Op) -> Result<()> {
         Op::DropCollection { name } => validate_collection_name(name),
         Op::Upsert { records, .. } => validate_records(records, |r| r.validate(r.vector.len())),
         Op::Delete { ids, .. } => ids.iter().try_for_each(|id| crate::model::validate_id(id)),
+        Op::PatchMetadata { ids, set, .. } => {
+            ids.iter()
+                .try_for_each(|id| crate::model::validate_id(id))?;
+            set.as_ref().map_or(Ok(()), crate::model::validate_metadata)
+        }
     }
 }
 

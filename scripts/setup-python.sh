@@ -2,17 +2,23 @@
 # Creates the Python virtual environment the client tests (and comparison benches)
 # run in, idempotently: outside the clone, like the build cache, and rebuilt only
 # when the requirements change. Prints nothing when it is already up to date.
-#   scripts/setup-python.sh                      # tests/qdrant/requirements.txt
+#   scripts/setup-python.sh                      # tests/clients/requirements.txt
 #   scripts/setup-python.sh benches/requirements.txt
 # Use it with: source scripts/env.sh; "$NEEDLE_VENV/bin/python" ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 requirements=("$@")
-if [ "${#requirements[@]}" -eq 0 ]; then requirements=(tests/qdrant/requirements.txt); fi
-stamp_name="$(cat "${requirements[@]}" | sha256sum | cut -c1-16)"
+if [ "${#requirements[@]}" -eq 0 ]; then requirements=(tests/clients/requirements.txt); fi
+# The stamp names the requirements and the interpreter; a venv whose Python no
+# longer runs (the interpreter was upgraded or removed) is made again.
+stamp_name="$( (cat "${requirements[@]}"; python3 --version) | sha256sum | cut -c1-16)"
 stamp="$NEEDLE_VENV/.installed-$stamp_name"
-if [ -f "$stamp" ]; then exit 0; fi
+if [ -f "$stamp" ] && "$NEEDLE_VENV/bin/python" -c "import sys" 2>/dev/null; then exit 0; fi
+if [ -d "$NEEDLE_VENV" ] && ! "$NEEDLE_VENV/bin/python" -c "import sys" 2>/dev/null; then
+  rm -rf "$NEEDLE_VENV"
+fi
+rm -f "$NEEDLE_VENV"/.installed-*
 if [ ! -x "$NEEDLE_VENV/bin/python" ]; then
   echo "setup-python: creating $NEEDLE_VENV"
   python3 -m venv "$NEEDLE_VENV"

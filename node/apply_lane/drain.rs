@@ -182,6 +182,10 @@ fn apply_one(index: &mut CollectionIndex, op: &Op) -> Result<()> {
         Op::Upsert { records, .. } => records.iter().try_for_each(|r| index.upsert(r)),
         Op::Delete { ids, .. } => ids.iter().try_for_each(|id| index.delete(id).map(|_| ())),
         Op::CreateCollection(_) | Op::DropCollection { .. } => Ok(()),
+        // Resolved into an upsert before it is committed (`writer/patch.rs`).
+        Op::PatchMetadata { .. } => Err(Error::Corrupt(
+            "an unresolved metadata patch reached a collection".into(),
+        )),
     }
 }
 

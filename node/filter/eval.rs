@@ -18,17 +18,19 @@ pub(super) fn matches(filter: &Filter, id: &str, metadata: Option<&Metadata>) ->
             Found::Many(values) => holds_for_all_of(cond, &values),
         },
         Filter::Nested { path, filter } => {
-            let elements = match lookup(metadata, path) {
+            let arrays = match lookup(metadata, path) {
                 Found::Missing => Vec::new(),
                 Found::One(value) => vec![value],
                 Found::Many(values) => values,
             };
-            elements
+            // Only arrays of objects are looked into, as in Qdrant.
+            arrays
                 .into_iter()
-                .flat_map(|v| match v {
-                    Value::Array(items) => items.iter().collect(),
-                    other => vec![other],
+                .filter_map(|v| match v {
+                    Value::Array(items) => Some(items),
+                    _ => None,
                 })
+                .flatten()
                 .any(|element| match element {
                     Value::Object(object) => matches(filter, id, Some(object)),
                     _ => false,
@@ -37,72 +39,68 @@ pub(super) fn matches(filter: &Filter, id: &str, metadata: Option<&Metadata>) ->
     }
 }
 
-/// What a path reaches: one value (or none) on a path of names, any number on a
-/// path through `[]`.
+/// What a path reaches: one value (or none) on a path without `[]`, any number on
+/// a path through `[]`.
 enum Found<'a> {
     Missing,
     One(&'a Value),
     Many(Vec<&'a Value>),
 }
 
-/// The values at a path. Names index into arrays when decimal (`"tags.0"`); `Each`
-/// steps into every element of an array (and is a no-op on anything else).
+/// The values at a path. `Name`s index into arrays when decimal (`"tags.0"`), `Key`s
+/// never do; `Each` steps into every element of an array.
 fn lookup<'a>(metadata: Option<&'a Metadata>, path: &[Segment]) -> Found<'a> {
     let Some(metadata) = metadata else {
         return Found::Missing;
     };
-    let Some((Segment::Name(first), rest)) = path.split_first() else {
+    let Some((Segment::Name(first) | Segment::Key(first), rest)) = path.split_first() else {
         return Found::Missing;
     };
     let Some(mut current) = metadata.get(first) else {
         return Found::Missing;
     };
     for (i, segment) in rest.iter().enumerate() {
-        match segment {
-            Segment::Name(name) => match step(current, name) {
-                Some(next) => current = next,
-                None => return Found::Missing,
-            },
-            Segment::Each => {
-                let mut values = Vec::new();
-                collect_each(current, &rest[i..], &mut values);
-                return Found::Many(values);
-            }
+        if *segment == Segment::Each {
+            let mut values = Vec::new();
+            collect_each(current, &rest[i..], &mut values);
+            return Found::Many(values);
+        }
+        match step(current, segment) {
+            Some(next) => current = next,
+            None => return Found::Missing,
         }
     }
     Found::One(current)
 }
 
-fn step<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
-    match value {
-        Value::Object(map) => map.get(name),
-        Value::Array(items) => items.get(name.parse::<usize>().ok()?),
+fn step<'a>(value: &'a Value, segment: &Segment) -> Option<&'a Value> {
+    match (segment, value) {
+        (Segment::Name(name) | Segment::Key(name), Value::Object(map)) => map.get(name),
+        (Segment::Name(name), Value::Array(items)) => items.get(name.parse::<usize>().ok()?),
+        (Segment::Index(i), Value::Array(items)) => items.get(*i),
         _ => None,
     }
 }
 
-/// Follows `path` (which starts at an `Each`) from `value` into every branch.
+/// Follows `path` (which starts at an `Each`) from `value` into every branch; an
+/// `Each` on anything but an array reaches nothing.
 fn collect_each<'a>(value: &'a Value, path: &[Segment], out: &mut Vec<&'a Value>) {
     let Some((segment, rest)) = path.split_first() else {
         out.push(value);
         return;
     };
-    match segment {
-        Segment::Each => match value {
-            Value::Array(items) => items.iter().for_each(|v| collect_each(v, rest, out)),
-            other => collect_each(other, rest, out),
-        },
-        Segment::Name(name) => {
-            if let Some(next) = step(value, name) {
-                collect_each(next, rest, out);
-            }
+    if *segment == Segment::Each {
+        if let Value::Array(items) = value {
+            items.iter().for_each(|v| collect_each(v, rest, out));
         }
+    } else if let Some(next) = step(value, segment) {
+        collect_each(next, rest, out);
     }
 }
 
-/// A condition over the values an `[]` path reached, read as one array of them:
-/// what a positive condition holds for on any value, a negated one (`$ne`, `$nin`,
-/// `$not`) on none, and `values_count` counts them all.
+/// A condition over the values an `[]` path reached: a positive condition holds if
+/// it holds for any of them (`values_count` included: each value is counted on its
+/// own, as Qdrant does), a negated one (`$ne`, `$nin`, `$not`) if for none.
 fn holds_for_all_of(cond: &Cond, values: &[&Value]) -> bool {
     match cond {
         Cond::Exists(want) => values.is_empty() != *want,
@@ -112,7 +110,8 @@ fn holds_for_all_of(cond: &Cond, values: &[&Value]) -> bool {
             .iter()
             .any(|v| conds.iter().all(|c| holds(c, Some(v)))),
         Cond::All(conds) => conds.iter().all(|c| holds_for_all_of(c, values)),
-        Cond::ValuesCount(range) => range.holds(values.iter().map(|v| values_in(Some(v))).sum()),
+        // Nothing reached: no values at all (`is_empty` holds).
+        Cond::ValuesCount(range) if values.is_empty() => range.holds(0),
         positive => values.iter().any(|v| holds(positive, Some(v))),
     }
 }
@@ -148,6 +147,19 @@ fn holds(cond: &Cond, value: Option<&Value>) -> bool {
             )
         }),
         Cond::ValuesCount(range) => range.holds(values_in(value)),
+        Cond::Keyword(set) => value.is_some_and(|v| any_element(v, |x| set.contains(x))),
+        Cond::ExceptKeyword(set) => value.is_some_and(|v| match v {
+            Value::Array(items) => items.iter().any(|x| !x.is_null() && !set.contains(x)),
+            Value::Null => false,
+            x => !set.contains(x),
+        }),
+        Cond::OneValue(conds) => value.is_some_and(|v| {
+            let one = |x: &Value| conds.iter().all(|c| holds(c, Some(x)));
+            match v {
+                Value::Array(items) => items.iter().any(one),
+                x => one(x),
+            }
+        }),
     }
 }
 

@@ -51,9 +51,39 @@ pub enum Segment {
     /// An object's key; on an array, a decimal name indexes it (`"tags.0"`), as
     /// native filters always did.
     Name(String),
+    /// An object's key only (Qdrant's paths, where `tags.0` is a key).
+    Key(String),
+    /// An array's element (Qdrant's `key[2]`).
+    Index(usize),
     /// Every element of an array (Qdrant's `key[]`): the condition holds if it holds
-    /// for any of them.
+    /// for any of them. Reaches nothing on a value that is not an array.
     Each,
+}
+
+/// Exact scalars, as Qdrant's `match` compares them: strings, integers (exactly,
+/// as 64-bit values: never equal to a float, so two large ids that round to the
+/// same f64 stay apart) and booleans.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Keywords {
+    pub strings: HashSet<String>,
+    pub integers: HashSet<i128>,
+    pub booleans: Vec<bool>,
+}
+
+impl Keywords {
+    /// Whether `value` is one of the keywords; other kinds of value never are.
+    pub fn contains(&self, value: &Value) -> bool {
+        match value {
+            Value::String(s) => self.strings.contains(s),
+            Value::Number(n) => n
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from))
+                .is_some_and(|i| self.integers.contains(&i)),
+            Value::Bool(b) => self.booleans.contains(b),
+            _ => false,
+        }
+    }
 }
 
 /// A condition on one field's value.
@@ -78,6 +108,15 @@ pub enum Cond {
     /// How many values the field holds: an array's length, 1 for another value, 0
     /// when missing or null (Qdrant's `values_count`).
     ValuesCount(CountRange),
+    /// The value, or an element of it, is one of these (Qdrant's `match.value` and
+    /// `match.any`).
+    Keyword(Keywords),
+    /// The value, or an element of it, is a non-null value not among these; a
+    /// missing field, null and `[]` do not match (Qdrant's `match.except`).
+    ExceptKeyword(Keywords),
+    /// Every condition holds for one and the same value or element (Qdrant's
+    /// `range`, whose bounds apply to one element of an array, not each to any).
+    OneValue(Vec<Cond>),
 }
 
 /// Bounds on a count; `None` is unbounded.
@@ -106,9 +145,15 @@ impl Filter {
         parse::parse(value)
     }
 
-    /// Whether the vector `id` with this metadata passes the filter. Vectors without
-    /// metadata are evaluated as an empty object.
-    pub fn matches(&self, id: &str, metadata: Option<&crate::model::Metadata>) -> bool {
+    /// Whether a vector with this metadata passes the filter. Vectors without
+    /// metadata are evaluated as an empty object. A `HasId` condition needs the id:
+    /// see [`Filter::matches_point`].
+    pub fn matches(&self, metadata: Option<&crate::model::Metadata>) -> bool {
+        eval::matches(self, "", metadata)
+    }
+
+    /// Whether the vector `id` with this metadata passes the filter.
+    pub fn matches_point(&self, id: &str, metadata: Option<&crate::model::Metadata>) -> bool {
         eval::matches(self, id, metadata)
     }
 }

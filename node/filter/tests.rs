@@ -11,7 +11,7 @@ fn doc(v: Value) -> crate::model::Metadata {
 fn check(filter: Value, metadata: Value) -> bool {
     Filter::parse(&filter)
         .unwrap()
-        .matches("id", Some(&doc(metadata)))
+        .matches(Some(&doc(metadata)))
 }
 
 #[test]
@@ -83,9 +83,9 @@ fn logical_operators() {
 #[test]
 fn vectors_without_metadata_see_an_empty_object() {
     let f = Filter::parse(&json!({"a": {"$exists": false}})).unwrap();
-    assert!(f.matches("id", None));
+    assert!(f.matches(None));
     let f = Filter::parse(&json!({"a": 1})).unwrap();
-    assert!(!f.matches("id", None));
+    assert!(!f.matches(None));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotRequest {
     /// The file name to write in the node's snapshot directory.
@@ -40,6 +40,9 @@ fn snapshot_file(state: &AppState, name: &str) -> Result<PathBuf, ApiError> {
     Ok(state.snapshot_dir.join(name))
 }
 
+#[utoipa::path(post, path = "/admin/snapshot", tag = "admin", request_body = SnapshotRequest,
+    responses((status = 200, description = "The snapshot written: path, bytes, applied_seq", body = super::openapi::Object),
+        (status = 500, description = "SNAPSHOT_FAILED", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// `POST /admin/snapshot {"name": "nightly.snap"}`: a consistent single-file
 /// snapshot of this live node, written by the node itself (it holds the RocksDB
 /// lock) into its snapshot directory.
@@ -61,13 +64,18 @@ pub async fn snapshot(
     Ok(Json(json!(written)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadRequest {
     /// A snapshot file's name in the snapshot directory; default: `--reload-from`.
     from: Option<String>,
 }
 
+#[utoipa::path(post, path = "/reload", tag = "admin",
+    request_body(content = Option<ReloadRequest>, description = "Optional"),
+    responses((status = 200, description = "The state now served: from, applied_seq, collections", body = super::openapi::Object),
+        (status = 409, description = "ROLE_CONFLICT: not standalone", body = super::openapi::ErrorBody),
+        (status = 400, description = "INVALID_SNAPSHOT, INVALID_REQUEST", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// `POST /reload`, optionally `{"from": "name"}`: replaces this node's whole
 /// state with a snapshot file's, without a restart. The current state keeps serving
 /// while the new one is unpacked and loaded; then requests move over, and the old

@@ -19,6 +19,9 @@ fn raft(state: &AppState) -> Result<Arc<RaftNode>, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/cluster/status", tag = "cluster",
+    responses((status = 200, description = "This member's view of the cluster", body = super::openapi::ClusterStatus),
+        (status = 409, description = "NOT_RAFT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// `GET /cluster/status`: leader, term, commit index and every member with its lag.
 pub async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
     Ok(Json(raft(&state)?.cluster_status().await?))
@@ -26,13 +29,17 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>
 
 /// Kept as text, and its rejection mapped, so a bad query is refused with the API's
 /// JSON error rather than axum's plain-text one.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StepDownQuery {
     /// The voter to hand leadership to (`etcdctl move-leader`); by default the most
     /// up-to-date one.
     to: Option<String>,
 }
 
+#[utoipa::path(post, path = "/cluster/step-down", tag = "cluster", params(StepDownQuery),
+    responses((status = 200, description = "A new leader exists", body = super::openapi::SteppedDown),
+        (status = 409, description = "NOT_RAFT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// `POST /cluster/step-down[?to=ID]` (admin key): the leader hands leadership to
 /// `to` or to its most up-to-date follower; answers once a new leader exists.
 pub async fn step_down(
@@ -55,12 +62,16 @@ pub async fn step_down(
     ))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberBody {
+    /// The new member's cluster (QUIC) address, `IP:PORT`.
     cluster_addr: String,
 }
 
+#[utoipa::path(post, path = "/cluster/members", tag = "cluster", request_body = AddMemberBody,
+    responses((status = 200, description = "Added as a voter", body = super::openapi::MemberAdded),
+        (status = 409, description = "NOT_RAFT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// `POST /cluster/members` (admin key): adds the member at `cluster_addr`, first as
 /// a learner, then, once caught up, as a voter.
 pub async fn add_member(
@@ -77,6 +88,10 @@ pub async fn add_member(
     Ok(Json(json!({ "node_id": id })))
 }
 
+#[utoipa::path(delete, path = "/cluster/members/{id}", tag = "cluster",
+    params(("id" = u64, Path, description = "The member's node id")),
+    responses((status = 200, description = "Removed", body = super::openapi::MemberRemoved),
+        (status = 409, description = "NOT_RAFT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// `DELETE /cluster/members/{id}` (admin key).
 pub async fn remove_member(
     State(state): State<AppState>,

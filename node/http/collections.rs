@@ -7,18 +7,28 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewCollection)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// 1–128 of `[A-Za-z0-9_-]`.
     name: String,
+    /// 1–65,536.
     dimensions: u64,
-    /// A string, parsed by us, so an unknown distance gets its own error code.
+    /// `cosine`, `euclidean` or `dot`. A string, parsed by us, so an unknown
+    /// distance gets its own error code.
     distance: String,
     /// `f32` (default) or `f16`: how a GPU backend keeps the vectors.
     storage: Option<String>,
+    /// `primary`, `majority` (default) or `all`.
     write_concern: Option<String>,
 }
 
+#[utoipa::path(post, path = "/collections", tag = "collections", request_body = CreateBody,
+    params(super::extract::IdempotencyKeyHeader),
+    responses((status = 201, description = "Created", body = super::openapi::Collection),
+        (status = 409, description = "COLLECTION_EXISTS, IDEMPOTENCY_KEY_REUSED", body = super::openapi::ErrorBody),
+        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 pub async fn create(
     State(state): State<AppState>,
     super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
@@ -49,10 +59,16 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/collections", tag = "collections",
+    responses((status = 200, description = "Every collection", body = super::openapi::CollectionList), super::openapi::CommonErrors))]
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "collections": state.db().collections() }))
 }
 
+#[utoipa::path(get, path = "/collections/{name}", tag = "collections",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "The collection", body = super::openapi::Collection),
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -60,6 +76,11 @@ pub async fn get(
     Ok(Json(state.db().collection_info(&name)?))
 }
 
+#[utoipa::path(delete, path = "/collections/{name}", tag = "collections",
+    params(("name" = String, Path, description = "Collection name"), super::ConcernQuery, super::extract::IdempotencyKeyHeader),
+    responses((status = 200, description = "Dropped", body = super::openapi::Dropped),
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody),
+        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 pub async fn drop(
     State(state): State<AppState>,
     super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
@@ -80,6 +101,10 @@ pub async fn drop(
 
 /// `GET /collections/{name}/checksum`: compare replicas without reading every vector
 /// through the API.
+#[utoipa::path(get, path = "/collections/{name}/checksum", tag = "collections",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "Vector count and an order-independent checksum of the collection", body = super::openapi::Checksum),
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 pub async fn checksum(
     State(state): State<AppState>,
     Path(name): Path<String>,

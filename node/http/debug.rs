@@ -20,10 +20,17 @@ fn injector(state: &AppState) -> Result<&Arc<FaultInjector>, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/debug/faults", tag = "admin",
+    responses((status = 200, description = "The faults configured", body = super::openapi::Faults),
+        (status = 404, description = "NOT_FOUND: fault injection is off", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 pub async fn get_faults(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "faults": injector(&state)?.config() })))
 }
 
+#[utoipa::path(post, path = "/debug/faults", tag = "admin",
+    request_body(content = super::openapi::Object, description = "The transport's fault configuration (drop, delay, duplicate, reorder, partition)"),
+    responses((status = 200, description = "The faults now configured", body = super::openapi::Faults),
+        (status = 404, description = "NOT_FOUND: fault injection is off", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// Replaces the whole fault configuration.
 pub async fn set_faults(
     State(state): State<AppState>,
@@ -35,6 +42,9 @@ pub async fn set_faults(
     Ok(Json(json!({ "faults": faults.config() })))
 }
 
+#[utoipa::path(delete, path = "/debug/faults", tag = "admin",
+    responses((status = 200, description = "No faults left", body = super::openapi::Faults),
+        (status = 404, description = "NOT_FOUND: fault injection is off", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// Removes every fault.
 pub async fn heal_faults(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let faults = injector(&state)?;

@@ -107,6 +107,17 @@ pub struct IdempotencyKey(pub Option<needle_consensus::RequestId>);
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// [`IdempotencyKey`] as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// `CLIENT:SERIAL`, two unsigned integers: on a Raft member, a retry with the same
+    /// key is applied at most once (409 IDEMPOTENCY_KEY_REUSED for a different write).
+    #[param(rename = "Idempotency-Key")]
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 

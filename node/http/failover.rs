@@ -22,7 +22,7 @@ fn replication(state: &AppState) -> Result<Arc<Replication>, ApiError> {
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// The other replicas' cluster addresses: promotion first takes what they have.
@@ -34,6 +34,10 @@ pub struct PromoteRequest {
     force: bool,
 }
 
+#[utoipa::path(post, path = "/replication/promote", tag = "replication",
+    request_body(content = Option<PromoteRequest>, description = "Optional"),
+    responses((status = 200, description = "This node is the primary of a new epoch", body = super::openapi::Promoted),
+        (status = 409, description = "ROLE_CONFLICT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// Makes this replica the primary of a new epoch (body optional:
 /// `{"peers": ["HOST:PORT", ...]}`).
 pub async fn promote(
@@ -68,13 +72,16 @@ async fn resolve(addr: &str) -> Result<std::net::SocketAddr, ApiError> {
         })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DemoteRequest {
     /// The new primary's cluster address.
     primary: String,
 }
 
+#[utoipa::path(post, path = "/replication/demote", tag = "replication", request_body = DemoteRequest,
+    responses((status = 200, description = "This node follows `primary`", body = super::openapi::Object),
+        (status = 409, description = "ROLE_CONFLICT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// Makes this node a replica of `primary`, discarding what `primary` never had.
 pub async fn demote(
     State(state): State<AppState>,
@@ -94,7 +101,7 @@ pub async fn demote(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForgetRequest {
     /// The replica's name: its certificate's node name (`node-3`), or its cluster
@@ -102,6 +109,9 @@ pub struct ForgetRequest {
     name: String,
 }
 
+#[utoipa::path(post, path = "/replication/forget", tag = "replication", request_body = ForgetRequest,
+    responses((status = 200, description = "Whether it was known, and the replicas still known", body = super::openapi::Object),
+        (status = 409, description = "ROLE_CONFLICT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// Forgets a retired or re-addressed replica: it no longer counts for `majority`
 /// write concerns or promotions' quorums (until it pulls again).
 pub async fn forget(

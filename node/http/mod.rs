@@ -12,6 +12,7 @@ mod extract;
 mod failover;
 pub mod limits;
 mod observability;
+pub mod openapi;
 pub mod qdrant;
 mod routes;
 mod search;
@@ -64,14 +65,18 @@ pub struct AppState {
 }
 
 /// `?write_concern=` on writes without a body (deletes, drops).
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConcernQuery {
+    /// `primary`, `majority` (default) or `all`.
     pub write_concern: Option<String>,
 }
 
 /// `?consistency=` on reads without a body.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
+    /// `linearizable` or `eventual` (default).
     pub consistency: Option<String>,
 }
 
@@ -230,6 +235,7 @@ pub async fn serve(
     };
     // One shutdown, two listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_early = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
@@ -251,6 +257,17 @@ pub async fn serve(
         &options.limits,
         when_stopped(stopped),
     );
-    let (native, compatible) = tokio::join!(native, compatible);
-    native.and(compatible)
+    // Either listener ending (an error, or the shutdown) stops the other too: a
+    // node never goes on half-served.
+    tokio::pin!(native, compatible);
+    tokio::select! {
+        first = &mut native => {
+            let _ = stop_early.send(true);
+            first.and(compatible.await)
+        }
+        first = &mut compatible => {
+            let _ = stop_early.send(true);
+            first.and(native.await)
+        }
+    }
 }

@@ -10,6 +10,9 @@ use std::time::Instant;
 /// `ok`, `degraded` (something went wrong and was recovered from: `problems` says
 /// what) or `failed` (the node stopped taking writes; answered with 503 so load
 /// balancers take it out).
+#[utoipa::path(get, path = "/health", tag = "observability", security(()),
+    responses((status = 200, description = "ok or degraded", body = super::openapi::Health),
+        (status = 503, description = "failed: the node stopped taking writes", body = super::openapi::Health)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let db = state.db();
     let selection = db.backend_selection();
@@ -39,6 +42,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     )
 }
 
+#[utoipa::path(get, path = "/replication/status", tag = "replication",
+    responses((status = 200, description = "The node's role and how far behind each copy is", body = super::openapi::NodeStatus), super::openapi::CommonErrors))]
 /// The node's role and where replication stands: the one status shape, whatever
 /// the mode (`replication::status`).
 pub async fn replication_status(
@@ -47,6 +52,8 @@ pub async fn replication_status(
     Ok(Json(state.mode.status().await?))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "observability", security(()),
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.mode.refresh_metrics(&state.metrics);
     let db = state.db();

@@ -2,76 +2,88 @@
 //! where it is declared, so no route can be added without one.
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
-use axum::{middleware, Router};
+use axum::{middleware, Json, Router};
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{
-    admin, auth, cluster, collections, debug, failover, limits, observability, search, vectors,
-    AppState,
+    admin, auth, cluster, collections, debug, failover, limits, observability, openapi, search,
+    vectors, AppState,
 };
 
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "observability", security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = openapi::Object)))]
+async fn openapi_json(
+    axum::extract::Extension(doc): axum::extract::Extension<Arc<serde_json::Value>>,
+) -> Json<serde_json::Value> {
+    Json((*doc).clone())
+}
+
 /// The full route table with its layers: metrics outermost (every request counts),
-/// then each group's key check, then body reading and the in-flight limit.
+/// then each group's key check, then body reading and the in-flight limit. Every
+/// route is registered through `routes!`, which also puts its handler's description
+/// into the OpenAPI document.
 pub fn router(state: AppState) -> Router {
-    let admitted = |group: Router<AppState>| {
+    let (router, _) = router_and_document(state);
+    router
+}
+
+/// The route table and the OpenAPI document it describes.
+pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let admitted = |group: OpenApiRouter<AppState>| {
         group.route_layer(middleware::from_fn_with_state(state.clone(), limits::admit))
     };
-    let open = Router::new()
-        .route("/health", get(observability::health))
-        .route("/metrics", get(observability::metrics))
+    let open = OpenApiRouter::new()
+        .routes(routes!(observability::health))
+        .routes(routes!(observability::metrics))
+        .routes(routes!(openapi_json))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::observability,
         ));
     let read = admitted(
-        Router::new()
-            .route("/collections", get(collections::list))
-            .route("/collections/{name}", get(collections::get))
-            .route("/collections/{name}/checksum", get(collections::checksum))
-            .route("/collections/{name}/vectors/{id}", get(vectors::get))
-            .route("/collections/{name}/search", post(search::single))
-            .route("/collections/{name}/search/batch", post(search::batch))
-            .route(
-                "/replication/status",
-                get(observability::replication_status),
-            )
-            .route("/cluster/status", get(cluster::status)),
+        OpenApiRouter::new()
+            .routes(routes!(collections::list))
+            .routes(routes!(collections::get))
+            .routes(routes!(collections::checksum))
+            .routes(routes!(vectors::get))
+            .routes(routes!(search::single))
+            .routes(routes!(search::batch))
+            .routes(routes!(observability::replication_status))
+            .routes(routes!(cluster::status)),
     )
     .route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_read,
     ));
     let write = admitted(
-        Router::new()
-            .route("/collections", post(collections::create))
-            .route("/collections/{name}", delete(collections::drop))
-            .route("/collections/{name}/vectors", post(vectors::insert))
-            .route(
-                "/collections/{name}/vectors/batch",
-                post(vectors::upsert_batch),
-            )
-            .route("/collections/{name}/vectors/{id}", delete(vectors::delete)),
+        OpenApiRouter::new()
+            .routes(routes!(collections::create))
+            .routes(routes!(collections::drop))
+            .routes(routes!(vectors::insert))
+            .routes(routes!(vectors::upsert_batch))
+            .routes(routes!(vectors::delete)),
     )
     .route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_write,
     ));
     let admin = admitted(
-        Router::new()
-            .route("/replication/promote", post(failover::promote))
-            .route("/replication/demote", post(failover::demote))
-            .route("/replication/forget", post(failover::forget))
-            .route("/cluster/step-down", post(cluster::step_down))
-            .route("/cluster/members", post(cluster::add_member))
-            .route("/cluster/members/{id}", delete(cluster::remove_member))
-            .route("/admin/snapshot", post(admin::snapshot))
-            .route("/reload", post(admin::reload))
-            .route(
-                "/debug/faults",
-                get(debug::get_faults)
-                    .post(debug::set_faults)
-                    .delete(debug::heal_faults),
-            ),
+        OpenApiRouter::new()
+            .routes(routes!(failover::promote))
+            .routes(routes!(failover::demote))
+            .routes(routes!(failover::forget))
+            .routes(routes!(cluster::step_down))
+            .routes(routes!(cluster::add_member))
+            .routes(routes!(cluster::remove_member))
+            .routes(routes!(admin::snapshot))
+            .routes(routes!(admin::reload))
+            .routes(routes!(debug::get_faults))
+            .routes(routes!(debug::set_faults))
+            .routes(routes!(debug::heal_faults)),
     )
     .route_layer(middleware::from_fn_with_state(
         state.clone(),
@@ -79,17 +91,22 @@ pub fn router(state: AppState) -> Router {
     ));
     let metered = state.clone();
     let max_body = state.limits.max_body_bytes;
-    Router::new()
+    let (router, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(open)
         .merge(read)
         .merge(write)
         .merge(admin)
+        .split_for_parts();
+    let served = Arc::new(serde_json::to_value(&document).unwrap_or_default());
+    let router = router
         .fallback(observability::not_found)
         .method_not_allowed_fallback(observability::method_not_allowed)
+        .layer(axum::Extension(served))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
             metered,
             observability::record,
         ))
-        .with_state(state)
+        .with_state(state);
+    (router, document)
 }

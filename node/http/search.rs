@@ -21,13 +21,19 @@ fn default_true() -> bool {
 /// each vector component adds at least two (`0,`).
 const MIN_HIT_BYTES: usize = 24;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Search)]
 #[serde(deny_unknown_fields)]
 pub struct SingleBody {
     vector: Vec<f32>,
+    /// 1–10,000 (default 10).
     #[serde(default = "default_k")]
+    #[schema(default = 10)]
     k: usize,
+    /// MongoDB-style: `{"field": value}`, `$eq $ne $gt $gte $lt $lte $in $nin
+    /// $exists`, `$and $or $not`.
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::Object>)]
     filter: Option<Value>,
     #[serde(default)]
     include_vectors: bool,
@@ -38,13 +44,17 @@ pub struct SingleBody {
     consistency: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = SearchBatch)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     vectors: Vec<Vec<f32>>,
+    /// 1–10,000 (default 10); at most 1,000,000 results in all.
     #[serde(default = "default_k")]
+    #[schema(default = 10)]
     k: usize,
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::Object>)]
     filter: Option<Value>,
     #[serde(default)]
     include_vectors: bool,
@@ -101,6 +111,10 @@ fn per_hit_bytes(include_vectors: bool, dims: usize) -> usize {
     MIN_HIT_BYTES + if include_vectors { 2 * dims } else { 0 }
 }
 
+#[utoipa::path(post, path = "/collections/{name}/search", tag = "search", request_body = SingleBody,
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "The k nearest vectors that pass the filter, nearest first", body = super::openapi::SearchResults),
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// Goes through the coalescer (unless switched off): concurrent single searches share
 /// engine calls.
 pub async fn single(
@@ -161,6 +175,10 @@ pub async fn single(
     .await
 }
 
+#[utoipa::path(post, path = "/collections/{name}/search/batch", tag = "search", request_body = BatchBody,
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "One list of hits per query, from one engine call", body = super::openapi::BatchSearchResults),
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// One engine call for the whole batch.
 pub async fn batch(
     State(state): State<AppState>,

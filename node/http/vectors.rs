@@ -9,12 +9,17 @@ use serde_json::{json, Value};
 
 /// A vector as sent by clients. Metadata is taken as any JSON value and checked to be
 /// an object here, so a wrong type gets `INVALID_METADATA` rather than a parse error.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewVector)]
 #[serde(deny_unknown_fields)]
 pub struct RecordBody {
+    /// 1–1,024 bytes.
     id: String,
+    /// Finite components within ±1e16, as many as the collection's dimensions.
     vector: Vec<f32>,
+    /// A JSON object of at most 64 KiB.
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::Object>)]
     metadata: Option<Value>,
     /// Single inserts only; a batch carries one for the whole request.
     #[serde(default)]
@@ -40,6 +45,14 @@ impl RecordBody {
     }
 }
 
+#[utoipa::path(post, path = "/collections/{name}/vectors", tag = "vectors", request_body = RecordBody,
+    params(("name" = String, Path, description = "Collection name"), super::extract::IdempotencyKeyHeader),
+    responses((status = 201, description = "Inserted", body = super::openapi::Inserted),
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody),
+        (status = 409, description = "VECTOR_EXISTS, IDEMPOTENCY_KEY_REUSED", body = super::openapi::ErrorBody),
+        (status = 421, description = "NOT_PRIMARY (a replica), with `primary`", body = super::openapi::ErrorBody),
+        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody),
+        (status = 507, description = "DEVICE_MEMORY_FULL", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 pub async fn insert(
     State(state): State<AppState>,
     super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
@@ -68,14 +81,24 @@ pub async fn insert(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = VectorBatch)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
+    /// Vectors as in a single insert, without `write_concern`.
+    #[schema(value_type = Vec<RecordBody>)]
     vectors: Vec<Value>,
     #[serde(default)]
     write_concern: Option<String>,
 }
 
+#[utoipa::path(post, path = "/collections/{name}/vectors/batch", tag = "vectors", request_body = BatchBody,
+    params(("name" = String, Path, description = "Collection name"), super::extract::IdempotencyKeyHeader),
+    responses((status = 200, description = "Upserted, all or nothing", body = super::openapi::Upserted),
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody),
+        (status = 421, description = "NOT_PRIMARY (a replica), with `primary`", body = super::openapi::ErrorBody),
+        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody),
+        (status = 507, description = "DEVICE_MEMORY_FULL", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 /// All or nothing: every item is parsed and validated before anything is written, and
 /// the first bad item's index is in the error message.
 pub async fn upsert_batch(
@@ -128,6 +151,10 @@ pub async fn upsert_batch(
     ))
 }
 
+#[utoipa::path(get, path = "/collections/{name}/vectors/{id}", tag = "vectors",
+    params(("name" = String, Path, description = "Collection name"), ("id" = String, Path, description = "Vector id"), super::ConsistencyQuery),
+    responses((status = 200, description = "The vector and its metadata", body = super::openapi::Vector),
+        (status = 404, description = "COLLECTION_NOT_FOUND, VECTOR_NOT_FOUND", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 pub async fn get(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
@@ -145,6 +172,11 @@ pub async fn get(
     Ok(Json(record))
 }
 
+#[utoipa::path(delete, path = "/collections/{name}/vectors/{id}", tag = "vectors",
+    params(("name" = String, Path, description = "Collection name"), ("id" = String, Path, description = "Vector id"), super::ConcernQuery, super::extract::IdempotencyKeyHeader),
+    responses((status = 200, description = "Whether it existed", body = super::openapi::Deleted),
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody),
+        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
 pub async fn delete(
     State(state): State<AppState>,
     super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,

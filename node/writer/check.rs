@@ -88,6 +88,9 @@ pub(super) fn check(
             }
             Ok((Target::Existing(state), Vec::new()))
         }
+        Op::PatchMetadata { .. } => Err(Error::Corrupt(
+            "an unresolved metadata patch reached the writer's checks".into(),
+        )),
         Op::Delete { collection, ids } => {
             let state = inner
                 .catalog

@@ -73,6 +73,7 @@ pub(super) fn affected(op: &Op, deleted: &[bool]) -> usize {
     match op {
         Op::Upsert { records, .. } => records.len(),
         Op::Delete { .. } => deleted.iter().filter(|d| **d).count(),
+        Op::PatchMetadata { ids, .. } => ids.len(),
         Op::CreateCollection(_) | Op::DropCollection { .. } => 1,
     }
 }

@@ -15,6 +15,7 @@
 
 mod check;
 mod meta;
+mod patch;
 mod pending;
 mod recovery;
 
@@ -118,8 +119,13 @@ fn run(inner: &Arc<Inner>, rx: &Receiver<Pending>, mode: SyncMode, queued: &Atom
         // so each commits alone; runs of data ops between them commit together.
         let mut pending_run: Vec<Pending> = Vec::new();
         for p in group {
-            let catalog_op = matches!(p.op, Op::CreateCollection(_) | Op::DropCollection { .. });
-            if catalog_op || mode == SyncMode::PerWrite {
+            // A patch reads the records it changes from the store: everything ordered
+            // before it must be committed first.
+            let alone = matches!(
+                p.op,
+                Op::CreateCollection(_) | Op::DropCollection { .. } | Op::PatchMetadata { .. }
+            );
+            if alone || mode == SyncMode::PerWrite {
                 commit_isolated(inner, std::mem::take(&mut pending_run));
                 commit_isolated(inner, vec![p]);
             } else {
@@ -160,7 +166,7 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
     let mut seq = inner.applied_seq.load(Ordering::Acquire);
     let mut overlay = Overlay::new();
     let mut accepted = Vec::with_capacity(run.len());
-    for pending in run {
+    for mut pending in run {
         // Ops ordered elsewhere: already applied is a no-op (so retries and replays are
         // safe), and anything but the next sequence number is a gap.
         if let Some(want) = pending.seq {
@@ -179,6 +185,15 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
                     got: want,
                 });
                 continue;
+            }
+        }
+        if let Op::PatchMetadata { .. } = pending.op {
+            match patch::resolve(inner, &pending.op) {
+                Ok(upsert) => pending.op = upsert,
+                Err(e) => {
+                    pending.reply.refuse(e);
+                    continue;
+                }
             }
         }
         let checked =

@@ -19,6 +19,7 @@ mod hardening_replication;
 mod hardening_requests;
 mod hardening_server;
 mod library;
+mod openapi;
 mod raft;
 mod raft_api;
 mod raft_cluster;

@@ -90,6 +90,7 @@ pub async fn get(
 
 /// `vectors` of `PUT /collections/{name}`: one unnamed vector.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VectorParams {
     size: u64,
     distance: String,
@@ -100,11 +101,15 @@ struct VectorParams {
     /// Accepted and ignored: needle keeps vectors in RocksDB and memory.
     #[allow(dead_code)]
     on_disk: Option<bool>,
+    /// Accepted and ignored, as `on_disk`.
+    #[allow(dead_code)]
+    memory: Option<Value>,
     quantization_config: Option<Value>,
     multivector_config: Option<Value>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     vectors: Option<Value>,
     shard_number: Option<u64>,

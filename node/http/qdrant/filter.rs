@@ -1,8 +1,8 @@
 //! Qdrant filters, translated into needle's filter engine (`crate::filter`): one
 //! engine evaluates both APIs' filters, so they cannot drift apart.
 //!
-//! `must` is AND, `should` is OR (an empty list constrains nothing), `must_not` is
-//! NOT OR, `min_should` is "at least n of". Conditions: `match` (`value`, `any`,
+//! `must` is AND, `should` is OR (an empty list matches nothing, as in Qdrant),
+//! `must_not` is NOT OR, `min_should` is "at least n of". Conditions: `match` (`value`, `any`,
 //! `except`, `text` as substring match, which is what Qdrant does on a field
 //! without a full-text index), `range` on numbers, `values_count`, `is_empty`,
 //! `is_null`, `has_id`, `nested`, and nested filters. Keys are dotted paths where
@@ -10,7 +10,7 @@
 //! datetime ranges, `has_vector`, ...) is refused with a message naming it.
 
 use super::point_id::PointId;
-use crate::filter::{Cond, CountRange, Filter, Segment, ValueSet};
+use crate::filter::{Cond, CountRange, Filter, Keywords, Segment};
 use crate::filter::{MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES};
 use serde_json::{Map, Value};
 
@@ -60,12 +60,7 @@ fn filter(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
         }
         match key.as_str() {
             "must" => parts.push(Filter::And(conditions(clause, budget)?)),
-            "should" => {
-                let any = conditions(clause, budget)?;
-                if !any.is_empty() {
-                    parts.push(Filter::Or(any));
-                }
-            }
+            "should" => parts.push(Filter::Or(conditions(clause, budget)?)),
             "must_not" => parts.push(Filter::Not(Box::new(Filter::Or(conditions(
                 clause, budget,
             )?)))),
@@ -229,7 +224,11 @@ fn field_condition(fields: &Map<String, Value>, budget: &mut Budget) -> Result<F
             "the condition on {key:?} has no match, range, values_count, is_empty or is_null"
         )),
         1 => Ok(conds.remove(0)),
-        _ => Ok(Filter::And(conds)),
+        // Qdrant gives such a condition an order of precedence of its own; needle
+        // refuses it rather than guess.
+        _ => Err(format!(
+            "the condition on {key:?} has more than one of match, range, values_count, is_empty, is_null: give each its own condition"
+        )),
     }
 }
 
@@ -244,22 +243,21 @@ fn match_condition(key: &str, arg: &Value, budget: &mut Budget) -> Result<Cond, 
         ));
     };
     match kind.as_str() {
-        "value" => match operand {
-            Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(Cond::Eq(operand.clone())),
-            _ => Err(format!(
-                "{key}: match.value takes a string, an integer or a boolean"
-            )),
-        },
+        "value" => Ok(Cond::Keyword(keywords(
+            key,
+            "value",
+            std::slice::from_ref(operand),
+        )?)),
         "any" | "except" => {
             let Value::Array(items) = operand else {
                 return Err(format!("{key}: match.{kind} takes a list"));
             };
             budget.values(items.len())?;
-            let set = ValueSet::new(items.clone());
+            let set = keywords(key, kind, items)?;
             Ok(if kind == "any" {
-                Cond::In(set)
+                Cond::Keyword(set)
             } else {
-                Cond::Nin(set)
+                Cond::ExceptKeyword(set)
             })
         }
         "text" => match operand {
@@ -271,6 +269,41 @@ fn match_condition(key: &str, arg: &Value, budget: &mut Budget) -> Result<Cond, 
         )),
         other => Err(format!("{key}: unknown match kind {other:?}")),
     }
+}
+
+/// The operands of `match`: strings, integers (exact) or booleans, one kind per
+/// list, as Qdrant's models allow.
+fn keywords(key: &str, kind: &str, items: &[Value]) -> Result<Keywords, String> {
+    let mut set = Keywords::default();
+    for item in items {
+        match item {
+            Value::String(s) => {
+                set.strings.insert(s.clone());
+            }
+            Value::Number(n) => match n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)) {
+                Some(i) => {
+                    set.integers.insert(i);
+                }
+                None => {
+                    return Err(format!(
+                        "{key}: match.{kind} takes strings, integers or booleans, not {n}: use range for other numbers"
+                    ))
+                }
+            },
+            Value::Bool(b) if kind == "value" => set.booleans.push(*b),
+            other => {
+                return Err(format!(
+                    "{key}: match.{kind} takes strings or integers, not {other}"
+                ))
+            }
+        }
+    }
+    if !set.strings.is_empty() && !set.integers.is_empty() {
+        return Err(format!(
+            "{key}: match.{kind} takes strings or integers, not both"
+        ));
+    }
+    Ok(set)
 }
 
 fn range(key: &str, arg: &Value) -> Result<Cond, String> {
@@ -298,13 +331,13 @@ fn range(key: &str, arg: &Value) -> Result<Cond, String> {
             other => return Err(format!("{key}: unknown range bound {other:?}")),
         });
     }
-    match conds.len() {
-        0 => Err(format!(
+    if conds.is_empty() {
+        return Err(format!(
             "{key}: range needs at least one of gt, gte, lt, lte"
-        )),
-        1 => Ok(conds.remove(0)),
-        _ => Ok(Cond::All(conds)),
+        ));
     }
+    // Every bound holds for one element of an array, not each for any.
+    Ok(Cond::OneValue(conds))
 }
 
 fn count_range(key: &str, arg: &Value) -> Result<CountRange, String> {
@@ -361,7 +394,7 @@ fn path(key: &str) -> Result<Vec<Segment>, String> {
                 "key {key:?} is not a path needle reads (a.b, a[].b, a[0])"
             ));
         }
-        segments.push(Segment::Name(name.to_string()));
+        segments.push(Segment::Key(name.to_string()));
         while !rest.is_empty() {
             let close = rest
                 .find(']')
@@ -369,8 +402,8 @@ fn path(key: &str) -> Result<Vec<Segment>, String> {
             let inside = &rest[1..close];
             if inside.is_empty() {
                 segments.push(Segment::Each);
-            } else if inside.parse::<usize>().is_ok() {
-                segments.push(Segment::Name(inside.to_string()));
+            } else if let Ok(index) = inside.parse::<usize>() {
+                segments.push(Segment::Index(index));
             } else {
                 return Err(format!(
                     "key {key:?}: [{inside}] is neither [] nor an index"
@@ -392,7 +425,7 @@ mod tests {
 
     fn passes(filter: Value, id: &str, payload: Value) -> bool {
         let f = translate(&filter).unwrap();
-        f.matches(id, payload.as_object())
+        f.matches_point(id, payload.as_object())
     }
 
     #[test]
@@ -407,8 +440,8 @@ mod tests {
         assert!(passes(should.clone(), "1", london_red.clone()));
         assert!(!passes(should, "1", json!({"city": "Paris"})));
         assert!(
-            passes(json!({"should": []}), "1", json!({})),
-            "an empty should constrains nothing"
+            !passes(json!({"should": []}), "1", json!({})),
+            "an empty should matches nothing, as in Qdrant"
         );
         let two_of = json!({"min_should": {"min_count": 2, "conditions": [
             {"key": "city", "match": {"value": "London"}},
@@ -423,13 +456,30 @@ mod tests {
 
     #[test]
     fn conditions_mean_what_qdrant_says() {
-        let p = json!({"n": 5, "tags": ["x", "y"], "empty": [], "nothing": null, "title": "Deep Space Nine"});
+        let p = json!({"n": 5, "tags": ["x", "y"], "empty": [], "nothing": null, "title": "Deep Space Nine",
+            "big": 1234567890123456768u64, "exact": 1234567890123456789u64, "f": 1.0, "prices": [1, 10]});
         let yes = |f: Value| assert!(passes(f.clone(), "7", p.clone()), "{f}");
         let no = |f: Value| assert!(!passes(f.clone(), "7", p.clone()), "{f}");
         yes(json!({"must": {"key": "tags", "match": {"value": "y"}}}));
         yes(json!({"must": {"key": "n", "match": {"any": [4, 5]}}}));
         no(json!({"must": {"key": "n", "match": {"except": [5]}}}));
         yes(json!({"must": {"key": "n", "match": {"except": [6]}}}));
+        // except: an array matches when some element is not listed; a missing
+        // field and null do not match.
+        yes(json!({"must": {"key": "tags", "match": {"except": ["x"]}}}));
+        no(json!({"must": {"key": "tags", "match": {"except": ["x", "y"]}}}));
+        no(json!({"must": {"key": "missing", "match": {"except": ["x"]}}}));
+        no(json!({"must": {"key": "nothing", "match": {"except": ["x"]}}}));
+        // Integers match exactly, never a float or a nearby large integer.
+        no(json!({"must": {"key": "big", "match": {"value": 1234567890123456789u64}}}));
+        yes(json!({"must": {"key": "exact", "match": {"value": 1234567890123456789u64}}}));
+        no(json!({"must": {"key": "f", "match": {"value": 1}}}));
+        // A range's bounds hold for one element of an array.
+        no(json!({"must": {"key": "prices", "range": {"gte": 4, "lte": 6}}}));
+        yes(json!({"must": {"key": "prices", "range": {"gte": 9, "lte": 11}}}));
+        // Keys are keys: `tags.0` is not an index, `tags[0]` is.
+        no(json!({"must": {"key": "tags.0", "match": {"value": "x"}}}));
+        yes(json!({"must": {"key": "tags[0]", "match": {"value": "x"}}}));
         yes(json!({"must": {"key": "title", "match": {"text": "Space"}}}));
         no(json!({"must": {"key": "title", "match": {"text": "space"}}}));
         yes(json!({"must": {"key": "n", "range": {"gte": 5, "lt": 6}}}));
@@ -459,7 +509,16 @@ mod tests {
         yes(json!({"must": {"key": "country.cities[].sights", "match": {"value": "Marienplatz"}}}));
         yes(json!({"must": {"key": "country.cities[1].name", "match": {"value": "Munich"}}}));
         no(json!({"must_not": {"key": "country.cities[].name", "match": {"value": "Berlin"}}}));
-        yes(json!({"must": {"key": "country.cities[].name", "values_count": {"gte": 2}}}));
+        // Each value reached is counted on its own.
+        no(json!({"must": {"key": "country.cities[].name", "values_count": {"gte": 2}}}));
+        yes(json!({"must": {"key": "country.cities[].sights", "values_count": {"gte": 1}}}));
+        // Both bounds of a range hold for one element.
+        no(
+            json!({"must": {"key": "country.cities[].population", "range": {"gt": 2.0, "lt": 3.0}}}),
+        );
+        // `[]` and nested reach into arrays only.
+        no(json!({"must": {"key": "country[].cities", "values_count": {"gte": 1}}}));
+        no(json!({"must": {"nested": {"key": "country", "filter": {}}}}));
         // Without nested, the two conditions may hold for different elements...
         yes(
             json!({"must": [{"key": "diet[].food", "match": {"value": "meat"}},
@@ -499,6 +558,18 @@ mod tests {
             ),
             (json!({"must": {"has_id": ["not-a-uuid"]}}), "UUID"),
             (json!({"ought": []}), "unknown filter clause"),
+            (
+                json!({"must": {"key": "a", "match": {"value": 1}, "range": {"gt": 0}}}),
+                "more than one",
+            ),
+            (
+                json!({"must": {"key": "a", "match": {"any": [1, "x"]}}}),
+                "not both",
+            ),
+            (
+                json!({"must": {"key": "a", "match": {"value": 1.5}}}),
+                "use range",
+            ),
             (
                 json!({"must": {"key": "a[x]", "match": {"value": 1}}}),
                 "index",

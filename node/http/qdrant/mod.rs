@@ -35,9 +35,19 @@ async fn version() -> Json<Value> {
     }))
 }
 
-/// Kubernetes-style probes, as Qdrant has them.
-async fn probe() -> &'static str {
-    "healthz check passed"
+/// Kubernetes-style probes, as Qdrant has them: 503 once the node has failed (as
+/// the native `/health` answers), so a failed node is taken out.
+async fn probe(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (axum::http::StatusCode, &'static str) {
+    if state.db().health().status() == crate::health::Status::Failed {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the node has failed: see the native /health",
+        )
+    } else {
+        (axum::http::StatusCode::OK, "healthz check passed")
+    }
 }
 
 /// The Qdrant route table, with the native API's access classes and layers.

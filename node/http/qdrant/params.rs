@@ -25,8 +25,14 @@ pub enum PayloadSelector {
 impl PayloadSelector {
     pub fn parse(value: Option<&Value>, default: bool) -> Result<PayloadSelector, ApiError> {
         let keys = |v: &Value| -> Result<Vec<String>, ApiError> {
-            serde_json::from_value(v.clone())
-                .map_err(|_| bad("with_payload: expected a list of payload keys"))
+            let keys: Vec<String> = serde_json::from_value(v.clone())
+                .map_err(|_| bad("with_payload: expected a list of payload keys"))?;
+            match keys.iter().find(|k| k.contains('[')) {
+                Some(k) => Err(bad(format!(
+                    "with_payload key {k:?}: selecting inside arrays is not supported by needle; name a key or a dotted path"
+                ))),
+                None => Ok(keys),
+            }
         };
         Ok(match value {
             None | Some(Value::Null) => {
@@ -107,18 +113,8 @@ fn copy_path(from: &Map<String, Value>, to: &mut Map<String, Value>, path: &str)
     }
 }
 
-/// Removes the value at dotted `path`, if there is one.
-pub fn remove_path(map: &mut Map<String, Value>, path: &str) {
-    match path.split_once('.') {
-        None => {
-            map.remove(path);
-        }
-        Some((head, rest)) => {
-            if let Some(Value::Object(inner)) = map.get_mut(head) {
-                remove_path(inner, rest);
-            }
-        }
-    }
+fn remove_path(map: &mut Map<String, Value>, path: &str) {
+    crate::model::remove_metadata_path(map, path)
 }
 
 /// `with_vector`: `true`/`false`. A list names vectors, which needle collections do

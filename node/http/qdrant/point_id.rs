@@ -122,10 +122,9 @@ impl PointId {
     /// id outside Qdrant's id space.
     pub fn parse_offset(value: &serde_json::Value) -> Result<PointId, String> {
         match value {
-            serde_json::Value::String(s) => Ok(match Uuid::try_parse(s) {
-                Ok(u) => PointId::Uuid(u),
-                Err(_) => PointId::Native(s.clone()),
-            }),
+            // The text this API gave out: a UUID only in its canonical spelling,
+            // as `from_native` reads stored ids (`9F2C…` is a native id there).
+            serde_json::Value::String(s) => Ok(PointId::from_native(s)),
             other => serde_json::from_value(other.clone()).map_err(|e| e.to_string()),
         }
     }

@@ -1,14 +1,12 @@
 //! Point writes and reads by id: upsert (list and batch forms), retrieve, get,
 //! delete (by ids or by filter), set and delete payload keys.
 //!
-//! Payload changes are a read of the points followed by an upsert of the changed
-//! records through the one write path: atomic for the batch, but not against
-//! another client's write to the same point between the read and the upsert (the
-//! later upsert wins whole; README, "Using Qdrant clients").
+//! Payload changes are `Op::PatchMetadata` writes, which the writer resolves against
+//! the latest state, so they never undo another client's write.
 
 use super::envelope::{ok, Started};
 use super::filter::translate;
-use super::params::{bad, refuse_if_set, remove_path, with_vector, PayloadSelector, PointOut};
+use super::params::{bad, refuse_if_set, with_vector, PayloadSelector, PointOut};
 use super::params::{ReadQuery, UpdateResult, WriteQuery, WriteSettings};
 use super::point_id::PointId;
 use crate::http::budget::JsonBody;
@@ -21,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpsertBody {
     points: Option<Vec<Value>>,
     batch: Option<BatchForm>,
@@ -30,6 +29,7 @@ pub struct UpsertBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BatchForm {
     ids: Vec<Value>,
     vectors: Value,
@@ -181,6 +181,7 @@ async fn write_records(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetrieveBody {
     ids: Vec<Value>,
     with_payload: Option<Value>,
@@ -212,7 +213,12 @@ pub async fn retrieve(
         .await?;
     let collection = state.db().collection(&name)?;
     let native: Vec<String> = ids.iter().map(PointId::to_native).collect();
-    let records = blocking(move || read_existing(&collection, &native)).await?;
+    let mut bytes = AnswerBytes::new(
+        state.limits.max_response_bytes,
+        vectors,
+        payload.wants_payload(),
+    );
+    let records = blocking(move || read_existing(&collection, &native, &mut bytes)).await?;
     let points: Vec<PointOut> = records
         .iter()
         .map(|r| point_out(r, &payload, vectors))
@@ -262,16 +268,64 @@ pub fn point_out(record: &VectorRecord, payload: &PayloadSelector, vectors: bool
     }
 }
 
-/// The records of `ids` that exist, in order, each once.
-fn read_existing(collection: &Collection, ids: &[String]) -> crate::Result<Vec<VectorRecord>> {
+/// What records read for an answer take in it, counted as they are read: past the
+/// response limit the read stops with `RESPONSE_TOO_LARGE`, so no request makes the
+/// node copy more out of the store than it may send.
+pub struct AnswerBytes {
+    pub max: usize,
+    pub vectors: bool,
+    pub payload: bool,
+    used: usize,
+}
+
+impl AnswerBytes {
+    pub fn new(max: usize, vectors: bool, payload: bool) -> AnswerBytes {
+        AnswerBytes {
+            max,
+            vectors,
+            payload,
+            used: 0,
+        }
+    }
+
+    /// Counts one record: its id and braces, two bytes or more per vector
+    /// component, its metadata's JSON text.
+    pub fn count(&mut self, record: &VectorRecord) -> crate::Result<()> {
+        let mut bytes = 32 + record.id.len();
+        if self.vectors {
+            bytes += 2 * record.vector.len();
+        }
+        if self.payload {
+            bytes += record.metadata.as_ref().map_or(2, crate::model::json_len);
+        }
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max {
+            return Err(Error::ResponseTooLarge {
+                bytes: self.used as u64,
+                max: self.max as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The records of `ids` that exist, in order, each once, within `bytes`.
+fn read_existing(
+    collection: &Collection,
+    ids: &[String],
+    bytes: &mut AnswerBytes,
+) -> crate::Result<Vec<VectorRecord>> {
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(ids.len());
+    let mut out = Vec::new();
     for id in ids {
         if !seen.insert(id.as_str()) {
             continue;
         }
         match collection.get(id) {
-            Ok(record) => out.push(record),
+            Ok(record) => {
+                bytes.count(&record)?;
+                out.push(record);
+            }
             Err(Error::VectorNotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -290,19 +344,25 @@ pub async fn blocking<T: Send + 'static>(
 
 /// Which points a delete or payload change is for: ids, or a filter.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Selector {
     points: Option<Vec<Value>>,
     filter: Option<Value>,
     shard_key: Option<Value>,
 }
 
-/// The native ids a selector names. A filter is evaluated on this node after a
-/// linearizable read barrier, so it sees every write acknowledged before it.
+/// The points a selector names: `ByIds` as given, `ByFilter` those that match after
+/// a linearizable read barrier (so every write acknowledged before is seen).
+enum Selected {
+    ByIds(Vec<String>),
+    ByFilter(Vec<String>),
+}
+
 async fn selected_ids(
     state: &AppState,
     name: &str,
     selector: Selector,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Selected, ApiError> {
     refuse_if_set(
         &[("shard_key", &selector.shard_key)],
         "needle does not shard collections",
@@ -315,12 +375,15 @@ async fn selected_ids(
                     .map(|id| id.to_native())
                     .map_err(|e| bad(e.to_string()))
             })
-            .collect(),
+            .collect::<Result<Vec<_>, _>>()
+            .map(Selected::ByIds),
         (None, Some(filter)) => {
             let filter = translate(&filter).map_err(|m| ApiError::from(Error::InvalidFilter(m)))?;
             state.read_barrier(Some("linearizable"), name).await?;
             let collection = state.db().collection(name)?;
-            blocking(move || matching_ids(&collection, &filter)).await
+            blocking(move || matching_ids(&collection, &filter))
+                .await
+                .map(Selected::ByFilter)
         }
         _ => Err(bad("give either points (a list of ids) or filter")),
     }
@@ -332,6 +395,34 @@ pub fn matching_ids(collection: &Collection, filter: &Filter) -> crate::Result<V
     Ok(ids)
 }
 
+/// Points per op when a filter selects them: each op is atomic and bounded (a
+/// patch is logged as the upsert of whole records), the selection as a whole is
+/// not (as in Qdrant).
+fn chunk_for(dimensions: usize) -> usize {
+    (16 << 20) / (dimensions.saturating_mul(4) + 1024)
+}
+
+fn chunk_size(state: &AppState, name: &str) -> Result<usize, ApiError> {
+    let dims = state.db().collection_info(name)?.config.dimensions;
+    Ok(chunk_for(dims).clamp(1, 4096))
+}
+
+/// Writes `ops` in order; the last one's position in the log.
+async fn write_all(
+    state: &AppState,
+    ops: Vec<Op>,
+    settings: &WriteSettings,
+) -> Result<Option<u64>, ApiError> {
+    let mut last = None;
+    for op in ops {
+        let applied = state
+            .write(op, Precondition::None, settings.concern, None)
+            .await?;
+        last = Some(applied.seq);
+    }
+    Ok(last)
+}
+
 /// `POST /collections/{c}/points/delete`.
 pub async fn delete(
     State(state): State<AppState>,
@@ -341,24 +432,25 @@ pub async fn delete(
     ApiJson(selector): ApiJson<Selector>,
 ) -> Result<JsonBody, ApiError> {
     let settings = query.settings()?;
-    let ids = selected_ids(&state, &name, selector).await?;
-    let seq = if ids.is_empty() {
-        state.db().collection_info(&name)?;
-        None
-    } else {
-        let applied = state
-            .write(
-                Op::Delete {
-                    collection: name,
-                    ids,
-                },
-                Precondition::None,
-                settings.concern,
-                None,
-            )
-            .await?;
-        Some(applied.seq)
+    let ids = match selected_ids(&state, &name, selector).await? {
+        Selected::ByIds(ids) => vec![ids],
+        Selected::ByFilter(ids) => {
+            let chunk = chunk_size(&state, &name)?;
+            ids.chunks(chunk).map(<[String]>::to_vec).collect()
+        }
     };
+    let ops: Vec<Op> = ids
+        .into_iter()
+        .filter(|ids| !ids.is_empty())
+        .map(|ids| Op::Delete {
+            collection: name.clone(),
+            ids,
+        })
+        .collect();
+    if ops.is_empty() {
+        state.db().collection_info(&name)?;
+    }
+    let seq = write_all(&state, ops, &settings).await?;
     ok(
         started,
         &UpdateResult::new(seq, &settings),
@@ -367,14 +459,16 @@ pub async fn delete(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetPayloadBody {
     payload: Map<String, Value>,
     key: Option<Value>,
-    #[serde(flatten)]
-    selector: Selector,
+    points: Option<Vec<Value>>,
+    filter: Option<Value>,
+    shard_key: Option<Value>,
 }
 
-/// `POST /collections/{c}/points/payload`: merges keys into each point's payload.
+/// `POST /collections/{c}/points/payload`: writes keys into each point's payload.
 pub async fn set_payload(
     State(state): State<AppState>,
     started: Started,
@@ -384,10 +478,19 @@ pub async fn set_payload(
 ) -> Result<JsonBody, ApiError> {
     refuse_if_set(&[("key", &body.key)], "set payload keys at the top level")?;
     let settings = query.settings()?;
-    let additions = body.payload;
-    let seq = change_payloads(&state, &name, body.selector, &settings, move |m| {
-        m.extend(additions.clone());
-    })
+    let selector = Selector {
+        points: body.points,
+        filter: body.filter,
+        shard_key: body.shard_key,
+    };
+    let seq = patch(
+        &state,
+        &name,
+        selector,
+        &settings,
+        Some(body.payload),
+        Vec::new(),
+    )
     .await?;
     ok(
         started,
@@ -397,10 +500,12 @@ pub async fn set_payload(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeletePayloadBody {
     keys: Vec<String>,
-    #[serde(flatten)]
-    selector: Selector,
+    points: Option<Vec<Value>>,
+    filter: Option<Value>,
+    shard_key: Option<Value>,
 }
 
 /// `POST /collections/{c}/points/payload/delete`: removes keys (dotted paths too).
@@ -412,13 +517,17 @@ pub async fn delete_payload(
     ApiJson(body): ApiJson<DeletePayloadBody>,
 ) -> Result<JsonBody, ApiError> {
     let settings = query.settings()?;
-    let keys = body.keys;
-    let seq = change_payloads(&state, &name, body.selector, &settings, move |m| {
-        for key in &keys {
-            remove_path(m, key);
-        }
-    })
-    .await?;
+    if let Some(key) = body.keys.iter().find(|k| k.contains('[')) {
+        return Err(bad(format!(
+            "key {key:?}: deleting inside arrays is not supported by needle; name a key or a dotted path"
+        )));
+    }
+    let selector = Selector {
+        points: body.points,
+        filter: body.filter,
+        shard_key: body.shard_key,
+    };
+    let seq = patch(&state, &name, selector, &settings, None, body.keys).await?;
     ok(
         started,
         &UpdateResult::new(seq, &settings),
@@ -426,46 +535,61 @@ pub async fn delete_payload(
     )
 }
 
-/// Reads the selected points, applies `change` to each payload, and upserts them
-/// as one op. A point named by id that does not exist is a 404, as in Qdrant.
-async fn change_payloads(
+/// One metadata patch per chunk of the selected points, each resolved by the
+/// writer against the latest state (`Op::PatchMetadata`): a write to a point
+/// ordered before the patch is kept, never overwritten. A point named by id that
+/// does not exist is a 404, as in Qdrant.
+async fn patch(
     state: &AppState,
     name: &str,
     selector: Selector,
     settings: &WriteSettings,
-    change: impl Fn(&mut Metadata) + Send + 'static,
+    set: Option<Map<String, Value>>,
+    remove: Vec<String>,
 ) -> Result<Option<u64>, ApiError> {
-    let by_filter = selector.filter.is_some();
-    let ids = selected_ids(state, name, selector).await?;
-    let collection = state.db().collection(name)?;
-    let records = blocking(move || {
-        let mut records = read_existing(&collection, &ids)?;
-        if !by_filter && records.len() < ids.iter().collect::<std::collections::HashSet<_>>().len()
-        {
-            let found: std::collections::HashSet<&str> =
-                records.iter().map(|r| r.id.as_str()).collect();
-            if let Some(missing) = ids.iter().find(|id| !found.contains(id.as_str())) {
-                return Err(Error::VectorNotFound(missing.clone()));
+    let chunks = match selected_ids(state, name, selector).await? {
+        Selected::ByIds(ids) => {
+            state.read_barrier(Some("linearizable"), name).await?;
+            let collection = state.db().collection(name)?;
+            let named = ids.clone();
+            let missing = blocking(move || {
+                for id in &named {
+                    if !collection.contains(id)? {
+                        return Ok(Some(id.clone()));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+            if let Some(id) = missing {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "VECTOR_NOT_FOUND",
+                    format!(
+                        "No point with id {} found",
+                        PointId::from_native(&id).to_native()
+                    ),
+                ));
             }
+            vec![ids]
         }
-        for record in &mut records {
-            let mut metadata = record.metadata.take().unwrap_or_default();
-            change(&mut metadata);
-            record.metadata = (!metadata.is_empty()).then_some(metadata);
+        Selected::ByFilter(ids) => {
+            let chunk = chunk_size(state, name)?;
+            ids.chunks(chunk).map(<[String]>::to_vec).collect()
         }
-        Ok(records)
-    })
-    .await
-    .map_err(|e| {
-        if e.code == "VECTOR_NOT_FOUND" {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "VECTOR_NOT_FOUND",
-                format!("No point found: {}", e.message),
-            )
-        } else {
-            e
-        }
-    })?;
-    write_records(state, name.to_string(), records, settings).await
+    };
+    let ops: Vec<Op> = chunks
+        .into_iter()
+        .filter(|ids| !ids.is_empty())
+        .map(|ids| Op::PatchMetadata {
+            collection: name.to_string(),
+            ids,
+            set: set.clone(),
+            remove: remove.clone(),
+        })
+        .collect();
+    if ops.is_empty() {
+        state.db().collection_info(name)?;
+    }
+    write_all(state, ops, settings).await
 }

@@ -14,6 +14,7 @@ use super::scroll::parse_filter;
 use crate::http::budget::JsonBody;
 use crate::http::extract::ApiJson;
 use crate::http::{ApiError, AppState};
+use crate::search::MAX_RESULTS_PER_SEARCH;
 use crate::{AnswerBudget, Distance, SearchHit};
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,7 @@ struct Search {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueryBody {
     query: Option<Value>,
     filter: Option<Value>,
@@ -108,6 +110,7 @@ fn query_vector(value: Value) -> Result<Vec<f32>, ApiError> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SearchBody {
     vector: Value,
     filter: Option<Value>,
@@ -146,6 +149,7 @@ impl SearchBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Batch<T> {
     searches: Vec<T>,
 }
@@ -228,36 +232,60 @@ fn indexed(i: usize, mut e: ApiError) -> ApiError {
     e
 }
 
-/// Runs every search, grouped into one engine call per (filter, k, vectors).
+/// The most distinct (filter, size) groups one batch may have: each is an engine
+/// call of its own (and a filter mask to build).
+const MAX_GROUPS_PER_BATCH: usize = 1024;
+
+/// Runs every search, grouped into one engine call per (filter, k, vectors). The
+/// whole batch is held to the limits of one native search: at most
+/// `MAX_RESULTS_PER_SEARCH` hits in all, and one response-size budget shared by its
+/// groups.
 async fn run(
     state: &AppState,
     name: &str,
     read: &ReadQuery,
     searches: Vec<Search>,
 ) -> Result<Vec<Vec<PointOut>>, ApiError> {
-    state.read_barrier(read.needle_consistency()?, name).await?;
-    let collection = state.db().collection(name)?;
-    let distance = collection.config()?.distance;
     let mut answers: Vec<Vec<PointOut>> = (0..searches.len()).map(|_| Vec::new()).collect();
-    if searches.is_empty() {
-        return Ok(answers);
-    }
-    let mut groups: Vec<(String, usize, bool, Vec<usize>)> = Vec::new();
+    let mut results = 0usize;
+    let mut groups: Vec<(usize, bool, Vec<usize>)> = Vec::new();
+    let mut group_of: std::collections::HashMap<(String, usize, bool), usize> =
+        std::collections::HashMap::new();
     for (i, s) in searches.iter().enumerate() {
         if s.limit == 0 {
             return Err(indexed(i, bad("limit must be at least 1")));
         }
         let k = s.limit.saturating_add(s.offset);
-        let key = s.filter.as_ref().map(Value::to_string).unwrap_or_default();
-        match groups
-            .iter_mut()
-            .find(|(f, gk, v, _)| *f == key && *gk == k && *v == s.vectors)
-        {
-            Some((.., members)) => members.push(i),
-            None => groups.push((key, k, s.vectors, vec![i])),
+        results = results.saturating_add(k);
+        let key = (
+            s.filter.as_ref().map(Value::to_string).unwrap_or_default(),
+            k,
+            s.vectors,
+        );
+        let next = groups.len();
+        let g = *group_of.entry(key).or_insert(next);
+        if g == next {
+            if next == MAX_GROUPS_PER_BATCH {
+                return Err(bad(format!(
+                    "a batch may have at most {MAX_GROUPS_PER_BATCH} distinct filter and limit combinations"
+                )));
+            }
+            groups.push((k, s.vectors, Vec::new()));
         }
+        groups[g].2.push(i);
     }
-    for (_, k, vectors, members) in groups {
+    if results > MAX_RESULTS_PER_SEARCH {
+        return Err(ApiError::from(crate::Error::TooManyResults {
+            queries: searches.len(),
+            k: results / searches.len().max(1),
+            max: MAX_RESULTS_PER_SEARCH,
+        }));
+    }
+    state.read_barrier(read.needle_consistency()?, name).await?;
+    let collection = state.db().collection(name)?;
+    let distance = collection.config()?.distance;
+    let mut remaining = state.limits.max_response_bytes;
+    for (k, vectors, members) in groups {
         let first = &searches[members[0]];
         let filter = parse_filter(first.filter.as_ref())?;
         let queries: Vec<Vec<f32>> = members
@@ -266,7 +294,7 @@ async fn run(
             .collect();
         collection.validate_search(&queries, k)?;
         let budget = AnswerBudget {
-            max_bytes: state.limits.max_response_bytes,
+            max_bytes: remaining,
             with_metadata: members.iter().any(|&i| searches[i].payload.wants_payload()),
         };
         let hits = crate::http::search::engine_call(
@@ -282,6 +310,13 @@ async fn run(
         .await?;
         for (&i, hits) in members.iter().zip(hits) {
             answers[i] = scored(&searches[i], distance, hits);
+            let used = crate::model::json_len(&answers[i]);
+            remaining = remaining.checked_sub(used).ok_or_else(|| {
+                ApiError::from(crate::Error::ResponseTooLarge {
+                    bytes: (state.limits.max_response_bytes + 1) as u64,
+                    max: state.limits.max_response_bytes as u64,
+                })
+            })?;
         }
     }
     Ok(answers)

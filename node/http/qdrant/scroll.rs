@@ -4,7 +4,7 @@ use super::envelope::{ok, Started};
 use super::filter::translate;
 use super::params::{bad, refuse_if_set, with_vector, PayloadSelector, PointOut, ReadQuery};
 use super::point_id::PointId;
-use super::points::{blocking, point_out};
+use super::points::{blocking, point_out, AnswerBytes};
 use crate::http::budget::JsonBody;
 use crate::http::extract::ApiJson;
 use crate::http::{ApiError, AppState};
@@ -15,6 +15,7 @@ use serde_json::Value;
 use std::collections::BinaryHeap;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScrollBody {
     offset: Option<Value>,
     limit: Option<usize>,
@@ -69,7 +70,21 @@ pub async fn scroll(
         .read_barrier(query.needle_consistency()?, &name)
         .await?;
     let collection = state.db().collection(&name)?;
-    let page = blocking(move || page(&collection, filter.as_ref(), offset.as_ref(), limit)).await?;
+    let mut bytes = AnswerBytes::new(
+        state.limits.max_response_bytes,
+        vectors,
+        payload.wants_payload(),
+    );
+    let page = blocking(move || {
+        page(
+            &collection,
+            filter.as_ref(),
+            offset.as_ref(),
+            limit,
+            &mut bytes,
+        )
+    })
+    .await?;
     let result = ScrollResult {
         points: page
             .records
@@ -91,6 +106,7 @@ fn page(
     filter: Option<&Filter>,
     offset: Option<&PointId>,
     limit: usize,
+    bytes: &mut AnswerBytes,
 ) -> crate::Result<Page> {
     let keep = limit.saturating_add(1);
     let mut smallest: BinaryHeap<PointId> = BinaryHeap::new();
@@ -112,7 +128,10 @@ fn page(
     for id in &ids {
         // A point deleted since the pass is left out of its page.
         match collection.get(&id.to_native()) {
-            Ok(r) => records.push(r),
+            Ok(r) => {
+                bytes.count(&r)?;
+                records.push(r);
+            }
             Err(Error::VectorNotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -121,6 +140,7 @@ fn page(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CountBody {
     filter: Option<Value>,
     /// Counts are always exact.

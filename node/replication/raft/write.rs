@@ -90,6 +90,8 @@ impl RaftNode {
             let affected = match &op {
                 Op::Upsert { records, .. } => records.len(),
                 Op::Delete { .. } => 0,
+                // The ids that exist are known only once it is applied.
+                Op::PatchMetadata { ids, .. } => ids.len(),
                 Op::CreateCollection(_) | Op::DropCollection { .. } => 1,
             };
             return self.write_primary(command, affected, deadline).await;

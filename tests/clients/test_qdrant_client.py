@@ -518,3 +518,42 @@ def test_the_readme_example_works_as_written(node, capsys):
     assert [str(w.message) for w in caught] == []
     printed = capsys.readouterr().out
     assert "id=1" in printed and "'lang': 'en'" in printed, printed
+
+
+def test_qdrant_semantics_at_the_edges(client, node):
+    create(client, "edges", models.Distance.DOT, size=1)
+    client.upsert(
+        "edges",
+        points=[
+            models.PointStruct(id=1, vector=[1.0], payload={"tags": ["x", "y"], "prices": [1, 10], "uid": 1234567890123456768}),
+            models.PointStruct(id=2, vector=[1.0], payload={"tags": ["x"], "prices": [5], "uid": 1234567890123456789}),
+            models.PointStruct(id=3, vector=[1.0], payload={}),
+        ],
+    )
+
+    def ids(flt):
+        return sorted(p.id for p in client.scroll("edges", scroll_filter=flt, limit=10)[0])
+
+    # except: some element not listed; missing fields do not match.
+    assert ids(models.Filter(must=[models.FieldCondition(key="tags", match=models.MatchExcept(**{"except": ["x"]}))])) == [1]
+    # an empty should matches nothing.
+    assert ids(models.Filter(should=[])) == []
+    # a range's bounds hold for one element of an array.
+    assert ids(models.Filter(must=[models.FieldCondition(key="prices", range=models.Range(gte=4, lte=6))])) == [2]
+    # 64-bit integers match exactly.
+    assert ids(models.Filter(must=[models.FieldCondition(key="uid", match=models.MatchValue(value=1234567890123456789))])) == [2]
+    # A misspelt option is refused, not ignored.
+    r = httpx.post(f"{node.qdrant_url}/collections/edges/points/query", json={"query": [1.0], "score_treshold": 2})
+    assert r.status_code == 400 and "score_treshold" in r.json()["status"]["error"]
+    # A scroll page larger than the collection is simply all of it.
+    assert len(client.scroll("edges", limit=100_000_000)[0]) == 3
+    # Non-canonical UUID-like native ids page correctly (the offset is what was given out).
+    for nid in ["+", "9f2c6a575d2e4c8e8a9b0123456789ab", "Z"]:
+        httpx.post(f"{node.native_url}/collections/edges/vectors", json={"id": nid, "vector": [0.5]})
+    seen, offset = [], None
+    for _ in range(10):
+        page, offset = client.scroll("edges", limit=1, offset=offset)
+        seen += [p.id for p in page]
+        if offset is None:
+            break
+    assert seen == [1, 2, 3, "+", "9f2c6a575d2e4c8e8a9b0123456789ab", "Z"]

@@ -1,0 +1,170 @@
+//! Resolving an [`Op::PatchMetadata`] into the [`Op::Upsert`] of the records it
+//! changes, against the store. The writer commits a patch alone, after every op
+//! ordered before it, so the store then holds exactly the state those ops left; a
+//! Raft member resolves the same log entry against the same state, so every member
+//! writes the same records.
+
+use crate::database::shared::Inner;
+use crate::error::{Error, Result};
+use crate::model::{patch_metadata, validate_metadata, VectorRecord};
+use crate::op::Op;
+
+pub(super) fn resolve(inner: &Inner, op: &Op) -> Result<Op> {
+    let Op::PatchMetadata {
+        collection,
+        ids,
+        set,
+        remove,
+    } = op
+    else {
+        return Ok(op.clone());
+    };
+    let state = inner
+        .catalog
+        .get(collection)
+        .ok_or_else(|| Error::CollectionNotFound(collection.clone()))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut records = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !seen.insert(id.as_str()) {
+            continue;
+        }
+        // Ids that do not exist (any more) are left alone.
+        let Some(VectorRecord {
+            id,
+            vector,
+            metadata,
+        }) = inner.store.get_vector(state.stored.id, id)?
+        else {
+            continue;
+        };
+        let metadata = patch_metadata(metadata, set.as_ref(), remove);
+        if let Some(m) = &metadata {
+            validate_metadata(m).map_err(|e| Error::InvalidBatchItem {
+                index: records.len(),
+                source: Box::new(e),
+            })?;
+        }
+        records.push(VectorRecord {
+            id,
+            vector,
+            metadata,
+        });
+    }
+    let upsert = Op::Upsert {
+        collection: collection.clone(),
+        records,
+    };
+    // What is logged and replicated is the upsert: it must fit one entry too.
+    let bytes = upsert.encoded_len_bound();
+    if bytes > crate::write_checks::MAX_OP_BYTES {
+        return Err(Error::OpTooLarge {
+            bytes: bytes as u64,
+            max: crate::write_checks::MAX_OP_BYTES as u64,
+        });
+    }
+    Ok(upsert)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{CollectionConfig, Distance, Metadata, VectorRecord};
+    use crate::op::{Op, Precondition};
+    use crate::Database;
+    use serde_json::json;
+
+    fn meta(v: serde_json::Value) -> Metadata {
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => Metadata::new(),
+        }
+    }
+
+    #[test]
+    fn a_patch_changes_metadata_only_and_skips_missing_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let c = db
+            .create_collection(CollectionConfig::new("c", 2, Distance::Dot))
+            .unwrap();
+        c.upsert(vec![
+            VectorRecord::new("a", vec![1.0, 2.0])
+                .with_metadata(meta(json!({"x": 1, "n": {"y": 2, "z": 3}}))),
+            VectorRecord::new("b", vec![3.0, 4.0]),
+        ])
+        .unwrap();
+        let applied = db
+            .submit(
+                Op::PatchMetadata {
+                    collection: "c".into(),
+                    ids: vec!["a".into(), "b".into(), "gone".into()],
+                    set: Some(meta(json!({"x": 9, "new": true}))),
+                    remove: vec!["n.y".into()],
+                },
+                Precondition::None,
+            )
+            .unwrap();
+        assert_eq!(applied.affected, 2, "only the points that exist");
+        let a = c.get("a").unwrap();
+        assert_eq!(a.vector, vec![1.0, 2.0]);
+        assert_eq!(
+            a.metadata,
+            Some(meta(json!({"x": 9, "n": {"z": 3}, "new": true})))
+        );
+        assert_eq!(
+            c.get("b").unwrap().metadata,
+            Some(meta(json!({"x": 9, "new": true})))
+        );
+        assert!(c.get("gone").is_err());
+        // What the log holds is the resolved upsert, which replicas apply as is.
+        let logged = db.read_log(applied.seq, 1).unwrap();
+        assert!(matches!(&logged[0].1, Op::Upsert { records, .. } if records.len() == 2));
+        // A filter on the new metadata sees it.
+        let f = crate::Filter::parse(&json!({"new": true})).unwrap();
+        assert_eq!(c.count_matching(Some(&f)).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_patch_never_undoes_a_write_ordered_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let c = db
+            .create_collection(CollectionConfig::new("c", 1, Distance::Dot))
+            .unwrap();
+        c.upsert(vec![VectorRecord::new("p", vec![0.0])]).unwrap();
+        let writer = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut last = (0, 0.0);
+                for i in 1..=200 {
+                    let op = Op::Upsert {
+                        collection: "c".into(),
+                        records: vec![VectorRecord::new("p", vec![i as f32])],
+                    };
+                    let seq = db.submit(op, Precondition::None).unwrap().seq;
+                    last = (seq, i as f32);
+                }
+                last
+            })
+        };
+        let mut last_patch = 0;
+        for j in 0..200 {
+            let op = Op::PatchMetadata {
+                collection: "c".into(),
+                ids: vec!["p".into()],
+                set: Some(meta(json!({"patch": j}))),
+                remove: vec![],
+            };
+            last_patch = db.submit(op, Precondition::None).unwrap().seq;
+        }
+        let (last_upsert, vector) = writer.join().unwrap();
+        let p = c.get("p").unwrap();
+        // Whichever came last, the last upsert's vector is there: patches keep it.
+        assert_eq!(p.vector, vec![vector]);
+        if last_patch > last_upsert {
+            assert_eq!(p.metadata, Some(meta(json!({"patch": 199}))));
+        } else {
+            assert_eq!(p.metadata, None, "an upsert replaces the metadata");
+        }
+    }
+}
