@@ -124,9 +124,11 @@ impl Collection {
         Ok(())
     }
 
-    /// Whether a vector with this id exists.
+    /// Whether a vector with this id exists (in the store, which holds every
+    /// committed write even while the in-memory index catches up).
     pub fn contains(&self, id: &str) -> Result<bool> {
-        Ok(self.db.state(&self.name)?.index.read().contains(id))
+        let state = self.db.state(&self.name)?;
+        self.db.inner.store.vector_exists(state.stored.id, id)
     }
 
     /// Live vectors that pass `filter` (all live vectors without one).

@@ -14,11 +14,14 @@ if [ "${#requirements[@]}" -eq 0 ]; then requirements=(tests/clients/requirement
 # longer runs (the interpreter was upgraded or removed) is made again.
 stamp_name="$( (cat "${requirements[@]}"; python3 --version) | sha256sum | cut -c1-16)"
 stamp="$NEEDLE_VENV/.installed-$stamp_name"
-if [ -f "$stamp" ] && "$NEEDLE_VENV/bin/python" -c "import sys" 2>/dev/null; then exit 0; fi
-if [ -d "$NEEDLE_VENV" ] && ! "$NEEDLE_VENV/bin/python" -c "import sys" 2>/dev/null; then
+# pip must run in it: after an interpreter upgrade the venv's Python may start while
+# its site-packages are gone.
+usable() { "$NEEDLE_VENV/bin/python" -m pip --version >/dev/null 2>&1; }
+if [ -f "$stamp" ] && usable; then exit 0; fi
+if [ -d "$NEEDLE_VENV" ] && ! usable; then
+  echo "setup-python: $NEEDLE_VENV is broken; making it again"
   rm -rf "$NEEDLE_VENV"
 fi
-rm -f "$NEEDLE_VENV"/.installed-*
 if [ ! -x "$NEEDLE_VENV/bin/python" ]; then
   echo "setup-python: creating $NEEDLE_VENV"
   python3 -m venv "$NEEDLE_VENV"

@@ -110,8 +110,7 @@ fn holds_for_all_of(cond: &Cond, values: &[&Value]) -> bool {
             .iter()
             .any(|v| conds.iter().all(|c| holds(c, Some(v)))),
         Cond::All(conds) => conds.iter().all(|c| holds_for_all_of(c, values)),
-        // Nothing reached: no values at all (`is_empty` holds).
-        Cond::ValuesCount(range) if values.is_empty() => range.holds(0),
+        Cond::Empty => values.iter().all(|v| values_in(Some(v)) == 0),
         positive => values.iter().any(|v| holds(positive, Some(v))),
     }
 }
@@ -153,6 +152,8 @@ fn holds(cond: &Cond, value: Option<&Value>) -> bool {
             Value::Null => false,
             x => !set.contains(x),
         }),
+        Cond::Empty => values_in(value) == 0,
+        Cond::Null => value.is_some_and(Value::is_null),
         Cond::OneValue(conds) => value.is_some_and(|v| {
             let one = |x: &Value| conds.iter().all(|c| holds(c, Some(x)));
             match v {

@@ -117,6 +117,11 @@ pub enum Cond {
     /// Every condition holds for one and the same value or element (Qdrant's
     /// `range`, whose bounds apply to one element of an array, not each to any).
     OneValue(Vec<Cond>),
+    /// No value: missing, null or `[]`; through `[]`, every value reached is
+    /// (Qdrant's `is_empty`).
+    Empty,
+    /// The value itself is null, not an element of it (Qdrant's `is_null`).
+    Null,
 }
 
 /// Bounds on a count; `None` is unbounded.

@@ -26,9 +26,7 @@ pub struct CreateBody {
 
 #[utoipa::path(post, path = "/collections", tag = "collections", request_body = CreateBody,
     params(super::extract::IdempotencyKeyHeader),
-    responses((status = 201, description = "Created", body = super::openapi::Collection),
-        (status = 409, description = "COLLECTION_EXISTS, IDEMPOTENCY_KEY_REUSED", body = super::openapi::ErrorBody),
-        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
+    responses((status = 201, description = "Created", body = super::openapi::Collection), super::openapi::WriteErrors, super::openapi::CommonErrors))]
 pub async fn create(
     State(state): State<AppState>,
     super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
@@ -79,8 +77,7 @@ pub async fn get(
 #[utoipa::path(delete, path = "/collections/{name}", tag = "collections",
     params(("name" = String, Path, description = "Collection name"), super::ConcernQuery, super::extract::IdempotencyKeyHeader),
     responses((status = 200, description = "Dropped", body = super::openapi::Dropped),
-        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody),
-        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody), super::openapi::WriteErrors, super::openapi::CommonErrors))]
 pub async fn drop(
     State(state): State<AppState>,
     super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,

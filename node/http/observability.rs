@@ -12,7 +12,8 @@ use std::time::Instant;
 /// balancers take it out).
 #[utoipa::path(get, path = "/health", tag = "observability", security(()),
     responses((status = 200, description = "ok or degraded", body = super::openapi::Health),
-        (status = 503, description = "failed: the node stopped taking writes", body = super::openapi::Health)))]
+        (status = 503, description = "failed: the node stopped taking writes", body = super::openapi::Health),
+        super::openapi::OpenErrors))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let db = state.db();
     let selection = db.backend_selection();
@@ -53,7 +54,8 @@ pub async fn replication_status(
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "observability", security(()),
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        super::openapi::OpenErrors))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.mode.refresh_metrics(&state.metrics);
     let db = state.db();

@@ -134,9 +134,36 @@ pub enum CommonErrors {
     /// PAYLOAD_TOO_LARGE or RESPONSE_TOO_LARGE.
     #[response(status = 413)]
     TooLarge(ErrorBody),
+    /// STORAGE_ERROR, STORAGE_CORRUPT, ENGINE_ERROR, INTERNAL.
+    #[response(status = 500)]
+    Internal(ErrorBody),
     /// OVERLOADED (with Retry-After), NO_LEADER, INTERRUPTED, NODE_FAILED, REPLICATION_ERROR.
     #[response(status = 503)]
     Unavailable(ErrorBody),
+}
+
+/// What every write may also answer: another write used its idempotency key, or
+/// this node is a replica.
+#[derive(IntoResponses)]
+pub enum WriteErrors {
+    /// IDEMPOTENCY_KEY_REUSED (and, per route, COLLECTION_EXISTS or VECTOR_EXISTS).
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// NOT_PRIMARY: this node is a replica; `primary` says where writes go.
+    #[response(status = 421)]
+    NotPrimary(ErrorBody),
+    /// WRITE_CONCERN_TIMEOUT: applied where it was ordered, not yet confirmed by
+    /// the copies the concern asks for.
+    #[response(status = 504)]
+    ConcernTimeout(ErrorBody),
+}
+
+/// The open routes, when `--protect-metrics` puts them behind a key.
+#[derive(IntoResponses)]
+pub enum OpenErrors {
+    /// UNAUTHORIZED: `--protect-metrics` is on and no key (or a wrong one) was given.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
 }
 
 /// `GET /health`.
@@ -298,7 +325,8 @@ pub struct Promoted {
     role: String,
     epoch: u64,
     applied_seq: u64,
-    caught_up: bool,
+    /// Entries taken from the other replicas before promoting.
+    caught_up: u64,
 }
 
 /// Faults now configured on this node's transport.

@@ -15,7 +15,8 @@ use super::{
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "observability", security(()),
-    responses((status = 200, description = "This document (OpenAPI 3.1)", body = openapi::Object)))]
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = openapi::Object),
+        openapi::OpenErrors))]
 async fn openapi_json(
     axum::extract::Extension(doc): axum::extract::Extension<Arc<serde_json::Value>>,
 ) -> Json<serde_json::Value> {

@@ -49,10 +49,7 @@ impl RecordBody {
     params(("name" = String, Path, description = "Collection name"), super::extract::IdempotencyKeyHeader),
     responses((status = 201, description = "Inserted", body = super::openapi::Inserted),
         (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody),
-        (status = 409, description = "VECTOR_EXISTS, IDEMPOTENCY_KEY_REUSED", body = super::openapi::ErrorBody),
-        (status = 421, description = "NOT_PRIMARY (a replica), with `primary`", body = super::openapi::ErrorBody),
-        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody),
-        (status = 507, description = "DEVICE_MEMORY_FULL", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
+        (status = 507, description = "DEVICE_MEMORY_FULL", body = super::openapi::ErrorBody), super::openapi::WriteErrors, super::openapi::CommonErrors))]
 pub async fn insert(
     State(state): State<AppState>,
     super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,
@@ -96,9 +93,7 @@ pub struct BatchBody {
     params(("name" = String, Path, description = "Collection name"), super::extract::IdempotencyKeyHeader),
     responses((status = 200, description = "Upserted, all or nothing", body = super::openapi::Upserted),
         (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody),
-        (status = 421, description = "NOT_PRIMARY (a replica), with `primary`", body = super::openapi::ErrorBody),
-        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody),
-        (status = 507, description = "DEVICE_MEMORY_FULL", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
+        (status = 507, description = "DEVICE_MEMORY_FULL", body = super::openapi::ErrorBody), super::openapi::WriteErrors, super::openapi::CommonErrors))]
 /// All or nothing: every item is parsed and validated before anything is written, and
 /// the first bad item's index is in the error message.
 pub async fn upsert_batch(
@@ -175,8 +170,7 @@ pub async fn get(
 #[utoipa::path(delete, path = "/collections/{name}/vectors/{id}", tag = "vectors",
     params(("name" = String, Path, description = "Collection name"), ("id" = String, Path, description = "Vector id"), super::ConcernQuery, super::extract::IdempotencyKeyHeader),
     responses((status = 200, description = "Whether it existed", body = super::openapi::Deleted),
-        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody),
-        (status = 504, description = "WRITE_CONCERN_TIMEOUT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
+        (status = 404, description = "COLLECTION_NOT_FOUND", body = super::openapi::ErrorBody), super::openapi::WriteErrors, super::openapi::CommonErrors))]
 pub async fn delete(
     State(state): State<AppState>,
     super::extract::IdempotencyKey(request_id): super::extract::IdempotencyKey,

@@ -24,7 +24,14 @@ pub(super) fn resolve(inner: &Inner, op: &Op) -> Result<Op> {
         .get(collection)
         .ok_or_else(|| Error::CollectionNotFound(collection.clone()))?;
     let mut seen = std::collections::HashSet::new();
-    let mut records = Vec::with_capacity(ids.len());
+    let mut records = Vec::new();
+    // What is logged and replicated is the upsert: it must fit one entry too. Counted
+    // as records are read, so an oversized patch stops before it loads them all.
+    let too_large = |bytes: usize| Error::OpTooLarge {
+        bytes: bytes as u64,
+        max: crate::write_checks::MAX_OP_BYTES as u64,
+    };
+    let mut bytes = 64 + collection.len();
     for id in ids {
         if !seen.insert(id.as_str()) {
             continue;
@@ -45,25 +52,46 @@ pub(super) fn resolve(inner: &Inner, op: &Op) -> Result<Op> {
                 source: Box::new(e),
             })?;
         }
-        records.push(VectorRecord {
+        let record = VectorRecord {
             id,
             vector,
             metadata,
-        });
+        };
+        bytes = bytes.saturating_add(record_bound(&record));
+        if bytes > crate::write_checks::MAX_OP_BYTES {
+            return Err(too_large(bytes));
+        }
+        records.push(record);
     }
     let upsert = Op::Upsert {
         collection: collection.clone(),
         records,
     };
-    // What is logged and replicated is the upsert: it must fit one entry too.
     let bytes = upsert.encoded_len_bound();
     if bytes > crate::write_checks::MAX_OP_BYTES {
-        return Err(Error::OpTooLarge {
-            bytes: bytes as u64,
-            max: crate::write_checks::MAX_OP_BYTES as u64,
-        });
+        return Err(too_large(bytes));
     }
     Ok(upsert)
+}
+
+/// At least what one record adds to an upsert's encoding (`Op::encoded_len_bound`).
+fn record_bound(record: &VectorRecord) -> usize {
+    let one = Op::Upsert {
+        collection: String::new(),
+        records: vec![VectorRecord {
+            id: String::new(),
+            vector: Vec::new(),
+            metadata: None,
+        }],
+    };
+    let empty = one.encoded_len_bound();
+    empty
+        + record.id.len()
+        + 4 * record.vector.len()
+        + record
+            .metadata
+            .as_ref()
+            .map_or(0, |m| 10 + crate::model::json_len(m))
 }
 
 #[cfg(test)]

@@ -557,3 +557,24 @@ def test_qdrant_semantics_at_the_edges(client, node):
         if offset is None:
             break
     assert seen == [1, 2, 3, "+", "9f2c6a575d2e4c8e8a9b0123456789ab", "Z"]
+
+
+def test_unsupported_routes_say_so_and_payload_indexes_are_accepted(client, node):
+    create(client, "routes", models.Distance.COSINE, size=2)
+    result = client.create_payload_index("routes", field_name="city", field_schema=models.PayloadSchemaType.KEYWORD)
+    assert result.status == models.UpdateStatus.COMPLETED
+    client.delete_payload_index("routes", field_name="city")
+    for method, path in [
+        ("POST", "/collections/routes/snapshots"),
+        ("GET", "/snapshots"),
+        ("POST", "/collections/routes/points/recommend"),
+        ("POST", "/collections/routes/points/query/groups"),
+        ("POST", "/collections/routes/points/payload/clear"),
+        ("PATCH", "/collections/routes"),
+    ]:
+        r = httpx.request(method, node.qdrant_url + path, json={})
+        assert r.status_code == 400, (method, path, r.status_code)
+        assert "not supported" in r.json()["status"]["error"]
+    with pytest.raises(UnexpectedResponse) as err:
+        client.create_snapshot("routes")
+    assert err.value.status_code == 400

@@ -367,17 +367,14 @@ fn count_range(key: &str, arg: &Value) -> Result<CountRange, String> {
 fn is_empty(path: Vec<Segment>) -> Filter {
     Filter::Field {
         path,
-        cond: Cond::ValuesCount(CountRange {
-            lt: Some(1),
-            ..CountRange::default()
-        }),
+        cond: Cond::Empty,
     }
 }
 
 fn is_null(path: Vec<Segment>) -> Filter {
     Filter::Field {
         path,
-        cond: Cond::Eq(Value::Null),
+        cond: Cond::Null,
     }
 }
 
@@ -457,7 +454,8 @@ mod tests {
     #[test]
     fn conditions_mean_what_qdrant_says() {
         let p = json!({"n": 5, "tags": ["x", "y"], "empty": [], "nothing": null, "title": "Deep Space Nine",
-            "big": 1234567890123456768u64, "exact": 1234567890123456789u64, "f": 1.0, "prices": [1, 10]});
+            "big": 1234567890123456768u64, "exact": 1234567890123456789u64, "f": 1.0, "prices": [1, 10],
+            "nulls": [null], "bs": [{"b": []}, {"b": [1]}]});
         let yes = |f: Value| assert!(passes(f.clone(), "7", p.clone()), "{f}");
         let no = |f: Value| assert!(!passes(f.clone(), "7", p.clone()), "{f}");
         yes(json!({"must": {"key": "tags", "match": {"value": "y"}}}));
@@ -492,6 +490,11 @@ mod tests {
         no(json!({"must": {"is_empty": {"key": "tags"}}}));
         yes(json!({"must": {"is_null": {"key": "nothing"}}}));
         no(json!({"must": {"is_null": {"key": "missing"}}}));
+        // `[null]` is not null.
+        no(json!({"must": {"is_null": {"key": "nulls"}}}));
+        // Through `[]`, empty means every value reached is empty.
+        no(json!({"must": {"is_empty": {"key": "bs[].b"}}}));
+        yes(json!({"must": {"is_empty": {"key": "bs[].c"}}}));
         yes(json!({"must": {"has_id": [1, 7]}}));
         no(json!({"must": {"has_id": [1, "9f2c6a57-5d2e-4c8e-8a9b-0123456789ab"]}}));
     }

@@ -15,9 +15,9 @@ mod points;
 mod query;
 mod scroll;
 
-use super::{auth, limits, observability, AppState};
+use super::{auth, limits, observability, ApiError, AppState};
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put, MethodRouter};
 use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
 
@@ -50,6 +50,35 @@ async fn probe(
     }
 }
 
+/// Qdrant routes for features needle does not have: a 400 that says so, rather than
+/// a 404 that reads as a wrong URL.
+fn unsupported(what: &'static str) -> MethodRouter<AppState> {
+    any(move || async move {
+        ApiError::bad_request(
+            "INVALID_REQUEST",
+            format!("{what} not supported by needle's Qdrant-compatible API (README, \"Using Qdrant clients\")"),
+        )
+    })
+}
+
+/// Payload indexes only make Qdrant's filters faster; needle's filters need none
+/// (their row masks are cached per collection), so creating or dropping one is
+/// accepted and changes nothing.
+async fn payload_index_accepted(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    started: envelope::Started,
+    axum::extract::Path(path): axum::extract::Path<Vec<(String, String)>>,
+) -> Result<crate::http::budget::JsonBody, ApiError> {
+    if let Some((_, name)) = path.iter().find(|(k, _)| k == "name") {
+        state.db().collection_info(name)?;
+    }
+    envelope::ok(
+        started,
+        &serde_json::json!({"operation_id": null, "status": "completed"}),
+        state.limits.max_response_bytes,
+    )
+}
+
 /// The Qdrant route table, with the native API's access classes and layers.
 pub fn router(state: AppState) -> Router {
     let admitted = |group: Router<AppState>| {
@@ -80,7 +109,81 @@ pub fn router(state: AppState) -> Router {
             .route(
                 &format!("{c}/points/search/batch"),
                 post(query::search_batch),
-            ),
+            )
+            .route("/snapshots", unsupported("Qdrant snapshots are"))
+            .route("/snapshots/{snapshot}", unsupported("Qdrant snapshots are"))
+            .route(
+                &format!("{c}/snapshots"),
+                unsupported(
+                    "Qdrant snapshots are (needle's are POST /admin/snapshot on the native API)",
+                ),
+            )
+            .route(
+                &format!("{c}/snapshots/{{snapshot}}"),
+                unsupported("Qdrant snapshots are"),
+            )
+            .route(
+                &format!("{c}/snapshots/recover"),
+                unsupported("Qdrant snapshots are"),
+            )
+            .route(
+                &format!("{c}/snapshots/upload"),
+                unsupported("Qdrant snapshots are"),
+            )
+            .route(
+                &format!("{c}/points/recommend"),
+                unsupported("recommend is"),
+            )
+            .route(
+                &format!("{c}/points/recommend/batch"),
+                unsupported("recommend is"),
+            )
+            .route(
+                &format!("{c}/points/recommend/groups"),
+                unsupported("recommend is"),
+            )
+            .route(&format!("{c}/points/discover"), unsupported("discover is"))
+            .route(
+                &format!("{c}/points/discover/batch"),
+                unsupported("discover is"),
+            )
+            .route(
+                &format!("{c}/points/search/groups"),
+                unsupported("grouped search is"),
+            )
+            .route(
+                &format!("{c}/points/query/groups"),
+                unsupported("grouped query is"),
+            )
+            .route(
+                &format!("{c}/points/search/matrix/pairs"),
+                unsupported("the distance matrix is"),
+            )
+            .route(
+                &format!("{c}/points/search/matrix/offsets"),
+                unsupported("the distance matrix is"),
+            )
+            .route(&format!("{c}/facet"), unsupported("facet counting is"))
+            .route("/aliases", unsupported("collection aliases are"))
+            .route(
+                "/collections/aliases",
+                unsupported("collection aliases are"),
+            )
+            .route(
+                &format!("{c}/aliases"),
+                unsupported("collection aliases are"),
+            )
+            .route(
+                "/cluster",
+                unsupported(
+                    "Qdrant's cluster API is (needle's is /cluster/status on the native API)",
+                ),
+            )
+            .route(
+                &format!("{c}/cluster"),
+                unsupported("Qdrant's shard placement is"),
+            )
+            .route(&format!("{c}/shards"), unsupported("custom shard keys are")),
     )
     .route_layer(middleware::from_fn_with_state(
         state.clone(),
@@ -88,7 +191,26 @@ pub fn router(state: AppState) -> Router {
     ));
     let write = admitted(
         Router::new()
-            .route(c, put(collections::create).delete(collections::delete))
+            .route(
+                c,
+                put(collections::create)
+                    .delete(collections::delete)
+                    .patch(|| async {
+                        ApiError::bad_request(
+                            "INVALID_REQUEST",
+                            "updating a collection's parameters is not supported by needle: they are fixed at creation",
+                        )
+                    }),
+            )
+            .route(&format!("{c}/index"), put(payload_index_accepted))
+            .route(
+                &format!("{c}/index/{{field}}"),
+                axum::routing::delete(payload_index_accepted),
+            )
+            .route(&format!("{c}/points/batch"), unsupported("batched update operations are"))
+            .route(&format!("{c}/points/vectors"), unsupported("updating vectors alone is (upsert the point)"))
+            .route(&format!("{c}/points/vectors/delete"), unsupported("deleting vectors alone is (delete the point)"))
+            .route(&format!("{c}/points/payload/clear"), unsupported("clearing payloads is (delete its keys)"))
             .route(&format!("{c}/points"), put(points::upsert))
             .route(&format!("{c}/points/delete"), post(points::delete))
             .route(&format!("{c}/points/payload"), post(points::set_payload))

@@ -213,11 +213,7 @@ pub async fn retrieve(
         .await?;
     let collection = state.db().collection(&name)?;
     let native: Vec<String> = ids.iter().map(PointId::to_native).collect();
-    let mut bytes = AnswerBytes::new(
-        state.limits.max_response_bytes,
-        vectors,
-        payload.wants_payload(),
-    );
+    let mut bytes = AnswerBytes::new(state.limits.max_response_bytes, vectors, payload.clone());
     let records = blocking(move || read_existing(&collection, &native, &mut bytes)).await?;
     let points: Vec<PointOut> = records
         .iter()
@@ -274,12 +270,12 @@ pub fn point_out(record: &VectorRecord, payload: &PayloadSelector, vectors: bool
 pub struct AnswerBytes {
     pub max: usize,
     pub vectors: bool,
-    pub payload: bool,
+    pub payload: PayloadSelector,
     used: usize,
 }
 
 impl AnswerBytes {
-    pub fn new(max: usize, vectors: bool, payload: bool) -> AnswerBytes {
+    pub fn new(max: usize, vectors: bool, payload: PayloadSelector) -> AnswerBytes {
         AnswerBytes {
             max,
             vectors,
@@ -295,8 +291,9 @@ impl AnswerBytes {
         if self.vectors {
             bytes += 2 * record.vector.len();
         }
-        if self.payload {
-            bytes += record.metadata.as_ref().map_or(2, crate::model::json_len);
+        // What the answer holds of the payload: the keys asked for only.
+        if let Some(selected) = self.payload.select(record.metadata.as_ref()) {
+            bytes += crate::model::json_len(&selected);
         }
         self.used = self.used.saturating_add(bytes);
         if self.used > self.max {
@@ -399,7 +396,11 @@ pub fn matching_ids(collection: &Collection, filter: &Filter) -> crate::Result<V
 /// patch is logged as the upsert of whole records), the selection as a whole is
 /// not (as in Qdrant).
 fn chunk_for(dimensions: usize) -> usize {
-    (16 << 20) / (dimensions.saturating_mul(4) + 1024)
+    // Every point at its largest: the longest id and the most metadata allowed.
+    let largest = dimensions
+        .saturating_mul(4)
+        .saturating_add(crate::model::MAX_ID_BYTES + crate::model::MAX_METADATA_BYTES + 64);
+    crate::write_checks::MAX_OP_BYTES / largest
 }
 
 fn chunk_size(state: &AppState, name: &str) -> Result<usize, ApiError> {

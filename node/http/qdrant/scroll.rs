@@ -70,11 +70,7 @@ pub async fn scroll(
         .read_barrier(query.needle_consistency()?, &name)
         .await?;
     let collection = state.db().collection(&name)?;
-    let mut bytes = AnswerBytes::new(
-        state.limits.max_response_bytes,
-        vectors,
-        payload.wants_payload(),
-    );
+    let mut bytes = AnswerBytes::new(state.limits.max_response_bytes, vectors, payload.clone());
     let page = blocking(move || {
         page(
             &collection,

@@ -127,7 +127,14 @@ impl StateMachine {
                                 .map(MetaWrite::Delete),
                         );
                     }
-                    let queued = command::decode(&cmd).and_then(|(op, precondition)| {
+                    // An entry the leader committed that this member cannot decode
+                    // (one written by a newer version): every other member applies it,
+                    // so this one stops rather than skip it and diverge.
+                    let decoded = match command::decode(&cmd) {
+                        Ok(decoded) => decoded,
+                        Err(e) => return Err(self.stop_applying(&e)),
+                    };
+                    let queued = Ok(decoded).and_then(|(op, precondition)| {
                         let collection = op.collection().to_string();
                         db.apply_ordered(crate::database::OrderedEntry {
                             op,
