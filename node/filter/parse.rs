@@ -1,34 +1,5 @@
-use super::{Cond, Filter, Segment, ValueSet, MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES};
+use super::{Budget, Cond, Filter, Segment, ValueSet, MAX_FILTER_CONDITIONS};
 use serde_json::{Map, Value};
-
-/// What a filter has used of its size limits so far.
-#[derive(Default)]
-struct Budget {
-    conditions: usize,
-    values: usize,
-}
-
-impl Budget {
-    fn condition(&mut self) -> Result<(), String> {
-        self.conditions += 1;
-        if self.conditions > MAX_FILTER_CONDITIONS {
-            return Err(format!(
-                "the filter has more than {MAX_FILTER_CONDITIONS} conditions"
-            ));
-        }
-        Ok(())
-    }
-
-    fn values(&mut self, n: usize) -> Result<(), String> {
-        self.values = self.values.saturating_add(n);
-        if self.values > MAX_FILTER_VALUES {
-            return Err(format!(
-                "the filter's $in and $nin lists hold more than {MAX_FILTER_VALUES} values"
-            ));
-        }
-        Ok(())
-    }
-}
 
 pub(super) fn parse(value: &Value) -> Result<Filter, String> {
     filter(value, &mut Budget::default())

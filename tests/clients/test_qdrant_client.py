@@ -203,7 +203,7 @@ def test_query_results_equal_numpy_ground_truth(client, loaded, data, distance):
         assert [p.id for p in kept] == want_ids[:8]
 
 
-def test_vectors_come_back_as_written(client, loaded, data):
+def test_vectors_come_back_as_written(client, node, loaded, data):
     vectors, _ = data
     name = loaded[models.Distance.DOT]
     got = client.retrieve(name, ids=[5, 6, 2999, 123456], with_vectors=True, with_payload=False)
@@ -211,6 +211,14 @@ def test_vectors_come_back_as_written(client, loaded, data):
     for p in got:
         assert p.vector == pytest.approx(vectors[p.id].tolist(), rel=1e-6)
         assert p.payload is None
+    # Searches return them too when asked.
+    hits = client.query_points(name, query=vectors[7].tolist(), limit=3, with_vectors=True, with_payload=False).points
+    assert all(h.vector == pytest.approx(vectors[h.id].tolist(), rel=1e-6) for h in hits)
+    legacy = httpx.post(
+        f"{node.qdrant_url}/collections/{name}/points/search",
+        json={"vector": vectors[7].tolist(), "limit": 2, "with_vector": True},
+    ).json()["result"]
+    assert [h["vector"] for h in legacy] == [pytest.approx(vectors[h["id"]].tolist(), rel=1e-6) for h in legacy]
 
 
 FILTER_CASES = [

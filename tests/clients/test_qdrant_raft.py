@@ -3,15 +3,14 @@ member (followers forward them), payload changes resolved by the log on every
 member, and majority reads that see them everywhere."""
 
 import os
-import re
 import socket
-import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 from qdrant_client import QdrantClient, models
+
+from needle_process import NeedleProcess
 
 
 def free_udp_port():
@@ -20,40 +19,13 @@ def free_udp_port():
         return s.getsockname()[1]
 
 
-class Member:
-    def __init__(self, binary, data, node_id, addrs):
-        peers = ",".join(f"{j + 1}={a}" for j, a in enumerate(addrs) if j != node_id - 1)
-        self.log = []
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--data", data, "--http", "127.0.0.1:0", "--qdrant-http", "127.0.0.1:0",
-             "--backend", "cpu", "--raft", "--node-id", str(node_id), "--cluster-addr", addrs[node_id - 1],
-             "--peers", peers, "--insecure-dev"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "NO_COLOR": "1", "RUST_LOG": "info"},
-        )
-        self.url = None
-        ready = threading.Event()
-
-        def read():
-            for line in self.proc.stdout:
-                self.log.append(line)
-                m = re.search(r"qdrant-compatible API listening on (http://\S+)", line)
-                if m:
-                    self.url = m.group(1)
-                    ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(120):
-            self.stop()
-            raise RuntimeError("member did not start:\n" + "".join(self.log[-40:]))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def member(binary, data, node_id, addrs):
+    peers = ",".join(f"{j + 1}={a}" for j, a in enumerate(addrs) if j != node_id - 1)
+    return NeedleProcess(
+        binary,
+        ["--data", data, "--raft", "--node-id", str(node_id), "--cluster-addr", addrs[node_id - 1],
+         "--peers", peers, "--insecure-dev"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +33,8 @@ def cluster():
     binary = os.environ["NEEDLE_BIN"]
     root = tempfile.TemporaryDirectory(prefix="needle-qdrant-raft-")
     addrs = [f"127.0.0.1:{free_udp_port()}" for _ in range(3)]
-    members = [Member(binary, os.path.join(root.name, f"n{i + 1}"), i + 1, addrs) for i in range(3)]
-    clients = [QdrantClient(url=m.url, prefer_grpc=False, timeout=60) for m in members]
+    members = [member(binary, os.path.join(root.name, f"n{i + 1}"), i + 1, addrs) for i in range(3)]
+    clients = [QdrantClient(url=m.qdrant_url, prefer_grpc=False, timeout=60) for m in members]
     yield clients
     for c in clients:
         c.close()

@@ -10,8 +10,7 @@
 //! datetime ranges, `has_vector`, ...) is refused with a message naming it.
 
 use super::point_id::PointId;
-use crate::filter::{Cond, CountRange, Filter, Keywords, Segment};
-use crate::filter::{MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES};
+use crate::filter::{Budget, Cond, CountRange, Filter, Keywords, Segment};
 use serde_json::{Map, Value};
 
 /// Translates a Qdrant filter document; the error says what is wrong or which
@@ -19,34 +18,6 @@ use serde_json::{Map, Value};
 pub fn translate(value: &Value) -> Result<Filter, String> {
     let mut budget = Budget::default();
     filter(value, &mut budget)
-}
-
-#[derive(Default)]
-struct Budget {
-    conditions: usize,
-    values: usize,
-}
-
-impl Budget {
-    fn condition(&mut self) -> Result<(), String> {
-        self.conditions += 1;
-        if self.conditions > MAX_FILTER_CONDITIONS {
-            return Err(format!(
-                "the filter has more than {MAX_FILTER_CONDITIONS} conditions"
-            ));
-        }
-        Ok(())
-    }
-
-    fn values(&mut self, n: usize) -> Result<(), String> {
-        self.values = self.values.saturating_add(n);
-        if self.values > MAX_FILTER_VALUES {
-            return Err(format!(
-                "the filter's lists hold more than {MAX_FILTER_VALUES} values"
-            ));
-        }
-        Ok(())
-    }
 }
 
 fn filter(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
@@ -581,7 +552,7 @@ mod tests {
             let err = translate(&f).unwrap_err();
             assert!(err.contains(words), "{f}: {err}");
         }
-        let many: Vec<Value> = (0..MAX_FILTER_CONDITIONS + 1)
+        let many: Vec<Value> = (0..crate::filter::MAX_FILTER_CONDITIONS + 1)
             .map(|i| json!({"key": "a", "match": {"value": i}}))
             .collect();
         assert!(translate(&json!({"should": many})).is_err());

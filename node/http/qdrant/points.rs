@@ -71,9 +71,19 @@ pub async fn upsert(
         state.db().collection_info(&name)?;
     }
     let seq = write_records(&state, name, records, &settings).await?;
+    updated(&state, started, seq, &settings)
+}
+
+/// A write's answer: where it is in the log, and whether it was waited for.
+fn updated(
+    state: &AppState,
+    started: Started,
+    seq: Option<u64>,
+    settings: &WriteSettings,
+) -> Result<JsonBody, ApiError> {
     ok(
         started,
-        &UpdateResult::new(seq, &settings),
+        &UpdateResult::new(seq, settings),
         state.limits.max_response_bytes,
     )
 }
@@ -452,11 +462,7 @@ pub async fn delete(
         state.db().collection_info(&name)?;
     }
     let seq = write_all(&state, ops, &settings).await?;
-    ok(
-        started,
-        &UpdateResult::new(seq, &settings),
-        state.limits.max_response_bytes,
-    )
+    updated(&state, started, seq, &settings)
 }
 
 #[derive(Deserialize)]
@@ -493,11 +499,7 @@ pub async fn set_payload(
         Vec::new(),
     )
     .await?;
-    ok(
-        started,
-        &UpdateResult::new(seq, &settings),
-        state.limits.max_response_bytes,
-    )
+    updated(&state, started, seq, &settings)
 }
 
 #[derive(Deserialize)]
@@ -529,11 +531,7 @@ pub async fn delete_payload(
         shard_key: body.shard_key,
     };
     let seq = patch(&state, &name, selector, &settings, None, body.keys).await?;
-    ok(
-        started,
-        &UpdateResult::new(seq, &settings),
-        state.limits.max_response_bytes,
-    )
+    updated(&state, started, seq, &settings)
 }
 
 /// One metadata patch per chunk of the selected points, each resolved by the

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One search, whichever endpoint it came from.
-struct Search {
+pub(super) struct Search {
     vector: Vec<f32>,
     filter: Option<Value>,
     limit: usize,
@@ -50,7 +50,12 @@ pub struct QueryBody {
     shard_key: Option<Value>,
 }
 
-impl QueryBody {
+/// A request body that is one search.
+pub(super) trait IntoSearch {
+    fn into_search(self) -> Result<Search, ApiError>;
+}
+
+impl IntoSearch for QueryBody {
     fn into_search(self) -> Result<Search, ApiError> {
         refuse_if_set(
             &[
@@ -124,7 +129,7 @@ pub struct SearchBody {
     shard_key: Option<Value>,
 }
 
-impl SearchBody {
+impl IntoSearch for SearchBody {
     fn into_search(self) -> Result<Search, ApiError> {
         refuse_if_set(
             &[("shard_key", &self.shard_key)],
@@ -154,6 +159,28 @@ pub struct Batch<T> {
     searches: Vec<T>,
 }
 
+impl<T: IntoSearch> Batch<T> {
+    /// Every search, or the first bad one's error naming its index.
+    fn into_searches(self) -> Result<Vec<Search>, ApiError> {
+        self.searches
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| q.into_search().map_err(|e| indexed(i, e)))
+            .collect()
+    }
+}
+
+/// One search's scored points.
+async fn run_one(
+    state: &AppState,
+    name: &str,
+    read: &ReadQuery,
+    body: impl IntoSearch,
+) -> Result<Vec<PointOut>, ApiError> {
+    let mut answers = run(state, name, read, vec![body.into_search()?]).await?;
+    Ok(answers.pop().unwrap_or_default())
+}
+
 #[derive(Serialize)]
 struct QueryResponse {
     points: Vec<PointOut>,
@@ -166,9 +193,7 @@ pub async fn query(
     Query(read): Query<ReadQuery>,
     ApiJson(body): ApiJson<QueryBody>,
 ) -> Result<JsonBody, ApiError> {
-    let search = body.into_search()?;
-    let mut answers = run(&state, &name, &read, vec![search]).await?;
-    let points = answers.pop().unwrap_or_default();
+    let points = run_one(&state, &name, &read, body).await?;
     ok(
         started,
         &QueryResponse { points },
@@ -183,13 +208,7 @@ pub async fn query_batch(
     Query(read): Query<ReadQuery>,
     ApiJson(body): ApiJson<Batch<QueryBody>>,
 ) -> Result<JsonBody, ApiError> {
-    let searches = body
-        .searches
-        .into_iter()
-        .enumerate()
-        .map(|(i, q)| q.into_search().map_err(|e| indexed(i, e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let answers = run(&state, &name, &read, searches).await?;
+    let answers = run(&state, &name, &read, body.into_searches()?).await?;
     let out: Vec<QueryResponse> = answers
         .into_iter()
         .map(|points| QueryResponse { points })
@@ -204,9 +223,7 @@ pub async fn search(
     Query(read): Query<ReadQuery>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<JsonBody, ApiError> {
-    let search = body.into_search()?;
-    let mut answers = run(&state, &name, &read, vec![search]).await?;
-    let points = answers.pop().unwrap_or_default();
+    let points = run_one(&state, &name, &read, body).await?;
     ok(started, &points, state.limits.max_response_bytes)
 }
 
@@ -217,13 +234,7 @@ pub async fn search_batch(
     Query(read): Query<ReadQuery>,
     ApiJson(body): ApiJson<Batch<SearchBody>>,
 ) -> Result<JsonBody, ApiError> {
-    let searches = body
-        .searches
-        .into_iter()
-        .enumerate()
-        .map(|(i, q)| q.into_search().map_err(|e| indexed(i, e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let answers = run(&state, &name, &read, searches).await?;
+    let answers = run(&state, &name, &read, body.into_searches()?).await?;
     ok(started, &answers, state.limits.max_response_bytes)
 }
 
