@@ -5,12 +5,10 @@
 //! rejects anything it does not understand, so a typo in an operator is an error, not
 //! a filter that silently matches nothing.
 
-mod budget;
+pub(crate) mod budget;
 mod eval;
 mod parse;
 mod value_set;
-
-pub(crate) use budget::Budget;
 
 use serde_json::Value;
 use std::collections::HashSet;

@@ -1,4 +1,5 @@
-use super::{Budget, Cond, Filter, Segment, ValueSet, MAX_FILTER_CONDITIONS};
+use super::budget::Budget;
+use super::{Cond, Filter, Segment, ValueSet, MAX_FILTER_CONDITIONS};
 use serde_json::{Map, Value};
 
 pub(super) fn parse(value: &Value) -> Result<Filter, String> {

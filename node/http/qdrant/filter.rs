@@ -10,7 +10,8 @@
 //! datetime ranges, `has_vector`, ...) is refused with a message naming it.
 
 use super::point_id::PointId;
-use crate::filter::{Budget, Cond, CountRange, Filter, Keywords, Segment};
+use crate::filter::budget::Budget;
+use crate::filter::{Cond, CountRange, Filter, Keywords, Segment};
 use serde_json::{Map, Value};
 
 /// Translates a Qdrant filter document; the error says what is wrong or which

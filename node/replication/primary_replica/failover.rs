@@ -39,7 +39,27 @@ pub struct Demoted {
     pub applied_seq: u64,
 }
 
+/// How long a promotion waits for the old primary to say which replicas it has.
+const ASK_OLD_PRIMARY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Replication {
+    /// The replicas the old primary counts for `majority` now, if it answers within
+    /// [`ASK_OLD_PRIMARY`]: this node asks only every 2 s while it follows, so a
+    /// replica that joined since would be missing from the cluster a promotion
+    /// counts, and the promotion could need too few nodes (while the old primary,
+    /// still up, takes acknowledgements from that replica). An old primary that is
+    /// down or cut off leaves the membership this node last heard.
+    async fn ask_old_primary_for_members(&self, old_primary: SocketAddr) {
+        let asked = tokio::time::timeout(ASK_OLD_PRIMARY, async {
+            let peer = self.transport.connect(old_primary).await.ok()?;
+            crate::replication::primary_replica::replica::follow::ask_members(&peer).await
+        })
+        .await;
+        if let Ok(Some(members)) = asked {
+            crate::replication::primary_replica::replica::follow::remember_members(self, members);
+        }
+    }
+
     /// Makes this replica (or fenced former primary) the primary of a new epoch. It
     /// stops following first, so no entry from the old primary lands after its own
     /// first write; takes from each of `peers` (other replicas of the same primary)
@@ -70,6 +90,7 @@ impl Replication {
             }
         };
         self.stop_following().await;
+        self.ask_old_primary_for_members(old_primary).await;
         // Every other replica this node has known of, by name.
         let known: Vec<crate::replication::primary_replica::members::Member> = self
             .members

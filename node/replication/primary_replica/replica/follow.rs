@@ -197,7 +197,9 @@ async fn step(
 /// The members the primary knows of, named; from a primary of an earlier version,
 /// which answers the named request with an error, by address only. A primary that
 /// does not answer at all is not asked twice.
-async fn ask_members(peer: &Peer) -> Option<Vec<Member>> {
+pub(in crate::replication::primary_replica) async fn ask_members(
+    peer: &Peer,
+) -> Option<Vec<Member>> {
     let reply = match peer.request(&Request::NamedMembers.encode()).await {
         Ok(reply) => reply,
         Err(TransportError::Remote(_)) => peer.request(&Request::Members.encode()).await.ok()?,
@@ -215,7 +217,10 @@ fn decode_members(reply: &[u8]) -> Option<Vec<Member>> {
 }
 
 /// Adds `members` to those this replica knows of, in memory and in its store.
-fn remember_members(replication: &Replication, members: Vec<Member>) {
+pub(in crate::replication::primary_replica) fn remember_members(
+    replication: &Replication,
+    members: Vec<Member>,
+) {
     let mut known = replication.members.lock();
     let mut changed = false;
     for member in members {
