@@ -37,26 +37,30 @@ type Answer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 
 /// What the sending task tells the answering side about each request it sent.
 enum Sent {
-    /// Sent: its answer may take `wait` from when the answering side starts
-    /// waiting for it, i.e. once the answer before it came: a deadline on
-    /// progress, so that requests queued behind megabytes do not share one
-    /// budget. `last` says this was the stream's last request (its entries were
-    /// cut to fit, and openraft sends the rest anew).
-    Request {
-        wait: Duration,
-        last: bool,
-        /// What was sent: the entries after `prev` up to `upto`, with `vote`.
-        prev: Option<LogId>,
-        upto: Option<LogId>,
-        vote: Vote,
-        slot: OwnedSemaphorePermit,
-    },
+    /// Sent, and awaiting its answer.
+    Request(InFlight),
     /// Sending failed: the stream ends with this error; `broken` when the
     /// connection is to blame (not a request that could not be encoded).
     Failed {
         error: RPCError<TypeConfig>,
         broken: bool,
     },
+}
+
+/// A request sent and not yet answered. Its answer may take `wait` from when the
+/// answering side starts waiting for it, i.e. once the answer before it came: a
+/// deadline on progress, so that requests queued behind megabytes do not share one
+/// budget. `last` says this was the stream's last request (its entries were cut to
+/// fit, and openraft sends the rest anew).
+struct InFlight {
+    wait: Duration,
+    last: bool,
+    /// What was sent: the entries after `prev` up to `upto`, with `vote`.
+    prev: Option<LogId>,
+    upto: Option<LogId>,
+    vote: Vote,
+    /// Held until the answer comes: the pipeline's depth.
+    slot: OwnedSemaphorePermit,
 }
 
 /// The shared connection a pipeline runs on, and where it reports it broken.
@@ -127,14 +131,14 @@ where
                 return;
             }
             let last = cut_at.is_some();
-            let told = sent_tx.send(Sent::Request {
+            let told = sent_tx.send(Sent::Request(InFlight {
                 wait,
                 last,
                 prev,
                 upto,
                 vote,
                 slot,
-            });
+            }));
             if told.await.is_err() || last {
                 let _ = sender.finish();
                 return;
@@ -170,7 +174,14 @@ impl Answering {
     /// The answer to the oldest request unanswered; `None` when the sending task
     /// ended and every request it sent was answered.
     async fn next_answer(&mut self) -> Option<Answer> {
-        let (wait, last, slot, prev, upto, vote) = match self.sent.recv().await? {
+        let InFlight {
+            wait,
+            last,
+            prev,
+            upto,
+            vote,
+            slot,
+        } = match self.sent.recv().await? {
             Sent::Failed { error, broken } => {
                 self.done = true;
                 if broken {
@@ -178,14 +189,7 @@ impl Answering {
                 }
                 return Some(Err(error));
             }
-            Sent::Request {
-                wait,
-                last,
-                prev,
-                upto,
-                vote,
-                slot,
-            } => (wait, last, slot, prev, upto, vote),
+            Sent::Request(in_flight) => in_flight,
         };
         let answer = tokio::time::timeout(wait, self.answers.next()).await;
         // Answered or given up on: either way no longer in flight.

@@ -2,8 +2,7 @@
 //! where it is declared, so no route can be added without one.
 
 use axum::extract::DefaultBodyLimit;
-use axum::{middleware, Json, Router};
-use std::sync::Arc;
+use axum::{middleware, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,22 +17,24 @@ use super::{
     responses((status = 200, description = "This document (OpenAPI 3.1)", body = openapi::Object),
         openapi::OpenErrors))]
 async fn openapi_json(
-    axum::extract::Extension(doc): axum::extract::Extension<Arc<serde_json::Value>>,
-) -> Json<serde_json::Value> {
-    Json((*doc).clone())
+    axum::extract::Extension(doc): axum::extract::Extension<OpenApiJson>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.0,
+    )
 }
+
+/// The document's JSON text, made once when the router is built (shared, not
+/// copied, by each answer).
+#[derive(Clone)]
+struct OpenApiJson(axum::body::Bytes);
 
 /// The full route table with its layers: metrics outermost (every request counts),
 /// then each group's key check, then body reading and the in-flight limit. Every
 /// route is registered through `routes!`, which also puts its handler's description
 /// into the OpenAPI document.
 pub fn router(state: AppState) -> Router {
-    let (router, _) = router_and_document(state);
-    router
-}
-
-/// The route table and the OpenAPI document it describes.
-pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let admitted = |group: OpenApiRouter<AppState>| {
         group.route_layer(middleware::from_fn_with_state(state.clone(), limits::admit))
     };
@@ -98,8 +99,8 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         .merge(write)
         .merge(admin)
         .split_for_parts();
-    let served = Arc::new(serde_json::to_value(&document).unwrap_or_default());
-    let router = router
+    let served = OpenApiJson(serde_json::to_vec(&document).unwrap_or_default().into());
+    router
         .fallback(observability::not_found)
         .method_not_allowed_fallback(observability::method_not_allowed)
         .layer(axum::Extension(served))
@@ -108,6 +109,5 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
             metered,
             observability::record,
         ))
-        .with_state(state);
-    (router, document)
+        .with_state(state)
 }

@@ -17,11 +17,19 @@ use serde_json::{Map, Value};
 /// Translates a Qdrant filter document; the error says what is wrong or which
 /// feature needle does not have.
 pub fn translate(value: &Value) -> Result<Filter, String> {
-    let mut budget = Budget::default();
-    filter(value, &mut budget)
+    filter(value, &mut Translation::default())
 }
 
-fn filter(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
+/// What a translation carries down the filter: its cost so far, and how many
+/// `nested` conditions it is inside (where `has_id` means nothing: an array
+/// element has no id).
+#[derive(Default)]
+struct Translation {
+    budget: Budget,
+    nesting: usize,
+}
+
+fn filter(value: &Value, cx: &mut Translation) -> Result<Filter, String> {
     let Value::Object(doc) = value else {
         return Err("a filter must be a JSON object".into());
     };
@@ -31,12 +39,10 @@ fn filter(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
             continue;
         }
         match key.as_str() {
-            "must" => parts.push(Filter::And(conditions(clause, budget)?)),
-            "should" => parts.push(Filter::Or(conditions(clause, budget)?)),
-            "must_not" => parts.push(Filter::Not(Box::new(Filter::Or(conditions(
-                clause, budget,
-            )?)))),
-            "min_should" => parts.push(min_should(clause, budget)?),
+            "must" => parts.push(Filter::And(conditions(clause, cx)?)),
+            "should" => parts.push(Filter::Or(conditions(clause, cx)?)),
+            "must_not" => parts.push(Filter::Not(Box::new(Filter::Or(conditions(clause, cx)?)))),
+            "min_should" => parts.push(min_should(clause, cx)?),
             other => return Err(format!("unknown filter clause {other:?}")),
         }
     }
@@ -44,14 +50,14 @@ fn filter(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
 }
 
 /// A clause holds one condition or a list of them.
-fn conditions(value: &Value, budget: &mut Budget) -> Result<Vec<Filter>, String> {
+fn conditions(value: &Value, cx: &mut Translation) -> Result<Vec<Filter>, String> {
     match value {
-        Value::Array(items) => items.iter().map(|c| condition(c, budget)).collect(),
-        one => Ok(vec![condition(one, budget)?]),
+        Value::Array(items) => items.iter().map(|c| condition(c, cx)).collect(),
+        one => Ok(vec![condition(one, cx)?]),
     }
 }
 
-fn min_should(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
+fn min_should(value: &Value, cx: &mut Translation) -> Result<Filter, String> {
     let Value::Object(fields) = value else {
         return Err("min_should must be an object {\"conditions\", \"min_count\"}".into());
     };
@@ -63,7 +69,7 @@ fn min_should(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
         fields
             .get("conditions")
             .ok_or("min_should needs conditions")?,
-        budget,
+        cx,
     )?;
     Ok(Filter::AtLeast {
         min: usize::try_from(min).unwrap_or(usize::MAX),
@@ -71,16 +77,16 @@ fn min_should(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
     })
 }
 
-fn condition(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
-    budget.condition()?;
+fn condition(value: &Value, cx: &mut Translation) -> Result<Filter, String> {
+    cx.budget.condition()?;
     let Value::Object(fields) = value else {
         return Err("a condition must be a JSON object".into());
     };
     if fields.contains_key("key") {
-        return field_condition(fields, budget);
+        return field_condition(fields, cx);
     }
     if let Some(ids) = fields.get("has_id") {
-        return has_id(ids, budget);
+        return has_id(ids, cx);
     }
     if let Some(target) = fields.get("is_empty") {
         return Ok(is_empty(path(payload_field_key(target, "is_empty")?)?));
@@ -89,13 +95,13 @@ fn condition(value: &Value, budget: &mut Budget) -> Result<Filter, String> {
         return Ok(is_null(path(payload_field_key(target, "is_null")?)?));
     }
     if let Some(nested) = fields.get("nested") {
-        return nested_condition(nested, budget);
+        return nested_condition(nested, cx);
     }
     if fields.contains_key("has_vector") {
         return Err("has_vector is not supported: needle collections have one unnamed vector, which every point has".into());
     }
     // Anything else is a nested filter (`{"must": [...]}`, or `{}`, which matches all).
-    filter(value, budget)
+    filter(value, cx)
 }
 
 fn payload_field_key<'a>(target: &'a Value, what: &str) -> Result<&'a str, String> {
@@ -105,11 +111,14 @@ fn payload_field_key<'a>(target: &'a Value, what: &str) -> Result<&'a str, Strin
         .ok_or_else(|| format!("{what} takes {{\"key\": \"...\"}}"))
 }
 
-fn has_id(ids: &Value, budget: &mut Budget) -> Result<Filter, String> {
+fn has_id(ids: &Value, cx: &mut Translation) -> Result<Filter, String> {
+    if cx.nesting > 0 {
+        return Err("has_id is not allowed inside a nested filter".into());
+    }
     let Value::Array(ids) = ids else {
         return Err("has_id takes a list of point ids".into());
     };
-    budget.values(ids.len())?;
+    cx.budget.values(ids.len())?;
     let mut set = std::collections::HashSet::with_capacity(ids.len());
     for id in ids {
         let id: PointId = serde_json::from_value(id.clone()).map_err(|e| format!("has_id: {e}"))?;
@@ -118,15 +127,12 @@ fn has_id(ids: &Value, budget: &mut Budget) -> Result<Filter, String> {
     Ok(Filter::HasId(set))
 }
 
-fn nested_condition(nested: &Value, budget: &mut Budget) -> Result<Filter, String> {
+fn nested_condition(nested: &Value, cx: &mut Translation) -> Result<Filter, String> {
     let key = nested
         .get("key")
         .and_then(Value::as_str)
         .ok_or("nested needs a key (the array of objects to look into)")?;
     let inner = nested.get("filter").ok_or("nested needs a filter")?;
-    if mentions_has_id(inner) {
-        return Err("has_id is not allowed inside a nested filter".into());
-    }
     let mut path = path(key)?;
     // `nested: {key: "diet"}` and `key: "diet[]"` name the same array.
     if path.last() == Some(&Segment::Each) {
@@ -134,21 +140,16 @@ fn nested_condition(nested: &Value, budget: &mut Budget) -> Result<Filter, Strin
     }
     Ok(Filter::Nested {
         path,
-        filter: Box::new(filter(inner, budget)?),
+        filter: Box::new({
+            cx.nesting += 1;
+            let inner = filter(inner, cx);
+            cx.nesting -= 1;
+            inner?
+        }),
     })
 }
 
-fn mentions_has_id(value: &Value) -> bool {
-    match value {
-        Value::Object(fields) => {
-            fields.contains_key("has_id") || fields.values().any(mentions_has_id)
-        }
-        Value::Array(items) => items.iter().any(mentions_has_id),
-        _ => false,
-    }
-}
-
-fn field_condition(fields: &Map<String, Value>, budget: &mut Budget) -> Result<Filter, String> {
+fn field_condition(fields: &Map<String, Value>, cx: &mut Translation) -> Result<Filter, String> {
     let key = fields
         .get("key")
         .and_then(Value::as_str)
@@ -162,7 +163,7 @@ fn field_condition(fields: &Map<String, Value>, budget: &mut Budget) -> Result<F
         let filter = match name.as_str() {
             "match" => Filter::Field {
                 path: path.clone(),
-                cond: match_condition(key, arg, budget)?,
+                cond: match_condition(key, arg, cx)?,
             },
             "range" => Filter::Field {
                 path: path.clone(),
@@ -204,7 +205,7 @@ fn field_condition(fields: &Map<String, Value>, budget: &mut Budget) -> Result<F
     }
 }
 
-fn match_condition(key: &str, arg: &Value, budget: &mut Budget) -> Result<Cond, String> {
+fn match_condition(key: &str, arg: &Value, cx: &mut Translation) -> Result<Cond, String> {
     let Value::Object(m) = arg else {
         return Err(format!("{key}: match must be an object"));
     };
@@ -224,7 +225,7 @@ fn match_condition(key: &str, arg: &Value, budget: &mut Budget) -> Result<Cond, 
             let Value::Array(items) = operand else {
                 return Err(format!("{key}: match.{kind} takes a list"));
             };
-            budget.values(items.len())?;
+            cx.budget.values(items.len())?;
             let set = keywords(key, kind, items)?;
             Ok(if kind == "any" {
                 Cond::Keyword(set)
