@@ -264,6 +264,31 @@ pub fn patch_metadata(
     (!metadata.is_empty()).then_some(metadata)
 }
 
+/// The most metadata paths one patch may remove: each is applied to every point the
+/// patch changes, on the writer.
+pub const MAX_METADATA_PATHS: usize = 256;
+
+/// Paths a patch removes: at most [`MAX_METADATA_PATHS`], each at most
+/// [`MAX_ID_BYTES`] long.
+pub fn validate_metadata_paths(paths: &[String]) -> Result<()> {
+    if paths.len() > MAX_METADATA_PATHS {
+        return Err(Error::InvalidRequest(format!(
+            "{} metadata keys to remove; at most {MAX_METADATA_PATHS} are allowed",
+            paths.len()
+        )));
+    }
+    if let Some(p) = paths
+        .iter()
+        .find(|p| p.is_empty() || p.len() > MAX_ID_BYTES)
+    {
+        return Err(Error::InvalidRequest(format!(
+            "metadata key {:?} must be 1 to {MAX_ID_BYTES} bytes",
+            p.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 /// Removes the value at dotted `path` (`"a.b"`: key `b` of object `a`), if any.
 pub fn remove_metadata_path(map: &mut Metadata, path: &str) {
     match path.split_once('.') {

@@ -69,9 +69,12 @@ pub(crate) fn validate_context_free(op: &Op) -> Result<()> {
         Op::DropCollection { name } => validate_collection_name(name),
         Op::Upsert { records, .. } => validate_records(records, |r| r.validate(r.vector.len())),
         Op::Delete { ids, .. } => ids.iter().try_for_each(|id| crate::model::validate_id(id)),
-        Op::PatchMetadata { ids, set, .. } => {
+        Op::PatchMetadata {
+            ids, set, remove, ..
+        } => {
             ids.iter()
                 .try_for_each(|id| crate::model::validate_id(id))?;
+            crate::model::validate_metadata_paths(remove)?;
             set.as_ref().map_or(Ok(()), crate::model::validate_metadata)
         }
     }

@@ -41,7 +41,7 @@ pub(super) fn resolve(inner: &Inner, op: &Op) -> Result<Op> {
             id,
             vector,
             metadata,
-        }) = inner.store.get_vector(state.stored.id, id)?
+        }) = inner.store.get_vector(state.stored.id, id).map_err(local)?
         else {
             continue;
         };
@@ -72,6 +72,16 @@ pub(super) fn resolve(inner: &Inner, op: &Op) -> Result<Op> {
         return Err(too_large(bytes));
     }
     Ok(upsert)
+}
+
+/// A record the store cannot read is this member's problem, not the entry's: under
+/// Raft it must stop the member (which the other members do not), never be
+/// recorded as the entry's refusal.
+fn local(e: Error) -> Error {
+    match e {
+        Error::Storage(_) | Error::Failed(_) => e,
+        other => Error::Failed(format!("reading a record to patch: {other}")),
+    }
 }
 
 /// At least what one record adds to an upsert's encoding (`Op::encoded_len_bound`).

@@ -27,6 +27,8 @@ impl PayloadSelector {
         let keys = |v: &Value| -> Result<Vec<String>, ApiError> {
             let keys: Vec<String> = serde_json::from_value(v.clone())
                 .map_err(|_| bad("with_payload: expected a list of payload keys"))?;
+            // Each key is looked up in every point answered.
+            crate::model::validate_metadata_paths(&keys)?;
             match keys.iter().find(|k| k.contains('[')) {
                 Some(k) => Err(bad(format!(
                     "with_payload key {k:?}: selecting inside arrays is not supported by needle; name a key or a dotted path"

@@ -223,12 +223,12 @@ pub async fn retrieve(
         .await?;
     let collection = state.db().collection(&name)?;
     let native: Vec<String> = ids.iter().map(PointId::to_native).collect();
-    let mut bytes = AnswerBytes::new(state.limits.max_response_bytes, vectors, payload.clone());
-    let records = blocking(move || read_existing(&collection, &native, &mut bytes)).await?;
-    let points: Vec<PointOut> = records
-        .iter()
-        .map(|r| point_out(r, &payload, vectors))
-        .collect();
+    let mut answer = AnswerPoints::new(state.limits.max_response_bytes, vectors, payload);
+    let points = blocking(move || {
+        read_existing(&collection, &native, &mut answer)?;
+        Ok(answer.points)
+    })
+    .await?;
     ok(started, &points, state.limits.max_response_bytes)
 }
 
@@ -274,37 +274,37 @@ pub fn point_out(record: &VectorRecord, payload: &PayloadSelector, vectors: bool
     }
 }
 
-/// What records read for an answer take in it, counted as they are read: past the
-/// response limit the read stops with `RESPONSE_TOO_LARGE`, so no request makes the
-/// node copy more out of the store than it may send.
-pub struct AnswerBytes {
-    pub max: usize,
-    pub vectors: bool,
-    pub payload: PayloadSelector,
+/// The points of an answer, each made (with the payload keys and vector asked for)
+/// and counted as its record is read: past the response limit the read stops with
+/// `RESPONSE_TOO_LARGE`, so no request makes the node copy more out of the store
+/// than it may send.
+pub struct AnswerPoints {
+    max: usize,
+    vectors: bool,
+    payload: PayloadSelector,
     used: usize,
+    pub points: Vec<PointOut>,
 }
 
-impl AnswerBytes {
-    pub fn new(max: usize, vectors: bool, payload: PayloadSelector) -> AnswerBytes {
-        AnswerBytes {
+impl AnswerPoints {
+    pub fn new(max: usize, vectors: bool, payload: PayloadSelector) -> AnswerPoints {
+        AnswerPoints {
             max,
             vectors,
             payload,
             used: 0,
+            points: Vec::new(),
         }
     }
 
-    /// Counts one record: its id and braces, two bytes or more per vector
-    /// component, its metadata's JSON text.
-    pub fn count(&mut self, record: &VectorRecord) -> crate::Result<()> {
-        let mut bytes = 32 + record.id.len();
-        if self.vectors {
-            bytes += 2 * record.vector.len();
-        }
-        // What the answer holds of the payload: the keys asked for only.
-        if let Some(selected) = self.payload.select(record.metadata.as_ref()) {
-            bytes += crate::model::json_len(&selected);
-        }
+    /// Adds `record`'s point, counted as its id and braces, two bytes or more per
+    /// vector component and its selected payload's JSON text.
+    pub fn push(&mut self, record: &VectorRecord) -> crate::Result<()> {
+        let point = point_out(record, &self.payload, self.vectors);
+        let bytes = 32
+            + record.id.len()
+            + point.vector.as_ref().map_or(0, |v| 2 * v.len())
+            + point.payload.as_ref().map_or(0, crate::model::json_len);
         self.used = self.used.saturating_add(bytes);
         if self.used > self.max {
             return Err(Error::ResponseTooLarge {
@@ -312,32 +312,29 @@ impl AnswerBytes {
                 max: self.max as u64,
             });
         }
+        self.points.push(point);
         Ok(())
     }
 }
 
-/// The records of `ids` that exist, in order, each once, within `bytes`.
+/// Adds the points of `ids` that exist to `answer`, in order, each once.
 fn read_existing(
     collection: &Collection,
     ids: &[String],
-    bytes: &mut AnswerBytes,
-) -> crate::Result<Vec<VectorRecord>> {
+    answer: &mut AnswerPoints,
+) -> crate::Result<()> {
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
     for id in ids {
         if !seen.insert(id.as_str()) {
             continue;
         }
         match collection.get(id) {
-            Ok(record) => {
-                bytes.count(&record)?;
-                out.push(record);
-            }
+            Ok(record) => answer.push(&record)?,
             Err(Error::VectorNotFound(_)) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 pub async fn blocking<T: Send + 'static>(
@@ -418,14 +415,35 @@ fn chunk_size(state: &AppState, name: &str) -> Result<usize, ApiError> {
     Ok(chunk_for(dims).clamp(1, 4096))
 }
 
-/// Writes `ops` in order; the last one's position in the log.
+/// The selected points as the id lists of one op each: named ids in one (the change
+/// is atomic), a filter's matches in bounded batches; none for nothing selected.
+fn batches(state: &AppState, name: &str, selected: Selected) -> Result<Vec<Vec<String>>, ApiError> {
+    Ok(match selected {
+        Selected::ByIds(ids) if ids.is_empty() => Vec::new(),
+        Selected::ByIds(ids) => vec![ids],
+        Selected::ByFilter(ids) => {
+            let chunk = chunk_size(state, name)?;
+            ids.chunks(chunk).map(<[String]>::to_vec).collect()
+        }
+    })
+}
+
+/// Writes the op `make` builds for each batch of ids, one at a time, in order; the
+/// last one's position in the log. With nothing to write, the collection must
+/// still exist.
 async fn write_all(
     state: &AppState,
-    ops: Vec<Op>,
+    name: &str,
+    batches: Vec<Vec<String>>,
+    make: impl Fn(Vec<String>) -> Op,
     settings: &WriteSettings,
 ) -> Result<Option<u64>, ApiError> {
+    if batches.is_empty() {
+        state.db().collection_info(name)?;
+    }
     let mut last = None;
-    for op in ops {
+    for ids in batches {
+        let op = make(ids);
         let applied = state
             .write(op, Precondition::None, settings.concern, None)
             .await?;
@@ -443,25 +461,13 @@ pub async fn delete(
     ApiJson(selector): ApiJson<Selector>,
 ) -> Result<JsonBody, ApiError> {
     let settings = query.settings()?;
-    let ids = match selected_ids(&state, &name, selector).await? {
-        Selected::ByIds(ids) => vec![ids],
-        Selected::ByFilter(ids) => {
-            let chunk = chunk_size(&state, &name)?;
-            ids.chunks(chunk).map(<[String]>::to_vec).collect()
-        }
+    let selected = selected_ids(&state, &name, selector).await?;
+    let batches = batches(&state, &name, selected)?;
+    let delete = |ids| Op::Delete {
+        collection: name.clone(),
+        ids,
     };
-    let ops: Vec<Op> = ids
-        .into_iter()
-        .filter(|ids| !ids.is_empty())
-        .map(|ids| Op::Delete {
-            collection: name.clone(),
-            ids,
-        })
-        .collect();
-    if ops.is_empty() {
-        state.db().collection_info(&name)?;
-    }
-    let seq = write_all(&state, ops, &settings).await?;
+    let seq = write_all(&state, &name, batches, delete, &settings).await?;
     updated(&state, started, seq, &settings)
 }
 
@@ -484,6 +490,7 @@ pub async fn set_payload(
     ApiJson(body): ApiJson<SetPayloadBody>,
 ) -> Result<JsonBody, ApiError> {
     refuse_if_set(&[("key", &body.key)], "set payload keys at the top level")?;
+    crate::model::validate_metadata(&body.payload)?;
     let settings = query.settings()?;
     let selector = Selector {
         points: body.points,
@@ -520,6 +527,7 @@ pub async fn delete_payload(
     ApiJson(body): ApiJson<DeletePayloadBody>,
 ) -> Result<JsonBody, ApiError> {
     let settings = query.settings()?;
+    crate::model::validate_metadata_paths(&body.keys)?;
     if let Some(key) = body.keys.iter().find(|k| k.contains('[')) {
         return Err(bad(format!(
             "key {key:?}: deleting inside arrays is not supported by needle; name a key or a dotted path"
@@ -546,49 +554,37 @@ async fn patch(
     set: Option<Map<String, Value>>,
     remove: Vec<String>,
 ) -> Result<Option<u64>, ApiError> {
-    let chunks = match selected_ids(state, name, selector).await? {
-        Selected::ByIds(ids) => {
-            state.read_barrier(Some("linearizable"), name).await?;
-            let collection = state.db().collection(name)?;
-            let named = ids.clone();
-            let missing = blocking(move || {
-                for id in &named {
-                    if !collection.contains(id)? {
-                        return Ok(Some(id.clone()));
-                    }
+    let selected = selected_ids(state, name, selector).await?;
+    if let Selected::ByIds(ids) = &selected {
+        state.read_barrier(Some("linearizable"), name).await?;
+        let collection = state.db().collection(name)?;
+        let named = ids.clone();
+        let missing = blocking(move || {
+            for id in &named {
+                if !collection.contains(id)? {
+                    return Ok(Some(id.clone()));
                 }
-                Ok(None)
-            })
-            .await?;
-            if let Some(id) = missing {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "VECTOR_NOT_FOUND",
-                    format!(
-                        "No point with id {} found",
-                        PointId::from_native(&id).to_native()
-                    ),
-                ));
             }
-            vec![ids]
-        }
-        Selected::ByFilter(ids) => {
-            let chunk = chunk_size(state, name)?;
-            ids.chunks(chunk).map(<[String]>::to_vec).collect()
-        }
-    };
-    let ops: Vec<Op> = chunks
-        .into_iter()
-        .filter(|ids| !ids.is_empty())
-        .map(|ids| Op::PatchMetadata {
-            collection: name.to_string(),
-            ids,
-            set: set.clone(),
-            remove: remove.clone(),
+            Ok(None)
         })
-        .collect();
-    if ops.is_empty() {
-        state.db().collection_info(name)?;
+        .await?;
+        if let Some(id) = missing {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "VECTOR_NOT_FOUND",
+                format!(
+                    "No point with id {} found",
+                    PointId::from_native(&id).to_native()
+                ),
+            ));
+        }
     }
-    write_all(state, ops, settings).await
+    let batches = batches(state, name, selected)?;
+    let patch = |ids| Op::PatchMetadata {
+        collection: name.to_string(),
+        ids,
+        set: set.clone(),
+        remove: remove.clone(),
+    };
+    write_all(state, name, batches, patch, settings).await
 }

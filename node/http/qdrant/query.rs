@@ -244,8 +244,8 @@ fn indexed(i: usize, mut e: ApiError) -> ApiError {
 }
 
 /// The most distinct (filter, size) groups one batch may have: each is an engine
-/// call of its own (and a filter mask to build).
-const MAX_GROUPS_PER_BATCH: usize = 1024;
+/// call of its own and a filter mask to build (a collection caches 32).
+const MAX_GROUPS_PER_BATCH: usize = 64;
 
 /// Runs every search, grouped into one engine call per (filter, k, vectors). The
 /// whole batch is held to the limits of one native search: at most

@@ -4,7 +4,7 @@ use super::envelope::{ok, Started};
 use super::filter::translate;
 use super::params::{bad, refuse_if_set, with_vector, PayloadSelector, PointOut, ReadQuery};
 use super::point_id::PointId;
-use super::points::{blocking, point_out, AnswerBytes};
+use super::points::{blocking, AnswerPoints};
 use crate::http::budget::JsonBody;
 use crate::http::extract::ApiJson;
 use crate::http::{ApiError, AppState};
@@ -70,31 +70,11 @@ pub async fn scroll(
         .read_barrier(query.needle_consistency()?, &name)
         .await?;
     let collection = state.db().collection(&name)?;
-    let mut bytes = AnswerBytes::new(state.limits.max_response_bytes, vectors, payload.clone());
-    let page = blocking(move || {
-        page(
-            &collection,
-            filter.as_ref(),
-            offset.as_ref(),
-            limit,
-            &mut bytes,
-        )
-    })
-    .await?;
-    let result = ScrollResult {
-        points: page
-            .records
-            .iter()
-            .map(|r| point_out(r, &payload, vectors))
-            .collect(),
-        next_page_offset: page.next,
-    };
+    let answer = AnswerPoints::new(state.limits.max_response_bytes, vectors, payload);
+    let result =
+        blocking(move || page(&collection, filter.as_ref(), offset.as_ref(), limit, answer))
+            .await?;
     ok(started, &result, state.limits.max_response_bytes)
-}
-
-struct Page {
-    records: Vec<crate::VectorRecord>,
-    next: Option<PointId>,
 }
 
 fn page(
@@ -102,8 +82,8 @@ fn page(
     filter: Option<&Filter>,
     offset: Option<&PointId>,
     limit: usize,
-    bytes: &mut AnswerBytes,
-) -> crate::Result<Page> {
+    mut answer: AnswerPoints,
+) -> crate::Result<ScrollResult> {
     let keep = limit.saturating_add(1);
     let mut smallest: BinaryHeap<PointId> = BinaryHeap::new();
     collection.scan(filter, |id, _| {
@@ -120,19 +100,18 @@ fn page(
     })?;
     let mut ids = smallest.into_sorted_vec();
     let next = (ids.len() > limit).then(|| ids.pop()).flatten();
-    let mut records = Vec::with_capacity(ids.len());
     for id in &ids {
         // A point deleted since the pass is left out of its page.
         match collection.get(&id.to_native()) {
-            Ok(r) => {
-                bytes.count(&r)?;
-                records.push(r);
-            }
+            Ok(r) => answer.push(&r)?,
             Err(Error::VectorNotFound(_)) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(Page { records, next })
+    Ok(ScrollResult {
+        points: answer.points,
+        next_page_offset: next,
+    })
 }
 
 #[derive(Deserialize)]

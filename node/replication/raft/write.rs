@@ -376,13 +376,21 @@ impl RaftNode {
             Err(e) => return WriteReply::Failed(e.to_string()),
         };
         if self.is_leader() {
-            // A write that says what it adds is checked from that; one that does
-            // not (anything but an upsert, cheap to decode) from the command.
+            // Every member stops at a committed entry it cannot decode, so nothing
+            // undecodable (a newer member's op, a damaged message) is proposed.
+            let decoded = match command::decode(&command) {
+                Ok((op, _)) => op,
+                Err(e) => {
+                    return WriteReply::Applied {
+                        index: 0,
+                        outcome: command::outcome(&Err(e)),
+                    }
+                }
+            };
+            // A write that says what it adds is checked from that.
             let room = match new_rows {
                 Some(new) => self.database().check_room_for(&new.collection, new.rows),
-                None => {
-                    command::decode(&command).and_then(|(op, _)| self.database().check_room(&op))
-                }
+                None => self.database().check_room(&decoded),
             };
             if let Err(e @ Error::Kernel(_)) = room {
                 return WriteReply::Applied {
