@@ -40,8 +40,8 @@ fn loaded(backend: &dyn Backend) -> Box<dyn Shard> {
     shard
 }
 
-fn median_ms(shard: &dyn Shard, queries: &[f32]) -> f64 {
-    let mut times: Vec<f64> = (0..15)
+fn median_ms(shard: &dyn Shard, queries: &[f32], runs: usize) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             shard.search_batch(queries, K, None).expect("search");
@@ -80,15 +80,20 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
-    println!("\nN = {N}, d = {D}, k = {K}, cosine; peer: the CPU backend, same run (median of 15)");
-    for q in [1usize, 64] {
+    println!(
+        "\nN = {N}, d = {D}, k = {K}, cosine; peer: the CPU backend, same run (median of 15, \
+         5 at Q = 1024); throughput = queries/s relative to the CPU backend's"
+    );
+    for q in [1usize, 64, 1024] {
         let queries = needle_kernels::reference::pseudo_random_floats(2, q * D);
-        let cpu = median_ms(shards[0].1.as_ref(), &queries);
+        let runs = if q >= 1024 { 5 } else { 15 };
+        let cpu = median_ms(shards[0].1.as_ref(), &queries, runs);
         for (name, shard) in &shards {
-            let ms = median_ms(shard.as_ref(), &queries);
+            let ms = median_ms(shard.as_ref(), &queries, runs);
             println!(
-                "q{q:<3} {name}: {ms:.3} ms, {:.2}x the CPU backend's time",
-                ms / cpu
+                "q{q:<4} {name}: {ms:.3} ms, {:.2}x the CPU backend's time, throughput {:.3}x",
+                ms / cpu,
+                cpu / ms
             );
         }
     }

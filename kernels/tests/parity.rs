@@ -71,6 +71,11 @@ fn gpu_shards(dims: usize, metric: Metric) -> Vec<(&'static str, Box<dyn Shard>)
     }
     if let Some(wgpu) = wgpu() {
         shards.push(("wgpu", Box::new(wgpu.shard(dims, metric).unwrap())));
+        // f16 on the adapter where it has shader-f16 (lavapipe has), f32 otherwise.
+        shards.push((
+            "wgpu-f16",
+            Box::new(wgpu.shard_stored(dims, metric, Storage::F16).unwrap()),
+        ));
     }
     shards
 }
@@ -323,6 +328,33 @@ fn wgpu_shards_larger_than_one_buffer_are_split_into_chunks() {
         gpu.delete(r).unwrap();
     }
     assert_same("chunks after writes", &run(&cpu), &run(&gpu));
+}
+
+/// A query equal to a row finds that row wherever it sits in the shard. Blocks of
+/// this shard are long enough that one dispatch per block would run past llvmpipe's
+/// 65,535 loop iterations per invocation, after which it ends every loop silently
+/// and the rows late in each block were never searched.
+#[test]
+fn wgpu_finds_rows_at_the_end_of_long_blocks() {
+    let Some(wgpu) = wgpu() else { return };
+    let (dims, rows, count) = (128, 40_000, 256);
+    let data = pseudo_random_floats(40, rows * dims);
+    for storage in [Storage::F32, Storage::F16] {
+        let mut gpu = wgpu.shard_stored(dims, Metric::Euclidean, storage).unwrap();
+        assert_eq!(gpu.storage(), wgpu.device().storage_for(storage));
+        for v in data.chunks(dims) {
+            gpu.append(v).unwrap();
+        }
+        let picked: Vec<usize> = (0..count).map(|i| (i + 1) * (rows / count) - 1).collect();
+        let queries: Vec<f32> = picked
+            .iter()
+            .flat_map(|&r| data[r * dims..(r + 1) * dims].to_vec())
+            .collect();
+        let hits = gpu.search_batch(&queries, 1, None).unwrap();
+        for (hit, &row) in hits.iter().zip(&picked) {
+            assert_eq!(hit[0].row as usize, row, "{storage:?}: row {row} not found");
+        }
+    }
 }
 
 #[test]

@@ -1,18 +1,25 @@
-//! One wgpu adapter, its device and the search pipeline.
+//! One wgpu adapter, its device and the search pipelines.
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::KernelError;
+use super::tile_plan::TilePlan;
+use crate::{KernelError, Storage};
 
-/// The WGSL source of the search shader.
-const SHADER: &str = include_str!("../../../shaders/search.wgsl");
+/// The two passes of `shaders/search.wgsl` for one storage type.
+pub(crate) struct Pipelines {
+    pub block_topk: wgpu::ComputePipeline,
+    pub merge_blocks: wgpu::ComputePipeline,
+}
 
 pub struct WgpuDevice {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
-    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) plan: TilePlan,
+    pub(crate) f32_pipelines: Pipelines,
+    /// Present when the adapter has `shader-f16`: f16 shards are stored as f16.
+    pub(crate) f16_pipelines: Option<Pipelines>,
     pub(crate) info: wgpu::AdapterInfo,
     /// Largest buffer one binding may cover: shards are split into chunks below it.
     pub(crate) max_binding_bytes: u64,
@@ -66,9 +73,16 @@ impl WgpuDevice {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let required_features = if f16 {
+            wgpu::Features::SHADER_F16
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("needle"),
             required_limits: limits.clone(),
+            required_features,
             ..Default::default()
         }))
         .map_err(|e| unavailable(format!("adapter {} refused a device: {e}", info.name)))?;
@@ -77,37 +91,51 @@ impl WgpuDevice {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             *sink.lock() = Some(e.to_string());
         }));
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("search.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("block_topk"),
-            layout: None,
-            module: &module,
-            entry_point: Some("block_topk"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let plan = TilePlan::for_adapter(&limits, info.device_type == wgpu::DeviceType::Cpu);
+        let f32_pipelines = pipelines(&device, &plan, false);
+        let f16_pipelines = f16.then(|| pipelines(&device, &plan, true));
         let max_binding_bytes = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         Ok(Arc::new(WgpuDevice {
             device,
             queue,
-            pipeline,
+            plan,
+            f32_pipelines,
+            f16_pipelines,
             info,
             max_binding_bytes,
             uncaptured,
         }))
     }
 
-    /// Adapter name and API, e.g. `NVIDIA H100 (Vulkan)`.
+    /// Adapter name and API, e.g. `NVIDIA H100 (Vulkan, DiscreteGpu)`, and whether
+    /// f16 collections are stored as f16 on it.
     pub fn describe(&self) -> String {
+        let f16 = if self.f16_pipelines.is_some() {
+            "f16 storage"
+        } else {
+            "no shader-f16: f16 collections kept as f32"
+        };
         format!(
-            "{} ({:?}, {:?})",
+            "{} ({:?}, {:?}, {f16})",
             self.info.name, self.info.backend, self.info.device_type
         )
+    }
+
+    /// What a shard asked to keep `storage` is kept as on this adapter.
+    pub fn storage_for(&self, storage: Storage) -> Storage {
+        match storage {
+            Storage::F16 if self.f16_pipelines.is_some() => Storage::F16,
+            _ => Storage::F32,
+        }
+    }
+
+    pub(crate) fn pipelines(&self, storage: Storage) -> &Pipelines {
+        match (storage, &self.f16_pipelines) {
+            (Storage::F16, Some(p)) => p,
+            _ => &self.f32_pipelines,
+        }
     }
 
     /// Whether this is a software rasteriser such as lavapipe.
@@ -118,9 +146,18 @@ impl WgpuDevice {
     /// Blocks until the queue is idle, for at most 60 s: a wedged driver becomes an
     /// error, not a hung search.
     pub(crate) fn wait(&self) -> Result<(), KernelError> {
+        self.wait_until(None)
+    }
+
+    /// As [`WgpuDevice::wait`], for one submission only: later ones keep running.
+    pub(crate) fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<(), KernelError> {
+        self.wait_until(Some(submission))
+    }
+
+    fn wait_until(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<(), KernelError> {
         self.device
             .poll(wgpu::PollType::Wait {
-                submission_index: None,
+                submission_index: submission,
                 timeout: Some(std::time::Duration::from_secs(60)),
             })
             .map_err(|e| KernelError::device("waiting for the GPU", e))?;
@@ -152,5 +189,43 @@ impl WgpuDevice {
             }),
             None => result,
         }
+    }
+}
+
+fn pipelines(device: &wgpu::Device, plan: &TilePlan, f16: bool) -> Pipelines {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(if f16 {
+            "search.wgsl (f16)"
+        } else {
+            "search.wgsl"
+        }),
+        source: wgpu::ShaderSource::Wgsl(plan.shader_source(f16).into()),
+    };
+    // Bounds checks stay on; naga's loop bounding is turned off. Its counters make
+    // every loop's trip count unknown to the driver, so constant-trip loops (the
+    // tile's register blocking) are no longer unrolled: on lavapipe the search ran
+    // 1.4x slower with them, and spent more of llvmpipe's per-invocation loop budget
+    // (see search.rs, SOFTWARE_LOOP_BUDGET).
+    // SAFETY: every loop in shaders/search.wgsl ends: each `for` steps a counter
+    // towards a bound taken from the uniform parameters or the tile constants, and
+    // `merge_if_full`'s doubling stops at a power of two no larger than CAP.
+    let checks = wgpu::ShaderRuntimeChecks {
+        force_loop_bounding: false,
+        ..wgpu::ShaderRuntimeChecks::checked()
+    };
+    let module = unsafe { device.create_shader_module_trusted(desc, checks) };
+    let pipeline = |entry: &'static str| {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+    };
+    Pipelines {
+        block_topk: pipeline("block_topk"),
+        merge_blocks: pipeline("merge_blocks"),
     }
 }

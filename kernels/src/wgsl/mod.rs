@@ -1,6 +1,7 @@
 //! The wgpu backend: shards in GPU buffers on any Vulkan, Metal or DX12 adapter,
-//! distances and a per-block top-k in a WGSL compute shader (`shaders/search.wgsl`),
-//! blocks merged and re-ranked in exact f32 on the host.
+//! distances as tiles of a GEMM and a thresholded top-k per block in a WGSL compute
+//! shader (`shaders/search.wgsl`), blocks merged by a second pass on the adapter,
+//! candidates re-ranked in exact f32 on the host.
 //!
 //! It exists for GPUs without CUDA. It asks for the native APIs explicitly (never
 //! GL, never the `WGPU_BACKEND` default), and `Auto` selection passes over software
@@ -11,6 +12,7 @@ mod device;
 mod resident;
 mod search;
 mod shard;
+mod tile_plan;
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,7 +20,7 @@ pub use device::WgpuDevice;
 pub use search::MAX_WGPU_K;
 pub use shard::WgpuShard;
 
-use crate::{Backend, KernelError, Metric, Shard};
+use crate::{Backend, KernelError, Metric, Shard, Storage};
 
 /// Creates [`WgpuShard`]s on one adapter.
 #[derive(Debug, Clone)]
@@ -48,7 +50,17 @@ impl WgpuBackend {
 
     /// A concrete shard, for callers (benches, tests) that need its own methods.
     pub fn shard(&self, dims: usize, metric: Metric) -> Result<WgpuShard, KernelError> {
-        WgpuShard::new(self.device.clone(), dims, metric)
+        WgpuShard::new(self.device.clone(), dims, metric, Storage::F32)
+    }
+
+    /// A concrete shard keeping its vectors as `storage` where the adapter can.
+    pub fn shard_stored(
+        &self,
+        dims: usize,
+        metric: Metric,
+        storage: Storage,
+    ) -> Result<WgpuShard, KernelError> {
+        WgpuShard::new(self.device.clone(), dims, metric, storage)
     }
 }
 
@@ -63,5 +75,14 @@ impl Backend for WgpuBackend {
 
     fn new_shard(&self, dims: usize, metric: Metric) -> Result<Box<dyn Shard>, KernelError> {
         Ok(Box::new(self.shard(dims, metric)?))
+    }
+
+    fn new_shard_stored(
+        &self,
+        dims: usize,
+        metric: Metric,
+        storage: Storage,
+    ) -> Result<Box<dyn Shard>, KernelError> {
+        Ok(Box::new(self.shard_stored(dims, metric, storage)?))
     }
 }

@@ -3,16 +3,17 @@
 //! Every chunk but the last is full, so row `r` lives in chunk `r / chunk_rows`.
 //! The last chunk grows by doubling (one buffer-to-buffer copy) until it reaches
 //! `chunk_rows`; then a new chunk starts. Like the CUDA backend, writes only mark
-//! what the GPU lacks and the next search uploads it in bulk.
+//! what the GPU lacks and the next search uploads it in bulk. f16 shards are
+//! converted on upload; the host copy stays f32.
 
 use std::collections::BTreeSet;
 
 use super::device::WgpuDevice;
 use crate::cpu::CpuShard;
-use crate::{KernelError, Shard};
+use crate::{KernelError, Shard, Storage};
 
-/// Workgroups per dispatch along x are limited to 65,535 and each covers 1,024 rows.
-const MAX_CHUNK_ROWS: usize = 65_535 * 1_024;
+/// The shader indexes a chunk's elements with 32-bit integers.
+const MAX_CHUNK_ELEMENTS: usize = (1 << 31) - 1;
 
 pub(crate) struct Chunk {
     pub buffer: wgpu::Buffer,
@@ -27,21 +28,55 @@ pub(crate) struct Resident {
     pub dirty: BTreeSet<usize>,
     /// A lower chunk size than the adapter's limit, so tests can split small shards.
     pub chunk_rows_limit: Option<usize>,
+    /// How the vectors are kept on the adapter: f16 only where it has shader-f16.
+    pub storage: Storage,
 }
 
 impl Resident {
+    pub fn new(storage: Storage) -> Resident {
+        Resident {
+            chunks: Vec::new(),
+            uploaded: 0,
+            dirty: BTreeSet::new(),
+            chunk_rows_limit: None,
+            storage,
+        }
+    }
+
+    fn element_bytes(&self) -> usize {
+        match self.storage {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+        }
+    }
+
     /// Rows per full chunk for `dims`-dimensional vectors on `device`.
     pub fn chunk_rows(&self, device: &WgpuDevice, dims: usize) -> usize {
-        let by_binding = (device.max_binding_bytes / (dims as u64 * 4)) as usize;
-        let limit = self.chunk_rows_limit.unwrap_or(MAX_CHUNK_ROWS);
-        by_binding.clamp(1, MAX_CHUNK_ROWS.min(limit.max(1)))
+        let by_binding = (device.max_binding_bytes / (dims * self.element_bytes()) as u64) as usize;
+        let by_index = MAX_CHUNK_ELEMENTS / dims;
+        let limit = self.chunk_rows_limit.unwrap_or(by_index);
+        by_binding.clamp(1, by_index.min(limit).max(1))
+    }
+
+    /// `rows` as the adapter stores them.
+    fn encode(storage: Storage, rows: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+        match storage {
+            Storage::F32 => std::borrow::Cow::Borrowed(bytemuck::cast_slice(rows)),
+            Storage::F16 => {
+                let halves: Vec<u16> = rows
+                    .iter()
+                    .map(|&x| half::f16::from_f32(x).to_bits())
+                    .collect();
+                std::borrow::Cow::Owned(bytemuck::cast_slice(&halves).to_vec())
+            }
+        }
     }
 
     pub fn sync(&mut self, device: &WgpuDevice, host: &CpuShard) -> Result<(), KernelError> {
         let dims = host.dims();
         let full = self.chunk_rows(device, dims);
         let rows = host.rows();
-        let row_bytes = (dims * 4) as u64;
+        let row_bytes = (dims * self.element_bytes()) as u64;
         while self.uploaded < rows {
             let pending = rows - self.uploaded;
             let needs_chunk = self
@@ -79,7 +114,7 @@ impl Resident {
             device.queue.write_buffer(
                 &last.buffer,
                 last.rows as u64 * row_bytes,
-                bytemuck::cast_slice(src),
+                &Self::encode(self.storage, src),
             );
             last.rows += n;
             self.uploaded += n;
@@ -90,7 +125,7 @@ impl Resident {
                 device.queue.write_buffer(
                     &chunk.buffer,
                     offset,
-                    bytemuck::cast_slice(host.vector(r)),
+                    &Self::encode(self.storage, host.vector(r)),
                 );
             }
         }

@@ -9,10 +9,13 @@ use super::resident::Resident;
 use super::search::{search_on_adapter, MAX_WGPU_K};
 use crate::cpu::CpuShard;
 use crate::shard::validate_search;
-use crate::{Compaction, Hit, KernelError, Metric, Row, RowMask, Shard};
+use crate::{Compaction, Hit, KernelError, Metric, Row, RowMask, Shard, Storage};
 
 /// One collection's vectors on a wgpu adapter. The host copy re-ranks candidates
 /// in f32 and answers searches with k above [`MAX_WGPU_K`].
+///
+/// An f16 shard keeps f16 on the adapter where it has `shader-f16` and the
+/// dimension count is even (wgpu writes buffers in 4-byte units); otherwise f32.
 pub struct WgpuShard {
     pub(crate) device: Arc<WgpuDevice>,
     pub(crate) host: CpuShard,
@@ -24,12 +27,22 @@ impl WgpuShard {
         device: Arc<WgpuDevice>,
         dims: usize,
         metric: Metric,
+        storage: Storage,
     ) -> Result<WgpuShard, KernelError> {
+        let storage = match device.storage_for(storage) {
+            Storage::F16 if dims.is_multiple_of(2) => Storage::F16,
+            _ => Storage::F32,
+        };
         Ok(WgpuShard {
             device,
             host: CpuShard::new(dims, metric)?,
-            resident: Mutex::new(Resident::default()),
+            resident: Mutex::new(Resident::new(storage)),
         })
+    }
+
+    /// How the vectors are kept on the adapter.
+    pub fn storage(&self) -> Storage {
+        self.resident.lock().storage
     }
 
     /// Caps the rows per GPU buffer below what the adapter allows, so that small
@@ -65,7 +78,7 @@ impl Shard for WgpuShard {
         let shard = WgpuShard {
             device: self.device.clone(),
             host,
-            resident: Mutex::new(Resident::default()),
+            resident: Mutex::new(Resident::new(self.resident.lock().storage)),
         };
         (Box::new(shard), compaction)
     }
