@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use needle_kernels::cuda::{CudaBackend, CudaShard};
+use needle_kernels::cuda::{CudaBackend, CudaShard, TileSelect};
 use needle_kernels::wgsl::WgpuBackend;
 use needle_kernels::{F32Math, Metric, Shard, Storage};
 
@@ -185,10 +185,11 @@ fn time_rows(
     Ok(())
 }
 
-/// The CUDA rows for one precision, then the Q = 1024 tile sweep.
+/// The CUDA rows for one precision and tile select, then (block select only) the
+/// Q = 1024 tile sweep.
 fn measure_cuda(
     backend: &CudaBackend,
-    (mode, storage, math): (&str, Storage, F32Math),
+    (mode, storage, math, select): (&str, Storage, F32Math, TileSelect),
     x: &[f32],
     q: &[f32],
     base: &Baseline,
@@ -198,19 +199,16 @@ fn measure_cuda(
     let d = base.d;
     let mut shard: CudaShard = backend
         .with_f32_math(math)
+        .with_tile_select(select)
         .shard(d, Metric::Dot, storage)
         .map_err(|e| e.to_string())?;
-    load(&mut shard, x, d, &format!("cuda {mode}"))?;
+    let label = format!("cuda {mode}, {} select", select.name());
+    load(&mut shard, x, d, &label)?;
     let element = if storage == Storage::F16 { 2.0 } else { 4.0 };
-    time_rows(
-        &shard,
-        &format!("cuda {mode}"),
-        mode,
-        element,
-        q,
-        base,
-        rows,
-    )?;
+    time_rows(&shard, &label, mode, element, q, base, rows)?;
+    if select != TileSelect::Block {
+        return Ok(());
+    }
     // Q = 1024: the GEMM tile against L2 (default twice it), for tuning.
     let l2 = backend.device().l2_bytes();
     for (label, bytes) in [
@@ -238,14 +236,23 @@ fn profile_cuda(
     q: &[f32],
     d: usize,
 ) -> Result<(), String> {
-    let (storage, math) = match mode {
+    let (precision, select) = match mode.strip_suffix("-warp") {
+        Some(precision) => (precision, TileSelect::Warp),
+        None => (mode, TileSelect::Block),
+    };
+    let (storage, math) = match precision {
         "f32" => (Storage::F32, F32Math::Strict),
         "tf32" => (Storage::F32, F32Math::Tf32),
         "f16" => (Storage::F16, F32Math::Tf32),
-        other => return Err(format!("--profile takes f32, tf32 or f16, not {other}")),
+        other => {
+            return Err(format!(
+                "--profile takes f32, tf32 or f16, optionally with -warp, not {other}"
+            ))
+        }
     };
     let mut shard = backend
         .with_f32_math(math)
+        .with_tile_select(select)
         .shard(d, Metric::Dot, storage)
         .map_err(|e| e.to_string())?;
     load(&mut shard, x, d, &format!("profile {mode}"))?;
@@ -258,7 +265,8 @@ fn profile_cuda(
     Ok(())
 }
 
-/// wgpu on the GPU's own Vulkan driver, exact f32 distances, against torch's strict f32.
+/// wgpu on the GPU's own Vulkan driver against torch's strict f32: f32 storage,
+/// then f16 where the adapter has shader-f16 (against torch's f16).
 fn measure_wgpu(
     x: &[f32],
     q: &[f32],
@@ -267,11 +275,20 @@ fn measure_wgpu(
 ) -> Result<(), String> {
     let backend = WgpuBackend::open().map_err(|e| e.to_string())?;
     println!("wgpu: {}", backend.device().describe());
-    let mut shard = backend
-        .shard(base.d, Metric::Dot)
-        .map_err(|e| e.to_string())?;
-    load(&mut shard, x, base.d, "wgpu f32")?;
-    time_rows(&shard, "wgpu f32", "f32", 4.0, q, base, rows)
+    for (mode, storage) in [("f32", Storage::F32), ("f16", Storage::F16)] {
+        let mut shard = backend
+            .shard_stored(base.d, Metric::Dot, storage)
+            .map_err(|e| e.to_string())?;
+        if shard.storage() != storage {
+            println!("wgpu {mode}: the adapter stores it as f32; not measured twice");
+            continue;
+        }
+        let label = format!("wgpu {mode}");
+        load(&mut shard, x, base.d, &label)?;
+        let element = if storage == Storage::F16 { 2.0 } else { 4.0 };
+        time_rows(&shard, &label, mode, element, q, base, rows)?;
+    }
+    Ok(())
 }
 
 fn main() {
@@ -334,13 +351,17 @@ fn main() {
     let mut sweeps = Vec::new();
     let mut failed = false;
     // Each precision on its own: one that fails still leaves the others' figures.
+    // Both tile selects side by side (issue 22): the warp select stays behind
+    // NEEDLE_CUDA_KERNEL until these rows show it beating the block select.
     for case in [
-        ("f32", Storage::F32, F32Math::Strict),
-        ("tf32", Storage::F32, F32Math::Tf32),
-        ("f16", Storage::F16, F32Math::Tf32),
+        ("f32", Storage::F32, F32Math::Strict, TileSelect::Block),
+        ("tf32", Storage::F32, F32Math::Tf32, TileSelect::Block),
+        ("tf32", Storage::F32, F32Math::Tf32, TileSelect::Warp),
+        ("f16", Storage::F16, F32Math::Tf32, TileSelect::Block),
+        ("f16", Storage::F16, F32Math::Tf32, TileSelect::Warp),
     ] {
         if let Err(e) = measure_cuda(&backend, case, &x, &q, &base, &mut rows, &mut sweeps) {
-            println!("cuda {}: FAILED: {e}", case.0);
+            println!("cuda {} {}: FAILED: {e}", case.0, case.3.name());
             failed = true;
         }
     }

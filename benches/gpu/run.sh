@@ -58,13 +58,15 @@ env "${require[@]}" timeout 120 "$b/bin/kernels_unit" 2>&1 | tail -3 | tee -a "$
 
 if [ "$gpu" = 1 ]; then
   echo "== kernel resources (nvcc -Xptxas -v, sm_90)"
-  nvcc -arch=sm_90 -Xptxas -v -c kernels/cuda/select.cu -o /tmp/select.o 2>&1 \
+  # Both tile selects: warp_select.cu builds on select.cu, as module.rs joins them.
+  cat kernels/cuda/select.cu kernels/cuda/warp_select.cu >/tmp/kernels.cu
+  nvcc -arch=sm_90 -Xptxas -v -c /tmp/kernels.cu -o /tmp/kernels.o 2>&1 \
     | grep -E "Compiling|registers|spill|smem" | tee -a "$out/device.txt"
   echo "== baseline and benchmark (N=1,000,000 d=768 k=10)"
   PYTHONUNBUFFERED=1 timeout 300 python3 "$b/baseline.py" --dir "$data" 2>&1 | tee "$out/baseline.log" | grep -v "^ref "
   timeout 400 "$b/bin/gpu_compare" --data "$data" 2>&1 | tee "$out/compare.log"
   # Stage times of warm searches, host gaps included (NEEDLE_CUDA_TRACE).
-  for mode in ${NEEDLE_GPU_TRACE_MODES-f16 tf32}; do
+  for mode in ${NEEDLE_GPU_TRACE_MODES-f16 tf32 tf32-warp}; do
     echo "== trace ($mode): third Q=1 search, then the first stages of Q=1024" | tee -a "$out/trace.txt"
     NEEDLE_CUDA_TRACE=1 timeout 60 "$b/bin/gpu_compare" --data "$data" --profile "$mode" 2>&1 \
       | grep "cuda trace" >"/tmp/trace-$mode.txt"

@@ -1,8 +1,10 @@
-//! needle's CUDA kernels (`kernels/cuda/select.cu`), compiled as C++ and run on the
-//! CPU through `kernels/cuda/emulation/cuda_on_cpu.h` (real threads per CUDA thread,
-//! a barrier per `__syncthreads`), checked against brute force; and once more under
-//! ThreadSanitizer, which reports any shared-memory access that a missing barrier
-//! leaves unordered. This is what tests the kernels' logic on machines without a GPU;
+//! needle's CUDA kernels (`kernels/cuda/select.cu` and the warp select of
+//! `warp_select.cu`), compiled as C++ and run on the CPU through
+//! `kernels/cuda/emulation/cuda_on_cpu.h` (real threads per CUDA thread, a barrier per
+//! `__syncthreads`, warp shuffles through per-warp barriers), checked against brute
+//! force; and once more under ThreadSanitizer, which reports any shared-memory access
+//! that a missing barrier leaves unordered (there the warp select, which has no shared
+//! memory, runs only its small cases, as the sanitizer is ~10x slower). This is what tests the kernels' logic on machines without a GPU;
 //! the parity tests in `parity.rs` test the whole CUDA path where a GPU exists.
 
 use std::path::{Path, PathBuf};
@@ -57,7 +59,10 @@ fn cuda_kernels_have_no_shared_memory_races() {
     let out = build_and_run(
         "cuda_on_cpu_tsan",
         &["-fsanitize=thread"],
-        &[("TSAN_OPTIONS", "halt_on_error=1 exitcode=66")],
+        &[
+            ("TSAN_OPTIONS", "halt_on_error=1 exitcode=66"),
+            ("NEEDLE_EMULATION_QUICK", "1"),
+        ],
     );
     assert!(out.contains("all kernels match brute force"), "{out}");
 }

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use needle_kernels::cpu::CpuShard;
-use needle_kernels::cuda::CudaBackend;
+use needle_kernels::cuda::{CudaBackend, TileSelect};
 use needle_kernels::reference::pseudo_random_floats;
 use needle_kernels::wgsl::WgpuBackend;
 use needle_kernels::{F32Math, Hit, Metric, RowMask, Shard, Storage};
@@ -67,6 +67,16 @@ fn gpu_shards(dims: usize, metric: Metric) -> Vec<(&'static str, Box<dyn Shard>)
         shards.push((
             "cuda-f16",
             Box::new(cuda.shard(dims, metric, Storage::F16).unwrap()),
+        ));
+        // The warp tile select (NEEDLE_CUDA_KERNEL=warp), side by side with the block one.
+        let warp = cuda.with_tile_select(TileSelect::Warp);
+        shards.push((
+            "cuda-tf32-warp",
+            Box::new(warp.shard(dims, metric, Storage::F32).unwrap()),
+        ));
+        shards.push((
+            "cuda-f16-warp",
+            Box::new(warp.shard(dims, metric, Storage::F16).unwrap()),
         ));
     }
     if let Some(wgpu) = wgpu() {

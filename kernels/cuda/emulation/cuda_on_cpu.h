@@ -2,9 +2,11 @@
 // their logic (sorting networks, merges, thresholds, indexing, barriers) is tested
 // where there is no GPU. One block runs at a time, each of its threads a real
 // std::thread: __shared__ becomes a static local (shared by the block's threads),
-// __syncthreads a std::barrier, warp shuffles an exchange through a block-wide buffer.
-// A thread that returns early drops out of the barrier, as an exited CUDA thread
-// stops counting towards __syncthreads.
+// __syncthreads a std::barrier, warp shuffles and votes an exchange through a
+// buffer synchronised by a barrier of the thread's warp (32 threads, fewer in a
+// last partial warp), so warps that take different paths do not wait on each
+// other. A thread that returns early drops out of both barriers, as an exited CUDA
+// thread stops counting towards __syncthreads.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -34,6 +37,9 @@ struct dim3 {
 inline thread_local dim3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
 inline std::barrier<>* block_barrier = nullptr;
+inline std::vector<std::barrier<>*> warp_barriers;
+
+inline void warp_sync() { warp_barriers[threadIdx.x / 32]->arrive_and_wait(); }
 
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 
@@ -64,15 +70,38 @@ inline float __int_as_float(int i) {
     return f;
 }
 
-// Lanes exchange through one slot per thread of the block; every live thread of
-// the block reaches each shuffle (needle's kernels only shuffle warp-uniformly).
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-    static float slots[1024];
+// Lanes exchange through one slot per thread of the block, synchronised per warp;
+// every live lane of a warp reaches each shuffle (needle's kernels only shuffle
+// warp-uniformly, with a full mask).
+template <typename T>
+inline T warp_exchange(T v, unsigned src_lane) {
+    static T slots[1024];
     slots[threadIdx.x] = v;
-    __syncthreads();
-    float other = slots[threadIdx.x ^ lane_mask];
-    __syncthreads();
+    warp_sync();
+    T other = slots[(threadIdx.x & ~31u) + (src_lane & 31u)];
+    warp_sync();
     return other;
+}
+
+template <typename T>
+inline T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+    return warp_exchange(v, (threadIdx.x & 31u) ^ (unsigned)lane_mask);
+}
+
+template <typename T>
+inline T __shfl_sync(unsigned, T v, int src_lane) {
+    return warp_exchange(v, (unsigned)src_lane);
+}
+
+inline int __any_sync(unsigned, int predicate) {
+    static int votes[1024];
+    votes[threadIdx.x] = predicate != 0;
+    warp_sync();
+    int any = 0;
+    unsigned first = threadIdx.x & ~31u;
+    for (unsigned t = first; t < first + 32 && t < blockDim.x; ++t) any |= votes[t];
+    warp_sync();
+    return any;
 }
 
 inline unsigned short emulated_half_bits(float x) {
@@ -103,6 +132,12 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
         for (unsigned bx = 0; bx < grid.x; ++bx) {
             std::barrier<> barrier((std::ptrdiff_t)block.x);
             block_barrier = &barrier;
+            std::vector<std::unique_ptr<std::barrier<>>> warps;
+            warp_barriers.clear();
+            for (unsigned w = 0; w * 32 < block.x; ++w) {
+                warps.push_back(std::make_unique<std::barrier<>>((std::ptrdiff_t)std::min(32u, block.x - w * 32)));
+                warp_barriers.push_back(warps.back().get());
+            }
             std::vector<std::thread> threads;
             threads.reserve(block.x);
             for (unsigned t = 0; t < block.x; ++t) {
@@ -112,6 +147,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
                     vote_slots[t] = 0;
                     kernel();
                     vote_slots[t] = 0;
+                    warp_barriers[t / 32]->arrive_and_drop();
                     barrier.arrive_and_drop();
                 });
             }

@@ -1,11 +1,13 @@
-// Runs needle's CUDA kernels (../select.cu, unmodified) on the CPU through
-// cuda_on_cpu.h and checks them against brute force: top-k selection across
-// tiles and splits (every metric, ties, filters, k from 1 to 1000, fewer allowed
-// rows than k), the exact re-rank and query preparation. Built and run by
+// Runs needle's CUDA kernels (../select.cu and ../warp_select.cu, unmodified) on
+// the CPU through cuda_on_cpu.h and checks them against brute force: top-k
+// selection across tiles and splits with both generations of the tile select
+// (every metric, ties, filters, k from 1 to 1000, fewer allowed rows than k), the
+// exact re-rank and query preparation. Built and run by
 // kernels/tests/cuda_source_on_cpu.rs; exits non-zero on the first mismatch.
 #include "cuda_on_cpu.h"
 
 #include "../select.cu"
+#include "../warp_select.cu"
 
 #include <cstdio>
 #include <cstdlib>
@@ -78,9 +80,42 @@ static float dot_of(const Data& d, int q, int r) {
     return (float)s;
 }
 
+// Which tile select runs: select.cu's block-wide one or warp_select.cu's.
+enum class Select { Block, Warp };
+// Warps per block in the warp select's tests: more than one, so that a block whose
+// last warp has no query (an odd query count) is exercised.
+static const unsigned WARPS_PER_BLOCK = 2;
+
+static void warp_select_launch(int p, const float* dots, long long ld, int n, unsigned start, const Data& d,
+                               const float* q_aux, const unsigned* mask, int kc, u64* best, int splits,
+                               int fresh) {
+    auto run = [&](auto kernel) {
+        unsigned blocks_y = ((unsigned)d.queries + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK;
+        launch(dim3{(unsigned)splits, blocks_y, 1}, dim3{32 * WARPS_PER_BLOCK, 1, 1}, [&] {
+            kernel(dots, ld, n, start, q_aux, d.x_aux.data(), d.live.data(), mask, d.metric, kc, best, splits,
+                   fresh, d.queries);
+        });
+    };
+    switch (p) {
+        case 1: run(warp_select_tile_1); break;
+        case 2: run(warp_select_tile_2); break;
+        case 4: run(warp_select_tile_4); break;
+        case 8: run(warp_select_tile_8); break;
+        case 16: run(warp_select_tile_16); break;
+        default: run(warp_select_tile_32); break;
+    }
+}
+
+// Keys per lane of the warp select's list for kc, as search.rs picks it.
+static int warp_list_width(int kc) {
+    int m = 32;
+    while (m < kc) m <<= 1;
+    return m / 32;
+}
+
 // The selection pipeline as search.rs drives it: tiles, splits, merge.
-static std::vector<u64> run_select(const Data& d, const std::vector<float>& q_aux, int kc, int splits,
-                                   int tile, const unsigned* mask, std::vector<float>& dots_all) {
+static std::vector<u64> run_select(Select kind, const Data& d, const std::vector<float>& q_aux, int kc,
+                                   int splits, int tile, const unsigned* mask, std::vector<float>& dots_all) {
     dots_all.resize((size_t)d.queries * d.rows);
     for (int q = 0; q < d.queries; ++q)
         for (int r = 0; r < d.rows; ++r) dots_all[(size_t)q * d.rows + r] = dot_of(d, q, r);
@@ -91,6 +126,11 @@ static std::vector<u64> run_select(const Data& d, const std::vector<float>& q_au
         for (int q = 0; q < d.queries; ++q)
             for (int j = 0; j < n; ++j) dots[(size_t)q * n + j] = dots_all[(size_t)q * d.rows + start + j];
         int fresh = start == 0;
+        if (kind == Select::Warp) {
+            warp_select_launch(warp_list_width(kc), dots.data(), n, n, (unsigned)start, d, q_aux.data(), mask, kc,
+                               best.data(), splits, fresh);
+            continue;
+        }
         launch(dim3{(unsigned)splits, (unsigned)d.queries, 1}, dim3{SELECT_THREADS, 1, 1}, [&] {
             select_tile(dots.data(), n, n, (unsigned)start, q_aux.data(), d.x_aux.data(), d.live.data(), mask,
                         d.metric, kc, best.data(), splits, fresh);
@@ -103,8 +143,9 @@ static std::vector<u64> run_select(const Data& d, const std::vector<float>& q_au
     return out;
 }
 
-static void check_select(const char* label, unsigned long long seed, int rows, int dims, int queries, int metric,
-                         int kc, int splits, int tile, int mask_kind, int duplicate_every) {
+static void check_select_with(Select kind, const char* label, unsigned long long seed, int rows, int dims,
+                              int queries, int metric, int kc, int splits, int tile, int mask_kind,
+                              int duplicate_every) {
     Data d = make_data(seed, rows, dims, queries, metric, duplicate_every);
     std::vector<unsigned> mask;
     const unsigned* mask_ptr = nullptr;
@@ -116,7 +157,7 @@ static void check_select(const char* label, unsigned long long seed, int rows, i
     }
     std::vector<float> q_aux = run_prepare(d, nullptr);
     std::vector<float> dots;
-    std::vector<u64> got = run_select(d, q_aux, kc, splits, tile, mask_ptr, dots);
+    std::vector<u64> got = run_select(kind, d, q_aux, kc, splits, tile, mask_ptr, dots);
     for (int q = 0; q < queries; ++q) {
         std::vector<u64> keys;
         for (int r = 0; r < rows; ++r) {
@@ -129,11 +170,25 @@ static void check_select(const char* label, unsigned long long seed, int rows, i
         keys.resize(kc, MAX_KEY);
         for (int i = 0; i < kc; ++i) {
             u64 g = got[(size_t)q * kc + i];
-            CHECK(g == keys[i], "%s: query %d rank %d: got row %u key %llx, want row %u key %llx", label, q, i,
-                  (unsigned)g, g, (unsigned)keys[i], keys[i]);
+            CHECK(g == keys[i], "%s (%s select): query %d rank %d: got row %u key %llx, want row %u key %llx",
+                  label, kind == Select::Warp ? "warp" : "block", q, i, (unsigned)g, g, (unsigned)keys[i], keys[i]);
         }
     }
-    std::printf("ok   select %s\n", label);
+    std::printf("ok   %s select %s\n", kind == Select::Warp ? "warp" : "block", label);
+}
+
+// NEEDLE_EMULATION_QUICK (the ThreadSanitizer run, ~10x slower): the warp select,
+// which has no shared memory for the sanitizer to watch, only on the small cases.
+static bool quick() { return std::getenv("NEEDLE_EMULATION_QUICK") != nullptr; }
+
+// Every case runs through both generations of the tile select.
+static void check_select(const char* label, unsigned long long seed, int rows, int dims, int queries, int metric,
+                         int kc, int splits, int tile, int mask_kind, int duplicate_every) {
+    for (Select kind : {Select::Block, Select::Warp}) {
+        if (kind == Select::Warp && quick() && rows * queries > 6000) continue;
+        check_select_with(kind, label, seed, rows, dims, queries, metric, kc, splits, tile, mask_kind,
+                          duplicate_every);
+    }
 }
 
 static void check_prepare_and_rerank(int metric) {
@@ -191,6 +246,10 @@ int main() {
     check_select("many rounds per block", 16, 20000, 4, 2, METRIC_EUCLIDEAN, 26, 2, 10000, 0, 1);
     check_select("many rounds per block, filtered", 17, 20000, 4, 2, METRIC_DOT, 26, 1, 20000, 2, 0);
     check_select("splits without rows", 15, 1100, 4, 1, METRIC_COSINE, 12, 8, 4096, 0, 0);
+    if (!quick()) {
+        check_select("kc = 1024, the widest list", 18, 2500, 4, 3, METRIC_EUCLIDEAN, 1024, 1, 1024, 0, 3);
+        check_select("kc = 33, a list just past one key per lane", 19, 3000, 4, 3, METRIC_COSINE, 33, 2, 1024, 0, 0);
+    }
     if (failures) {
         std::fprintf(stderr, "%d failures\n", failures);
         return 1;

@@ -27,6 +27,9 @@ pub struct CudaDevice {
 pub(crate) struct Compute {
     pub stream: Arc<CudaStream>,
     pub blas: CudaBlas,
+    /// The warp select's stream: a tile's select runs there while `stream` runs
+    /// the next tile's GEMM.
+    pub select_stream: Arc<CudaStream>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -140,10 +143,17 @@ impl CudaDevice {
             .map_err(|e| KernelError::device("cuStreamCreate", e))?;
         let blas =
             CudaBlas::new(stream.clone()).map_err(|e| KernelError::device("cublasCreate", e))?;
+        let select_stream = ctx
+            .new_stream()
+            .map_err(|e| KernelError::device("cuStreamCreate", e))?;
         Ok(Arc::new(CudaDevice {
             ctx,
             copy,
-            compute: Mutex::new(Compute { stream, blas }),
+            compute: Mutex::new(Compute {
+                stream,
+                blas,
+                select_stream,
+            }),
             kernels,
             name,
             compute_capability,

@@ -1,6 +1,7 @@
 //! The CUDA backend: shards resident in device memory, distances by cuBLAS GEMM on
 //! the tensor cores (TF32 for f32 shards, f16 with f32 accumulation for f16 shards),
-//! top-k by needle's own selection kernels (`kernels/cuda/select.cu`), results
+//! top-k by needle's own selection kernels (`kernels/cuda/select.cu`, and the warp
+//! select of `kernels/cuda/warp_select.cu` behind `NEEDLE_CUDA_KERNEL=warp`), results
 //! re-ranked in exact f32.
 //!
 //! cudarc loads the CUDA libraries at run time, so this builds and runs on machines
@@ -11,6 +12,7 @@ mod module;
 mod resident;
 mod search;
 mod shard;
+mod tile_select;
 mod trace;
 
 use std::sync::{Arc, OnceLock};
@@ -18,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 pub use device::CudaDevice;
 pub use search::MAX_DEVICE_K;
 pub use shard::CudaShard;
+pub use tile_select::TileSelect;
 
 use crate::{Backend, F32Math, KernelError, Metric, OnDeviceFull, Shard, Storage};
 
@@ -27,6 +30,7 @@ pub struct CudaBackend {
     device: Arc<CudaDevice>,
     math: F32Math,
     on_full: OnDeviceFull,
+    select: TileSelect,
 }
 
 impl CudaBackend {
@@ -40,7 +44,16 @@ impl CudaBackend {
             device,
             math: F32Math::default(),
             on_full: OnDeviceFull::default(),
+            select: TileSelect::from_env()?,
         })
+    }
+
+    /// The same device with `select` for the shards it creates from now on.
+    pub fn with_tile_select(&self, select: TileSelect) -> CudaBackend {
+        CudaBackend {
+            select,
+            ..self.clone()
+        }
     }
 
     /// The same device with `math` for the f32 shards it creates from now on.
@@ -70,14 +83,16 @@ impl CudaBackend {
         metric: Metric,
         storage: Storage,
     ) -> Result<CudaShard, KernelError> {
-        CudaShard::new(
+        let mut shard = CudaShard::new(
             self.device.clone(),
             dims,
             metric,
             storage,
             self.math,
             self.on_full,
-        )
+        )?;
+        shard.select = self.select;
+        Ok(shard)
     }
 }
 
@@ -89,8 +104,9 @@ impl Backend for CudaBackend {
     fn describe(&self) -> String {
         let (major, minor) = self.device.compute_capability();
         format!(
-            "{} (compute capability {major}.{minor})",
-            self.device.name()
+            "{} (compute capability {major}.{minor}, {} tile select)",
+            self.device.name(),
+            self.select.name()
         )
     }
 

@@ -15,8 +15,23 @@ use cudarc::nvrtc::{CompileOptions, Ptx};
 
 use crate::KernelError;
 
-/// The CUDA C source of every kernel needle launches.
-pub(crate) const SOURCE: &str = include_str!("../../cuda/select.cu");
+/// The CUDA C source of every kernel needle launches: warp_select.cu builds on
+/// select.cu's helpers, so it follows it in one module.
+pub(crate) const SOURCE: &str = concat!(
+    include_str!("../../cuda/select.cu"),
+    "\n",
+    include_str!("../../cuda/warp_select.cu")
+);
+
+/// `warp_select_tile_P` for lists of 32 * P keys, P = 1, 2, 4 .. 32.
+const WARP_SELECT: [&str; 6] = [
+    "warp_select_tile_1",
+    "warp_select_tile_2",
+    "warp_select_tile_4",
+    "warp_select_tile_8",
+    "warp_select_tile_16",
+    "warp_select_tile_32",
+];
 
 /// The kernels of [`SOURCE`], loaded into one context.
 pub(crate) struct Kernels {
@@ -24,6 +39,8 @@ pub(crate) struct Kernels {
     pub merge_splits: CudaFunction,
     pub rerank_f32: CudaFunction,
     pub prepare_queries: CudaFunction,
+    /// `WARP_SELECT`, in that order.
+    pub warp_select_tile: Vec<CudaFunction>,
     /// Whether the PTX came from the disk cache (reported in the backend's details).
     pub from_cache: bool,
 }
@@ -44,6 +61,10 @@ impl Kernels {
             merge_splits: function("merge_splits")?,
             rerank_f32: function("rerank_f32")?,
             prepare_queries: function("prepare_queries")?,
+            warp_select_tile: WARP_SELECT
+                .iter()
+                .map(|name| function(name))
+                .collect::<Result<_, _>>()?,
             from_cache,
         })
     }
@@ -160,7 +181,10 @@ mod tests {
                 "merge_splits",
                 "rerank_f32",
                 "prepare_queries",
-            ] {
+            ]
+            .iter()
+            .chain(&WARP_SELECT)
+            {
                 assert!(text.contains(name), "{name} missing from the PTX");
             }
         }

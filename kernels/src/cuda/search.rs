@@ -6,6 +6,10 @@
 //! lists → `merge_splits` → exact re-rank (`rerank_f32` on the device for f32
 //! shards, on the host copy for f16 shards). The full query × row distance matrix
 //! never exists: only one tile of it, twice the size of L2 by default.
+//!
+//! With the warp select (`TileSelect::Warp`) two tiles alternate in two buffers:
+//! the GEMM of tile t + 1 on the compute stream runs while `warp_select_tile` folds
+//! tile t on the select stream; events order each buffer's reuse.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelA
 use super::device::{Compute, CudaDevice};
 use super::resident::{DeviceRows, DeviceVectors};
 use super::shard::CudaShard;
+use super::tile_select::TileSelect;
 use super::trace::StageTrace;
 use crate::rerank::{candidate_count, rerank_on_host, sort_and_truncate};
 use crate::{F32Math, Hit, KernelError, Metric, RowMask, Shard};
@@ -24,6 +29,10 @@ use crate::{F32Math, Hit, KernelError, Metric, RowMask, Shard};
 /// Matches `SELECT_BEST` in `cuda/select.cu`.
 pub const MAX_DEVICE_K: usize = 1024;
 const SELECT_THREADS: u32 = 512;
+/// Warps per block of the warp select, each its own (split, query).
+const WARPS_PER_BLOCK: u32 = 4;
+/// Columns a warp folds per round (`32 * WARP_ROUND`): a split gets at least this many.
+const WARP_ROUND_COLUMNS: usize = 128;
 /// Columns one block folds per round (`SELECT_ROUND`): a split gets at least this many.
 const SELECT_ROUND: usize = 4096;
 /// Tiles are whole multiples of this many rows.
@@ -43,6 +52,7 @@ fn metric_code(metric: Metric) -> i32 {
 fn plan(
     device: &CudaDevice,
     tile_bytes: Option<usize>,
+    select: TileSelect,
     queries: usize,
     rows: usize,
 ) -> (usize, usize) {
@@ -55,9 +65,14 @@ fn plan(
     let tile = tile
         .max(TILE_GRANULE)
         .min(rows.div_ceil(TILE_GRANULE) * TILE_GRANULE);
-    // Enough blocks to fill every multiprocessor twice, each with whole rounds.
-    let wanted = (2 * device.multiprocessors.max(1)).div_ceil(queries.max(1));
-    let splits = wanted.clamp(1, (tile / SELECT_ROUND).max(1));
+    // Enough blocks to fill every multiprocessor twice, each with whole rounds; the
+    // warp select is one warp per list, so it wants 16 lists per multiprocessor.
+    let (lists, round) = match select {
+        TileSelect::Block => (2, SELECT_ROUND),
+        TileSelect::Warp => (16, WARP_ROUND_COLUMNS),
+    };
+    let wanted = (lists * device.multiprocessors.max(1)).div_ceil(queries.max(1));
+    let splits = wanted.clamp(1, (tile / round).max(1));
     (tile, splits)
 }
 
@@ -216,53 +231,108 @@ impl Chunk<'_> {
             .map_err(err("prepare_queries"))?;
         self.trace.mark(stream, "prepare_queries");
 
-        let (tile, splits) = plan(self.device, self.shard.tile_bytes, self.count, rows);
+        let select = self.shard.select;
+        let (tile, splits) = plan(self.device, self.shard.tile_bytes, select, self.count, rows);
         let kc = self.kc;
         let best = stream
             .alloc_zeros::<u64>(self.count * splits * kc)
             .map_err(err("alloc"))?;
-        let dots = stream
-            .alloc_zeros::<f32>(self.count * tile)
+        // The warp select reads one tile while the GEMM writes the other.
+        let buffers = if select == TileSelect::Warp { 2 } else { 1 };
+        let dots: Vec<CudaSlice<f32>> = (0..buffers)
+            .map(|_| stream.alloc_zeros::<f32>(self.count * tile))
+            .collect::<Result<_, _>>()
             .map_err(err("alloc"))?;
         let best_ptr = best.device_ptr(stream).0;
-        let dots_ptr = dots.device_ptr(stream).0;
         let vectors_ptr = self.rows_dev.vectors_ptr(stream);
         let aux_ptr = self.rows_dev.aux.device_ptr(stream).0;
         let live_ptr = self.rows_dev.live.device_ptr(stream).0;
         let mask_ptr = self.mask.map_or(0, |m| m.device_ptr(stream).0);
         let element = if f16 { 2u64 } else { 4u64 };
         let b_ptr = if f16 { queries_f16_ptr } else { queries_ptr };
+        let select_stream = &self.compute.select_stream;
+        // Per buffer: the select that last read it, which the next GEMM into it waits for.
+        let mut read: Vec<Option<cudarc::driver::CudaEvent>> = (0..buffers).map(|_| None).collect();
 
         let mut tile_start = 0usize;
+        let mut index = 0usize;
         while tile_start < rows {
             let tile_rows = tile.min(rows - tile_start);
+            let buffer = index % buffers;
+            let dots_ptr = dots[buffer].device_ptr(stream).0;
+            if let Some(done) = read[buffer].take() {
+                stream.wait(&done).map_err(err("cuStreamWaitEvent"))?;
+            }
             let a_ptr = vectors_ptr + tile_start as u64 * dims as u64 * element;
             self.gemm(a_ptr, b_ptr, dots_ptr, tile_rows, f16)?;
             self.trace.mark(stream, "gemm");
             let ld = tile_rows as i64;
             let (tile_rows_i, tile_start_u) = (tile_rows as i32, tile_start as u32);
             let (kc_i, splits_i, fresh) = (kc as i32, splits as i32, i32::from(tile_start == 0));
-            let mut launch = stream.launch_builder(&kernels.select_tile);
-            launch
-                .arg(&dots_ptr)
-                .arg(&ld)
-                .arg(&tile_rows_i)
-                .arg(&tile_start_u)
-                .arg(&q_aux_ptr)
-                .arg(&aux_ptr)
-                .arg(&live_ptr)
-                .arg(&mask_ptr)
-                .arg(&metric_i)
-                .arg(&kc_i)
-                .arg(&best_ptr)
-                .arg(&splits_i)
-                .arg(&fresh);
-            // SAFETY: as above; `dots` is reused by the next tile only after this launch
-            // on the same stream.
-            unsafe { launch.launch(config(splits as u32, self.count as u32, SELECT_THREADS)) }
-                .map_err(err("select_tile"))?;
-            self.trace.mark(stream, "select_tile");
+            if select == TileSelect::Warp {
+                let written = stream.record_event(None).map_err(err("cuEventRecord"))?;
+                select_stream
+                    .wait(&written)
+                    .map_err(err("cuStreamWaitEvent"))?;
+                let width = kc.max(32).next_power_of_two() / 32;
+                let function = &kernels.warp_select_tile[width.trailing_zeros() as usize];
+                let count_i = self.count as i32;
+                let mut launch = select_stream.launch_builder(function);
+                launch
+                    .arg(&dots_ptr)
+                    .arg(&ld)
+                    .arg(&tile_rows_i)
+                    .arg(&tile_start_u)
+                    .arg(&q_aux_ptr)
+                    .arg(&aux_ptr)
+                    .arg(&live_ptr)
+                    .arg(&mask_ptr)
+                    .arg(&metric_i)
+                    .arg(&kc_i)
+                    .arg(&best_ptr)
+                    .arg(&splits_i)
+                    .arg(&fresh)
+                    .arg(&count_i);
+                let blocks_y = (self.count as u32).div_ceil(WARPS_PER_BLOCK);
+                // SAFETY: argument types match warp_select_tile_P's signature; the
+                // buffers outlive the work because the compute stream waits for the
+                // last select before anything is freed or read (below).
+                unsafe { launch.launch(config(splits as u32, blocks_y, 32 * WARPS_PER_BLOCK)) }
+                    .map_err(err("warp_select_tile"))?;
+                self.trace.mark(select_stream, "warp_select_tile");
+                read[buffer] = Some(
+                    select_stream
+                        .record_event(None)
+                        .map_err(err("cuEventRecord"))?,
+                );
+            } else {
+                let mut launch = stream.launch_builder(&kernels.select_tile);
+                launch
+                    .arg(&dots_ptr)
+                    .arg(&ld)
+                    .arg(&tile_rows_i)
+                    .arg(&tile_start_u)
+                    .arg(&q_aux_ptr)
+                    .arg(&aux_ptr)
+                    .arg(&live_ptr)
+                    .arg(&mask_ptr)
+                    .arg(&metric_i)
+                    .arg(&kc_i)
+                    .arg(&best_ptr)
+                    .arg(&splits_i)
+                    .arg(&fresh);
+                // SAFETY: as above; `dots` is reused by the next tile only after this launch
+                // on the same stream.
+                unsafe { launch.launch(config(splits as u32, self.count as u32, SELECT_THREADS)) }
+                    .map_err(err("select_tile"))?;
+                self.trace.mark(stream, "select_tile");
+            }
             tile_start += tile_rows;
+            index += 1;
+        }
+        // Everything after (merge, re-rank, frees) is on the compute stream.
+        for done in read.into_iter().flatten() {
+            stream.wait(&done).map_err(err("cuStreamWaitEvent"))?;
         }
         if splits == 1 {
             return Ok(best);

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use super::device::CudaDevice;
 use super::resident::{ensure_room, grown_capacity, Resident};
 use super::search::{search_on_device, MAX_DEVICE_K};
+use super::tile_select::TileSelect;
 use crate::cpu::CpuShard;
 use crate::shard::validate_search;
 use crate::{
@@ -29,6 +30,8 @@ pub struct CudaShard {
     pub(crate) on_full: OnDeviceFull,
     /// Bytes of the GEMM output tile; `None`: twice L2. For tuning on new cards.
     pub(crate) tile_bytes: Option<usize>,
+    /// Which kernel folds each tile into the best lists.
+    pub(crate) select: TileSelect,
     pub(crate) host: CpuShard,
     pub(crate) resident: Mutex<Resident>,
     /// Set once an upload found the device full; searches then use the host copy.
@@ -50,6 +53,7 @@ impl CudaShard {
             math,
             on_full,
             tile_bytes: None,
+            select: TileSelect::default(),
             host: CpuShard::new(dims, metric)?,
             resident: Mutex::new(Resident::default()),
             on_host: AtomicBool::new(false),
@@ -64,6 +68,7 @@ impl CudaShard {
             math: self.math,
             on_full: self.on_full,
             tile_bytes: self.tile_bytes,
+            select: self.select,
             host,
             resident: Mutex::new(Resident::default()),
             on_host: AtomicBool::new(false),
