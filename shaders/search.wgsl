@@ -46,7 +46,7 @@ struct Params {
 // [query group][dimension][QV]: each group's queries interleaved by dimension,
 // zero for queries past the end.
 @group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
-// Per query: inverse norm (cosine) or squared norm (euclidean); unused for dot.
+// Per query: its inverse norm (cosine); unused otherwise.
 @group(0) @binding(2) var<storage, read> q_aux: array<f32>;
 @group(0) @binding(3) var<storage, read> allowed: array<u32>;
 // Best lists: [query][block][kc] for `block_topk`, [query][kc] for `merge_blocks`.
@@ -204,16 +204,17 @@ fn merge_if_full(t: u32, always: bool) {
     workgroupBarrier();
 }
 
-fn rank_distance(dot: f32, qa: f32, xx: f32) -> f32 {
+// The ranking distance from a tile's accumulator: for euclidean the squared
+// distance itself (the host re-ranks with the exact one), else a dot product.
+fn rank_distance(acc: f32, qa: f32, xx: f32) -> f32 {
     if (params.metric == 0u) {
         let inv = select(0.0, inverseSqrt(xx), xx > 0.0);
-        return 1.0 - dot * qa * inv;
+        return 1.0 - acc * qa * inv;
     }
     if (params.metric == 1u) {
-        // Squared, from the norms: monotone in the true distance, re-ranked exactly.
-        return max(qa + xx - 2.0 * dot, 0.0);
+        return acc;
     }
-    return -dot;
+    return -acc;
 }
 
 // Workgroup (block, query group): this slice of rows block * rows_per_block ..
@@ -234,7 +235,9 @@ fn block_topk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     );
     var qa: array<f32, QG>;
     for (var j = 0u; j < QG; j = j + 1u) {
-        qa[j] = select(0.0, q_aux[q0 + j], q0 + j < params.queries);
+        if (q0 + j < params.queries) {
+            qa[j] = q_aux[q0 + j];
+        }
     }
     for (var sub = slice_start; sub < slice_end; sub = sub + SUB) {
         var acc = array<vec4<f32>, RPT * QV>();
@@ -261,12 +264,27 @@ fn block_topk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
                 q_tile[e] = v;
             }
             workgroupBarrier();
-            for (var i = 0u; i < DK; i = i + 1u) {
-                for (var r = 0u; r < RPT; r = r + 1u) {
-                    let x = x_tile[i * STRIDE + t + r * THREADS];
-                    xx[r] = fma(x, x, xx[r]);
-                    for (var v = 0u; v < QV; v = v + 1u) {
-                        acc[r * QV + v] = fma(vec4<f32>(x), q_tile[i * QV + v], acc[r * QV + v]);
+            if (params.metric == 1u) {
+                // Euclidean sums squared differences itself: through the norms
+                // (|q|² + |x|² − 2 q·x) f32 cancels whatever the vectors share, and
+                // data with a common offset would lose its true neighbours.
+                for (var i = 0u; i < DK; i = i + 1u) {
+                    for (var r = 0u; r < RPT; r = r + 1u) {
+                        let x = vec4<f32>(x_tile[i * STRIDE + t + r * THREADS]);
+                        for (var v = 0u; v < QV; v = v + 1u) {
+                            let diff = x - q_tile[i * QV + v];
+                            acc[r * QV + v] = fma(diff, diff, acc[r * QV + v]);
+                        }
+                    }
+                }
+            } else {
+                for (var i = 0u; i < DK; i = i + 1u) {
+                    for (var r = 0u; r < RPT; r = r + 1u) {
+                        let x = x_tile[i * STRIDE + t + r * THREADS];
+                        xx[r] = fma(x, x, xx[r]);
+                        for (var v = 0u; v < QV; v = v + 1u) {
+                            acc[r * QV + v] = fma(vec4<f32>(x), q_tile[i * QV + v], acc[r * QV + v]);
+                        }
                     }
                 }
             }

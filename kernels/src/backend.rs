@@ -81,6 +81,11 @@ pub fn select_backend(kind: BackendKind, on_full: OnDeviceFull) -> Result<Select
         passed_over,
     };
     let cuda = || CudaBackend::open().map(|b| b.with_on_device_full(on_full));
+    // A misspelt kernel switch stops the start-up, even where `Auto` would otherwise
+    // pass over CUDA for it and quietly run on another backend.
+    if matches!(kind, BackendKind::Auto | BackendKind::Cuda) {
+        crate::cuda::TileSelect::from_env()?;
+    }
     match kind {
         BackendKind::Cpu => Ok(chosen(Box::new(CpuBackend::new()), Vec::new())),
         BackendKind::Cuda => Ok(chosen(Box::new(cuda()?), Vec::new())),

@@ -367,6 +367,62 @@ fn wgpu_finds_rows_at_the_end_of_long_blocks() {
     }
 }
 
+/// Euclidean neighbours of vectors that share a large common offset: ranked through
+/// the norms (|q|² + |x|² − 2 q·x) in f32 the offset cancels their differences and
+/// the true neighbours are lost; wgpu sums the squared differences instead. The
+/// reference here is brute force with exact distances: the CPU backend and the CUDA
+/// GEMM path rank through the norms, and lose these neighbours themselves.
+#[test]
+fn wgpu_euclidean_is_exact_on_data_with_a_common_offset() {
+    let Some(wgpu) = wgpu() else { return };
+    let dims = 64;
+    let offset = |v: Vec<f32>| v.into_iter().map(|x| 300.0 + 0.1 * x).collect::<Vec<_>>();
+    let data = offset(pseudo_random_floats(50, 6000 * dims));
+    let queries = offset(pseudo_random_floats(51, 20 * dims));
+    let mut gpu = wgpu.shard(dims, Metric::Euclidean).unwrap();
+    for v in data.chunks(dims) {
+        gpu.append(v).unwrap();
+    }
+    let expected: Vec<Vec<Hit>> = queries
+        .chunks(dims)
+        .map(|q| {
+            let mut hits: Vec<Hit> = data
+                .chunks(dims)
+                .enumerate()
+                .map(|(row, x)| Hit {
+                    row: row as u32,
+                    distance: Metric::Euclidean.distance(q, x),
+                })
+                .collect();
+            hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.row.cmp(&b.row)));
+            hits.truncate(10);
+            hits
+        })
+        .collect();
+    let got = gpu.search_batch(&queries, 10, None).unwrap();
+    assert_same("common offset", &expected, &got);
+}
+
+/// A search with more dimensions than one software dispatch can take within
+/// llvmpipe's loop budget is answered from the host copy, exactly.
+#[test]
+fn wgpu_answers_very_wide_vectors_on_a_software_adapter() {
+    let Some(wgpu) = wgpu() else { return };
+    let dims = 8192;
+    let case = Case::random(60, 300, dims, Metric::Cosine);
+    let queries = pseudo_random_floats(61, 3 * dims);
+    let mut cpu = CpuShard::new(dims, Metric::Cosine).unwrap();
+    let mut gpu = wgpu.shard(dims, Metric::Cosine).unwrap();
+    case.load(&mut cpu);
+    case.load(&mut gpu);
+    let expected = cpu.search_batch(&queries, 5, None).unwrap();
+    assert_same(
+        "8,192 dimensions",
+        &expected,
+        &gpu.search_batch(&queries, 5, None).unwrap(),
+    );
+}
+
 #[test]
 fn cuda_refuses_rows_that_cannot_fit_unless_told_to_serve_from_host() {
     let Some(cuda) = cuda() else { return };

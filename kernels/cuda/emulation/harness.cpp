@@ -245,7 +245,8 @@ int main() {
     check_select("filter allowing fewer rows than k", 14, 2000, 4, 2, METRIC_DOT, 64, 3, 700, 2, 0);
     check_select("many rounds per block", 16, 20000, 4, 2, METRIC_EUCLIDEAN, 26, 2, 10000, 0, 1);
     check_select("many rounds per block, filtered", 17, 20000, 4, 2, METRIC_DOT, 26, 1, 20000, 2, 0);
-    check_select("splits without rows", 15, 1100, 4, 1, METRIC_COSINE, 12, 8, 4096, 0, 0);
+    check_select("more splits than rows per split", 15, 1100, 4, 1, METRIC_COSINE, 12, 8, 4096, 0, 0);
+    check_select("splits past the last row", 20, 10, 4, 3, METRIC_DOT, 4, 8, 1024, 0, 0);
     if (!quick()) {
         check_select("kc = 1024, the widest list", 18, 2500, 4, 3, METRIC_EUCLIDEAN, 1024, 1, 1024, 0, 3);
         check_select("kc = 33, a list just past one key per lane", 19, 3000, 4, 3, METRIC_COSINE, 33, 2, 1024, 0, 0);

@@ -53,6 +53,7 @@ fn plan(
     device: &CudaDevice,
     tile_bytes: Option<usize>,
     select: TileSelect,
+    kc: usize,
     queries: usize,
     rows: usize,
 ) -> (usize, usize) {
@@ -67,9 +68,11 @@ fn plan(
         .min(rows.div_ceil(TILE_GRANULE) * TILE_GRANULE);
     // Enough blocks to fill every multiprocessor twice, each with whole rounds; the
     // warp select is one warp per list, so it wants 16 lists per multiprocessor.
+    // A warp's split costs two passes over its list (2 · kc keys) per tile, so it
+    // gets at least 8 · kc columns, keeping that under a quarter of its own reads.
     let (lists, round) = match select {
         TileSelect::Block => (2, SELECT_ROUND),
-        TileSelect::Warp => (16, WARP_ROUND_COLUMNS),
+        TileSelect::Warp => (16, WARP_ROUND_COLUMNS.max(8 * kc)),
     };
     let wanted = (lists * device.multiprocessors.max(1)).div_ceil(queries.max(1));
     let splits = wanted.clamp(1, (tile / round).max(1));
@@ -232,8 +235,15 @@ impl Chunk<'_> {
         self.trace.mark(stream, "prepare_queries");
 
         let select = self.shard.select;
-        let (tile, splits) = plan(self.device, self.shard.tile_bytes, select, self.count, rows);
         let kc = self.kc;
+        let (tile, splits) = plan(
+            self.device,
+            self.shard.tile_bytes,
+            select,
+            kc,
+            self.count,
+            rows,
+        );
         let best = stream
             .alloc_zeros::<u64>(self.count * splits * kc)
             .map_err(err("alloc"))?;
@@ -256,84 +266,93 @@ impl Chunk<'_> {
 
         let mut tile_start = 0usize;
         let mut index = 0usize;
-        while tile_start < rows {
-            let tile_rows = tile.min(rows - tile_start);
-            let buffer = index % buffers;
-            let dots_ptr = dots[buffer].device_ptr(stream).0;
-            if let Some(done) = read[buffer].take() {
-                stream.wait(&done).map_err(err("cuStreamWaitEvent"))?;
-            }
-            let a_ptr = vectors_ptr + tile_start as u64 * dims as u64 * element;
-            self.gemm(a_ptr, b_ptr, dots_ptr, tile_rows, f16)?;
-            self.trace.mark(stream, "gemm");
-            let ld = tile_rows as i64;
-            let (tile_rows_i, tile_start_u) = (tile_rows as i32, tile_start as u32);
-            let (kc_i, splits_i, fresh) = (kc as i32, splits as i32, i32::from(tile_start == 0));
-            if select == TileSelect::Warp {
-                let written = stream.record_event(None).map_err(err("cuEventRecord"))?;
-                select_stream
-                    .wait(&written)
-                    .map_err(err("cuStreamWaitEvent"))?;
-                let width = kc.max(32).next_power_of_two() / 32;
-                let function = &kernels.warp_select_tile[width.trailing_zeros() as usize];
-                let count_i = self.count as i32;
-                let mut launch = select_stream.launch_builder(function);
-                launch
-                    .arg(&dots_ptr)
-                    .arg(&ld)
-                    .arg(&tile_rows_i)
-                    .arg(&tile_start_u)
-                    .arg(&q_aux_ptr)
-                    .arg(&aux_ptr)
-                    .arg(&live_ptr)
-                    .arg(&mask_ptr)
-                    .arg(&metric_i)
-                    .arg(&kc_i)
-                    .arg(&best_ptr)
-                    .arg(&splits_i)
-                    .arg(&fresh)
-                    .arg(&count_i);
-                let blocks_y = (self.count as u32).div_ceil(WARPS_PER_BLOCK);
-                // SAFETY: argument types match warp_select_tile_P's signature; the
-                // buffers outlive the work because the compute stream waits for the
-                // last select before anything is freed or read (below).
-                unsafe { launch.launch(config(splits as u32, blocks_y, 32 * WARPS_PER_BLOCK)) }
-                    .map_err(err("warp_select_tile"))?;
-                self.trace.mark(select_stream, "warp_select_tile");
-                read[buffer] = Some(
+        let mut tiles = || -> Result<(), KernelError> {
+            while tile_start < rows {
+                let tile_rows = tile.min(rows - tile_start);
+                let buffer = index % buffers;
+                let dots_ptr = dots[buffer].device_ptr(stream).0;
+                if let Some(done) = read[buffer].take() {
+                    stream.wait(&done).map_err(err("cuStreamWaitEvent"))?;
+                }
+                let a_ptr = vectors_ptr + tile_start as u64 * dims as u64 * element;
+                self.gemm(a_ptr, b_ptr, dots_ptr, tile_rows, f16)?;
+                self.trace.mark(stream, "gemm");
+                let ld = tile_rows as i64;
+                let (tile_rows_i, tile_start_u) = (tile_rows as i32, tile_start as u32);
+                let (kc_i, splits_i, fresh) =
+                    (kc as i32, splits as i32, i32::from(tile_start == 0));
+                if select == TileSelect::Warp {
+                    let written = stream.record_event(None).map_err(err("cuEventRecord"))?;
                     select_stream
-                        .record_event(None)
-                        .map_err(err("cuEventRecord"))?,
-                );
-            } else {
-                let mut launch = stream.launch_builder(&kernels.select_tile);
-                launch
-                    .arg(&dots_ptr)
-                    .arg(&ld)
-                    .arg(&tile_rows_i)
-                    .arg(&tile_start_u)
-                    .arg(&q_aux_ptr)
-                    .arg(&aux_ptr)
-                    .arg(&live_ptr)
-                    .arg(&mask_ptr)
-                    .arg(&metric_i)
-                    .arg(&kc_i)
-                    .arg(&best_ptr)
-                    .arg(&splits_i)
-                    .arg(&fresh);
-                // SAFETY: as above; `dots` is reused by the next tile only after this launch
-                // on the same stream.
-                unsafe { launch.launch(config(splits as u32, self.count as u32, SELECT_THREADS)) }
+                        .wait(&written)
+                        .map_err(err("cuStreamWaitEvent"))?;
+                    let width = kc.max(32).next_power_of_two() / 32;
+                    let function = &kernels.warp_select_tile[width.trailing_zeros() as usize];
+                    let count_i = self.count as i32;
+                    let mut launch = select_stream.launch_builder(function);
+                    launch
+                        .arg(&dots_ptr)
+                        .arg(&ld)
+                        .arg(&tile_rows_i)
+                        .arg(&tile_start_u)
+                        .arg(&q_aux_ptr)
+                        .arg(&aux_ptr)
+                        .arg(&live_ptr)
+                        .arg(&mask_ptr)
+                        .arg(&metric_i)
+                        .arg(&kc_i)
+                        .arg(&best_ptr)
+                        .arg(&splits_i)
+                        .arg(&fresh)
+                        .arg(&count_i);
+                    let blocks_y = (self.count as u32).div_ceil(WARPS_PER_BLOCK);
+                    // SAFETY: argument types match warp_select_tile_P's signature; the
+                    // buffers outlive the work because the compute stream waits for the
+                    // last select before anything is freed or read (below).
+                    unsafe { launch.launch(config(splits as u32, blocks_y, 32 * WARPS_PER_BLOCK)) }
+                        .map_err(err("warp_select_tile"))?;
+                    self.trace.mark(select_stream, "warp_select_tile");
+                    read[buffer] = Some(
+                        select_stream
+                            .record_event(None)
+                            .map_err(err("cuEventRecord"))?,
+                    );
+                } else {
+                    let mut launch = stream.launch_builder(&kernels.select_tile);
+                    launch
+                        .arg(&dots_ptr)
+                        .arg(&ld)
+                        .arg(&tile_rows_i)
+                        .arg(&tile_start_u)
+                        .arg(&q_aux_ptr)
+                        .arg(&aux_ptr)
+                        .arg(&live_ptr)
+                        .arg(&mask_ptr)
+                        .arg(&metric_i)
+                        .arg(&kc_i)
+                        .arg(&best_ptr)
+                        .arg(&splits_i)
+                        .arg(&fresh);
+                    // SAFETY: as above; `dots` is reused by the next tile only after this launch
+                    // on the same stream.
+                    unsafe {
+                        launch.launch(config(splits as u32, self.count as u32, SELECT_THREADS))
+                    }
                     .map_err(err("select_tile"))?;
-                self.trace.mark(stream, "select_tile");
+                    self.trace.mark(stream, "select_tile");
+                }
+                tile_start += tile_rows;
+                index += 1;
             }
-            tile_start += tile_rows;
-            index += 1;
-        }
-        // Everything after (merge, re-rank, frees) is on the compute stream.
+            Ok(())
+        };
+        let folded = tiles();
+        // Everything after (merge, re-rank, frees) is on the compute stream, also when
+        // a launch above failed: the buffers the selects still read are freed there.
         for done in read.into_iter().flatten() {
             stream.wait(&done).map_err(err("cuStreamWaitEvent"))?;
         }
+        folded?;
         if splits == 1 {
             return Ok(best);
         }

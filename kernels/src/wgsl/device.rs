@@ -92,8 +92,19 @@ impl WgpuDevice {
             *sink.lock() = Some(e.to_string());
         }));
         let plan = TilePlan::for_adapter(&limits, info.device_type == wgpu::DeviceType::Cpu);
-        let f32_pipelines = pipelines(&device, &plan, false);
-        let f16_pipelines = f16.then(|| pipelines(&device, &plan, true));
+        let f32_pipelines = pipelines(&device, &plan, false).map_err(|e| {
+            unavailable(format!(
+                "adapter {} refused the search shader: {e}",
+                info.name
+            ))
+        })?;
+        // An adapter that claims shader-f16 but cannot build the f16 shader keeps f16
+        // collections as f32 instead of failing every search on them.
+        let f16_pipelines = if f16 {
+            pipelines(&device, &plan, true).ok()
+        } else {
+            None
+        };
         let max_binding_bytes = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -192,7 +203,9 @@ impl WgpuDevice {
     }
 }
 
-fn pipelines(device: &wgpu::Device, plan: &TilePlan, f16: bool) -> Pipelines {
+/// The two passes for `plan`, or the validation error that refused them.
+fn pipelines(device: &wgpu::Device, plan: &TilePlan, f16: bool) -> Result<Pipelines, String> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(if f16 {
             "search.wgsl (f16)"
@@ -208,7 +221,8 @@ fn pipelines(device: &wgpu::Device, plan: &TilePlan, f16: bool) -> Pipelines {
     // (see search.rs, SOFTWARE_LOOP_BUDGET).
     // SAFETY: every loop in shaders/search.wgsl ends: each `for` steps a counter
     // towards a bound taken from the uniform parameters or the tile constants, and
-    // `merge_if_full`'s doubling stops at a power of two no larger than CAP.
+    // `merge_if_full`'s doubling stops at a power of two no larger than CAP. Index
+    // clamping stays on, so no read or write leaves its buffer either way.
     let checks = wgpu::ShaderRuntimeChecks {
         force_loop_bounding: false,
         ..wgpu::ShaderRuntimeChecks::checked()
@@ -224,8 +238,12 @@ fn pipelines(device: &wgpu::Device, plan: &TilePlan, f16: bool) -> Pipelines {
             cache: None,
         })
     };
-    Pipelines {
+    let built = Pipelines {
         block_topk: pipeline("block_topk"),
         merge_blocks: pipeline("merge_blocks"),
+    };
+    match pollster::block_on(scope.pop()) {
+        Some(e) => Err(e.to_string()),
+        None => Ok(built),
     }
 }

@@ -61,16 +61,24 @@ fn metric_code(metric: Metric) -> u32 {
     }
 }
 
-/// Per query what the shader's ranking needs besides the dot product: the inverse
-/// norm for cosine (0 for a zero query, whose distance is 1), the squared norm for
-/// euclidean.
+/// Per query what the shader's cosine ranking needs besides the dot product: the
+/// inverse norm (0 for a zero query, whose distance is 1). Euclidean and dot need
+/// nothing.
 fn query_aux(metric: Metric, query: &[f32]) -> f32 {
     let squared: f32 = query.iter().map(|x| x * x).sum();
     match metric {
         Metric::Cosine if squared > 0.0 => 1.0 / squared.sqrt(),
-        Metric::Cosine | Metric::Dot => 0.0,
-        Metric::Euclidean => squared,
+        _ => 0.0,
     }
+}
+
+/// Whether a search of `dims` with lists of `kc` can be cut into dispatches that
+/// each stay within a software adapter's loop budget.
+fn fits_software_dispatch(plan: &TilePlan, dims: usize, kc: usize) -> bool {
+    let kc = kc as u64;
+    plan.rows_per_dispatch(dims as u64, kc, SOFTWARE_LOOP_BUDGET)
+        .is_some()
+        && plan.keys_per_dispatch(kc, SOFTWARE_LOOP_BUDGET).is_some()
 }
 
 /// Row blocks for a chunk of `rows` searched by `query_groups` workgroup rows.
@@ -123,8 +131,13 @@ pub(crate) fn search_on_adapter(
     let dims = shard.dims();
     let metric = shard.metric();
     // A power of two, as the shader's merges need; the margin absorbs the shader's
-    // arithmetic (norm expansion, f16) before the exact re-rank.
+    // arithmetic (cosine through norms, f16 storage) before the exact re-rank.
     let kc = candidate_count(k, MAX_WGPU_K).next_power_of_two();
+    if gpu.is_software() && !fits_software_dispatch(&gpu.plan, dims, kc) {
+        // Dimensions so many that one sub-tile alone would run past the adapter's
+        // loop budget: the host copy gives the same answer.
+        return shard.host.search_batch(queries, k, mask);
+    }
     let mut allowed = shard.host.live_mask().clone();
     if let Some(mask) = mask {
         allowed.intersect(mask);
@@ -230,12 +243,16 @@ impl Dispatch<'_> {
         if !self.gpu.is_software() {
             return (p.rows_per_block, lists);
         }
-        let sub = u64::from(self.plan.sub_tile_rows());
+        // `search_on_adapter` checked that both fit before dispatching anything.
         let kc = u64::from(p.kc);
-        let per_sub = self.plan.sub_tile_iterations(u64::from(p.dims), kc);
-        let per_round = self.plan.merge_round_iterations(kc);
-        let rows = (SOFTWARE_LOOP_BUDGET / per_sub).max(1) * sub;
-        let keys = (SOFTWARE_LOOP_BUDGET / per_round).max(1) * sub;
+        let rows = self
+            .plan
+            .rows_per_dispatch(u64::from(p.dims), kc, SOFTWARE_LOOP_BUDGET)
+            .unwrap_or(u64::from(self.plan.sub_tile_rows()));
+        let keys = self
+            .plan
+            .keys_per_dispatch(kc, SOFTWARE_LOOP_BUDGET)
+            .unwrap_or(u64::from(self.plan.sub_tile_rows()));
         (
             rows.min(u64::from(p.rows_per_block)) as u32,
             keys.min(u64::from(lists)) as u32,
@@ -434,7 +451,7 @@ mod tests {
 
     #[test]
     fn query_aux_is_what_the_shader_ranks_with() {
-        assert_eq!(query_aux(Metric::Euclidean, &[3.0, 4.0]), 25.0);
+        assert_eq!(query_aux(Metric::Euclidean, &[3.0, 4.0]), 0.0);
         assert_eq!(query_aux(Metric::Cosine, &[3.0, 4.0]), 0.2);
         assert_eq!(query_aux(Metric::Cosine, &[0.0, 0.0]), 0.0);
         assert_eq!(query_aux(Metric::Dot, &[3.0, 4.0]), 0.0);

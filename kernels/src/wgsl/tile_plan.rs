@@ -86,11 +86,18 @@ impl TilePlan {
             dims_per_stage,
             candidates,
         };
+        // Within what the host's batching and the shader's merges assume: at most 64
+        // queries per workgroup, survivors buffered in a power of two of at least two
+        // and at least one sub-tile.
         let valid = [threads, rows_per_thread, query_vec4s, dims_per_stage]
             .iter()
             .all(|&n| n > 0)
+            && threads <= 1024
+            && rows_per_thread <= 16
+            && query_vec4s <= 16
             && dims_per_stage.is_power_of_two()
             && candidates.is_power_of_two()
+            && candidates >= 2
             && candidates >= plan.sub_tile_rows();
         valid.then_some(plan)
     }
@@ -128,9 +135,13 @@ impl TilePlan {
         self.threads * self.rows_per_thread
     }
 
-    /// An upper bound on the loop iterations one invocation runs for one merge of
-    /// its buffered survivors into best lists of `kc` (every loop counted, none
-    /// assumed unrolled).
+    // Upper bounds on the loop iterations one invocation of shaders/search.wgsl runs,
+    // as llvmpipe counts them: every pass through a loop's end, the final one that
+    // leaves it included (so a loop entered costs its trips + 1), and loops in a
+    // branch no invocation takes still entered once; none assumed unrolled. Each
+    // function below mirrors the loops of the shader code it names.
+
+    /// `merge_if_full` when it merges, with best lists of `kc`.
     fn merge_iterations(&self, kc: u64) -> u64 {
         let (threads, qg, cap) = (
             u64::from(self.threads),
@@ -138,31 +149,59 @@ impl TilePlan {
             u64::from(self.candidates),
         );
         let log_cap = u64::from(self.candidates.ilog2());
-        let log_kc = kc.max(1).ilog2() as u64;
-        let pad = (qg * cap).div_ceil(threads);
-        let sort = log_cap + log_cap * (log_cap + 1) / 2 * (1 + (qg * cap / 2).div_ceil(threads));
-        let fold = (qg * kc).div_ceil(threads);
-        let merge = log_kc * (1 + (qg * kc / 2).div_ceil(threads));
-        log_cap + pad + sort + fold + merge + 1
+        let log_kc = u64::from(kc.max(1).ilog2());
+        let doubling = log_cap + 1;
+        let pad = (qg * cap).div_ceil(threads) + 1;
+        let stages = log_cap * (log_cap + 1) / 2;
+        let sort =
+            (log_cap + 1) + (stages + log_cap) + stages * ((qg * cap / 2).div_ceil(threads) + 1);
+        let fold = (qg * kc).div_ceil(threads) + 1;
+        let merge = (log_kc + 1) + log_kc * ((qg * kc / 2).div_ceil(threads) + 1);
+        doubling + pad + sort + fold + merge
     }
 
-    /// An upper bound on the loop iterations of `block_topk` per sub-tile of rows.
-    pub fn sub_tile_iterations(&self, dims: u64, kc: u64) -> u64 {
-        let (threads, rpt, qv, dk) = (
+    /// `start_lists`, the query-norm loop and the last `merge_if_full` of a dispatch.
+    fn dispatch_iterations(&self, kc: u64) -> u64 {
+        let (threads, qg) = (u64::from(self.threads), u64::from(self.queries()));
+        (qg * kc).div_ceil(threads) + 1 + qg + 1 + self.merge_iterations(kc) + 1
+    }
+
+    /// One pass of `block_topk`'s row loop: every stage of dimensions (both metric
+    /// branches), the offers and a merge.
+    fn sub_tile_iterations(&self, dims: u64, kc: u64) -> u64 {
+        let (threads, rpt, qv, qg, dk) = (
             u64::from(self.threads),
             u64::from(self.rows_per_thread),
             u64::from(self.query_vec4s),
+            u64::from(self.queries()),
             u64::from(self.dims_per_stage),
         );
-        let stage = 1 + dk * rpt + (dk * qv).div_ceil(threads) + dk * (1 + rpt * (1 + qv));
-        let offers = rpt * (1 + 4 * qv);
-        1 + dims.div_ceil(dk) * stage + offers + self.merge_iterations(kc)
+        let tile_loop = (dk + 1) + dk * (rpt + 1) + dk * rpt * (qv + 1);
+        let stage = 1 + (dk * rpt + 1) + ((dk * qv).div_ceil(threads) + 1) + 2 * tile_loop;
+        let offers = (rpt + 1) + rpt * (qg + 1);
+        1 + dims.div_ceil(dk) * stage + 1 + offers + self.merge_iterations(kc)
     }
 
-    /// An upper bound on the loop iterations of `merge_blocks` per round of keys.
-    pub fn merge_round_iterations(&self, kc: u64) -> u64 {
-        let qg = u64::from(self.queries());
-        1 + qg * (1 + u64::from(self.rows_per_thread)) + self.merge_iterations(kc)
+    /// One pass of `merge_blocks`' key loop.
+    fn merge_round_iterations(&self, kc: u64) -> u64 {
+        let (rpt, qg) = (u64::from(self.rows_per_thread), u64::from(self.queries()));
+        1 + (qg + 1) + qg * (rpt + 1) + self.merge_iterations(kc)
+    }
+
+    /// Rows of each block one `block_topk` dispatch may cover within `budget` loop
+    /// iterations per invocation: a multiple of the sub-tile, or `None` when not even
+    /// one sub-tile fits (then the adapter cannot run the search at all).
+    pub fn rows_per_dispatch(&self, dims: u64, kc: u64, budget: u64) -> Option<u64> {
+        let left = budget.checked_sub(self.dispatch_iterations(kc))?;
+        let subs = left / self.sub_tile_iterations(dims, kc);
+        (subs > 0).then(|| subs * u64::from(self.sub_tile_rows()))
+    }
+
+    /// Keys of each query's block lists one `merge_blocks` dispatch may cover.
+    pub fn keys_per_dispatch(&self, kc: u64, budget: u64) -> Option<u64> {
+        let left = budget.checked_sub(self.dispatch_iterations(kc))?;
+        let rounds = left / self.merge_round_iterations(kc);
+        (rounds > 0).then(|| rounds * u64::from(self.sub_tile_rows()))
     }
 
     /// Workgroup memory the shader declares for this shape.
@@ -217,13 +256,21 @@ mod tests {
     }
 
     #[test]
-    fn loop_bounds_grow_with_the_work_they_bound() {
+    fn dispatches_shrink_with_the_work_and_stop_where_one_sub_tile_is_too_much() {
         let p = SOFTWARE;
-        assert!(p.sub_tile_iterations(256, 32) > p.sub_tile_iterations(128, 32));
-        assert!(p.sub_tile_iterations(128, 1024) > p.sub_tile_iterations(128, 32));
-        assert!(p.merge_round_iterations(1024) > p.merge_round_iterations(32));
-        // Even the largest merge fits a software adapter's budget many times over.
-        assert!(p.merge_round_iterations(1024) < 65_535 / 8);
+        let budget = 32_768;
+        let rows = |dims, kc| p.rows_per_dispatch(dims, kc, budget);
+        assert!(rows(128, 32) > rows(256, 32));
+        assert!(rows(128, 32) > rows(128, 1024));
+        assert!(p.keys_per_dispatch(32, budget) > p.keys_per_dispatch(1024, budget));
+        for kc in [1, 32, 1024] {
+            let keys = p.keys_per_dispatch(kc, budget).unwrap_or(0);
+            assert!(keys >= u64::from(p.sub_tile_rows()), "kc {kc}");
+        }
+        // 1,536 dimensions (the largest common embedding) fit at every k; 4,096 do
+        // not fit even one sub-tile, so those searches go to the host copy.
+        assert!(rows(1536, 1024).is_some());
+        assert_eq!(rows(4096, 32), None);
     }
 
     #[test]
