@@ -171,6 +171,21 @@ __device__ __forceinline__ int round_up_pow2(int kc) {
     return m;
 }
 
+// The key of column j of a tile (row tile_start + j), MAX_KEY when the row is
+// deleted or filtered out. Loads without branches, so an unrolled round issues all
+// of them at once; inner product needs no row norm.
+__device__ __forceinline__ u64 tile_key(const float* __restrict__ row_dots, int j, unsigned tile_start, float qa,
+                                        const float* __restrict__ x_aux, const unsigned* __restrict__ live,
+                                        const unsigned* __restrict__ mask, int metric) {
+    unsigned row = tile_start + (unsigned)j;
+    float dot = row_dots[j];
+    unsigned word = live[row >> 5];
+    if (mask) word &= mask[row >> 5];
+    float xa = metric == METRIC_DOT ? 0.0f : x_aux[row];
+    u64 key = make_key(distance_from_dot(metric, dot, qa, xa), row);
+    return ((word >> (row & 31)) & 1u) ? key : MAX_KEY;
+}
+
 // One block per (split, query): folds the split's share of a tile's columns into
 // that split's running best list in `best` ([queries][splits][kc]).
 // dots[q * ld + j] is query q's dot product with row tile_start + j.
@@ -194,15 +209,7 @@ select_tile(const float* __restrict__ dots, long long ld, int tile_rows, unsigne
     const float* row_dots = dots + (long long)q * ld;
     const float qa = q_aux[q];
     select_stream(s, kc, m, begin, end, [&](int j) -> u64 {
-        // Loads without branches, so the unrolled round issues all of them at once;
-        // inner product needs no row norm.
-        unsigned row = tile_start + (unsigned)j;
-        float dot = row_dots[j];
-        unsigned word = live[row >> 5];
-        if (mask) word &= mask[row >> 5];
-        float xa = metric == METRIC_DOT ? 0.0f : x_aux[row];
-        u64 key = make_key(distance_from_dot(metric, dot, qa, xa), row);
-        return ((word >> (row & 31)) & 1u) ? key : MAX_KEY;
+        return tile_key(row_dots, j, tile_start, qa, x_aux, live, mask, metric);
     });
     for (int i = threadIdx.x; i < kc; i += blockDim.x) slot[i] = s.best[i];
 }

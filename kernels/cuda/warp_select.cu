@@ -5,8 +5,7 @@
 // `select_tile` (select.cu), whose block-wide sorts made it read each tile back at
 // 0.6-0.85x of the GEMM's time, serialised behind it.
 //
-// Appended to select.cu when compiled: it uses MAX_KEY, make_key and
-// distance_from_dot from there, and its lists are the same ([queries][splits][kc],
+// Appended to select.cu when compiled: it uses MAX_KEY and tile_key from there, and its lists are the same ([queries][splits][kc],
 // sorted ascending) so that `merge_splits` folds them as before.
 //
 // The warp's list holds m = 32 * P keys (the smallest power of two >= kc, at least
@@ -158,13 +157,7 @@ __device__ void warp_select_tile(const float* __restrict__ dots, long long ld, i
     const float qa = q_aux[q];
     u64* slot = best + ((long long)q * splits + split) * kc;
     warp_select_stream<P>(slot, kc, fresh, begin, end, [&](int j) -> u64 {
-        unsigned row = tile_start + (unsigned)j;
-        float dot = row_dots[j];
-        unsigned word = live[row >> 5];
-        if (mask) word &= mask[row >> 5];
-        float xa = metric == METRIC_DOT ? 0.0f : x_aux[row];
-        u64 key = make_key(distance_from_dot(metric, dot, qa, xa), row);
-        return ((word >> (row & 31)) & 1u) ? key : MAX_KEY;
+        return tile_key(row_dots, j, tile_start, qa, x_aux, live, mask, metric);
     });
 }
 

@@ -281,65 +281,66 @@ impl Chunk<'_> {
                 let (tile_rows_i, tile_start_u) = (tile_rows as i32, tile_start as u32);
                 let (kc_i, splits_i, fresh) =
                     (kc as i32, splits as i32, i32::from(tile_start == 0));
-                if select == TileSelect::Warp {
+                let warp = select == TileSelect::Warp;
+                // The warp select runs on its own stream once this tile is written.
+                let select_on = if warp {
                     let written = stream.record_event(None).map_err(err("cuEventRecord"))?;
                     select_stream
                         .wait(&written)
                         .map_err(err("cuStreamWaitEvent"))?;
+                    select_stream
+                } else {
+                    stream
+                };
+                let (function, name, grid_y, threads) = if warp {
                     let width = kc.max(32).next_power_of_two() / 32;
-                    let function = &kernels.warp_select_tile[width.trailing_zeros() as usize];
-                    let count_i = self.count as i32;
-                    let mut launch = select_stream.launch_builder(function);
-                    launch
-                        .arg(&dots_ptr)
-                        .arg(&ld)
-                        .arg(&tile_rows_i)
-                        .arg(&tile_start_u)
-                        .arg(&q_aux_ptr)
-                        .arg(&aux_ptr)
-                        .arg(&live_ptr)
-                        .arg(&mask_ptr)
-                        .arg(&metric_i)
-                        .arg(&kc_i)
-                        .arg(&best_ptr)
-                        .arg(&splits_i)
-                        .arg(&fresh)
-                        .arg(&count_i);
-                    let blocks_y = (self.count as u32).div_ceil(WARPS_PER_BLOCK);
-                    // SAFETY: argument types match warp_select_tile_P's signature; the
-                    // buffers outlive the work because the compute stream waits for the
-                    // last select before anything is freed or read (below).
-                    unsafe { launch.launch(config(splits as u32, blocks_y, 32 * WARPS_PER_BLOCK)) }
-                        .map_err(err("warp_select_tile"))?;
-                    self.trace.mark(select_stream, "warp_select_tile");
+                    (
+                        &kernels.warp_select_tile[width.trailing_zeros() as usize],
+                        "warp_select_tile",
+                        (self.count as u32).div_ceil(WARPS_PER_BLOCK),
+                        32 * WARPS_PER_BLOCK,
+                    )
+                } else {
+                    (
+                        &kernels.select_tile,
+                        "select_tile",
+                        self.count as u32,
+                        SELECT_THREADS,
+                    )
+                };
+                let count_i = self.count as i32;
+                let mut launch = select_on.launch_builder(function);
+                launch
+                    .arg(&dots_ptr)
+                    .arg(&ld)
+                    .arg(&tile_rows_i)
+                    .arg(&tile_start_u)
+                    .arg(&q_aux_ptr)
+                    .arg(&aux_ptr)
+                    .arg(&live_ptr)
+                    .arg(&mask_ptr)
+                    .arg(&metric_i)
+                    .arg(&kc_i)
+                    .arg(&best_ptr)
+                    .arg(&splits_i)
+                    .arg(&fresh);
+                if warp {
+                    launch.arg(&count_i);
+                }
+                // SAFETY: argument types match select_tile's signature, plus the query
+                // count for warp_select_tile_P's. `dots` is reused by the next tile only
+                // after this select: on the same stream (block), or after the event
+                // recorded below (warp); the compute stream waits for the last select
+                // before anything is freed or read.
+                unsafe { launch.launch(config(splits as u32, grid_y, threads)) }
+                    .map_err(err(name))?;
+                self.trace.mark(select_on, name);
+                if warp {
                     read[buffer] = Some(
                         select_stream
                             .record_event(None)
                             .map_err(err("cuEventRecord"))?,
                     );
-                } else {
-                    let mut launch = stream.launch_builder(&kernels.select_tile);
-                    launch
-                        .arg(&dots_ptr)
-                        .arg(&ld)
-                        .arg(&tile_rows_i)
-                        .arg(&tile_start_u)
-                        .arg(&q_aux_ptr)
-                        .arg(&aux_ptr)
-                        .arg(&live_ptr)
-                        .arg(&mask_ptr)
-                        .arg(&metric_i)
-                        .arg(&kc_i)
-                        .arg(&best_ptr)
-                        .arg(&splits_i)
-                        .arg(&fresh);
-                    // SAFETY: as above; `dots` is reused by the next tile only after this launch
-                    // on the same stream.
-                    unsafe {
-                        launch.launch(config(splits as u32, self.count as u32, SELECT_THREADS))
-                    }
-                    .map_err(err("select_tile"))?;
-                    self.trace.mark(stream, "select_tile");
                 }
                 tile_start += tile_rows;
                 index += 1;
