@@ -271,9 +271,12 @@ impl Chunk<'_> {
                 let tile_rows = tile.min(rows - tile_start);
                 let buffer = index % buffers;
                 let dots_ptr = dots[buffer].device_ptr(stream).0;
-                if let Some(done) = read[buffer].take() {
-                    stream.wait(&done).map_err(err("cuStreamWaitEvent"))?;
+                // Kept until waited for, so a failed wait still leaves it for the wait
+                // after the loop.
+                if let Some(done) = &read[buffer] {
+                    stream.wait(done).map_err(err("cuStreamWaitEvent"))?;
                 }
+                read[buffer] = None;
                 let a_ptr = vectors_ptr + tile_start as u64 * dims as u64 * element;
                 self.gemm(a_ptr, b_ptr, dots_ptr, tile_rows, f16)?;
                 self.trace.mark(stream, "gemm");
@@ -336,11 +339,15 @@ impl Chunk<'_> {
                     .map_err(err(name))?;
                 self.trace.mark(select_on, name);
                 if warp {
-                    read[buffer] = Some(
-                        select_stream
-                            .record_event(None)
-                            .map_err(err("cuEventRecord"))?,
-                    );
+                    match select_stream.record_event(None) {
+                        Ok(done) => read[buffer] = Some(done),
+                        Err(e) => {
+                            // No event to wait on: wait for the select stream itself
+                            // before the buffers it reads can be freed.
+                            let _ = select_stream.synchronize();
+                            return Err(KernelError::device("cuEventRecord", e));
+                        }
+                    }
                 }
                 tile_start += tile_rows;
                 index += 1;

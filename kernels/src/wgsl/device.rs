@@ -205,7 +205,13 @@ impl WgpuDevice {
 
 /// The two passes for `plan`, or the validation error that refused them.
 fn pipelines(device: &wgpu::Device, plan: &TilePlan, f16: bool) -> Result<Pipelines, String> {
-    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    // A backend compiler refusing the shader is an internal error, not a validation one.
+    let scopes = [
+        wgpu::ErrorFilter::Validation,
+        wgpu::ErrorFilter::Internal,
+        wgpu::ErrorFilter::OutOfMemory,
+    ]
+    .map(|filter| device.push_error_scope(filter));
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(if f16 {
             "search.wgsl (f16)"
@@ -242,8 +248,15 @@ fn pipelines(device: &wgpu::Device, plan: &TilePlan, f16: bool) -> Result<Pipeli
         block_topk: pipeline("block_topk"),
         merge_blocks: pipeline("merge_blocks"),
     };
-    match pollster::block_on(scope.pop()) {
-        Some(e) => Err(e.to_string()),
+    // Scopes pop innermost first; every one is popped, the first error is kept.
+    let mut error = None;
+    for scope in scopes.into_iter().rev() {
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            error.get_or_insert(e.to_string());
+        }
+    }
+    match error {
+        Some(e) => Err(e),
         None => Ok(built),
     }
 }

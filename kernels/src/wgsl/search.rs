@@ -135,7 +135,7 @@ pub(crate) fn search_on_adapter(
     let kc = candidate_count(k, MAX_WGPU_K).next_power_of_two();
     if gpu.is_software() && !fits_software_dispatch(&gpu.plan, dims, kc) {
         // Dimensions so many that one sub-tile alone would run past the adapter's
-        // loop budget: the host copy gives the same answer.
+        // loop budget: the host copy answers, as the CPU backend would.
         return shard.host.search_batch(queries, k, mask);
     }
     let mut allowed = shard.host.live_mask().clone();
