@@ -81,11 +81,6 @@ pub fn select_backend(kind: BackendKind, on_full: OnDeviceFull) -> Result<Select
         passed_over,
     };
     let cuda = || CudaBackend::open().map(|b| b.with_on_device_full(on_full));
-    // A misspelt kernel switch stops the start-up, even where `Auto` would otherwise
-    // pass over CUDA for it and quietly run on another backend.
-    if matches!(kind, BackendKind::Auto | BackendKind::Cuda) {
-        crate::cuda::TileSelect::from_env()?;
-    }
     match kind {
         BackendKind::Cpu => Ok(chosen(Box::new(CpuBackend::new()), Vec::new())),
         BackendKind::Cuda => Ok(chosen(Box::new(cuda()?), Vec::new())),
@@ -94,6 +89,9 @@ pub fn select_backend(kind: BackendKind, on_full: OnDeviceFull) -> Result<Select
             let mut passed_over = Vec::new();
             match cuda() {
                 Ok(cuda) => return Ok(chosen(Box::new(cuda), passed_over)),
+                // A misspelt setting stops the start-up rather than quietly sending
+                // the node to another backend.
+                Err(e @ KernelError::InvalidSetting { .. }) => return Err(e),
                 Err(e) => passed_over.push((BackendKind::Cuda, e.to_string())),
             }
             match WgpuBackend::open() {

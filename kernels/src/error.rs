@@ -18,6 +18,13 @@ pub enum KernelError {
     ShardFull { max: usize },
     #[error("mask covers {mask} rows but the shard has {rows}")]
     MaskSize { mask: usize, rows: usize },
+    /// A setting (an environment variable) that names nothing valid: an operator's
+    /// mistake, which `Auto` reports instead of passing over the backend for it.
+    #[error("{setting}: {message}")]
+    InvalidSetting {
+        setting: &'static str,
+        message: String,
+    },
     #[error("backend {backend} is not available on this machine: {reason}")]
     BackendUnavailable {
         backend: &'static str,

@@ -73,6 +73,27 @@ fn a_forced_backend_that_cannot_run_is_a_clear_startup_error() {
     assert!(stderr.contains(&reason.to_string()), "{stderr}");
 }
 
+/// A kernel switch that names nothing stops the start-up, even under `auto` on a
+/// machine without CUDA, where passing over CUDA would hide the mistake.
+#[test]
+fn a_misspelt_cuda_kernel_switch_stops_the_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--http", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env_remove("NEEDLE_CONFIG")
+        .env("NEEDLE_CUDA_KERNEL", "fused")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a misspelt switch: {stderr}"
+    );
+    assert!(stderr.contains("NEEDLE_CUDA_KERNEL"), "{stderr}");
+    assert!(stderr.contains("block (the default) or warp"), "{stderr}");
+}
+
 #[test]
 fn storage_is_chosen_per_collection_and_validated() {
     let (_dir, node) = node();

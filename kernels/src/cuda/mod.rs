@@ -35,16 +35,19 @@ pub struct CudaBackend {
 
 impl CudaBackend {
     /// Opens CUDA device 0, or returns [`KernelError::BackendUnavailable`] with the
-    /// reason. The device is opened once per process (context, cuBLAS handle, kernel
-    /// module) and shared by every backend value.
+    /// reason, or [`KernelError::InvalidSetting`] for a `NEEDLE_CUDA_KERNEL` that
+    /// names no kernel (checked first, so it is reported on any machine). The device
+    /// is opened once per process (context, cuBLAS handle, kernel module) and shared
+    /// by every backend value.
     pub fn open() -> Result<CudaBackend, KernelError> {
         static DEVICE: OnceLock<Result<Arc<CudaDevice>, KernelError>> = OnceLock::new();
+        let select = TileSelect::from_env()?;
         let device = DEVICE.get_or_init(|| CudaDevice::open(0)).clone()?;
         Ok(CudaBackend {
             device,
             math: F32Math::default(),
             on_full: OnDeviceFull::default(),
-            select: TileSelect::from_env()?,
+            select,
         })
     }
 

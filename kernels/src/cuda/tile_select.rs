@@ -40,14 +40,10 @@ impl TileSelect {
     pub fn from_env() -> Result<TileSelect, KernelError> {
         match std::env::var("NEEDLE_CUDA_KERNEL") {
             Err(_) => Ok(TileSelect::default()),
-            Ok(text) => {
-                TileSelect::parse(text.trim()).ok_or_else(|| KernelError::BackendUnavailable {
-                    backend: "cuda",
-                    reason: format!(
-                        "NEEDLE_CUDA_KERNEL is {text:?}: use block (the default) or warp"
-                    ),
-                })
-            }
+            Ok(text) => TileSelect::parse(text.trim()).ok_or_else(|| KernelError::InvalidSetting {
+                setting: "NEEDLE_CUDA_KERNEL",
+                message: format!("{text:?} names no kernel: use block (the default) or warp"),
+            }),
         }
     }
 }

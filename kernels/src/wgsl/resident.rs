@@ -21,7 +21,6 @@ pub(crate) struct Chunk {
     pub capacity: usize,
 }
 
-#[derive(Default)]
 pub(crate) struct Resident {
     pub chunks: Vec<Chunk>,
     pub uploaded: usize,

@@ -301,39 +301,44 @@ impl Dispatch<'_> {
                     usage: wgpu::BufferUsages::UNIFORM,
                 })
         };
-        let topk_binds: Vec<wgpu::BindGroup> = (0..p.rows_per_block)
-            .step_by(row_slice as usize)
-            .map(|begin| {
-                let params_buf = sliced(begin, row_slice);
-                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("block_topk"),
-                    layout: &self.pipelines.block_topk.get_bind_group_layout(0),
-                    entries: &[
-                        entry(0, self.vectors),
-                        entry(1, &query_buf),
-                        entry(2, &aux_buf),
-                        entry(3, self.allowed),
-                        entry(4, &block_lists),
-                        entry(5, &params_buf),
-                    ],
+        // One bind group per slice, differing only in its parameters.
+        let slice_binds = |pipeline: &wgpu::ComputePipeline,
+                           total: u32,
+                           step: u32,
+                           entries: &[wgpu::BindGroupEntry<'_>]| {
+            let layout = pipeline.get_bind_group_layout(0);
+            (0..total)
+                .step_by(step as usize)
+                .map(|begin| {
+                    let params_buf = sliced(begin, step);
+                    let mut all = entries.to_vec();
+                    all.push(entry(5, &params_buf));
+                    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("search slice"),
+                        layout: &layout,
+                        entries: &all,
+                    })
                 })
-            })
-            .collect();
-        let merge_binds: Vec<wgpu::BindGroup> = (0..p.blocks * p.kc)
-            .step_by(key_slice as usize)
-            .map(|begin| {
-                let params_buf = sliced(begin, key_slice);
-                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("merge_blocks"),
-                    layout: &self.pipelines.merge_blocks.get_bind_group_layout(0),
-                    entries: &[
-                        entry(4, &merged),
-                        entry(5, &params_buf),
-                        entry(6, &block_lists),
-                    ],
-                })
-            })
-            .collect();
+                .collect::<Vec<wgpu::BindGroup>>()
+        };
+        let topk_binds = slice_binds(
+            &self.pipelines.block_topk,
+            p.rows_per_block,
+            row_slice,
+            &[
+                entry(0, self.vectors),
+                entry(1, &query_buf),
+                entry(2, &aux_buf),
+                entry(3, self.allowed),
+                entry(4, &block_lists),
+            ],
+        );
+        let merge_binds = slice_binds(
+            &self.pipelines.merge_blocks,
+            p.blocks * p.kc,
+            key_slice,
+            &[entry(4, &merged), entry(6, &block_lists)],
+        );
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
