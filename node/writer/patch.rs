@@ -32,6 +32,7 @@ pub(super) fn resolve(inner: &Inner, op: &Op) -> Result<Op> {
         max: crate::write_checks::MAX_OP_BYTES as u64,
     };
     let mut bytes = 64 + collection.len();
+    let per_record = empty_record_bound();
     for id in ids {
         if !seen.insert(id.as_str()) {
             continue;
@@ -57,7 +58,7 @@ pub(super) fn resolve(inner: &Inner, op: &Op) -> Result<Op> {
             vector,
             metadata,
         };
-        bytes = bytes.saturating_add(record_bound(&record));
+        bytes = bytes.saturating_add(record_bound(per_record, &record));
         if bytes > crate::write_checks::MAX_OP_BYTES {
             return Err(too_large(bytes));
         }
@@ -84,17 +85,21 @@ fn local(e: Error) -> Error {
     }
 }
 
-/// At least what one record adds to an upsert's encoding (`Op::encoded_len_bound`).
-fn record_bound(record: &VectorRecord) -> usize {
-    let one = Op::Upsert {
+/// What an empty record adds to an upsert's encoding bound, computed once per patch.
+fn empty_record_bound() -> usize {
+    Op::Upsert {
         collection: String::new(),
         records: vec![VectorRecord {
             id: String::new(),
             vector: Vec::new(),
             metadata: None,
         }],
-    };
-    let empty = one.encoded_len_bound();
+    }
+    .encoded_len_bound()
+}
+
+/// At least what one record adds to an upsert's encoding (`Op::encoded_len_bound`).
+fn record_bound(empty: usize, record: &VectorRecord) -> usize {
     empty
         + record.id.len()
         + 4 * record.vector.len()
