@@ -35,3 +35,15 @@ pub(crate) fn rebuild_fails() -> bool {
     fail::fail_point!("rebuild-fails", |_| true);
     false
 }
+
+/// `patch-read-fails`: reading a record to patch fails, as a store error would,
+/// in the collection the fail point's argument names (`return(NAME)`), so a test
+/// can use it while others patch other collections.
+// Without the `failpoints` feature the fail point, the only use of `collection`, is
+// compiled out.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub(crate) fn patch_read_fails(collection: &str) -> bool {
+    fail::fail_point!("patch-read-fails", |arg: Option<String>| arg.as_deref()
+        == Some(collection));
+    false
+}

@@ -109,12 +109,6 @@ fn run(inner: &Arc<Inner>, rx: &Receiver<Pending>, mode: SyncMode, queued: &Atom
                 }
             }
         }
-        if let Some(failure) = inner.metrics.health.failure() {
-            for p in group {
-                p.reply.refuse(Error::Failed(failure.message.clone()));
-            }
-            continue;
-        }
         // Collection creation and removal change what later ops are checked against,
         // so each commits alone; runs of data ops between them commit together.
         let mut pending_run: Vec<Pending> = Vec::new();
@@ -161,6 +155,14 @@ struct Accepted {
 }
 
 fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
+    // A failed node takes no write. Checked for every run, so a failure in one run
+    // of a group (see `refuse`) also stops the runs after it.
+    if let Some(failure) = inner.metrics.health.failure() {
+        for p in run {
+            p.reply.refuse(Error::Failed(failure.message.clone()));
+        }
+        return;
+    }
     crate::injected_faults::writer_commit();
     let mut batch = WriteBatch::default();
     let mut seq = inner.applied_seq.load(Ordering::Acquire);
@@ -191,7 +193,7 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
             match patch::resolve(inner, &pending.op) {
                 Ok(upsert) => pending.op = upsert,
                 Err(e) => {
-                    pending.reply.refuse(e);
+                    refuse(inner, pending, e);
                     continue;
                 }
             }
@@ -225,7 +227,7 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
                     deleted,
                 });
             }
-            Err(e) => pending.reply.refuse(e),
+            Err(e) => refuse(inner, pending, e),
         }
     }
     if accepted.is_empty() {
@@ -260,7 +262,7 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
     if let Err(e) = committed {
         tracing::error!(error = %e, ops = accepted.len(), "write batch failed; nothing applied");
         for a in accepted {
-            a.pending.reply.refuse(Error::Storage(e.clone()));
+            refuse(inner, a.pending, Error::Storage(e.clone()));
         }
         return;
     }
@@ -284,6 +286,27 @@ fn commit(inner: &Arc<Inner>, run: Vec<Pending>) {
         inner.applied_watch.send_replace(a.seq);
         hand_to_memory(inner, a);
     }
+}
+
+/// Whether `pending` is ordered by a log that numbers its own entries (Raft's: the
+/// position rides in `meta`, not in `seq`). Such a log counts on this writer
+/// applying its entries without a gap: its applied marker moves with each entry
+/// committed, so one that failed here and a later one that committed would leave the
+/// marker past the failed entry, and a restart would never replay it.
+fn gapless(pending: &Pending) -> bool {
+    pending.ordered && pending.seq.is_none()
+}
+
+/// Refuses `pending`. A local failure (the store, not the entry) of a gapless entry
+/// also fails the node, so that no later write commits (`commit` checks first).
+fn refuse(inner: &Inner, pending: Pending, e: Error) {
+    if gapless(&pending) && matches!(e, Error::Storage(_) | Error::Failed(_)) {
+        inner.metrics.health.fail(
+            "writer",
+            format!("an ordered entry failed on this member, which takes no later one: {e}"),
+        );
+    }
+    pending.reply.refuse(e);
 }
 
 /// A durable op: catalog changes take effect at once (they need no lock a reader

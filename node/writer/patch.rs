@@ -37,6 +37,11 @@ pub(super) fn resolve(inner: &Inner, op: &Op) -> Result<Op> {
         if !seen.insert(id.as_str()) {
             continue;
         }
+        if crate::injected_faults::patch_read_fails(collection) {
+            return Err(local(Error::Failed(
+                "injected: reading a record failed".into(),
+            )));
+        }
         // Ids that do not exist (any more) are left alone.
         let Some(VectorRecord {
             id,
@@ -209,5 +214,54 @@ mod tests {
         } else {
             assert_eq!(p.metadata, None, "an upsert replaces the metadata");
         }
+    }
+
+    /// A Raft-ordered patch that fails on this member for a local reason (its store)
+    /// stops the member taking any later entry: had the entry after it committed,
+    /// the log's applied marker would stand past the failed one and a restart would
+    /// never replay it.
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn a_local_failure_of_an_ordered_patch_stops_every_later_ordered_entry() {
+        use crate::database::{Durability, OrderedEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let name = "patch-read-fails-here";
+        let c = db
+            .create_collection(CollectionConfig::new(name, 1, Distance::Dot))
+            .unwrap();
+        c.upsert(vec![VectorRecord::new("p", vec![1.0])]).unwrap();
+        let ordered = |op| OrderedEntry {
+            op,
+            precondition: Precondition::None,
+            at: None,
+            meta: Vec::new(),
+            durability: Durability::ByOrderingLog,
+        };
+        fail::cfg("patch-read-fails", &format!("return({name})")).unwrap();
+        let patch = db.apply_ordered(ordered(Op::PatchMetadata {
+            collection: name.into(),
+            ids: vec!["p".into()],
+            set: Some(meta(json!({"x": 1}))),
+            remove: Vec::new(),
+        }));
+        let later = db.apply_ordered(ordered(Op::Upsert {
+            collection: name.into(),
+            records: vec![VectorRecord::new("q", vec![2.0])],
+        }));
+        let patched = patch.map(|(durable, _)| futures::executor::block_on(durable));
+        let upserted = later.map(|(durable, _)| futures::executor::block_on(durable));
+        fail::remove("patch-read-fails");
+        assert!(
+            matches!(patched, Ok(Ok(Err(crate::Error::Failed(_))))),
+            "{patched:?}"
+        );
+        // Refused whether it was still queued or arrived after the failure.
+        assert!(matches!(upserted, Err(_) | Ok(Ok(Err(_)))), "{upserted:?}");
+        assert!(
+            c.get("q").is_err(),
+            "the entry after the failed one was applied"
+        );
+        assert!(db.health().failure().is_some());
     }
 }
