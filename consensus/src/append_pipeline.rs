@@ -21,7 +21,7 @@ use crate::network::{
     MAX_APPEND_BYTES,
 };
 use crate::rpc::{RaftRequest, RaftResponse};
-use crate::types::{LogId, NodeId, TypeConfig, Vote};
+use crate::types::{GroupId, LogId, NodeId, TypeConfig, Vote};
 
 /// AppendEntries sent and not yet answered, at most. Each carries at most
 /// [`MAX_APPEND_BYTES`] of entries.
@@ -69,6 +69,8 @@ pub(crate) struct PeerLink {
     pub shared: OpenConnections,
     pub addr: std::net::SocketAddr,
     pub target: NodeId,
+    /// Whose log this stream replicates: every request on it names the group.
+    pub group: GroupId,
 }
 
 /// Sends `input` on `sender` as it comes, up to [`IN_FLIGHT`] unanswered, and
@@ -85,6 +87,7 @@ where
 {
     let (sent_tx, sent_rx) = mpsc::channel::<Sent>(IN_FLIGHT + 1);
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let group = link.group;
     let sending = tokio::spawn(async move {
         loop {
             // A slot first: openraft counts a request as sent once it is taken.
@@ -103,7 +106,7 @@ where
             } else {
                 APPEND_TIMEOUT
             };
-            let failed = match RaftRequest::Append(rpc).encode() {
+            let failed = match RaftRequest::Append(rpc).encode_for(group) {
                 // Bounded: a follower that is alive but reads nothing would
                 // otherwise hold the send, and this stream, forever.
                 Ok(body) => match tokio::time::timeout(APPEND_TIMEOUT, sender.send(&body))
@@ -340,7 +343,8 @@ mod tests {
                     let (now, most) = (now.clone(), most.clone());
                     most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
                     async move {
-                        let Some(Ok(RaftRequest::Append(rpc))) = RaftRequest::decode(&body) else {
+                        let Some(Ok((_, RaftRequest::Append(rpc)))) = RaftRequest::decode(&body)
+                        else {
                             return Err("not an append".to_string());
                         };
                         let prev = rpc.prev_log_id.map_or(0, |l| l.index);

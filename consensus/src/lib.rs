@@ -41,4 +41,4 @@ pub use network::Network;
 pub use openraft;
 pub use service::RaftService;
 pub use snapshot_file::{SnapshotFile, SnapshotInbox};
-pub use types::{ClusterNode, Command, CommandOutcome, NodeId, RequestId, TypeConfig};
+pub use types::{ClusterNode, Command, CommandOutcome, GroupId, NodeId, RequestId, TypeConfig};

@@ -6,6 +6,15 @@
 //! openraft only after the WAL is fsynced (appends made while an fsync runs share
 //! the next one: [`crate::wal_syncer`]); a vote is fsynced before `save_vote`
 //! returns. Those two are what Raft's safety rests on.
+//!
+//! Groups: every Raft group of a member keeps its log and vote in this one
+//! database, and shares its fsync thread, so appends of many groups made at once
+//! cost one fsync. The cluster-wide group keeps the keys it had before there were
+//! other groups (the `log` and `meta` column families, keys without a prefix), so
+//! an existing data directory opens unchanged; every other group's keys live in
+//! `group_log` and `group_meta` behind its id as 8 big-endian bytes. Log keys are
+//! the prefix and then the index as 8 big-endian bytes, so that a group's log is
+//! one contiguous, ordered key range.
 
 use std::fmt::Debug;
 use std::io;
@@ -26,20 +35,25 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::error::ConsensusError;
-use crate::types::RequestId;
-use crate::types::{Entry, LogId, TypeConfig, Vote};
+use crate::types::{Entry, GroupId, LogId, RequestId, TypeConfig, Vote};
 use crate::wal_syncer::WalSyncer;
 
 const CF_LOG: &str = "log";
 const CF_META: &str = "meta";
+const CF_GROUP_LOG: &str = "group_log";
+const CF_GROUP_META: &str = "group_meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 
-/// The log store; clones share the database (openraft asks for a reader clone).
+/// One group's log store; clones share the database (openraft asks for a reader
+/// clone), and so do the stores of a member's other groups ([`LogStore::group`]).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    group: GroupId,
+    /// Before every key of this group: empty for the cluster-wide group.
+    prefix: Vec<u8>,
     /// Who waits for a request's entry to be on disk here (the `primary` write
     /// concern), by request id.
     flush_waiters: Arc<Mutex<HashMap<RequestId, oneshot::Sender<u64>>>>,
@@ -48,12 +62,13 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database at `path`.
+    /// Opens (or creates) the log database at `path`, as the cluster-wide group's
+    /// store.
     pub fn open(path: &Path) -> Result<LogStore, ConsensusError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [CF_LOG, CF_META]
+        let families = [CF_LOG, CF_META, CF_GROUP_LOG, CF_GROUP_META]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&options, path, families)?);
@@ -64,9 +79,84 @@ impl LogStore {
             })?;
         Ok(LogStore {
             db,
+            group: GroupId::CLUSTER,
+            prefix: Vec::new(),
             flush_waiters: Arc::default(),
             syncer: Arc::new(syncer),
         })
+    }
+
+    /// `group`'s store, in the same database and behind the same fsync thread.
+    pub fn group(&self, group: GroupId) -> LogStore {
+        let prefix = if group.is_cluster() {
+            Vec::new()
+        } else {
+            group.0.to_be_bytes().to_vec()
+        };
+        LogStore {
+            db: self.db.clone(),
+            group,
+            prefix,
+            flush_waiters: Arc::default(),
+            syncer: self.syncer.clone(),
+        }
+    }
+
+    pub fn group_id(&self) -> GroupId {
+        self.group
+    }
+
+    /// Deletes everything `group` stored here (its replica moved away, or its
+    /// collection was dropped), fsynced; the cluster-wide group is never deleted.
+    /// Its Raft instance must be shut down first.
+    pub fn discard_group(&self, group: GroupId) -> Result<(), ConsensusError> {
+        if group.is_cluster() {
+            return Err(ConsensusError::Storage(
+                "the cluster-wide group's log is never discarded".into(),
+            ));
+        }
+        let from = group.0.to_be_bytes().to_vec();
+        // Past every key of the group: its prefix, then more 0xff bytes than any
+        // log index or meta name of it has.
+        let mut to = from.clone();
+        to.extend_from_slice(&[0xff; 9]);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_GROUP_LOG)?, &from, &to);
+        batch.delete_range_cf(self.cf(CF_GROUP_META)?, &from, &to);
+        self.db.write(batch)?;
+        self.fsync()
+    }
+
+    /// The groups other than the cluster-wide one that have a vote or log here:
+    /// what a member ran before it restarted.
+    pub fn stored_groups(&self) -> Result<Vec<GroupId>, ConsensusError> {
+        let mut groups = Vec::new();
+        for cf in [CF_GROUP_META, CF_GROUP_LOG] {
+            let mut from = Vec::new();
+            loop {
+                let mode = IteratorMode::From(&from, Direction::Forward);
+                let Some(item) = self.db.iterator_cf(self.cf(cf)?, mode).next() else {
+                    break;
+                };
+                let (key, _) = item?;
+                let Some((id, _)) = key.split_first_chunk::<8>() else {
+                    return Err(ConsensusError::Storage(format!(
+                        "a group key of {} bytes",
+                        key.len()
+                    )));
+                };
+                let id = u64::from_be_bytes(*id);
+                groups.push(GroupId(id));
+                // Skip to the next group's keys.
+                match id.checked_add(1) {
+                    Some(next) => from = next.to_be_bytes().to_vec(),
+                    None => break,
+                }
+            }
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        Ok(groups)
     }
 
     /// Resolves with the log index once an entry carrying request `id` is appended
@@ -86,11 +176,11 @@ impl LogStore {
     /// cluster already and must never be initialised again.
     pub fn is_fresh(&self) -> Result<bool, ConsensusError> {
         let voted = self.get_meta::<Vote>(KEY_VOTE)?.is_some();
-        let logged = self
-            .db
-            .iterator_cf(self.cf(CF_LOG)?, IteratorMode::Start)
-            .next()
-            .is_some();
+        let mode = IteratorMode::From(&self.prefix, Direction::Forward);
+        let logged = match self.db.iterator_cf(self.log_cf()?, mode).next() {
+            Some(item) => item?.0.starts_with(&self.prefix),
+            None => false,
+        };
         let purged = self.get_meta::<LogId>(KEY_PURGED)?.is_some();
         Ok(!(voted || logged || purged))
     }
@@ -101,8 +191,35 @@ impl LogStore {
             .ok_or_else(|| ConsensusError::Storage(format!("column family {name} is missing")))
     }
 
+    fn log_cf(&self) -> Result<&rocksdb::ColumnFamily, ConsensusError> {
+        self.cf(if self.group.is_cluster() {
+            CF_LOG
+        } else {
+            CF_GROUP_LOG
+        })
+    }
+
+    fn meta_cf(&self) -> Result<&rocksdb::ColumnFamily, ConsensusError> {
+        self.cf(if self.group.is_cluster() {
+            CF_META
+        } else {
+            CF_GROUP_META
+        })
+    }
+
+    fn key(&self, suffix: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + suffix.len());
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(suffix);
+        key
+    }
+
+    fn log_key(&self, index: u64) -> Vec<u8> {
+        self.key(&index.to_be_bytes())
+    }
+
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ConsensusError> {
-        match self.db.get_cf(self.cf(CF_META)?, key)? {
+        match self.db.get_cf(self.meta_cf()?, self.key(key))? {
             None => Ok(None),
             Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| {
                 ConsensusError::Storage(format!("decoding {}: {e}", String::from_utf8_lossy(key)))
@@ -113,7 +230,7 @@ impl LogStore {
     fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), ConsensusError> {
         let bytes = postcard::to_stdvec(value)
             .map_err(|e| ConsensusError::Storage(format!("encoding: {e}")))?;
-        self.db.put_cf(self.cf(CF_META)?, key, bytes)?;
+        self.db.put_cf(self.meta_cf()?, self.key(key), bytes)?;
         Ok(())
     }
 
@@ -125,12 +242,12 @@ impl LogStore {
     /// their indexes, that someone waits to see on disk.
     fn write_entries(&self, entries: Vec<Entry>) -> Result<Vec<(RequestId, u64)>, ConsensusError> {
         let mut batch = WriteBatch::default();
-        let cf = self.cf(CF_LOG)?;
+        let cf = self.log_cf()?;
         let mut awaited = Vec::new();
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry)
                 .map_err(|e| ConsensusError::Storage(format!("encoding a log entry: {e}")))?;
-            batch.put_cf(cf, entry.index().to_be_bytes(), bytes);
+            batch.put_cf(cf, self.log_key(entry.index()), bytes);
             if let openraft::EntryPayload::Normal(command) = &entry.payload {
                 if let Some(id) = command.request_id {
                     awaited.push((id, entry.index()));
@@ -147,14 +264,15 @@ impl LogStore {
     }
 
     fn last_entry(&self) -> Result<Option<Entry>, ConsensusError> {
-        match self
-            .db
-            .iterator_cf(self.cf(CF_LOG)?, IteratorMode::End)
-            .next()
-        {
+        let last = self.log_key(u64::MAX);
+        let mode = IteratorMode::From(&last, Direction::Reverse);
+        match self.db.iterator_cf(self.log_cf()?, mode).next() {
             None => Ok(None),
             Some(item) => {
-                let (_, value) = item?;
+                let (key, value) = item?;
+                if !key.starts_with(&self.prefix) {
+                    return Ok(None);
+                }
                 Self::decode_entry(&value).map(Some)
             }
         }
@@ -167,10 +285,14 @@ impl LogStore {
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
-        let mode = IteratorMode::From(&start.to_be_bytes(), Direction::Forward);
-        for item in self.db.iterator_cf(self.cf(CF_LOG)?, mode) {
+        let from = self.log_key(start);
+        let mode = IteratorMode::From(&from, Direction::Forward);
+        for item in self.db.iterator_cf(self.log_cf()?, mode) {
             let (key, value) = item?;
-            let index = index_of(&key)?;
+            let Some(index) = key.strip_prefix(self.prefix.as_slice()) else {
+                break;
+            };
+            let index = index_of(index)?;
             if !range.contains(&index) {
                 break;
             }
@@ -235,7 +357,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(id) => self.put_meta(KEY_COMMITTED, &id)?,
             None => self
                 .db
-                .delete_cf(self.cf(CF_META)?, KEY_COMMITTED)
+                .delete_cf(self.meta_cf()?, self.key(KEY_COMMITTED))
                 .map_err(ConsensusError::from)?,
         }
         Ok(())
@@ -281,7 +403,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index() + 1);
         self.db
-            .delete_range_cf(self.cf(CF_LOG)?, from.to_be_bytes(), u64::MAX.to_be_bytes())
+            .delete_range_cf(self.log_cf()?, self.log_key(from), self.log_key(u64::MAX))
             .map_err(ConsensusError::from)?;
         // Entry u64::MAX is outside the range above; no real log reaches it.
         Ok(())
@@ -294,9 +416,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.fsync()?;
         self.db
             .delete_range_cf(
-                self.cf(CF_LOG)?,
-                0u64.to_be_bytes(),
-                (log_id.index() + 1).to_be_bytes(),
+                self.log_cf()?,
+                self.log_key(0),
+                self.log_key(log_id.index() + 1),
             )
             .map_err(ConsensusError::from)?;
         Ok(())

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use crate::append_pipeline;
 use crate::rpc::{RaftRequest, RaftResponse};
 use crate::snapshot_file::SnapshotFile;
-use crate::types::{ClusterNode, NodeId, TypeConfig, Vote};
+use crate::types::{ClusterNode, GroupId, NodeId, TypeConfig, Vote};
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
@@ -93,10 +93,14 @@ pub(crate) fn plausible(
 /// How long an AppendEntries with entries may take.
 pub(crate) const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Makes a [`PeerNetwork`] for each peer Raft talks to.
+/// Makes a [`PeerNetwork`] for each peer one Raft group talks to. The groups of a
+/// member share its connections ([`Network::for_group`]): a pair of members holding
+/// replicas of many groups keeps one replication and one heartbeat connection, each
+/// group's traffic on streams of its own.
 #[derive(Clone)]
 pub struct Network {
     transport: Transport,
+    group: GroupId,
     /// Replication and votes.
     connections: OpenConnections,
     /// Heartbeats, apart: on the replication connection a heartbeat would queue
@@ -164,11 +168,21 @@ enum Lane {
 }
 
 impl Network {
+    /// The cluster-wide group's network.
     pub fn new(transport: Transport) -> Network {
         Network {
             transport,
+            group: GroupId::CLUSTER,
             connections: Arc::default(),
             heartbeats: Arc::default(),
+        }
+    }
+
+    /// `group`'s network, on the same connections as this one.
+    pub fn for_group(&self, group: GroupId) -> Network {
+        Network {
+            group,
+            ..self.clone()
         }
     }
 
@@ -183,6 +197,7 @@ impl Network {
         let peer = addr.and_then(|a| shared.lock().get(&a).filter(|p| p.usable()).cloned());
         PeerNetwork {
             transport: self.transport.clone(),
+            group: self.group,
             connections: shared.clone(),
             target,
             addr,
@@ -211,9 +226,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-/// The connection to one peer.
+/// The connection to one peer, for one group.
 pub struct PeerNetwork {
     transport: Transport,
+    group: GroupId,
     connections: OpenConnections,
     target: NodeId,
     addr: Option<SocketAddr>,
@@ -316,6 +332,7 @@ impl PeerNetwork {
                     shared: self.connections.clone(),
                     addr,
                     target: self.target,
+                    group: self.group,
                 },
             )),
             Ok(Err(e)) => {
@@ -338,7 +355,7 @@ impl PeerNetwork {
         timeout: Duration,
     ) -> Result<RaftResponse, Failure> {
         let body = request
-            .encode()
+            .encode_for(self.group)
             .map_err(|e| Failure::Network(e.to_string()))?;
         let peer = self.peer().await?;
         let reply = match peer.peer.request_within(&body, timeout).await {
@@ -608,6 +625,40 @@ mod tests {
             Some(&id(1)),
             &vote
         ));
+    }
+
+    #[tokio::test]
+    async fn every_group_of_a_member_uses_its_connections() {
+        let transport = Transport::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            needle_transport::TransportConfig::new(needle_transport::Security::InsecureDev),
+            Arc::new(NoRequests),
+        )
+        .unwrap();
+        let cluster = Network::new(transport.clone());
+        let shard = cluster.for_group(GroupId(3));
+        assert_eq!((cluster.group, shard.group), (GroupId::CLUSTER, GroupId(3)));
+        assert!(Arc::ptr_eq(&cluster.connections, &shard.connections));
+        assert!(Arc::ptr_eq(&cluster.heartbeats, &shard.heartbeats));
+        let node = ClusterNode {
+            raft_addr: "127.0.0.1:9".into(),
+            http_addr: String::new(),
+        };
+        let client = shard.client(&shard.heartbeats, Lane::OneByOne, 2, &node);
+        assert_eq!(client.group, GroupId(3));
+        transport.close();
+    }
+
+    struct NoRequests;
+
+    impl needle_transport::Handler for NoRequests {
+        fn request(
+            &self,
+            _: needle_transport::PeerInfo,
+            _: Vec<u8>,
+        ) -> needle_transport::BoxFuture<Result<Vec<u8>, String>> {
+            Box::pin(async { Err("none".to_string()) })
+        }
     }
 
     #[test]

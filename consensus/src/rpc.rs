@@ -1,6 +1,10 @@
 //! The wire form of Raft's RPCs on the transport: one request frame, one response
 //! frame, postcard-encoded. The first byte tells Raft traffic from the node's own
-//! requests, which share the same QUIC endpoint.
+//! requests, which share the same QUIC endpoint, and says which group a request is
+//! for: [`RAFT_TAG`] alone is the cluster-wide group (the form members spoke
+//! before there were other groups), [`GROUP_TAG`] is followed by the group's id as
+//! 8 big-endian bytes. Answers need no group: each goes back on its request's
+//! stream.
 
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
@@ -10,10 +14,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConsensusError;
-use crate::types::{SnapshotMeta, TypeConfig, Vote};
+use crate::types::{GroupId, SnapshotMeta, TypeConfig, Vote};
 
-/// First byte of every Raft request body.
+/// First byte of a Raft request body for the cluster-wide group.
 pub const RAFT_TAG: u8 = 0xA0;
+/// First byte of a Raft request body for any other group; the group id follows.
+pub const GROUP_TAG: u8 = 0xA1;
 
 /// A Raft RPC as sent to a peer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,17 +56,40 @@ pub enum RaftResponse {
 }
 
 impl RaftRequest {
+    /// This request for the cluster-wide group.
     pub fn encode(&self) -> Result<Vec<u8>, ConsensusError> {
-        let mut out = vec![RAFT_TAG];
+        self.encode_for(GroupId::CLUSTER)
+    }
+
+    /// This request for `group`.
+    pub fn encode_for(&self, group: GroupId) -> Result<Vec<u8>, ConsensusError> {
+        let mut out = if group.is_cluster() {
+            vec![RAFT_TAG]
+        } else {
+            let mut out = vec![GROUP_TAG];
+            out.extend_from_slice(&group.0.to_be_bytes());
+            out
+        };
         postcard::to_io(self, &mut out)
             .map_err(|e| ConsensusError::Malformed(format!("encoding a raft request: {e}")))?;
         Ok(out)
     }
 
-    /// `None` when the body is not Raft traffic at all.
-    pub fn decode(body: &[u8]) -> Option<Result<RaftRequest, ConsensusError>> {
+    /// The group a request is for and the request; `None` when the body is not
+    /// Raft traffic at all.
+    pub fn decode(body: &[u8]) -> Option<Result<(GroupId, RaftRequest), ConsensusError>> {
         match body.split_first() {
-            Some((&RAFT_TAG, rest)) => Some(decode(rest, "raft request")),
+            Some((&RAFT_TAG, rest)) => {
+                Some(decode(rest, "raft request").map(|r| (GroupId::CLUSTER, r)))
+            }
+            Some((&GROUP_TAG, rest)) => Some(match rest.split_first_chunk::<8>() {
+                Some((id, rest)) => {
+                    decode(rest, "raft request").map(|r| (GroupId(u64::from_be_bytes(*id)), r))
+                }
+                None => Err(ConsensusError::Malformed(
+                    "a group-addressed raft request without its group id".into(),
+                )),
+            }),
             _ => None,
         }
     }
@@ -94,11 +123,35 @@ mod tests {
         let last = LogId::new(LeaderId::new(2, 1).to_committed(), 17);
         let request = RaftRequest::Vote(VoteRequest::new(vote, Some(last)));
         let bytes = request.encode().unwrap_or_default();
-        let Some(Ok(RaftRequest::Vote(decoded))) = RaftRequest::decode(&bytes) else {
+        let Some(Ok((GroupId::CLUSTER, RaftRequest::Vote(decoded)))) = RaftRequest::decode(&bytes)
+        else {
             panic!("decoding failed");
         };
         assert_eq!(decoded.vote, vote);
         assert_eq!(decoded.last_log_id.map(|l| l.index), Some(17));
+    }
+
+    #[test]
+    fn a_request_names_its_group_and_the_cluster_group_keeps_the_old_form() {
+        let request = RaftRequest::PreVote(VoteRequest::new(Vote::new(4, 1), None));
+        let old_form = request.encode().unwrap_or_default();
+        assert_eq!(old_form.first(), Some(&RAFT_TAG));
+        assert_eq!(
+            request.encode_for(GroupId::CLUSTER).unwrap_or_default(),
+            old_form
+        );
+        let bytes = request.encode_for(GroupId(7)).unwrap_or_default();
+        assert_eq!(bytes.first(), Some(&GROUP_TAG));
+        assert_eq!(&bytes[9..], &old_form[1..]);
+        let Some(Ok((group, RaftRequest::PreVote(decoded)))) = RaftRequest::decode(&bytes) else {
+            panic!("decoding failed");
+        };
+        assert_eq!((group, decoded.vote), (GroupId(7), Vote::new(4, 1)));
+        // A group tag cut short is Raft traffic, and malformed.
+        assert!(matches!(
+            RaftRequest::decode(&[GROUP_TAG, 0, 0, 7]),
+            Some(Err(ConsensusError::Malformed(_)))
+        ));
     }
 
     #[test]

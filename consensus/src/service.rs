@@ -1,24 +1,30 @@
-//! Raft's incoming RPCs: the transport handler of a Raft node. Raft traffic goes to
-//! the local `Raft`; everything else (the node's own requests: forwarded writes,
-//! read-index questions) goes to the node's handler, so one QUIC endpoint and one
-//! mutual-TLS identity carry both.
+//! Raft's incoming RPCs: the transport handler of a member. Raft traffic goes to
+//! the local `Raft` of the group it names; everything else (the node's own
+//! requests: forwarded writes, read-index questions) goes to the node's handler, so
+//! one QUIC endpoint and one mutual-TLS identity carry every group and the node.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::StreamExt;
 use needle_transport::{BoxFuture, BoxStream, Handler, PeerInfo, RegionKey, Transport};
 use openraft::storage::RaftStateMachine;
 use openraft::Raft;
+use parking_lot::RwLock;
 
 use crate::rpc::{RaftRequest, RaftResponse};
 use crate::snapshot_file::{SnapshotFile, SnapshotInbox};
-use crate::types::TypeConfig;
+use crate::types::{GroupId, TypeConfig};
 
 /// Bytes per region read while fetching a snapshot.
 const SNAPSHOT_CHUNK: u64 = 4 << 20;
 
-/// The transport handler of a Raft node. Built before the transport and the Raft
-/// instance exist (both need it); [`RaftService::attach`] completes it.
+const MEMBERS_ONLY: &str =
+    "raft RPCs are for cluster members; a client certificate cannot send them";
+
+/// The transport handler of a member. Built before the transport and the Raft
+/// instances exist (both need it); [`RaftService::attach`] gives it the transport
+/// and the cluster-wide group, [`RaftService::add_group`] every other group.
 pub struct RaftService<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
@@ -30,7 +36,8 @@ struct ServiceState<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
-    attached: OnceLock<(Raft<TypeConfig, SM>, Transport)>,
+    transport: OnceLock<Transport>,
+    groups: RwLock<HashMap<GroupId, Raft<TypeConfig, SM>>>,
     app: Arc<dyn Handler>,
     inbox: SnapshotInbox,
 }
@@ -42,16 +49,44 @@ where
     pub fn new(app: Arc<dyn Handler>, inbox: SnapshotInbox) -> Arc<RaftService<SM>> {
         Arc::new(RaftService {
             state: Arc::new(ServiceState {
-                attached: OnceLock::new(),
+                transport: OnceLock::new(),
+                groups: RwLock::default(),
                 app,
                 inbox,
             }),
         })
     }
 
-    /// Starts answering Raft RPCs; until then they fail and the sender retries.
+    /// Starts answering the cluster-wide group's RPCs; until then they fail and
+    /// the sender retries.
     pub fn attach(&self, raft: Raft<TypeConfig, SM>, transport: Transport) {
-        let _ = self.state.attached.set((raft, transport));
+        self.set_transport(transport);
+        self.add_group(GroupId::CLUSTER, raft);
+    }
+
+    /// The transport snapshots are fetched back through. Set once; later calls
+    /// are ignored.
+    pub fn set_transport(&self, transport: Transport) {
+        let _ = self.state.transport.set(transport);
+    }
+
+    /// Starts answering `group`'s RPCs with `raft`, in place of any earlier
+    /// instance of that group.
+    pub fn add_group(&self, group: GroupId, raft: Raft<TypeConfig, SM>) {
+        self.state.groups.write().insert(group, raft);
+    }
+
+    /// Stops answering `group`'s RPCs (its replica moved away or its collection
+    /// was dropped) and hands its instance back, to be shut down by the caller.
+    pub fn remove_group(&self, group: GroupId) -> Option<Raft<TypeConfig, SM>> {
+        self.state.groups.write().remove(&group)
+    }
+
+    /// The groups this member answers for, in order.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut groups: Vec<GroupId> = self.state.groups.read().keys().copied().collect();
+        groups.sort_unstable();
+        groups
     }
 }
 
@@ -59,15 +94,23 @@ impl<SM> ServiceState<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
+    /// `group`'s instance. A group this member does not run is an error the sender
+    /// treats like an unreachable member: it may be starting here, or have moved.
+    fn raft(&self, group: GroupId) -> Result<Raft<TypeConfig, SM>, String> {
+        match self.groups.read().get(&group) {
+            Some(raft) => Ok(raft.clone()),
+            None if group.is_cluster() => Err("raft is starting".to_string()),
+            None => Err(format!("{group} does not run on this member")),
+        }
+    }
+
     async fn answer(
         self: Arc<Self>,
         from: PeerInfo,
+        group: GroupId,
         request: RaftRequest,
     ) -> Result<RaftResponse, String> {
-        let (raft, transport) = self
-            .attached
-            .get()
-            .ok_or_else(|| "raft is starting".to_string())?;
+        let raft = self.raft(group)?;
         let fatal = |e: openraft::error::RaftError<TypeConfig>| e.to_string();
         match request {
             RaftRequest::Append(rpc) => raft
@@ -93,6 +136,10 @@ where
                 len,
                 checksum,
             } => {
+                let transport = self
+                    .transport
+                    .get()
+                    .ok_or_else(|| "raft is starting".to_string())?;
                 let peer = transport
                     .connect(from.addr)
                     .await
@@ -108,7 +155,7 @@ where
                 )
                 .await
                 .map_err(|e| format!("reading the snapshot: {e}"))?;
-                tracing::info!(bytes = len, path = %file.path.display(), "installing a snapshot from the leader");
+                tracing::info!(bytes = len, path = %file.path.display(), %group, "installing a snapshot from the leader");
                 raft.install_full_snapshot(
                     vote,
                     openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
@@ -122,65 +169,33 @@ where
             }
         }
     }
-}
 
-impl<SM> Handler for RaftService<SM>
-where
-    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
-{
-    fn request(&self, from: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
-        match RaftRequest::decode(&body) {
-            None => self.state.app.request(from, body),
-            // Votes, appends and snapshots move a member's state: members only.
-            Some(_) if !from.role.is_member() => Box::pin(async {
-                Err(
-                    "raft RPCs are for cluster members; a client certificate cannot send them"
-                        .to_string(),
-                )
-            }),
-            Some(Err(e)) => Box::pin(async move { Err(e.to_string()) }),
-            Some(Ok(request)) => {
-                let this = self.state.clone();
-                Box::pin(async move {
-                    let result = this.answer(from, request).await;
-                    RaftResponse::encode(&result).map_err(|e| e.to_string())
-                })
-            }
-        }
-    }
-
-    fn push(&self, from: PeerInfo, body: Vec<u8>, compressed: bool) -> BoxFuture<()> {
-        self.state.app.push(from, body, compressed)
-    }
-
-    /// A leader's replication stream ([`crate::network`]): AppendEntries in the
-    /// order sent, handed to openraft's own pipeline, which takes the next one
-    /// while the log still syncs the previous ones. Anything but an AppendEntries
-    /// ends the stream.
-    fn request_stream(
+    /// Hands a replication stream to its group's pipeline. The stream's first
+    /// request names the group; every later one must name the same group.
+    fn stream_appends(
         &self,
-        from: PeerInfo,
-        requests: BoxStream<Vec<u8>>,
+        peer: std::net::SocketAddr,
+        first: Vec<u8>,
+        rest: BoxStream<Vec<u8>>,
     ) -> BoxStream<Result<Vec<u8>, String>> {
-        let refuse = |message: &str| -> BoxStream<Result<Vec<u8>, String>> {
-            let message = message.to_string();
-            Box::pin(futures_util::stream::once(async move { Err(message) }))
+        let group = match RaftRequest::decode(&first) {
+            Some(Ok((group, RaftRequest::Append(_)))) => group,
+            _ => return refuse("a replication stream must open with an AppendEntries"),
         };
-        if !from.role.is_member() {
-            return refuse(
-                "raft RPCs are for cluster members; a client certificate cannot send them",
-            );
-        }
-        let Some((raft, _)) = self.state.attached.get() else {
-            return refuse("raft is starting");
+        let raft = match self.raft(group) {
+            Ok(raft) => raft,
+            Err(message) => return refuse(&message),
         };
-        let peer = from.addr;
-        let appends = requests
+        let appends = futures_util::stream::once(std::future::ready(first))
+            .chain(rest)
             .map(move |body| match RaftRequest::decode(&body) {
-                Some(Ok(RaftRequest::Append(rpc))) => Some(rpc),
+                Some(Ok((to, RaftRequest::Append(rpc)))) if to == group => Some(rpc),
                 other => {
                     let what = match other {
                         Some(Err(e)) => e.to_string(),
+                        Some(Ok((to, _))) if to != group => {
+                            format!("an AppendEntries for {to} on a stream of {group}")
+                        }
                         Some(Ok(_)) => "an RPC other than AppendEntries".to_string(),
                         None => "not Raft traffic".to_string(),
                     };
@@ -197,5 +212,58 @@ where
             RaftResponse::encode(&answer).map_err(|e| e.to_string())
         });
         Box::pin(answers)
+    }
+}
+
+fn refuse(message: &str) -> BoxStream<Result<Vec<u8>, String>> {
+    let message = message.to_string();
+    Box::pin(futures_util::stream::once(async move { Err(message) }))
+}
+
+impl<SM> Handler for RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
+{
+    fn request(&self, from: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
+        match RaftRequest::decode(&body) {
+            None => self.state.app.request(from, body),
+            // Votes, appends and snapshots move a member's state: members only.
+            Some(_) if !from.role.is_member() => Box::pin(async { Err(MEMBERS_ONLY.to_string()) }),
+            Some(Err(e)) => Box::pin(async move { Err(e.to_string()) }),
+            Some(Ok((group, request))) => {
+                let this = self.state.clone();
+                Box::pin(async move {
+                    let result = this.answer(from, group, request).await;
+                    RaftResponse::encode(&result).map_err(|e| e.to_string())
+                })
+            }
+        }
+    }
+
+    fn push(&self, from: PeerInfo, body: Vec<u8>, compressed: bool) -> BoxFuture<()> {
+        self.state.app.push(from, body, compressed)
+    }
+
+    /// A leader's replication stream ([`crate::network`]): AppendEntries in the
+    /// order sent, handed to the group's own openraft pipeline, which takes the
+    /// next one while the log still syncs the previous ones. Anything but an
+    /// AppendEntries of the stream's group ends the stream.
+    fn request_stream(
+        &self,
+        from: PeerInfo,
+        mut requests: BoxStream<Vec<u8>>,
+    ) -> BoxStream<Result<Vec<u8>, String>> {
+        if !from.role.is_member() {
+            return refuse(MEMBERS_ONLY);
+        }
+        let state = self.state.clone();
+        // Which group's pipeline takes the stream is known from its first request.
+        let opened = async move {
+            match requests.next().await {
+                Some(first) => state.stream_appends(from.addr, first, requests),
+                None => Box::pin(futures_util::stream::empty()) as BoxStream<_>,
+            }
+        };
+        Box::pin(futures_util::stream::once(opened).flatten())
     }
 }

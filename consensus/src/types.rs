@@ -61,6 +61,35 @@ impl fmt::Display for ClusterNode {
 /// A member's id in the cluster (`--node-id`).
 pub type NodeId = u64;
 
+/// Which Raft group a log, an RPC or a state machine belongs to. A member runs the
+/// cluster-wide group and one more group for each shard replica it holds; all of
+/// them share its one transport endpoint and its one log database.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct GroupId(pub u64);
+
+impl GroupId {
+    /// The cluster-wide group: it holds unsharded collections and the shard map,
+    /// and its log and wire form are those of a cluster from before sharding, so
+    /// an existing data directory and an existing member keep working unchanged.
+    pub const CLUSTER: GroupId = GroupId(0);
+
+    pub fn is_cluster(self) -> bool {
+        self == GroupId::CLUSTER
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_cluster() {
+            write!(f, "the cluster group")
+        } else {
+            write!(f, "group {}", self.0)
+        }
+    }
+}
+
 openraft::declare_raft_types!(
     /// needle's Raft types: everything else is openraft's default.
     pub TypeConfig:

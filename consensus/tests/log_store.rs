@@ -77,3 +77,83 @@ async fn a_log_purged_to_its_end_still_reports_its_last_id() {
     store.save_committed(Some(log_id(1, 4))).await.unwrap();
     assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 4)));
 }
+
+#[tokio::test]
+async fn groups_in_one_database_keep_their_logs_votes_and_purges_apart() {
+    use needle_consensus::GroupId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    // Neighbouring ids, and the largest one, are where a key range would spill.
+    let (three, four, last) = (GroupId(3), GroupId(4), GroupId(u64::MAX));
+    {
+        let mut cluster = LogStore::open(&path).unwrap();
+        let mut g3 = cluster.group(three);
+        let mut g4 = cluster.group(four);
+        let mut glast = cluster.group(last);
+        append(&mut cluster, (1..=5).map(|i| entry(1, i)).collect()).await;
+        append(&mut g3, (1..=8).map(|i| entry(2, i)).collect()).await;
+        append(&mut g4, (1..=2).map(|i| entry(3, i)).collect()).await;
+        assert!(glast.is_fresh().unwrap());
+        glast.save_vote(&Vote::new(9, 2)).await.unwrap();
+        g3.save_vote(&Vote::new(2, 1)).await.unwrap();
+        g3.truncate_after(Some(log_id(2, 6))).await.unwrap();
+        g4.purge(log_id(3, 1)).await.unwrap();
+        assert!(!glast.is_fresh().unwrap());
+    }
+    let mut cluster = LogStore::open(&path).unwrap();
+    let (mut g3, mut g4, mut glast) = (
+        cluster.group(three),
+        cluster.group(four),
+        cluster.group(last),
+    );
+    assert_eq!(cluster.stored_groups().unwrap(), vec![three, four, last]);
+
+    let state = cluster.get_log_state().await.unwrap();
+    assert_eq!(
+        (state.last_log_id, state.last_purged_log_id),
+        (Some(log_id(1, 5)), None)
+    );
+    assert_eq!(
+        indexes(&cluster.try_get_log_entries(0..).await.unwrap()),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(cluster.read_vote().await.unwrap(), None);
+
+    let state = g3.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(2, 6)));
+    assert_eq!(
+        indexes(&g3.try_get_log_entries(0..).await.unwrap()),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(g3.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+
+    let state = g4.get_log_state().await.unwrap();
+    assert_eq!(
+        (state.last_log_id, state.last_purged_log_id),
+        (Some(log_id(3, 2)), Some(log_id(3, 1)))
+    );
+    assert_eq!(
+        indexes(&g4.try_get_log_entries(0..).await.unwrap()),
+        vec![2]
+    );
+    assert_eq!(g4.read_vote().await.unwrap(), None);
+
+    let state = glast.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, None);
+    assert_eq!(glast.read_vote().await.unwrap(), Some(Vote::new(9, 2)));
+
+    // A group whose replica moved away leaves nothing behind, and nothing of the
+    // others goes with it; the cluster group's log is never discarded.
+    cluster.discard_group(three).unwrap();
+    assert!(g3.is_fresh().unwrap());
+    assert!(g3.try_get_log_entries(0..).await.unwrap().is_empty());
+    assert_eq!(
+        indexes(&g4.try_get_log_entries(0..).await.unwrap()),
+        vec![2]
+    );
+    assert_eq!(cluster.stored_groups().unwrap(), vec![four, last]);
+    cluster.discard_group(last).unwrap();
+    assert_eq!(cluster.stored_groups().unwrap(), vec![four]);
+    assert!(cluster.discard_group(GroupId::CLUSTER).is_err());
+    assert_eq!(cluster.try_get_log_entries(0..).await.unwrap().len(), 5);
+}

@@ -26,6 +26,7 @@ mod mode;
 pub mod primary_replica;
 pub mod raft;
 mod retry;
+pub mod sharding;
 pub mod standalone;
 pub mod status;
 pub mod transport;
