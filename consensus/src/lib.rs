@@ -8,6 +8,8 @@
 //!   TLS, fault injection), with replication pipelined on one ordered stream per
 //!   follower (`append_pipeline`) and snapshots moved by the transport's bulk
 //!   region transfer ([`snapshot_file`]).
+//!   Heartbeats of many groups to one member travel together
+//!   (`heartbeat_batch`).
 //! - [`rpc`]: their wire form.
 //!
 //! The state machine is the node's database and lives in the node.
@@ -27,6 +29,7 @@
 
 mod append_pipeline;
 pub mod error;
+mod heartbeat_batch;
 pub mod log_store;
 pub mod network;
 pub mod rpc;
@@ -36,6 +39,7 @@ pub mod types;
 mod wal_syncer;
 
 pub use error::ConsensusError;
+pub use heartbeat_batch::HeartbeatStats;
 pub use log_store::LogStore;
 pub use network::Network;
 pub use openraft;

@@ -12,7 +12,10 @@
 //! cost one fsync. The cluster-wide group keeps the keys it had before there were
 //! other groups (the `log` and `meta` column families, keys without a prefix), so
 //! an existing data directory opens unchanged; every other group's keys live in
-//! `group_log` and `group_meta` behind its id as 8 big-endian bytes. Log keys are
+//! `group_log` and `group_meta` behind its id as 8 big-endian bytes. Those two
+//! column families are created only when a member first runs another group, so a
+//! member that never did can still be opened by a binary from before groups
+//! (RocksDB refuses to open a database with column families it is not told of). Log keys are
 //! the prefix and then the index as 8 big-endian bytes, so that a group's log is
 //! one contiguous, ordered key range.
 
@@ -25,7 +28,14 @@ use std::sync::Arc;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{
+    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode,
+    MultiThreaded, Options, WriteBatch,
+};
+
+/// Multi-threaded mode: a group's column families are created while other groups
+/// read and write.
+type DB = DBWithThreadMode<MultiThreaded>;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -46,6 +56,10 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 
+/// Who waits for which group's request to reach the disk, and where to say at
+/// which index it did.
+type FlushWaiters = HashMap<(GroupId, RequestId), oneshot::Sender<u64>>;
+
 /// One group's log store; clones share the database (openraft asks for a reader
 /// clone), and so do the stores of a member's other groups ([`LogStore::group`]).
 #[derive(Clone)]
@@ -55,8 +69,8 @@ pub struct LogStore {
     /// Before every key of this group: empty for the cluster-wide group.
     prefix: Vec<u8>,
     /// Who waits for a request's entry to be on disk here (the `primary` write
-    /// concern), by request id.
-    flush_waiters: Arc<Mutex<HashMap<RequestId, oneshot::Sender<u64>>>>,
+    /// concern), by group and request id; shared by every handle of every group.
+    flush_waiters: Arc<Mutex<FlushWaiters>>,
     /// Fsyncs appends in groups, on a thread of its own.
     syncer: Arc<WalSyncer>,
 }
@@ -68,7 +82,15 @@ impl LogStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [CF_LOG, CF_META, CF_GROUP_LOG, CF_GROUP_META]
+        // Whatever families are there (the group ones once a group ran), and the
+        // cluster group's always.
+        let mut names: Vec<String> = DB::list_cf(&options, path).unwrap_or_default();
+        for name in [CF_LOG, CF_META] {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        let families = names
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&options, path, families)?);
@@ -86,29 +108,43 @@ impl LogStore {
         })
     }
 
-    /// `group`'s store, in the same database and behind the same fsync thread.
-    pub fn group(&self, group: GroupId) -> LogStore {
+    /// `group`'s store, in the same database and behind the same fsync thread;
+    /// the first one other than the cluster group's creates the group column
+    /// families.
+    pub fn group(&self, group: GroupId) -> Result<LogStore, ConsensusError> {
         let prefix = if group.is_cluster() {
             Vec::new()
         } else {
+            for name in [CF_GROUP_LOG, CF_GROUP_META] {
+                if self.db.cf_handle(name).is_none() {
+                    // Two groups starting at once may both try: one creates it.
+                    if let Err(e) = self.db.create_cf(name, &Options::default()) {
+                        if self.db.cf_handle(name).is_none() {
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
             group.0.to_be_bytes().to_vec()
         };
-        LogStore {
+        Ok(LogStore {
             db: self.db.clone(),
             group,
             prefix,
-            flush_waiters: Arc::default(),
+            flush_waiters: self.flush_waiters.clone(),
             syncer: self.syncer.clone(),
-        }
+        })
     }
 
     pub fn group_id(&self) -> GroupId {
         self.group
     }
 
-    /// Deletes everything `group` stored here (its replica moved away, or its
-    /// collection was dropped), fsynced; the cluster-wide group is never deleted.
-    /// Its Raft instance must be shut down first.
+    /// Deletes everything `group` stored here, fsynced; the cluster-wide group is
+    /// never deleted. Only for a replica that is no longer in its group's
+    /// membership (it moved away, or the collection was dropped), with its Raft
+    /// instance shut down: a voter that forgot its vote could vote twice in one
+    /// term. A member that later holds the group again joins it as a learner.
     pub fn discard_group(&self, group: GroupId) -> Result<(), ConsensusError> {
         if group.is_cluster() {
             return Err(ConsensusError::Storage(
@@ -121,8 +157,12 @@ impl LogStore {
         let mut to = from.clone();
         to.extend_from_slice(&[0xff; 9]);
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_GROUP_LOG)?, &from, &to);
-        batch.delete_range_cf(self.cf(CF_GROUP_META)?, &from, &to);
+        for name in [CF_GROUP_LOG, CF_GROUP_META] {
+            // No family: no group ever stored anything here.
+            if let Some(cf) = self.db.cf_handle(name) {
+                batch.delete_range_cf(&cf, &from, &to);
+            }
+        }
         self.db.write(batch)?;
         self.fsync()
     }
@@ -131,11 +171,14 @@ impl LogStore {
     /// what a member ran before it restarted.
     pub fn stored_groups(&self) -> Result<Vec<GroupId>, ConsensusError> {
         let mut groups = Vec::new();
-        for cf in [CF_GROUP_META, CF_GROUP_LOG] {
+        for name in [CF_GROUP_META, CF_GROUP_LOG] {
+            let Some(cf) = self.db.cf_handle(name) else {
+                continue;
+            };
             let mut from = Vec::new();
             loop {
                 let mode = IteratorMode::From(&from, Direction::Forward);
-                let Some(item) = self.db.iterator_cf(self.cf(cf)?, mode).next() else {
+                let Some(item) = self.db.iterator_cf(&cf, mode).next() else {
                     break;
                 };
                 let (key, _) = item?;
@@ -164,12 +207,12 @@ impl LogStore {
     /// when no longer interested.
     pub fn notify_when_flushed(&self, id: RequestId) -> oneshot::Receiver<u64> {
         let (tx, rx) = oneshot::channel();
-        self.flush_waiters.lock().insert(id, tx);
+        self.flush_waiters.lock().insert((self.group, id), tx);
         rx
     }
 
     pub fn forget(&self, id: RequestId) {
-        self.flush_waiters.lock().remove(&id);
+        self.flush_waiters.lock().remove(&(self.group, id));
     }
 
     /// Whether this store has ever voted or logged: a node that has is part of a
@@ -177,7 +220,7 @@ impl LogStore {
     pub fn is_fresh(&self) -> Result<bool, ConsensusError> {
         let voted = self.get_meta::<Vote>(KEY_VOTE)?.is_some();
         let mode = IteratorMode::From(&self.prefix, Direction::Forward);
-        let logged = match self.db.iterator_cf(self.log_cf()?, mode).next() {
+        let logged = match self.db.iterator_cf(&self.log_cf()?, mode).next() {
             Some(item) => item?.0.starts_with(&self.prefix),
             None => false,
         };
@@ -185,13 +228,13 @@ impl LogStore {
         Ok(!(voted || logged || purged))
     }
 
-    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, ConsensusError> {
+    fn cf(&self, name: &str) -> Result<Arc<BoundColumnFamily<'_>>, ConsensusError> {
         self.db
             .cf_handle(name)
             .ok_or_else(|| ConsensusError::Storage(format!("column family {name} is missing")))
     }
 
-    fn log_cf(&self) -> Result<&rocksdb::ColumnFamily, ConsensusError> {
+    fn log_cf(&self) -> Result<Arc<BoundColumnFamily<'_>>, ConsensusError> {
         self.cf(if self.group.is_cluster() {
             CF_LOG
         } else {
@@ -199,7 +242,7 @@ impl LogStore {
         })
     }
 
-    fn meta_cf(&self) -> Result<&rocksdb::ColumnFamily, ConsensusError> {
+    fn meta_cf(&self) -> Result<Arc<BoundColumnFamily<'_>>, ConsensusError> {
         self.cf(if self.group.is_cluster() {
             CF_META
         } else {
@@ -219,7 +262,7 @@ impl LogStore {
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ConsensusError> {
-        match self.db.get_cf(self.meta_cf()?, self.key(key))? {
+        match self.db.get_cf(&self.meta_cf()?, self.key(key))? {
             None => Ok(None),
             Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| {
                 ConsensusError::Storage(format!("decoding {}: {e}", String::from_utf8_lossy(key)))
@@ -230,7 +273,7 @@ impl LogStore {
     fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), ConsensusError> {
         let bytes = postcard::to_stdvec(value)
             .map_err(|e| ConsensusError::Storage(format!("encoding: {e}")))?;
-        self.db.put_cf(self.meta_cf()?, self.key(key), bytes)?;
+        self.db.put_cf(&self.meta_cf()?, self.key(key), bytes)?;
         Ok(())
     }
 
@@ -247,7 +290,7 @@ impl LogStore {
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry)
                 .map_err(|e| ConsensusError::Storage(format!("encoding a log entry: {e}")))?;
-            batch.put_cf(cf, self.log_key(entry.index()), bytes);
+            batch.put_cf(&cf, self.log_key(entry.index()), bytes);
             if let openraft::EntryPayload::Normal(command) = &entry.payload {
                 if let Some(id) = command.request_id {
                     awaited.push((id, entry.index()));
@@ -266,7 +309,7 @@ impl LogStore {
     fn last_entry(&self) -> Result<Option<Entry>, ConsensusError> {
         let last = self.log_key(u64::MAX);
         let mode = IteratorMode::From(&last, Direction::Reverse);
-        match self.db.iterator_cf(self.log_cf()?, mode).next() {
+        match self.db.iterator_cf(&self.log_cf()?, mode).next() {
             None => Ok(None),
             Some(item) => {
                 let (key, value) = item?;
@@ -287,7 +330,8 @@ impl LogStore {
         let mut out = Vec::new();
         let from = self.log_key(start);
         let mode = IteratorMode::From(&from, Direction::Forward);
-        for item in self.db.iterator_cf(self.log_cf()?, mode) {
+        let cf = self.log_cf()?;
+        for item in self.db.iterator_cf(&cf, mode) {
             let (key, value) = item?;
             let Some(index) = key.strip_prefix(self.prefix.as_slice()) else {
                 break;
@@ -357,7 +401,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(id) => self.put_meta(KEY_COMMITTED, &id)?,
             None => self
                 .db
-                .delete_cf(self.meta_cf()?, self.key(KEY_COMMITTED))
+                .delete_cf(&self.meta_cf()?, self.key(KEY_COMMITTED))
                 .map_err(ConsensusError::from)?,
         }
         Ok(())
@@ -385,12 +429,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io::Error::other)??;
         // Readable from here on; acknowledged only once the WAL is on disk, by an
         // fsync shared with every append made meanwhile.
-        let waiters = self.flush_waiters.clone();
+        let (waiters, group) = (self.flush_waiters.clone(), self.group);
         self.syncer.after_next_sync(Box::new(move |flushed| {
             if flushed.is_ok() && !awaited.is_empty() {
                 let mut waiters = waiters.lock();
                 for (id, index) in awaited {
-                    if let Some(tx) = waiters.remove(&id) {
+                    if let Some(tx) = waiters.remove(&(group, id)) {
                         let _ = tx.send(index);
                     }
                 }
@@ -403,7 +447,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index() + 1);
         self.db
-            .delete_range_cf(self.log_cf()?, self.log_key(from), self.log_key(u64::MAX))
+            .delete_range_cf(&self.log_cf()?, self.log_key(from), self.log_key(u64::MAX))
             .map_err(ConsensusError::from)?;
         // Entry u64::MAX is outside the range above; no real log reaches it.
         Ok(())
@@ -416,7 +460,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.fsync()?;
         self.db
             .delete_range_cf(
-                self.log_cf()?,
+                &self.log_cf()?,
                 self.log_key(0),
                 self.log_key(log_id.index() + 1),
             )

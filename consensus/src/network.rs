@@ -21,6 +21,7 @@ use openraft::{OptionalSend, RaftNetworkV2};
 use parking_lot::Mutex;
 
 use crate::append_pipeline;
+use crate::heartbeat_batch::{HeartbeatBatcher, HeartbeatStats};
 use crate::rpc::{RaftRequest, RaftResponse};
 use crate::snapshot_file::SnapshotFile;
 use crate::types::{ClusterNode, GroupId, NodeId, TypeConfig, Vote};
@@ -106,7 +107,18 @@ pub struct Network {
     /// Heartbeats, apart: on the replication connection a heartbeat would queue
     /// behind megabytes of entries, and a late heartbeat is a lapsed lease.
     heartbeats: OpenConnections,
+    /// Heartbeats waiting for others to the same member, shared by every group.
+    batcher: Arc<HeartbeatBatcher>,
+    /// How long a heartbeat waits for others; zero sends each alone.
+    heartbeat_window: Duration,
+    /// Set once any group other than the cluster-wide one uses these
+    /// connections: until then there is nothing to batch with.
+    sharded: Arc<AtomicBool>,
 }
+
+/// How long a heartbeat waits for the heartbeats of other groups to the same
+/// member ([`crate::heartbeat_batch`]).
+pub use crate::heartbeat_batch::DEFAULT_WINDOW as DEFAULT_HEARTBEAT_WINDOW;
 
 /// The connections every [`PeerNetwork`] to the same address shares. openraft asks
 /// for a new client for every vote, pre-vote and hand-over broadcast and gives each
@@ -115,7 +127,8 @@ pub struct Network {
 /// pre-votes between two live survivors timed out and a failover took 800 ms.
 pub(crate) type OpenConnections = Arc<Mutex<HashMap<SocketAddr, Arc<SharedPeer>>>>;
 
-/// A connection and its timeouts in a row, counted across every client using it:
+/// A connection and its timeouts in a row, counted across every client (of every
+/// group) using it, so one slow group's timeouts can give it up for all of them:
 /// a vote client lives for one request, and would never see a second one.
 pub(crate) struct SharedPeer {
     pub peer: Peer,
@@ -163,8 +176,19 @@ pub(crate) fn forget(shared: &OpenConnections, addr: SocketAddr, peer: &Arc<Shar
 enum Lane {
     /// Replication: pipelined on one ordered stream ([`append_pipeline`]).
     Replication,
-    /// Heartbeats (one request per stream) and snapshots: one at a time.
+    /// Heartbeats: one at a time, batched with other groups' heartbeats to the
+    /// same member once there are other groups.
+    Heartbeat,
+    /// Snapshots: one at a time.
     OneByOne,
+}
+
+/// What a heartbeat client batches with.
+#[derive(Clone)]
+struct Batching {
+    batcher: Arc<HeartbeatBatcher>,
+    window: Duration,
+    sharded: Arc<AtomicBool>,
 }
 
 impl Network {
@@ -175,15 +199,35 @@ impl Network {
             group: GroupId::CLUSTER,
             connections: Arc::default(),
             heartbeats: Arc::default(),
+            batcher: Arc::default(),
+            heartbeat_window: DEFAULT_HEARTBEAT_WINDOW,
+            sharded: Arc::default(),
         }
     }
 
-    /// `group`'s network, on the same connections as this one.
+    /// `group`'s network, on the same connections (and heartbeat batches) as
+    /// this one.
     pub fn for_group(&self, group: GroupId) -> Network {
+        if !group.is_cluster() {
+            self.sharded.store(true, Ordering::Relaxed);
+        }
         Network {
             group,
             ..self.clone()
         }
+    }
+
+    /// How long heartbeats wait for others to the same member; zero sends each
+    /// alone. For the networks made from this one afterwards, too.
+    pub fn with_heartbeat_window(mut self, window: Duration) -> Network {
+        self.heartbeat_window = window;
+        self
+    }
+
+    /// Heartbeats sent by every group on these connections, and the requests
+    /// that carried them.
+    pub fn heartbeat_stats(&self) -> &HeartbeatStats {
+        self.batcher.stats()
     }
 
     fn client(
@@ -195,9 +239,15 @@ impl Network {
     ) -> PeerNetwork {
         let addr: Option<SocketAddr> = node.raft_addr.parse().ok();
         let peer = addr.and_then(|a| shared.lock().get(&a).filter(|p| p.usable()).cloned());
+        let batching = (lane == Lane::Heartbeat).then(|| Batching {
+            batcher: self.batcher.clone(),
+            window: self.heartbeat_window,
+            sharded: self.sharded.clone(),
+        });
         PeerNetwork {
             transport: self.transport.clone(),
             group: self.group,
+            batching,
             connections: shared.clone(),
             target,
             addr,
@@ -216,7 +266,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 
     async fn new_heartbeat_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerNetwork {
-        self.client(&self.heartbeats, Lane::OneByOne, target, node)
+        self.client(&self.heartbeats, Lane::Heartbeat, target, node)
     }
 
     /// A connection of its own, as before connections were shared: a snapshot's
@@ -227,9 +277,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// The connection to one peer, for one group.
+#[derive(Clone)]
 pub struct PeerNetwork {
     transport: Transport,
     group: GroupId,
+    /// On the heartbeat lane only.
+    batching: Option<Batching>,
     connections: OpenConnections,
     target: NodeId,
     addr: Option<SocketAddr>,
@@ -239,7 +292,8 @@ pub struct PeerNetwork {
 }
 
 /// Why an exchange failed: the peer could not be reached, or it answered badly.
-enum Failure {
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
     Unreachable(String),
     Network(String),
 }
@@ -261,6 +315,21 @@ impl Failure {
 }
 
 impl PeerNetwork {
+    /// A client for a heartbeat batch to the same member: batches go in the
+    /// cluster group's form (their heartbeats name their groups) and are never
+    /// batched again.
+    pub(crate) fn for_batch(&self) -> PeerNetwork {
+        PeerNetwork {
+            group: GroupId::CLUSTER,
+            batching: None,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn target(&self) -> NodeId {
+        self.target
+    }
+
     async fn peer(&mut self) -> Result<Arc<SharedPeer>, Failure> {
         // A connection reset by a process that restarted on the peer's address is
         // closed at once (the transport keeps its reset key across restarts).
@@ -349,7 +418,7 @@ impl PeerNetwork {
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         request: &RaftRequest,
         timeout: Duration,
@@ -432,7 +501,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             + Unpin
             + 'static,
     {
-        if self.lane == Lane::OneByOne {
+        if self.lane != Lane::Replication {
             return openraft::network::stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
@@ -460,7 +529,25 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let prev = rpc.prev_log_id;
         let last = rpc.entries.last().map(|e| e.log_id).or(prev);
         let vote = rpc.vote;
-        let answer = match self.call(&RaftRequest::Append(rpc), timeout).await {
+        let batch = match (&self.batching, self.addr) {
+            (Some(b), Some(addr)) if rpc.entries.is_empty() => {
+                let batch = !b.window.is_zero() && b.sharded.load(Ordering::Relaxed);
+                if !batch {
+                    b.batcher.count_alone();
+                }
+                batch.then(|| (b.clone(), addr))
+            }
+            _ => None,
+        };
+        let sent = match batch {
+            Some((b, addr)) => b
+                .batcher
+                .send(self, addr, b.window, self.group, rpc, timeout)
+                .await
+                .map(RaftResponse::Append),
+            None => self.call(&RaftRequest::Append(rpc), timeout).await,
+        };
+        let answer = match sent {
             // Only a prefix went: say how far, and openraft sends the rest next.
             Ok(RaftResponse::Append(AppendEntriesResponse::Success)) if last_sent.is_some() => {
                 AppendEntriesResponse::PartialSuccess(last_sent)

@@ -38,6 +38,9 @@ pub enum RaftRequest {
         len: u64,
         checksum: u64,
     },
+    /// Heartbeats (entry-less AppendEntries) of several groups to this member, in
+    /// one request ([`crate::heartbeat_batch`]); the request's own group is unused.
+    Heartbeats(Vec<(GroupId, AppendEntriesRequest<TypeConfig>)>),
 }
 
 /// The answers, in the same order as [`RaftRequest`]'s variants, then the answer
@@ -53,6 +56,9 @@ pub enum RaftResponse {
     /// How far the follower's log matches after one AppendEntries of a stream, or
     /// why it refused it (which ends the stream).
     StreamAppend(StreamAppendResult<TypeConfig>),
+    /// Each heartbeat's answer, in the order of the request's, or why its group
+    /// could not take it (it does not run here, or is shutting down).
+    Heartbeats(Vec<Result<AppendEntriesResponse<TypeConfig>, String>>),
 }
 
 impl RaftRequest {
@@ -83,6 +89,10 @@ impl RaftRequest {
                 Some(decode(rest, "raft request").map(|r| (GroupId::CLUSTER, r)))
             }
             Some((&GROUP_TAG, rest)) => Some(match rest.split_first_chunk::<8>() {
+                // One form per group: the cluster group's is the untagged one.
+                Some((id, _)) if u64::from_be_bytes(*id) == 0 => Err(ConsensusError::Malformed(
+                    "the cluster group addressed by id".into(),
+                )),
                 Some((id, rest)) => {
                     decode(rest, "raft request").map(|r| (GroupId(u64::from_be_bytes(*id)), r))
                 }
@@ -147,9 +157,16 @@ mod tests {
             panic!("decoding failed");
         };
         assert_eq!((group, decoded.vote), (GroupId(7), Vote::new(4, 1)));
-        // A group tag cut short is Raft traffic, and malformed.
+        // A group tag cut short is Raft traffic, and malformed; so is the cluster
+        // group addressed by id, which has one form only.
         assert!(matches!(
             RaftRequest::decode(&[GROUP_TAG, 0, 0, 7]),
+            Some(Err(ConsensusError::Malformed(_)))
+        ));
+        let mut by_id = vec![GROUP_TAG, 0, 0, 0, 0, 0, 0, 0, 0];
+        by_id.extend_from_slice(&old_form[1..]);
+        assert!(matches!(
+            RaftRequest::decode(&by_id),
             Some(Err(ConsensusError::Malformed(_)))
         ));
     }

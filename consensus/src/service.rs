@@ -12,6 +12,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::Raft;
 use parking_lot::RwLock;
 
+use crate::heartbeat_batch::MAX_BATCH;
 use crate::rpc::{RaftRequest, RaftResponse};
 use crate::snapshot_file::{SnapshotFile, SnapshotInbox};
 use crate::types::{GroupId, TypeConfig};
@@ -61,7 +62,11 @@ where
     /// the sender retries.
     pub fn attach(&self, raft: Raft<TypeConfig, SM>, transport: Transport) {
         self.set_transport(transport);
-        self.add_group(GroupId::CLUSTER, raft);
+        if self.add_group(GroupId::CLUSTER, raft).is_some() {
+            tracing::warn!(
+                "the cluster group was attached twice; the earlier instance no longer answers"
+            );
+        }
     }
 
     /// The transport snapshots are fetched back through. Set once; later calls
@@ -70,10 +75,14 @@ where
         let _ = self.state.transport.set(transport);
     }
 
-    /// Starts answering `group`'s RPCs with `raft`, in place of any earlier
-    /// instance of that group.
-    pub fn add_group(&self, group: GroupId, raft: Raft<TypeConfig, SM>) {
-        self.state.groups.write().insert(group, raft);
+    /// Starts answering `group`'s RPCs with `raft`. An earlier instance of the
+    /// group is handed back, to be shut down by the caller.
+    pub fn add_group(
+        &self,
+        group: GroupId,
+        raft: Raft<TypeConfig, SM>,
+    ) -> Option<Raft<TypeConfig, SM>> {
+        self.state.groups.write().insert(group, raft)
     }
 
     /// Stops answering `group`'s RPCs (its replica moved away or its collection
@@ -94,8 +103,9 @@ impl<SM> ServiceState<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
-    /// `group`'s instance. A group this member does not run is an error the sender
-    /// treats like an unreachable member: it may be starting here, or have moved.
+    /// `group`'s instance. A group this member does not run is an error answer
+    /// (the sender retries, as for any failed RPC): it may be starting here, or
+    /// have moved away.
     fn raft(&self, group: GroupId) -> Result<Raft<TypeConfig, SM>, String> {
         match self.groups.read().get(&group) {
             Some(raft) => Ok(raft.clone()),
@@ -110,6 +120,10 @@ where
         group: GroupId,
         request: RaftRequest,
     ) -> Result<RaftResponse, String> {
+        let request = match request {
+            RaftRequest::Heartbeats(heartbeats) => return self.heartbeats(heartbeats).await,
+            other => other,
+        };
         let raft = self.raft(group)?;
         let fatal = |e: openraft::error::RaftError<TypeConfig>| e.to_string();
         match request {
@@ -129,6 +143,7 @@ where
                 .await
                 .map(RaftResponse::TransferLeader)
                 .map_err(|e| e.to_string()),
+            RaftRequest::Heartbeats(_) => Err("a heartbeat batch inside a group's request".into()),
             RaftRequest::Snapshot {
                 vote,
                 meta,
@@ -139,7 +154,7 @@ where
                 let transport = self
                     .transport
                     .get()
-                    .ok_or_else(|| "raft is starting".to_string())?;
+                    .ok_or_else(|| "this member's transport is not set yet".to_string())?;
                 let peer = transport
                     .connect(from.addr)
                     .await
@@ -168,6 +183,27 @@ where
                 .map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// Each heartbeat of a batch to its group, all at once; each answer, or why
+    /// its group could not take it, in the batch's order.
+    async fn heartbeats(
+        &self,
+        heartbeats: Vec<(GroupId, openraft::raft::AppendEntriesRequest<TypeConfig>)>,
+    ) -> Result<RaftResponse, String> {
+        if heartbeats.len() > MAX_BATCH {
+            return Err(format!(
+                "{} heartbeats in one batch; at most {MAX_BATCH}",
+                heartbeats.len()
+            ));
+        }
+        let answers = heartbeats.into_iter().map(|(group, rpc)| {
+            let raft = self.raft(group);
+            async move { raft?.append_entries(rpc).await.map_err(|e| e.to_string()) }
+        });
+        Ok(RaftResponse::Heartbeats(
+            futures_util::future::join_all(answers).await,
+        ))
     }
 
     /// Hands a replication stream to its group's pipeline. The stream's first

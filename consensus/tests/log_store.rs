@@ -87,9 +87,9 @@ async fn groups_in_one_database_keep_their_logs_votes_and_purges_apart() {
     let (three, four, last) = (GroupId(3), GroupId(4), GroupId(u64::MAX));
     {
         let mut cluster = LogStore::open(&path).unwrap();
-        let mut g3 = cluster.group(three);
-        let mut g4 = cluster.group(four);
-        let mut glast = cluster.group(last);
+        let mut g3 = cluster.group(three).unwrap();
+        let mut g4 = cluster.group(four).unwrap();
+        let mut glast = cluster.group(last).unwrap();
         append(&mut cluster, (1..=5).map(|i| entry(1, i)).collect()).await;
         append(&mut g3, (1..=8).map(|i| entry(2, i)).collect()).await;
         append(&mut g4, (1..=2).map(|i| entry(3, i)).collect()).await;
@@ -102,9 +102,9 @@ async fn groups_in_one_database_keep_their_logs_votes_and_purges_apart() {
     }
     let mut cluster = LogStore::open(&path).unwrap();
     let (mut g3, mut g4, mut glast) = (
-        cluster.group(three),
-        cluster.group(four),
-        cluster.group(last),
+        cluster.group(three).unwrap(),
+        cluster.group(four).unwrap(),
+        cluster.group(last).unwrap(),
     );
     assert_eq!(cluster.stored_groups().unwrap(), vec![three, four, last]);
 
@@ -156,4 +156,57 @@ async fn groups_in_one_database_keep_their_logs_votes_and_purges_apart() {
     assert_eq!(cluster.stored_groups().unwrap(), vec![four]);
     assert!(cluster.discard_group(GroupId::CLUSTER).is_err());
     assert_eq!(cluster.try_get_log_entries(0..).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn a_member_that_never_ran_another_group_keeps_the_log_database_of_before_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    {
+        let mut cluster = LogStore::open(&path).unwrap();
+        append(&mut cluster, (1..=3).map(|i| entry(1, i)).collect()).await;
+        cluster.save_vote(&Vote::new(1, 1)).await.unwrap();
+        assert!(cluster.stored_groups().unwrap().is_empty());
+    }
+    // The column families and keys a binary from before groups opens and reads:
+    // `log` keyed by the bare index, `meta` by the bare name, and nothing else.
+    let options = rocksdb::Options::default();
+    let mut families = rocksdb::DB::list_cf(&options, &path).unwrap();
+    families.sort();
+    assert_eq!(families, vec!["default", "log", "meta"]);
+    {
+        let raw =
+            rocksdb::DB::open_cf_for_read_only(&options, &path, ["log", "meta"], false).unwrap();
+        let log = raw.cf_handle("log").unwrap();
+        let keys: Vec<Vec<u8>> = raw
+            .iterator_cf(log, rocksdb::IteratorMode::Start)
+            .map(|item| item.unwrap().0.to_vec())
+            .collect();
+        let expected: Vec<Vec<u8>> = (1u64..=3).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(keys, expected);
+        let meta = raw.cf_handle("meta").unwrap();
+        assert!(raw.get_cf(meta, b"vote").unwrap().is_some());
+    }
+    // Running a group adds its families; the database still opens and the cluster
+    // group's log is as it was.
+    {
+        let cluster = LogStore::open(&path).unwrap();
+        let mut group = cluster.group(needle_consensus::GroupId(5)).unwrap();
+        append(&mut group, vec![entry(1, 1)]).await;
+    }
+    let mut families = rocksdb::DB::list_cf(&options, &path).unwrap();
+    families.sort();
+    assert_eq!(
+        families,
+        vec!["default", "group_log", "group_meta", "log", "meta"]
+    );
+    let mut cluster = LogStore::open(&path).unwrap();
+    assert_eq!(
+        indexes(&cluster.try_get_log_entries(0..).await.unwrap()),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        cluster.stored_groups().unwrap(),
+        vec![needle_consensus::GroupId(5)]
+    );
 }

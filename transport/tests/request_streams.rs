@@ -265,3 +265,23 @@ async fn a_partition_on_the_responder_cuts_an_open_stream() {
     assert!(!matches!(cut, Ok(Some(_))), "{cut:?}");
     assert_eq!(handler.arrived.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_member_holds_hundreds_of_request_streams_open_on_one_connection() {
+    // One long-lived replication stream per log a member replicates: quinn's
+    // default of 100 open streams would stall the 101st.
+    let server = bind(Arc::new(Delayed::default()), None);
+    let client = bind(Arc::new(Plain), None);
+    let peer = client.connect(server.local_addr().unwrap()).await.unwrap();
+    let mut open = Vec::new();
+    for _ in 0..300 {
+        let opened =
+            tokio::time::timeout(Duration::from_secs(10), peer.open_request_stream()).await;
+        let (mut requests, mut answers) = opened.expect("a stream opens").unwrap();
+        requests.send(b"x:0").await.unwrap();
+        assert_eq!(answer(&mut answers).await, Some(b"x".to_vec()));
+        // Kept open, as a replication stream is.
+        open.push((requests, answers));
+    }
+    assert_eq!(open.len(), 300);
+}

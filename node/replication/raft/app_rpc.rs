@@ -12,7 +12,8 @@ use crate::replication::consistency::ReadConsistency;
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::WriteConcern;
 
-/// First byte of every request body of this protocol (Raft's own is 0xA0).
+/// First byte of every request body of this protocol (Raft's own are 0xA0 and
+/// 0xA1).
 pub(crate) const APP_TAG: u8 = 0xB0;
 
 #[derive(Debug, Serialize, Deserialize)]

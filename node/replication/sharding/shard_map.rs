@@ -1,8 +1,11 @@
 //! A sharded collection's shard map: its shards' contiguous hash ranges, which
 //! members hold each shard and which Raft group orders its writes, and an epoch
-//! that grows with every change (a request routed by an older epoch can be told
-//! apart and refused). Ranges are contiguous and cover the whole 64-bit space, so
-//! a later split cuts one range in two and no point is ever without a shard.
+//! meant to grow with every change, so that a request routed by an older map can
+//! be told apart (nothing checks epochs yet). Ranges are contiguous and cover the
+//! whole 64-bit space, so a later split cuts one range in two and no point is
+//! ever without a shard. A map is validated whenever it is decoded, and routing
+//! by a map that was built wrong in code answers "no shard" rather than
+//! panicking.
 
 use needle_consensus::{GroupId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -26,10 +29,11 @@ impl HashRange {
     }
 
     /// The `shards` equal ranges the hash space is first cut into; shard `i`
-    /// covers `[⌊i·2⁶⁴/S⌋, ⌊(i+1)·2⁶⁴/S⌋ − 1]`.
+    /// covers `[⌊i·2⁶⁴/S⌋, ⌊(i+1)·2⁶⁴/S⌋ − 1]`. `shards` is taken within
+    /// `1..=MAX_SHARDS`.
     pub fn even(shards: u32) -> Vec<HashRange> {
         let space = 1u128 << 64;
-        let s = u128::from(shards.max(1));
+        let s = u128::from(shards.clamp(1, MAX_SHARDS));
         (0..s)
             .map(|i| HashRange {
                 lo: (i * space / s) as u64,
@@ -49,56 +53,93 @@ pub struct ShardPlacement {
     pub members: Vec<NodeId>,
 }
 
-/// A sharded collection's map, as the cluster-wide group commits it.
+/// A sharded collection's map, as the cluster-wide group commits it. Decoding
+/// one validates it ([`ShardMap::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedShardMap")]
 pub struct ShardMap {
     pub epoch: u64,
     pub replication_factor: usize,
     pub shards: Vec<ShardPlacement>,
 }
 
+/// A map as decoded, before it is checked.
+#[derive(Deserialize)]
+struct UncheckedShardMap {
+    epoch: u64,
+    replication_factor: usize,
+    shards: Vec<ShardPlacement>,
+}
+
+impl TryFrom<UncheckedShardMap> for ShardMap {
+    type Error = ShardingError;
+
+    fn try_from(m: UncheckedShardMap) -> Result<ShardMap, ShardingError> {
+        let map = ShardMap {
+            epoch: m.epoch,
+            replication_factor: m.replication_factor,
+            shards: m.shards,
+        };
+        map.validate()?;
+        Ok(map)
+    }
+}
+
 impl ShardMap {
-    /// The shard that holds point `id`.
-    pub fn shard_of(&self, id: &str) -> &ShardPlacement {
+    /// The shard that holds point `id`: always one in a valid map.
+    pub fn shard_of(&self, id: &str) -> Option<&ShardPlacement> {
         self.shard_of_hash(id_hash(id))
     }
 
-    /// The shard whose range holds `hash`. A validated map covers every hash.
-    pub fn shard_of_hash(&self, hash: u64) -> &ShardPlacement {
+    /// The shard whose range holds `hash`: always one in a valid map.
+    pub fn shard_of_hash(&self, hash: u64) -> Option<&ShardPlacement> {
+        self.position_of(hash).map(|i| &self.shards[i])
+    }
+
+    fn position_of(&self, hash: u64) -> Option<usize> {
         let after = self.shards.partition_point(|s| s.range.lo <= hash);
-        // Shard 0 starts at 0, so `after` is at least 1 in a validated map.
-        &self.shards[after.saturating_sub(1)]
+        let at = after.checked_sub(1)?;
+        self.shards[at].range.contains(hash).then_some(at)
     }
 
     /// `items` split by the shard of each one's `id`, in shard order, each part
-    /// keeping the order its items had: the parts of a batch that spans shards.
+    /// keeping the order its items had: the parts of a batch that spans shards,
+    /// each with its shard's id.
     pub fn split<T>(
         &self,
         items: impl IntoIterator<Item = T>,
         id: impl Fn(&T) -> &str,
-    ) -> Vec<(u32, Vec<T>)> {
+    ) -> Result<Vec<(u32, Vec<T>)>, ShardingError> {
         let mut parts: Vec<Vec<T>> = self.shards.iter().map(|_| Vec::new()).collect();
         for item in items {
-            let shard = self.shard_of(id(&item)).id as usize;
-            parts[shard].push(item);
+            let hash = id_hash(id(&item));
+            let at = self.position_of(hash).ok_or_else(|| {
+                ShardingError::InvalidMap(format!("no shard holds hash {hash:#018x}"))
+            })?;
+            parts[at].push(item);
         }
-        parts
-            .into_iter()
-            .enumerate()
+        Ok(self
+            .shards
+            .iter()
+            .zip(parts)
             .filter(|(_, part)| !part.is_empty())
-            .map(|(shard, part)| (shard as u32, part))
-            .collect()
+            .map(|(shard, part)| (shard.id, part))
+            .collect())
     }
 
-    /// Checks what routing relies on; a map decoded from a peer or from disk is
-    /// used only once this passes. Shards are numbered in order, their ranges are
-    /// contiguous from 0 to `u64::MAX`, each has `replication_factor` distinct
-    /// members and a group of its own (never the cluster-wide one).
+    /// Checks what routing relies on (decoding a map runs it). Shards are
+    /// numbered in order, their ranges are contiguous from 0 to `u64::MAX`, each
+    /// has `replication_factor` (at least one) distinct members and a group no
+    /// other shard of this map has, never the cluster-wide one. That groups are
+    /// unique across collections is the caller's to check.
     pub fn validate(&self) -> Result<(), ShardingError> {
         let invalid = |m: String| Err(ShardingError::InvalidMap(m));
         let count = self.shards.len();
         if count == 0 || count > MAX_SHARDS as usize {
             return invalid(format!("{count} shards"));
+        }
+        if self.replication_factor == 0 {
+            return invalid("a replication factor of 0".into());
         }
         let mut next_lo = Some(0u64);
         let mut groups = Vec::with_capacity(count);
@@ -188,23 +229,30 @@ mod tests {
     fn a_point_goes_to_the_shard_whose_range_holds_its_hash() {
         let m = map(4, 3, 5);
         for hash in [0, 1, (1 << 62) - 1, 1 << 62, u64::MAX - 1, u64::MAX] {
-            let shard = m.shard_of_hash(hash);
+            let shard = m.shard_of_hash(hash).unwrap();
             assert!(shard.range.contains(hash), "{hash} in {:?}", shard.range);
         }
         let id = "doc-17";
-        assert!(m.shard_of(id).range.contains(id_hash(id)));
+        assert!(m.shard_of(id).unwrap().range.contains(id_hash(id)));
+        // A map built wrong in code: no shard, not a panic.
+        let mut broken = m.clone();
+        broken.shards[0].range.lo = 10;
+        assert!(broken.shard_of_hash(3).is_none());
+        broken.shards.clear();
+        assert!(broken.shard_of_hash(3).is_none());
+        assert!(broken.split(["a"], |id| id).is_err());
     }
 
     #[test]
     fn a_batch_splits_into_per_shard_parts_that_keep_their_order() {
         let m = map(4, 1, 1);
         let ids: Vec<String> = (0..200).map(|i| format!("p{i}")).collect();
-        let parts = m.split(ids.iter(), |id| id.as_str());
+        let parts = m.split(ids.iter(), |id| id.as_str()).unwrap();
         assert_eq!(parts.len(), 4, "200 ids leave a shard of 4 empty");
         let mut seen = 0;
         for (shard, part) in &parts {
             seen += part.len();
-            assert!(part.iter().all(|id| m.shard_of(id).id == *shard));
+            assert!(part.iter().all(|id| m.shard_of(id).unwrap().id == *shard));
             let positions: Vec<usize> = part
                 .iter()
                 .map(|id| ids.iter().position(|x| x == *id).unwrap())
@@ -238,6 +286,26 @@ mod tests {
         assert!(broken(|m| m.shards[1].group = GroupId::CLUSTER).is_err());
         assert!(broken(|m| m.shards.swap(0, 1)).is_err());
         assert!(broken(|m| m.shards.clear()).is_err());
+        assert!(broken(|m| {
+            m.replication_factor = 0;
+            m.shards.iter_mut().for_each(|s| s.members.clear());
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn a_decoded_map_is_validated() {
+        let good = map(4, 3, 5);
+        let json = serde_json::to_string(&good).unwrap();
+        assert_eq!(serde_json::from_str::<ShardMap>(&json).unwrap(), good);
+        let mut bad = good.clone();
+        bad.shards[2].range.hi -= 1;
+        let json = serde_json::to_string(&bad).unwrap();
+        let refused = serde_json::from_str::<ShardMap>(&json).unwrap_err();
+        assert!(
+            refused.to_string().contains("invalid shard map"),
+            "{refused}"
+        );
     }
 
     proptest! {
@@ -247,7 +315,7 @@ mod tests {
             prop_assert_eq!(ranges.iter().filter(|r| r.contains(hash)).count(), 1);
             let m = map(shards, 1, 1);
             let shard = m.shard_of_hash(hash);
-            prop_assert!(shard.range.contains(hash));
+            prop_assert!(shard.is_some_and(|s| s.range.contains(hash)));
         }
     }
 }

@@ -15,6 +15,9 @@ use crate::{FrameKind, TransportError};
 /// Application error code on a stream closed for a protocol violation.
 pub(super) const PROTOCOL_ERROR: u32 = 1;
 
+/// Bidirectional streams a member may hold open at once on one connection.
+pub(crate) const MEMBER_STREAMS: u32 = 8192;
+
 pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
         let shared = shared.clone();
@@ -36,6 +39,13 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
         role: super::PeerRole::of(&shared.config.security, &names),
         names,
     };
+    // A member multiplexes many independent conversations on one connection (a
+    // replication stream for each log it replicates to this node, and requests
+    // beside them): quinn's default of 100 open streams would stall them past a
+    // hundred. Clients keep the default, which bounds what one client can hold.
+    if from.role.is_member() {
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(MEMBER_STREAMS));
+    }
     // A partition configured on this node cuts incoming traffic too.
     let cut = |shared: &Shared| shared.is_cut(from.addr);
     loop {
