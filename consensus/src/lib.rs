@@ -39,7 +39,7 @@ pub mod types;
 mod wal_syncer;
 
 pub use error::ConsensusError;
-pub use heartbeat_batch::HeartbeatStats;
+pub use heartbeat_batch::{HeartbeatBatch, HeartbeatStats};
 pub use log_store::LogStore;
 pub use network::Network;
 pub use openraft;

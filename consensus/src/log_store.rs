@@ -84,7 +84,13 @@ impl LogStore {
         options.create_missing_column_families(true);
         // Whatever families are there (the group ones once a group ran), and the
         // cluster group's always.
-        let mut names: Vec<String> = DB::list_cf(&options, path).unwrap_or_default();
+        // A database that exists but whose families cannot be listed is an error
+        // worth its own message, not a fresh log.
+        let mut names: Vec<String> = if path.join("CURRENT").exists() {
+            DB::list_cf(&options, path)?
+        } else {
+            Vec::new()
+        };
         for name in [CF_LOG, CF_META] {
             if !names.iter().any(|n| n == name) {
                 names.push(name.to_string());

@@ -107,18 +107,12 @@ pub struct Network {
     /// Heartbeats, apart: on the replication connection a heartbeat would queue
     /// behind megabytes of entries, and a late heartbeat is a lapsed lease.
     heartbeats: OpenConnections,
-    /// Heartbeats waiting for others to the same member, shared by every group.
+    /// Shard groups' heartbeats to each member, coalesced while one is in flight
+    /// ([`crate::heartbeat_batch`]); shared by every group.
     batcher: Arc<HeartbeatBatcher>,
-    /// How long a heartbeat waits for others; zero sends each alone.
-    heartbeat_window: Duration,
-    /// Set once any group other than the cluster-wide one uses these
-    /// connections: until then there is nothing to batch with.
-    sharded: Arc<AtomicBool>,
+    /// Off: every heartbeat goes alone (for comparison).
+    batch_heartbeats: bool,
 }
-
-/// How long a heartbeat waits for the heartbeats of other groups to the same
-/// member ([`crate::heartbeat_batch`]).
-pub use crate::heartbeat_batch::DEFAULT_WINDOW as DEFAULT_HEARTBEAT_WINDOW;
 
 /// The connections every [`PeerNetwork`] to the same address shares. openraft asks
 /// for a new client for every vote, pre-vote and hand-over broadcast and gives each
@@ -176,8 +170,8 @@ pub(crate) fn forget(shared: &OpenConnections, addr: SocketAddr, peer: &Arc<Shar
 enum Lane {
     /// Replication: pipelined on one ordered stream ([`append_pipeline`]).
     Replication,
-    /// Heartbeats: one at a time, batched with other groups' heartbeats to the
-    /// same member once there are other groups.
+    /// Heartbeats: one at a time; a shard group's are coalesced with other shard
+    /// groups' to the same member.
     Heartbeat,
     /// Snapshots: one at a time.
     OneByOne,
@@ -187,8 +181,7 @@ enum Lane {
 #[derive(Clone)]
 struct Batching {
     batcher: Arc<HeartbeatBatcher>,
-    window: Duration,
-    sharded: Arc<AtomicBool>,
+    on: bool,
 }
 
 impl Network {
@@ -200,27 +193,24 @@ impl Network {
             connections: Arc::default(),
             heartbeats: Arc::default(),
             batcher: Arc::default(),
-            heartbeat_window: DEFAULT_HEARTBEAT_WINDOW,
-            sharded: Arc::default(),
+            batch_heartbeats: true,
         }
     }
 
     /// `group`'s network, on the same connections (and heartbeat batches) as
     /// this one.
     pub fn for_group(&self, group: GroupId) -> Network {
-        if !group.is_cluster() {
-            self.sharded.store(true, Ordering::Relaxed);
-        }
         Network {
             group,
             ..self.clone()
         }
     }
 
-    /// How long heartbeats wait for others to the same member; zero sends each
-    /// alone. For the networks made from this one afterwards, too.
-    pub fn with_heartbeat_window(mut self, window: Duration) -> Network {
-        self.heartbeat_window = window;
+    /// Whether shard groups' heartbeats to one member are coalesced (the
+    /// default) or each sent alone; for the networks made from this one
+    /// afterwards, too.
+    pub fn with_heartbeat_batching(mut self, on: bool) -> Network {
+        self.batch_heartbeats = on;
         self
     }
 
@@ -241,8 +231,7 @@ impl Network {
         let peer = addr.and_then(|a| shared.lock().get(&a).filter(|p| p.usable()).cloned());
         let batching = (lane == Lane::Heartbeat).then(|| Batching {
             batcher: self.batcher.clone(),
-            window: self.heartbeat_window,
-            sharded: self.sharded.clone(),
+            on: self.batch_heartbeats,
         });
         PeerNetwork {
             transport: self.transport.clone(),
@@ -322,6 +311,14 @@ impl PeerNetwork {
         PeerNetwork {
             group: GroupId::CLUSTER,
             batching: None,
+            ..self.clone()
+        }
+    }
+
+    /// The same client, for `group`'s requests.
+    pub(crate) fn for_group(&self, group: GroupId) -> PeerNetwork {
+        PeerNetwork {
+            group,
             ..self.clone()
         }
     }
@@ -529,23 +526,20 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let prev = rpc.prev_log_id;
         let last = rpc.entries.last().map(|e| e.log_id).or(prev);
         let vote = rpc.vote;
-        let batch = match (&self.batching, self.addr) {
-            (Some(b), Some(addr)) if rpc.entries.is_empty() => {
-                let batch = !b.window.is_zero() && b.sharded.load(Ordering::Relaxed);
-                if !batch {
-                    b.batcher.count_alone();
-                }
-                batch.then(|| (b.clone(), addr))
+        let sent = match (self.batching.clone(), self.addr) {
+            // A shard group's heartbeat: with the others to the same member.
+            (Some(b), Some(addr)) if b.on && rpc.entries.is_empty() && !self.group.is_cluster() => {
+                b.batcher
+                    .send(self, addr, self.group, rpc, timeout)
+                    .await
+                    .map(RaftResponse::Append)
             }
-            _ => None,
-        };
-        let sent = match batch {
-            Some((b, addr)) => b
-                .batcher
-                .send(self, addr, b.window, self.group, rpc, timeout)
-                .await
-                .map(RaftResponse::Append),
-            None => self.call(&RaftRequest::Append(rpc), timeout).await,
+            (Some(b), _) if rpc.entries.is_empty() => {
+                let sent = self.call(&RaftRequest::Append(rpc), timeout).await;
+                b.batcher.stats().count(1, usize::from(sent.is_ok()));
+                sent
+            }
+            _ => self.call(&RaftRequest::Append(rpc), timeout).await,
         };
         let answer = match sent {
             // Only a prefix went: say how far, and openraft sends the rest next.

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConsensusError;
+use crate::heartbeat_batch::HeartbeatBatch;
 use crate::types::{GroupId, SnapshotMeta, TypeConfig, Vote};
 
 /// First byte of a Raft request body for the cluster-wide group.
@@ -38,13 +39,15 @@ pub enum RaftRequest {
         len: u64,
         checksum: u64,
     },
-    /// Heartbeats (entry-less AppendEntries) of several groups to this member, in
-    /// one request ([`crate::heartbeat_batch`]); the request's own group is unused.
-    Heartbeats(Vec<(GroupId, AppendEntriesRequest<TypeConfig>)>),
+    /// Heartbeats (entry-less AppendEntries) of several shard groups to this
+    /// member, in one request ([`crate::heartbeat_batch`]); sent in the cluster
+    /// group's form, whatever groups it carries.
+    Heartbeats(HeartbeatBatch),
 }
 
-/// The answers, in the same order as [`RaftRequest`]'s variants, then the answer
-/// to an AppendEntries sent on a replication stream. An `Err` is a failure of the
+/// The answers: to Append, the votes, TransferLeader and Snapshot as those
+/// requests' variants, the answer to an AppendEntries sent on a replication
+/// stream, and then the answers to a heartbeat batch. An `Err` is a failure of the
 /// remote Raft node (it is shutting down), as text.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -56,9 +59,10 @@ pub enum RaftResponse {
     /// How far the follower's log matches after one AppendEntries of a stream, or
     /// why it refused it (which ends the stream).
     StreamAppend(StreamAppendResult<TypeConfig>),
-    /// Each heartbeat's answer, in the order of the request's, or why its group
-    /// could not take it (it does not run here, or is shutting down).
-    Heartbeats(Vec<Result<AppendEntriesResponse<TypeConfig>, String>>),
+    /// Each heartbeat's answer with its group, in the order of the request's, or
+    /// why its group could not take it (it does not run here, it is shutting
+    /// down, or it did not answer in time).
+    Heartbeats(Vec<(GroupId, Result<AppendEntriesResponse<TypeConfig>, String>)>),
 }
 
 impl RaftRequest {

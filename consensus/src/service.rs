@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use needle_transport::{BoxFuture, BoxStream, Handler, PeerInfo, RegionKey, Transport};
@@ -12,10 +13,13 @@ use openraft::storage::RaftStateMachine;
 use openraft::Raft;
 use parking_lot::RwLock;
 
-use crate::heartbeat_batch::MAX_BATCH;
+use crate::heartbeat_batch::{HeartbeatBatch, MAX_BATCH};
 use crate::rpc::{RaftRequest, RaftResponse};
 use crate::snapshot_file::{SnapshotFile, SnapshotInbox};
 use crate::types::{GroupId, TypeConfig};
+
+/// The least time a batched heartbeat is given to be answered.
+const LEAST_BOUND: Duration = Duration::from_millis(5);
 
 /// Bytes per region read while fetching a snapshot.
 const SNAPSHOT_CHUNK: u64 = 4 << 20;
@@ -39,6 +43,8 @@ where
 {
     transport: OnceLock<Transport>,
     groups: RwLock<HashMap<GroupId, Raft<TypeConfig, SM>>>,
+    /// Set once the member's heartbeat clock runs ([`RaftService::start_heartbeat_clock`]).
+    clock: OnceLock<Duration>,
     app: Arc<dyn Handler>,
     inbox: SnapshotInbox,
 }
@@ -52,6 +58,7 @@ where
             state: Arc::new(ServiceState {
                 transport: OnceLock::new(),
                 groups: RwLock::default(),
+                clock: OnceLock::new(),
                 app,
                 inbox,
             }),
@@ -62,7 +69,7 @@ where
     /// the sender retries.
     pub fn attach(&self, raft: Raft<TypeConfig, SM>, transport: Transport) {
         self.set_transport(transport);
-        if self.add_group(GroupId::CLUSTER, raft).is_some() {
+        if let Some(_earlier) = self.add_group(GroupId::CLUSTER, raft) {
             tracing::warn!(
                 "the cluster group was attached twice; the earlier instance no longer answers"
             );
@@ -77,12 +84,52 @@ where
 
     /// Starts answering `group`'s RPCs with `raft`. An earlier instance of the
     /// group is handed back, to be shut down by the caller.
+    #[must_use = "an instance replaced here must be shut down"]
     pub fn add_group(
         &self,
         group: GroupId,
         raft: Raft<TypeConfig, SM>,
     ) -> Option<Raft<TypeConfig, SM>> {
+        if !group.is_cluster() && self.state.clock.get().is_some() {
+            raft.runtime_config().heartbeat(false);
+        }
         self.state.groups.write().insert(group, raft)
+    }
+
+    /// Drives the heartbeats of every shard group on this member from one clock
+    /// ticking every `interval` (their heartbeat interval): each group's own
+    /// timer is turned off, and at every tick each group asked to beat at once,
+    /// so that all of a member's heartbeats to one follower leave together and
+    /// travel in one batch (`heartbeat_batch`) instead of one request per group.
+    /// A group that is not leading ignores the call. The cluster-wide group keeps
+    /// its own timer: the shard map's liveness never depends on this clock. Runs
+    /// until the service is dropped; later calls do nothing.
+    pub fn start_heartbeat_clock(&self, interval: Duration) {
+        if self.state.clock.set(interval).is_err() {
+            return;
+        }
+        for raft in self.state.shard_groups() {
+            raft.runtime_config().heartbeat(false);
+        }
+        let state = Arc::downgrade(&self.state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            // A late tick is not made up for with a burst: the next one is a
+            // full interval later, as openraft's own timer would be.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(state) = state.upgrade() else {
+                    return;
+                };
+                let rafts = state.shard_groups();
+                drop(state);
+                for raft in rafts {
+                    // Fails only for a group shutting down, which beats no more.
+                    let _ = raft.trigger().heartbeat().await;
+                }
+            }
+        });
     }
 
     /// Stops answering `group`'s RPCs (its replica moved away or its collection
@@ -103,6 +150,15 @@ impl<SM> ServiceState<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
+    fn shard_groups(&self) -> Vec<Raft<TypeConfig, SM>> {
+        self.groups
+            .read()
+            .iter()
+            .filter(|(group, _)| !group.is_cluster())
+            .map(|(_, raft)| raft.clone())
+            .collect()
+    }
+
     /// `group`'s instance. A group this member does not run is an error answer
     /// (the sender retries, as for any failed RPC): it may be starting here, or
     /// have moved away.
@@ -185,21 +241,38 @@ where
         }
     }
 
-    /// Each heartbeat of a batch to its group, all at once; each answer, or why
-    /// its group could not take it, in the batch's order.
-    async fn heartbeats(
-        &self,
-        heartbeats: Vec<(GroupId, openraft::raft::AppendEntriesRequest<TypeConfig>)>,
-    ) -> Result<RaftResponse, String> {
-        if heartbeats.len() > MAX_BATCH {
+    /// Each heartbeat of a batch to its group, all at once; each answer with its
+    /// group, or why its group could not take it, in the batch's order. Each is
+    /// bounded by most of the sender's wait, so that one stalled group (its core
+    /// busy, its log slow) costs only its own answer, not the others'.
+    async fn heartbeats(&self, batch: HeartbeatBatch) -> Result<RaftResponse, String> {
+        if batch.heartbeats.len() > MAX_BATCH {
             return Err(format!(
                 "{} heartbeats in one batch; at most {MAX_BATCH}",
-                heartbeats.len()
+                batch.heartbeats.len()
             ));
         }
-        let answers = heartbeats.into_iter().map(|(group, rpc)| {
+        let bound = Duration::from_millis(u64::from(batch.wait_ms) * 4 / 5).max(LEAST_BOUND);
+        let answers = batch.heartbeats.into_iter().map(|(group, rpc)| {
             let raft = self.raft(group);
-            async move { raft?.append_entries(rpc).await.map_err(|e| e.to_string()) }
+            async move {
+                // Only heartbeats travel this way: entries take the group's
+                // replication stream, whose bounds and order they need.
+                if !rpc.entries.is_empty() {
+                    return (group, Err("a heartbeat batch carried entries".to_string()));
+                }
+                let answer = match raft {
+                    Err(e) => Err(e),
+                    Ok(raft) => match tokio::time::timeout(bound, raft.append_entries(rpc)).await {
+                        Ok(answer) => answer.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!(
+                            "{group} did not answer within {} ms",
+                            bound.as_millis()
+                        )),
+                    },
+                };
+                (group, answer)
+            }
         });
         Ok(RaftResponse::Heartbeats(
             futures_util::future::join_all(answers).await,

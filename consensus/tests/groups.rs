@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::openraft::storage::RaftLogStorage;
-use needle_consensus::openraft::{self, EntryPayload, RaftLogReader};
+use needle_consensus::openraft::{self, EntryPayload, Instant, RaftLogReader};
 use needle_consensus::rpc::{RaftRequest, RaftResponse};
 use needle_consensus::types::Vote;
 use needle_consensus::{ClusterNode, GroupId, NodeId};
@@ -59,6 +60,12 @@ fn texts(payloads: &[Vec<u8>]) -> Vec<String> {
 async fn groups_on_shared_members_keep_apart_and_a_new_replica_catches_up_from_its_group_alone() {
     let root = tempfile::tempdir().unwrap();
     let mut members: Vec<Member> = (1..=3).map(|id| Member::start(id, root.path())).collect();
+    // Shard groups beat on each member's one clock, their own timers off.
+    for member in &members {
+        member
+            .service
+            .start_heartbeat_clock(Duration::from_millis(50));
+    }
     let (docs, images) = (GroupId(7), GroupId(9));
     // The cluster group and `docs` on all three members; `images` on 1 and 2 only.
     let placement = [
@@ -107,6 +114,31 @@ async fn groups_on_shared_members_keep_apart_and_a_new_replica_catches_up_from_i
     assert_eq!(
         texts(&applied_everywhere(&members, GroupId::CLUSTER).await),
         expected("map", 20, 5)
+    );
+
+    // Left alone, each shard group's leader keeps hearing from a quorum: its
+    // heartbeats come from the members' clocks (with their own timers off and no
+    // clock, an idle leader's last quorum acknowledgement only grows old, until
+    // a follower campaigns). Sampled every 100 ms for 2 s; a loaded machine may
+    // miss a sample or two.
+    let mut stale = Vec::new();
+    for sample in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (group, on) in &placement[1..] {
+            let acked = on.iter().find_map(|&i| {
+                let metrics = members[i].raft(*group).metrics().borrow_watched().clone();
+                (metrics.current_leader == Some(members[i].id))
+                    .then(|| metrics.last_quorum_acked.map(|at| at.elapsed()))
+                    .flatten()
+            });
+            if acked.is_none_or(|age| age >= Duration::from_millis(250)) {
+                stale.push((sample, *group, acked));
+            }
+        }
+    }
+    assert!(
+        stale.len() <= 2,
+        "leaders without a fresh quorum acknowledgement: {stale:?}"
     );
 
     // The logs keep apart in the one database: `docs`' log holds only docs'

@@ -88,7 +88,12 @@ impl Member {
         )
         .await
         .unwrap();
-        self.service.add_group(group, raft.clone());
+        let replaced = self.service.add_group(group, raft.clone());
+        assert!(
+            replaced.is_none(),
+            "{group} already ran on member {}",
+            self.id
+        );
         self.groups.insert(group, (raft, memory));
     }
 
