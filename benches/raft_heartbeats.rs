@@ -71,7 +71,8 @@ async fn measure(groups: u64, mode: Heartbeats, secs: u64) -> Measured {
         if matches!(mode, Heartbeats::Clocked) {
             member
                 .service
-                .start_heartbeat_clock(Duration::from_millis(50));
+                .start_heartbeat_clock(Duration::from_millis(50))
+                .expect("the bench runs in a tokio runtime");
         }
     }
     for g in 1..=groups {
@@ -86,7 +87,7 @@ async fn measure(groups: u64, mode: Heartbeats, secs: u64) -> Measured {
             .raft(group)
             .initialize(voters)
             .await
-            .expect("initialising a group");
+            .unwrap_or_else(|e| panic!("initialising {group}: {e}"));
     }
     for g in 1..=groups {
         leader_of(&members, GroupId(g)).await;

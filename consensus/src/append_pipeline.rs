@@ -16,11 +16,9 @@ use openraft::error::{NetworkError, RPCError, Unreachable};
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::network::{
-    bounded_append, forget, plausible, OpenConnections, SharedPeer, APPEND_TIMEOUT,
-    MAX_APPEND_BYTES,
-};
+use crate::append_bounds::{bounded_append, plausible, APPEND_TIMEOUT, MAX_APPEND_BYTES};
 use crate::rpc::{RaftRequest, RaftResponse};
+use crate::shared_connections::{forget, OpenConnections, SharedPeer};
 use crate::types::{GroupId, LogId, NodeId, TypeConfig, Vote};
 
 /// AppendEntries sent and not yet answered, at most. Each carries at most

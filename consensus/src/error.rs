@@ -12,6 +12,8 @@ pub enum ConsensusError {
     Transport(#[from] needle_transport::TransportError),
     #[error("snapshot file: {0}")]
     Snapshot(String),
+    #[error("the heartbeat clock cannot start: {0}")]
+    HeartbeatClock(String),
 }
 
 impl From<rocksdb::Error> for ConsensusError {

@@ -2,17 +2,29 @@
 //! flight.
 //!
 //! Every group a member leads sends its own heartbeat to each of its followers
-//! every heartbeat interval, each group on its own timer: a member leading a
-//! hundred groups whose followers are the same few members would make a hundred
-//! round trips per interval to each of them. Here, per follower address, at most
-//! one heartbeat request is in flight: a heartbeat that finds none goes at once,
-//! alone (in the ordinary group-addressed form); those that come while one is in
-//! flight queue, and go together as one [`RaftRequest::Heartbeats`] as soon as it
-//! is answered. No heartbeat waits for a timer, and none waits longer than one
-//! round trip behind another; the busier the pair, the more each request carries.
-//! The receiver hands each to its group's Raft as an ordinary AppendEntries, and
-//! answers each within a bound of its own, so one stalled group cannot hold the
-//! others' answers past their time.
+//! every heartbeat interval: a member leading a hundred groups whose followers
+//! are the same few members would make a hundred round trips per interval to
+//! each of them. Here, per follower address, one lane: a heartbeat that finds
+//! the lane idle goes at once, alone (in the ordinary group-addressed form);
+//! those that come while a request is in flight queue, and go together as one
+//! [`RaftRequest::Heartbeats`] as soon as it is answered. No heartbeat waits for
+//! a timer; the busier the pair, the more each request carries.
+//!
+//! A follower that stalls must not hold back what queued behind its request: the
+//! lane waits for an answer at most a quarter of the request's time
+//! ([`hold_for`]), then sends what queued anyway, while the earlier request still
+//! waits for its answer in a task of its own. At most [`MAX_IN_FLIGHT`] requests
+//! to one follower are unanswered at once, so an unreachable one is not sent a
+//! new connection attempt every few milliseconds. A queued heartbeat is sent even if
+//! its sender stopped waiting (it still resets its follower's election timer),
+//! and a group's newer heartbeat replaces its older one still queued, so a queue
+//! never holds more than one per group.
+//!
+//! The receiver hands each heartbeat to its group's Raft as an ordinary
+//! AppendEntries and bounds each by most of the sender's wait, so a stalled
+//! group cannot make the batch's answer miss it; the answer goes back once every
+//! group answered or ran out of that bound (so a stalled group does delay the
+//! others' answers, up to that bound: see `RaftService`'s batch receiver).
 //!
 //! With the member's heartbeat clock on (`RaftService::start_heartbeat_clock`),
 //! all shard groups beat at the same instant, so all but the first heartbeat to
@@ -32,7 +44,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use parking_lot::Mutex;
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::network::{Failure, PeerNetwork};
@@ -42,6 +54,9 @@ use crate::types::{GroupId, TypeConfig};
 /// The most heartbeats one batch carries, and the most a receiver decodes from
 /// one: far above any real member's group count, far below what a body can hold.
 pub const MAX_BATCH: usize = 4096;
+
+/// Heartbeat requests to one follower unanswered at once, at most.
+pub const MAX_IN_FLIGHT: usize = 2;
 
 /// The least time a batch is given: a heartbeat that queued behind a slow one
 /// still reaches its follower (whose election timer it resets) even when its
@@ -101,18 +116,15 @@ struct Queued {
     answer: oneshot::Sender<Answer>,
 }
 
-/// Per follower address: whether a heartbeat request is in flight, and what
-/// queued behind it.
-#[derive(Default)]
-struct Lane {
-    in_flight: bool,
-    queued: Vec<Queued>,
-}
-
-/// The heartbeat lanes of a member's networks, shared by every group.
+/// The heartbeat lanes of a member's networks, shared by every group: per
+/// follower address whose lane is busy, what queued on it. An address is here
+/// only while its lane's task runs, so the map holds only busy followers.
 #[derive(Default)]
 pub(crate) struct HeartbeatBatcher {
-    lanes: Mutex<HashMap<SocketAddr, Lane>>,
+    lanes: Mutex<HashMap<SocketAddr, Vec<Queued>>>,
+    /// Per follower address, the requests that may be unanswered at once
+    /// ([`MAX_IN_FLIGHT`]); kept across lanes, one entry per member address.
+    in_flight: Mutex<HashMap<SocketAddr, Arc<Semaphore>>>,
     stats: HeartbeatStats,
 }
 
@@ -123,12 +135,14 @@ pub struct HeartbeatStats {
     pub heartbeats: AtomicU64,
     /// Requests that carried them.
     pub requests: AtomicU64,
-    /// Heartbeats whose answer came back (of any content).
+    /// Heartbeats their group answered (of any content; not those the
+    /// follower's member could only answer with an error).
     pub answered: AtomicU64,
 }
 
 impl HeartbeatStats {
-    /// Counts one request carrying `heartbeats`, of which `answered` came back.
+    /// Counts one request carrying `heartbeats`, of which `answered` were
+    /// answered by their groups.
     pub(crate) fn count(&self, heartbeats: usize, answered: usize) {
         self.heartbeats
             .fetch_add(heartbeats as u64, Ordering::Relaxed);
@@ -163,20 +177,36 @@ impl HeartbeatBatcher {
         };
         let first = {
             let mut lanes = self.lanes.lock();
-            let lane = lanes.entry(addr).or_default();
-            if lane.in_flight {
-                lane.queued.push(queued);
-                None
-            } else {
-                lane.in_flight = true;
-                Some(queued)
+            match lanes.get_mut(&addr) {
+                Some(waiting) => {
+                    // A newer heartbeat of the group carries all an older one
+                    // would: the older one goes no more.
+                    if let Some(older) = waiting.iter().position(|q| q.group == group) {
+                        let older = waiting.swap_remove(older);
+                        let _ = older.answer.send(Err(Failure::Unreachable(format!(
+                            "{group}'s heartbeat was replaced by a newer one"
+                        ))));
+                    }
+                    waiting.push(queued);
+                    None
+                }
+                None => {
+                    lanes.insert(addr, Vec::new());
+                    Some(queued)
+                }
             }
         };
         if let Some(first) = first {
             // A task of its own: openraft drops a heartbeat that outlives its
-            // interval, and whatever queues behind this one must still go.
-            let (batcher, via) = (self.clone(), via.for_batch());
-            tokio::spawn(async move { batcher.run_lane(via, addr, vec![first]).await });
+            // interval, and whatever queues behind this one must still go. The
+            // guard is made before the task, so a task that never runs (its
+            // runtime shutting down) still closes the lane.
+            let lane = LaneOpen {
+                batcher: self.clone(),
+                addr,
+                open: true,
+            };
+            tokio::spawn(self.clone().run_lane(lane, via.for_batch(), vec![first]));
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(answer)) => answer,
@@ -189,35 +219,51 @@ impl HeartbeatBatcher {
     }
 
     /// Sends `batch`, then whatever queued meanwhile, until nothing is queued.
-    async fn run_lane(&self, mut via: PeerNetwork, addr: SocketAddr, mut batch: Vec<Queued>) {
+    async fn run_lane(
+        self: Arc<Self>,
+        mut lane: LaneOpen,
+        via: PeerNetwork,
+        mut batch: Vec<Queued>,
+    ) {
+        let addr = lane.addr;
+        let slots = self
+            .in_flight
+            .lock()
+            .entry(addr)
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)))
+            .clone();
         loop {
-            // A heartbeat whose sender gave up still resets its follower's
-            // election timer: it goes, unless its group's worker is gone.
-            batch.retain(|q| !q.answer.is_closed());
-            if !batch.is_empty() {
-                self.send_batch(&mut via, batch).await;
-            }
-            let mut lanes = self.lanes.lock();
-            let Some(lane) = lanes.get_mut(&addr) else {
+            // Never closed, so this only waits: for one of the requests still
+            // unanswered to be answered or to time out.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            if lane.queued.is_empty() {
-                lane.in_flight = false;
+            let hold = hold_for(&batch, Instant::now());
+            let sending = self.clone().send_batch(via.clone(), batch);
+            let mut sending = tokio::spawn(async move {
+                sending.await;
+                drop(slot);
+            });
+            // Whatever the batch's fate past `hold`, it answers its own waiters.
+            let _ = tokio::time::timeout(hold, &mut sending).await;
+            let mut lanes = self.lanes.lock();
+            let Some(waiting) = lanes.get_mut(&addr) else {
+                lane.open = false;
+                return;
+            };
+            if waiting.is_empty() {
+                lanes.remove(&addr);
+                lane.open = false;
                 return;
             }
-            let rest = lane.queued.split_off(lane.queued.len().min(MAX_BATCH));
-            batch = std::mem::replace(&mut lane.queued, rest);
+            let rest = waiting.split_off(waiting.len().min(MAX_BATCH));
+            batch = std::mem::replace(waiting, rest);
         }
     }
 
-    async fn send_batch(&self, via: &mut PeerNetwork, mut batch: Vec<Queued>) {
-        let now = Instant::now();
-        let timeout = batch
-            .iter()
-            .map(|q| q.deadline.saturating_duration_since(now))
-            .max()
-            .unwrap_or_default()
-            .max(LEAST_TIMEOUT);
+    async fn send_batch(self: Arc<Self>, mut via: PeerNetwork, mut batch: Vec<Queued>) {
+        let via = &mut via;
+        let timeout = batch_timeout(&batch, Instant::now());
         let count = batch.len();
         if count == 1 {
             // Alone: the ordinary form, as if there were no batching.
@@ -226,7 +272,8 @@ impl HeartbeatBatcher {
                 .for_group(q.group)
                 .call(&RaftRequest::Append(q.rpc), timeout)
                 .await;
-            self.stats.count(1, usize::from(reply.is_ok()));
+            let answered = matches!(reply, Ok(RaftResponse::Append(_)));
+            self.stats.count(1, usize::from(answered));
             let _ = q.answer.send(match reply {
                 Ok(RaftResponse::Append(r)) => Ok(r),
                 Ok(_) => Err(answered_otherwise(via)),
@@ -244,7 +291,14 @@ impl HeartbeatBatcher {
         });
         match via.call(&request, timeout).await {
             Ok(RaftResponse::Heartbeats(answers)) if answers.len() == waiters.len() => {
-                self.stats.count(count, count);
+                let answered = answers
+                    .iter()
+                    .zip(&waiters)
+                    .filter(|((answered_for, answer), (group, _))| {
+                        answered_for == group && answer.is_ok()
+                    })
+                    .count();
+                self.stats.count(count, answered);
                 for ((group, waiter), (answered_for, answer)) in waiters.into_iter().zip(answers) {
                     // Each answer names its group: a member that mixed them up
                     // would otherwise hand one group's answer to another.
@@ -270,6 +324,49 @@ impl HeartbeatBatcher {
                     let _ = waiter.send(Err(failure.clone()));
                 }
             }
+        }
+    }
+}
+
+/// How long a batch waits for its answer: as long as its latest heartbeat may.
+fn batch_timeout(batch: &[Queued], now: Instant) -> Duration {
+    batch
+        .iter()
+        .map(|q| q.deadline.saturating_duration_since(now))
+        .max()
+        .unwrap_or_default()
+        .max(LEAST_TIMEOUT)
+}
+
+/// How long a lane waits for a batch's answer before it sends what queued
+/// behind it: a quarter of the time its most pressing heartbeat has left. An
+/// answer within it (the usual case, a round trip) keeps one request in flight
+/// per follower; a follower that stalls gets a new request every quarter of a
+/// heartbeat's time at most, each carrying at most one heartbeat per group, and
+/// never more than [`MAX_IN_FLIGHT`] unanswered.
+fn hold_for(batch: &[Queued], now: Instant) -> Duration {
+    let earliest = batch
+        .iter()
+        .map(|q| q.deadline.saturating_duration_since(now))
+        .min()
+        .unwrap_or_default();
+    (earliest / 4).max(Duration::from_millis(1))
+}
+
+/// Closes its lane if the lane's task ends without doing so (it panicked, or
+/// its runtime shut down): the lane would otherwise stay busy for good, and
+/// every later heartbeat to that follower queue forever.
+struct LaneOpen {
+    batcher: Arc<HeartbeatBatcher>,
+    addr: SocketAddr,
+    open: bool,
+}
+
+impl Drop for LaneOpen {
+    fn drop(&mut self) {
+        if self.open {
+            // Those queued learn it from their dropped answer channel.
+            self.batcher.lanes.lock().remove(&self.addr);
         }
     }
 }

@@ -27,6 +27,7 @@
 //!
 //! It is pinned exactly (`=0.10.0-alpha.37`) because alpha releases change APIs.
 
+mod append_bounds;
 mod append_pipeline;
 pub mod error;
 mod heartbeat_batch;
@@ -34,6 +35,7 @@ pub mod log_store;
 pub mod network;
 pub mod rpc;
 pub mod service;
+mod shared_connections;
 pub mod snapshot_file;
 pub mod types;
 mod wal_syncer;

@@ -86,7 +86,12 @@ impl LogStore {
         // cluster group's always.
         // A database that exists but whose families cannot be listed is an error
         // worth its own message, not a fresh log.
-        let mut names: Vec<String> = if path.join("CURRENT").exists() {
+        // (`try_exists`: a directory it may not read is an error, not a fresh log.)
+        let exists = path
+            .join("CURRENT")
+            .try_exists()
+            .map_err(|e| ConsensusError::Storage(format!("{}: {e}", path.display())))?;
+        let mut names: Vec<String> = if exists {
             DB::list_cf(&options, path)?
         } else {
             Vec::new()

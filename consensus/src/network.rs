@@ -2,14 +2,12 @@
 //! connected lazily and reconnected after a failure. Mutual TLS, fault injection
 //! and metrics are the transport's.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use needle_transport::{Peer, Transport, TransportError};
+use needle_transport::{Transport, TransportError};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
@@ -18,11 +16,13 @@ use openraft::raft::{
     StreamAppendResult, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
-use parking_lot::Mutex;
 
+pub use crate::append_bounds::{bounded_append, MAX_APPEND_BYTES};
+use crate::append_bounds::{plausible, APPEND_TIMEOUT};
 use crate::append_pipeline;
 use crate::heartbeat_batch::{HeartbeatBatcher, HeartbeatStats};
 use crate::rpc::{RaftRequest, RaftResponse};
+use crate::shared_connections::{forget, OpenConnections, SharedPeer};
 use crate::snapshot_file::SnapshotFile;
 use crate::types::{ClusterNode, GroupId, NodeId, TypeConfig, Vote};
 
@@ -33,66 +33,6 @@ type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A snapshot reply waits for the receiver to read and install the whole file.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Payload bytes one AppendEntries request carries at most (always at least one
-/// entry): openraft batches by entry count, and a few large batched writes would
-/// otherwise exceed the transport's frame limit and never replicate.
-pub const MAX_APPEND_BYTES: usize = 8 << 20;
-
-/// Cuts `rpc` to the entries that fit in `max_bytes` of command payload. Returns the
-/// request to send and, when entries were left out, the id of the last one sent.
-pub fn bounded_append(
-    mut rpc: AppendEntriesRequest<TypeConfig>,
-    max_bytes: usize,
-) -> (
-    AppendEntriesRequest<TypeConfig>,
-    Option<crate::types::LogId>,
-) {
-    let mut bytes = 0;
-    let mut keep = 0;
-    for entry in &rpc.entries {
-        let size = match &entry.payload {
-            openraft::EntryPayload::Normal(command) => command.payload.len() + 32,
-            _ => 256,
-        };
-        if keep > 0 && bytes + size > max_bytes {
-            break;
-        }
-        bytes += size;
-        keep += 1;
-    }
-    if keep == rpc.entries.len() {
-        return (rpc, None);
-    }
-    rpc.entries.truncate(keep);
-    let last = rpc.entries.last().map(openraft::entry::RaftEntry::log_id);
-    (rpc, last)
-}
-
-/// Whether `answer` is one a follower could give to an append of the entries
-/// after `prev` up to `last`, sent with `vote`. Anything else comes from a broken
-/// or lying member, and openraft must not see it: it asserts on these ranges,
-/// and would count entries as matched that never arrived.
-pub(crate) fn plausible(
-    answer: &StreamAppendResult<TypeConfig>,
-    prev: Option<&crate::types::LogId>,
-    last: Option<&crate::types::LogId>,
-    vote: &Vote,
-) -> bool {
-    match answer {
-        Ok(matched) => prev <= matched.as_ref() && matched.as_ref() <= last,
-        Err(StreamAppendError::Conflict(at)) => prev == Some(at),
-        // Higher, or not comparable with ours: not one a follower may refuse with
-        // when it holds ours or a lower one.
-        Err(StreamAppendError::HigherVote(higher)) => !matches!(
-            higher.partial_cmp(vote),
-            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-        ),
-    }
-}
-
-/// How long an AppendEntries with entries may take.
-pub(crate) const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Makes a [`PeerNetwork`] for each peer one Raft group talks to. The groups of a
 /// member share its connections ([`Network::for_group`]): a pair of members holding
@@ -112,57 +52,6 @@ pub struct Network {
     batcher: Arc<HeartbeatBatcher>,
     /// Off: every heartbeat goes alone (for comparison).
     batch_heartbeats: bool,
-}
-
-/// The connections every [`PeerNetwork`] to the same address shares. openraft asks
-/// for a new client for every vote, pre-vote and hand-over broadcast and gives each
-/// request its `election_timeout_min` (51 ms with needle's election window): a
-/// fresh QUIC and mutual-TLS handshake inside that, on a loaded machine, is how
-/// pre-votes between two live survivors timed out and a failover took 800 ms.
-pub(crate) type OpenConnections = Arc<Mutex<HashMap<SocketAddr, Arc<SharedPeer>>>>;
-
-/// A connection and its timeouts in a row, counted across every client (of every
-/// group) using it, so one slow group's timeouts can give it up for all of them:
-/// a vote client lives for one request, and would never see a second one.
-pub(crate) struct SharedPeer {
-    pub peer: Peer,
-    pub timeouts: AtomicU32,
-    /// Given up on: clients holding it connect afresh too (openraft keeps one
-    /// replication client for as long as a member follows).
-    forgotten: AtomicBool,
-}
-
-impl SharedPeer {
-    fn usable(&self) -> bool {
-        !self.peer.is_closed() && !self.forgotten.load(Ordering::Relaxed)
-    }
-
-    /// Records how an exchange on this connection ended (`None`: answered) and
-    /// says whether to give the connection up. A broken connection is given up.
-    /// One slow answer is no reason to drop a healthy one, but a connection to a
-    /// process that died and came back on the same address only ever times out
-    /// (until QUIC's idle timeout), so a second timeout in a row gives it up too.
-    pub(crate) fn give_up_after(&self, failure: Option<&TransportError>) -> bool {
-        match failure {
-            Some(TransportError::Timeout(_)) => {
-                self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= 2
-            }
-            other => {
-                self.timeouts.store(0, Ordering::Relaxed);
-                !matches!(other, None | Some(TransportError::Remote(_)))
-            }
-        }
-    }
-}
-
-/// Gives up on `peer`: drops it from `shared` (if it is still the one there)
-/// and marks it, so that every client connects afresh.
-pub(crate) fn forget(shared: &OpenConnections, addr: SocketAddr, peer: &Arc<SharedPeer>) {
-    peer.forgotten.store(true, Ordering::Relaxed);
-    let mut shared = shared.lock();
-    if shared.get(&addr).is_some_and(|p| Arc::ptr_eq(p, peer)) {
-        shared.remove(&addr);
-    }
 }
 
 /// How a client sends a stream of AppendEntries.
@@ -356,11 +245,7 @@ impl PeerNetwork {
                 Failure::Unreachable(format!("connecting to node {} timed out", self.target))
             })?
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
-        let peer = Arc::new(SharedPeer {
-            peer,
-            timeouts: AtomicU32::new(0),
-            forgotten: AtomicBool::new(false),
-        });
+        let peer = Arc::new(SharedPeer::new(peer));
         self.connections.lock().insert(addr, peer.clone());
         self.peer = Some(peer.clone());
         Ok(peer)
@@ -536,7 +421,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             }
             (Some(b), _) if rpc.entries.is_empty() => {
                 let sent = self.call(&RaftRequest::Append(rpc), timeout).await;
-                b.batcher.stats().count(1, usize::from(sent.is_ok()));
+                let answered = matches!(sent, Ok(RaftResponse::Append(_)));
+                b.batcher.stats().count(1, usize::from(answered));
                 sent
             }
             _ => self.call(&RaftRequest::Append(rpc), timeout).await,
@@ -651,62 +537,6 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Entry;
-    use crate::Command;
-    use openraft::entry::RaftEntry;
-    use openraft::impls::leader_id_adv::LeaderId;
-    use openraft::vote::RaftLeaderId;
-    use openraft::LogId;
-
-    fn request(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
-        let entries = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                Entry::new_normal(
-                    LogId::new(LeaderId::new(1, 1).to_committed(), i as u64 + 1),
-                    Command {
-                        request_id: None,
-                        payload: vec![0; n],
-                    },
-                )
-            })
-            .collect();
-        AppendEntriesRequest {
-            vote: crate::types::Vote::new_committed(1, 1),
-            prev_log_id: None,
-            entries,
-            leader_commit: None,
-        }
-    }
-
-    #[test]
-    fn answers_naming_entries_that_were_not_sent_are_implausible() {
-        let id = |i: u64| LogId::new(LeaderId::new(1, 1).to_committed(), i);
-        let vote = crate::types::Vote::new_committed(1, 1);
-        let (prev, last) = (Some(id(3)), Some(id(5)));
-        let check = |answer: StreamAppendResult<TypeConfig>| {
-            plausible(&answer, prev.as_ref(), last.as_ref(), &vote)
-        };
-        assert!(check(Ok(Some(id(5)))));
-        assert!(check(Ok(Some(id(4)))));
-        assert!(!check(Ok(Some(id(6)))), "matched past what was sent");
-        assert!(!check(Ok(Some(id(2)))), "matched before what was sent");
-        assert!(!check(Ok(None)));
-        assert!(check(Err(StreamAppendError::Conflict(id(3)))));
-        assert!(!check(Err(StreamAppendError::Conflict(id(4)))));
-        assert!(check(Err(StreamAppendError::HigherVote(
-            crate::types::Vote::new(2, 2)
-        ))));
-        assert!(!check(Err(StreamAppendError::HigherVote(vote))));
-        // A conflict with nothing before the entries sent cannot happen.
-        assert!(!plausible(
-            &Err(StreamAppendError::Conflict(id(1))),
-            None,
-            Some(&id(1)),
-            &vote
-        ));
-    }
 
     #[tokio::test]
     async fn every_group_of_a_member_uses_its_connections() {
@@ -740,20 +570,5 @@ mod tests {
         ) -> needle_transport::BoxFuture<Result<Vec<u8>, String>> {
             Box::pin(async { Err("none".to_string()) })
         }
-    }
-
-    #[test]
-    fn a_large_batch_is_cut_to_a_prefix_that_fits() {
-        let (rpc, last) = bounded_append(request(&[400, 400, 400]), 1000);
-        assert_eq!(rpc.entries.len(), 2);
-        assert_eq!(last.map(|l| l.index), Some(2));
-        let (rpc, last) = bounded_append(request(&[10, 10]), 1000);
-        assert_eq!((rpc.entries.len(), last), (2, None));
-        // One entry larger than the bound still goes, alone.
-        let (rpc, last) = bounded_append(request(&[5000, 10]), 1000);
-        assert_eq!(rpc.entries.len(), 1);
-        assert_eq!(last.map(|l| l.index), Some(1));
-        let (rpc, last) = bounded_append(request(&[]), 1000);
-        assert_eq!((rpc.entries.len(), last), (0, None));
     }
 }

@@ -11,8 +11,9 @@ use futures_util::StreamExt;
 use needle_transport::{BoxFuture, BoxStream, Handler, PeerInfo, RegionKey, Transport};
 use openraft::storage::RaftStateMachine;
 use openraft::Raft;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::error::ConsensusError;
 use crate::heartbeat_batch::{HeartbeatBatch, MAX_BATCH};
 use crate::rpc::{RaftRequest, RaftResponse};
 use crate::snapshot_file::{SnapshotFile, SnapshotInbox};
@@ -23,6 +24,15 @@ const LEAST_BOUND: Duration = Duration::from_millis(5);
 
 /// Bytes per region read while fetching a snapshot.
 const SNAPSHOT_CHUNK: u64 = 4 << 20;
+
+/// Whether the member's shard groups beat from one clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    NotStarted,
+    Ticking(Duration),
+    /// Its task died: every group is back on its own timer.
+    Failed,
+}
 
 const MEMBERS_ONLY: &str =
     "raft RPCs are for cluster members; a client certificate cannot send them";
@@ -43,8 +53,10 @@ where
 {
     transport: OnceLock<Transport>,
     groups: RwLock<HashMap<GroupId, Raft<TypeConfig, SM>>>,
-    /// Set once the member's heartbeat clock runs ([`RaftService::start_heartbeat_clock`]).
-    clock: OnceLock<Duration>,
+    /// The member's heartbeat clock ([`RaftService::start_heartbeat_clock`]).
+    /// Read and changed only under `groups`' write lock, so a group added while
+    /// the clock starts is set up for it either way.
+    clock: Mutex<Clock>,
     app: Arc<dyn Handler>,
     inbox: SnapshotInbox,
 }
@@ -58,7 +70,7 @@ where
             state: Arc::new(ServiceState {
                 transport: OnceLock::new(),
                 groups: RwLock::default(),
-                clock: OnceLock::new(),
+                clock: Mutex::new(Clock::NotStarted),
                 app,
                 inbox,
             }),
@@ -90,10 +102,11 @@ where
         group: GroupId,
         raft: Raft<TypeConfig, SM>,
     ) -> Option<Raft<TypeConfig, SM>> {
-        if !group.is_cluster() && self.state.clock.get().is_some() {
-            raft.runtime_config().heartbeat(false);
+        let mut groups = self.state.groups.write();
+        if !group.is_cluster() {
+            self.state.clock_takes_over(group, &raft);
         }
-        self.state.groups.write().insert(group, raft)
+        groups.insert(group, raft)
     }
 
     /// Drives the heartbeats of every shard group on this member from one clock
@@ -101,41 +114,61 @@ where
     /// timer is turned off, and at every tick each group asked to beat at once,
     /// so that all of a member's heartbeats to one follower leave together and
     /// travel in one batch (`heartbeat_batch`) instead of one request per group.
-    /// A group that is not leading ignores the call. The cluster-wide group keeps
-    /// its own timer: the shard map's liveness never depends on this clock. Runs
-    /// until the service is dropped; later calls do nothing.
-    pub fn start_heartbeat_clock(&self, interval: Duration) {
-        if self.state.clock.set(interval).is_err() {
-            return;
+    /// A group that is not leading ignores the call. A group whose own heartbeat
+    /// interval is shorter than `interval` keeps its timer (the clock would beat
+    /// it too seldom). The cluster-wide group keeps its own timer: the shard
+    /// map's liveness never depends on this clock. Should the clock's task die,
+    /// every group goes back to its own timer.
+    ///
+    /// Runs until the service is dropped; later calls do nothing (and fail once
+    /// the clock's task died). Must be called inside a tokio runtime, with an
+    /// interval above zero.
+    pub fn start_heartbeat_clock(&self, interval: Duration) -> Result<(), ConsensusError> {
+        if interval.is_zero() {
+            return Err(ConsensusError::HeartbeatClock(
+                "its interval must be above zero".into(),
+            ));
         }
-        for raft in self.state.shard_groups() {
-            raft.runtime_config().heartbeat(false);
-        }
-        let state = Arc::downgrade(&self.state);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            // A late tick is not made up for with a burst: the next one is a
-            // full interval later, as openraft's own timer would be.
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(state) = state.upgrade() else {
-                    return;
-                };
-                let rafts = state.shard_groups();
-                drop(state);
-                for raft in rafts {
-                    // Fails only for a group shutting down, which beats no more.
-                    let _ = raft.trigger().heartbeat().await;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConsensusError::HeartbeatClock("it needs a tokio runtime to run on".into())
+        })?;
+        let groups = self.state.groups.write();
+        {
+            let mut clock = self.state.clock.lock();
+            match *clock {
+                Clock::NotStarted => *clock = Clock::Ticking(interval),
+                Clock::Ticking(_) => return Ok(()),
+                // Said, not hidden: the caller believes the groups beat together.
+                Clock::Failed => {
+                    return Err(ConsensusError::HeartbeatClock(
+                        "it ran on this service before and its task died".into(),
+                    ))
                 }
             }
+        }
+        for (&group, raft) in groups.iter().filter(|(g, _)| !g.is_cluster()) {
+            self.state.clock_takes_over(group, raft);
+        }
+        drop(groups);
+        let ticking = runtime.spawn(tick_heartbeats(Arc::downgrade(&self.state), interval));
+        let state = Arc::downgrade(&self.state);
+        runtime.spawn(async move {
+            let Err(died) = ticking.await else { return };
+            if let Some(state) = state.upgrade() {
+                tracing::error!(error = %died, "the heartbeat clock died; shard groups beat on their own timers again");
+                state.clock_failed();
+            }
         });
+        Ok(())
     }
 
     /// Stops answering `group`'s RPCs (its replica moved away or its collection
     /// was dropped) and hands its instance back, to be shut down by the caller.
     pub fn remove_group(&self, group: GroupId) -> Option<Raft<TypeConfig, SM>> {
-        self.state.groups.write().remove(&group)
+        let raft = self.state.groups.write().remove(&group)?;
+        // Off this member's clock: should it keep running, it beats on its own.
+        raft.runtime_config().heartbeat(true);
+        Some(raft)
     }
 
     /// The groups this member answers for, in order.
@@ -146,10 +179,57 @@ where
     }
 }
 
+/// The member's heartbeat clock: every tick, each shard group is asked to beat.
+async fn tick_heartbeats<SM>(state: std::sync::Weak<ServiceState<SM>>, interval: Duration)
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
+{
+    let mut tick = tokio::time::interval(interval);
+    // A late tick is not made up for with a burst: the next one is a full
+    // interval later, as openraft's own timer would be.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        let rafts = state.shard_groups();
+        drop(state);
+        for raft in rafts {
+            // Fails only for a group shutting down, which beats no more.
+            let _ = raft.trigger().heartbeat().await;
+        }
+    }
+}
+
 impl<SM> ServiceState<SM>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
+    /// Turns `raft`'s own heartbeat timer off if the clock ticks for it. Called
+    /// under `groups`' write lock.
+    fn clock_takes_over(&self, group: GroupId, raft: &Raft<TypeConfig, SM>) {
+        let Clock::Ticking(interval) = *self.clock.lock() else {
+            return;
+        };
+        let own = Duration::from_millis(raft.config().heartbeat_interval);
+        if own < interval {
+            tracing::warn!(%group, own_ms = own.as_millis() as u64, clock_ms = interval.as_millis() as u64,
+                "a group beats more often than the member's heartbeat clock; it keeps its own timer");
+            return;
+        }
+        raft.runtime_config().heartbeat(false);
+    }
+
+    /// The clock's task died: every shard group back on its own timer.
+    fn clock_failed(&self) {
+        let groups = self.groups.write();
+        *self.clock.lock() = Clock::Failed;
+        for (_, raft) in groups.iter().filter(|(g, _)| !g.is_cluster()) {
+            raft.runtime_config().heartbeat(true);
+        }
+    }
+
     fn shard_groups(&self) -> Vec<Raft<TypeConfig, SM>> {
         self.groups
             .read()
@@ -243,8 +323,14 @@ where
 
     /// Each heartbeat of a batch to its group, all at once; each answer with its
     /// group, or why its group could not take it, in the batch's order. Each is
-    /// bounded by most of the sender's wait, so that one stalled group (its core
-    /// busy, its log slow) costs only its own answer, not the others'.
+    /// bounded by most of the sender's wait (the batch's, which is its latest
+    /// heartbeat's), and the answer goes once all are in. So one stalled group
+    /// (its core busy, its log slow) turns its own answer into an error and
+    /// cannot make the batch miss the sender's wait, but it does delay the other
+    /// groups' answers up to that bound (40 ms of a 50 ms heartbeat), and a
+    /// heartbeat in the batch with less time left than the batch's latest may
+    /// miss its own. Answering each as it comes would need a streamed answer;
+    /// not built.
     async fn heartbeats(&self, batch: HeartbeatBatch) -> Result<RaftResponse, String> {
         if batch.heartbeats.len() > MAX_BATCH {
             return Err(format!(
@@ -260,6 +346,14 @@ where
                 // replication stream, whose bounds and order they need.
                 if !rpc.entries.is_empty() {
                     return (group, Err("a heartbeat batch carried entries".to_string()));
+                }
+                // The cluster group's heartbeats never join a batch (the shard
+                // map's liveness must not depend on one).
+                if group.is_cluster() {
+                    return (
+                        group,
+                        Err("a heartbeat batch carried the cluster group's".into()),
+                    );
                 }
                 let answer = match raft {
                     Err(e) => Err(e),

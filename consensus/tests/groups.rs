@@ -7,14 +7,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use needle_consensus::openraft::async_runtime::WatchReceiver;
+use needle_consensus::openraft::entry::RaftEntry;
+use needle_consensus::openraft::impls::leader_id_adv::LeaderId;
 use needle_consensus::openraft::storage::RaftLogStorage;
+use needle_consensus::openraft::vote::RaftLeaderId;
 use needle_consensus::openraft::{self, EntryPayload, Instant, RaftLogReader};
 use needle_consensus::rpc::{RaftRequest, RaftResponse};
-use needle_consensus::types::Vote;
-use needle_consensus::{ClusterNode, GroupId, NodeId};
+use needle_consensus::types::{Entry, Vote};
+use needle_consensus::{ClusterNode, GroupId, HeartbeatBatch, NodeId, TypeConfig};
 
 #[path = "support/members.rs"]
 mod members;
@@ -64,7 +68,8 @@ async fn groups_on_shared_members_keep_apart_and_a_new_replica_catches_up_from_i
     for member in &members {
         member
             .service
-            .start_heartbeat_clock(Duration::from_millis(50));
+            .start_heartbeat_clock(Duration::from_millis(50))
+            .unwrap();
     }
     let (docs, images) = (GroupId(7), GroupId(9));
     // The cluster group and `docs` on all three members; `images` on 1 and 2 only.
@@ -179,6 +184,57 @@ async fn groups_on_shared_members_keep_apart_and_a_new_replica_catches_up_from_i
     let refused = RaftResponse::decode(&answer).unwrap().unwrap_err();
     assert!(refused.contains("does not run on this member"), "{refused}");
 
+    // A batch of heartbeats to a real member: each item gets its own answer,
+    // named by its group, in order; the member refuses items for groups it does
+    // not run, the cluster group's (never batched) and any carrying entries.
+    let stale = || openraft::raft::AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(0, 0),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let mut with_entries = stale();
+    with_entries
+        .entries
+        .push(Entry::new_blank(openraft::LogId::new(
+            LeaderId::new(0, 0).to_committed(),
+            1,
+        )));
+    let batch = RaftRequest::Heartbeats(HeartbeatBatch {
+        wait_ms: 2000,
+        heartbeats: vec![
+            (docs, stale()),
+            (images, stale()),
+            (GroupId::CLUSTER, stale()),
+            (docs, with_entries),
+        ],
+    });
+    let answer = peer
+        .request(&batch.encode_for(GroupId::CLUSTER).unwrap())
+        .await
+        .unwrap();
+    let Ok(RaftResponse::Heartbeats(answers)) = RaftResponse::decode(&answer).unwrap() else {
+        panic!("a heartbeat batch answered with something else");
+    };
+    let named: Vec<GroupId> = answers.iter().map(|(g, _)| *g).collect();
+    assert_eq!(named, vec![docs, images, GroupId::CLUSTER, docs]);
+    assert!(
+        matches!(
+            answers[0].1,
+            Ok(openraft::raft::AppendEntriesResponse::HigherVote(_))
+        ),
+        "{:?}",
+        answers[0].1
+    );
+    let refusal = |i: usize| answers[i].1.as_ref().unwrap_err().clone();
+    assert!(
+        refusal(1).contains("does not run on this member"),
+        "{}",
+        refusal(1)
+    );
+    assert!(refusal(2).contains("cluster group"), "{}", refusal(2));
+    assert!(refusal(3).contains("carried entries"), "{}", refusal(3));
+
     // Snapshots were taken every 8 entries and the log purged behind them, so a
     // new replica of `images` on member 3 can only catch up from its group's
     // snapshot, sent through the shared endpoint.
@@ -221,4 +277,28 @@ async fn groups_on_shared_members_keep_apart_and_a_new_replica_catches_up_from_i
         }
         member.transport.close();
     }
+}
+
+#[test]
+fn the_heartbeat_clock_needs_a_runtime_and_an_interval_and_starts_once() {
+    let root = tempfile::tempdir().unwrap();
+    let inbox = needle_consensus::SnapshotInbox::open(&root.path().join("inbox")).unwrap();
+    let service =
+        needle_consensus::RaftService::<memory::Memory>::new(Arc::new(memory::NoApp), inbox);
+    // Outside any runtime: refused, not a panic.
+    let refused = service
+        .start_heartbeat_clock(Duration::from_millis(50))
+        .unwrap_err();
+    assert!(refused.to_string().contains("runtime"), "{refused}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _inside = runtime.enter();
+    let refused = service.start_heartbeat_clock(Duration::ZERO).unwrap_err();
+    assert!(refused.to_string().contains("above zero"), "{refused}");
+    service
+        .start_heartbeat_clock(Duration::from_millis(50))
+        .unwrap();
+    // Later calls do nothing.
+    service
+        .start_heartbeat_clock(Duration::from_millis(10))
+        .unwrap();
 }

@@ -106,15 +106,42 @@ impl Handler for Quiet {
     }
 }
 
+/// A heartbeat client of each of `groups` on `network`, to `node` (member 2).
+async fn heartbeat_clients(
+    network: &Network,
+    groups: &[u64],
+    node: &ClusterNode,
+) -> Vec<PeerNetwork> {
+    let mut clients = Vec::new();
+    for &group in groups {
+        clients.push(
+            network
+                .for_group(GroupId(group))
+                .new_heartbeat_client(2, node)
+                .await,
+        );
+    }
+    clients
+}
+
 async fn beat(
     clients: &mut [PeerNetwork],
     ttl: Duration,
 ) -> Vec<Result<AppendEntriesResponse<TypeConfig>, String>> {
-    let option = RPCOption::new(ttl);
+    let ttls = vec![ttl; clients.len()];
+    beat_each(clients, &ttls).await
+}
+
+/// One heartbeat from each client, all at once, each waiting its own `ttls[i]`.
+async fn beat_each(
+    clients: &mut [PeerNetwork],
+    ttls: &[Duration],
+) -> Vec<Result<AppendEntriesResponse<TypeConfig>, String>> {
     futures_util::future::join_all(
         clients
             .iter_mut()
-            .map(|c| c.append_entries(heartbeat(), option.clone())),
+            .zip(ttls)
+            .map(|(c, ttl)| c.append_entries(heartbeat(), RPCOption::new(*ttl))),
     )
     .await
     .into_iter()
@@ -137,15 +164,7 @@ async fn shard_heartbeats_queued_behind_one_in_flight_share_one_request_and_keep
 
     // Group 1's heartbeat goes at once and is slow; 2, 3 and 4 come while it
     // is in flight and go together; the cluster group's goes alone, at once.
-    let mut clients = Vec::new();
-    for group in [1, 2, 3, 4] {
-        clients.push(
-            cluster
-                .for_group(GroupId(group))
-                .new_heartbeat_client(2, &node)
-                .await,
-        );
-    }
+    let mut clients = heartbeat_clients(&cluster, &[1, 2, 3, 4], &node).await;
     clients.push(cluster.clone().new_heartbeat_client(2, &node).await);
     let answers = beat(&mut clients, ttl).await;
     assert!(
@@ -175,28 +194,14 @@ async fn shard_heartbeats_queued_behind_one_in_flight_share_one_request_and_keep
     // (A network of its own each time: the last one's lane may still be
     // finishing, and these heartbeats would queue behind it.)
     let fresh = Network::new(local.clone());
-    let mut clients = Vec::new();
-    for group in [1, 5, 3] {
-        clients.push(
-            fresh
-                .for_group(GroupId(group))
-                .new_heartbeat_client(2, &node)
-                .await,
-        );
-    }
+    // (Group 5's answer last: the answers left are then named rightly, so 3's
+    // fails for the missing one alone.)
+    let mut clients = heartbeat_clients(&fresh, &[1, 3, 5], &node).await;
     let answers = beat(&mut clients, ttl).await;
     assert!(answers[0].is_ok(), "{answers:?}");
     assert!(answers[1].is_err() && answers[2].is_err(), "{answers:?}");
     let fresh = Network::new(local.clone());
-    let mut clients = Vec::new();
-    for group in [1, 6, 3] {
-        clients.push(
-            fresh
-                .for_group(GroupId(group))
-                .new_heartbeat_client(2, &node)
-                .await,
-        );
-    }
+    let mut clients = heartbeat_clients(&fresh, &[1, 6, 3], &node).await;
     let answers = beat(&mut clients, ttl).await;
     assert!(answers[1].is_err(), "{answers:?}");
     assert!(matches!(answers[2], Ok(AppendEntriesResponse::Conflict)));
@@ -204,15 +209,7 @@ async fn shard_heartbeats_queued_behind_one_in_flight_share_one_request_and_keep
     // Batching off: one request per heartbeat again.
     let unbatched = Network::new(local.clone()).with_heartbeat_batching(false);
     let before = count(&follower.requests);
-    let mut clients = Vec::new();
-    for group in [1, 2, 3] {
-        clients.push(
-            unbatched
-                .for_group(GroupId(group))
-                .new_heartbeat_client(2, &node)
-                .await,
-        );
-    }
+    let mut clients = heartbeat_clients(&unbatched, &[1, 2, 3], &node).await;
     let answers = beat(&mut clients, ttl).await;
     assert_eq!(count(&follower.requests) - before, 3);
     assert!(matches!(
@@ -231,5 +228,90 @@ async fn shard_heartbeats_queued_behind_one_in_flight_share_one_request_and_keep
     let started = std::time::Instant::now();
     assert!(beat(&mut clients, Duration::from_millis(200)).await[0].is_err());
     assert!(started.elapsed() < Duration::from_secs(2));
+    local.close();
+}
+
+/// A member whose group 1 stalls on a heartbeat sent alone; it notes what each
+/// batch carried and how many requests were still unanswered when it came.
+#[derive(Default)]
+struct Stalling {
+    unanswered: AtomicUsize,
+    batched: parking_lot::Mutex<Vec<(u64, usize)>>,
+}
+
+struct StallingHandler(Arc<Stalling>);
+
+impl Handler for StallingHandler {
+    fn request(&self, _: PeerInfo, body: Vec<u8>) -> BoxFuture<Result<Vec<u8>, String>> {
+        let member = self.0.clone();
+        Box::pin(async move {
+            let answer = match RaftRequest::decode(&body) {
+                Some(Ok((_, RaftRequest::Heartbeats(batch)))) => {
+                    let unanswered = member.unanswered.load(Ordering::SeqCst);
+                    let mut batched = member.batched.lock();
+                    for (group, _) in &batch.heartbeats {
+                        batched.push((group.0, unanswered));
+                    }
+                    RaftResponse::Heartbeats(
+                        batch
+                            .heartbeats
+                            .iter()
+                            .map(|(g, _)| (*g, Ok(AppendEntriesResponse::Success)))
+                            .collect(),
+                    )
+                }
+                Some(Ok((_, RaftRequest::Append(_)))) => {
+                    member.unanswered.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    member.unanswered.fetch_sub(1, Ordering::SeqCst);
+                    RaftResponse::Append(AppendEntriesResponse::Success)
+                }
+                _ => return Err("unexpected".to_string()),
+            };
+            RaftResponse::encode(&Ok(answer)).map_err(|e| e.to_string())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_queued_behind_a_stalled_one_still_go_and_each_group_sends_its_newest() {
+    let member = Arc::new(Stalling::default());
+    let remote = bind(Arc::new(StallingHandler(member.clone())));
+    let node = ClusterNode {
+        raft_addr: remote.local_addr().unwrap().to_string(),
+        http_addr: String::new(),
+    };
+    let local = bind(Arc::new(Quiet));
+    let network = Network::new(local.clone());
+    // Group 1's heartbeat stalls on the follower for 1.5 s. Behind it queue
+    // two of group 2 (the newer replaces the older) and one of group 3, whose
+    // sender stops waiting after 100 ms.
+    let mut clients = heartbeat_clients(&network, &[1, 2, 2, 3], &node).await;
+    let long = Duration::from_secs(3);
+    let answers = beat_each(
+        &mut clients,
+        &[long, long, long, Duration::from_millis(100)],
+    )
+    .await;
+    assert!(
+        matches!(answers[0], Ok(AppendEntriesResponse::Success)),
+        "{answers:?}"
+    );
+    let replaced = answers[1].as_ref().unwrap_err();
+    assert!(replaced.contains("replaced by a newer one"), "{replaced}");
+    assert!(
+        matches!(answers[2], Ok(AppendEntriesResponse::Success)),
+        "{answers:?}"
+    );
+    assert!(answers[3].is_err(), "{answers:?}");
+    // They went while group 1's request was still unanswered, one heartbeat
+    // per group, group 3's too: it still resets its follower's election timer.
+    let mut batched = member.batched.lock().clone();
+    batched.sort_unstable();
+    assert_eq!(batched, vec![(2, 1), (3, 1)]);
+    let stats = network.heartbeat_stats();
+    assert_eq!(stats.heartbeats.load(Ordering::SeqCst), 3);
+    assert_eq!(stats.answered.load(Ordering::SeqCst), 3);
+    remote.close();
     local.close();
 }
