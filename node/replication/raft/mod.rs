@@ -4,7 +4,8 @@
 //! the RocksDB log store, Raft RPC over the QUIC transport).
 //!
 //! - [`command`]: a write as a log entry, and its outcome;
-//! - [`state_machine`]: the database as openraft's state machine, snapshots included;
+//! - [`state_machine`]: the database as openraft's state machine, snapshots
+//!   included, for the cluster group or one shard group ([`state_scope`]);
 //! - [`app_rpc`]: the node's own requests between members (bootstrap, forwarded
 //!   writes, read index);
 //! - [`node`]: [`RaftNode`], start-up and bootstrap;
@@ -27,8 +28,11 @@ mod mode;
 mod node;
 mod planted_bugs;
 mod requests;
+#[cfg(test)]
+mod shard_group_tests;
 mod start;
 mod state_machine;
+mod state_scope;
 mod status;
 mod write;
 
@@ -36,3 +40,8 @@ pub use crate::replication::consistency::ReadConsistency;
 pub use client::{RaftClient, ReadPreference, SearchResult};
 pub use cluster_status::{ClusterStatus, PeerStatus};
 pub use node::{RaftConfig, RaftNode};
+/// The state machine a member runs for each of its Raft groups: the node runs the
+/// cluster-wide group's ([`StateScope::Cluster`]); a shard group's
+/// ([`StateScope::Shard`], over a database of the shard's own) is what sharded
+/// collections are being built on, and nothing in the node starts one yet.
+pub use state_machine::{StateMachine, StateScope};

@@ -12,7 +12,7 @@ use needle_transport::Handler;
 use super::connections::Connections;
 use super::election_timing;
 use super::node::{AppHandler, Opened, RaftNode, Running};
-use super::state_machine::StateMachine;
+use super::state_machine::{StateMachine, StateScope};
 use crate::replication::error::{ReplicationError, Result};
 use crate::replication::TlsConfig;
 use crate::Error;
@@ -35,7 +35,12 @@ impl RaftNode {
             log_store: log_store.clone(),
             fresh,
         });
-        let state_machine = StateMachine::open(inner.served.clone(), &raft_dir.join("snapshots"))?;
+        let state_machine = StateMachine::open(
+            inner.served.clone(),
+            &raft_dir.join("snapshots"),
+            StateScope::Cluster,
+        )
+        .await?;
         let inbox = SnapshotInbox::open(&raft_dir.join("inbox")).map_err(consensus)?;
         let app: Arc<dyn Handler> = Arc::new(AppHandler {
             inner: Arc::downgrade(inner),

@@ -13,6 +13,10 @@
 //! applies committed entries this member has submitted, not only flushed). The log
 //! behind a snapshot is only purged once the snapshot's checkpoint has flushed
 //! everything applied before it.
+//!
+//! One member runs a state machine per Raft group it holds a replica of, each in
+//! its [`StateScope`]: the cluster-wide group's over the member's database, each
+//! shard group's over a database of the shard's own.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,9 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use super::command;
 use super::requests::{self, RequestTable};
+pub use super::state_scope::StateScope;
 use crate::error::Result;
 use crate::meta_keys::ORDER_MARKER as META_RAFT_APPLIED;
-use crate::op::Applied;
+use crate::op::{Applied, Op, Precondition};
 use crate::served::ServedDatabase;
 use crate::writer::{MetaWrite, StoredOutcome};
 use crate::Error;
@@ -50,6 +55,7 @@ pub(crate) struct AppliedMarker {
 
 pub struct StateMachine {
     served: ServedDatabase,
+    scope: StateScope,
     applied: AppliedMarker,
     requests: RequestTable,
     snapshots: PathBuf,
@@ -60,17 +66,42 @@ fn io_error(e: Error) -> io::Error {
 }
 
 impl StateMachine {
-    /// The state machine over `served`; `snapshots` holds the current snapshot file.
-    pub(crate) fn open(served: ServedDatabase, snapshots: &Path) -> Result<StateMachine> {
+    /// The state machine of `scope`'s group over `served`; `snapshots` (the
+    /// group's own directory) holds its current snapshot file. A shard group's
+    /// database is given its collection here if it does not hold it yet, so that
+    /// the collection exists for as long as the group runs; one it holds with
+    /// other settings is refused.
+    pub async fn open(
+        served: ServedDatabase,
+        snapshots: &Path,
+        scope: StateScope,
+    ) -> Result<StateMachine> {
         std::fs::create_dir_all(snapshots)
             .map_err(|e| Error::Snapshot(format!("{}: {e}", snapshots.display())))?;
         let db = served.current();
+        if let Some(config) = scope.shard_collection() {
+            match db.collection(&config.name).and_then(|c| c.config()) {
+                Ok(held) if held == *config => {}
+                Ok(held) => {
+                    return Err(Error::InvalidRequest(format!(
+                        "the shard's database holds {:?} as {held:?}, not as {config:?}",
+                        config.name
+                    )))
+                }
+                Err(Error::CollectionNotFound(_)) => {
+                    db.submit_async(Op::CreateCollection(config.clone()), Precondition::None)
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let applied = db
             .meta_json::<AppliedMarker>(META_RAFT_APPLIED)?
             .unwrap_or_default();
         let requests = RequestTable::load(&db)?;
         Ok(StateMachine {
             served,
+            scope,
             applied,
             requests,
             snapshots: snapshots.to_path_buf(),
@@ -134,7 +165,12 @@ impl StateMachine {
                         Ok(decoded) => decoded,
                         Err(e) => return Err(self.stop_applying(&e)),
                     };
+                    let scope = &self.scope;
                     let queued = Ok(decoded).and_then(|(op, precondition)| {
+                        // Refused alike on every replica: not this group's to apply.
+                        if let Some(refused) = scope.refuses(&op) {
+                            return Err(refused);
+                        }
                         let collection = op.collection().to_string();
                         db.apply_ordered(crate::database::OrderedEntry {
                             op,
