@@ -27,3 +27,7 @@ pub const MEMBERS: &str = "replication_members";
 /// Prefix of request records: what a write with a request id did, so a retry of it
 /// is answered instead of applied again (Raft's idempotency keys).
 pub const REQUEST_RECORD_PREFIX: &str = "raft_request/";
+
+/// A shard replica's database: which shard it is (group, collection, hash range),
+/// so that it is never opened as another.
+pub const SHARD_SCOPE: &str = "shard_scope";

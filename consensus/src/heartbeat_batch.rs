@@ -7,8 +7,9 @@
 //! each of them. Here, per follower address, one lane: a heartbeat that finds
 //! the lane idle goes at once, alone (in the ordinary group-addressed form);
 //! those that come while a request is in flight queue, and go together as one
-//! [`RaftRequest::Heartbeats`] as soon as it is answered. No heartbeat waits for
-//! a timer; the busier the pair, the more each request carries.
+//! [`RaftRequest::Heartbeats`] as soon as it is answered (or, if it is slow, once
+//! the lane stops waiting for it: below). No heartbeat waits for a fixed window;
+//! the busier the pair, the more each request carries.
 //!
 //! A follower that stalls must not hold back what queued behind its request: the
 //! lane waits for an answer at most a quarter of the request's time
@@ -60,8 +61,10 @@ pub const MAX_IN_FLIGHT: usize = 2;
 
 /// The least time a batch is given: a heartbeat that queued behind a slow one
 /// still reaches its follower (whose election timer it resets) even when its
-/// sender stopped waiting for the answer.
-const LEAST_TIMEOUT: Duration = Duration::from_millis(10);
+/// sender stopped waiting for the answer. One heartbeat interval, so that such a
+/// late batch does not time out at once and count against the connection
+/// (two timeouts in a row give it up).
+const LEAST_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// A batch as it travels: how long the sender waits for the answer (the receiver
 /// answers each heartbeat within most of it), and the heartbeats.
@@ -232,12 +235,12 @@ impl HeartbeatBatcher {
             .entry(addr)
             .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)))
             .clone();
+        // Never closed, so acquiring only waits: for one of the requests still
+        // unanswered to be answered or to time out.
+        let Ok(mut slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         loop {
-            // Never closed, so this only waits: for one of the requests still
-            // unanswered to be answered or to time out.
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
             let hold = hold_for(&batch, Instant::now());
             let sending = self.clone().send_batch(via.clone(), batch);
             let mut sending = tokio::spawn(async move {
@@ -246,6 +249,12 @@ impl HeartbeatBatcher {
             });
             // Whatever the batch's fate past `hold`, it answers its own waiters.
             let _ = tokio::time::timeout(hold, &mut sending).await;
+            // The next batch is taken once it may go, so that it carries each
+            // group's newest heartbeat, not one that went stale waiting.
+            let Ok(next) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            slot = next;
             let mut lanes = self.lanes.lock();
             let Some(waiting) = lanes.get_mut(&addr) else {
                 lane.open = false;
@@ -339,11 +348,11 @@ fn batch_timeout(batch: &[Queued], now: Instant) -> Duration {
 }
 
 /// How long a lane waits for a batch's answer before it sends what queued
-/// behind it: a quarter of the time its most pressing heartbeat has left. An
-/// answer within it (the usual case, a round trip) keeps one request in flight
-/// per follower; a follower that stalls gets a new request every quarter of a
-/// heartbeat's time at most, each carrying at most one heartbeat per group, and
-/// never more than [`MAX_IN_FLIGHT`] unanswered.
+/// behind it: a quarter of the time its most pressing heartbeat has left (at
+/// least 1 ms). An answer within it (the usual case, a round trip) keeps one
+/// request in flight per follower; a follower that stalls gets a new request
+/// about every quarter of a heartbeat's time, each carrying at most one heartbeat
+/// per group, and never more than [`MAX_IN_FLIGHT`] unanswered.
 fn hold_for(batch: &[Queued], now: Instant) -> Duration {
     let earliest = batch
         .iter()

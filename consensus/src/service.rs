@@ -106,7 +106,10 @@ where
         if !group.is_cluster() {
             self.state.clock_takes_over(group, &raft);
         }
-        groups.insert(group, raft)
+        let replaced = groups.insert(group, raft)?;
+        // Off this member's clock: should it keep running, it beats on its own.
+        replaced.runtime_config().heartbeat(true);
+        Some(replaced)
     }
 
     /// Drives the heartbeats of every shard group on this member from one clock
@@ -120,9 +123,11 @@ where
     /// map's liveness never depends on this clock. Should the clock's task die,
     /// every group goes back to its own timer.
     ///
-    /// Runs until the service is dropped; later calls do nothing (and fail once
-    /// the clock's task died). Must be called inside a tokio runtime, with an
-    /// interval above zero.
+    /// Runs until the service is dropped; a later call with the same interval
+    /// does nothing, one with another interval fails, and so does any once the
+    /// clock's task died. Must be called inside a tokio runtime, with an interval
+    /// above zero. (A clock whose runtime is dropped while the service lives
+    /// stops, and its groups stay off their own timers.)
     pub fn start_heartbeat_clock(&self, interval: Duration) -> Result<(), ConsensusError> {
         if interval.is_zero() {
             return Err(ConsensusError::HeartbeatClock(
@@ -137,7 +142,13 @@ where
             let mut clock = self.state.clock.lock();
             match *clock {
                 Clock::NotStarted => *clock = Clock::Ticking(interval),
-                Clock::Ticking(_) => return Ok(()),
+                Clock::Ticking(running) if running == interval => return Ok(()),
+                Clock::Ticking(running) => {
+                    return Err(ConsensusError::HeartbeatClock(format!(
+                        "it ticks every {} ms already",
+                        running.as_millis()
+                    )))
+                }
                 // Said, not hidden: the caller believes the groups beat together.
                 Clock::Failed => {
                     return Err(ConsensusError::HeartbeatClock(
@@ -196,8 +207,10 @@ where
         let rafts = state.shard_groups();
         drop(state);
         for raft in rafts {
-            // Fails only for a group shutting down, which beats no more.
-            let _ = raft.trigger().heartbeat().await;
+            // Fails only for a group shutting down, which beats no more. Bounded:
+            // a group whose core does not take the call must not hold back the
+            // others' heartbeats.
+            let _ = tokio::time::timeout(interval, raft.trigger().heartbeat()).await;
         }
     }
 }

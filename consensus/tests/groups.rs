@@ -297,8 +297,13 @@ fn the_heartbeat_clock_needs_a_runtime_and_an_interval_and_starts_once() {
     service
         .start_heartbeat_clock(Duration::from_millis(50))
         .unwrap();
-    // Later calls do nothing.
+    // Again with the same interval: nothing to do. With another: refused, not
+    // silently ignored.
     service
-        .start_heartbeat_clock(Duration::from_millis(10))
+        .start_heartbeat_clock(Duration::from_millis(50))
         .unwrap();
+    let refused = service
+        .start_heartbeat_clock(Duration::from_millis(10))
+        .unwrap_err();
+    assert!(refused.to_string().contains("50 ms already"), "{refused}");
 }

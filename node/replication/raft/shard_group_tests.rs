@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::openraft::{self, Raft, SnapshotPolicy};
 use needle_consensus::{
     ClusterNode, GroupId, LogStore, Network, RaftService, RequestId, SnapshotInbox, TypeConfig,
@@ -253,14 +254,16 @@ async fn a_shard_group_applies_its_own_writes_and_a_new_replica_catches_up_from_
     let voters: std::collections::BTreeMap<u64, ClusterNode> =
         members[..2].iter().map(|m| (m.id, m.node())).collect();
     members[0].raft().initialize(voters).await.unwrap();
+    let mut first = None;
     for i in 0..30 {
-        write(
+        let applied = write(
             &members[..2],
             &upsert("docs", &point(i, true), i as f32),
             i as u64 + 1,
         )
         .await
         .unwrap();
+        first.get_or_insert(applied.seq);
     }
     // Not this group's: another collection, another shard's point. Refused by
     // every replica alike, and nothing of them applied.
@@ -282,12 +285,13 @@ async fn a_shard_group_applies_its_own_writes_and_a_new_replica_catches_up_from_
     let retried = write(&members[..2], &upsert("docs", &point(0, true), 0.0), 1)
         .await
         .unwrap();
-    assert_eq!(retried.affected, 1);
+    assert_eq!(Some(retried.seq), first, "the retry was applied again");
     let (count, _) = converged(&members[..2]).await;
     assert_eq!(count, 30);
 
     // Snapshots every 8 entries and the log purged behind them: member 3 can
     // only catch up from a snapshot of the shard.
+    let before_join = members[0].raft().metrics().borrow_watched().last_log_index;
     members[2].run_shard().await;
     let node = members[2].node();
     let joined = tokio::time::timeout(Duration::from_secs(60), async {
@@ -310,15 +314,49 @@ async fn a_shard_group_applies_its_own_writes_and_a_new_replica_catches_up_from_
         .unwrap();
     let (count, _) = converged(&members).await;
     assert_eq!(count, 31);
-    let snapshots = members[2].dir.join("shard-7").join("snapshots");
+    // Its kept snapshot ends before it joined: one it got from the leader, not
+    // one it built from entries it applied.
+    let current = std::fs::read(
+        members[2]
+            .dir
+            .join("shard-7")
+            .join("snapshots")
+            .join("current.json"),
+    )
+    .expect("member 3 caught up without a snapshot: the test no longer shows one");
+    let current: serde_json::Value = serde_json::from_slice(&current).unwrap();
+    let snapshot_index = current["meta"]["last_log_id"]["index"].as_u64();
     assert!(
-        snapshots.join("current.json").exists(),
-        "member 3 caught up without a snapshot: the test no longer shows one"
+        snapshot_index.is_some() && snapshot_index <= before_join,
+        "{snapshot_index:?} after {before_join:?}"
     );
     assert_eq!(members[2].own_checksum("docs"), own_before);
 
-    // Member 3's replica restarts from what it applied, and goes on.
+    // Member 3's replica restarts from what it applied, and goes on; its
+    // database is never opened as another shard's.
+    let applied_before = members[2].raft().metrics().borrow_watched().last_applied;
     members[2].stop_shard().await;
+    let data = members[2].dir.join("shard-7").join("data");
+    let reopened = ServedDatabase::new(open_when_released(&data).await);
+    // What it applied is in its database, marker and data together: the restart
+    // goes on from there.
+    let marker = reopened
+        .current()
+        .meta_json::<serde_json::Value>(crate::meta_keys::ORDER_MARKER)
+        .unwrap()
+        .expect("no applied marker in the shard's database");
+    let applied_index = applied_before.map(|l| l.index);
+    assert_eq!(marker["log_id"]["index"].as_u64(), applied_index);
+    let other_half = StateScope::Shard {
+        group: GROUP,
+        collection: docs(),
+        range: HashRange::even(2)[1],
+    };
+    let refused = StateMachine::open(reopened, &root.path().join("elsewhere"), other_half)
+        .await
+        .err()
+        .expect("a shard's database opened as another shard's");
+    assert!(refused.to_string().contains("not of"), "{refused}");
     write(&members[..2], &upsert("docs", &point(31, true), 31.0), 32)
         .await
         .unwrap();

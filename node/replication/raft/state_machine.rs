@@ -33,7 +33,7 @@ use super::command;
 use super::requests::{self, RequestTable};
 pub use super::state_scope::StateScope;
 use crate::error::Result;
-use crate::meta_keys::ORDER_MARKER as META_RAFT_APPLIED;
+use crate::meta_keys::{ORDER_MARKER as META_RAFT_APPLIED, SHARD_SCOPE};
 use crate::op::{Applied, Op, Precondition};
 use crate::served::ServedDatabase;
 use crate::writer::{MetaWrite, StoredOutcome};
@@ -79,6 +79,21 @@ impl StateMachine {
         std::fs::create_dir_all(snapshots)
             .map_err(|e| Error::Snapshot(format!("{}: {e}", snapshots.display())))?;
         let db = served.current();
+        if let StateScope::Shard { .. } = &scope {
+            // Which shard this database is, kept in it: opened again as another
+            // (another group, another range) it would apply entries its peers
+            // judge otherwise. It changes only with the shard (a split, applied
+            // through the group's own log).
+            match db.meta_json::<StateScope>(SHARD_SCOPE)? {
+                Some(held) if held == scope => {}
+                Some(held) => {
+                    return Err(Error::InvalidRequest(format!(
+                        "this database is the replica of {held:?}, not of {scope:?}"
+                    )))
+                }
+                None => db.set_meta_json(SHARD_SCOPE, Some(&scope))?,
+            }
+        }
         if let Some(config) = scope.shard_collection() {
             match db.collection(&config.name).and_then(|c| c.config()) {
                 Ok(held) if held == *config => {}
@@ -141,6 +156,19 @@ impl StateMachine {
                             continue;
                         }
                     }
+                    // An entry the leader committed that this member cannot decode
+                    // (one written by a newer version): every other member applies it,
+                    // so this one stops rather than skip it and diverge.
+                    let (op, precondition) = match command::decode(&cmd) {
+                        Ok(decoded) => decoded,
+                        Err(e) => return Err(self.stop_applying(&e)),
+                    };
+                    // Refused alike on every replica, before anything is prepared
+                    // for it: not this group's to apply.
+                    if let Some(refused) = self.scope.refuses(&op) {
+                        waiting.push(Waiting::new(WriteWait::Done(Err(refused)), responder));
+                        continue;
+                    }
                     let mut meta = vec![MetaWrite::Put(
                         META_RAFT_APPLIED.into(),
                         self.marker_json()?,
@@ -158,29 +186,16 @@ impl StateMachine {
                                 .map(MetaWrite::Delete),
                         );
                     }
-                    // An entry the leader committed that this member cannot decode
-                    // (one written by a newer version): every other member applies it,
-                    // so this one stops rather than skip it and diverge.
-                    let decoded = match command::decode(&cmd) {
-                        Ok(decoded) => decoded,
-                        Err(e) => return Err(self.stop_applying(&e)),
-                    };
-                    let scope = &self.scope;
-                    let queued = Ok(decoded).and_then(|(op, precondition)| {
-                        // Refused alike on every replica: not this group's to apply.
-                        if let Some(refused) = scope.refuses(&op) {
-                            return Err(refused);
-                        }
-                        let collection = op.collection().to_string();
-                        db.apply_ordered(crate::database::OrderedEntry {
+                    let collection = op.collection().to_string();
+                    let queued = db
+                        .apply_ordered(crate::database::OrderedEntry {
                             op,
                             precondition,
                             at: None,
                             meta,
                             durability: crate::database::Durability::ByOrderingLog,
                         })
-                        .map(|(durable, visible)| (collection, durable, visible))
-                    });
+                        .map(|(durable, visible)| (collection, durable, visible));
                     let wait = match queued {
                         Ok((collection, durable, visible)) => WriteWait::Queued {
                             collection,

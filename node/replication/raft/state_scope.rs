@@ -6,13 +6,14 @@
 //! two shards of one collection on one member never share keys.
 
 use needle_consensus::GroupId;
+use serde::{Deserialize, Serialize};
 
 use crate::model::CollectionConfig;
 use crate::op::Op;
 use crate::replication::sharding::{id_hash, HashRange};
 use crate::Error;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StateScope {
     /// The cluster-wide group: every collection that is not sharded.
     Cluster,
