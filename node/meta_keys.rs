@@ -31,3 +31,7 @@ pub const REQUEST_RECORD_PREFIX: &str = "raft_request/";
 /// A shard replica's database: which shard it is (group, collection, hash range),
 /// so that it is never opened as another.
 pub const SHARD_SCOPE: &str = "shard_scope";
+
+/// Prefix of the sharded collections the cluster-wide group committed: followed
+/// by the collection's name; the value is its settings and shard map.
+pub const SHARD_MAP_PREFIX: &str = "shard_map/";

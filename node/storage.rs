@@ -484,6 +484,20 @@ impl Store {
         Ok(self.commit(batch)?)
     }
 
+    /// Stores (or with `None` removes) several raw `meta` values in one atomic,
+    /// durable write.
+    pub fn set_meta_batch(&self, entries: &[(&str, Option<&[u8]>)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_META)?;
+        for (key, value) in entries {
+            match value {
+                Some(value) => batch.put_cf(cf, key.as_bytes(), value),
+                None => batch.delete_cf(cf, key.as_bytes()),
+            }
+        }
+        Ok(self.commit(batch)?)
+    }
+
     /// Writes a batch with fsync of the WAL before returning: once this returns, the
     /// ops in it survive a crash of the process or the machine.
     pub fn commit(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {

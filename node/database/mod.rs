@@ -378,6 +378,12 @@ impl Database {
         self.inner.store.meta_json_with_prefix(prefix)
     }
 
+    /// Stores (or with `None` removes) several raw `meta` values in one atomic,
+    /// durable write: what an owner must never see half of.
+    pub(crate) fn set_meta_batch(&self, entries: &[(&str, Option<&[u8]>)]) -> Result<()> {
+        self.inner.store.set_meta_batch(entries)
+    }
+
     /// Stores a JSON value in `meta` (`None` removes it), durably.
     pub(crate) fn set_meta_json<T: serde::Serialize>(
         &self,

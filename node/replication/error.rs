@@ -109,6 +109,10 @@ pub enum ReplicationError {
     /// or the leader could not be reached.
     #[error("no raft leader: {0}")]
     NoLeader(String),
+    /// A sharded collection's settings or shard map that cannot be (too many
+    /// shards, a replication factor above the member count, a broken map).
+    #[error(transparent)]
+    Sharding(#[from] crate::replication::sharding::ShardingError),
     /// An error another node of the cluster answered with (a Raft leader applying a
     /// forwarded write), kept with its original code and class.
     #[error("{message}")]
@@ -154,6 +158,7 @@ impl ReplicationError {
             ReplicationError::NoLeader(_) => "NO_LEADER",
             ReplicationError::IdempotencyUnsupported => "INVALID_REQUEST",
             ReplicationError::Remote { code, .. } => code,
+            ReplicationError::Sharding(e) => e.code(),
             _ => "REPLICATION_ERROR",
         }
     }
@@ -167,6 +172,7 @@ impl ReplicationError {
             ReplicationError::IdempotencyUnsupported => ErrorKind::BadRequest,
             ReplicationError::WriteConcernTimeout { .. } => ErrorKind::Timeout,
             ReplicationError::Remote { kind, .. } => *kind,
+            ReplicationError::Sharding(_) => ErrorKind::BadRequest,
             _ => ErrorKind::Unavailable,
         }
     }
@@ -183,6 +189,7 @@ impl ReplicationError {
                 | ReplicationError::IdempotencyUnsupported
                 | ReplicationError::NoLeader(_)
                 | ReplicationError::Remote { .. }
+                | ReplicationError::Sharding(_)
         )
     }
 

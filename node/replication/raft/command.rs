@@ -10,10 +10,15 @@ use crate::error::ErrorKind;
 use crate::error::Result;
 use crate::op::{Applied, Op, Precondition};
 use crate::replication::error::ReplicationError;
+use crate::replication::sharding::ShardedCollection;
 use crate::Error;
 
 const IF_ABSENT: u8 = 1;
 const UNCONDITIONAL: u8 = 0;
+/// Not a write: a sharded collection's creation (its settings and shard map), for
+/// the cluster-wide group. An older member cannot decode it, and stops at it
+/// rather than skip it.
+const SHARDED_COLLECTION: u8 = 2;
 
 /// A write as a Raft command: the precondition byte, then the op's log encoding.
 pub(crate) fn encode(
@@ -30,6 +35,34 @@ pub(crate) fn encode(
         request_id,
         payload,
     })
+}
+
+/// A sharded collection's creation as a Raft command.
+pub(crate) fn encode_sharded_collection(
+    record: &ShardedCollection,
+    request_id: Option<RequestId>,
+) -> Result<Command> {
+    let mut payload = vec![SHARDED_COLLECTION];
+    payload.extend(
+        serde_json::to_vec(record)
+            .map_err(|e| Error::Corrupt(format!("encoding a shard map: {e}")))?,
+    );
+    Ok(Command {
+        request_id,
+        payload,
+    })
+}
+
+/// The sharded collection `command` creates, if it is such a command (`None`
+/// for a write).
+pub(crate) fn decode_sharded_collection(command: &Command) -> Option<Result<ShardedCollection>> {
+    match command.payload.split_first() {
+        Some((&SHARDED_COLLECTION, body)) => Some(
+            serde_json::from_slice(body)
+                .map_err(|e| Error::Corrupt(format!("decoding a shard map: {e}"))),
+        ),
+        _ => None,
+    }
 }
 
 pub(crate) fn decode(command: &Command) -> Result<(Op, Precondition)> {
@@ -153,6 +186,36 @@ mod tests {
             payload: vec![9, 9],
         };
         assert!(decode(&garbage).is_err());
+    }
+
+    #[test]
+    fn a_sharded_collection_survives_the_log_encoding_and_is_never_read_as_a_write() {
+        use crate::model::{CollectionConfig, Distance};
+        use crate::replication::sharding::placement::plan;
+        let record = ShardedCollection {
+            config: CollectionConfig::new("docs", 4, Distance::Dot),
+            map: plan(3, None, &[1, 2, 3], needle_consensus::GroupId(1)).unwrap(),
+        };
+        let command = encode_sharded_collection(&record, None).unwrap();
+        assert_eq!(
+            decode_sharded_collection(&command).unwrap().unwrap(),
+            record
+        );
+        assert!(decode(&command).is_err(), "a shard map decoded as a write");
+        let write = encode(
+            &Op::DropCollection {
+                name: "docs".into(),
+            },
+            Precondition::None,
+            None,
+        )
+        .unwrap();
+        assert!(decode_sharded_collection(&write).is_none());
+        let damaged = Command {
+            request_id: None,
+            payload: vec![2, b'{'],
+        };
+        assert!(decode_sharded_collection(&damaged).unwrap().is_err());
     }
 
     #[test]

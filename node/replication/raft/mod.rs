@@ -30,6 +30,7 @@ mod planted_bugs;
 mod requests;
 #[cfg(test)]
 mod shard_group_tests;
+mod sharded_collections;
 mod start;
 mod state_machine;
 mod state_scope;

@@ -35,6 +35,7 @@ pub use super::state_scope::StateScope;
 use crate::error::Result;
 use crate::meta_keys::{ORDER_MARKER as META_RAFT_APPLIED, SHARD_SCOPE};
 use crate::op::{Applied, Op, Precondition};
+use crate::replication::sharding::ShardedCollection;
 use crate::served::ServedDatabase;
 use crate::writer::{MetaWrite, StoredOutcome};
 use crate::Error;
@@ -139,6 +140,16 @@ impl StateMachine {
             let log_id = entry.log_id();
             let index = log_id.index;
             match entry.payload {
+                EntryPayload::Normal(cmd) if command::decode_sharded_collection(&cmd).is_some() => {
+                    // Applied alone, after every write before it: whether its name
+                    // is free depends on them, and the writes after it on it.
+                    self.finish(std::mem::take(&mut waiting)).await?;
+                    self.applied.log_id = Some(log_id);
+                    let outcome = self.apply_sharded_collection(&db, &cmd).await?;
+                    if let Some(responder) = responder {
+                        responder.send(command::outcome(&outcome));
+                    }
+                }
                 EntryPayload::Normal(cmd) => {
                     self.applied.log_id = Some(log_id);
                     let request = cmd.request_id;
@@ -164,8 +175,9 @@ impl StateMachine {
                         Err(e) => return Err(self.stop_applying(&e)),
                     };
                     // Refused alike on every replica, before anything is prepared
-                    // for it: not this group's to apply.
-                    if let Some(refused) = self.scope.refuses(&op) {
+                    // for it: not this group's to apply, or a name a sharded
+                    // collection holds.
+                    if let Some(refused) = self.scope.refuses(&op).or(sharded_name(&db, &op)?) {
                         waiting.push(Waiting::new(WriteWait::Done(Err(refused)), responder));
                         continue;
                     }
@@ -311,6 +323,18 @@ impl StateMachine {
     }
 }
 
+/// A collection of `op`'s name is sharded: creating it unsharded is refused (the
+/// cluster group applies both kinds in one order, so every member agrees).
+fn sharded_name(db: &crate::Database, op: &Op) -> io::Result<Option<Error>> {
+    let Op::CreateCollection(config) = op else {
+        return Ok(None);
+    };
+    let held = db
+        .meta_json::<ShardedCollection>(&ShardedCollection::key(&config.name))
+        .map_err(io_error)?;
+    Ok(held.map(|_| Error::CollectionExists(config.name.clone())))
+}
+
 /// Errors that say nothing about the entry, only about this member (its store, its
 /// writer): every other member applies the entry, so this one must stop rather than
 /// record it as refused and move past it.
@@ -326,6 +350,72 @@ fn is_local_failure(e: &Error) -> bool {
 }
 
 impl StateMachine {
+    /// Commits a sharded collection's settings and shard map, with the applied
+    /// marker, in one write; or refuses it, alike on every member: in a shard
+    /// group, for a name an unsharded collection or another map holds, for groups
+    /// another map uses, or for a map that breaks its rules. The same record
+    /// again (a retry of its creation) is answered as applied.
+    async fn apply_sharded_collection(
+        &mut self,
+        db: &crate::Database,
+        cmd: &needle_consensus::Command,
+    ) -> io::Result<Result<Applied>> {
+        let record = match command::decode_sharded_collection(cmd) {
+            Some(Ok(record)) => record,
+            // Committed, so every other member applies it: stop, never skip.
+            Some(Err(e)) => return Err(self.stop_applying(&e)),
+            None => return Ok(Err(Error::Corrupt("not a shard map".into()))),
+        };
+        let applied = Applied {
+            seq: db.applied_seq(),
+            affected: record.map.shards.len(),
+            deleted: Vec::new(),
+        };
+        if !matches!(self.scope, StateScope::Cluster) {
+            return Ok(Err(Error::InvalidRequest(
+                "shard maps are the cluster group's; a shard group holds none".into(),
+            )));
+        }
+        if let Err(e) = record.validate() {
+            return Ok(Err(Error::InvalidRequest(e.to_string())));
+        }
+        let name = &record.config.name;
+        if db.collection_info(name).is_ok() {
+            return Ok(Err(Error::CollectionExists(name.clone())));
+        }
+        let held = db
+            .meta_json_with_prefix::<ShardedCollection>(crate::meta_keys::SHARD_MAP_PREFIX)
+            .map_err(io_error)?;
+        if let Some((_, same)) = held.iter().find(|(_, h)| h.config.name == *name) {
+            return Ok(if *same == record {
+                Ok(applied)
+            } else {
+                Err(Error::CollectionExists(name.clone()))
+            });
+        }
+        let used: std::collections::HashSet<_> =
+            held.iter().flat_map(|(_, h)| h.groups()).collect();
+        if let Some(taken) = record.groups().find(|g| used.contains(g)) {
+            return Ok(Err(Error::InvalidRequest(format!(
+                "{taken} already orders another sharded collection's writes"
+            ))));
+        }
+        let key = ShardedCollection::key(name);
+        let value = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        let marker = self.marker_json()?;
+        let db = db.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            db.set_meta_batch(&[(META_RAFT_APPLIED, Some(&marker)), (&key, Some(&value))])
+        })
+        .await
+        .map_err(io::Error::other)?;
+        match written {
+            Ok(()) => Ok(Ok(applied)),
+            // This member could not record what the others do: stop, never skip.
+            Err(e) => Err(self.stop_applying(&e)),
+        }
+    }
+
     /// Marks the node failed (so `/health` takes it out) and gives openraft the error
     /// that stops this member.
     fn stop_applying(&self, e: &Error) -> io::Error {

@@ -50,7 +50,7 @@ const FORWARD_ATTEMPT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 impl RaftNode {
-    fn write_timeout(&self) -> Duration {
+    pub(super) fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.inner.config.write_timeout_ms.max(1))
     }
 
@@ -217,7 +217,7 @@ impl RaftNode {
     /// Every command carries a request id, so a try whose fate is unknown (the
     /// leader died or changed while it was in flight) is simply tried again: if the
     /// first try did commit, the state machine answers the retry from its record.
-    async fn order(
+    pub(super) async fn order(
         &self,
         command: Command,
         new_rows: Option<NewRows>,
@@ -353,7 +353,7 @@ impl RaftNode {
 
     /// A request id for a write that came without one (HTTP): unique to this
     /// process, so this node's own retries of it apply it at most once.
-    fn next_request_id(&self) -> RequestId {
+    pub(super) fn next_request_id(&self) -> RequestId {
         RequestId {
             client: self.inner.client_id,
             serial: self
@@ -375,7 +375,8 @@ impl RaftNode {
             Ok(raft) => raft,
             Err(e) => return WriteReply::Failed(e.to_string()),
         };
-        if self.is_leader() {
+        // A shard map is checked where it is applied, and adds no rows.
+        if self.is_leader() && command::decode_sharded_collection(&command).is_none() {
             // Every member stops at a committed entry it cannot decode, so nothing
             // undecodable (a newer member's op, a damaged message) is proposed.
             let decoded = match command::decode(&command) {

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ShardingError {
     #[error("shards must be between 1 and {max}, not {given}")]
     InvalidShardCount { given: u64, max: u32 },

@@ -14,7 +14,9 @@ pub mod error;
 pub mod id_hash;
 pub mod placement;
 pub mod shard_map;
+pub mod sharded_collection;
 
 pub use error::ShardingError;
 pub use id_hash::id_hash;
 pub use shard_map::{HashRange, ShardMap, ShardPlacement, MAX_SHARDS};
+pub use sharded_collection::ShardedCollection;
