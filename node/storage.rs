@@ -166,6 +166,14 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a collection of this name is stored (whatever memory holds).
+    pub fn holds_collection(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_COLLECTIONS)?, name.as_bytes())?
+            .is_some())
+    }
+
     /// Calls `f` with every (key without prefix, value) pair of `cf` under `prefix`,
     /// in key order. A raw iterator (no per-entry allocation), large readahead and no
     /// block-cache fill: start-up reads each collection once, front to back.

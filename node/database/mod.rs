@@ -378,6 +378,12 @@ impl Database {
         self.inner.store.meta_json_with_prefix(prefix)
     }
 
+    /// Whether a collection of this name is stored: what the store holds, which a
+    /// member whose memory failed to load one still agrees on with the others.
+    pub(crate) fn holds_collection(&self, name: &str) -> Result<bool> {
+        self.inner.store.holds_collection(name)
+    }
+
     /// Stores (or with `None` removes) several raw `meta` values in one atomic,
     /// durable write: what an owner must never see half of.
     pub(crate) fn set_meta_batch(&self, entries: &[(&str, Option<&[u8]>)]) -> Result<()> {

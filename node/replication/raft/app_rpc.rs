@@ -47,7 +47,17 @@ pub(crate) enum AppRequest {
         index: u64,
         collection: String,
     },
+    /// What this member's version can apply ([`FEATURES`]). A member from before
+    /// it cannot decode the request, and answers with an error: it has none.
+    Features,
 }
+
+/// Bits of [`AppRequest::Features`]' answer: what a member's version can apply.
+/// A leader proposes an entry of a newer kind only once every voter has its
+/// bit, since a member stops at a committed entry it cannot decode.
+pub(crate) const SHARDED_COLLECTIONS: u32 = 1;
+/// This version's features.
+pub(crate) const FEATURES: u32 = SHARDED_COLLECTIONS;
 
 /// Rows an upsert adds to a collection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +95,8 @@ pub(crate) enum AppResponse {
     ClientWrite(CommandOutcome),
     ClientSearch(std::result::Result<Vec<HitWire>, RejectedWire>),
     Status(std::result::Result<ClusterStatus, String>),
+    /// (Last, so the variants before keep their wire numbers.)
+    Features(u32),
 }
 
 /// Who a member is, for bootstrapping from a list of addresses.
@@ -129,6 +141,7 @@ impl AppRequest {
             AppRequest::ClientSearch(_) => "a client search",
             AppRequest::Status => "status",
             AppRequest::AppliedVisible { .. } => "an applied-and-visible wait",
+            AppRequest::Features => "features",
         }
     }
 

@@ -195,6 +195,7 @@ mod tests {
         let record = ShardedCollection {
             config: CollectionConfig::new("docs", 4, Distance::Dot),
             map: plan(3, None, &[1, 2, 3], needle_consensus::GroupId(1)).unwrap(),
+            created_by: None,
         };
         let command = encode_sharded_collection(&record, None).unwrap();
         assert_eq!(

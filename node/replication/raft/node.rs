@@ -239,6 +239,7 @@ impl RaftNode {
 
     async fn answer(&self, request: AppRequest) -> AppResponse {
         match request {
+            AppRequest::Features => AppResponse::Features(super::app_rpc::FEATURES),
             AppRequest::Hello => AppResponse::Hello(Hello {
                 node_id: self.node_id(),
                 http_addr: self.inner.config.http_addr.clone(),

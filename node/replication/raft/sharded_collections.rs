@@ -3,15 +3,19 @@
 //! member reads the maps back from its own database. Starting the shard groups
 //! the maps name, and routing writes and searches to them, are not built yet.
 
+use std::time::{Duration, Instant};
+
 use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::{GroupId, NodeId};
-use std::time::Instant;
 
+use super::app_rpc::{AppRequest, AppResponse, SHARDED_COLLECTIONS};
 use super::command;
 use super::node::RaftNode;
+use super::state_machine::GROUPS_TAKEN;
 use crate::meta_keys::SHARD_MAP_PREFIX;
 use crate::model::CollectionConfig;
-use crate::replication::error::Result;
+use crate::replication::consistency::ReadConsistency;
+use crate::replication::error::{ReplicationError, Result};
 use crate::replication::sharding::{placement, ShardedCollection};
 
 impl RaftNode {
@@ -20,8 +24,9 @@ impl RaftNode {
     /// its groups numbered after every group an earlier sharded collection uses;
     /// returns what was committed. A name any collection holds is refused
     /// (`COLLECTION_EXISTS`), as are a shard count outside `1..=1024`
-    /// (`INVALID_SHARD_COUNT`) and a replication factor above the number of voters
-    /// (`INVALID_REPLICATION_FACTOR`).
+    /// (`INVALID_SHARD_COUNT`), a replication factor above the number of voters
+    /// (`INVALID_REPLICATION_FACTOR`), and a cluster with a voter whose version
+    /// cannot apply sharded collections (it would stop at the entry).
     pub async fn create_sharded_collection(
         &self,
         config: CollectionConfig,
@@ -29,31 +34,46 @@ impl RaftNode {
         replication_factor: Option<u64>,
     ) -> Result<ShardedCollection> {
         config.validate()?;
-        let voters: Vec<NodeId> = self
-            .raft()?
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        let first_group = self
-            .sharded_collections()?
-            .iter()
-            .flat_map(|held| held.groups())
-            .max()
-            .map_or(GroupId(1), |last| GroupId(last.0.saturating_add(1)));
-        let record = ShardedCollection {
-            map: placement::plan(shards, replication_factor, &voters, first_group)?,
-            config,
-        };
-        record.validate()?;
-        // Two creations racing for the same groups are told apart on apply: the
-        // later one is refused there, on every member alike.
-        let command = command::encode_sharded_collection(&record, Some(self.next_request_id()))?;
+        let request = Some(self.next_request_id());
         let deadline = Instant::now() + self.write_timeout();
-        self.order(command, None, deadline).await?;
-        Ok(record)
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            // What this member knows of the maps is the cluster's up to now, so
+            // the groups it numbers are free unless a creation races this one.
+            self.read_barrier(ReadConsistency::Linearizable, &config.name)
+                .await?;
+            let voters: Vec<NodeId> = self
+                .raft()?
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            self.every_voter_has(&voters, SHARDED_COLLECTIONS, "sharded collections")
+                .await?;
+            let first_group = self
+                .sharded_collections()?
+                .iter()
+                .flat_map(|held| held.groups())
+                .max()
+                .map_or(GroupId(1), |last| GroupId(last.0.saturating_add(1)));
+            let record = ShardedCollection {
+                map: placement::plan(shards, replication_factor, &voters, first_group)?,
+                config: config.clone(),
+                created_by: request,
+            };
+            record.validate()?;
+            let command = command::encode_sharded_collection(&record, request)?;
+            match self.order(command, None, deadline).await {
+                Ok(_) => return Ok(record),
+                // Another creation took these groups first (the state machine
+                // refuses the later one on every member alike): number again.
+                Err(e) if tries < 3 && e.to_string().contains(GROUPS_TAKEN) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Every sharded collection this member's database holds, by name.
@@ -65,12 +85,36 @@ impl RaftNode {
             .map(|(_, held)| held)
             .collect())
     }
+
+    /// Whether every one of `voters` says its version has `feature`; an error
+    /// naming the first that does not (or cannot be asked) otherwise.
+    async fn every_voter_has(&self, voters: &[NodeId], feature: u32, what: &str) -> Result<()> {
+        for &voter in voters {
+            if voter == self.node_id() {
+                continue;
+            }
+            let has = match self.member_addr(voter) {
+                Some(addr) => matches!(
+                    self.ask(addr, &AppRequest::Features, Duration::from_secs(2)).await,
+                    Ok(AppResponse::Features(bits)) if bits & feature != 0
+                ),
+                None => false,
+            };
+            if !has {
+                return Err(ReplicationError::Refused {
+                    by: format!("node {voter}"),
+                    message: format!(
+                        "it did not confirm that its version can apply {what}: upgrade every member, and have every voter reachable, first"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::model::Distance;
     use crate::op::{Op, Precondition};
@@ -128,12 +172,16 @@ mod tests {
         assert_eq!(groups, vec![1, 2, 3, 4]);
         assert!(docs.map.shards.iter().all(|s| s.members == vec![1]));
         assert_eq!(node.sharded_collections().unwrap(), vec![docs.clone()]);
-        // A retry of the same creation (its answer was lost) is answered as applied.
-        let retry =
-            command::encode_sharded_collection(&docs, Some(node.next_request_id())).unwrap();
+        // A retry of the same creation (its answer was lost) is answered as
+        // applied; the same settings from another request are another creation.
         let deadline = Instant::now() + Duration::from_secs(5);
+        let retry = command::encode_sharded_collection(&docs, docs.created_by).unwrap();
         let (_, applied) = node.order(retry, None, deadline).await.unwrap();
         assert_eq!(applied.affected, 4);
+        let other =
+            command::encode_sharded_collection(&docs, Some(node.next_request_id())).unwrap();
+        let refused = node.order(other, None, deadline).await.unwrap_err();
+        assert_eq!(refused.code(), "COLLECTION_EXISTS");
         assert_eq!(node.sharded_collections().unwrap(), vec![docs.clone()]);
 
         // Its name is taken, sharded or not; a second one gets groups of its own.
@@ -199,5 +247,110 @@ mod tests {
         held.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         assert_eq!(held, vec![docs, images]);
         node.shutdown().await;
+    }
+
+    fn free_port() -> std::net::SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_follower_creates_through_the_leader_and_an_unreadable_map_is_never_proposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs = [free_port(), free_port()];
+        let nodes: Vec<RaftNode> = (0..2)
+            .map(|i| {
+                RaftNode::new(
+                    dir.path().join(format!("node-{i}")),
+                    RaftConfig {
+                        node_id: i as u64 + 1,
+                        cluster_addr: addrs[i],
+                        peers: vec![addrs[1 - i]],
+                        ..RaftConfig::default()
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        for node in &nodes {
+            node.start().await.unwrap();
+        }
+        let elected = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(leader) = nodes.iter().position(|n| n.is_leader()) {
+                    let follower = 1 - leader;
+                    if nodes[follower].current_leader().is_some() {
+                        return (leader, follower);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let Ok((leader, follower)) = elected else {
+            panic!("two members never elected a leader");
+        };
+        // Asked of the follower: every voter confirms it can apply the entry,
+        // and the leader orders it.
+        let docs = nodes[follower]
+            .create_sharded_collection(collection("docs"), 3, None)
+            .await
+            .unwrap();
+        assert_eq!(docs.map.replication_factor, 2);
+        assert!(docs.map.shards.iter().all(|s| s.members.len() == 2));
+        let applied_everywhere = tokio::time::timeout(Duration::from_secs(10), async {
+            while nodes
+                .iter()
+                .any(|n| n.sharded_collections().unwrap() != vec![docs.clone()])
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(applied_everywhere.is_ok(), "a member never applied the map");
+
+        // A map no member could read, forwarded to the leader: refused there,
+        // never proposed (every member would stop at it), and the cluster goes on.
+        let damaged = needle_consensus::Command {
+            request_id: Some(nodes[follower].next_request_id()),
+            payload: vec![2, b'{'],
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(nodes[follower]
+            .order(damaged.clone(), None, deadline)
+            .await
+            .is_err());
+        // Sent to the leader as a forwarded write (a damaged frame, another
+        // version's peer): answered with a refusal, not proposed.
+        let forwarded = nodes[follower]
+            .ask(
+                addrs[leader],
+                &AppRequest::Write {
+                    command: damaged,
+                    new_rows: None,
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        let AppResponse::Write(super::super::app_rpc::WriteReply::Applied { index, outcome }) =
+            forwarded
+        else {
+            panic!("the leader answered a forwarded map with {forwarded:?}");
+        };
+        assert_eq!(index, 0, "the damaged map took a log slot");
+        assert!(command::read_outcome(&outcome).is_err());
+        nodes[leader]
+            .write(
+                Op::CreateCollection(collection("after")),
+                Precondition::None,
+                WriteConcern::Majority,
+                None,
+            )
+            .await
+            .unwrap();
+        for node in &nodes {
+            node.shutdown().await;
+        }
     }
 }

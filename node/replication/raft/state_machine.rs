@@ -323,9 +323,15 @@ impl StateMachine {
     }
 }
 
+/// How a shard map whose groups another map uses is refused (its proposer
+/// numbers the groups again).
+pub(super) const GROUPS_TAKEN: &str = "already orders another sharded collection's writes";
+
 /// A collection of `op`'s name is sharded: creating it unsharded is refused (the
 /// cluster group applies both kinds in one order, so every member agrees).
 fn sharded_name(db: &crate::Database, op: &Op) -> io::Result<Option<Error>> {
+    // (Read from the store, which holds every map applied before this entry:
+    // a map is applied alone, after the writes queued before it.)
     let Op::CreateCollection(config) = op else {
         return Ok(None);
     };
@@ -360,7 +366,7 @@ impl StateMachine {
         db: &crate::Database,
         cmd: &needle_consensus::Command,
     ) -> io::Result<Result<Applied>> {
-        let record = match command::decode_sharded_collection(cmd) {
+        let mut record = match command::decode_sharded_collection(cmd) {
             Some(Ok(record)) => record,
             // Committed, so every other member applies it: stop, never skip.
             Some(Err(e)) => return Err(self.stop_applying(&e)),
@@ -376,11 +382,28 @@ impl StateMachine {
                 "shard maps are the cluster group's; a shard group holds none".into(),
             )));
         }
+        record.created_by = cmd.request_id;
         if let Err(e) = record.validate() {
             return Ok(Err(Error::InvalidRequest(e.to_string())));
         }
+        // Replicas only on voters of the membership this entry was applied in,
+        // which every member sees alike (a proposer's view may have been older).
+        let voters: std::collections::BTreeSet<_> =
+            self.applied.membership.membership().voter_ids().collect();
+        let strangers: Vec<_> = record
+            .map
+            .shards
+            .iter()
+            .flat_map(|s| s.members.iter())
+            .filter(|m| !voters.contains(m))
+            .collect();
+        if !strangers.is_empty() {
+            return Ok(Err(Error::InvalidRequest(format!(
+                "shard replicas placed on {strangers:?}, which are not voters of the cluster"
+            ))));
+        }
         let name = &record.config.name;
-        if db.collection_info(name).is_ok() {
+        if db.holds_collection(name).map_err(io_error)? {
             return Ok(Err(Error::CollectionExists(name.clone())));
         }
         let held = db
@@ -397,7 +420,7 @@ impl StateMachine {
             held.iter().flat_map(|(_, h)| h.groups()).collect();
         if let Some(taken) = record.groups().find(|g| used.contains(g)) {
             return Ok(Err(Error::InvalidRequest(format!(
-                "{taken} already orders another sharded collection's writes"
+                "{taken} {GROUPS_TAKEN}"
             ))));
         }
         let key = ShardedCollection::key(name);

@@ -223,6 +223,11 @@ impl RaftNode {
         new_rows: Option<NewRows>,
         deadline: Instant,
     ) -> Result<(u64, Applied)> {
+        // Every member stops at a committed entry it cannot read: a shard map is
+        // proposed only once it decodes and keeps its rules.
+        if let Some(record) = command::decode_sharded_collection(&command) {
+            record?.validate()?;
+        }
         let tried = until_deadline(deadline, Spacing::every(RETRY_PAUSE), || {
             self.try_order(&command, new_rows.as_ref(), deadline)
         })
@@ -375,8 +380,19 @@ impl RaftNode {
             Ok(raft) => raft,
             Err(e) => return WriteReply::Failed(e.to_string()),
         };
-        // A shard map is checked where it is applied, and adds no rows.
-        if self.is_leader() && command::decode_sharded_collection(&command).is_none() {
+        // A shard map adds no rows, but is never proposed unless it decodes and
+        // keeps its rules: every member stops at a committed entry it cannot read.
+        if let Some(record) = command::decode_sharded_collection(&command) {
+            let sound = record
+                .map_err(ReplicationError::from)
+                .and_then(|r| r.validate().map_err(ReplicationError::from));
+            if let Err(e) = sound {
+                return WriteReply::Applied {
+                    index: 0,
+                    outcome: command::replicated_outcome(&Err(e)),
+                };
+            }
+        } else if self.is_leader() {
             // Every member stops at a committed entry it cannot decode, so nothing
             // undecodable (a newer member's op, a damaged message) is proposed.
             let decoded = match command::decode(&command) {

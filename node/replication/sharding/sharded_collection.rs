@@ -4,7 +4,7 @@
 //! member database's `meta` under [`SHARD_MAP_PREFIX`] and the collection's name,
 //! written with the group's applied marker in one batch.
 
-use needle_consensus::GroupId;
+use needle_consensus::{GroupId, RequestId};
 use serde::{Deserialize, Serialize};
 
 use super::error::ShardingError;
@@ -16,6 +16,10 @@ use crate::model::CollectionConfig;
 pub struct ShardedCollection {
     pub config: CollectionConfig,
     pub map: ShardMap,
+    /// The request that created it: its retry is answered as applied, another
+    /// creation of the same name is refused even with the same settings.
+    #[serde(default)]
+    pub created_by: Option<RequestId>,
 }
 
 impl ShardedCollection {
@@ -49,6 +53,7 @@ mod tests {
         let record = ShardedCollection {
             config: CollectionConfig::new("docs", 8, Distance::Cosine),
             map: plan(4, None, &[1, 2, 3], GroupId(5)).unwrap(),
+            created_by: None,
         };
         record.validate().unwrap();
         let groups: Vec<u64> = record.groups().map(|g| g.0).collect();
