@@ -5,11 +5,14 @@
 //!
 //! - [`command`]: a write as a log entry, and its outcome;
 //! - [`state_machine`]: the database as openraft's state machine, snapshots
-//!   included, for the cluster group or one shard group ([`state_scope`]);
+//!   included ([`state_snapshot`]), for the cluster group or one shard group
+//!   ([`state_scope`]);
 //! - [`app_rpc`]: the node's own requests between members (bootstrap, forwarded
 //!   writes, read index);
 //! - [`node`]: [`RaftNode`], start-up and bootstrap;
-//! - [`write`]: the write path and linearizable reads;
+//! - [`write`]: the write path; [`read_index`]: linearizable reads;
+//! - [`sharded_collections`]: sharded collections' settings and shard maps,
+//!   committed in the cluster-wide group;
 //! - [`status`]: cluster status, metrics and step-down;
 //! - [`client`]: [`RaftClient`], the native client, with read preferences.
 //! - `planted_bugs`: fail points that break the guarantees on purpose, for the
@@ -27,6 +30,7 @@ mod membership;
 mod mode;
 mod node;
 mod planted_bugs;
+mod read_index;
 mod requests;
 #[cfg(test)]
 mod shard_group_tests;
@@ -34,6 +38,7 @@ mod sharded_collections;
 mod start;
 mod state_machine;
 mod state_scope;
+mod state_snapshot;
 mod status;
 mod write;
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use futures::{FutureExt, Stream, StreamExt};
 use needle_consensus::openraft::entry::RaftEntry;
 use needle_consensus::openraft::storage::{EntryResponder, RaftStateMachine};
-use needle_consensus::openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use needle_consensus::openraft::{EntryPayload, OptionalSend};
 use needle_consensus::types::{LogId, SnapshotMeta, StoredMembership};
 use needle_consensus::{CommandOutcome, SnapshotFile, TypeConfig};
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use super::command;
 use super::requests::{self, RequestTable};
 pub use super::state_scope::StateScope;
+pub use super::state_snapshot::SnapshotBuilder;
+use super::state_snapshot::{keep_current, CurrentSnapshot, CURRENT};
 use crate::error::Result;
 use crate::meta_keys::{ORDER_MARKER as META_RAFT_APPLIED, SHARD_SCOPE};
 use crate::op::{Applied, Op, Precondition};
@@ -62,7 +64,7 @@ pub struct StateMachine {
     snapshots: PathBuf,
 }
 
-fn io_error(e: Error) -> io::Error {
+pub(super) fn io_error(e: Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
@@ -510,10 +512,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            served: self.served.clone(),
-            snapshots: self.snapshots.clone(),
-        }
+        SnapshotBuilder::new(self.served.clone(), self.snapshots.clone())
     }
 
     async fn install_snapshot(
@@ -554,83 +553,5 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 path: self.snapshots.join(record.file),
             },
         }))
-    }
-}
-
-/// The record of the snapshot a node keeps (`current.json`): which file, and the
-/// Raft meta of what it contains. Replaced by an atomic rename, so it always names a
-/// complete file whose contents match the meta.
-#[derive(Serialize, Deserialize)]
-struct CurrentSnapshot {
-    file: String,
-    meta: SnapshotMeta,
-}
-
-const CURRENT: &str = "current.json";
-
-/// Moves `source` into `dir` as the kept snapshot, records it, and removes the
-/// snapshot files it replaces.
-fn keep_current(dir: &Path, source: &Path, meta: &SnapshotMeta) -> io::Result<PathBuf> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
-    let file = format!("snap-{index}-{nanos}.snapshot");
-    let target = dir.join(&file);
-    // The file, then its new name, then the record naming it reach the disk in that
-    // order: after a power loss `current.json` never names a file that is not whole.
-    crate::durable::sync_file(source)?;
-    std::fs::rename(source, &target)?;
-    crate::durable::sync_dir(dir)?;
-    let record = serde_json::to_vec(&CurrentSnapshot {
-        file: file.clone(),
-        meta: meta.clone(),
-    })
-    .map_err(io::Error::other)?;
-    crate::durable::replace_file(&dir.join(CURRENT), &record)?;
-    for stale in std::fs::read_dir(dir)?.flatten() {
-        let name = stale.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap-") && name != file.as_str() {
-            let _ = std::fs::remove_file(stale.path());
-        }
-    }
-    Ok(target)
-}
-
-/// Builds a snapshot of the database as it is when the build runs; its Raft
-/// applied id is read from the checkpoint itself, so id and data always agree even
-/// while entries keep being applied.
-pub struct SnapshotBuilder {
-    served: ServedDatabase,
-    snapshots: PathBuf,
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = SnapshotFile;
-
-    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        let db = self.served.current();
-        let dir = self.snapshots.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<Snapshot> {
-            let building = dir.join("building.snapshot");
-            let written = db.write_snapshot(&building).map_err(io_error)?;
-            let applied: AppliedMarker = match written.info.order_marker {
-                Some(value) => serde_json::from_value(value).map_err(io::Error::other)?,
-                None => AppliedMarker::default(),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied.log_id,
-                last_membership: applied.membership,
-            };
-            let current = keep_current(&dir, &building, &meta)?;
-            tracing::info!(applied = ?meta.last_log_id, bytes = written.bytes, "built a raft snapshot");
-            Ok(Snapshot {
-                meta,
-                snapshot: SnapshotFile { path: current },
-            })
-        })
-        .await
-        .map_err(io::Error::other)?
     }
 }
