@@ -19,6 +19,7 @@
 //!   consistency suite's self-test (only with the `failpoints` feature).
 
 mod app_rpc;
+mod applied_marker;
 mod batch_sizes;
 mod client;
 mod cluster_status;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use needle_consensus::openraft::async_runtime::WatchReceiver;
-use needle_consensus::{GroupId, NodeId};
+use needle_consensus::{GroupId, NodeId, RequestId};
 
 use super::app_rpc::{AppRequest, AppResponse, SHARDED_COLLECTIONS};
 use super::command;
@@ -25,16 +25,21 @@ impl RaftNode {
     /// returns what was committed. A name any collection holds is refused
     /// (`COLLECTION_EXISTS`), as are a shard count outside `1..=1024`
     /// (`INVALID_SHARD_COUNT`), a replication factor above the number of voters
-    /// (`INVALID_REPLICATION_FACTOR`), and a cluster with a voter whose version
+    /// (`INVALID_REPLICATION_FACTOR`), and a cluster with a member whose version
     /// cannot apply sharded collections (it would stop at the entry).
+    ///
+    /// `request_id` makes a caller's retry safe: a creation with the id of one
+    /// that committed is answered with what that one committed (without an id,
+    /// this node makes one, and only its own retries are covered).
     pub async fn create_sharded_collection(
         &self,
         config: CollectionConfig,
         shards: u32,
         replication_factor: Option<u64>,
+        request_id: Option<RequestId>,
     ) -> Result<ShardedCollection> {
         config.validate()?;
-        let request = Some(self.next_request_id());
+        let request = Some(request_id.unwrap_or_else(|| self.next_request_id()));
         let deadline = Instant::now() + self.write_timeout();
         let mut tries = 0;
         loop {
@@ -43,15 +48,25 @@ impl RaftNode {
             // the groups it numbers are free unless a creation races this one.
             self.read_barrier(ReadConsistency::Linearizable, &config.name)
                 .await?;
-            let voters: Vec<NodeId> = self
-                .raft()?
-                .metrics()
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
-            self.every_voter_has(&voters, SHARDED_COLLECTIONS, "sharded collections")
+            // This request committed before (its answer was lost): that is the
+            // answer.
+            if let Some(committed) = self
+                .sharded_collections()?
+                .into_iter()
+                .find(|held| held.config.name == config.name && held.created_by == request)
+            {
+                return Ok(committed);
+            }
+            let (voters, members): (Vec<NodeId>, Vec<NodeId>) = {
+                let metrics = self.raft()?.metrics().borrow_watched().clone();
+                let membership = metrics.membership_config.membership();
+                (
+                    membership.voter_ids().collect(),
+                    membership.nodes().map(|(id, _)| *id).collect(),
+                )
+            };
+            // Learners apply the log too: every member must be able to read it.
+            self.every_member_has(&members, SHARDED_COLLECTIONS, "sharded collections")
                 .await?;
             let first_group = self
                 .sharded_collections()?
@@ -86,14 +101,14 @@ impl RaftNode {
             .collect())
     }
 
-    /// Whether every one of `voters` says its version has `feature`; an error
+    /// Whether every one of `members` says its version has `feature`; an error
     /// naming the first that does not (or cannot be asked) otherwise.
-    async fn every_voter_has(&self, voters: &[NodeId], feature: u32, what: &str) -> Result<()> {
-        for &voter in voters {
-            if voter == self.node_id() {
+    async fn every_member_has(&self, members: &[NodeId], feature: u32, what: &str) -> Result<()> {
+        for &member in members {
+            if member == self.node_id() {
                 continue;
             }
-            let has = match self.member_addr(voter) {
+            let has = match self.member_addr(member) {
                 Some(addr) => matches!(
                     self.ask(addr, &AppRequest::Features, Duration::from_secs(2)).await,
                     Ok(AppResponse::Features(bits)) if bits & feature != 0
@@ -102,9 +117,9 @@ impl RaftNode {
             };
             if !has {
                 return Err(ReplicationError::Refused {
-                    by: format!("node {voter}"),
+                    by: format!("node {member}"),
                     message: format!(
-                        "it did not confirm that its version can apply {what}: upgrade every member, and have every voter reachable, first"
+                        "it did not confirm that its version can apply {what}: upgrade every member, and have every member reachable, first"
                     ),
                 });
             }
@@ -163,7 +178,7 @@ mod tests {
         let node = started(&path).await;
 
         let docs = node
-            .create_sharded_collection(collection("docs"), 4, None)
+            .create_sharded_collection(collection("docs"), 4, None, None)
             .await
             .unwrap();
         assert_eq!(docs.map.shards.len(), 4);
@@ -186,7 +201,7 @@ mod tests {
 
         // Its name is taken, sharded or not; a second one gets groups of its own.
         let again = node
-            .create_sharded_collection(collection("docs"), 2, None)
+            .create_sharded_collection(collection("docs"), 2, None, None)
             .await
             .unwrap_err();
         assert_eq!(again.code(), "COLLECTION_EXISTS");
@@ -202,7 +217,7 @@ mod tests {
         assert_eq!(plain.code(), "COLLECTION_EXISTS");
         assert!(node.database().collection_info("docs").is_err());
         let images = node
-            .create_sharded_collection(collection("images"), 2, None)
+            .create_sharded_collection(collection("images"), 2, None, None)
             .await
             .unwrap();
         let groups: Vec<u64> = images.groups().map(|g| g.0).collect();
@@ -217,27 +232,40 @@ mod tests {
         .await
         .unwrap();
         let taken = node
-            .create_sharded_collection(collection("notes"), 2, None)
+            .create_sharded_collection(collection("notes"), 2, None, None)
             .await
             .unwrap_err();
         assert_eq!(taken.code(), "COLLECTION_EXISTS");
 
         // What a caller gets wrong is said before anything is proposed.
         let too_many = node
-            .create_sharded_collection(collection("big"), 1025, None)
+            .create_sharded_collection(collection("big"), 1025, None, None)
             .await
             .unwrap_err();
         assert_eq!(too_many.code(), "INVALID_SHARD_COUNT");
         let too_wide = node
-            .create_sharded_collection(collection("wide"), 2, Some(2))
+            .create_sharded_collection(collection("wide"), 2, Some(2), None)
             .await
             .unwrap_err();
         assert_eq!(too_wide.code(), "INVALID_REPLICATION_FACTOR");
         let bad_name = node
-            .create_sharded_collection(collection("bad name"), 2, None)
+            .create_sharded_collection(collection("bad name"), 2, None, None)
             .await
             .unwrap_err();
         assert_eq!(bad_name.code(), "INVALID_COLLECTION_NAME");
+
+        // A caller's retry with the id of a creation that committed gets what
+        // that one committed, whatever it asks this time.
+        let id = node.next_request_id();
+        let logs = node
+            .create_sharded_collection(collection("logs"), 2, None, Some(id))
+            .await
+            .unwrap();
+        let retried = node
+            .create_sharded_collection(collection("logs"), 5, None, Some(id))
+            .await
+            .unwrap();
+        assert_eq!(retried, logs);
 
         // Kept in the member's database: a restart reads the same maps.
         node.shutdown().await;
@@ -245,19 +273,20 @@ mod tests {
         let node = started(&path).await;
         let mut held = node.sharded_collections().unwrap();
         held.sort_by(|a, b| a.config.name.cmp(&b.config.name));
-        assert_eq!(held, vec![docs, images]);
+        assert_eq!(held, vec![docs, images, logs]);
         node.shutdown().await;
     }
 
-    fn free_port() -> std::net::SocketAddr {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap()
+    /// Two ports free now (held together while picked, so they differ).
+    fn free_ports() -> [std::net::SocketAddr; 2] {
+        let sockets = [(); 2].map(|()| std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        sockets.map(|s| s.local_addr().unwrap())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_follower_creates_through_the_leader_and_an_unreadable_map_is_never_proposed() {
         let dir = tempfile::tempdir().unwrap();
-        let addrs = [free_port(), free_port()];
+        let addrs = free_ports();
         let nodes: Vec<RaftNode> = (0..2)
             .map(|i| {
                 RaftNode::new(
@@ -293,7 +322,7 @@ mod tests {
         // Asked of the follower: every voter confirms it can apply the entry,
         // and the leader orders it.
         let docs = nodes[follower]
-            .create_sharded_collection(collection("docs"), 3, None)
+            .create_sharded_collection(collection("docs"), 3, None, None)
             .await
             .unwrap();
         assert_eq!(docs.map.replication_factor, 2);

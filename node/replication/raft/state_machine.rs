@@ -27,8 +27,8 @@ use needle_consensus::openraft::storage::{EntryResponder, RaftStateMachine};
 use needle_consensus::openraft::{EntryPayload, OptionalSend};
 use needle_consensus::types::{LogId, SnapshotMeta, StoredMembership};
 use needle_consensus::{CommandOutcome, SnapshotFile, TypeConfig};
-use serde::{Deserialize, Serialize};
 
+use super::applied_marker::AppliedMarker;
 use super::command;
 use super::requests::{self, RequestTable};
 pub use super::state_scope::StateScope;
@@ -49,13 +49,6 @@ type Responder = Option<needle_consensus::openraft::storage::ApplyResponder<Type
 /// Entries taken from the stream into one writer batch at most.
 const MAX_BATCH: usize = 1024;
 
-/// What the state machine has applied: written with the data.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct AppliedMarker {
-    pub log_id: Option<LogId>,
-    pub membership: StoredMembership,
-}
-
 pub struct StateMachine {
     served: ServedDatabase,
     scope: StateScope,
@@ -64,7 +57,7 @@ pub struct StateMachine {
     snapshots: PathBuf,
 }
 
-pub(super) fn io_error(e: Error) -> io::Error {
+fn io_error(e: Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
@@ -412,7 +405,9 @@ impl StateMachine {
             .meta_json_with_prefix::<ShardedCollection>(crate::meta_keys::SHARD_MAP_PREFIX)
             .map_err(io_error)?;
         if let Some((_, same)) = held.iter().find(|(_, h)| h.config.name == *name) {
-            return Ok(if *same == record {
+            // Its own request again (a retry whose first try committed): applied.
+            let again = same.created_by.is_some() && same.created_by == record.created_by;
+            return Ok(if again {
                 Ok(applied)
             } else {
                 Err(Error::CollectionExists(name.clone()))

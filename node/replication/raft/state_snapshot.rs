@@ -10,7 +10,7 @@ use needle_consensus::types::SnapshotMeta;
 use needle_consensus::{SnapshotFile, TypeConfig};
 use serde::{Deserialize, Serialize};
 
-use super::state_machine::{io_error, AppliedMarker};
+use super::applied_marker::AppliedMarker;
 use crate::served::ServedDatabase;
 
 type Snapshot = needle_consensus::openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
@@ -78,7 +78,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let dir = self.snapshots.clone();
         tokio::task::spawn_blocking(move || -> io::Result<Snapshot> {
             let building = dir.join("building.snapshot");
-            let written = db.write_snapshot(&building).map_err(io_error)?;
+            let written = db
+                .write_snapshot(&building)
+                .map_err(|e| io::Error::other(e.to_string()))?;
             let applied: AppliedMarker = match written.info.order_marker {
                 Some(value) => serde_json::from_value(value).map_err(io::Error::other)?,
                 None => AppliedMarker::default(),
