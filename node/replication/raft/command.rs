@@ -53,6 +53,11 @@ pub(crate) fn encode_sharded_collection(
     })
 }
 
+/// Whether `command` creates a sharded collection (its tag alone: nothing decoded).
+pub(crate) fn is_sharded_collection(command: &Command) -> bool {
+    command.payload.first() == Some(&SHARDED_COLLECTION)
+}
+
 /// The sharded collection `command` creates, if it is such a command (`None`
 /// for a write).
 pub(crate) fn decode_sharded_collection(command: &Command) -> Option<Result<ShardedCollection>> {

@@ -135,7 +135,7 @@ impl StateMachine {
             let log_id = entry.log_id();
             let index = log_id.index;
             match entry.payload {
-                EntryPayload::Normal(cmd) if command::decode_sharded_collection(&cmd).is_some() => {
+                EntryPayload::Normal(cmd) if command::is_sharded_collection(&cmd) => {
                     // Applied alone, after every write before it: whether its name
                     // is free depends on them, and the writes after it on it.
                     self.finish(std::mem::take(&mut waiting)).await?;
