@@ -21,6 +21,8 @@ use crate::types::{GroupId, TypeConfig};
 
 /// The least time a batched heartbeat is given to be answered.
 const LEAST_BOUND: Duration = Duration::from_millis(5);
+/// The most: far above any heartbeat interval.
+const MOST_BOUND: Duration = Duration::from_secs(10);
 
 /// Bytes per region read while fetching a snapshot.
 const SNAPSHOT_CHUNK: u64 = 4 << 20;
@@ -206,12 +208,14 @@ where
         };
         let rafts = state.shard_groups();
         drop(state);
-        for raft in rafts {
-            // Fails only for a group shutting down, which beats no more. Bounded:
-            // a group whose core does not take the call must not hold back the
-            // others' heartbeats.
+        // All at once, each bounded: a group whose core does not take the call
+        // (its request channel full) must not hold back the others' heartbeats,
+        // which would let their followers' election timers run out. A call fails
+        // only for a group shutting down, which beats no more.
+        let triggers = rafts.iter().map(|raft| async move {
             let _ = tokio::time::timeout(interval, raft.trigger().heartbeat()).await;
-        }
+        });
+        futures_util::future::join_all(triggers).await;
     }
 }
 
@@ -351,7 +355,10 @@ where
                 batch.heartbeats.len()
             ));
         }
-        let bound = Duration::from_millis(u64::from(batch.wait_ms) * 4 / 5).max(LEAST_BOUND);
+        // The sender's wait, capped: no member's batch holds this one's tasks
+        // longer than a heartbeat could matter.
+        let bound =
+            Duration::from_millis(u64::from(batch.wait_ms) * 4 / 5).clamp(LEAST_BOUND, MOST_BOUND);
         let answers = batch.heartbeats.into_iter().map(|(group, rpc)| {
             let raft = self.raft(group);
             async move {
