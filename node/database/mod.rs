@@ -148,6 +148,12 @@ impl Database {
     }
 
     /// The search backend in use: `cpu`, `cuda` or `wgpu`.
+    /// The options it was opened with (a shard replica's database is opened
+    /// with its member's).
+    pub fn options(&self) -> DatabaseOptions {
+        self.inner.options
+    }
+
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()
     }

@@ -1,7 +1,7 @@
 //! `/cluster/...`: the Raft cluster as this node sees it, and leadership hand-over.
 
 use super::{ApiError, AppState};
-use crate::replication::raft::{ClusterStatus, RaftNode};
+use crate::replication::raft::{ClusterView, RaftNode};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -22,9 +22,14 @@ fn raft(state: &AppState) -> Result<Arc<RaftNode>, ApiError> {
 #[utoipa::path(get, path = "/cluster/status", tag = "cluster",
     responses((status = 200, description = "This member's view of the cluster", body = super::openapi::ClusterStatus),
         (status = 409, description = "NOT_RAFT", body = super::openapi::ErrorBody), super::openapi::CommonErrors))]
-/// `GET /cluster/status`: leader, term, commit index and every member with its lag.
-pub async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
-    Ok(Json(raft(&state)?.cluster_status().await?))
+/// `GET /cluster/status`: leader, term, commit index and every member with its
+/// lag; and every shard group this member holds a replica of.
+pub async fn status(State(state): State<AppState>) -> Result<Json<ClusterView>, ApiError> {
+    let node = raft(&state)?;
+    Ok(Json(ClusterView {
+        cluster: node.cluster_status().await?,
+        groups: node.shard_group_statuses(),
+    }))
 }
 
 /// Kept as text, and its rejection mapped, so a bad query is refused with the API's

@@ -302,6 +302,10 @@ pub struct ClusterStatus {
     snapshot_index: Option<u64>,
     purged_index: Option<u64>,
     peers: Vec<Object>,
+    /// Every shard group this member holds a replica of: `collection`, `shard`,
+    /// `group`, `range` ([lo, hi]), `state`, `leader`, `members`, `term`,
+    /// `commit_index`, `applied_index`, `count`.
+    groups: Vec<Object>,
 }
 
 #[derive(ToSchema)]

@@ -31,3 +31,33 @@ pub struct PeerStatus {
     pub http_addr: String,
     pub lag: Option<u64>,
 }
+
+/// One shard group as the member holding a replica of it sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub collection: String,
+    pub shard: u32,
+    /// The Raft group (`needle_raft_*{group}` in the metrics).
+    pub group: u64,
+    /// The shard's hash range, `[lo, hi]` inclusive.
+    pub range: [u64; 2],
+    /// This member's role in the group.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub members: Vec<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// Points in this member's replica.
+    pub count: u64,
+}
+
+/// `GET /cluster/status`: the cluster-wide group, and every shard group this
+/// member holds a replica of. Not on the wire between members (whose format is
+/// [`ClusterStatus`]'s).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    #[serde(flatten)]
+    pub cluster: ClusterStatus,
+    pub groups: Vec<GroupStatus>,
+}

@@ -35,6 +35,10 @@ mod read_index;
 mod requests;
 #[cfg(test)]
 mod shard_group_tests;
+mod shard_groups;
+mod shard_replicas;
+#[cfg(test)]
+mod shard_startup_tests;
 mod sharded_collections;
 mod start;
 mod state_machine;
@@ -45,10 +49,11 @@ mod write;
 
 pub use crate::replication::consistency::ReadConsistency;
 pub use client::{RaftClient, ReadPreference, SearchResult};
-pub use cluster_status::{ClusterStatus, PeerStatus};
+pub use cluster_status::{ClusterStatus, ClusterView, GroupStatus, PeerStatus};
 pub use node::{RaftConfig, RaftNode};
 /// The state machine a member runs for each of its Raft groups: the node runs the
 /// cluster-wide group's ([`StateScope::Cluster`]); a shard group's
 /// ([`StateScope::Shard`], over a database of the shard's own) is what sharded
-/// collections are being built on, and nothing in the node starts one yet.
+/// collections are being built on: a member runs one for each replica the shard
+/// maps place on it (`shard_groups`), and nothing routes to them yet.
 pub use state_machine::{StateMachine, StateScope};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use needle_consensus::openraft::async_runtime::WatchReceiver;
 use needle_consensus::openraft::Raft;
-use needle_consensus::{ClusterNode, LogStore, NodeId, TypeConfig};
+use needle_consensus::{ClusterNode, LogStore, Network, NodeId, RaftService, TypeConfig};
 use needle_transport::faults::FaultInjector;
 use needle_transport::{Answer, Handler, PeerInfo, Transport};
 
@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     pub next_serial: std::sync::atomic::AtomicU64,
     /// How far behind each member is, as the leader last saw it (see `status.rs`).
     pub lag: parking_lot::Mutex<Vec<crate::replication::status::ReplicaLag>>,
+    /// The shard replicas this member runs (see `shard_groups`).
+    pub shard_groups: super::shard_replicas::ShardGroups,
 }
 
 /// The Raft log, opened.
@@ -110,6 +112,12 @@ pub(crate) struct Running {
     pub transport: Transport,
     /// Connections for the node's own requests.
     pub connections: Connections,
+    /// Answers every group's RPCs; shard groups are added to it as they start.
+    pub service: Arc<RaftService<StateMachine>>,
+    /// The cluster group's network; shard groups' share its connections.
+    pub network: Network,
+    /// The Raft settings every group of this member runs with.
+    pub raft_config: Arc<needle_consensus::openraft::Config>,
 }
 
 /// Answers the node's own cluster requests (see `app_rpc`).
@@ -168,11 +176,12 @@ impl RaftNode {
                 client_id: random_client_id(),
                 next_serial: std::sync::atomic::AtomicU64::new(0),
                 lag: parking_lot::Mutex::new(Vec::new()),
+                shard_groups: Default::default(),
             }),
         }
     }
 
-    fn running(&self) -> Result<&Running> {
+    pub(super) fn running(&self) -> Result<&Running> {
         self.inner
             .running
             .get()
@@ -431,8 +440,10 @@ impl RaftNode {
         }
     }
 
-    /// Stops Raft; the transport closes when the node is dropped.
+    /// Stops Raft, shard groups first; the transport closes when the node is
+    /// dropped.
     pub async fn shutdown(&self) {
+        self.stop_shard_groups().await;
         if let Ok(raft) = self.raft() {
             let _ = raft.shutdown().await;
         }

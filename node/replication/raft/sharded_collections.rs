@@ -1,7 +1,8 @@
 //! Sharded collections in the cluster-wide group: creating one commits its
 //! settings and shard map there (placed over the cluster's voters), and every
 //! member reads the maps back from its own database. Starting the shard groups
-//! the maps name, and routing writes and searches to them, are not built yet.
+//! the maps name is `shard_groups.rs`'s; routing writes and searches to them is
+//! not built yet.
 
 use std::time::{Duration, Instant};
 

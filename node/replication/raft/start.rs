@@ -41,6 +41,7 @@ impl RaftNode {
             StateScope::Cluster,
         )
         .await?;
+        let maps_changed = state_machine.maps_changed();
         let inbox = SnapshotInbox::open(&raft_dir.join("inbox")).map_err(consensus)?;
         let app: Arc<dyn Handler> = Arc::new(AppHandler {
             inner: Arc::downgrade(inner),
@@ -76,22 +77,33 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| Error::InvalidRequest(format!("raft settings: {e}")))?;
+        let raft_config = Arc::new(raft_config);
+        let network = Network::new(transport.clone());
         let raft = Raft::new(
             config.node_id,
-            Arc::new(raft_config),
-            Network::new(transport.clone()),
+            raft_config.clone(),
+            network.clone(),
             log_store,
             state_machine,
         )
         .await
         .map_err(|e| ReplicationError::raft("starting raft", e))?;
         service.attach(raft.clone(), transport.clone());
+        // One clock beats every shard group this member leads, so that its
+        // heartbeats to one follower travel together.
+        service
+            .start_heartbeat_clock(Duration::from_millis(config.heartbeat_interval_ms.max(1)))
+            .map_err(|e| ReplicationError::raft("starting the heartbeat clock", e))?;
         let _ = inner.running.set(Running {
             connections: Connections::new(transport.clone(), Duration::from_secs(1)),
             transport,
             raft,
+            service,
+            network,
+            raft_config,
         });
         super::status::spawn_metrics(self.clone());
+        self.supervise_shard_groups(maps_changed);
         if fresh {
             tokio::spawn(self.clone().bootstrap());
         }

@@ -20,6 +20,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use futures::{FutureExt, Stream, StreamExt};
 use needle_consensus::openraft::entry::RaftEntry;
@@ -55,6 +58,9 @@ pub struct StateMachine {
     applied: AppliedMarker,
     requests: RequestTable,
     snapshots: PathBuf,
+    /// Told whenever the shard maps this group holds may have changed (a map
+    /// applied, a snapshot installed), so the member starts the groups they name.
+    maps_changed: Arc<Notify>,
 }
 
 fn io_error(e: Error) -> io::Error {
@@ -116,7 +122,13 @@ impl StateMachine {
             applied,
             requests,
             snapshots: snapshots.to_path_buf(),
+            maps_changed: Arc::default(),
         })
+    }
+
+    /// Notified whenever the shard maps this group holds may have changed.
+    pub(crate) fn maps_changed(&self) -> Arc<Notify> {
+        self.maps_changed.clone()
     }
 
     fn marker_json(&self) -> io::Result<Vec<u8>> {
@@ -430,7 +442,10 @@ impl StateMachine {
         .await
         .map_err(io::Error::other)?;
         match written {
-            Ok(()) => Ok(Ok(applied)),
+            Ok(()) => {
+                self.maps_changed.notify_one();
+                Ok(Ok(applied))
+            }
             // This member could not record what the others do: stop, never skip.
             Err(e) => Err(self.stop_applying(&e)),
         }
@@ -531,6 +546,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.requests = RequestTable::load(&reloaded).map_err(io_error)?;
         tracing::info!(applied = ?self.applied.log_id, "installed a raft snapshot");
         self.served.swap_in(reloaded);
+        self.maps_changed.notify_one();
         Ok(())
     }
 

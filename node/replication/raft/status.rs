@@ -16,7 +16,7 @@ use crate::replication::error::{ReplicationError, Result};
 use crate::replication::status::{LagSeries, ReplicaLag};
 use crate::Error;
 
-fn state_name(state: ServerState) -> &'static str {
+pub(super) fn state_name(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",

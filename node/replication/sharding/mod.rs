@@ -18,5 +18,5 @@ pub mod sharded_collection;
 
 pub use error::ShardingError;
 pub use id_hash::id_hash;
-pub use shard_map::{HashRange, ShardMap, ShardPlacement, MAX_SHARDS};
+pub use shard_map::{HashRange, ShardMap, ShardPlacement, FIRST_EPOCH, MAX_SHARDS};
 pub use sharded_collection::ShardedCollection;

@@ -9,7 +9,7 @@
 use needle_consensus::{GroupId, NodeId};
 
 use super::error::ShardingError;
-use super::shard_map::{HashRange, ShardMap, ShardPlacement, MAX_SHARDS};
+use super::shard_map::{HashRange, ShardMap, ShardPlacement, FIRST_EPOCH, MAX_SHARDS};
 
 /// The replication factor when a request names none.
 pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
@@ -73,7 +73,7 @@ pub fn plan(
         })
         .collect();
     Ok(ShardMap {
-        epoch: 1,
+        epoch: FIRST_EPOCH,
         replication_factor: r,
         shards: placements,
     })

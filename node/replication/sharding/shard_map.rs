@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ShardingError;
 use super::id_hash::id_hash;
 
+/// The epoch of a collection's first map, as placement makes it.
+pub const FIRST_EPOCH: u64 = 1;
+
 /// The most shards one collection may have.
 pub const MAX_SHARDS: u32 = 1024;
 
